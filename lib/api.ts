@@ -1,0 +1,299 @@
+/**
+ * The programmatic API. Every heavy call runs on a worker thread that owns the model, so the caller's event
+ * loop keeps running while a model loads or generates.
+ *
+ *   const model = await loadModel('model.gguf', { threads: 4 });
+ *   const session = await model.createSession();
+ *   const { text } = await session.generate('Once upon a time', { maxTokens: 64, temperature: 0 });
+ *   for await (const { text } of session.stream('Once upon a time')) process.stdout.write(text);
+ *   await session.dispose(); await model.dispose();
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import { native } from './bindings/native';
+import { AdaInferError, deserializeError, ModelFileError, OptionError } from './errors';
+import {
+  BenchRequest,
+  BenchResult,
+  ModelInfo,
+  Request,
+  ResponseMessage,
+  WorkerGenerateOptions,
+} from './engine/protocol';
+import { SamplingOptions } from './engine/sampling';
+import { SequenceResult, TokenEvent } from './engine/sequence';
+
+export type { ModelInfo, BenchResult } from './engine/protocol';
+export type { TokenEvent, StopReason, Timings } from './engine/sequence';
+
+/** The bundled default model (trained for this project with an early-exit loss). */
+export const DEFAULT_MODEL = path.resolve(__dirname, '..', '..', 'models', 'adainfer-tinystories-10L-ee.f16.gguf');
+
+export interface ModelOptions {
+  /** Threads for the kernels of every session (default: physical cores). */
+  threads?: number;
+  /** Kernel variant: 'generic' | 'avx2' | 'avx512' (default: the best this CPU runs). */
+  kernels?: string;
+}
+
+export interface SessionOptions {
+  /** KV cache positions (default: the model's context length, at most 2048). */
+  contextSize?: number;
+  /** Prompt tokens per native call (default 256). */
+  batchSize?: number;
+  /** Overrides the model's thread count for this session. */
+  threads?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Tokens to generate at most (default 128). */
+  maxTokens?: number;
+  /** Stop at an end-of-generation token (default true). */
+  stopAtEos?: boolean;
+  /** Prepend BOS when the tokenizer asks for it (default true). */
+  addBos?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult extends SequenceResult {
+  timings: SequenceResult['timings'] & { loadMs: number };
+}
+
+type Pending = {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  onToken?: (e: TokenEvent) => void;
+};
+
+/** The connection to one model worker: numbered requests, answered in any order. */
+class WorkerLink {
+  private readonly worker: Worker;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private dead: Error | undefined;
+
+  constructor() {
+    this.worker = new Worker(path.join(__dirname, 'engine', 'worker.js'));
+    this.worker.on('message', (m: ResponseMessage) => this.onMessage(m));
+    this.worker.on('error', (e) => this.fail(e));
+    this.worker.on('exit', (code) => this.fail(new AdaInferError('INTERNAL', `the model worker exited (code ${code})`)));
+  }
+
+  call<T>(req: Request, onToken?: (e: TokenEvent) => void): Promise<T> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onToken });
+      this.worker.postMessage({ ...req, id });
+    });
+  }
+
+  async terminate(): Promise<void> {
+    this.dead = new AdaInferError('DISPOSED', 'the model has been disposed');
+    await this.worker.terminate();
+  }
+
+  /** Keeps the process alive while work is pending, and lets it exit when idle. */
+  private updateRef(): void {
+    if (this.pending.size > 0) this.worker.ref();
+    else this.worker.unref();
+  }
+
+  private onMessage(m: ResponseMessage): void {
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    if (m.kind === 'token') {
+      p.onToken?.(m.event);
+      return;
+    }
+    this.pending.delete(m.id);
+    this.updateRef();
+    if (m.kind === 'result') p.resolve(m.value);
+    else p.reject(deserializeError(m.error));
+  }
+
+  private fail(e: Error): void {
+    if (!this.dead) this.dead = e instanceof AdaInferError ? e : new AdaInferError('INTERNAL', e.message, { cause: e });
+    for (const p of this.pending.values()) p.reject(this.dead);
+    this.pending.clear();
+  }
+
+  // Requests are counted before they are sent.
+  track<T>(promise: Promise<T>): Promise<T> {
+    this.updateRef();
+    return promise.finally(() => this.updateRef());
+  }
+}
+
+function checkThreads(threads: unknown, option = 'threads'): number | undefined {
+  if (threads === undefined) return undefined;
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 1024)
+    throw new OptionError(option, `must be an integer in [1, 1024], got ${String(threads)}`);
+  return threads;
+}
+
+function checkPositiveInt(value: unknown, option: string, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
+    throw new OptionError(option, `must be an integer in [1, ${max}], got ${String(value)}`);
+  return value;
+}
+
+/** Loads a GGUF model (default: the bundled model) on its own worker thread. */
+export async function loadModel(modelPath: string = DEFAULT_MODEL, options: ModelOptions = {}): Promise<Model> {
+  if (typeof modelPath !== 'string' || modelPath.length === 0) throw new OptionError('path', 'must be a non-empty string');
+  if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+  const threads = checkThreads(options.threads) ?? native().systemInfo().physicalCores;
+  if (options.kernels !== undefined && !['generic', 'avx2', 'avx512'].includes(options.kernels))
+    throw new OptionError('kernels', `must be 'generic', 'avx2' or 'avx512', got ${String(options.kernels)}`);
+  const resolved = path.resolve(modelPath);
+  if (!fs.existsSync(resolved)) throw new ModelFileError('FILE_NOT_FOUND', resolved, 'no such file');
+  const link = new WorkerLink();
+  try {
+    const info = await link.track(link.call<ModelInfo>({ op: 'load', path: resolved, options: { kernels: options.kernels } }));
+    return new Model(link, info, threads);
+  } catch (err) {
+    await link.terminate();
+    throw err;
+  }
+}
+
+export class Model {
+  private disposed = false;
+  private nextSessionId = 1;
+
+  /** @internal use loadModel() */
+  constructor(
+    private readonly link: WorkerLink,
+    readonly info: ModelInfo,
+    readonly threads: number,
+  ) {}
+
+  private check(): void {
+    if (this.disposed) throw new AdaInferError('DISPOSED', 'the model has been disposed');
+  }
+
+  /** @internal */
+  request<T>(req: Request, onToken?: (e: TokenEvent) => void): Promise<T> {
+    this.check();
+    return this.link.track(this.link.call<T>(req, onToken));
+  }
+
+  async tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<number[]> {
+    if (typeof text !== 'string') throw new OptionError('text', 'must be a string');
+    return this.request({ op: 'tokenize', text, addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false });
+  }
+
+  async detokenize(tokens: number[]): Promise<string> {
+    return this.request({ op: 'detokenize', tokens });
+  }
+
+  async createSession(options: SessionOptions = {}): Promise<Session> {
+    this.check();
+    const contextSize = checkPositiveInt(options.contextSize, 'contextSize', 1 << 20) ?? Math.min(this.info.contextLength, 2048);
+    const batchSize = Math.min(checkPositiveInt(options.batchSize, 'batchSize', 1 << 16) ?? 256, contextSize);
+    const threads = checkThreads(options.threads) ?? this.threads;
+    const sessionId = this.nextSessionId++;
+    await this.request({ op: 'createSession', sessionId, options: { contextSize, batchSize, threads } });
+    return new Session(this, sessionId, contextSize);
+  }
+
+  /** Frees the weights and every session, and ends the worker. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    try {
+      await this.link.call({ op: 'dispose' });
+    } finally {
+      await this.link.terminate();
+    }
+  }
+}
+
+export class Session {
+  private disposed = false;
+
+  /** @internal use Model.createSession() */
+  constructor(
+    readonly model: Model,
+    private readonly id: number,
+    readonly contextSize: number,
+  ) {}
+
+  private check(): void {
+    if (this.disposed) throw new AdaInferError('DISPOSED', 'the session has been disposed');
+  }
+
+  /** Generates a continuation of `prompt` (text, or token ids used as they are). */
+  async generate(prompt: string | number[], options: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.run(prompt, options, undefined);
+  }
+
+  /** The same generation as an async iterator of token events. */
+  stream(prompt: string | number[], options: GenerateOptions = {}): AsyncIterableIterator<TokenEvent> {
+    const queue: TokenEvent[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    let failure: unknown;
+    const done = this.run(prompt, options, (e) => {
+      queue.push(e);
+      wake?.();
+    }).then(
+      () => {
+        finished = true;
+        wake?.();
+      },
+      (err) => {
+        failure = err;
+        finished = true;
+        wake?.();
+      },
+    );
+    const iterator: AsyncIterableIterator<TokenEvent> = {
+      [Symbol.asyncIterator]: () => iterator,
+      next: async () => {
+        while (queue.length === 0 && !finished) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        if (queue.length > 0) return { value: queue.shift()!, done: false };
+        await done;
+        if (failure) throw failure;
+        return { value: undefined, done: true };
+      },
+    };
+    return iterator;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.model.request({ op: 'disposeSession', sessionId: this.id });
+  }
+
+  private async run(prompt: string | number[], options: GenerateOptions, onToken: ((e: TokenEvent) => void) | undefined): Promise<GenerateResult> {
+    this.check();
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompt', 'must be a string or an array of token ids');
+    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+    const maxTokens = options.maxTokens ?? 128;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be an integer >= 0, got ${String(options.maxTokens)}`);
+    const { signal, ...rest } = options;
+    if (signal?.aborted) throw new AdaInferError('ABORTED', 'the generation was aborted before it started');
+    const abort = new SharedArrayBuffer(4);
+    const flag = new Int32Array(abort);
+    const onAbort = () => Atomics.store(flag, 0, 1);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens };
+    try {
+      const result = await this.model.request<SequenceResult>({ op: 'generate', sessionId: this.id, prompt, options: workerOptions, abort }, onToken);
+      return { ...result, timings: { ...result.timings, loadMs: this.model.info.loadMs } };
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** @internal llama-bench style measurement on this session's context (random tokens). */
+  bench(request: BenchRequest): Promise<BenchResult> {
+    this.check();
+    return this.model.request({ op: 'bench', sessionId: this.id, request });
+  }
+}

@@ -1,0 +1,67 @@
+/** `adainfer generate`: text generation from a prompt, streamed to stdout or printed as one JSON object. */
+import { Command } from 'commander';
+import { DEFAULT_MODEL, loadModel } from '../api';
+import { floatOption, intOption } from './options';
+
+interface GenerateFlags {
+  model: string;
+  prompt: string;
+  n: number;
+  temp: number;
+  topK: number;
+  topP: number;
+  seed?: number;
+  threads?: number;
+  ctx?: number;
+  kernels?: string;
+  json?: boolean;
+}
+
+export function registerGenerate(program: Command): void {
+  program
+    .command('generate')
+    .description('generate text from a prompt')
+    .option('-m, --model <path>', 'GGUF model file (default: the bundled model)', DEFAULT_MODEL)
+    .requiredOption('-p, --prompt <text>', 'prompt text')
+    .option('-n, --n <tokens>', 'tokens to generate at most', intOption('-n', 0), 128)
+    .option('--temp <t>', 'temperature (0 = greedy)', floatOption('--temp', 0), 0.8)
+    .option('--top-k <k>', 'top-k (0 = off)', intOption('--top-k', 0), 40)
+    .option('--top-p <p>', 'top-p (1 = off)', floatOption('--top-p', 0, 1), 0.95)
+    .option('--seed <s>', 'random seed', intOption('--seed', 0, 0xffffffff))
+    .option('--threads <t>', 'threads (default: physical cores)', intOption('--threads', 1, 1024))
+    .option('-c, --ctx <n>', 'context size (default: model context, at most 2048)', intOption('--ctx', 1))
+    .option('--kernels <isa>', 'kernel variant: generic, avx2, avx512 (default: best for this CPU)')
+    .option('--json', 'print one JSON object instead of streaming text')
+    .action(async (flags: GenerateFlags) => {
+      const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels });
+      try {
+        const session = await model.createSession({ contextSize: flags.ctx });
+        const options = { maxTokens: flags.n, temperature: flags.temp, topK: flags.topK, topP: flags.topP, seed: flags.seed };
+        if (flags.json) {
+          const r = await session.generate(flags.prompt, options);
+          const out = {
+            text: r.text,
+            tokens: r.tokens,
+            promptTokens: r.promptTokens,
+            stopReason: r.stopReason,
+            model: { path: model.info.path, name: model.info.name, kernels: model.info.kernels, threads: model.threads },
+            timings: {
+              loadMs: r.timings.loadMs,
+              prefillMs: r.timings.prefillMs,
+              decodeMs: r.timings.decodeMs,
+              prefillTokensPerSecond: r.timings.prefillTokensPerSecond,
+              decodeTokensPerSecond: r.timings.decodeTokensPerSecond,
+            },
+          };
+          process.stdout.write(JSON.stringify(out) + '\n');
+        } else {
+          process.stdout.write(flags.prompt);
+          for await (const e of session.stream(flags.prompt, options)) process.stdout.write(e.text);
+          process.stdout.write('\n');
+        }
+        await session.dispose();
+      } finally {
+        await model.dispose();
+      }
+    });
+}

@@ -1,0 +1,156 @@
+/**
+ * Token sampling, in llama.cpp's default order: top-k, then top-p (nucleus, on the untempered
+ * distribution), then temperature, then a draw from a seeded generator. Temperature 0 is greedy argmax
+ * (lowest id wins ties, as llama.cpp's greedy sampler).
+ */
+import { OptionError } from '../errors';
+
+export interface SamplingOptions {
+  /** 0 = greedy. Default 0.8. */
+  temperature?: number;
+  /** Keep the k most likely tokens; 0 = all. Default 40. */
+  topK?: number;
+  /** Keep the smallest set whose probability reaches p; 1 = all. Default 0.95. */
+  topP?: number;
+  /** Seed of the random generator; default: random. */
+  seed?: number;
+}
+
+export interface ResolvedSampling {
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+}
+
+export function resolveSampling(o: SamplingOptions = {}): ResolvedSampling {
+  const temperature = o.temperature ?? 0.8;
+  const topK = o.topK ?? 40;
+  const topP = o.topP ?? 0.95;
+  if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature))
+    throw new OptionError('temperature', `must be a finite number >= 0, got ${String(o.temperature)}`);
+  if (!Number.isInteger(topK) || topK < 0) throw new OptionError('topK', `must be an integer >= 0, got ${String(o.topK)}`);
+  if (typeof topP !== 'number' || !(topP > 0 && topP <= 1))
+    throw new OptionError('topP', `must be a number in (0, 1], got ${String(o.topP)}`);
+  let seed = o.seed;
+  if (seed === undefined) seed = Math.floor(Math.random() * 0x100000000);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new OptionError('seed', `must be an integer in [0, 2^32), got ${String(o.seed)}`);
+  return { temperature, topK, topP, seed };
+}
+
+/** Index of the largest value; the lowest index wins ties. */
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  let bestValue = logits[0];
+  for (let i = 1; i < logits.length; i++) {
+    if (logits[i] > bestValue) {
+      bestValue = logits[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+/** xoshiro128** : small, fast, and the same sequence on every platform for a given seed. */
+export class Rng {
+  private s = new Uint32Array(4);
+  constructor(seed: number) {
+    // splitmix32 spreads the seed over the state (an all-zero state would be stuck)
+    let x = seed >>> 0;
+    for (let i = 0; i < 4; i++) {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+    }
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    const s = this.s;
+    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return result / 0x100000000;
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+/** A sampler with its own generator state; one per generation. */
+export class Sampler {
+  private readonly rng: Rng;
+  private ids: Int32Array = new Int32Array(0);
+  private probs: Float64Array = new Float64Array(0);
+
+  constructor(readonly options: ResolvedSampling) {
+    this.rng = new Rng(options.seed);
+  }
+
+  sample(logits: Float32Array): number {
+    const { temperature, topK, topP } = this.options;
+    if (temperature === 0) return argmax(logits);
+    const n = this.candidates(logits, topK > 0 ? Math.min(topK, logits.length) : logits.length);
+    // candidates are sorted by logit, best first; softmax at temperature 1 for top-p
+    const ids = this.ids;
+    const p = this.probs;
+    const max = logits[ids[0]];
+    let sum = 0;
+    for (let i = 0; i < n; i++) sum += (p[i] = Math.exp(logits[ids[i]] - max));
+    let keep = n;
+    if (topP < 1) {
+      let cum = 0;
+      for (let i = 0; i < n; i++) {
+        cum += p[i] / sum;
+        if (cum >= topP) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    // temperature, then draw
+    let total = 0;
+    for (let i = 0; i < keep; i++) total += (p[i] = Math.exp((logits[ids[i]] - max) / temperature));
+    let r = this.rng.next() * total;
+    for (let i = 0; i < keep; i++) {
+      r -= p[i];
+      if (r < 0) return ids[i];
+    }
+    return ids[keep - 1];
+  }
+
+  /** Puts the k best ids, sorted by logit descending (ties: lower id first), in this.ids; returns k. */
+  private candidates(logits: Float32Array, k: number): number {
+    if (this.ids.length < logits.length) {
+      this.ids = new Int32Array(logits.length);
+      this.probs = new Float64Array(logits.length);
+    }
+    const ids = this.ids;
+    const better = (a: number, b: number) => logits[a] > logits[b] || (logits[a] === logits[b] && a < b);
+    if (k === logits.length) {
+      const all = Array.from({ length: k }, (_, i) => i).sort((a, b) => (better(a, b) ? -1 : better(b, a) ? 1 : 0));
+      ids.set(all);
+      return k;
+    }
+    // insertion into a sorted list of k: linear in the vocabulary for the small k used in practice
+    let filled = 0;
+    for (let i = 0; i < logits.length; i++) {
+      if (filled === k && !better(i, ids[k - 1])) continue;
+      let j = filled < k ? filled++ : k - 1;
+      while (j > 0 && better(i, ids[j - 1])) {
+        ids[j] = ids[j - 1];
+        j--;
+      }
+      ids[j] = i;
+    }
+    return k;
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The model worker: one worker thread per loaded model runs every heavy call (load, prompt processing,
+ * decoding) so the caller's event loop never blocks. Sessions of one model share its mapped weights and
+ * run one at a time on the worker, interleaved token by token.
+ */
+import { parentPort } from 'worker_threads';
+import { AdaInferError, OptionError, serializeError } from '../errors';
+import { LlamaContext, LlamaModel } from '../model/llama';
+import { BenchRequest, BenchResult, ModelInfo, Request, RequestMessage, ResponseMessage, WorkerGenerateOptions } from './protocol';
+import { resolveSampling } from './sampling';
+import { Sequence, SequenceResult } from './sequence';
+
+interface SessionState {
+  context: LlamaContext;
+  sequence: Sequence;
+  busy: boolean;
+}
+
+let model: LlamaModel | undefined;
+const sessions = new Map<number, SessionState>();
+
+function post(message: ResponseMessage): void {
+  parentPort!.postMessage(message);
+}
+
+function requireModel(): LlamaModel {
+  if (!model) throw new AdaInferError('DISPOSED', 'the model is not loaded or has been disposed');
+  return model;
+}
+
+function requireSession(id: number): SessionState {
+  const s = sessions.get(id);
+  if (!s) throw new AdaInferError('DISPOSED', 'the session has been disposed');
+  return s;
+}
+
+function load(path: string, kernels: string | undefined): ModelInfo {
+  const t0 = performance.now();
+  model = LlamaModel.load(path, { kernels });
+  const c = model.config;
+  const weightBytes = model.gguf.tensors.reduce((a, t) => a + t.byteSize, 0);
+  const parameters = model.gguf.tensors.reduce((a, t) => a + t.nElements, 0);
+  const fileType = model.gguf.metadata.get('general.file_type');
+  return {
+    path,
+    name: c.name,
+    architecture: 'llama',
+    fingerprint: model.fingerprint,
+    fileType: typeof fileType === 'number' ? fileType : undefined,
+    contextLength: c.contextLength,
+    nLayer: c.nLayer,
+    nEmbd: c.nEmbd,
+    nHead: c.nHead,
+    nKvHead: c.nKvHead,
+    nFf: c.nFf,
+    nVocab: c.nVocab,
+    parameters,
+    weightBytes,
+    kernels: model.native.info().kernels,
+    bosId: model.tokenizer.bosId,
+    eosId: model.tokenizer.eosId,
+    loadMs: performance.now() - t0,
+  };
+}
+
+function promptTokens(prompt: string | number[], options: WorkerGenerateOptions): number[] {
+  const m = requireModel();
+  if (typeof prompt === 'string') return m.tokenizer.encode(prompt, { addSpecial: options.addBos ?? true });
+  for (const t of prompt) {
+    if (!Number.isInteger(t) || t < 0 || t >= m.config.nVocab)
+      throw new OptionError('prompt', `token id ${String(t)} is outside the vocabulary [0, ${m.config.nVocab})`);
+  }
+  return prompt;
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+async function generate(id: number, sessionId: number, prompt: string | number[], options: WorkerGenerateOptions, abort: SharedArrayBuffer): Promise<SequenceResult> {
+  const s = requireSession(sessionId);
+  if (s.busy) throw new AdaInferError('BUSY', 'the session is already generating; wait for it or use another session');
+  s.busy = true;
+  try {
+    const abortFlag = new Int32Array(abort);
+    const tokens = promptTokens(prompt, options);
+    const sampling = resolveSampling(options);
+    const run = s.sequence.generate(tokens, {
+      maxTokens: options.maxTokens,
+      sampling,
+      stopAtEos: options.stopAtEos,
+      aborted: () => Atomics.load(abortFlag, 0) !== 0,
+    });
+    for (;;) {
+      const step = run.next();
+      if (step.done) return step.value;
+      post({ id, kind: 'token', event: step.value });
+      // Let other sessions' requests in between tokens.
+      await yieldToEventLoop();
+    }
+  } finally {
+    s.busy = false;
+  }
+}
+
+/** llama-bench style: prefill `promptTokens` random tokens, then decode `genTokens` one by one. */
+function bench(sessionId: number, r: BenchRequest): BenchResult {
+  const s = requireSession(sessionId);
+  const m = requireModel();
+  const ctx = s.context;
+  if (r.promptTokens + r.genTokens > ctx.contextSize)
+    throw new OptionError('bench', `prompt ${r.promptTokens} + gen ${r.genTokens} tokens exceed the context of ${ctx.contextSize}`);
+  let x = r.seed >>> 0 || 1;
+  const random = () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % m.config.nVocab;
+  };
+  s.sequence.reset();
+  const t0 = performance.now();
+  let pos = 0;
+  for (let start = 0; start < r.promptTokens; start += ctx.batchSize) {
+    const n = Math.min(ctx.batchSize, r.promptTokens - start);
+    for (let i = 0; i < n; i++) ctx.native.tokens[i] = random();
+    ctx.forward(n, pos);
+    pos += n;
+  }
+  if (r.promptTokens > 0) ctx.logits(0);
+  const t1 = performance.now();
+  for (let i = 0; i < r.genTokens; i++) {
+    ctx.native.tokens[0] = random();
+    ctx.forward(1, pos++);
+    ctx.logits(0);
+  }
+  const t2 = performance.now();
+  return { prefillMs: t1 - t0, decodeMs: t2 - t1, promptTokens: r.promptTokens, genTokens: r.genTokens };
+}
+
+async function handle(msg: RequestMessage): Promise<unknown> {
+  const req: Request = msg;
+  switch (req.op) {
+    case 'load':
+      return load(req.path, req.options.kernels);
+    case 'tokenize':
+      return requireModel().tokenizer.encode(req.text, { addSpecial: req.addSpecial, parseSpecial: req.parseSpecial });
+    case 'detokenize':
+      return requireModel().tokenizer.decode(req.tokens);
+    case 'createSession': {
+      const context = requireModel().createContext(req.options);
+      sessions.set(req.sessionId, { context, sequence: new Sequence(context), busy: false });
+      return null;
+    }
+    case 'generate':
+      return generate(msg.id, req.sessionId, req.prompt, req.options, req.abort);
+    case 'bench':
+      return bench(req.sessionId, req.request);
+    case 'disposeSession': {
+      const s = sessions.get(req.sessionId);
+      if (s?.busy) throw new AdaInferError('BUSY', 'the session is generating; abort it before disposing');
+      s?.context.dispose();
+      sessions.delete(req.sessionId);
+      return null;
+    }
+    case 'dispose':
+      for (const s of sessions.values()) s.context.dispose();
+      sessions.clear();
+      model?.dispose();
+      model = undefined;
+      return null;
+  }
+}
+
+parentPort!.on('message', (msg: RequestMessage) => {
+  handle(msg).then(
+    (value) => post({ id: msg.id, kind: 'result', value }),
+    (err) => post({ id: msg.id, kind: 'error', error: serializeError(err) }),
+  );
+});

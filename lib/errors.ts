@@ -1,0 +1,107 @@
+/**
+ * Typed errors. Every failure the runtime reports is an AdaInferError whose `code` names the problem,
+ * so callers can branch on it and the CLI can exit non-zero with the message.
+ */
+
+export type ErrorCode =
+  // files
+  | 'FILE_NOT_FOUND'
+  | 'FILE_READ'
+  | 'GGUF_BAD_MAGIC'
+  | 'GGUF_UNSUPPORTED_VERSION'
+  | 'GGUF_TRUNCATED'
+  | 'GGUF_CORRUPT'
+  | 'TENSOR_OUT_OF_BOUNDS'
+  | 'UNSUPPORTED_TENSOR_TYPE'
+  // model structure
+  | 'UNSUPPORTED_ARCHITECTURE'
+  | 'MISSING_METADATA'
+  | 'MISSING_TENSOR'
+  | 'SHAPE_MISMATCH'
+  | 'TOKENIZER'
+  // use
+  | 'INVALID_OPTION'
+  | 'CONTEXT_OVERFLOW'
+  | 'DISPOSED'
+  | 'BUSY'
+  | 'ABORTED'
+  | 'NATIVE'
+  | 'INTERNAL';
+
+export class AdaInferError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AdaInferError';
+    this.code = code;
+  }
+}
+
+/** A model file (GGUF, safetensors) is unreadable, malformed or unsupported. */
+export class ModelFileError extends AdaInferError {
+  readonly path: string;
+  constructor(code: ErrorCode, path: string, message: string, options?: { cause?: unknown }) {
+    super(code, `${path}: ${message}`, options);
+    this.name = 'ModelFileError';
+    this.path = path;
+  }
+}
+
+/** An option passed to the API or the CLI is invalid. */
+export class OptionError extends AdaInferError {
+  readonly option: string;
+  constructor(option: string, message: string) {
+    super('INVALID_OPTION', `invalid option ${option}: ${message}`);
+    this.name = 'OptionError';
+    this.option = option;
+  }
+}
+
+/** The prompt plus the tokens to generate do not fit in the session's context. */
+export class ContextOverflowError extends AdaInferError {
+  constructor(message: string) {
+    super('CONTEXT_OVERFLOW', message);
+    this.name = 'ContextOverflowError';
+  }
+}
+
+/** Serializable form, for crossing the worker boundary. */
+export interface SerializedError {
+  name: string;
+  code: ErrorCode;
+  message: string;
+  path?: string;
+  option?: string;
+}
+
+export function serializeError(err: unknown): SerializedError {
+  if (err instanceof AdaInferError) {
+    const out: SerializedError = { name: err.name, code: err.code, message: err.message };
+    if (err instanceof ModelFileError) out.path = err.path;
+    if (err instanceof OptionError) out.option = err.option;
+    return out;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return { name: 'AdaInferError', code: 'INTERNAL', message };
+}
+
+export function deserializeError(e: SerializedError): AdaInferError {
+  let err: AdaInferError;
+  switch (e.name) {
+    case 'ModelFileError': {
+      err = new ModelFileError(e.code, e.path ?? '', '');
+      err.message = e.message;
+      break;
+    }
+    case 'OptionError':
+      err = new OptionError(e.option ?? '', '');
+      err.message = e.message;
+      break;
+    case 'ContextOverflowError':
+      err = new ContextOverflowError(e.message);
+      break;
+    default:
+      err = new AdaInferError(e.code, e.message);
+  }
+  return err;
+}

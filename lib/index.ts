@@ -1,0 +1,18 @@
+/** adainfer: LLM inference for Node.js with AdaInfer early exit. */
+export { loadModel, Model, Session, DEFAULT_MODEL } from './api';
+export type {
+  ModelOptions,
+  SessionOptions,
+  GenerateOptions,
+  GenerateResult,
+  ModelInfo,
+  TokenEvent,
+  StopReason,
+  Timings,
+} from './api';
+export { AdaInferError, ModelFileError, OptionError, ContextOverflowError } from './errors';
+export type { ErrorCode } from './errors';
+/** Low-level, synchronous access (blocks the calling thread): the layer loop and native blocks. */
+export { LlamaModel, LlamaContext } from './model/llama';
+export { readGGUF } from './gguf';
+export { native } from './bindings/native';

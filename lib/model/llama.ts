@@ -1,0 +1,208 @@
+/**
+ * The Llama architecture (GGUF `general.architecture = "llama"`: Llama 1/2/3, TinyLlama, Mistral-style,
+ * SmolLM): hyper-parameters from GGUF metadata, weights mapped by the native addon, and the layer loop.
+ *
+ * The whole forward pass of one batch of tokens is `forward()` below:
+ *   embed -> for each layer: attention block, MLP block, [exit decision] -> head
+ * Each block is one native call working in place on the context's buffers.
+ */
+import { AdaInferError, ModelFileError } from '../errors';
+import { fromNativeError, native, NativeContext, NativeHParams, NativeModel } from '../bindings/native';
+import { getInteger, getNumber, getString, GGUFFile, readGGUF } from '../gguf';
+import { createTokenizer, Tokenizer } from '../tokenizer';
+import { tokenizerMetadataFromGGUF } from './gguf_tokenizer';
+import { fingerprintGGUF } from './fingerprint';
+
+export interface LlamaConfig extends NativeHParams {
+  /** `general.name`, or the file name. */
+  name: string;
+  /** Context length the model was trained with (`llama.context_length`). */
+  contextLength: number;
+}
+
+/** Reads the hyper-parameters of a `llama` GGUF, rejecting what this runtime cannot run. */
+export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
+  const required = { required: true } as const;
+  const arch = getString(file, 'general.architecture', required);
+  if (arch !== 'llama') {
+    throw new ModelFileError(
+      'UNSUPPORTED_ARCHITECTURE',
+      file.path,
+      `architecture '${arch}' is not supported (supported: llama)`,
+    );
+  }
+  const int = (key: string, fallback?: number): number =>
+    fallback === undefined ? getInteger(file, 'llama.' + key, required) : getInteger(file, 'llama.' + key) ?? fallback;
+  const float = (key: string, fallback: number): number => getNumber(file, 'llama.' + key) ?? fallback;
+
+  const nEmbd = int('embedding_length');
+  const nHead = int('attention.head_count');
+  const headDim = int('attention.key_length', nHead > 0 ? Math.floor(nEmbd / nHead) : 0);
+  const tokens = file.metadata.get('tokenizer.ggml.tokens');
+  const embd = file.tensorsByName.get('token_embd.weight');
+  const nVocab = int('vocab_size', Array.isArray(tokens) ? tokens.length : embd?.dims[1] ?? 0);
+  const scaling = getString(file, 'llama.rope.scaling.type');
+  if (scaling !== undefined && scaling !== 'none') {
+    throw new ModelFileError('UNSUPPORTED_ARCHITECTURE', file.path, `rope scaling '${scaling}' is not supported yet`);
+  }
+  const valueLength = int('attention.value_length', headDim);
+  if (valueLength !== headDim) {
+    throw new ModelFileError(
+      'UNSUPPORTED_ARCHITECTURE',
+      file.path,
+      `attention.value_length ${valueLength} differs from key_length ${headDim}`,
+    );
+  }
+  return {
+    name: getString(file, 'general.name') ?? file.path.split('/').pop() ?? file.path,
+    contextLength: int('context_length'),
+    nLayer: int('block_count'),
+    nEmbd,
+    nHead,
+    nKvHead: int('attention.head_count_kv', nHead),
+    headDim,
+    nFf: int('feed_forward_length'),
+    nVocab,
+    nRot: int('rope.dimension_count', headDim),
+    rmsEps: float('attention.layer_norm_rms_epsilon', 1e-5),
+    ropeBase: float('rope.freq_base', 10000),
+  };
+}
+
+export interface LoadOptions {
+  /** Kernel variant: 'generic' | 'avx2' | 'avx512'; default: the best this CPU runs. */
+  kernels?: string;
+}
+
+/** A loaded model: parsed header, tokenizer and mapped weights. Synchronous; see lib/index.ts for the async API. */
+export class LlamaModel {
+  private nativeModel: NativeModel | undefined;
+
+  private constructor(
+    readonly path: string,
+    readonly gguf: GGUFFile,
+    readonly config: LlamaConfig,
+    readonly tokenizer: Tokenizer,
+    nativeModel: NativeModel,
+    /** Identity of the weights, for files derived from a model (exit classifiers). */
+    readonly fingerprint: string,
+  ) {
+    this.nativeModel = nativeModel;
+  }
+
+  static load(path: string, options: LoadOptions = {}): LlamaModel {
+    const gguf = readGGUF(path);
+    const config = llamaConfigFromGGUF(gguf);
+    const tokenizer = createTokenizer(tokenizerMetadataFromGGUF(gguf));
+    if (tokenizer.vocabSize !== config.nVocab) {
+      throw new ModelFileError(
+        'SHAPE_MISMATCH',
+        path,
+        `the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${config.nVocab}`,
+      );
+    }
+    const tensors = gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.absoluteOffset }));
+    let nativeModel: NativeModel;
+    try {
+      nativeModel = new (native().Model)(path, config, tensors, options.kernels);
+    } catch (err) {
+      const e = fromNativeError(err);
+      throw e.code === 'INVALID_OPTION' || e.code === 'NATIVE' ? e : new ModelFileError(e.code, path, e.message);
+    }
+    return new LlamaModel(path, gguf, config, tokenizer, nativeModel, fingerprintGGUF(gguf));
+  }
+
+  get native(): NativeModel {
+    if (!this.nativeModel) throw new AdaInferError('DISPOSED', 'the model has been disposed');
+    return this.nativeModel;
+  }
+
+  get disposed(): boolean {
+    return this.nativeModel === undefined;
+  }
+
+  createContext(options: ContextOptions): LlamaContext {
+    return new LlamaContext(this, options);
+  }
+
+  dispose(): void {
+    this.nativeModel?.dispose();
+    this.nativeModel = undefined;
+  }
+}
+
+export interface ContextOptions {
+  /** Positions the KV cache holds. */
+  contextSize: number;
+  /** Rows per native call during prompt processing. */
+  batchSize: number;
+  threads: number;
+  /** Largest top-k a logit-lens call may ask for (default 8). */
+  lensK?: number;
+}
+
+/**
+ * Decides, after layer `layer` (0-based) has run on rows [0, n), whether to stop. Returning true skips the
+ * remaining layers for this batch. Never called after the last layer.
+ */
+export type ExitCheck = (layer: number, n: number) => boolean;
+
+/** One sequence: a KV cache, the native buffers and the layer loop. */
+export class LlamaContext {
+  readonly native: NativeContext;
+  readonly contextSize: number;
+  readonly batchSize: number;
+
+  constructor(
+    readonly model: LlamaModel,
+    options: ContextOptions,
+  ) {
+    this.contextSize = options.contextSize;
+    this.batchSize = Math.min(options.batchSize, options.contextSize);
+    try {
+      this.native = new (native().Context)(model.native, {
+        nCtx: this.contextSize,
+        nBatch: this.batchSize,
+        threads: options.threads,
+        lensK: options.lensK ?? 8,
+      });
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+  }
+
+  /**
+   * Runs `n` tokens already written to `native.tokens[0..n)` at positions pos0..pos0+n-1 through the model.
+   * Returns the number of layers run (nLayer unless `exit` stopped earlier). Rows' hidden states are left in
+   * `native.hidden` for head()/logitLens().
+   */
+  forward(n: number, pos0: number, exit?: ExitCheck): number {
+    const c = this.native;
+    const nLayer = this.model.config.nLayer;
+    try {
+      c.embed(n);
+      for (let layer = 0; layer < nLayer; layer++) {
+        c.attention(layer, n, pos0);
+        c.mlp(layer, n);
+        if (exit !== undefined && layer < nLayer - 1 && exit(layer, n)) return layer + 1;
+      }
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+    return nLayer;
+  }
+
+  /** logits of hidden row `row` into native.logits (returned as the same zero-copy view). */
+  logits(row: number): Float32Array {
+    try {
+      this.native.head(row);
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+    return this.native.logits;
+  }
+
+  dispose(): void {
+    this.native.dispose();
+  }
+}

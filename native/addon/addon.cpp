@@ -1,0 +1,44 @@
+// The adainfer Node addon: exports the Model and Context classes plus machine information.
+// Its typed contract is lib/bindings/native.ts.
+#include <napi.h>
+
+#include "addon/js_context.h"
+#include "addon/js_model.h"
+#include "core/cpu_features.h"
+#include "core/kernels.h"
+#include "core/thread_pool.h"
+
+namespace adainfer {
+
+class Addon : public Napi::Addon<Addon> {
+ public:
+  Addon(Napi::Env env, Napi::Object exports) {
+    DefineAddon(exports, {
+                             InstanceValue("Model", JsModel::Init(env)),
+                             InstanceValue("Context", JsContext::Init(env)),
+                             InstanceMethod("systemInfo", &Addon::SystemInfo),
+                         });
+  }
+
+ private:
+  // { cpuFeatures, physicalCores, kernels: best variant, available: [variants this CPU runs] }
+  Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("cpuFeatures", cpu_features_string());
+    o.Set("physicalCores", physical_core_count());
+    o.Set("kernels", kernels_best().name);
+    Napi::Array avail = Napi::Array::New(env);
+    uint32_t i = 0;
+    for (const char* name : {"generic", "avx2", "avx512"})
+      if (kernels_by_name(name)) avail.Set(i++, name);
+    o.Set("available", avail);
+    return o;
+  }
+};
+
+}  // namespace adainfer
+
+// The registration macro pastes the class name into an identifier, so it needs an unqualified name.
+using AdaInferAddon = adainfer::Addon;
+NODE_API_ADDON(AdaInferAddon)

@@ -1,0 +1,147 @@
+#include "addon/js_context.h"
+
+#include <thread>
+
+#include "addon/errors.h"
+#include "addon/js_model.h"
+
+namespace adainfer {
+
+namespace {
+
+int64_t option_int(const Napi::Object& o, const char* key, int64_t min, int64_t max) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw js_error(o.Env(), "INVALID_OPTION", std::string(key) + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= static_cast<double>(min) && d <= static_cast<double>(max)) || d != static_cast<double>(static_cast<int64_t>(d)))
+    throw js_error(o.Env(), "INVALID_OPTION",
+                   std::string(key) + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+  return static_cast<int64_t>(d);
+}
+
+int64_t arg_int(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw js_error(info.Env(), "INVALID_OPTION", std::string(name) + " must be a number");
+  return info[i].As<Napi::Number>().Int64Value();
+}
+
+}  // namespace
+
+Napi::Function JsContext::Init(Napi::Env env) {
+  return DefineClass(env, "Context",
+                     {
+                         InstanceMethod("embed", &JsContext::Embed),
+                         InstanceMethod("attention", &JsContext::Attention),
+                         InstanceMethod("mlp", &JsContext::Mlp),
+                         InstanceMethod("head", &JsContext::Head),
+                         InstanceMethod("logitLens", &JsContext::LogitLens),
+                         InstanceMethod("noop", &JsContext::Noop),
+                         InstanceMethod("dispose", &JsContext::Dispose),
+                     });
+}
+
+JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContext>(info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject() ||
+        !info[0].As<Napi::Object>().CheckTypeTag(&JsModel::kTypeTag))
+      throw js_error(env, "INVALID_OPTION", "Context(model, options) expected");
+    JsModel* model = JsModel::Unwrap(info[0].As<Napi::Object>());
+    auto weights = model->weights(env);
+    const LlamaHParams& hp = weights->hp;
+    Napi::Object opt = info[1].As<Napi::Object>();
+    const int64_t n_ctx = option_int(opt, "nCtx", 1, int64_t(1) << 24);
+    const int64_t n_batch = option_int(opt, "nBatch", 1, n_ctx);
+    const int64_t threads = option_int(opt, "threads", 1, 1024);
+    const int64_t lens_k = option_int(opt, "lensK", 1, 1024);
+
+    // Activation buffers are JS ArrayBuffers (V8 memory, never moved), exposed as typed-array views.
+    Napi::Object self = info.This().As<Napi::Object>();
+    Napi::Object keep = Napi::Object::New(env);
+    LlamaBuffers io;
+    auto f32 = [&](const char* name, int64_t n, float** out) {
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * sizeof(float));
+      *out = static_cast<float*>(ab.Data());
+      keep.Set(name, ab);
+      self.Set(name, Napi::Float32Array::New(env, static_cast<size_t>(n), ab, 0));
+    };
+    auto i32 = [&](const char* name, int64_t n, int32_t** out) {
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * sizeof(int32_t));
+      *out = static_cast<int32_t*>(ab.Data());
+      keep.Set(name, ab);
+      self.Set(name, Napi::Int32Array::New(env, static_cast<size_t>(n), ab, 0));
+    };
+    i32("tokens", n_batch, &io.tokens);
+    f32("hidden", n_batch * hp.n_embd, &io.hidden);
+    f32("logits", hp.n_vocab, &io.logits);
+    i32("lensIds", lens_k, &io.lens_ids);
+    f32("lensProbs", lens_k, &io.lens_probs);
+    f32("lensFeatures", 4, &io.lens_features);
+    io.lens_k = lens_k;
+    buffers_ = Napi::Persistent(keep);
+    state_ = std::make_unique<LlamaState>(weights, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
+    self.Set("kernels", Napi::String::New(env, model->kernels().name));
+    self.Set("threads", Napi::Number::New(env, static_cast<double>(threads)));
+    return 0;
+  });
+}
+
+LlamaState& JsContext::state(Napi::Env env) {
+  if (!state_) throw js_error(env, "DISPOSED", "the context has been disposed");
+  return *state_;
+}
+
+Napi::Value JsContext::Embed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    state(env).embed(arg_int(info, 0, "n"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    state(env).attention_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"), arg_int(info, 2, "pos0"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::Mlp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    state(env).mlp_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::Head(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    state(env).head(arg_int(info, 0, "row"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::LogitLens(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    state(env).logit_lens(arg_int(info, 0, "row"), arg_int(info, 1, "k"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::Noop(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
+
+Napi::Value JsContext::Dispose(const Napi::CallbackInfo& info) {
+  state_.reset();
+  buffers_.Reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace adainfer

@@ -1,0 +1,33 @@
+// JS class `Context`: one sequence's KV cache, thread pool and activation buffers over a Model.
+// The blocks are synchronous; the TypeScript side calls them from a worker thread, never the main loop.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "blocks/llama_blocks.h"
+
+namespace adainfer {
+
+class JsContext : public Napi::ObjectWrap<JsContext> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // new Context(model, { nCtx, nBatch, threads, lensK })
+  explicit JsContext(const Napi::CallbackInfo& info);
+
+ private:
+  LlamaState& state(Napi::Env env);
+  Napi::Value Embed(const Napi::CallbackInfo& info);           // embed(n)
+  Napi::Value Attention(const Napi::CallbackInfo& info);       // attention(layer, n, pos0)
+  Napi::Value Mlp(const Napi::CallbackInfo& info);             // mlp(layer, n)
+  Napi::Value Head(const Napi::CallbackInfo& info);            // head(row)
+  Napi::Value LogitLens(const Napi::CallbackInfo& info);       // logitLens(row, k)
+  Napi::Value Noop(const Napi::CallbackInfo& info);            // noop(): measures the N-API call cost
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  std::unique_ptr<LlamaState> state_;
+  // The JS ArrayBuffers behind the zero-copy views; referenced so they outlive every native use.
+  Napi::Reference<Napi::Object> buffers_;
+};
+
+}  // namespace adainfer

@@ -1,0 +1,313 @@
+#include "blocks/llama_blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <sstream>
+
+#include "core/ggml_types.h"
+
+namespace adainfer {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& d) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < d.size(); ++i) s << (i ? ", " : "") << d[i];
+  s << "]";
+  return s.str();
+}
+
+// Looks tensors up by GGUF name and turns them into views, checking everything the kernels rely on.
+class TensorTable {
+ public:
+  TensorTable(const MappedFile& file, const std::vector<TensorSpec>& specs, const KernelTable& k)
+      : file_(file), k_(k) {
+    for (const auto& s : specs) by_name_[s.name] = &s;
+  }
+
+  bool has(const std::string& name) const { return by_name_.count(name) != 0; }
+
+  // A matrix of `rows` rows of `cols` elements (GGUF dims [cols, rows]).
+  WeightView matrix(const std::string& name, int64_t cols, int64_t rows) const {
+    const TensorSpec& s = find(name);
+    if (s.dims.size() != 2 || s.dims[0] != cols || s.dims[1] != rows)
+      throw ModelError("SHAPE_MISMATCH", "tensor " + name + " has shape " + shape_str(s.dims) + ", expected " +
+                                             shape_str({cols, rows}));
+    if (s.type < 0 || s.type >= KernelTable::kMaxType || !k_.matmul[s.type] || !k_.dequant_row[s.type])
+      throw ModelError("UNSUPPORTED_TENSOR_TYPE",
+                       "tensor " + name + " has type " + std::to_string(s.type) + ", which this build cannot compute");
+    return view(s, cols, rows);
+  }
+
+  // A 1-D tensor of n elements, converted to floats (norm weights, rope factors: tiny, read every row).
+  std::vector<float> vector(const std::string& name, int64_t n) const {
+    const TensorSpec& s = find(name);
+    if (s.dims.size() != 1 || s.dims[0] != n)
+      throw ModelError("SHAPE_MISMATCH",
+                       "tensor " + name + " has shape " + shape_str(s.dims) + ", expected " + shape_str({n}));
+    if (s.type < 0 || s.type >= KernelTable::kMaxType || !k_.dequant_row[s.type])
+      throw ModelError("UNSUPPORTED_TENSOR_TYPE",
+                       "tensor " + name + " has type " + std::to_string(s.type) + ", which this build cannot read");
+    WeightView v = view(s, n, 1);
+    std::vector<float> out(static_cast<size_t>(n));
+    k_.dequant_row[s.type](v.data, out.data(), n);
+    return out;
+  }
+
+ private:
+  const TensorSpec& find(const std::string& name) const {
+    auto it = by_name_.find(name);
+    if (it == by_name_.end()) throw ModelError("MISSING_TENSOR", "tensor " + name + " is missing");
+    return *it->second;
+  }
+
+  WeightView view(const TensorSpec& s, int64_t cols, int64_t rows) const {
+    size_t rb = row_bytes(s.type, cols);
+    if (rb == 0)
+      throw ModelError("SHAPE_MISMATCH", "tensor " + s.name + ": row of " + std::to_string(cols) +
+                                             " elements is not a whole number of blocks of type " +
+                                             std::to_string(s.type));
+    // rows * rb cannot overflow for real files, but the header is untrusted.
+    if (rows <= 0 || rb > UINT64_MAX / static_cast<uint64_t>(rows))
+      throw ModelError("SHAPE_MISMATCH", "tensor " + s.name + " is too large");
+    uint64_t bytes = rb * static_cast<uint64_t>(rows);
+    if (!file_.contains(s.offset, bytes))
+      throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " data [" + std::to_string(s.offset) + ", +" +
+                                                   std::to_string(bytes) + ") runs past the end of the file (" +
+                                                   std::to_string(file_.size()) + " bytes)");
+    WeightView v;
+    v.data = file_.data() + s.offset;
+    v.type = s.type;
+    v.ne0 = cols;
+    v.ne1 = rows;
+    v.row_bytes = rb;
+    return v;
+  }
+
+  const MappedFile& file_;
+  const KernelTable& k_;
+  std::map<std::string, const TensorSpec*> by_name_;
+};
+
+void check_hparams(const LlamaHParams& hp) {
+  auto positive = [](int64_t v, const char* what) {
+    if (v <= 0 || v > (int64_t(1) << 31)) throw ModelError("SHAPE_MISMATCH", std::string("hyper-parameter ") + what + " = " + std::to_string(v) + " is out of range");
+  };
+  positive(hp.n_layer, "block_count");
+  positive(hp.n_embd, "embedding_length");
+  positive(hp.n_head, "attention.head_count");
+  positive(hp.n_kv_head, "attention.head_count_kv");
+  positive(hp.head_dim, "head dimension");
+  positive(hp.n_ff, "feed_forward_length");
+  positive(hp.n_vocab, "vocabulary size");
+  if (hp.n_head % hp.n_kv_head != 0)
+    throw ModelError("SHAPE_MISMATCH", "head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv " +
+                                           std::to_string(hp.n_kv_head));
+  if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
+    throw ModelError("SHAPE_MISMATCH", "rope.dimension_count " + std::to_string(hp.n_rot) +
+                                           " must be even and at most the head dimension " + std::to_string(hp.head_dim));
+  if (!(hp.rms_eps > 0.f) || !(hp.rope_base > 0.f))
+    throw ModelError("SHAPE_MISMATCH", "rms epsilon and rope base must be positive");
+}
+
+}  // namespace
+
+LlamaWeights load_llama_weights(std::shared_ptr<MappedFile> file, const LlamaHParams& hp,
+                                const std::vector<TensorSpec>& tensors, const KernelTable& kernels) {
+  check_hparams(hp);
+  TensorTable t(*file, tensors, kernels);
+  const int64_t q_dim = hp.n_head * hp.head_dim;
+  const int64_t kv_dim = hp.n_kv_head * hp.head_dim;
+
+  LlamaWeights w;
+  w.hp = hp;
+  w.tok_embd = t.matrix("token_embd.weight", hp.n_embd, hp.n_vocab);
+  w.output_norm = t.vector("output_norm.weight", hp.n_embd);
+  // Tied embeddings: models trained with a shared input/output matrix store only token_embd.
+  w.output = t.has("output.weight") ? t.matrix("output.weight", hp.n_embd, hp.n_vocab) : w.tok_embd;
+  if (t.has("rope_freqs.weight")) w.rope_freqs = t.vector("rope_freqs.weight", hp.n_rot / 2);
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LlamaLayer L;
+    L.attn_norm = t.vector(p + "attn_norm.weight", hp.n_embd);
+    L.wq = t.matrix(p + "attn_q.weight", hp.n_embd, q_dim);
+    L.wk = t.matrix(p + "attn_k.weight", hp.n_embd, kv_dim);
+    L.wv = t.matrix(p + "attn_v.weight", hp.n_embd, kv_dim);
+    L.wo = t.matrix(p + "attn_output.weight", q_dim, hp.n_embd);
+    L.ffn_norm = t.vector(p + "ffn_norm.weight", hp.n_embd);
+    L.w_gate = t.matrix(p + "ffn_gate.weight", hp.n_embd, hp.n_ff);
+    L.w_up = t.matrix(p + "ffn_up.weight", hp.n_embd, hp.n_ff);
+    L.w_down = t.matrix(p + "ffn_down.weight", hp.n_ff, hp.n_embd);
+    w.layers.push_back(std::move(L));
+  }
+  w.file = std::move(file);
+  return w;
+}
+
+LlamaState::LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_ctx, int64_t n_batch, int n_threads,
+                       const KernelTable& kernels, const LlamaBuffers& io)
+    : w_(std::move(weights)), k_(kernels), n_ctx_(n_ctx), n_batch_(n_batch), pool_(n_threads), io_(io) {
+  const LlamaHParams& hp = w_->hp;
+  if (n_ctx <= 0 || n_batch <= 0 || n_batch > n_ctx)
+    throw ModelError("INVALID_OPTION", "context size and batch size must be positive, batch <= context");
+  q_dim_ = hp.n_head * hp.head_dim;
+  kv_dim_ = hp.n_kv_head * hp.head_dim;
+  const size_t cache = static_cast<size_t>(hp.n_layer) * n_ctx * kv_dim_;
+  k_cache_.assign(cache, 0.f);
+  v_cache_.assign(cache, 0.f);
+  xb_.assign(static_cast<size_t>(n_batch) * std::max(hp.n_embd, q_dim_), 0.f);
+  q_.assign(static_cast<size_t>(n_batch) * q_dim_, 0.f);
+  att_.assign(static_cast<size_t>(n_batch) * q_dim_, 0.f);
+  gate_.assign(static_cast<size_t>(n_batch) * hp.n_ff, 0.f);
+  up_.assign(static_cast<size_t>(n_batch) * hp.n_ff, 0.f);
+  scratch_.assign(static_cast<size_t>(pool_.size()) * n_ctx, 0.f);
+  top_ids_.assign(static_cast<size_t>(std::max<int64_t>(io_.lens_k, 2)), 0);
+}
+
+void LlamaState::check_layer(int64_t layer) const {
+  if (layer < 0 || layer >= w_->hp.n_layer)
+    throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(w_->hp.n_layer) + ")");
+}
+
+void LlamaState::check_rows(int64_t n) const {
+  if (n <= 0 || n > n_batch_)
+    throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch_) + "]");
+}
+
+// Output rows are split across the pool; each thread runs the kernel on its own range of W's rows,
+// so weights are streamed once per call whatever the number of tokens.
+void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
+  MatmulFn fn = k_.matmul[w.type];
+  pool_.parallel_for(w.ne1, 16, [&](int64_t r0, int64_t r1, int) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
+}
+
+void LlamaState::rms_norm_rows(const float* x, const float* weight, float* out, int64_t n) {
+  const int64_t d = w_->hp.n_embd;
+  for (int64_t t = 0; t < n; ++t) k_.rms_norm(x + t * d, weight, out + t * d, d, w_->hp.rms_eps);
+}
+
+void LlamaState::embed(int64_t n) {
+  check_rows(n);
+  const LlamaHParams& hp = w_->hp;
+  const WeightView& e = w_->tok_embd;
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t id = io_.tokens[t];
+    if (id < 0 || id >= hp.n_vocab)
+      throw std::out_of_range("token id " + std::to_string(id) + " out of range [0, " + std::to_string(hp.n_vocab) + ")");
+    k_.dequant_row[e.type](static_cast<const uint8_t*>(e.data) + static_cast<size_t>(id) * e.row_bytes,
+                           io_.hidden + t * hp.n_embd, hp.n_embd);
+  }
+}
+
+void LlamaState::attention_block(int64_t layer, int64_t n, int64_t pos0) {
+  check_layer(layer);
+  check_rows(n);
+  if (pos0 < 0 || pos0 + n > n_ctx_)
+    throw std::out_of_range("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + n - 1) +
+                            " exceed the context of " + std::to_string(n_ctx_));
+  const LlamaHParams& hp = w_->hp;
+  const LlamaLayer& L = w_->layers[layer];
+  const int64_t d = hp.n_embd;
+  float* k_layer = k_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * kv_dim_;
+  float* v_layer = v_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * kv_dim_;
+
+  rms_norm_rows(io_.hidden, L.attn_norm.data(), xb_.data(), n);
+  matmul(L.wq, xb_.data(), d, n, q_.data(), q_dim_);
+  // K and V go straight into the cache rows of positions pos0..pos0+n-1.
+  matmul(L.wk, xb_.data(), d, n, k_layer + pos0 * kv_dim_, kv_dim_);
+  matmul(L.wv, xb_.data(), d, n, v_layer + pos0 * kv_dim_, kv_dim_);
+  const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
+  for (int64_t t = 0; t < n; ++t) {
+    rope_llama(q_.data() + t * q_dim_, hp.n_head, hp.head_dim, hp.n_rot, pos0 + t, hp.rope_base, ff);
+    rope_llama(k_layer + (pos0 + t) * kv_dim_, hp.n_kv_head, hp.head_dim, hp.n_rot, pos0 + t, hp.rope_base, ff);
+  }
+
+  AttentionArgs a;
+  a.q = q_.data();
+  a.k = k_layer;
+  a.v = v_layer;
+  a.out = att_.data();
+  a.n_tok = n;
+  a.pos0 = pos0;
+  a.n_head = hp.n_head;
+  a.n_kv_head = hp.n_kv_head;
+  a.head_dim = hp.head_dim;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+  pool_.parallel_for(hp.n_head, 1, [&](int64_t h0, int64_t h1, int thread) {
+    k_.attention(a, h0, h1, scratch_.data() + static_cast<size_t>(thread) * n_ctx_);
+  });
+
+  matmul(L.wo, att_.data(), q_dim_, n, xb_.data(), d);
+  for (int64_t t = 0; t < n; ++t) k_.add(io_.hidden + t * d, xb_.data() + t * d, d);
+}
+
+void LlamaState::mlp_block(int64_t layer, int64_t n) {
+  check_layer(layer);
+  check_rows(n);
+  const LlamaHParams& hp = w_->hp;
+  const LlamaLayer& L = w_->layers[layer];
+  const int64_t d = hp.n_embd;
+  rms_norm_rows(io_.hidden, L.ffn_norm.data(), xb_.data(), n);
+  matmul(L.w_gate, xb_.data(), d, n, gate_.data(), hp.n_ff);
+  matmul(L.w_up, xb_.data(), d, n, up_.data(), hp.n_ff);
+  for (int64_t t = 0; t < n; ++t) k_.swiglu(gate_.data() + t * hp.n_ff, up_.data() + t * hp.n_ff, hp.n_ff);
+  matmul(L.w_down, gate_.data(), hp.n_ff, n, xb_.data(), d);
+  for (int64_t t = 0; t < n; ++t) k_.add(io_.hidden + t * d, xb_.data() + t * d, d);
+}
+
+void LlamaState::head(int64_t row) {
+  if (row < 0 || row >= n_batch_)
+    throw std::out_of_range("row " + std::to_string(row) + " out of range [0, " + std::to_string(n_batch_) + ")");
+  const int64_t d = w_->hp.n_embd;
+  k_.rms_norm(io_.hidden + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
+  matmul(w_->output, xb_.data(), d, 1, io_.logits, w_->hp.n_vocab);
+}
+
+void LlamaState::logit_lens(int64_t row, int64_t k) {
+  if (k < 1 || k > io_.lens_k)
+    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
+  head(row);
+  const int64_t V = w_->hp.n_vocab;
+  const float* z = io_.logits;
+  float zmax = z[0];
+  for (int64_t i = 1; i < V; ++i) zmax = std::max(zmax, z[i]);
+  // softmax normaliser and entropy in one pass: H = log S - sum(e_i (z_i - zmax)) / S with e_i = exp(z_i - zmax)
+  double sum = 0, weighted = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    const double e = std::exp(static_cast<double>(z[i] - zmax));
+    sum += e;
+    weighted += e * static_cast<double>(z[i] - zmax);
+  }
+  const double log_sum = std::log(sum);
+  // Top-k in one pass with a small sorted list, ordered by (logit desc, id asc) - the same order as
+  // argmax with lowest-id ties. At least two entries are kept, for p2.
+  const int64_t kk = std::min<int64_t>(std::max<int64_t>(k, 2), V);
+  int32_t* top = top_ids_.data();
+  int64_t filled = 0;
+  auto better = [z](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); };
+  for (int64_t i = 0; i < V; ++i) {
+    const int32_t id = static_cast<int32_t>(i);
+    if (filled == kk && !better(id, top[kk - 1])) continue;
+    int64_t j = filled < kk ? filled++ : kk - 1;
+    while (j > 0 && better(id, top[j - 1])) {
+      top[j] = top[j - 1];
+      --j;
+    }
+    top[j] = id;
+  }
+  auto prob = [&](int32_t id) { return static_cast<float>(std::exp(static_cast<double>(z[id] - zmax) - log_sum)); };
+  for (int64_t i = 0; i < std::min(k, kk); ++i) {
+    io_.lens_ids[i] = top[i];
+    io_.lens_probs[i] = prob(top[i]);
+  }
+  const float p1 = prob(top[0]);
+  const float p2 = kk > 1 ? prob(top[1]) : 0.f;
+  io_.lens_features[0] = p1;
+  io_.lens_features[1] = p2;
+  io_.lens_features[2] = p1 - p2;
+  io_.lens_features[3] = static_cast<float>(log_sum - weighted / sum);
+}
+
+}  // namespace adainfer

@@ -1,0 +1,454 @@
+// Kernels shared by the AVX2 and AVX-512 variants, written once against a "vector traits" struct S.
+//
+// Include this ONLY from a translation unit compiled for the matching instruction set, after defining S
+// there. Everything below lives in an anonymous namespace: each ISA file gets its own private copy, so
+// the linker can never pick the AVX-512 build of a helper for a caller in the AVX2 or generic code
+// (a shared inline function would be one symbol, emitted by whichever TU the linker keeps).
+//
+// Contract of S (V is the register type, kWidth floats per register):
+//   V zero(); V set1(float); V load(const float*); void store(float*, V)
+//   V load_partial(const float*, int64_t n)         first n < kWidth lanes, the rest 0; reads only n floats
+//   void store_partial(float*, V, int64_t n)        writes only the first n lanes
+//   V load_f16(const uint16_t*), load_f16_partial(p, n), load_bf16(p), load_bf16_partial(p, n)
+//   V add, sub, mul, div (V, V); V fmadd(a, b, c) = a * b + c
+//   V min(a, b), max(a, b)                          return b when either lane is NaN (x86 semantics)
+//   V round_nearest(V); V pow2i(V n)                2^n for integer-valued n in [-126, 127]
+//   V select_gt(V x, V limit, V a, V b)             x > limit ? a : b, lane-wise (false for NaN)
+//   float reduce_add(V); float reduce_max(V)
+//   void reduce4(V a, V b, V c, V d, float* out)    out[0..3] = reduce_add of a, b, c, d
+//   kPrefillRows                                    weight rows per prefill tile (register budget)
+#pragma once
+
+#include <math.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "core/kernels.h"
+
+namespace adainfer {
+namespace {
+
+// A compile-time count passed as a value (std::integral_constant would drag in shared std code).
+template <int N>
+struct Count {
+  static constexpr int value = N;
+};
+
+// ---- weight-row loaders: one per stored element type, giving kWidth floats per load -------------------
+
+template <class S>
+struct F32Row {
+  using Elem = float;
+  static typename S::V load(const float* p) { return S::load(p); }
+  static typename S::V load_partial(const float* p, int64_t n) { return S::load_partial(p, n); }
+};
+
+template <class S>
+struct F16Row {
+  using Elem = uint16_t;
+  static typename S::V load(const uint16_t* p) { return S::load_f16(p); }
+  static typename S::V load_partial(const uint16_t* p, int64_t n) { return S::load_f16_partial(p, n); }
+};
+
+template <class S>
+struct BF16Row {
+  using Elem = uint16_t;
+  static typename S::V load(const uint16_t* p) { return S::load_bf16(p); }
+  static typename S::V load_partial(const uint16_t* p, int64_t n) { return S::load_bf16_partial(p, n); }
+};
+
+// ---- matmul -------------------------------------------------------------------------------------------
+
+// The register-blocked micro-kernel: R weight rows times T tokens, over all n elements.
+//   w:   R row pointers, n elements each
+//   x:   T activation row pointers, n floats each
+//   out: out[r][t] = w[r] . x[t]
+// Each loaded weight vector is used T times and each activation vector R times, so for T > 1 the loop
+// does R*T multiply-adds per R+T loads (compute-bound prefill). U independent accumulator sets per
+// (r, t) hide the FMA latency when R*T alone is too few chains (decode, T = 1). All loops have constant
+// trip counts and are fully unrolled, so acc[][][] lives in registers.
+template <class S, class Row, int R, int T, int U>
+inline void matmul_tile(const typename Row::Elem* const* w, const float* const* x, int64_t n,
+                        float (*out)[T]) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  V acc[U][R][T];
+#pragma GCC unroll 64
+  for (int u = 0; u < U; ++u)
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+      for (int t = 0; t < T; ++t) acc[u][r][t] = S::zero();
+
+  int64_t i = 0;
+  for (; i + U * kW <= n; i += U * kW) {
+#pragma GCC unroll 64
+    for (int u = 0; u < U; ++u) {
+      V wv[R];
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) wv[r] = Row::load(w[r] + i + u * kW);
+#pragma GCC unroll 64
+      for (int t = 0; t < T; ++t) {
+        const V xv = S::load(x[t] + i + u * kW);
+#pragma GCC unroll 64
+        for (int r = 0; r < R; ++r) acc[u][r][t] = S::fmadd(wv[r], xv, acc[u][r][t]);
+      }
+    }
+  }
+  // Whole vectors left over when U > 1, then the partial tail (zero-filled lanes add nothing).
+  for (; i < n; i += kW) {
+    const int64_t left = n - i;
+    V wv[R];
+    if (left >= kW) {
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) wv[r] = Row::load(w[r] + i);
+    } else {
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) wv[r] = Row::load_partial(w[r] + i, left);
+    }
+#pragma GCC unroll 64
+    for (int t = 0; t < T; ++t) {
+      const V xv = left >= kW ? S::load(x[t] + i) : S::load_partial(x[t] + i, left);
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) acc[0][r][t] = S::fmadd(wv[r], xv, acc[0][r][t]);
+    }
+  }
+
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+    for (int t = 0; t < T; ++t) {
+      V sum = acc[0][r][t];
+#pragma GCC unroll 64
+      for (int u = 1; u < U; ++u) sum = S::add(sum, acc[u][r][t]);
+      out[r][t] = S::reduce_add(sum);
+    }
+}
+
+// R rows (starting at `row`) times every token, T_MAX tokens per tile, smaller tiles for the last few.
+//   W: [*][n_in] weights, X: [n_tok][ldx], Y: [n_tok][ldy]; writes Y[t][row .. row+R-1]
+template <class S, class Row, int R, int T_MAX, int U>
+inline void matmul_rows(const typename Row::Elem* W, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok,
+                        float* Y, int64_t ldy, int64_t row) {
+  const typename Row::Elem* w[R];
+  for (int r = 0; r < R; ++r) w[r] = W + (row + r) * n_in;
+
+  // One tile of exactly T tokens starting at token t0.
+  auto tile = [&](auto tokens, int64_t t0) {
+    constexpr int T = decltype(tokens)::value;
+    const float* x[T];
+    for (int t = 0; t < T; ++t) x[t] = X + (t0 + t) * ldx;
+    float out[R][T];
+    matmul_tile<S, Row, R, T, U>(w, x, n_in, out);
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + row + r] = out[r][t];
+  };
+
+  int64_t t0 = 0;
+  for (; t0 + T_MAX <= n_tok; t0 += T_MAX) tile(Count<T_MAX>{}, t0);
+  static_assert(T_MAX <= 6, "remainder dispatch below covers up to 5 leftover tokens");
+  switch (n_tok - t0) {
+    case 5: if constexpr (T_MAX > 5) tile(Count<5>{}, t0); break;
+    case 4: if constexpr (T_MAX > 4) tile(Count<4>{}, t0); break;
+    case 3: tile(Count<3>{}, t0); break;
+    case 2: tile(Count<2>{}, t0); break;
+    case 1: tile(Count<1>{}, t0); break;
+    default: break;
+  }
+}
+
+// MatmulFn for one weight type: Y[t][r] = W[r] . X[t], r in [row_begin, row_end), t in [0, n_tok).
+//   W: [n_rows][n_in] (Row::Elem), X: [n_tok][ldx] floats, Y: [n_tok][ldy] floats
+// Decode (n_tok == 1) is a stream over W: 4 rows at once, 2 accumulators each (8 FMA chains), one pass.
+// Prefill walks W once, kPrefillRows rows at a time, and runs every token tile against those rows while
+// they sit in L1; the activations (n_tok * n_in floats) are re-read from L2 instead.
+template <class S, class Row>
+void matmul(const void* W_raw, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok, float* Y, int64_t ldy,
+            int64_t row_begin, int64_t row_end) {
+  const auto* W = static_cast<const typename Row::Elem*>(W_raw);
+  int64_t row = row_begin;
+  if (n_tok == 1) {
+#ifndef PD_R
+#define PD_R 4
+#define PD_U 2
+#endif
+    for (; row + PD_R <= row_end; row += PD_R) matmul_rows<S, Row, PD_R, 1, PD_U>(W, n_in, X, ldx, 1, Y, ldy, row);
+    for (; row < row_end; ++row) matmul_rows<S, Row, 1, 1, 4>(W, n_in, X, ldx, 1, Y, ldy, row);
+    return;
+  }
+  constexpr int R = S::kPrefillRows;
+  constexpr int T = S::kPrefillTokens;
+  for (; row + R <= row_end; row += R) matmul_rows<S, Row, R, T, 1>(W, n_in, X, ldx, n_tok, Y, ldy, row);
+  for (; row < row_end; ++row) matmul_rows<S, Row, 1, T, 1>(W, n_in, X, ldx, n_tok, Y, ldy, row);
+}
+
+// DequantRowFn: out[i] = row[i] as float, i in [0, n)
+template <class S, class Row>
+void dequant_row(const void* row_raw, float* out, int64_t n) {
+  const auto* row = static_cast<const typename Row::Elem*>(row_raw);
+  int64_t i = 0;
+  for (; i + S::kWidth <= n; i += S::kWidth) S::store(out + i, Row::load(row + i));
+  if (i < n) S::store_partial(out + i, Row::load_partial(row + i, n - i), n - i);
+}
+
+// ---- element-wise math ---------------------------------------------------------------------------------
+
+// e^x per lane. Range reduction x = k*ln2 + r, |r| <= ln2/2, then e^r by its Taylor series to r^7
+// (truncation error < 6e-9 relative, below float rounding), scaled by 2^k through the exponent bits.
+// Matches expf to ~2 ulp. Limits: x > 88.376 gives +inf (where true e^x is within 2^0.5 of FLT_MAX),
+// x < -87.336 gives 0 (no subnormal results), NaN stays NaN.
+template <class S>
+inline typename S::V vec_exp(typename S::V x) {
+  using V = typename S::V;
+  const V hi = S::set1(88.3762626647949f);  // 127.5 * ln2: k stays <= 127
+  const V lo = S::set1(-87.3365447505531f);  // -126 * ln2: k stays >= -126
+  // max/min return their second operand when a lane is NaN, so NaN flows through to the result.
+  const V xc = S::min(hi, S::max(lo, x));
+  const V k = S::round_nearest(S::mul(xc, S::set1(1.44269504088896341f)));  // x / ln2
+  // r = x - k*ln2, with ln2 split in two so k*ln2_hi is exact in float.
+  V r = S::fmadd(k, S::set1(-0.693359375f), xc);
+  r = S::fmadd(k, S::set1(2.12194440e-4f), r);
+  // Horner on 1 + r + r^2/2! + ... + r^7/7!
+  V p = S::set1(1.0f / 5040.0f);
+  p = S::fmadd(p, r, S::set1(1.0f / 720.0f));
+  p = S::fmadd(p, r, S::set1(1.0f / 120.0f));
+  p = S::fmadd(p, r, S::set1(1.0f / 24.0f));
+  p = S::fmadd(p, r, S::set1(1.0f / 6.0f));
+  p = S::fmadd(p, r, S::set1(0.5f));
+  p = S::fmadd(p, r, S::set1(1.0f));
+  p = S::fmadd(p, r, S::set1(1.0f));
+  V result = S::mul(p, S::pow2i(k));
+  result = S::select_gt(x, hi, S::set1(INFINITY), result);
+  result = S::select_gt(lo, x, S::zero(), result);
+  return result;
+}
+
+// a . b over n floats; four accumulators so consecutive FMAs do not wait on each other.
+template <class S>
+float dot_f32(const float* a, const float* b, int64_t n) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  V acc0 = S::zero(), acc1 = S::zero(), acc2 = S::zero(), acc3 = S::zero();
+  int64_t i = 0;
+  for (; i + 4 * kW <= n; i += 4 * kW) {
+    acc0 = S::fmadd(S::load(a + i), S::load(b + i), acc0);
+    acc1 = S::fmadd(S::load(a + i + kW), S::load(b + i + kW), acc1);
+    acc2 = S::fmadd(S::load(a + i + 2 * kW), S::load(b + i + 2 * kW), acc2);
+    acc3 = S::fmadd(S::load(a + i + 3 * kW), S::load(b + i + 3 * kW), acc3);
+  }
+  for (; i + kW <= n; i += kW) acc0 = S::fmadd(S::load(a + i), S::load(b + i), acc0);
+  if (i < n) acc1 = S::fmadd(S::load_partial(a + i, n - i), S::load_partial(b + i, n - i), acc1);
+  return S::reduce_add(S::add(S::add(acc0, acc1), S::add(acc2, acc3)));
+}
+
+// out[i] = (x[i] * scale) * w[i], scale = 1 / sqrt(mean(x^2) + eps); x, w, out: n floats (out may be x).
+// Squares are summed in float with four accumulators (relative error ~1e-6, far below what matters).
+template <class S>
+void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  V acc0 = S::zero(), acc1 = S::zero(), acc2 = S::zero(), acc3 = S::zero();
+  int64_t i = 0;
+  for (; i + 4 * kW <= n; i += 4 * kW) {
+    const V a = S::load(x + i), b = S::load(x + i + kW), c = S::load(x + i + 2 * kW), d = S::load(x + i + 3 * kW);
+    acc0 = S::fmadd(a, a, acc0);
+    acc1 = S::fmadd(b, b, acc1);
+    acc2 = S::fmadd(c, c, acc2);
+    acc3 = S::fmadd(d, d, acc3);
+  }
+  for (; i + kW <= n; i += kW) {
+    const V a = S::load(x + i);
+    acc0 = S::fmadd(a, a, acc0);
+  }
+  if (i < n) {
+    const V a = S::load_partial(x + i, n - i);
+    acc1 = S::fmadd(a, a, acc1);
+  }
+  const float sum_sq = S::reduce_add(S::add(S::add(acc0, acc1), S::add(acc2, acc3)));
+  const float scale = 1.0f / sqrtf(sum_sq / static_cast<float>(n) + eps);
+  const V vscale = S::set1(scale);
+  i = 0;
+  for (; i + kW <= n; i += kW) S::store(out + i, S::mul(S::mul(S::load(x + i), vscale), S::load(w + i)));
+  if (i < n) {
+    const V y = S::mul(S::mul(S::load_partial(x + i, n - i), vscale), S::load_partial(w + i, n - i));
+    S::store_partial(out + i, y, n - i);
+  }
+}
+
+// gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g); gate, up: n floats
+template <class S>
+void swiglu(float* gate, const float* up, int64_t n) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  const V one = S::set1(1.0f);
+  auto silu_times = [&](V g, V u) { return S::mul(S::div(g, S::add(one, vec_exp<S>(S::sub(S::zero(), g)))), u); };
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) S::store(gate + i, silu_times(S::load(gate + i), S::load(up + i)));
+  if (i < n) {
+    S::store_partial(gate + i, silu_times(S::load_partial(gate + i, n - i), S::load_partial(up + i, n - i)), n - i);
+  }
+}
+
+// y[i] += x[i]; y, x: n floats
+template <class S>
+void add(float* y, const float* x, int64_t n) {
+  constexpr int64_t kW = S::kWidth;
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) S::store(y + i, S::add(S::load(y + i), S::load(x + i)));
+  if (i < n) S::store_partial(y + i, S::add(S::load_partial(y + i, n - i), S::load_partial(x + i, n - i)), n - i);
+}
+
+// ---- attention -------------------------------------------------------------------------------------------
+
+// scores[j] = (q . k_j) * scale for j in [0, n_pos)
+//   q: [head_dim], k: rows j at k + j * kv_stride, each [head_dim]; scores: [n_pos]
+// Four positions per pass share each q load and finish with one combined horizontal reduction.
+template <class S>
+void attention_scores(const float* q, const float* k, int64_t kv_stride, int64_t head_dim, int64_t n_pos,
+                      float scale, float* scores) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  int64_t j = 0;
+  for (; j + 4 <= n_pos; j += 4) {
+    const float* k0 = k + j * kv_stride;
+    const float* k1 = k0 + kv_stride;
+    const float* k2 = k1 + kv_stride;
+    const float* k3 = k2 + kv_stride;
+    V a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
+    int64_t i = 0;
+    for (; i + kW <= head_dim; i += kW) {
+      const V qv = S::load(q + i);
+      a0 = S::fmadd(qv, S::load(k0 + i), a0);
+      a1 = S::fmadd(qv, S::load(k1 + i), a1);
+      a2 = S::fmadd(qv, S::load(k2 + i), a2);
+      a3 = S::fmadd(qv, S::load(k3 + i), a3);
+    }
+    if (i < head_dim) {
+      const int64_t left = head_dim - i;
+      const V qv = S::load_partial(q + i, left);
+      a0 = S::fmadd(qv, S::load_partial(k0 + i, left), a0);
+      a1 = S::fmadd(qv, S::load_partial(k1 + i, left), a1);
+      a2 = S::fmadd(qv, S::load_partial(k2 + i, left), a2);
+      a3 = S::fmadd(qv, S::load_partial(k3 + i, left), a3);
+    }
+    S::reduce4(a0, a1, a2, a3, scores + j);
+    for (int m = 0; m < 4; ++m) scores[j + m] *= scale;
+  }
+  for (; j < n_pos; ++j) scores[j] = dot_f32<S>(q, k + j * kv_stride, head_dim) * scale;
+}
+
+// In place: p[j] = e^(s[j] - max s); returns sum_j p[j].   p: [n]
+template <class S>
+float softmax_numerators(float* p, int64_t n) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  float max_score = -INFINITY;
+  {
+    V vmax = S::set1(-INFINITY);
+    int64_t i = 0;
+    for (; i + kW <= n; i += kW) vmax = S::max(vmax, S::load(p + i));
+    max_score = S::reduce_max(vmax);
+    for (; i < n; ++i) max_score = p[i] > max_score ? p[i] : max_score;
+  }
+  const V vmax = S::set1(max_score);
+  V sum = S::zero();
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    const V e = vec_exp<S>(S::sub(S::load(p + i), vmax));
+    S::store(p + i, e);
+    sum = S::add(sum, e);
+  }
+  if (i < n) {
+    // Padding lanes would hold e^(0 - max): store the real lanes, then reload them zero-padded to sum.
+    S::store_partial(p + i, vec_exp<S>(S::sub(S::load_partial(p + i, n - i), vmax)), n - i);
+    sum = S::add(sum, S::load_partial(p + i, n - i));
+  }
+  return S::reduce_add(sum);
+}
+
+// out[d0 .. d0 + NV*kW) = scale * sum_j p[j] * v_j[d0 ..], NV whole registers kept in registers over j.
+//   v: rows j at v + j * kv_stride; p: [n_pos]
+template <class S, int NV>
+inline void weighted_sum_block(const float* p, const float* v, int64_t kv_stride, int64_t n_pos, float scale,
+                               float* out) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  V acc[NV];
+#pragma GCC unroll 8
+  for (int b = 0; b < NV; ++b) acc[b] = S::zero();
+  for (int64_t j = 0; j < n_pos; ++j) {
+    const V pj = S::set1(p[j]);
+    const float* row = v + j * kv_stride;
+#pragma GCC unroll 8
+    for (int b = 0; b < NV; ++b) acc[b] = S::fmadd(pj, S::load(row + b * kW), acc[b]);
+  }
+  const V vscale = S::set1(scale);
+#pragma GCC unroll 8
+  for (int b = 0; b < NV; ++b) S::store(out + b * kW, S::mul(acc[b], vscale));
+}
+
+// out[0 .. head_dim) = scale * sum_j p[j] * v_j, head_dim in blocks of up to 4 registers, then a partial one.
+template <class S>
+void weighted_sum(const float* p, const float* v, int64_t kv_stride, int64_t n_pos, int64_t head_dim,
+                  float scale, float* out) {
+  using V = typename S::V;
+  constexpr int64_t kW = S::kWidth;
+  int64_t d = 0;
+  for (; d + 4 * kW <= head_dim; d += 4 * kW) weighted_sum_block<S, 4>(p, v + d, kv_stride, n_pos, scale, out + d);
+  switch ((head_dim - d) / kW) {
+    case 3: weighted_sum_block<S, 3>(p, v + d, kv_stride, n_pos, scale, out + d); d += 3 * kW; break;
+    case 2: weighted_sum_block<S, 2>(p, v + d, kv_stride, n_pos, scale, out + d); d += 2 * kW; break;
+    case 1: weighted_sum_block<S, 1>(p, v + d, kv_stride, n_pos, scale, out + d); d += kW; break;
+    default: break;
+  }
+  if (d < head_dim) {
+    const int64_t left = head_dim - d;
+    V acc = S::zero();
+    for (int64_t j = 0; j < n_pos; ++j) acc = S::fmadd(S::set1(p[j]), S::load_partial(v + j * kv_stride + d, left), acc);
+    S::store_partial(out + d, S::mul(acc, S::set1(scale)), left);
+  }
+}
+
+// AttentionFn (shapes in kernels.h): per (token, head) scores, softmax, weighted sum of V.
+// The 1/sum of the softmax is applied once to the output instead of to every probability.
+template <class S>
+void attention(const AttentionArgs& a, int64_t head_begin, int64_t head_end, float* scratch) {
+  const int64_t q_stride = a.n_head * a.head_dim;
+  const int64_t kv_stride = a.n_kv_head * a.head_dim;
+  const int64_t heads_per_kv = a.n_head / a.n_kv_head;
+  for (int64_t t = 0; t < a.n_tok; ++t) {
+    const int64_t n_pos = a.pos0 + t + 1;
+    for (int64_t h = head_begin; h < head_end; ++h) {
+      const int64_t kv_h = h / heads_per_kv;
+      const float* q = a.q + t * q_stride + h * a.head_dim;
+      attention_scores<S>(q, a.k + kv_h * a.head_dim, kv_stride, a.head_dim, n_pos, a.scale, scratch);
+      const float sum = softmax_numerators<S>(scratch, n_pos);
+      weighted_sum<S>(scratch, a.v + kv_h * a.head_dim, kv_stride, n_pos, a.head_dim, 1.0f / sum,
+                      a.out + t * q_stride + h * a.head_dim);
+    }
+  }
+}
+
+// The table for one instruction set, built at compile time: the ISA file's static data holds only
+// constants, so nothing from it executes unless this CPU was found to support it.
+template <class S>
+constexpr KernelTable make_simd_table(const char* name) {
+  KernelTable t{};
+  t.name = name;
+  t.matmul[static_cast<int>(GgmlType::F32)] = &matmul<S, F32Row<S>>;
+  t.matmul[static_cast<int>(GgmlType::F16)] = &matmul<S, F16Row<S>>;
+  t.matmul[static_cast<int>(GgmlType::BF16)] = &matmul<S, BF16Row<S>>;
+  t.dequant_row[static_cast<int>(GgmlType::F32)] = &dequant_row<S, F32Row<S>>;
+  t.dequant_row[static_cast<int>(GgmlType::F16)] = &dequant_row<S, F16Row<S>>;
+  t.dequant_row[static_cast<int>(GgmlType::BF16)] = &dequant_row<S, BF16Row<S>>;
+  t.attention = &attention<S>;
+  t.dot_f32 = &dot_f32<S>;
+  t.rms_norm = &rms_norm<S>;
+  t.swiglu = &swiglu<S>;
+  t.add = &add<S>;
+  return t;
+}
+
+}  // namespace
+}  // namespace adainfer

@@ -1,0 +1,30 @@
+{
+  "variables": {
+    "core_sources": [
+      "native/core/ggml_types.cpp",
+      "native/core/cpu_features.cpp",
+      "native/core/thread_pool.cpp",
+      "native/core/kernel_select.cpp",
+      "native/core/rope.cpp",
+      "native/core/mapped_file.cpp",
+      "native/cpu/generic/kernels_generic.cpp",
+      "native/blocks/llama_blocks.cpp"
+    ],
+    "avx2_sources": [
+      "native/cpu/x86/kernels_avx2.cpp"
+    ],
+    "avx512_sources": [
+      "native/cpu/x86/kernels_avx512.cpp"
+    ],
+    "addon_sources": [
+      "native/addon/addon.cpp",
+      "native/addon/js_model.cpp",
+      "native/addon/js_context.cpp"
+    ],
+    "native_test_sources": [
+      "test/native/test_main.cpp",
+      "test/native/test_kernels.cpp",
+      "test/native/test_thread_pool.cpp"
+    ]
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * Model outputs against llama.cpp's goldens (../shared/reference, README section 3.5 for the tolerances):
+ * logits of every position for every case, and the 64-token greedy continuation through the KV cache.
+ * Tolerances (absolute, per logit):
+ *   F32: atol = 1e-4 * max(1, max|golden logit|)
+ *   F16: atol = 3e-3 and mean |delta| <= 5e-4 (we multiply F16 weights by F32 activations; llama.cpp rounds
+ *        activations to F16 first, which accounts for up to ~1.2e-3)
+ * Argmax must agree wherever the golden top-1/top-2 gap is >= 2 * atol.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { argmax } from '../../lib/engine/sampling';
+import { Sequence } from '../../lib/engine/sequence';
+import { LlamaContext, LlamaModel } from '../../lib/model/llama';
+import { native } from '../../lib/bindings/native';
+import { describeShared, readF32Rows } from '../helpers';
+
+interface LogitsGolden {
+  text: string;
+  tokens: number[];
+  n_vocab: number;
+  logits: number[][];
+}
+
+interface GreedyGolden {
+  prompt_tokens: number[];
+  generated: number[];
+  steps: { margin: number }[];
+}
+
+interface Tolerance {
+  atol: (maxAbs: number) => number;
+  mean: number;
+}
+
+const F32: Tolerance = { atol: (m) => 1e-4 * Math.max(1, m), mean: Infinity };
+const F16: Tolerance = { atol: () => 3e-3, mean: 5e-4 };
+
+const MODELS: { name: string; file: (shared: string) => string; tol: Tolerance }[] = [
+  { name: 'stories260K', file: (s) => path.join(s, 'models', 'stories260K.gguf'), tol: F32 },
+  { name: 'rand-gqa-f32', file: (s) => path.join(s, 'reference', 'models', 'rand-gqa-f32.gguf'), tol: F32 },
+  { name: 'rand-mha-f32', file: (s) => path.join(s, 'reference', 'models', 'rand-mha-f32.gguf'), tol: F32 },
+  { name: 'rand-rope500k-f32', file: (s) => path.join(s, 'reference', 'models', 'rand-rope500k-f32.gguf'), tol: F32 },
+  { name: 'rand-gqa-f16', file: (s) => path.join(s, 'reference', 'models', 'rand-gqa-f16.gguf'), tol: F16 },
+];
+
+function gap(row: ArrayLike<number>): number {
+  let a = -Infinity;
+  let b = -Infinity;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    if (v > a) {
+      b = a;
+      a = v;
+    } else if (v > b) b = v;
+  }
+  return a - b;
+}
+
+/** Compares one row; returns a description of the first problem, or undefined. */
+function compareRow(ours: Float32Array, golden: ArrayLike<number>, tol: Tolerance): string | undefined {
+  let maxAbs = 0;
+  for (let i = 0; i < golden.length; i++) maxAbs = Math.max(maxAbs, Math.abs(golden[i]));
+  const atol = tol.atol(maxAbs);
+  let maxDelta = 0;
+  let sumDelta = 0;
+  for (let i = 0; i < golden.length; i++) {
+    const d = Math.abs(ours[i] - Math.fround(golden[i]));
+    maxDelta = Math.max(maxDelta, d);
+    sumDelta += d;
+  }
+  const mean = sumDelta / golden.length;
+  if (!(maxDelta <= atol)) return `max |delta| ${maxDelta.toExponential(2)} > atol ${atol.toExponential(2)}`;
+  if (!(mean <= tol.mean)) return `mean |delta| ${mean.toExponential(2)} > ${tol.mean}`;
+  if (gap(golden) >= 2 * atol && argmax(ours) !== argmax(golden)) return `argmax ${argmax(ours)} != ${argmax(golden)}`;
+  return undefined;
+}
+
+describeShared('llama.cpp goldens', (shared) => {
+  const kernels = native().systemInfo().available;
+
+  for (const m of MODELS) {
+    const goldenDir = path.join(shared, 'reference', 'golden', m.name);
+    const cases = fs.readdirSync(goldenDir).filter((f) => f.endsWith('.json') && !f.startsWith('greedy'));
+
+    // Every kernel variant the CPU runs must reproduce the goldens, not only the fastest.
+    describe.each(kernels)(`${m.name} [%s kernels]`, (isa) => {
+      let model: LlamaModel;
+      let ctx: LlamaContext;
+      beforeAll(() => {
+        model = LlamaModel.load(m.file(shared), { kernels: isa });
+        ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
+      });
+      afterAll(() => {
+        ctx?.dispose();
+        model?.dispose();
+      });
+
+      test.each(cases)('logits of every position: %s', (file) => {
+        const g: LogitsGolden = JSON.parse(fs.readFileSync(path.join(goldenDir, file), 'utf8'));
+        // Tokens are fed as recorded (not re-tokenized); the whole case is one batch, like llama_decode.
+        g.tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
+        expect(ctx.forward(g.tokens.length, 0)).toBe(model.config.nLayer);
+        const problems: string[] = [];
+        for (let row = 0; row < g.tokens.length; row++) {
+          const p = compareRow(ctx.logits(row), g.logits[row], m.tol);
+          if (p) problems.push(`row ${row}: ${p}`);
+        }
+        expect(problems).toEqual([]);
+      });
+
+      test('greedy continuation through the KV cache', () => {
+        const g: GreedyGolden = JSON.parse(fs.readFileSync(path.join(goldenDir, 'greedy_once_upon.json'), 'utf8'));
+        const stepLogits = readF32Rows(path.join(goldenDir, 'greedy_once_upon.f32'), model.config.nVocab);
+        const seq = new Sequence(ctx);
+        const run = seq.generate(g.prompt_tokens, {
+          maxTokens: g.generated.length,
+          stopAtEos: false,
+          sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 },
+        });
+        const ours: number[] = [];
+        const problems: string[] = [];
+        for (let step = run.next(); !step.done; step = run.next()) {
+          const s = ours.length;
+          // The logits that produced this token are still in the context's buffer; they are comparable
+          // while our history equals the golden's.
+          if (s < stepLogits.length && ours.every((t, i) => t === g.generated[i])) {
+            const p = compareRow(ctx.native.logits, stepLogits[s], m.tol);
+            if (p) problems.push(`step ${s}: ${p}`);
+          }
+          ours.push(step.value.token);
+        }
+        // Tokens must match up to the first step whose golden margin is within the tolerance.
+        const atol = m.tol.atol(Math.max(...Array.from(stepLogits[0], Math.abs)));
+        const firstTight = g.steps.findIndex((st) => st.margin < 2 * atol);
+        const mustMatch = firstTight < 0 ? g.generated.length : firstTight;
+        expect(ours.slice(0, mustMatch)).toEqual(g.generated.slice(0, mustMatch));
+        expect(problems).toEqual([]);
+      });
+    });
+  }
+});
