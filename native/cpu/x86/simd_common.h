@@ -16,7 +16,7 @@
 //   V select_gt(V x, V limit, V a, V b)             x > limit ? a : b, lane-wise (false for NaN)
 //   float reduce_add(V); float reduce_max(V)
 //   void reduce4(V a, V b, V c, V d, float* out)    out[0..3] = reduce_add of a, b, c, d
-//   kPrefillRows                                    weight rows per prefill tile (register budget)
+//   kPrefillRows, kPrefillTokens                    prefill tile shape (register budget, see matmul)
 #pragma once
 
 #include <math.h>
@@ -82,6 +82,20 @@ inline void matmul_tile(const typename Row::Elem* const* w, const float* const* 
       for (int t = 0; t < T; ++t) acc[u][r][t] = S::zero();
 
   int64_t i = 0;
+  if constexpr (R == 1) {
+    // A single weight row is one sequential stream, and then loads that straddle two cache lines cost
+    // measurably (e.g. 64-byte loads from a 32-byte aligned GGUF tensor). Take a partial first step up
+    // to the next boundary of one load's size, so the main loop's weight loads are aligned.
+    constexpr uintptr_t kLoadBytes = kW * sizeof(typename Row::Elem);
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(w[0]);
+    const int64_t head = static_cast<int64_t>(((kLoadBytes - addr % kLoadBytes) % kLoadBytes) / sizeof(typename Row::Elem));
+    if (addr % sizeof(typename Row::Elem) == 0 && head > 0 && head < n) {
+      const V wv = Row::load_partial(w[0], head);
+#pragma GCC unroll 64
+      for (int t = 0; t < T; ++t) acc[0][0][t] = S::fmadd(wv, S::load_partial(x[t], head), acc[0][0][t]);
+      i = head;
+    }
+  }
   for (; i + U * kW <= n; i += U * kW) {
 #pragma GCC unroll 64
     for (int u = 0; u < U; ++u) {
@@ -160,20 +174,18 @@ inline void matmul_rows(const typename Row::Elem* W, int64_t n_in, const float* 
 
 // MatmulFn for one weight type: Y[t][r] = W[r] . X[t], r in [row_begin, row_end), t in [0, n_tok).
 //   W: [n_rows][n_in] (Row::Elem), X: [n_tok][ldx] floats, Y: [n_tok][ldy] floats
-// Decode (n_tok == 1) is a stream over W: 4 rows at once, 2 accumulators each (8 FMA chains), one pass.
-// Prefill walks W once, kPrefillRows rows at a time, and runs every token tile against those rows while
-// they sit in L1; the activations (n_tok * n_in floats) are re-read from L2 instead.
+// Decode (n_tok == 1) is bandwidth-bound: one row at a time, so W is read as a single sequential stream
+// (rows are contiguous), which the hardware prefetcher follows best; 4 accumulators hide FMA latency.
+// Measured on Zen 5, this beat 4 or 8 interleaved rows by 10-40% for a W larger than the L3.
+// Prefill walks W once, kPrefillRows rows at a time, and runs every kPrefillTokens-token tile against
+// those rows while they sit in L1; the activations (n_tok * n_in floats) are re-read from L2 instead,
+// each activation load feeding kPrefillRows FMAs.
 template <class S, class Row>
 void matmul(const void* W_raw, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok, float* Y, int64_t ldy,
             int64_t row_begin, int64_t row_end) {
   const auto* W = static_cast<const typename Row::Elem*>(W_raw);
   int64_t row = row_begin;
   if (n_tok == 1) {
-#ifndef PD_R
-#define PD_R 4
-#define PD_U 2
-#endif
-    for (; row + PD_R <= row_end; row += PD_R) matmul_rows<S, Row, PD_R, 1, PD_U>(W, n_in, X, ldx, 1, Y, ldy, row);
     for (; row < row_end; ++row) matmul_rows<S, Row, 1, 1, 4>(W, n_in, X, ldx, 1, Y, ldy, row);
     return;
   }

@@ -1,0 +1,131 @@
+/**
+ * The native addon checks everything itself, whatever the TypeScript side passes: tensor tables that lie
+ * about offsets, shapes or types, and block calls with out-of-range layers, rows, positions or token ids
+ * are errors with a code, never a crash.
+ */
+import { native, NativeContext, NativeModel, NativeTensorSpec } from '../../lib/bindings/native';
+import { readGGUF } from '../../lib/gguf';
+import { llamaConfigFromGGUF } from '../../lib/model/llama';
+import { BUNDLED_MODEL } from '../helpers';
+
+const gguf = readGGUF(BUNDLED_MODEL);
+const config = llamaConfigFromGGUF(gguf);
+const table = (): NativeTensorSpec[] =>
+  gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: [...t.dims], offset: t.absoluteOffset }));
+
+function modelError(tensors: NativeTensorSpec[], hparams = config): unknown {
+  try {
+    new (native().Model)(BUNDLED_MODEL, hparams, tensors).dispose();
+    return undefined;
+  } catch (e) {
+    return e;
+  }
+}
+
+describe('native Model validates the tensor table', () => {
+  test('a faithful table loads', () => {
+    expect(modelError(table())).toBeUndefined();
+  });
+
+  test.each<[string, (t: NativeTensorSpec[]) => void, string]>([
+    ['offset past the end', (t) => (t[5].offset = gguf.fileSize - 10), 'TENSOR_OUT_OF_BOUNDS'],
+    ['offset beyond 2^53', (t) => (t[5].offset = Number.MAX_SAFE_INTEGER), 'TENSOR_OUT_OF_BOUNDS'],
+    ['negative offset', (t) => (t[5].offset = -64), 'TENSOR_OUT_OF_BOUNDS'],
+    ['wrong shape', (t) => (t.find((x) => x.name === 'blk.1.attn_v.weight')!.dims = [128, 128]), 'SHAPE_MISMATCH'],
+    ['unknown type', (t) => (t.find((x) => x.name === 'blk.1.attn_v.weight')!.type = 77), 'UNSUPPORTED_TENSOR_TYPE'],
+    ['missing tensor', (t) => t.splice(t.findIndex((x) => x.name === 'output_norm.weight'), 1), 'MISSING_TENSOR'],
+  ])('%s', (_, edit, code) => {
+    const t = table();
+    edit(t);
+    expect(modelError(t)).toMatchObject({ code });
+  });
+
+  test.each<[string, Partial<typeof config>]>([
+    ['zero layers', { nLayer: 0 }],
+    ['heads not a multiple of kv heads', { nKvHead: 3 }],
+    ['rope dims above head dim', { nRot: 64 }],
+    ['huge vocabulary', { nVocab: 2 ** 40 }],
+  ])('bad hyper-parameters: %s', (_, patch) => {
+    expect(modelError(table(), { ...config, ...patch })).toMatchObject({ code: expect.stringMatching(/SHAPE_MISMATCH|INVALID_OPTION|MISSING_TENSOR/) });
+  });
+
+  test('a missing file', () => {
+    expect(() => new (native().Model)('/nonexistent/model.gguf', config, table())).toThrow(/nonexistent/);
+  });
+});
+
+describe('native Context validates block calls', () => {
+  let model: NativeModel;
+  let ctx: NativeContext;
+  beforeAll(() => {
+    model = new (native().Model)(BUNDLED_MODEL, config, table());
+    ctx = new (native().Context)(model, { nCtx: 32, nBatch: 8, threads: 1, lensK: 4 });
+  });
+  afterAll(() => {
+    ctx.dispose();
+    model.dispose();
+  });
+
+  test('buffers have the documented sizes', () => {
+    expect(ctx.tokens).toHaveLength(8);
+    expect(ctx.hidden).toHaveLength(8 * config.nEmbd);
+    expect(ctx.logits).toHaveLength(config.nVocab);
+    expect(ctx.lensIds).toHaveLength(4);
+    expect(ctx.lensFeatures).toHaveLength(4);
+  });
+
+  test.each<[string, (c: NativeContext) => void]>([
+    ['layer below 0', (c) => c.attention(-1, 1, 0)],
+    ['layer past the last', (c) => c.mlp(config.nLayer, 1)],
+    ['more rows than the batch', (c) => c.attention(0, 9, 0)],
+    ['zero rows', (c) => c.embed(0)],
+    ['positions past the context', (c) => c.attention(0, 4, 30)],
+    ['negative position', (c) => c.attention(0, 1, -1)],
+    ['head row past the batch', (c) => c.head(8)],
+    ['top-k above lensK', (c) => c.logitLens(0, 5)],
+    [
+      'token id outside the vocabulary',
+      (c) => {
+        c.tokens[0] = config.nVocab;
+        c.embed(1);
+      },
+    ],
+  ])('%s is an INVALID_OPTION error', (_, call) => {
+    expect(() => call(ctx)).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+  });
+
+  test('logit lens: features agree with a softmax of the head logits', () => {
+    ctx.tokens[0] = 1;
+    ctx.embed(1);
+    for (let l = 0; l < config.nLayer; l++) {
+      ctx.attention(l, 1, 0);
+      ctx.mlp(l, 1);
+    }
+    ctx.logitLens(0, 4);
+    const z = Array.from(ctx.logits);
+    const max = Math.max(...z);
+    const e = z.map((v) => Math.exp(v - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    const p = e.map((v) => v / sum);
+    const order = p.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+    const entropy = -p.reduce((a, v) => a + (v > 0 ? v * Math.log(v) : 0), 0);
+    expect(Array.from(ctx.lensIds)).toEqual(order.slice(0, 4).map((x) => x[1]));
+    order.slice(0, 4).forEach(([v], i) => expect(ctx.lensProbs[i]).toBeCloseTo(v, 6));
+    expect(ctx.lensFeatures[0]).toBeCloseTo(order[0][0], 6);
+    expect(ctx.lensFeatures[1]).toBeCloseTo(order[1][0], 6);
+    expect(ctx.lensFeatures[2]).toBeCloseTo(order[0][0] - order[1][0], 6);
+    expect(ctx.lensFeatures[3]).toBeCloseTo(entropy, 4);
+  });
+
+  test('a disposed context is a DISPOSED error', () => {
+    const c = new (native().Context)(model, { nCtx: 4, nBatch: 1, threads: 1, lensK: 1 });
+    c.dispose();
+    expect(() => c.embed(1)).toThrow(expect.objectContaining({ code: 'DISPOSED' }));
+  });
+
+  test('a context of something that is not a Model is refused', () => {
+    expect(() => new (native().Context)({} as NativeModel, { nCtx: 4, nBatch: 1, threads: 1, lensK: 1 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTION' }),
+    );
+  });
+});
