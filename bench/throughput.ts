@@ -437,6 +437,7 @@ export interface OverheadResult {
   perThreads: {
     threads: number;
     layerPairNs: number;
+    layerPairNsMin: number;
     layerPairNsIqr: [number, number];
     /** noop / layer pair, percent. */
     noopPercentOfLayerPair: number;
@@ -506,6 +507,7 @@ async function measureOverhead(modelPath: string, threadsList: number[], positio
         result.perThreads.push({
           threads,
           layerPairNs: s.median,
+          layerPairNsMin: s.min,
           layerPairNsIqr: [s.q1, s.q3],
           noopPercentOfLayerPair: (100 * result.noopNs) / s.median,
           callsPerToken,
@@ -625,7 +627,7 @@ function formatOverhead(o: OverheadResult): string[] {
   for (const t of o.perThreads) {
     out.push(
       `  threads ${t.threads}: attention+mlp pair at decode (n=1, pos ${o.position}) ${fmtNs(t.layerPairNs)} ` +
-        `(IQR ${fmtNs(t.layerPairNsIqr[0])} - ${fmtNs(t.layerPairNsIqr[1])}); one call = ${t.noopPercentOfLayerPair.toFixed(2)}% of a layer pair; ` +
+        `(min ${fmtNs(t.layerPairNsMin)}, IQR ${fmtNs(t.layerPairNsIqr[0])} - ${fmtNs(t.layerPairNsIqr[1])}); one call = ${t.noopPercentOfLayerPair.toFixed(2)}% of a layer pair; ` +
         `${t.callsPerToken} calls/token = ${t.overheadPercentOfToken.toFixed(2)}% of a token's layers`,
     );
   }
@@ -655,8 +657,11 @@ async function main(): Promise<void> {
   const machine = describeMachine();
   const notes: string[] = [];
 
-  if (opts.threads.some((t) => t > machine.availableParallelism))
-    notes.push(`threads ${opts.threads.join(',')} exceed the ${machine.availableParallelism} CPUs available: both engines will be oversubscribed`);
+  const cpus = machine.availableParallelism;
+  if (opts.threads.some((t) => t > cpus))
+    notes.push(`threads ${opts.threads.filter((t) => t > cpus).join(',')} exceed the ${cpus} CPUs available: both engines are oversubscribed`);
+  if (cpus > 1 && opts.threads.includes(cpus))
+    notes.push(`threads ${cpus} = every CPU of this machine: no core is left for Node, the OS or neighbours, so expect noisy, bimodal numbers there (check IQR and min/max)`);
 
   // Models and the prompt length each can take.
   const plans = opts.models.map((m) => {
@@ -797,10 +802,15 @@ async function main(): Promise<void> {
 }
 
 if (require.main === module) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`[bench] error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  });
+  // Keeps the event loop alive for the whole run: an engine may await work whose handle is unref'd (adainfer's
+  // Model.dispose() awaits its worker without ref'ing it), and Node would then exit silently with code 0.
+  const keepAlive = setInterval(() => undefined, 1 << 30);
+  main()
+    .catch((err: unknown) => {
+      process.stderr.write(`[bench] error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    })
+    .finally(() => clearInterval(keepAlive));
 }
 
 export { NODE_LLAMA_CPP_VERSION };

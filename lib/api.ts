@@ -17,6 +17,8 @@ import {
   BenchRequest,
   BenchResult,
   ModelInfo,
+  ClassifyResult,
+  ExitSpec,
   Request,
   ResponseMessage,
   WorkerGenerateOptions,
@@ -24,7 +26,7 @@ import {
 import { SamplingOptions } from './engine/sampling';
 import { SequenceResult, TokenEvent } from './engine/sequence';
 
-export type { ModelInfo, BenchResult } from './engine/protocol';
+export type { ModelInfo, BenchResult, ClassifyResult, ExitSpec } from './engine/protocol';
 export type { TokenEvent, StopReason, Timings } from './engine/sequence';
 
 /** The bundled default model (trained for this project with an early-exit loss). */
@@ -54,6 +56,17 @@ export interface GenerateOptions extends SamplingOptions {
   /** Prepend BOS when the tokenizer asks for it (default true). */
   addBos?: boolean;
   signal?: AbortSignal;
+  /**
+   * Early exit (default 'never'): an exit file made by `adainfer train-exit` for this model, or
+   * { kind: 'threshold', feature: 'p1' | 'gap', value, minLayer?, checkEvery?, mode? }.
+   * Each token's layers are reported in `exitLayers`.
+   */
+  exit?: ExitSpec;
+}
+
+export interface ClassifyOptions {
+  addBos?: boolean;
+  exit?: ExitSpec;
 }
 
 export interface GenerateResult extends SequenceResult {
@@ -204,7 +217,8 @@ export class Model {
     if (this.disposed) return;
     this.disposed = true;
     try {
-      await this.link.call({ op: 'dispose' });
+      // Tracked like every request: an unref'd worker would let the process exit mid-await.
+      await this.link.track(this.link.call({ op: 'dispose' }));
     } finally {
       await this.link.terminate();
     }
@@ -289,6 +303,15 @@ export class Session {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Single-token classification (the paper's setting): the label whose first token after the prompt has the
+   * highest logit at the last position, at the exit layer when a policy stops early.
+   */
+  async classify(prompt: string | number[], labels: string[], options: ClassifyOptions = {}): Promise<ClassifyResult> {
+    this.check();
+    return this.model.request({ op: 'classify', sessionId: this.id, prompt, labels, options });
   }
 
   /** @internal llama-bench style measurement on this session's context (random tokens). */

@@ -19,6 +19,9 @@ export type ErrorCode =
   | 'MISSING_TENSOR'
   | 'SHAPE_MISMATCH'
   | 'TOKENIZER'
+  // derived files
+  | 'EXIT_FILE'
+  | 'DATA_FILE'
   // use
   | 'INVALID_OPTION'
   | 'CONTEXT_OVERFLOW'

@@ -37,6 +37,8 @@ export interface NativeContextOptions {
   threads: number;
   /** Largest top-k a logitLens call may ask for. */
   lensK: number;
+  /** Size of the lensCandidates buffer (at most the vocabulary). */
+  lensMaxCandidates: number;
 }
 
 export interface NativeContext {
@@ -46,7 +48,9 @@ export interface NativeContext {
   readonly hidden: Float32Array;
   /** [nVocab] output of the last head() or logitLens() call. */
   readonly logits: Float32Array;
-  /** [lensK] top-k ids and probabilities of the last logitLens() call, best first. */
+  /** [lensMaxCandidates] token ids read by logitLensCandidates(). */
+  readonly lensCandidates: Int32Array;
+  /** [lensK] top-k ids and probabilities of the last logitLens() call, best first (-1 / 0 past the candidates). */
   readonly lensIds: Int32Array;
   readonly lensProbs: Float32Array;
   /** [4] p1, p2, p1 - p2, entropy (nats) of the last logitLens() call. */
@@ -64,6 +68,11 @@ export interface NativeContext {
   head(row: number): void;
   /** head(row), then top-k and softmax features into lensIds / lensProbs / lensFeatures. */
   logitLens(row: number, k: number): void;
+  /**
+   * logitLens over lensCandidates[0..m) only: m rows of the head instead of the vocabulary, softmax
+   * renormalised over the candidates (fast mode of the exit features).
+   */
+  logitLensCandidates(row: number, m: number, k: number): void;
   /** Does nothing: measures the cost of one N-API call. */
   noop(): void;
   dispose(): void;

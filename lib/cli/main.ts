@@ -2,7 +2,9 @@
 /** The `adainfer` command line: one file per command, registered here. */
 import { Command, CommanderError } from 'commander';
 import { AdaInferError } from '../errors';
+import { registerEvalExit } from './eval_exit';
 import { registerGenerate } from './generate';
+import { registerTrainExit } from './train_exit';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('adainfer')
@@ -10,6 +12,8 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program);
+  registerTrainExit(program);
+  registerEvalExit(program);
   try {
     await program.parseAsync(argv);
     return 0;

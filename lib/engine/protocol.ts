@@ -13,10 +13,44 @@ export interface WorkerSessionOptions {
   threads: number;
 }
 
+/**
+ * An exit policy as the API names it: 'never' (full depth), the path of an exit file made by train-exit for
+ * this model, or a threshold on one lens feature.
+ */
+export type ExitSpec =
+  | 'never'
+  | string
+  | {
+      kind: 'threshold';
+      feature: 'p1' | 'gap';
+      value: number;
+      minLayer?: number;
+      checkEvery?: number;
+      mode?: 'faithful' | 'fast';
+    };
+
 export interface WorkerGenerateOptions extends SamplingOptions {
   maxTokens: number;
   stopAtEos?: boolean;
   addBos?: boolean;
+  exit?: ExitSpec;
+}
+
+export interface WorkerClassifyOptions {
+  addBos?: boolean;
+  exit?: ExitSpec;
+}
+
+export interface ClassifyResult {
+  /** Index of the winning label. */
+  index: number;
+  label: string;
+  /** Softmax over the labels' first-token logits, in label order. */
+  probs: number[];
+  /** Layers run. */
+  exitLayer: number;
+  /** The token each label was scored by (its first token after the prompt). */
+  labelTokens: number[];
 }
 
 export interface BenchRequest {
@@ -45,6 +79,7 @@ export type Request =
       /** Int32Array(1) on a SharedArrayBuffer: set to 1 by the main thread to abort. */
       abort: SharedArrayBuffer;
     }
+  | { op: 'classify'; sessionId: number; prompt: string | number[]; labels: string[]; options: WorkerClassifyOptions }
   | { op: 'bench'; sessionId: number; request: BenchRequest }
   | { op: 'disposeSession'; sessionId: number }
   | { op: 'dispose' };

@@ -7,12 +7,15 @@
  */
 import { ContextOverflowError, OptionError } from '../errors';
 import { LlamaContext } from '../model/llama';
+import { EarlyExitRunner } from '../exit/policy';
 import { ResolvedSampling, Sampler } from './sampling';
 
 export interface TokenEvent {
   token: number;
   /** Text this token completes (may be empty while a multi-byte character is split across tokens). */
   text: string;
+  /** Layers run to produce this token (the model's depth unless an exit policy stopped earlier). */
+  exitLayer: number;
 }
 
 export type StopReason = 'eos' | 'maxTokens' | 'contextFull' | 'aborted';
@@ -27,6 +30,8 @@ export interface Timings {
 export interface SequenceResult {
   text: string;
   tokens: number[];
+  /** Layers run for each token of `tokens`. */
+  exitLayers: number[];
   promptTokens: number;
   /** Prompt tokens whose KV entries were reused from the previous generation. */
   reusedPromptTokens: number;
@@ -41,11 +46,19 @@ export interface SequenceGenerateOptions {
   stopAtEos?: boolean;
   /** Checked between tokens; when it returns true the generation ends with stopReason 'aborted'. */
   aborted?: () => boolean;
+  /**
+   * Early exit: the policy decides between layers for the last prompt batch and every generated token.
+   * Layers skipped for a position keep no K/V for it (the paper's behaviour, exact for one generated
+   * token); such positions are never reused by a later prompt.
+   */
+  exit?: EarlyExitRunner;
 }
 
 export class Sequence {
   /** Tokens whose K/V are in the cache, in position order. */
   private cached: number[] = [];
+  /** Leading cached tokens whose K/V exist at every layer (not cut short by an exit). */
+  private completePrefix = 0;
 
   constructor(readonly context: LlamaContext) {}
 
@@ -73,36 +86,37 @@ export class Sequence {
     const stopAtEos = options.stopAtEos ?? true;
 
     const t0 = performance.now();
-    const reused = this.prefill(prompt);
+    const { reused, layers: promptLayers } = this.prefill(prompt, options.exit);
     const t1 = performance.now();
 
     // Generated tokens keep their leading space (the prompt precedes them), as llama.cpp prints them.
     const decoder = tokenizer.createDecoder({ keepLeadingSpace: true });
     const out: number[] = [];
+    const exitLayers: number[] = [];
     let text = '';
     let stopReason: StopReason = 'maxTokens';
-    let logits = this.context.logits(this.lastRow);
+    let layers = promptLayers;
     while (out.length < maxTokens) {
       if (options.aborted?.()) {
         stopReason = 'aborted';
         break;
       }
-      const token = sampler.sample(logits);
+      const token = this.next(sampler, layers, options.exit);
       if (stopAtEos && tokenizer.eogIds.has(token)) {
         stopReason = 'eos';
         break;
       }
       out.push(token);
+      exitLayers.push(layers);
       const piece = decoder.push(token);
       text += piece;
-      yield { token, text: piece };
+      yield { token, text: piece, exitLayer: layers };
       if (out.length === maxTokens) break;
       if (this.cached.length >= ctxSize) {
         stopReason = 'contextFull';
         break;
       }
-      this.evaluate([token]);
-      logits = this.context.logits(this.lastRow);
+      layers = this.evaluate([token], options.exit);
     }
     // An incomplete UTF-8 sequence left at the end (only possible when generation stopped mid-character)
     // is in the final text as U+FFFD, not in a token event.
@@ -113,6 +127,7 @@ export class Sequence {
     return {
       text,
       tokens: out,
+      exitLayers,
       promptTokens: prompt.length,
       reusedPromptTokens: reused,
       stopReason,
@@ -125,34 +140,78 @@ export class Sequence {
     };
   }
 
+  /**
+   * Single-token classification: runs the prompt (with the exit policy, if any) and compares the logits of
+   * the label tokens at its last position — at the exit layer's lens when the policy stopped early.
+   * Returns the winning label's index, the softmax over the labels' logits, and the layers run.
+   */
+  classify(prompt: number[], labelTokens: number[], exit?: EarlyExitRunner): { index: number; probs: number[]; layers: number } {
+    if (prompt.length === 0) throw new OptionError('prompt', 'the prompt has no tokens (not even BOS)');
+    if (prompt.length > this.context.contextSize)
+      throw new ContextOverflowError(`the prompt has ${prompt.length} tokens but the context holds ${this.context.contextSize}`);
+    const { layers } = this.prefill(prompt, exit);
+    const logits = layers === this.context.model.config.nLayer ? this.context.logits(this.lastRow) : this.context.native.logits;
+    const z = labelTokens.map((t) => logits[t]);
+    const max = Math.max(...z);
+    const e = z.map((v) => Math.exp(v - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    const probs = e.map((v) => v / sum);
+    let index = 0;
+    for (let i = 1; i < z.length; i++) if (z[i] > z[index]) index = i;
+    return { index, probs, layers };
+  }
+
   /** Forgets the cached tokens (the next prompt is processed from position 0). */
   reset(): void {
     this.cached = [];
+    this.completePrefix = 0;
   }
 
   /** Row of the batch holding the last evaluated token. */
   private lastRow = 0;
 
-  /** Brings the cache to exactly `prompt`, reusing the longest common prefix; returns the reused count. */
-  private prefill(prompt: number[]): number {
-    let common = 0;
-    while (common < this.cached.length && common < prompt.length && this.cached[common] === prompt[common]) common++;
-    // The last prompt token is always run again: its logits are needed and only the cache was kept.
-    const reuse = Math.min(common, prompt.length - 1);
-    this.cached.length = reuse;
-    this.evaluate(prompt.slice(reuse));
-    return reuse;
+  /**
+   * The next token after an evaluation that ran `layers` layers: at full depth from the model's logits; after
+   * an exit from the exit layer's lens logits (faithful lens), or its top-1 token (fast lens, whose logits
+   * cover only the candidates).
+   */
+  private next(sampler: Sampler, layers: number, exit: EarlyExitRunner | undefined): number {
+    if (layers === this.context.model.config.nLayer) return sampler.sample(this.context.logits(this.lastRow));
+    if (exit!.policy.lens.mode === 'fast') return exit!.lensReader.reading.top1;
+    return sampler.sample(this.context.native.logits);
   }
 
-  /** Appends tokens to the sequence, in batches of the context's batch size. */
-  private evaluate(tokens: number[]): void {
+  /**
+   * Brings the cache to exactly `prompt`, reusing the longest common prefix of complete positions. Returns
+   * the reused count and the layers run for the last batch.
+   */
+  private prefill(prompt: number[], exit: EarlyExitRunner | undefined): { reused: number; layers: number } {
+    let common = 0;
+    while (common < this.completePrefix && common < prompt.length && this.cached[common] === prompt[common]) common++;
+    // The last prompt token is always run again: its logits are needed and only the cache was kept.
+    const reused = Math.min(common, prompt.length - 1);
+    this.cached.length = reused;
+    this.completePrefix = reused;
+    return { reused, layers: this.evaluate(prompt.slice(reused), exit) };
+  }
+
+  /**
+   * Appends tokens to the sequence in batches of the context's batch size. Only the last batch may exit
+   * early (the decision is read at the last position, as in the paper). Returns the layers it ran.
+   */
+  private evaluate(tokens: number[], exit: EarlyExitRunner | undefined): number {
     const { batchSize, native } = this.context;
+    const nLayer = this.context.model.config.nLayer;
+    let layers = nLayer;
     for (let start = 0; start < tokens.length; start += batchSize) {
       const n = Math.min(batchSize, tokens.length - start);
       for (let i = 0; i < n; i++) native.tokens[i] = tokens[start + i];
-      this.context.forward(n, this.cached.length);
+      const last = start + n >= tokens.length;
+      layers = last && exit ? exit.forward(n, this.cached.length).layers : this.context.forward(n, this.cached.length);
       for (let i = 0; i < n; i++) this.cached.push(tokens[start + i]);
+      if (layers === nLayer && this.completePrefix === this.cached.length - n) this.completePrefix = this.cached.length;
       this.lastRow = n - 1;
     }
+    return layers;
   }
 }

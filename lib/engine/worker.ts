@@ -6,7 +6,20 @@
 import { parentPort } from 'worker_threads';
 import { AdaInferError, OptionError, serializeError } from '../errors';
 import { LlamaContext, LlamaModel } from '../model/llama';
-import { BenchRequest, BenchResult, ModelInfo, Request, RequestMessage, ResponseMessage, WorkerGenerateOptions } from './protocol';
+import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
+import { EarlyExitRunner, ExitPolicy, neverPolicy, thresholdPolicy } from '../exit/policy';
+import {
+  BenchRequest,
+  BenchResult,
+  ClassifyResult,
+  ExitSpec,
+  ModelInfo,
+  Request,
+  RequestMessage,
+  ResponseMessage,
+  WorkerClassifyOptions,
+  WorkerGenerateOptions,
+} from './protocol';
 import { resolveSampling } from './sampling';
 import { Sequence, SequenceResult } from './sequence';
 
@@ -73,6 +86,33 @@ function promptTokens(prompt: string | number[], options: WorkerGenerateOptions)
   return prompt;
 }
 
+/** Policies built from exit specs, by spec (an exit file is read and checked once). */
+const policies = new Map<string, ExitPolicy>();
+
+function policyFor(spec: ExitSpec | undefined): ExitPolicy | undefined {
+  if (spec === undefined || spec === 'never') return undefined;
+  const key = JSON.stringify(spec);
+  let policy = policies.get(key);
+  if (!policy) {
+    const m = requireModel();
+    if (typeof spec === 'string') {
+      const file = loadExitFile(spec, { fingerprint: m.fingerprint, name: m.config.name, nLayer: m.config.nLayer });
+      policy = policyFromExitFile(file);
+    } else if (spec && typeof spec === 'object' && spec.kind === 'threshold') {
+      policy = thresholdPolicy(
+        spec.feature,
+        spec.value,
+        { minLayer: spec.minLayer ?? 1, checkEvery: spec.checkEvery ?? 1 },
+        { mode: spec.mode ?? 'faithful' },
+      );
+    } else {
+      throw new OptionError('exit', `must be 'never', an exit file path or { kind: 'threshold', ... }, got ${JSON.stringify(spec)}`);
+    }
+    policies.set(key, policy);
+  }
+  return policy;
+}
+
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 async function generate(id: number, sessionId: number, prompt: string | number[], options: WorkerGenerateOptions, abort: SharedArrayBuffer): Promise<SequenceResult> {
@@ -83,11 +123,13 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
     const abortFlag = new Int32Array(abort);
     const tokens = promptTokens(prompt, options);
     const sampling = resolveSampling(options);
+    const policy = policyFor(options.exit);
     const run = s.sequence.generate(tokens, {
       maxTokens: options.maxTokens,
       sampling,
       stopAtEos: options.stopAtEos,
       aborted: () => Atomics.load(abortFlag, 0) !== 0,
+      exit: policy && new EarlyExitRunner(s.context, policy),
     });
     for (;;) {
       const step = run.next();
@@ -99,6 +141,27 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
   } finally {
     s.busy = false;
   }
+}
+
+/** Scores each label by its first token after the prompt; fast-mode lenses use the label tokens as candidates. */
+function classify(sessionId: number, prompt: string | number[], labels: string[], options: WorkerClassifyOptions): ClassifyResult {
+  const s = requireSession(sessionId);
+  if (s.busy) throw new AdaInferError('BUSY', 'the session is generating; wait for it or use another session');
+  const m = requireModel();
+  if (!Array.isArray(labels) || labels.length < 2 || labels.some((l) => typeof l !== 'string' || l.length === 0))
+    throw new OptionError('labels', 'must be at least two non-empty strings');
+  const tokens = promptTokens(prompt, { maxTokens: 0, addBos: options.addBos });
+  const labelTokens = labels.map((label) => {
+    if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
+    const full = m.tokenizer.encode(prompt + label, { addSpecial: options.addBos ?? true });
+    return full[Math.min(tokens.length, full.length - 1)];
+  });
+  if (new Set(labelTokens).size !== labelTokens.length)
+    throw new OptionError('labels', `two labels start with the same token (${labelTokens.join(', ')}); they cannot be told apart`);
+  let policy = policyFor(options.exit);
+  if (policy?.lens.mode === 'fast') policy = { ...policy, lens: { mode: 'fast', candidates: labelTokens } };
+  const r = s.sequence.classify(tokens, labelTokens, policy && new EarlyExitRunner(s.context, policy));
+  return { index: r.index, label: labels[r.index], probs: r.probs, exitLayer: r.layers, labelTokens };
 }
 
 /** llama-bench style: prefill `promptTokens` random tokens, then decode `genTokens` one by one. */
@@ -151,6 +214,8 @@ async function handle(msg: RequestMessage): Promise<unknown> {
     }
     case 'generate':
       return generate(msg.id, req.sessionId, req.prompt, req.options, req.abort);
+    case 'classify':
+      return classify(req.sessionId, req.prompt, req.labels, req.options);
     case 'bench':
       return bench(req.sessionId, req.request);
     case 'disposeSession': {

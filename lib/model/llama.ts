@@ -139,6 +139,8 @@ export interface ContextOptions {
   threads: number;
   /** Largest top-k a logit-lens call may ask for (default 8). */
   lensK?: number;
+  /** Largest candidate set of a fast-mode logit-lens call (default min(vocabulary, 1024)). */
+  lensMaxCandidates?: number;
 }
 
 /**
@@ -165,6 +167,7 @@ export class LlamaContext {
         nBatch: this.batchSize,
         threads: options.threads,
         lensK: options.lensK ?? 8,
+        lensMaxCandidates: options.lensMaxCandidates ?? Math.min(model.config.nVocab, 1024),
       });
     } catch (err) {
       throw fromNativeError(err);

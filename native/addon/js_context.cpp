@@ -35,6 +35,7 @@ Napi::Function JsContext::Init(Napi::Env env) {
                          InstanceMethod("mlp", &JsContext::Mlp),
                          InstanceMethod("head", &JsContext::Head),
                          InstanceMethod("logitLens", &JsContext::LogitLens),
+                         InstanceMethod("logitLensCandidates", &JsContext::LogitLensCandidates),
                          InstanceMethod("noop", &JsContext::Noop),
                          InstanceMethod("dispose", &JsContext::Dispose),
                      });
@@ -54,6 +55,7 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     const int64_t n_batch = option_int(opt, "nBatch", 1, n_ctx);
     const int64_t threads = option_int(opt, "threads", 1, 1024);
     const int64_t lens_k = option_int(opt, "lensK", 1, 1024);
+    const int64_t lens_candidates = option_int(opt, "lensMaxCandidates", 1, hp.n_vocab);
 
     // Activation buffers are JS ArrayBuffers (V8 memory, never moved), exposed as typed-array views.
     Napi::Object self = info.This().As<Napi::Object>();
@@ -74,6 +76,8 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     i32("tokens", n_batch, &io.tokens);
     f32("hidden", n_batch * hp.n_embd, &io.hidden);
     f32("logits", hp.n_vocab, &io.logits);
+    i32("lensCandidates", lens_candidates, &io.lens_candidates);
+    io.lens_max_candidates = lens_candidates;
     i32("lensIds", lens_k, &io.lens_ids);
     f32("lensProbs", lens_k, &io.lens_probs);
     f32("lensFeatures", 4, &io.lens_features);
@@ -131,6 +135,15 @@ Napi::Value JsContext::LogitLens(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     state(env).logit_lens(arg_int(info, 0, "row"), arg_int(info, 1, "k"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::LogitLensCandidates(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    state(env).logit_lens_candidates(arg_int(info, 0, "row"), arg_int(info, 1, "m"), arg_int(info, 2, "k"));
     return 0;
   });
   return env.Undefined();

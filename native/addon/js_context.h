@@ -12,7 +12,7 @@ namespace adainfer {
 class JsContext : public Napi::ObjectWrap<JsContext> {
  public:
   static Napi::Function Init(Napi::Env env);
-  // new Context(model, { nCtx, nBatch, threads, lensK })
+  // new Context(model, { nCtx, nBatch, threads, lensK, lensMaxCandidates })
   explicit JsContext(const Napi::CallbackInfo& info);
 
  private:
@@ -22,6 +22,7 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   Napi::Value Mlp(const Napi::CallbackInfo& info);             // mlp(layer, n)
   Napi::Value Head(const Napi::CallbackInfo& info);            // head(row)
   Napi::Value LogitLens(const Napi::CallbackInfo& info);       // logitLens(row, k)
+  Napi::Value LogitLensCandidates(const Napi::CallbackInfo& info);  // logitLensCandidates(row, m, k)
   Napi::Value Noop(const Napi::CallbackInfo& info);            // noop(): measures the N-API call cost
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 

@@ -180,7 +180,8 @@ void LlamaState::check_rows(int64_t n) const {
 // so weights are streamed once per call whatever the number of tokens.
 void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
   MatmulFn fn = k_.matmul[w.type];
-  pool_.parallel_for(w.ne1, 16, [&](int64_t r0, int64_t r1, int) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
+  // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512) and of 16.
+  pool_.parallel_for(w.ne1, 48, [&](int64_t r0, int64_t r1, int) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
 }
 
 void LlamaState::rms_norm_rows(const float* x, const float* weight, float* out, int64_t n) {
@@ -235,7 +236,8 @@ void LlamaState::attention_block(int64_t layer, int64_t n, int64_t pos0) {
   a.n_kv_head = hp.n_kv_head;
   a.head_dim = hp.head_dim;
   a.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
-  pool_.parallel_for(hp.n_head, 1, [&](int64_t h0, int64_t h1, int thread) {
+  // Threads take whole groups of query heads sharing a KV head: the SIMD kernels process a group together.
+  pool_.parallel_for(hp.n_head, hp.n_head / hp.n_kv_head, [&](int64_t h0, int64_t h1, int thread) {
     k_.attention(a, h0, h1, scratch_.data() + static_cast<size_t>(thread) * n_ctx_);
   });
 
@@ -257,9 +259,13 @@ void LlamaState::mlp_block(int64_t layer, int64_t n) {
   for (int64_t t = 0; t < n; ++t) k_.add(io_.hidden + t * d, xb_.data() + t * d, d);
 }
 
-void LlamaState::head(int64_t row) {
+void LlamaState::check_row(int64_t row) const {
   if (row < 0 || row >= n_batch_)
     throw std::out_of_range("row " + std::to_string(row) + " out of range [0, " + std::to_string(n_batch_) + ")");
+}
+
+void LlamaState::head(int64_t row) {
+  check_row(row);
   const int64_t d = w_->hp.n_embd;
   k_.rms_norm(io_.hidden + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
   matmul(w_->output, xb_.data(), d, 1, io_.logits, w_->hp.n_vocab);
@@ -269,26 +275,55 @@ void LlamaState::logit_lens(int64_t row, int64_t k) {
   if (k < 1 || k > io_.lens_k)
     throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
   head(row);
+  lens_statistics(nullptr, w_->hp.n_vocab, k);
+}
+
+void LlamaState::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
+  check_row(row);
+  if (k < 1 || k > io_.lens_k)
+    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
+  if (m < 1 || m > io_.lens_max_candidates)
+    throw std::out_of_range("candidate count " + std::to_string(m) + " out of range [1, " +
+                            std::to_string(io_.lens_max_candidates) + "]");
   const int64_t V = w_->hp.n_vocab;
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t id = io_.lens_candidates[i];
+    if (id < 0 || id >= V)
+      throw std::out_of_range("candidate token id " + std::to_string(id) + " out of range [0, " + std::to_string(V) + ")");
+  }
+  const int64_t d = w_->hp.n_embd;
+  k_.rms_norm(io_.hidden + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
+  // One head row per candidate, written at its own index of logits (the matmul writes columns [id, id+1)).
+  MatmulFn fn = k_.matmul[w_->output.type];
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t id = io_.lens_candidates[i];
+    fn(w_->output.data, d, xb_.data(), d, 1, io_.logits, V, id, id + 1);
+  }
+  lens_statistics(io_.lens_candidates, m, k);
+}
+
+void LlamaState::lens_statistics(const int32_t* ids, int64_t m, int64_t k) {
   const float* z = io_.logits;
-  float zmax = z[0];
-  for (int64_t i = 1; i < V; ++i) zmax = std::max(zmax, z[i]);
+  auto id_at = [ids](int64_t i) { return ids ? ids[i] : static_cast<int32_t>(i); };
+  float zmax = z[id_at(0)];
+  for (int64_t i = 1; i < m; ++i) zmax = std::max(zmax, z[id_at(i)]);
   // softmax normaliser and entropy in one pass: H = log S - sum(e_i (z_i - zmax)) / S with e_i = exp(z_i - zmax)
   double sum = 0, weighted = 0;
-  for (int64_t i = 0; i < V; ++i) {
-    const double e = std::exp(static_cast<double>(z[i] - zmax));
+  for (int64_t i = 0; i < m; ++i) {
+    const double t = static_cast<double>(z[id_at(i)] - zmax);
+    const double e = std::exp(t);
     sum += e;
-    weighted += e * static_cast<double>(z[i] - zmax);
+    weighted += e * t;
   }
   const double log_sum = std::log(sum);
   // Top-k in one pass with a small sorted list, ordered by (logit desc, id asc) - the same order as
   // argmax with lowest-id ties. At least two entries are kept, for p2.
-  const int64_t kk = std::min<int64_t>(std::max<int64_t>(k, 2), V);
+  const int64_t kk = std::min<int64_t>(std::max<int64_t>(k, 2), m);
   int32_t* top = top_ids_.data();
   int64_t filled = 0;
   auto better = [z](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); };
-  for (int64_t i = 0; i < V; ++i) {
-    const int32_t id = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t id = id_at(i);
     if (filled == kk && !better(id, top[kk - 1])) continue;
     int64_t j = filled < kk ? filled++ : kk - 1;
     while (j > 0 && better(id, top[j - 1])) {
@@ -298,9 +333,14 @@ void LlamaState::logit_lens(int64_t row, int64_t k) {
     top[j] = id;
   }
   auto prob = [&](int32_t id) { return static_cast<float>(std::exp(static_cast<double>(z[id] - zmax) - log_sum)); };
-  for (int64_t i = 0; i < std::min(k, kk); ++i) {
+  const int64_t written = std::min(k, kk);
+  for (int64_t i = 0; i < written; ++i) {
     io_.lens_ids[i] = top[i];
     io_.lens_probs[i] = prob(top[i]);
+  }
+  for (int64_t i = written; i < k; ++i) {  // fewer candidates than k
+    io_.lens_ids[i] = -1;
+    io_.lens_probs[i] = 0.f;
   }
   const float p1 = prob(top[0]);
   const float p2 = kk > 1 ? prob(top[1]) : 0.f;

@@ -68,6 +68,8 @@ struct LlamaBuffers {
   int32_t* tokens = nullptr;  // [n_batch]
   float* hidden = nullptr;    // [n_batch][n_embd]   residual stream of the batch
   float* logits = nullptr;    // [n_vocab]           head output of one row
+  int32_t* lens_candidates = nullptr;  // [lens_max_candidates] token ids for logit_lens_candidates
+  int64_t lens_max_candidates = 0;
   int32_t* lens_ids = nullptr;     // [lens_k]  top-k token ids of the last logit-lens call
   float* lens_probs = nullptr;     // [lens_k]  their probabilities
   float* lens_features = nullptr;  // [4]       p1, p2, p1 - p2, entropy (nats)
@@ -117,12 +119,18 @@ class LlamaState {
   void head(int64_t row);
   // head(row), then softmax statistics into the lens buffers: top-k ids and probs, p1, p2, gap, entropy.
   void logit_lens(int64_t row, int64_t k);
+  // The same statistics over a candidate set only (lens_candidates[0..m)): m rows of the head instead of
+  // the whole vocabulary, softmax renormalised over the candidates. logits[id] is written for candidates only.
+  void logit_lens_candidates(int64_t row, int64_t m, int64_t k);
 
  private:
   void matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
   void rms_norm_rows(const float* x, const float* w, float* out, int64_t n);
   void check_layer(int64_t layer) const;
   void check_rows(int64_t n) const;
+  void check_row(int64_t row) const;
+  // Softmax statistics over logits[ids[0..m)] (ids == nullptr: the whole vocabulary) into the lens buffers.
+  void lens_statistics(const int32_t* ids, int64_t m, int64_t k);
 
   std::shared_ptr<const LlamaWeights> w_;
   const KernelTable& k_;

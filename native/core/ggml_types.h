@@ -1,5 +1,5 @@
 // GGML tensor types as GGUF stores them (ids and block layouts are ggml's, verbatim).
-// Only layouts that the CPU kernels implement are listed in kSupported*; the loader rejects the rest.
+// A type is computable when the chosen KernelTable has a matmul for it; the loader rejects the rest.
 #pragma once
 #include <cstddef>
 #include <cstdint>

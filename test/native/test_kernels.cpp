@@ -354,13 +354,16 @@ TEST(matmul_generic_matches_double_reference) {
   }
 }
 
+// Every shape of the task list. Row counts 1, 3, 8, 17, 64 leave 1..5 rows after the prefill tiles of
+// 3 (avx2) and 6 (avx512) rows; token counts leave 1..3 after the 4-token tiles; n_in covers partial,
+// single, unaligned and multi-vector tails; the row range starts at 0, 1 or 2.
 TEST(matmul_simd_matches_reference) {
   Rng rng(11);
   for (const Variant& v : simd_variants()) {
     for (GgmlType type : kFloatTypes) {
       CHECK(v.table->matmul[type_id(type)] != nullptr);
       for (int64_t n_in : kMatmulNIn)
-        for (int64_t rows : {1, 3, 17, 64})
+        for (int64_t rows : {1, 3, 8, 17, 64})
           for (int64_t n_tok : {1, 2, 3, 5, 8, 13})
             check_matmul(*v.table, type, n_in, rows, n_tok, (rows + n_tok) % 3, rng,
                          [](int64_t n, double sum_abs) { return dot_tol(n, sum_abs); });
@@ -664,7 +667,8 @@ void check_attention(const KernelTable& table, const AttentionCase& c, int64_t h
       attention_reference(c, d, t, h, ref.data(), &tol);
       for (int64_t i = 0; i < c.head_dim; ++i) {
         if (!(fabs(got[i] - ref[i]) <= tol) && reported++ < 3) {
-          CHECK_MSG(false, "%s heads %lld/%lld dim %lld n_tok %lld pos0 %lld: t=%lld h=%lld i=%lld got %.9g want %.9g tol %.3g",
+          CHECK_MSG(false,
+                    "%s heads %lld/%lld dim %lld n_tok %lld pos0 %lld: t=%lld h=%lld i=%lld got %.9g want %.9g tol %.3g",
                     table.name, (long long)c.n_head, (long long)c.n_kv_head, (long long)c.head_dim, (long long)c.n_tok,
                     (long long)c.pos0, (long long)t, (long long)h, (long long)i, got[i], ref[i], tol);
         }
@@ -673,12 +677,14 @@ void check_attention(const KernelTable& table, const AttentionCase& c, int64_t h
   }
 }
 
+// Head layouts: GQA 4:1, MHA, MQA with 6 heads, GQA 2:1, GQA 8:1 (groups larger than the SIMD kernels'
+// 4-head batches). pos0 = 300 spans several of their 128-position online-softmax blocks.
 void attention_sweep(const KernelTable& table, Rng& rng) {
-  const int64_t head_layouts[][2] = {{8, 2}, {4, 4}, {6, 1}};  // GQA 4:1, MHA, MQA
+  const int64_t head_layouts[][2] = {{8, 2}, {4, 4}, {6, 1}, {8, 4}, {16, 2}};
   for (const auto& layout : head_layouts)
     for (int64_t head_dim : {8, 16, 20, 32, 64, 72, 128})
       for (int64_t n_tok : {1, 3, 7})
-        for (int64_t pos0 : {0, 5, 17}) {
+        for (int64_t pos0 : {0, 5, 17, 300}) {
           const AttentionCase c{layout[0], layout[1], head_dim, n_tok, pos0, (pos0 % 2) ? 4.0f : 1.0f};
           check_attention(table, c, 0, c.n_head, rng);
           check_attention(table, c, 1, c.n_head - 1, rng);  // a head range, as one thread would get
@@ -715,6 +721,39 @@ TEST(attention_simd_matches_generic) {
         for (int64_t i = 0; i < c.head_dim; ++i)
           CHECK_NEAR(a[t * q_stride + h * c.head_dim + i], b[t * q_stride + h * c.head_dim + i], 2 * tol);
       }
+  }
+}
+
+// Scores that grow with position: every later softmax block has a larger max, so the blocked (online)
+// softmax of the SIMD kernels rescales its partial output at each block; and the reverse order, where the
+// first block holds the max and later blocks never rescale.
+TEST(attention_online_softmax_rescaling) {
+  Rng rng(43);
+  std::vector<const KernelTable*> tables = {&kernels_generic()};
+  for (const Variant& v : simd_variants()) tables.push_back(v.table);
+  for (bool increasing : {true, false}) {
+    const AttentionCase c{4, 1, 32, 2, 600, 1.0f};
+    AttentionData d = make_attention(c, rng);
+    const int64_t n_ctx = c.pos0 + c.n_tok;
+    for (float& x : d.q) x = 0.5f;
+    for (int64_t j = 0; j < n_ctx; ++j) {
+      const float ramp = 8.0f * static_cast<float>(increasing ? j : n_ctx - 1 - j) / static_cast<float>(n_ctx);
+      for (int64_t i = 0; i < c.head_dim; ++i) d.k[j * c.head_dim + i] = ramp + rng.uniform(-0.2f, 0.2f);
+    }
+    for (const KernelTable* t : tables) {
+      std::vector<float> out(c.n_tok * c.n_head * c.head_dim), scratch(n_ctx);
+      d.args.out = out.data();
+      t->attention(d.args, 0, c.n_head, scratch.data());
+      std::vector<double> ref(c.head_dim);
+      for (int64_t tok = 0; tok < c.n_tok; ++tok)
+        for (int64_t h = 0; h < c.n_head; ++h) {
+          double tol = 0;
+          attention_reference(c, d, tok, h, ref.data(), &tol);
+          for (int64_t i = 0; i < c.head_dim; ++i)
+            CHECK_MSG(fabs(out[(tok * c.n_head + h) * c.head_dim + i] - ref[i]) <= tol,
+                      "%s increasing=%d t=%lld h=%lld", t->name, increasing, (long long)tok, (long long)h);
+        }
+    }
   }
 }
 

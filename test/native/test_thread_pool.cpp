@@ -24,7 +24,8 @@ TEST(pool_run_covers_every_thread_once) {
       std::vector<std::atomic<int>> hits(n);
       for (auto& h : hits) h.store(0);
       pool.run([&](int i) { hits[i].fetch_add(1); });
-      for (int i = 0; i < n; ++i) CHECK_MSG(hits[i].load() == 1, "threads=%d index %d ran %d times", n, i, hits[i].load());
+      for (int i = 0; i < n; ++i)
+        CHECK_MSG(hits[i].load() == 1, "threads=%d index %d ran %d times", n, i, hits[i].load());
     }
   }
 }

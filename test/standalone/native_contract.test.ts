@@ -59,7 +59,7 @@ describe('native Context validates block calls', () => {
   let ctx: NativeContext;
   beforeAll(() => {
     model = new (native().Model)(BUNDLED_MODEL, config, table());
-    ctx = new (native().Context)(model, { nCtx: 32, nBatch: 8, threads: 1, lensK: 4 });
+    ctx = new (native().Context)(model, { nCtx: 32, nBatch: 8, threads: 1, lensK: 4, lensMaxCandidates: 16 });
   });
   afterAll(() => {
     ctx.dispose();
@@ -83,6 +83,14 @@ describe('native Context validates block calls', () => {
     ['negative position', (c) => c.attention(0, 1, -1)],
     ['head row past the batch', (c) => c.head(8)],
     ['top-k above lensK', (c) => c.logitLens(0, 5)],
+    ['more candidates than the buffer', (c) => c.logitLensCandidates(0, 17, 1)],
+    [
+      'a candidate outside the vocabulary',
+      (c) => {
+        c.lensCandidates[0] = -3;
+        c.logitLensCandidates(0, 1, 1);
+      },
+    ],
     [
       'token id outside the vocabulary',
       (c) => {
@@ -117,14 +125,30 @@ describe('native Context validates block calls', () => {
     expect(ctx.lensFeatures[3]).toBeCloseTo(entropy, 4);
   });
 
+  test('logit lens over candidates: the full-vocabulary logits of those ids, renormalised', () => {
+    ctx.logitLens(0, 4); // after the forward pass of the previous test
+    const full = Float32Array.from(ctx.logits);
+    const ids = [7, 300, 42, 5, 511];
+    ids.forEach((id, i) => (ctx.lensCandidates[i] = id));
+    ctx.logitLensCandidates(0, ids.length, 4);
+    for (const id of ids) expect(ctx.logits[id]).toBeCloseTo(full[id], 5);
+    const z = ids.map((id) => full[id]);
+    const max = Math.max(...z);
+    const sum = z.reduce((a, v) => a + Math.exp(v - max), 0);
+    const ranked = ids.map((id, i) => ({ id, p: Math.exp(z[i] - max) / sum })).sort((a, b) => b.p - a.p || a.id - b.id);
+    expect(Array.from(ctx.lensIds)).toEqual(ranked.slice(0, 4).map((r) => r.id));
+    expect(ctx.lensFeatures[0]).toBeCloseTo(ranked[0].p, 6);
+    expect(ctx.lensFeatures[2]).toBeCloseTo(ranked[0].p - ranked[1].p, 6);
+  });
+
   test('a disposed context is a DISPOSED error', () => {
-    const c = new (native().Context)(model, { nCtx: 4, nBatch: 1, threads: 1, lensK: 1 });
+    const c = new (native().Context)(model, { nCtx: 4, nBatch: 1, threads: 1, lensK: 1, lensMaxCandidates: 1 });
     c.dispose();
     expect(() => c.embed(1)).toThrow(expect.objectContaining({ code: 'DISPOSED' }));
   });
 
   test('a context of something that is not a Model is refused', () => {
-    expect(() => new (native().Context)({} as NativeModel, { nCtx: 4, nBatch: 1, threads: 1, lensK: 1 })).toThrow(
+    expect(() => new (native().Context)({} as NativeModel, { nCtx: 4, nBatch: 1, threads: 1, lensK: 1, lensMaxCandidates: 1 })).toThrow(
       expect.objectContaining({ code: 'INVALID_OPTION' }),
     );
   });

@@ -20,6 +20,8 @@ struct Avx2 {
   // (Measured: 2x4 and 4x3 reach about half the FMA throughput of 3x4.)
   static constexpr int kPrefillRows = 3;
   static constexpr int kPrefillTokens = 4;
+  // Attention weighted sum: 4 heads x 2 = 8 accumulators + 2 V + 1 probability of the 16 ymm.
+  static constexpr int kAttnDimRegs = 2;
 
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float f) { return _mm256_set1_ps(f); }

@@ -17,6 +17,7 @@
 //   float reduce_add(V); float reduce_max(V)
 //   void reduce4(V a, V b, V c, V d, float* out)    out[0..3] = reduce_add of a, b, c, d
 //   kPrefillRows, kPrefillTokens                    prefill tile shape (register budget, see matmul)
+//   kAttnDimRegs                                    registers of head_dim per kv-group accumulator block
 #pragma once
 
 #include <math.h>
@@ -86,10 +87,11 @@ inline void matmul_tile(const typename Row::Elem* const* w, const float* const* 
     // A single weight row is one sequential stream, and then loads that straddle two cache lines cost
     // measurably (e.g. 64-byte loads from a 32-byte aligned GGUF tensor). Take a partial first step up
     // to the next boundary of one load's size, so the main loop's weight loads are aligned.
-    constexpr uintptr_t kLoadBytes = kW * sizeof(typename Row::Elem);
+    constexpr uintptr_t kElemBytes = sizeof(typename Row::Elem);
+    constexpr uintptr_t kLoadBytes = kW * kElemBytes;
     const uintptr_t addr = reinterpret_cast<uintptr_t>(w[0]);
-    const int64_t head = static_cast<int64_t>(((kLoadBytes - addr % kLoadBytes) % kLoadBytes) / sizeof(typename Row::Elem));
-    if (addr % sizeof(typename Row::Elem) == 0 && head > 0 && head < n) {
+    const int64_t head = static_cast<int64_t>((kLoadBytes - addr % kLoadBytes) % kLoadBytes / kElemBytes);
+    if (addr % kElemBytes == 0 && head > 0 && head < n) {
       const V wv = Row::load_partial(w[0], head);
 #pragma GCC unroll 64
       for (int t = 0; t < T; ++t) acc[0][0][t] = S::fmadd(wv, S::load_partial(x[t], head), acc[0][0][t]);
@@ -172,6 +174,20 @@ inline void matmul_rows(const typename Row::Elem* W, int64_t n_in, const float* 
   }
 }
 
+// The last `rest` < kPrefillRows rows of a prefill range, as one tile of exactly `rest` rows (a caller's
+// row chunk need not be a multiple of kPrefillRows; single-row tiles would run at a fraction of the speed).
+template <class S, class Row, int K, int T>
+inline void matmul_rest_rows(int64_t rest, const typename Row::Elem* W, int64_t n_in, const float* X, int64_t ldx,
+                             int64_t n_tok, float* Y, int64_t ldy, int64_t row) {
+  if constexpr (K >= 1) {
+    if (rest == K) {
+      matmul_rows<S, Row, K, T, 1>(W, n_in, X, ldx, n_tok, Y, ldy, row);
+    } else {
+      matmul_rest_rows<S, Row, K - 1, T>(rest, W, n_in, X, ldx, n_tok, Y, ldy, row);
+    }
+  }
+}
+
 // MatmulFn for one weight type: Y[t][r] = W[r] . X[t], r in [row_begin, row_end), t in [0, n_tok).
 //   W: [n_rows][n_in] (Row::Elem), X: [n_tok][ldx] floats, Y: [n_tok][ldy] floats
 // Decode (n_tok == 1) is bandwidth-bound: one row at a time, so W is read as a single sequential stream
@@ -192,7 +208,7 @@ void matmul(const void* W_raw, int64_t n_in, const float* X, int64_t ldx, int64_
   constexpr int R = S::kPrefillRows;
   constexpr int T = S::kPrefillTokens;
   for (; row + R <= row_end; row += R) matmul_rows<S, Row, R, T, 1>(W, n_in, X, ldx, n_tok, Y, ldy, row);
-  for (; row < row_end; ++row) matmul_rows<S, Row, 1, T, 1>(W, n_in, X, ldx, n_tok, Y, ldy, row);
+  matmul_rest_rows<S, Row, R - 1, T>(row_end - row, W, n_in, X, ldx, n_tok, Y, ldy, row);
 }
 
 // DequantRowFn: out[i] = row[i] as float, i in [0, n)
@@ -312,58 +328,68 @@ void add(float* y, const float* x, int64_t n) {
 }
 
 // ---- attention -------------------------------------------------------------------------------------------
+//
+// For each token, the query heads that share one kv head (grouped-query attention) are processed together,
+// so every K and V row is loaded once per group instead of once per query head. The softmax is computed
+// online over blocks of kAttnBlock positions (running max and sum per head, the partial output rescaled
+// when the max grows), which keeps the per-block scores on the stack for any context length.
+// Numerically this equals a two-pass softmax up to float rounding.
 
-// scores[j] = (q . k_j) * scale for j in [0, n_pos)
-//   q: [head_dim], k: rows j at k + j * kv_stride, each [head_dim]; scores: [n_pos]
-// Four positions per pass share each q load and finish with one combined horizontal reduction.
+constexpr int kMaxGroup = 4;      // query heads processed together (registers: kMaxGroup accumulators)
+constexpr int64_t kAttnBlock = 128;  // positions per softmax block
+
+// x[i] *= c for i in [0, n)
 template <class S>
-void attention_scores(const float* q, const float* k, int64_t kv_stride, int64_t head_dim, int64_t n_pos,
-                      float scale, float* scores) {
+inline void scale_in_place(float* x, int64_t n, float c) {
+  constexpr int64_t kW = S::kWidth;
+  const typename S::V vc = S::set1(c);
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) S::store(x + i, S::mul(S::load(x + i), vc));
+  if (i < n) S::store_partial(x + i, S::mul(S::load_partial(x + i, n - i), vc), n - i);
+}
+
+// s[g][j] = scale * (q[g] . k_j) for j in [0, n), g in [0, G)
+//   q: G query pointers [head_dim]; k: rows j at k + j * kv_stride, each [head_dim]; s: [G][kAttnBlock]
+// Each K vector is loaded once and multiplied into the G heads' accumulators.
+template <class S, int G>
+inline void group_scores(const float* const* q, const float* k, int64_t kv_stride, int64_t head_dim, int64_t n,
+                         float scale, float (*s)[kAttnBlock]) {
   using V = typename S::V;
   constexpr int64_t kW = S::kWidth;
-  int64_t j = 0;
-  for (; j + 4 <= n_pos; j += 4) {
-    const float* k0 = k + j * kv_stride;
-    const float* k1 = k0 + kv_stride;
-    const float* k2 = k1 + kv_stride;
-    const float* k3 = k2 + kv_stride;
-    V a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
+  for (int64_t j = 0; j < n; ++j) {
+    const float* kj = k + j * kv_stride;
+    V acc[kMaxGroup];
+#pragma GCC unroll 8
+    for (int g = 0; g < kMaxGroup; ++g) acc[g] = S::zero();
     int64_t i = 0;
     for (; i + kW <= head_dim; i += kW) {
-      const V qv = S::load(q + i);
-      a0 = S::fmadd(qv, S::load(k0 + i), a0);
-      a1 = S::fmadd(qv, S::load(k1 + i), a1);
-      a2 = S::fmadd(qv, S::load(k2 + i), a2);
-      a3 = S::fmadd(qv, S::load(k3 + i), a3);
+      const V kv = S::load(kj + i);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) acc[g] = S::fmadd(S::load(q[g] + i), kv, acc[g]);
     }
     if (i < head_dim) {
       const int64_t left = head_dim - i;
-      const V qv = S::load_partial(q + i, left);
-      a0 = S::fmadd(qv, S::load_partial(k0 + i, left), a0);
-      a1 = S::fmadd(qv, S::load_partial(k1 + i, left), a1);
-      a2 = S::fmadd(qv, S::load_partial(k2 + i, left), a2);
-      a3 = S::fmadd(qv, S::load_partial(k3 + i, left), a3);
+      const V kv = S::load_partial(kj + i, left);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) acc[g] = S::fmadd(S::load_partial(q[g] + i, left), kv, acc[g]);
     }
-    S::reduce4(a0, a1, a2, a3, scores + j);
-    for (int m = 0; m < 4; ++m) scores[j + m] *= scale;
+    if constexpr (G == 1) {
+      s[0][j] = S::reduce_add(acc[0]) * scale;
+    } else {
+      float dots[4];
+      S::reduce4(acc[0], acc[1], acc[2], acc[3], dots);  // lanes >= G hold zeros
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) s[g][j] = dots[g] * scale;
+    }
   }
-  for (; j < n_pos; ++j) scores[j] = dot_f32<S>(q, k + j * kv_stride, head_dim) * scale;
 }
 
-// In place: p[j] = e^(s[j] - max s); returns sum_j p[j].   p: [n]
+// In place: p[j] = e^(p[j] - max) for j in [0, n); returns the sum of the new values.
 template <class S>
-float softmax_numerators(float* p, int64_t n) {
+inline float exp_shifted_sum(float* p, int64_t n, float max) {
   using V = typename S::V;
   constexpr int64_t kW = S::kWidth;
-  float max_score = -INFINITY;
-  {
-    V vmax = S::set1(-INFINITY);
-    int64_t i = 0;
-    for (; i + kW <= n; i += kW) vmax = S::max(vmax, S::load(p + i));
-    max_score = S::reduce_max(vmax);
-    for (; i < n; ++i) max_score = p[i] > max_score ? p[i] : max_score;
-  }
-  const V vmax = S::set1(max_score);
+  const V vmax = S::set1(max);
   V sum = S::zero();
   int64_t i = 0;
   for (; i + kW <= n; i += kW) {
@@ -379,65 +405,142 @@ float softmax_numerators(float* p, int64_t n) {
   return S::reduce_add(sum);
 }
 
-// out[d0 .. d0 + NV*kW) = scale * sum_j p[j] * v_j[d0 ..], NV whole registers kept in registers over j.
-//   v: rows j at v + j * kv_stride; p: [n_pos]
-template <class S, int NV>
-inline void weighted_sum_block(const float* p, const float* v, int64_t kv_stride, int64_t n_pos, float scale,
-                               float* out) {
+// max of p[0 .. n), n >= 1
+template <class S>
+inline float max_of(const float* p, int64_t n) {
   using V = typename S::V;
   constexpr int64_t kW = S::kWidth;
-  V acc[NV];
-#pragma GCC unroll 8
-  for (int b = 0; b < NV; ++b) acc[b] = S::zero();
-  for (int64_t j = 0; j < n_pos; ++j) {
-    const V pj = S::set1(p[j]);
-    const float* row = v + j * kv_stride;
-#pragma GCC unroll 8
-    for (int b = 0; b < NV; ++b) acc[b] = S::fmadd(pj, S::load(row + b * kW), acc[b]);
-  }
-  const V vscale = S::set1(scale);
-#pragma GCC unroll 8
-  for (int b = 0; b < NV; ++b) S::store(out + b * kW, S::mul(acc[b], vscale));
+  V vmax = S::set1(-INFINITY);
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) vmax = S::max(vmax, S::load(p + i));
+  float m = S::reduce_max(vmax);
+  for (; i < n; ++i) m = p[i] > m ? p[i] : m;
+  return m;
 }
 
-// out[0 .. head_dim) = scale * sum_j p[j] * v_j, head_dim in blocks of up to 4 registers, then a partial one.
-template <class S>
-void weighted_sum(const float* p, const float* v, int64_t kv_stride, int64_t n_pos, int64_t head_dim,
-                  float scale, float* out) {
+// out[g][d0 .. d0 + NV*kW) += sum_j p[g][j] * v_j[d0 ..] for j in [0, n), in registers over j.
+// With kPartial, a single register of which only the first `left` lanes are real (NV must be 1).
+//   p: [G][kAttnBlock]; v: rows j at v + j * kv_stride (already offset by d0); out: G pointers (offset by d0)
+template <class S, int G, int NV, bool kPartial>
+inline void group_weighted_sum_block(const float (*p)[kAttnBlock], const float* v, int64_t kv_stride, int64_t n,
+                                     float* const* out, int64_t left) {
+  static_assert(!kPartial || NV == 1, "a partial block is one register");
   using V = typename S::V;
   constexpr int64_t kW = S::kWidth;
+  V acc[G][NV];
+#pragma GCC unroll 8
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+    for (int b = 0; b < NV; ++b) acc[g][b] = kPartial ? S::load_partial(out[g], left) : S::load(out[g] + b * kW);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* row = v + j * kv_stride;
+    V vv[NV];
+#pragma GCC unroll 8
+    for (int b = 0; b < NV; ++b) vv[b] = kPartial ? S::load_partial(row, left) : S::load(row + b * kW);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+      const V pj = S::set1(p[g][j]);
+#pragma GCC unroll 8
+      for (int b = 0; b < NV; ++b) acc[g][b] = S::fmadd(pj, vv[b], acc[g][b]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+    for (int b = 0; b < NV; ++b) {
+      if (kPartial) {
+        S::store_partial(out[g], acc[g][b], left);
+      } else {
+        S::store(out[g] + b * kW, acc[g][b]);
+      }
+    }
+}
+
+// out[g][0 .. head_dim) += sum_j p[g][j] * v_j over j in [0, n): head_dim in blocks of kAttnDimRegs
+// registers, then single registers, then one partial register.
+template <class S, int G>
+inline void group_weighted_sum(const float (*p)[kAttnBlock], const float* v, int64_t kv_stride, int64_t head_dim,
+                               int64_t n, float* const* out) {
+  constexpr int64_t kW = S::kWidth;
+  constexpr int NV = S::kAttnDimRegs;
+  float* o[G];
   int64_t d = 0;
-  for (; d + 4 * kW <= head_dim; d += 4 * kW) weighted_sum_block<S, 4>(p, v + d, kv_stride, n_pos, scale, out + d);
-  switch ((head_dim - d) / kW) {
-    case 3: weighted_sum_block<S, 3>(p, v + d, kv_stride, n_pos, scale, out + d); d += 3 * kW; break;
-    case 2: weighted_sum_block<S, 2>(p, v + d, kv_stride, n_pos, scale, out + d); d += 2 * kW; break;
-    case 1: weighted_sum_block<S, 1>(p, v + d, kv_stride, n_pos, scale, out + d); d += kW; break;
-    default: break;
+  auto offset_out = [&](int64_t at) {
+    for (int g = 0; g < G; ++g) o[g] = out[g] + at;
+  };
+  for (; d + NV * kW <= head_dim; d += NV * kW) {
+    offset_out(d);
+    group_weighted_sum_block<S, G, NV, false>(p, v + d, kv_stride, n, o, kW);
+  }
+  for (; d + kW <= head_dim; d += kW) {
+    offset_out(d);
+    group_weighted_sum_block<S, G, 1, false>(p, v + d, kv_stride, n, o, kW);
   }
   if (d < head_dim) {
-    const int64_t left = head_dim - d;
-    V acc = S::zero();
-    for (int64_t j = 0; j < n_pos; ++j) acc = S::fmadd(S::set1(p[j]), S::load_partial(v + j * kv_stride + d, left), acc);
-    S::store_partial(out + d, S::mul(acc, S::set1(scale)), left);
+    offset_out(d);
+    group_weighted_sum_block<S, G, 1, true>(p, v + d, kv_stride, n, o, head_dim - d);
   }
 }
 
-// AttentionFn (shapes in kernels.h): per (token, head) scores, softmax, weighted sum of V.
-// The 1/sum of the softmax is applied once to the output instead of to every probability.
+// Attention of one token for G query heads that read the same kv head.
+//   q, out: G pointers, [head_dim] each;  k, v: that kv head's rows j at k + j * kv_stride, j in [0, n_pos)
+template <class S, int G>
+void attend_group(const float* const* q, float* const* out, const float* k, const float* v, int64_t kv_stride,
+                  int64_t head_dim, int64_t n_pos, float scale) {
+  float p[G][kAttnBlock];  // scores, then unnormalised probabilities, of the current block
+  float running_max[G], running_sum[G];
+  for (int g = 0; g < G; ++g) {
+    running_max[g] = -INFINITY;
+    running_sum[g] = 0.0f;
+    for (int64_t i = 0; i < head_dim; ++i) out[g][i] = 0.0f;
+  }
+  for (int64_t j0 = 0; j0 < n_pos; j0 += kAttnBlock) {
+    const int64_t n = n_pos - j0 < kAttnBlock ? n_pos - j0 : kAttnBlock;
+    group_scores<S, G>(q, k + j0 * kv_stride, kv_stride, head_dim, n, scale, p);
+    for (int g = 0; g < G; ++g) {
+      const float block_max = max_of<S>(p[g], n);
+      if (block_max > running_max[g]) {
+        // Earlier blocks were exponentiated against a smaller max: rescale their contribution.
+        const float rescale = expf(running_max[g] - block_max);  // 0 on the first block (e^-inf)
+        if (j0 > 0) scale_in_place<S>(out[g], head_dim, rescale);
+        running_sum[g] *= rescale;
+        running_max[g] = block_max;
+      }
+      running_sum[g] += exp_shifted_sum<S>(p[g], n, running_max[g]);
+    }
+    group_weighted_sum<S, G>(p, v + j0 * kv_stride, kv_stride, head_dim, n, out);
+  }
+  for (int g = 0; g < G; ++g) scale_in_place<S>(out[g], head_dim, 1.0f / running_sum[g]);
+}
+
+// AttentionFn (shapes in kernels.h). Query heads of [head_begin, head_end) are taken in runs that share a
+// kv head, up to kMaxGroup at a time. `scratch` is not needed: block scores live on the stack.
 template <class S>
-void attention(const AttentionArgs& a, int64_t head_begin, int64_t head_end, float* scratch) {
+void attention(const AttentionArgs& a, int64_t head_begin, int64_t head_end, float* /*scratch*/) {
   const int64_t q_stride = a.n_head * a.head_dim;
   const int64_t kv_stride = a.n_kv_head * a.head_dim;
   const int64_t heads_per_kv = a.n_head / a.n_kv_head;
   for (int64_t t = 0; t < a.n_tok; ++t) {
-    const int64_t n_pos = a.pos0 + t + 1;
-    for (int64_t h = head_begin; h < head_end; ++h) {
+    const int64_t n_pos = a.pos0 + t + 1;  // token t sees positions 0 .. pos0 + t
+    for (int64_t h = head_begin; h < head_end;) {
       const int64_t kv_h = h / heads_per_kv;
-      const float* q = a.q + t * q_stride + h * a.head_dim;
-      attention_scores<S>(q, a.k + kv_h * a.head_dim, kv_stride, a.head_dim, n_pos, a.scale, scratch);
-      const float sum = softmax_numerators<S>(scratch, n_pos);
-      weighted_sum<S>(scratch, a.v + kv_h * a.head_dim, kv_stride, n_pos, a.head_dim, 1.0f / sum,
-                      a.out + t * q_stride + h * a.head_dim);
+      const int64_t group_end = (kv_h + 1) * heads_per_kv < head_end ? (kv_h + 1) * heads_per_kv : head_end;
+      const int64_t count = group_end - h < kMaxGroup ? group_end - h : kMaxGroup;
+      const float* q[kMaxGroup];
+      float* out[kMaxGroup];
+      for (int64_t g = 0; g < count; ++g) {
+        q[g] = a.q + t * q_stride + (h + g) * a.head_dim;
+        out[g] = a.out + t * q_stride + (h + g) * a.head_dim;
+      }
+      const float* k = a.k + kv_h * a.head_dim;
+      const float* v = a.v + kv_h * a.head_dim;
+      switch (count) {
+        case 4: attend_group<S, 4>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
+        case 3: attend_group<S, 3>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
+        case 2: attend_group<S, 2>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
+        default: attend_group<S, 1>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
+      }
+      h += count;
     }
   }
 }

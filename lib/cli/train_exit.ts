@@ -1,0 +1,108 @@
+/**
+ * `adainfer train-exit`: collects lens features at full depth on a data set, fits an exit classifier,
+ * calibrates its threshold to a target agreement with full depth, and saves an exit file.
+ */
+import { Command, Option } from 'commander';
+import { collectTraces, oracleBound } from '../exit/collect';
+import { EXIT_FILE_FORMAT, ExitFile, saveExitFile } from '../exit/exit_file';
+import { DEFAULT_FAST_TOP_K, LensOptions } from '../exit/lens';
+import { checkSchedule } from '../exit/policy';
+import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
+import { addExampleOptions, ExampleFlags, loadForExit } from './exit_common';
+import { floatOption, intOption } from './options';
+import { progressBar } from './progress';
+
+interface TrainFlags extends ExampleFlags {
+  label: LabelKind;
+  classifier: ClassifierKind;
+  target: number;
+  feature: 'p1' | 'gap';
+  mode: 'faithful' | 'fast';
+  topK: number;
+  minLayer: number;
+  checkEvery: number;
+  output: string;
+  json?: boolean;
+}
+
+export function registerTrainExit(program: Command): void {
+  const cmd = program.command('train-exit').description('train and calibrate an exit classifier, save it as an exit file');
+  addExampleOptions(cmd)
+    .addOption(new Option('--label <kind>', 'what a layer must match to count as "stop"').choices(['final', 'gold']).default('final'))
+    .addOption(new Option('--classifier <kind>', 'classifier').choices(['svm', 'svm-rbf', 'crf', 'threshold']).default('svm'))
+    .option('--target <a>', 'agreement with full depth to reach on held-out examples', floatOption('--target', 0, 1), 0.99)
+    .addOption(new Option('--feature <f>', 'threshold classifier: the feature compared').choices(['p1', 'gap']).default('gap'))
+    .addOption(new Option('--mode <m>', 'lens over the whole vocabulary, or a candidate set').choices(['faithful', 'fast']).default('faithful'))
+    .option('--top-k <k>', 'fast mode: candidates kept from the first check', intOption('--top-k', 2, 1024), DEFAULT_FAST_TOP_K)
+    .option('--min-layer <l>', 'layers before the first check', intOption('--min-layer', 1), 1)
+    .option('--check-every <c>', 'layers between checks', intOption('--check-every', 1), 1)
+    .requiredOption('-o, --output <file>', 'exit file to write')
+    .option('--json', 'print the summary as JSON')
+    .action((flags: TrainFlags) => {
+      const t0 = performance.now();
+      const lens: LensOptions = flags.mode === 'fast' ? { mode: 'fast', topK: flags.topK } : { mode: 'faithful' };
+      const schedule = checkSchedule({ minLayer: flags.minLayer, checkEvery: flags.checkEvery });
+      const { model, ctx, examples } = loadForExit(flags, Math.max(8, flags.topK));
+      try {
+        const bar = progressBar('features', examples.length);
+        const traces = collectTraces(ctx, examples, schedule, lens, (d) => bar.update(d));
+        bar.stop();
+        const trained = trainPolicy(traces, schedule, lens, {
+          classifier: flags.classifier,
+          label: flags.label,
+          target: flags.target,
+          seed: flags.seed,
+          feature: flags.feature,
+        });
+        const nLayer = model.config.nLayer;
+        const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
+        const file: ExitFile = {
+          format: EXIT_FILE_FORMAT,
+          model: { fingerprint: model.fingerprint, name: model.config.name, nLayer },
+          policy: {
+            kind: trained.kind,
+            schedule,
+            lens,
+            threshold: trained.threshold,
+            feature: trained.feature,
+            classifier: trained.classifier?.toJSON(),
+            features: trained.features,
+          },
+          training: {
+            label: flags.label,
+            data: flags.data,
+            examples: examples.length,
+            window: flags.window,
+            target: flags.target,
+            seed: flags.seed,
+            createdAt: new Date().toISOString(),
+          },
+          metrics: {
+            ...trained.metrics,
+            oracle: oracle && {
+              firstMeanLayers: oracle.first,
+              firstPruningRatio: (nLayer - oracle.first) / nLayer,
+              stayMeanLayers: oracle.stay,
+              stayPruningRatio: (nLayer - oracle.stay) / nLayer,
+            },
+            seconds: (performance.now() - t0) / 1000,
+          },
+        };
+        saveExitFile(flags.output, file);
+        const summary = { output: flags.output, classifier: trained.kind, threshold: trained.threshold, ...file.metrics };
+        if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
+        else {
+          const c = trained.metrics.calibration;
+          process.stdout.write(
+            `wrote ${flags.output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
+              `${trained.metrics.calibrationExamples} calibration), threshold ${trained.threshold}\n` +
+              `held-out: agreement ${(c.agreement * 100).toFixed(2)}%, mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
+              `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,
+          );
+        }
+      } finally {
+        ctx.dispose();
+        model.dispose();
+      }
+    });
+}

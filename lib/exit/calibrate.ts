@@ -1,0 +1,207 @@
+/**
+ * Threshold calibration for the exit rule "stop at the first checked layer whose classifier score is >=
+ * threshold". The classifier is trained once; the threshold picks the point on the accuracy/speed curve:
+ * calibrateThreshold finds the cheapest threshold that keeps agreement with full-depth answers above a
+ * target on held-out examples.
+ *
+ * Definitions used throughout: an exit at 0-based layer l uses l + 1 layers; an example that never exits
+ * uses nLayer layers and agrees by definition. agreement = (examples that agree) / (examples);
+ * meanLayers = (Σ layers used) / (examples).
+ */
+import { OptionError } from '../errors';
+
+export interface CalibrationExample {
+  nLayer: number;
+  /** One entry per checked layer, increasing layer order (0-based layer index). */
+  checks: { layer: number; score: number; agrees: boolean /* stopping here gives the same answer as full depth */ }[];
+}
+
+export interface ThresholdPoint {
+  threshold: number;
+  agreement: number;
+  meanLayers: number;
+}
+
+/** Exit rule: stop at the first check whose score >= threshold; with no such check, run to full depth (agrees). */
+export function simulateExit(
+  examples: CalibrationExample[],
+  threshold: number,
+): { agreement: number; meanLayers: number; histogram: number[] /* count per exit layer, index = layers used − 1 */ } {
+  checkExamples(examples);
+  if (typeof threshold !== 'number' || Number.isNaN(threshold)) {
+    throw new OptionError('threshold', `must be a number, got ${String(threshold)}`);
+  }
+  let maxLayers = 0;
+  for (const example of examples) maxLayers = Math.max(maxLayers, example.nLayer);
+  const histogram = new Array<number>(maxLayers).fill(0);
+  let agreeCount = 0;
+  let totalLayers = 0;
+  for (const example of examples) {
+    let layersUsed = example.nLayer;
+    let agrees = true;
+    for (const check of example.checks) {
+      if (check.score >= threshold) {
+        layersUsed = check.layer + 1;
+        agrees = check.agrees;
+        break;
+      }
+    }
+    histogram[layersUsed - 1]++;
+    totalLayers += layersUsed;
+    if (agrees) agreeCount++;
+  }
+  return { agreement: agreeCount / examples.length, meanLayers: totalLayers / examples.length, histogram };
+}
+
+/**
+ * Smallest-cost threshold whose agreement on `examples` is >= target (maximizes pruning subject to the
+ * constraint); +Infinity if none (= never exit). Cost is meanLayers, which can only fall as the threshold
+ * falls; among thresholds of equal cost the largest is returned, the most conservative on unseen data.
+ * The returned threshold is always one of the scores (or +Infinity), so "score >= threshold" reproduces
+ * the reported agreement and meanLayers exactly on these examples. Since agreement at +Infinity is 1, any
+ * target in [0, 1] is met. O(N log N) for N checks in all.
+ */
+export function calibrateThreshold(
+  examples: CalibrationExample[],
+  target: number,
+): { threshold: number; agreement: number; meanLayers: number } {
+  checkExamples(examples);
+  if (typeof target !== 'number' || !(target >= 0 && target <= 1)) {
+    throw new OptionError('target', `must be a number in [0, 1], got ${String(target)}`);
+  }
+  const n = examples.length;
+  let best: ThresholdPoint | undefined;
+  let bestTotalLayers = Infinity;
+  sweepThresholds(examples, (threshold, agreeCount, totalLayers) => {
+    const agreement = agreeCount / n;
+    // Thresholds arrive in decreasing order, so strict < keeps the largest threshold of a cost tie.
+    if (agreement >= target && totalLayers < bestTotalLayers) {
+      bestTotalLayers = totalLayers;
+      best = { threshold, agreement, meanLayers: totalLayers / n };
+    }
+  });
+  return best ?? { threshold: Infinity, agreement: 1, meanLayers: meanFullDepth(examples) };
+}
+
+/**
+ * Agreement/meanLayers for every candidate threshold (for plots: accuracy vs pruning ratio), in decreasing
+ * threshold order, starting at +Infinity (never exit; JSON.stringify writes it as null). A candidate is a
+ * score at which some example's exit layer changes; between candidates nothing changes. With more candidates
+ * than `maxPoints` (an integer >= 2; default: no limit), keeps `maxPoints` of them evenly spaced in rank,
+ * always including the first (+Infinity) and the last (lowest threshold).
+ */
+export function thresholdSweep(examples: CalibrationExample[], maxPoints?: number): ThresholdPoint[] {
+  checkExamples(examples);
+  if (maxPoints !== undefined && (!Number.isSafeInteger(maxPoints) || maxPoints < 2)) {
+    throw new OptionError('maxPoints', `must be an integer >= 2, got ${String(maxPoints)}`);
+  }
+  const n = examples.length;
+  const points: ThresholdPoint[] = [];
+  sweepThresholds(examples, (threshold, agreeCount, totalLayers) => {
+    points.push({ threshold, agreement: agreeCount / n, meanLayers: totalLayers / n });
+  });
+  if (maxPoints === undefined || points.length <= maxPoints) return points;
+  const kept: ThresholdPoint[] = [];
+  for (let k = 0; k < maxPoints; k++) kept.push(points[Math.round((k * (points.length - 1)) / (maxPoints - 1))]);
+  return kept;
+}
+
+/**
+ * Visits +Infinity, then every threshold at which the outcome changes, in decreasing order, with the
+ * number of agreeing examples and the total layers used at that threshold.
+ *
+ * For one example, the exit at threshold τ is the first check whose running maximum of scores reaches τ.
+ * So the exit only moves at "records" — checks whose score exceeds every earlier score of the example —
+ * and at τ = a record's score the exit moves to that record (earlier records have lower scores, so they
+ * are not reached yet). Sorting all records by score and applying them in decreasing order, a group of
+ * equal scores at a time, gives every breakpoint in O(N log N).
+ */
+function sweepThresholds(
+  examples: CalibrationExample[],
+  visit: (threshold: number, agreeCount: number, totalLayers: number) => void,
+): void {
+  // Per example, its current outcome: layers used and whether it agrees. Shape [nExamples] each.
+  const layersUsed = new Float64Array(examples.length);
+  const agrees = new Uint8Array(examples.length);
+  let totalLayers = 0;
+  for (let e = 0; e < examples.length; e++) {
+    layersUsed[e] = examples[e].nLayer;
+    agrees[e] = 1;
+    totalLayers += examples[e].nLayer;
+  }
+  let agreeCount = examples.length;
+  visit(Infinity, agreeCount, totalLayers);
+
+  // Records, shape [nRecords] each: score, example index, check index.
+  const recordScore: number[] = [];
+  const recordExample: number[] = [];
+  const recordCheck: number[] = [];
+  examples.forEach((example, e) => {
+    let runningMax = -Infinity;
+    example.checks.forEach((check, c) => {
+      if (check.score > runningMax) {
+        runningMax = check.score;
+        recordScore.push(check.score);
+        recordExample.push(e);
+        recordCheck.push(c);
+      }
+    });
+  });
+  const order = Array.from(recordScore.keys()).sort((a, b) => recordScore[b] - recordScore[a]);
+
+  for (let k = 0; k < order.length; ) {
+    const threshold = recordScore[order[k]];
+    // An example has at most one record per score value (records strictly increase), so a group never
+    // moves the same example twice.
+    for (; k < order.length && recordScore[order[k]] === threshold; k++) {
+      const e = recordExample[order[k]];
+      const check = examples[e].checks[recordCheck[order[k]]];
+      totalLayers += check.layer + 1 - layersUsed[e];
+      agreeCount += (check.agrees ? 1 : 0) - agrees[e];
+      layersUsed[e] = check.layer + 1;
+      agrees[e] = check.agrees ? 1 : 0;
+    }
+    visit(threshold, agreeCount, totalLayers);
+  }
+}
+
+function meanFullDepth(examples: CalibrationExample[]): number {
+  let total = 0;
+  for (const example of examples) total += example.nLayer;
+  return total / examples.length;
+}
+
+/** Checks the examples' shape: nLayer a positive integer, checks at increasing layers in [0, nLayer), finite
+ *  scores, boolean agrees. Non-finite scores are rejected because +Infinity is the "never exit" threshold. */
+function checkExamples(examples: CalibrationExample[]): void {
+  if (!Array.isArray(examples) || examples.length === 0) {
+    throw new OptionError('examples', 'must be a non-empty array of calibration examples');
+  }
+  examples.forEach((example, e) => {
+    const where = `examples[${e}]`;
+    if (typeof example !== 'object' || example === null) throw new OptionError('examples', `${where} must be an object`);
+    const { nLayer, checks } = example;
+    if (!Number.isSafeInteger(nLayer) || nLayer < 1) {
+      throw new OptionError('examples', `${where}.nLayer must be a positive integer, got ${String(nLayer)}`);
+    }
+    if (!Array.isArray(checks)) throw new OptionError('examples', `${where}.checks must be an array`);
+    let previousLayer = -1;
+    checks.forEach((check, c) => {
+      const at = `${where}.checks[${c}]`;
+      if (typeof check !== 'object' || check === null) throw new OptionError('examples', `${at} must be an object`);
+      if (!Number.isSafeInteger(check.layer) || check.layer <= previousLayer || check.layer >= nLayer) {
+        throw new OptionError(
+          'examples',
+          `${at}.layer must be an integer in (${previousLayer}, ${nLayer}) (checks in increasing layer order), got ${String(check.layer)}`,
+        );
+      }
+      if (typeof check.score !== 'number' || !Number.isFinite(check.score)) {
+        throw new OptionError('examples', `${at}.score must be a finite number, got ${String(check.score)}`);
+      }
+      if (typeof check.agrees !== 'boolean') {
+        throw new OptionError('examples', `${at}.agrees must be a boolean, got ${String(check.agrees)}`);
+      }
+      previousLayer = check.layer;
+    });
+  });
+}

@@ -1,0 +1,324 @@
+/**
+ * The exit classifier interface shared by the SVM (svm.ts) and the CRF (crf.ts), their serialized forms,
+ * and the helpers both trainers use (feature validation, standardization, JSON validation, a seeded PRNG).
+ *
+ * AdaInfer applies the final norm + LM head after a decoder layer (logit lens), computes a few cheap
+ * statistics of the next-token distribution, and asks a classifier whether stopping here would give the
+ * same answer as running every layer. The classifier only produces a score; the threshold that turns the
+ * score into a decision is calibrated separately (calibrate.ts) so one trained model serves any
+ * accuracy/speed trade-off.
+ *
+ * Module cycle: svm.ts and crf.ts import helpers from here, and loadClassifier imports their fromJSON
+ * functions. That cycle is safe under CommonJS because no module uses another's exports at load time,
+ * only inside functions; keep it that way (no top-level calls or `extends` across these files).
+ */
+import { AdaInferError, OptionError } from '../errors';
+import { crfFromJSON } from './crf';
+import { svmFromJSON } from './svm';
+
+/** Names of the per-layer features, in the order of a feature vector. */
+export type FeatureName = 'p1' | 'p2' | 'gap' | 'entropy' | 'layer';
+
+/**
+ * Every known feature, with its meaning (probabilities are of the logit-lens next-token distribution):
+ *  - p1: the top probability; p2: the second probability; gap: p1 − p2;
+ *  - entropy: −Σ p log p (natural log);
+ *  - layer: (l + 1) / nLayer for the 0-based layer index l, so the last layer is 1.
+ * A classifier's `features` list says which of them, in which order, its feature vectors hold.
+ */
+export const FEATURE_NAMES: readonly FeatureName[] = Object.freeze(['p1', 'p2', 'gap', 'entropy', 'layer']);
+
+export interface ExitClassifier {
+  readonly kind: 'svm' | 'svm-rbf' | 'crf';
+  /** The features of a vector passed to score(), in order (frozen). */
+  readonly features: FeatureName[];
+  /** Starts a new example (the CRF keeps a forward message across the layers of one example). */
+  begin(): void;
+  /**
+   * Called for each checked layer in increasing order; returns a score where higher = more confident that
+   * stopping here gives the final answer. `x` holds the raw (unstandardized) features, x.length >=
+   * features.length (extra entries are ignored). Cheap and allocation-free: it runs between layers.
+   */
+  score(x: ArrayLike<number>): number;
+  /** Plain JSON (numbers round-trip exactly through JSON.stringify / JSON.parse). */
+  toJSON(): SerializedClassifier;
+}
+
+/**
+ * Common to every serialized classifier: the feature order and the standardization learned from the
+ * training data. A raw feature x_j is standardized as z_j = (x_j − mean[j]) / std[j]; all weights below
+ * apply to z, not to x. Both arrays have shape [features.length].
+ */
+export interface SerializedStandardization {
+  features: FeatureName[];
+  mean: number[];
+  std: number[];
+}
+
+/** Linear SVM, collapsed to one weight vector: score = Σ_j weights[j]·z_j + bias (> 0: stop). */
+export interface SerializedLinearSvm extends SerializedStandardization {
+  kind: 'svm';
+  /** Shape [features.length]. */
+  weights: number[];
+  bias: number;
+}
+
+/**
+ * RBF-kernel SVM: score = Σ_i coefficients[i]·exp(−gamma·‖supportVectors[i] − z‖²) + bias (> 0: stop).
+ * Coefficients are already signed so that label 1 (stop) is the positive side.
+ */
+export interface SerializedRbfSvm extends SerializedStandardization {
+  kind: 'svm-rbf';
+  gamma: number;
+  /** Shape [nSupportVectors][features.length], in standardized units. */
+  supportVectors: number[][];
+  /** Shape [nSupportVectors]. */
+  coefficients: number[];
+  bias: number;
+}
+
+/**
+ * Linear-chain CRF over the checked layers of one example, labels 0 = continue, 1 = stop. The log-potential
+ * of a label sequence y_1..y_T is
+ *   start[y_1] + Σ_t (emissionBias[y_t] + Σ_j emission[y_t][j]·z_t,j) + Σ_{t≥2} transition[y_{t−1}][y_t].
+ */
+export interface SerializedCrf extends SerializedStandardization {
+  kind: 'crf';
+  /** Shape [2][features.length]: row = label. */
+  emission: number[][];
+  /** Shape [2]. */
+  emissionBias: number[];
+  /** Shape [2][2]: [previous label][next label]. */
+  transition: number[][];
+  /** Shape [2]. */
+  start: number[];
+}
+
+export type SerializedClassifier = SerializedLinearSvm | SerializedRbfSvm | SerializedCrf;
+
+/**
+ * Rebuilds a classifier from its toJSON() form (typically read from an exit file). Validates the shape,
+ * that every number is finite (std and gamma positive), and that lengths agree with `features`; unknown
+ * fields are rejected so a misspelt field is not silently ignored. Errors are AdaInferError
+ * 'INVALID_OPTION' whose message starts with "exit file:" and names the offending field.
+ */
+export function loadClassifier(json: unknown): ExitClassifier {
+  const obj = readObject(json, 'classifier');
+  const kind = obj.kind;
+  switch (kind) {
+    case 'svm':
+    case 'svm-rbf':
+      return svmFromJSON(obj, 'classifier');
+    case 'crf':
+      return crfFromJSON(obj, 'classifier');
+    default:
+      throw jsonError(`classifier.kind must be "svm", "svm-rbf" or "crf", got ${describe(kind)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers shared by svm.ts and crf.ts (exported for them; not part of the public API).
+
+/** @internal Checks a features option: a non-empty list of distinct known names. Returns a frozen copy. */
+export function checkFeatures(features: unknown, option = 'features'): FeatureName[] {
+  if (!Array.isArray(features) || features.length === 0) {
+    throw new OptionError(option, `must be a non-empty array of feature names (${FEATURE_NAMES.join(', ')})`);
+  }
+  const seen = new Set<string>();
+  for (const name of features) {
+    if (typeof name !== 'string' || !(FEATURE_NAMES as readonly string[]).includes(name)) {
+      throw new OptionError(option, `unknown feature ${describe(name)}; known: ${FEATURE_NAMES.join(', ')}`);
+    }
+    if (seen.has(name)) throw new OptionError(option, `feature "${name}" is listed twice`);
+    seen.add(name);
+  }
+  return Object.freeze([...features]) as FeatureName[];
+}
+
+/**
+ * @internal Checks one training feature vector: `nFeatures` finite numbers. `where` names it in errors,
+ * e.g. "X[12]".
+ */
+export function checkFeatureRow(row: unknown, nFeatures: number, option: string, where: string): number[] {
+  if (!Array.isArray(row)) throw new OptionError(option, `${where} must be an array of ${nFeatures} numbers`);
+  if (row.length !== nFeatures) {
+    throw new OptionError(option, `${where} has ${row.length} values, expected ${nFeatures} (one per feature)`);
+  }
+  for (let j = 0; j < nFeatures; j++) {
+    if (typeof row[j] !== 'number' || !Number.isFinite(row[j])) {
+      throw new OptionError(option, `${where}[${j}] must be a finite number, got ${describe(row[j])}`);
+    }
+  }
+  return row as number[];
+}
+
+/** @internal Checks a label: 0 (continue) or 1 (stop). */
+export function checkLabel(label: unknown, option: string, where: string): 0 | 1 {
+  if (label !== 0 && label !== 1) throw new OptionError(option, `${where} must be 0 or 1, got ${describe(label)}`);
+  return label;
+}
+
+/**
+ * @internal Per-feature mean and (population) standard deviation over `rows` (shape [n][nFeatures]).
+ * A feature that is constant in the training data gets std 1, so it standardizes to x − mean (0 on the
+ * training data) instead of dividing by zero.
+ */
+export function fitStandardization(
+  rows: readonly (readonly number[])[],
+  nFeatures: number,
+): { mean: number[]; std: number[] } {
+  const n = rows.length;
+  const mean = new Array<number>(nFeatures).fill(0);
+  const std = new Array<number>(nFeatures).fill(0);
+  for (const row of rows) for (let j = 0; j < nFeatures; j++) mean[j] += row[j];
+  for (let j = 0; j < nFeatures; j++) mean[j] /= n;
+  // Two passes (mean first) rather than Σx² − n·mean², which cancels catastrophically for features like
+  // p1 that sit near 1 with a tiny spread.
+  for (const row of rows) {
+    for (let j = 0; j < nFeatures; j++) {
+      const d = row[j] - mean[j];
+      std[j] += d * d;
+    }
+  }
+  for (let j = 0; j < nFeatures; j++) {
+    const s = Math.sqrt(std[j] / n);
+    // Relative cut-off: a spread at rounding-noise level is a constant feature.
+    std[j] = s > 1e-12 * Math.max(1, Math.abs(mean[j])) ? s : 1;
+  }
+  return { mean, std };
+}
+
+/** @internal Standardizes one row: z_j = (x_j − mean_j) / std_j. Allocates; for training only. */
+export function standardizeRow(row: ArrayLike<number>, mean: ArrayLike<number>, std: ArrayLike<number>): number[] {
+  const z = new Array<number>(mean.length);
+  for (let j = 0; j < mean.length; j++) z[j] = (row[j] - mean[j]) / std[j];
+  return z;
+}
+
+/** @internal The error score() throws for a too-short feature vector (only built on failure). */
+export function shortVectorError(got: number, features: readonly FeatureName[]): OptionError {
+  return new OptionError('x', `feature vector has ${got} values, expected ${features.length} (${features.join(', ')})`);
+}
+
+/**
+ * @internal Seeded PRNG (mulberry32): uniform in [0, 1), 32 bits of state. Used where training must be
+ * reproducible (subsampling); not for anything security-related.
+ */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** @internal Checks a seed option: an integer (used modulo 2³²). */
+export function checkSeed(seed: unknown): number {
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) {
+    throw new OptionError('seed', `must be an integer, got ${describe(seed)}`);
+  }
+  return seed;
+}
+
+// --- JSON validation -------------------------------------------------------------------------------
+
+/** @internal An invalid serialized classifier. */
+export function jsonError(message: string): AdaInferError {
+  return new AdaInferError('INVALID_OPTION', `exit file: ${message}`);
+}
+
+/** @internal Short, bounded description of a bad value for error messages. */
+export function describe(value: unknown): string {
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'number') return String(value);
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (value === null) return 'null';
+  if (typeof value === 'object') return 'an object';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? text.slice(0, 40) + '…' : text;
+}
+
+/** @internal A plain (non-null, non-array) object. */
+export function readObject(value: unknown, path: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw jsonError(`${path} must be an object, got ${describe(value)}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** @internal Rejects fields other than `allowed`. */
+export function rejectUnknownFields(obj: Record<string, unknown>, allowed: readonly string[], path: string): void {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) throw jsonError(`${path}.${key} is not a field of a "${String(obj.kind)}" classifier`);
+  }
+}
+
+/** @internal A finite number (optionally > 0). */
+export function readNumber(obj: Record<string, unknown>, key: string, path: string, positive = false): number {
+  return checkNumber(obj[key], `${path}.${key}`, positive);
+}
+
+function checkNumber(value: unknown, path: string, positive: boolean): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw jsonError(`${path} must be a finite number, got ${describe(value)}`);
+  }
+  if (positive && !(value > 0)) throw jsonError(`${path} must be > 0, got ${value}`);
+  return value;
+}
+
+/** @internal An array of exactly `length` finite numbers (each > 0 when `positive`). */
+export function readVector(
+  obj: Record<string, unknown>,
+  key: string,
+  path: string,
+  length: number,
+  positive = false,
+): number[] {
+  return checkVector(obj[key], `${path}.${key}`, length, positive);
+}
+
+function checkVector(value: unknown, path: string, length: number | undefined, positive: boolean): number[] {
+  if (!Array.isArray(value)) throw jsonError(`${path} must be an array of numbers, got ${describe(value)}`);
+  if (length !== undefined && value.length !== length) {
+    throw jsonError(`${path} must have ${length} entries, got ${value.length}`);
+  }
+  for (let i = 0; i < value.length; i++) checkNumber(value[i], `${path}[${i}]`, positive);
+  return value as number[];
+}
+
+/** @internal A matrix of shape [rows][cols] (rows undefined: any number of rows). */
+export function readMatrix(
+  obj: Record<string, unknown>,
+  key: string,
+  path: string,
+  rows: number | undefined,
+  cols: number,
+): number[][] {
+  const value = obj[key];
+  const where = `${path}.${key}`;
+  if (!Array.isArray(value)) throw jsonError(`${where} must be an array of arrays, got ${describe(value)}`);
+  if (rows !== undefined && value.length !== rows) {
+    throw jsonError(`${where} must have ${rows} rows, got ${value.length}`);
+  }
+  for (let i = 0; i < value.length; i++) checkVector(value[i], `${where}[${i}]`, cols, false);
+  return value as number[][];
+}
+
+/** @internal The features/mean/std fields every serialized classifier has. */
+export function readStandardization(
+  obj: Record<string, unknown>,
+  path: string,
+): { features: FeatureName[]; mean: number[]; std: number[] } {
+  let features: FeatureName[];
+  try {
+    features = checkFeatures(obj.features);
+  } catch (e) {
+    throw jsonError(`${path}.features: ${(e as Error).message.replace(/^invalid option features: /, '')}`);
+  }
+  const mean = readVector(obj, 'mean', path, features.length);
+  const std = readVector(obj, 'std', path, features.length, true);
+  return { features, mean, std };
+}

@@ -1,0 +1,98 @@
+/**
+ * Evaluation of an exit policy against full depth on the same examples, in the same run: agreement with
+ * the full-depth answer, accuracy against gold, layers used, and wall-clock time of both. The two runs of
+ * an example alternate in order (full first on even examples, exit first on odd ones) so that machine noise
+ * and cache warmth fall on both alike.
+ */
+import { argmax } from '../engine/sampling';
+import { LlamaContext } from '../model/llama';
+import { Example } from './data';
+import { EarlyExitRunner, ExitPolicy } from './policy';
+
+export interface EvalReport {
+  examples: number;
+  layers: number;
+  /** Share of examples whose exit answer equals the full-depth answer. */
+  agreement: number;
+  /** Share of examples whose exit answer equals the gold token (null without gold). */
+  accuracy: number | null;
+  /** Accuracy of full depth against gold (null without gold). */
+  accuracyFull: number | null;
+  meanLayers: number;
+  /** (L - meanLayers) / L */
+  pruningRatio: number;
+  secondsFull: number;
+  secondsExit: number;
+  /** secondsFull / secondsExit */
+  speedup: number;
+  /** histogram[i] = examples that used i + 1 layers. */
+  histogram: number[];
+}
+
+export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
+  const nLayer = ctx.model.config.nLayer;
+  const runner = new EarlyExitRunner(ctx, policy);
+  const histogram = new Array<number>(nLayer).fill(0);
+  let agree = 0;
+  let correct = 0;
+  let correctFull = 0;
+  let withGold = 0;
+  let layerSum = 0;
+  let msFull = 0;
+  let msExit = 0;
+
+  const load = (ex: Example) => ex.tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
+  const runFull = (ex: Example): number => {
+    load(ex);
+    const t0 = performance.now();
+    ctx.forward(ex.tokens.length, 0);
+    const token = argmax(ctx.logits(ex.tokens.length - 1));
+    msFull += performance.now() - t0;
+    return token;
+  };
+  const runExit = (ex: Example): { token: number; layers: number } => {
+    load(ex);
+    const t0 = performance.now();
+    const out = runner.forward(ex.tokens.length, 0);
+    const token = out.token >= 0 ? out.token : argmax(ctx.logits(ex.tokens.length - 1));
+    msExit += performance.now() - t0;
+    return { token, layers: out.layers };
+  };
+
+  examples.forEach((ex, i) => {
+    let full: number;
+    let exit: { token: number; layers: number };
+    if (i % 2 === 0) {
+      full = runFull(ex);
+      exit = runExit(ex);
+    } else {
+      exit = runExit(ex);
+      full = runFull(ex);
+    }
+    if (exit.token === full) agree++;
+    if (ex.gold !== undefined) {
+      withGold++;
+      if (exit.token === ex.gold) correct++;
+      if (full === ex.gold) correctFull++;
+    }
+    layerSum += exit.layers;
+    histogram[exit.layers - 1]++;
+    onProgress?.(i + 1);
+  });
+
+  const n = examples.length;
+  const meanLayers = layerSum / n;
+  return {
+    examples: n,
+    layers: nLayer,
+    agreement: agree / n,
+    accuracy: withGold > 0 ? correct / withGold : null,
+    accuracyFull: withGold > 0 ? correctFull / withGold : null,
+    meanLayers,
+    pruningRatio: (nLayer - meanLayers) / nLayer,
+    secondsFull: msFull / 1000,
+    secondsExit: msExit / 1000,
+    speedup: msExit > 0 ? msFull / msExit : 0,
+    histogram,
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * The logit lens between two layers: final norm + LM head on the hidden state of one row, read as cheap
+ * features (p1, p2, gap = p1 - p2, entropy) and the top-1 token.
+ *
+ * Two modes:
+ *  - faithful: softmax over the whole vocabulary, as in the paper (one full head per check);
+ *  - fast: softmax over a candidate set only — the label tokens of a classification task, or the top-k of
+ *    the first check of the token — so a check costs a few rows of the head instead of all of them.
+ * Features of the two modes are not interchangeable: a classifier is trained and used in one mode.
+ */
+import { OptionError } from '../errors';
+import { LlamaContext } from '../model/llama';
+import { FeatureName } from './classifier';
+
+export type LensMode = 'faithful' | 'fast';
+
+export interface LensOptions {
+  mode: LensMode;
+  /** Fast mode: a fixed candidate set (e.g. label tokens). Without it, the top-k of the first check. */
+  candidates?: number[];
+  /** Fast mode without fixed candidates: how many of the first check's top tokens to keep (default 16). */
+  topK?: number;
+}
+
+/** What one check read. Reused between checks: copy what must outlive the next read. */
+export interface LensReading {
+  top1: number;
+  p1: number;
+  p2: number;
+  gap: number;
+  entropy: number;
+}
+
+export const DEFAULT_FAST_TOP_K = 16;
+
+export class LensReader {
+  readonly reading: LensReading = { top1: -1, p1: 0, p2: 0, gap: 0, entropy: 0 };
+  private readonly fixed: number[] | undefined;
+  private readonly topK: number;
+  /** Candidates in use for this token (fast mode), or 0 before the first check. */
+  private active = 0;
+
+  constructor(
+    private readonly ctx: LlamaContext,
+    readonly options: LensOptions,
+  ) {
+    const c = ctx.native;
+    if (options.mode !== 'faithful' && options.mode !== 'fast')
+      throw new OptionError('lens mode', `must be 'faithful' or 'fast', got ${String(options.mode)}`);
+    this.topK = options.topK ?? DEFAULT_FAST_TOP_K;
+    if (options.mode === 'fast') {
+      const fixed = options.candidates;
+      if (fixed !== undefined) {
+        if (fixed.length === 0 || fixed.length > c.lensCandidates.length)
+          throw new OptionError('candidates', `must hold 1..${c.lensCandidates.length} token ids`);
+        const nVocab = ctx.model.config.nVocab;
+        for (const id of fixed)
+          if (!Number.isInteger(id) || id < 0 || id >= nVocab) throw new OptionError('candidates', `token id ${id} is outside the vocabulary`);
+        this.fixed = [...fixed];
+      } else if (!Number.isInteger(this.topK) || this.topK < 2 || this.topK > c.lensIds.length) {
+        throw new OptionError('topK', `fast-mode top-k must be an integer in [2, ${c.lensIds.length}]`);
+      }
+    }
+  }
+
+  /** Starts a new token: fast mode without fixed candidates picks its candidates at the next check. */
+  begin(): void {
+    this.active = 0;
+    if (this.fixed) {
+      this.fixed.forEach((id, i) => (this.ctx.native.lensCandidates[i] = id));
+      this.active = this.fixed.length;
+    }
+  }
+
+  /** Reads the lens of batch row `row`. */
+  read(row: number): LensReading {
+    const c = this.ctx.native;
+    if (this.options.mode === 'faithful') {
+      c.logitLens(row, 1);
+    } else if (this.active > 0) {
+      c.logitLensCandidates(row, this.active, 1);
+    } else {
+      // First check of the token: the whole vocabulary once, to choose the candidates of later checks.
+      c.logitLens(row, this.topK);
+      c.lensCandidates.set(c.lensIds.subarray(0, this.topK));
+      this.active = this.topK;
+      c.logitLensCandidates(row, this.active, 1);
+    }
+    const r = this.reading;
+    const f = c.lensFeatures;
+    r.top1 = c.lensIds[0];
+    r.p1 = f[0];
+    r.p2 = f[1];
+    r.gap = f[2];
+    r.entropy = f[3];
+    return r;
+  }
+}
+
+/** Writes the named features of a reading after layer `layer` (0-based) into `out`. */
+export function featureVector(r: LensReading, layer: number, nLayer: number, names: FeatureName[], out: Float64Array): Float64Array {
+  for (let i = 0; i < names.length; i++) {
+    switch (names[i]) {
+      case 'p1':
+        out[i] = r.p1;
+        break;
+      case 'p2':
+        out[i] = r.p2;
+        break;
+      case 'gap':
+        out[i] = r.gap;
+        break;
+      case 'entropy':
+        out[i] = r.entropy;
+        break;
+      case 'layer':
+        out[i] = (layer + 1) / nLayer;
+        break;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,125 @@
+/**
+ * Training an exit policy from traces (lib/exit/collect.ts), as in the paper: every checked layer is an
+ * example labelled by whether its top-1 token is already the answer — the full-depth answer (`final`,
+ * default: needs no gold labels) or the gold token (`gold`). A classifier is fitted on one part of the traces
+ * and its decision threshold calibrated on the other, so that the exits agree with full depth on at least
+ * `target` of the held-out examples.
+ */
+import { AdaInferError, OptionError } from '../errors';
+import { calibrateThreshold, CalibrationExample } from './calibrate';
+import { ExitClassifier, FeatureName } from './classifier';
+import { Trace } from './collect';
+import { trainCrf } from './crf';
+import { split } from './data';
+import { featureVector, LensOptions } from './lens';
+import { ExitSchedule } from './policy';
+import { trainSvm } from './svm';
+
+export type ClassifierKind = 'svm' | 'svm-rbf' | 'crf' | 'threshold';
+export type LabelKind = 'final' | 'gold';
+
+/** The paper's two features, plus the ones that are free in the same pass. */
+export const DEFAULT_FEATURES: FeatureName[] = ['p1', 'gap', 'entropy', 'layer'];
+
+export interface TrainOptions {
+  classifier: ClassifierKind;
+  label: LabelKind;
+  target: number;
+  seed: number;
+  /** threshold classifier: the feature compared with the threshold. */
+  feature?: 'p1' | 'gap';
+  features?: FeatureName[];
+  /** Share of traces used to fit (the rest calibrates). */
+  fitFraction?: number;
+}
+
+export interface TrainedPolicy {
+  kind: ClassifierKind;
+  threshold: number;
+  feature?: 'p1' | 'gap';
+  classifier?: ExitClassifier;
+  features?: FeatureName[];
+  schedule: ExitSchedule;
+  lens: LensOptions;
+  metrics: {
+    fitExamples: number;
+    calibrationExamples: number;
+    positiveRate: number;
+    calibration: { agreement: number; meanLayers: number; pruningRatio: number };
+  };
+}
+
+/** Scores of every check of a trace, in order (the classifier's state runs across the layers). */
+export function scoreTrace(t: Trace, score: (x: Float64Array) => number, begin: () => void, features: FeatureName[]): number[] {
+  begin();
+  const x = new Float64Array(features.length);
+  return t.checks.map((c) => score(featureVector(c, c.layer, t.nLayer, features, x)));
+}
+
+export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensOptions, o: TrainOptions): TrainedPolicy {
+  if (!(o.target > 0 && o.target <= 1)) throw new OptionError('target', `must be in (0, 1], got ${String(o.target)}`);
+  const target = (t: Trace) => (o.label === 'gold' ? t.gold : t.final);
+  const usable = traces.filter((t) => target(t) !== undefined && t.checks.length > 0);
+  if (usable.length < 4) throw new AdaInferError('DATA_FILE', `only ${usable.length} usable examples (with ${o.label} labels and checks); need at least 4`);
+  const [fit, calib] = split(usable, o.fitFraction ?? 0.8, o.seed);
+  const features = o.features ?? DEFAULT_FEATURES;
+
+  let classifier: ExitClassifier | undefined;
+  let score: (x: Float64Array) => number;
+  let scoreFeatures: FeatureName[];
+  let positives = 0;
+  let total = 0;
+  for (const t of fit) for (const c of t.checks) (total++, c.top1 === target(t) && positives++);
+
+  if (o.classifier === 'threshold') {
+    const feature = o.feature ?? 'gap';
+    scoreFeatures = [feature];
+    score = (x) => x[0];
+  } else {
+    const X: number[][] = [];
+    const y: (0 | 1)[] = [];
+    const sequences: { x: number[][]; y: (0 | 1)[] }[] = [];
+    for (const t of fit) {
+      const seq = { x: [] as number[][], y: [] as (0 | 1)[] };
+      for (const c of t.checks) {
+        const row = Array.from(featureVector(c, c.layer, t.nLayer, features, new Float64Array(features.length)));
+        const label = c.top1 === target(t) ? 1 : 0;
+        X.push(row);
+        y.push(label);
+        seq.x.push(row);
+        seq.y.push(label);
+      }
+      sequences.push(seq);
+    }
+    classifier =
+      o.classifier === 'crf'
+        ? trainCrf(sequences, { features, seed: o.seed })
+        : trainSvm(X, y, { kernel: o.classifier === 'svm-rbf' ? 'rbf' : 'linear', classWeight: 'balanced', features, seed: o.seed });
+    const c = classifier;
+    scoreFeatures = features;
+    score = (x) => c.score(x);
+  }
+
+  // Calibrate on the held-out part: agreement with full depth, whatever the training label was.
+  const examples: CalibrationExample[] = calib.map((t) => {
+    const scores = scoreTrace(t, score, () => classifier?.begin(), scoreFeatures);
+    return { nLayer: t.nLayer, checks: t.checks.map((c, i) => ({ layer: c.layer, score: scores[i], agrees: c.top1 === t.final })) };
+  });
+  const cal = calibrateThreshold(examples, o.target);
+  const nLayer = traces[0].nLayer;
+  return {
+    kind: o.classifier,
+    threshold: cal.threshold,
+    feature: o.classifier === 'threshold' ? (scoreFeatures[0] as 'p1' | 'gap') : undefined,
+    classifier,
+    features: classifier ? features : undefined,
+    schedule,
+    lens,
+    metrics: {
+      fitExamples: fit.length,
+      calibrationExamples: calib.length,
+      positiveRate: total > 0 ? positives / total : 0,
+      calibration: { agreement: cal.agreement, meanLayers: cal.meanLayers, pruningRatio: (nLayer - cal.meanLayers) / nLayer },
+    },
+  };
+}
