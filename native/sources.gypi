@@ -7,6 +7,7 @@
       "native/core/kernel_select.cpp",
       "native/core/rope.cpp",
       "native/core/mapped_file.cpp",
+      "native/core/quantize.cpp",
       "native/cpu/generic/kernels_generic.cpp",
       "native/blocks/llama_blocks.cpp"
     ],
@@ -25,6 +26,14 @@
       "test/native/test_main.cpp",
       "test/native/test_kernels.cpp",
       "test/native/test_thread_pool.cpp"
+    ],
+    "fuzz_sources": [
+      "test/fuzz/native/gguf_table.cpp",
+      "test/fuzz/native/fuzz_loader.cpp"
+    ],
+    "loader_test_sources": [
+      "test/native/test_main.cpp",
+      "test/fuzz/native/loader_tests.cpp"
     ]
   }
 }

@@ -177,31 +177,34 @@ function checkExamples(examples: CalibrationExample[]): void {
   if (!Array.isArray(examples) || examples.length === 0) {
     throw new OptionError('examples', 'must be a non-empty array of calibration examples');
   }
-  examples.forEach((example, e) => {
-    const where = `examples[${e}]`;
-    if (typeof example !== 'object' || example === null) throw new OptionError('examples', `${where} must be an object`);
+  // Plain loops, and messages built only on failure: calibrateThreshold may see millions of checks.
+  for (let e = 0; e < examples.length; e++) {
+    const example = examples[e];
+    if (typeof example !== 'object' || example === null) {
+      throw new OptionError('examples', `examples[${e}] must be an object`);
+    }
     const { nLayer, checks } = example;
     if (!Number.isSafeInteger(nLayer) || nLayer < 1) {
-      throw new OptionError('examples', `${where}.nLayer must be a positive integer, got ${String(nLayer)}`);
+      throw new OptionError('examples', `examples[${e}].nLayer must be a positive integer, got ${String(nLayer)}`);
     }
-    if (!Array.isArray(checks)) throw new OptionError('examples', `${where}.checks must be an array`);
+    if (!Array.isArray(checks)) throw new OptionError('examples', `examples[${e}].checks must be an array`);
     let previousLayer = -1;
-    checks.forEach((check, c) => {
-      const at = `${where}.checks[${c}]`;
-      if (typeof check !== 'object' || check === null) throw new OptionError('examples', `${at} must be an object`);
+    for (let c = 0; c < checks.length; c++) {
+      const check = checks[c];
+      if (typeof check !== 'object' || check === null) throw new OptionError('examples', `examples[${e}].checks[${c}] must be an object`);
       if (!Number.isSafeInteger(check.layer) || check.layer <= previousLayer || check.layer >= nLayer) {
         throw new OptionError(
           'examples',
-          `${at}.layer must be an integer in (${previousLayer}, ${nLayer}) (checks in increasing layer order), got ${String(check.layer)}`,
+          `examples[${e}].checks[${c}].layer must be an integer in (${previousLayer}, ${nLayer}) (checks in increasing layer order), got ${String(check.layer)}`,
         );
       }
       if (typeof check.score !== 'number' || !Number.isFinite(check.score)) {
-        throw new OptionError('examples', `${at}.score must be a finite number, got ${String(check.score)}`);
+        throw new OptionError('examples', `examples[${e}].checks[${c}].score must be a finite number, got ${String(check.score)}`);
       }
       if (typeof check.agrees !== 'boolean') {
-        throw new OptionError('examples', `${at}.agrees must be a boolean, got ${String(check.agrees)}`);
+        throw new OptionError('examples', `examples[${e}].checks[${c}].agrees must be a boolean, got ${String(check.agrees)}`);
       }
       previousLayer = check.layer;
-    });
-  });
+    }
+  }
 }

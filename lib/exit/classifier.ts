@@ -112,7 +112,7 @@ export function loadClassifier(json: unknown): ExitClassifier {
     case 'crf':
       return crfFromJSON(obj, 'classifier');
     default:
-      throw jsonError(`classifier.kind must be "svm", "svm-rbf" or "crf", got ${describe(kind)}`);
+      throw jsonError(`classifier.kind must be "svm", "svm-rbf" or "crf", got ${describeValue(kind)}`);
   }
 }
 
@@ -127,7 +127,7 @@ export function checkFeatures(features: unknown, option = 'features'): FeatureNa
   const seen = new Set<string>();
   for (const name of features) {
     if (typeof name !== 'string' || !(FEATURE_NAMES as readonly string[]).includes(name)) {
-      throw new OptionError(option, `unknown feature ${describe(name)}; known: ${FEATURE_NAMES.join(', ')}`);
+      throw new OptionError(option, `unknown feature ${describeValue(name)}; known: ${FEATURE_NAMES.join(', ')}`);
     }
     if (seen.has(name)) throw new OptionError(option, `feature "${name}" is listed twice`);
     seen.add(name);
@@ -146,7 +146,7 @@ export function checkFeatureRow(row: unknown, nFeatures: number, option: string,
   }
   for (let j = 0; j < nFeatures; j++) {
     if (typeof row[j] !== 'number' || !Number.isFinite(row[j])) {
-      throw new OptionError(option, `${where}[${j}] must be a finite number, got ${describe(row[j])}`);
+      throw new OptionError(option, `${where}[${j}] must be a finite number, got ${describeValue(row[j])}`);
     }
   }
   return row as number[];
@@ -154,7 +154,7 @@ export function checkFeatureRow(row: unknown, nFeatures: number, option: string,
 
 /** @internal Checks a label: 0 (continue) or 1 (stop). */
 export function checkLabel(label: unknown, option: string, where: string): 0 | 1 {
-  if (label !== 0 && label !== 1) throw new OptionError(option, `${where} must be 0 or 1, got ${describe(label)}`);
+  if (label !== 0 && label !== 1) throw new OptionError(option, `${where} must be 0 or 1, got ${describeValue(label)}`);
   return label;
 }
 
@@ -218,7 +218,7 @@ export function seededRandom(seed: number): () => number {
 /** @internal Checks a seed option: an integer (used modulo 2³²). */
 export function checkSeed(seed: unknown): number {
   if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) {
-    throw new OptionError('seed', `must be an integer, got ${describe(seed)}`);
+    throw new OptionError('seed', `must be an integer, got ${describeValue(seed)}`);
   }
   return seed;
 }
@@ -231,7 +231,7 @@ export function jsonError(message: string): AdaInferError {
 }
 
 /** @internal Short, bounded description of a bad value for error messages. */
-export function describe(value: unknown): string {
+export function describeValue(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value === 'number') return String(value);
   if (Array.isArray(value)) return `an array of length ${value.length}`;
@@ -244,7 +244,7 @@ export function describe(value: unknown): string {
 /** @internal A plain (non-null, non-array) object. */
 export function readObject(value: unknown, path: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw jsonError(`${path} must be an object, got ${describe(value)}`);
+    throw jsonError(`${path} must be an object, got ${describeValue(value)}`);
   }
   return value as Record<string, unknown>;
 }
@@ -263,7 +263,7 @@ export function readNumber(obj: Record<string, unknown>, key: string, path: stri
 
 function checkNumber(value: unknown, path: string, positive: boolean): number {
   if (typeof value !== 'number' || !Number.isFinite(value)) {
-    throw jsonError(`${path} must be a finite number, got ${describe(value)}`);
+    throw jsonError(`${path} must be a finite number, got ${describeValue(value)}`);
   }
   if (positive && !(value > 0)) throw jsonError(`${path} must be > 0, got ${value}`);
   return value;
@@ -281,7 +281,7 @@ export function readVector(
 }
 
 function checkVector(value: unknown, path: string, length: number | undefined, positive: boolean): number[] {
-  if (!Array.isArray(value)) throw jsonError(`${path} must be an array of numbers, got ${describe(value)}`);
+  if (!Array.isArray(value)) throw jsonError(`${path} must be an array of numbers, got ${describeValue(value)}`);
   if (length !== undefined && value.length !== length) {
     throw jsonError(`${path} must have ${length} entries, got ${value.length}`);
   }
@@ -299,7 +299,7 @@ export function readMatrix(
 ): number[][] {
   const value = obj[key];
   const where = `${path}.${key}`;
-  if (!Array.isArray(value)) throw jsonError(`${where} must be an array of arrays, got ${describe(value)}`);
+  if (!Array.isArray(value)) throw jsonError(`${where} must be an array of arrays, got ${describeValue(value)}`);
   if (rows !== undefined && value.length !== rows) {
     throw jsonError(`${where} must have ${rows} rows, got ${value.length}`);
   }

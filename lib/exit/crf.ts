@@ -26,7 +26,7 @@ import {
   checkFeatures,
   checkLabel,
   checkSeed,
-  describe,
+  describeValue,
   type ExitClassifier,
   type FeatureName,
   fitStandardization,
@@ -90,11 +90,11 @@ export function fitCrf(
   const nFeatures = features.length;
   const l2 = options.l2 ?? 1e-3;
   if (typeof l2 !== 'number' || !Number.isFinite(l2) || l2 <= 0) {
-    throw new OptionError('l2', `must be a finite number > 0 (it keeps the weights finite), got ${describe(l2)}`);
+    throw new OptionError('l2', `must be a finite number > 0 (it keeps the weights finite), got ${describeValue(l2)}`);
   }
   const maxIterations = options.maxIterations ?? 500;
   if (!Number.isSafeInteger(maxIterations) || maxIterations < 1) {
-    throw new OptionError('maxIterations', `must be an integer >= 1, got ${describe(maxIterations)}`);
+    throw new OptionError('maxIterations', `must be an integer >= 1, got ${describeValue(maxIterations)}`);
   }
   if (options.seed !== undefined) checkSeed(options.seed);
 

@@ -13,7 +13,7 @@ import {
   checkFeatures,
   checkLabel,
   checkSeed,
-  describe,
+  describeValue,
   type ExitClassifier,
   type FeatureName,
   fitStandardization,
@@ -69,7 +69,7 @@ export function trainSvm(X: number[][], y: (0 | 1)[], options: SvmTrainOptions):
   if (typeof options !== 'object' || options === null) throw new OptionError('options', 'must be an object');
   const kernel = options.kernel;
   if (kernel !== 'linear' && kernel !== 'rbf') {
-    throw new OptionError('kernel', `must be "linear" or "rbf", got ${describe(kernel)}`);
+    throw new OptionError('kernel', `must be "linear" or "rbf", got ${describeValue(kernel)}`);
   }
   const features = checkFeatures(options.features);
   const nFeatures = features.length;
@@ -77,7 +77,7 @@ export function trainSvm(X: number[][], y: (0 | 1)[], options: SvmTrainOptions):
   const gamma = kernel === 'rbf' ? positiveOption('gamma', options.gamma, 1 / nFeatures) : undefined;
   const maxExamples = options.maxTrainingExamples ?? DEFAULT_SVM_MAX_TRAINING_EXAMPLES;
   if (!Number.isSafeInteger(maxExamples) || maxExamples < 2) {
-    throw new OptionError('maxTrainingExamples', `must be an integer >= 2, got ${describe(maxExamples)}`);
+    throw new OptionError('maxTrainingExamples', `must be an integer >= 2, got ${describeValue(maxExamples)}`);
   }
   const seed = checkSeed(options.seed ?? 0);
 
@@ -149,6 +149,10 @@ export function svmFromLibsvmModel(
   }
   const gamma = spec.gamma ?? model.gamma;
   if (gamma === undefined) throw libsvmError('the rbf model has no gamma');
+  // The text may round gamma; a larger difference means the text is not the model trained with spec.gamma.
+  if (model.gamma !== undefined && Math.abs(model.gamma - gamma) > 1e-5 * gamma) {
+    throw libsvmError(`gamma is ${model.gamma}, expected ${gamma}`);
+  }
   return new RbfSvmClassifier(
     features,
     spec.mean,
@@ -190,7 +194,7 @@ export function svmFromJSON(obj: Record<string, unknown>, path: string): ExitCla
       readNumber(obj, 'bias', path),
     );
   }
-  throw jsonError(`${path}.kind must be "svm" or "svm-rbf", got ${describe(obj.kind)}`);
+  throw jsonError(`${path}.kind must be "svm" or "svm-rbf", got ${describeValue(obj.kind)}`);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -442,7 +446,7 @@ function libsvmError(message: string): AdaInferError {
 function positiveOption(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new OptionError(name, `must be a finite number > 0, got ${describe(value)}`);
+    throw new OptionError(name, `must be a finite number > 0, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -452,12 +456,12 @@ function resolveClassWeight(
 ): 'balanced' | { 0: number; 1: number } | undefined {
   if (classWeight === undefined || classWeight === 'balanced') return classWeight;
   if (typeof classWeight !== 'object' || classWeight === null) {
-    throw new OptionError('classWeight', `must be "balanced" or { 0: number, 1: number }, got ${describe(classWeight)}`);
+    throw new OptionError('classWeight', `must be "balanced" or { 0: number, 1: number }, got ${describeValue(classWeight)}`);
   }
   for (const label of [0, 1] as const) {
     const w = classWeight[label];
     if (typeof w !== 'number' || !Number.isFinite(w) || w <= 0) {
-      throw new OptionError('classWeight', `weight of class ${label} must be a finite number > 0, got ${describe(w)}`);
+      throw new OptionError('classWeight', `weight of class ${label} must be a finite number > 0, got ${describeValue(w)}`);
     }
   }
   return { 0: classWeight[0], 1: classWeight[1] };

@@ -16,6 +16,73 @@ namespace adainfer {
 using MatmulFn = void (*)(const void* W, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok, float* Y,
                           int64_t ldy, int64_t row_begin, int64_t row_end);
 
+// ---- activations of the integer (and bf16) dot products ---------------------------------------------------
+// As in ggml-cpu (whose scalar build made the goldens), a matmul with quantized weights does not multiply
+// them by float activations: each activation row is first quantized to the weight type's "vec_dot type"
+// (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 -> Q8_0 blocks of 32, the K-quants -> Q8_K blocks of 256) and the dot products
+// are integer, scaled per block. Quantizing once per matmul (not per row) is cheap, reading int8
+// activations is 4x less traffic than floats, and it reproduces llama.cpp's numerics.
+// ActFormat of each weight type: KernelTable::act_format. One row of n elements, every section starting
+// at a 64-byte boundary (act_row_bytes(format, n) bytes, a multiple of 64):
+//   kActQ8_0 (n % 32 == 0, nb = n / 32):  int8 q[n] | float d[nb] | float s[nb] | float sum[nb]
+//       per block of 32: d = fp16(amax / 127) (as a float), q = roundf(x / (amax / 127)) (ggml's
+//       quantize_row_q8_0_ref), s = fp16((amax / 127) * sum q) (ggml's Q8_1 s), sum = sum q (exact)
+//   kActQ8_K (n % 256 == 0, nb = n / 256): int8 q[n] | float d[nb] | int16 bsums[n / 16]
+//       per block of 256: as ggml's quantize_row_q8_K_ref (d = max / -127 with max the signed value of
+//       largest magnitude, q = min(127, nearest_int(x / d))), bsums[g] = sum of q over 16-element group g
+//   kActBF16: uint16 bf16[n] (round to nearest even)
+enum ActFormat : int32_t { kActF32 = 0, kActQ8_0 = 1, kActQ8_K = 2, kActBF16 = 3, kActFormats = 4 };
+
+static inline size_t act_align64(size_t b) { return (b + 63) & ~static_cast<size_t>(63); }
+
+// Bytes of one activation row of n elements; 0 if n does not fit the format's blocks (or format is F32).
+static inline size_t act_row_bytes(int32_t format, int64_t n) {
+  if (n <= 0) return 0;
+  const size_t un = static_cast<size_t>(n);
+  switch (format) {
+    case kActQ8_0:
+      return n % 32 ? 0 : act_align64(un) + 3 * act_align64(un / 32 * 4);
+    case kActQ8_K:
+      return n % 256 ? 0 : act_align64(un) + act_align64(un / 256 * 4) + act_align64(un / 16 * 2);
+    case kActBF16:
+      return act_align64(un * 2);
+    default:
+      return 0;
+  }
+}
+
+struct ActQ8_0Row {
+  const int8_t* q;
+  const float* d;
+  const float* s;
+  const float* sum;
+};
+static inline ActQ8_0Row act_q8_0_row(const uint8_t* row, int64_t n) {
+  const size_t un = static_cast<size_t>(n), sec = act_align64(un / 32 * 4);
+  const uint8_t* d = row + act_align64(un);
+  return {reinterpret_cast<const int8_t*>(row), reinterpret_cast<const float*>(d),
+          reinterpret_cast<const float*>(d + sec), reinterpret_cast<const float*>(d + 2 * sec)};
+}
+
+struct ActQ8_KRow {
+  const int8_t* q;
+  const float* d;
+  const int16_t* bsums;
+};
+static inline ActQ8_KRow act_q8_k_row(const uint8_t* row, int64_t n) {
+  const size_t un = static_cast<size_t>(n);
+  const uint8_t* d = row + act_align64(un);
+  return {reinterpret_cast<const int8_t*>(row), reinterpret_cast<const float*>(d),
+          reinterpret_cast<const int16_t*>(d + act_align64(un / 256 * 4))};
+}
+
+// Y[t][r] = dot(W row r, activation row t) for r in [row_begin, row_end), t in [0, n_tok): as MatmulFn, but
+// the activations were already converted by quantize_act[act_format[type]]: row t at A + t * lda bytes.
+using MatmulActFn = void (*)(const void* W, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y,
+                             int64_t ldy, int64_t row_begin, int64_t row_end);
+// x: n floats -> one activation row (act_row_bytes(format, n) bytes at out).
+using QuantizeActFn = void (*)(const float* x, uint8_t* out, int64_t n);
+
 // Converts one row of n elements of the weight type to floats (embedding lookup, logit lens on a few rows).
 using DequantRowFn = void (*)(const void* row, float* out, int64_t n);
 
@@ -48,6 +115,13 @@ struct KernelTable {
   MatmulFn matmul[kMaxType];
   DequantRowFn dequant_row[kMaxType];
 
+  // How each weight type wants its activations: kActF32 (matmul above, float X) or a quantized format, in
+  // which case matmul_act runs on rows made by quantize_act[format] (matmul above then does that itself,
+  // per call; the blocks quantize once and reuse the rows across matmuls that share an input).
+  int32_t act_format[kMaxType];
+  MatmulActFn matmul_act[kMaxType];
+  QuantizeActFn quantize_act[kActFormats];
+
   AttentionFn attention;
 
   float (*dot_f32)(const float* a, const float* b, int64_t n);
@@ -62,7 +136,13 @@ struct KernelTable {
 const KernelTable& kernels_generic();
 // nullptr when the variant was not compiled in (non-x86 builds).
 const KernelTable* kernels_avx2();
+// The AVX-512 table: on CPUs with AVX-512 VNNI it is the VNNI build (int8 dot products with vpdpbusd, and
+// vdpbf16ps for BF16 weights when AVX512-BF16 is there too), unless ADAINFER_NO_VNNI is set to a non-empty
+// value other than 0; otherwise the plain AVX-512 (F/BW/VL/DQ) build. Both are named "avx512".
 const KernelTable* kernels_avx512();
+// The two AVX-512 builds by themselves (tests, benchmarks); nullptr when the CPU lacks what they need.
+const KernelTable* kernels_avx512_plain();
+const KernelTable* kernels_avx512_vnni();
 
 // Best table this CPU runs, or the one named by the ADAINFER_ISA environment variable
 // ("generic", "avx2", "avx512") when set and supported. Decided once, on first call.

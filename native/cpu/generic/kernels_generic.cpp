@@ -7,10 +7,14 @@
 //  - rms_norm sums squares in double.
 #include <math.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "core/ggml_types.h"
 #include "core/kernels.h"
+#include "core/quantize.h"
 
 namespace adainfer {
 
@@ -65,6 +69,297 @@ void matmul(const void* W, int64_t n_in, const float* X, int64_t ldx, int64_t n_
 template <float (*Load)(const void*, int64_t)>
 void dequant_row(const void* row, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = Load(row, i);
+}
+
+// ---- quantized weight types ----------------------------------------------------------------------------
+// dequant_row: ggml's dequantize_row_* element formulas. The dot products reproduce ggml's generic (scalar)
+// vec_dot_<type>_q8_0 / _q8_1 / _q8_K on activations quantized by quantize_act_*_ref: integer sums per block,
+// combined in float in ggml's order (the same expressions, no FMA in this baseline build).
+
+float h2f(uint16_t h) { return kHalfTable.value[h]; }
+
+void dequant_q4_0(const void* row, float* out, int64_t n) {
+  const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = h2f(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      out[j] = static_cast<float>((b[i].qs[j] & 0xF) - 8) * d;
+      out[j + 16] = static_cast<float>((b[i].qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void dequant_q4_1(const void* row, float* out, int64_t n) {
+  const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = h2f(b[i].d), m = h2f(b[i].m);
+    for (int j = 0; j < 16; ++j) {
+      out[j] = static_cast<float>(b[i].qs[j] & 0xF) * d + m;
+      out[j + 16] = static_cast<float>(b[i].qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+uint32_t load_qh(const uint8_t* qh) {
+  uint32_t v;
+  std::memcpy(&v, qh, 4);
+  return v;  // x86 is little endian, as the file
+}
+
+// The 5-bit code of element j of a Q5 block.
+int q5_code(const uint8_t* qs, uint32_t qh, int j) {
+  const int low = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+  return low | static_cast<int>(((qh >> j) & 1u) << 4);
+}
+
+void dequant_q5_0(const void* row, float* out, int64_t n) {
+  const BlockQ5_0* b = static_cast<const BlockQ5_0*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = h2f(b[i].d);
+    const uint32_t qh = load_qh(b[i].qh);
+    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q5_code(b[i].qs, qh, j) - 16) * d;
+  }
+}
+
+void dequant_q5_1(const void* row, float* out, int64_t n) {
+  const BlockQ5_1* b = static_cast<const BlockQ5_1*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = h2f(b[i].d), m = h2f(b[i].m);
+    const uint32_t qh = load_qh(b[i].qh);
+    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q5_code(b[i].qs, qh, j)) * d + m;
+  }
+}
+
+void dequant_q8_0(const void* row, float* out, int64_t n) {
+  const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = h2f(b[i].d);
+    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(b[i].qs[j]) * d;
+  }
+}
+
+// Codes (0..15 or 0..31) of the 256 elements of a Q4_K / Q5_K block (qh == nullptr for Q4_K).
+void k_codes(const uint8_t* qs, const uint8_t* qh, int8_t* codes) {
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      int lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+      if (qh) {
+        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+      }
+      codes[64 * c + l] = static_cast<int8_t>(lo);
+      codes[64 * c + 32 + l] = static_cast<int8_t>(hi);
+    }
+  }
+}
+
+template <bool kFive>
+void dequant_q45_k(const void* row, float* out, int64_t n) {
+  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+  const Block* b = static_cast<const Block*>(row);
+  for (int64_t i = 0; i < n / 256; ++i, out += 256) {
+    int8_t codes[256];
+    if constexpr (kFive) {
+      k_codes(b[i].qs, b[i].qh, codes);
+    } else {
+      k_codes(b[i].qs, nullptr, codes);
+    }
+    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      k_scale_min(j, b[i].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      for (int l = 0; l < 32; ++l) out[32 * j + l] = d1 * static_cast<float>(codes[32 * j + l]) - m1;
+    }
+  }
+}
+
+// Signed values (code - 32, in -32..31) of the 256 elements of a Q6_K block.
+void q6_values(const BlockQ6_K& b, int8_t* v) {
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = b.ql + 64 * h;
+    const uint8_t* qh = b.qh + 32 * h;
+    int8_t* o = v + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      o[l] = static_cast<int8_t>(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+      o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+}
+
+void dequant_q6_k(const void* row, float* out, int64_t n) {
+  const BlockQ6_K* b = static_cast<const BlockQ6_K*>(row);
+  for (int64_t i = 0; i < n / 256; ++i, out += 256) {
+    int8_t v[256];
+    q6_values(b[i], v);
+    const float d = h2f(b[i].d);
+    for (int j = 0; j < 256; ++j) out[j] = d * b[i].scales[j / 16] * v[j];
+  }
+}
+
+void dequant_q8_k(const void* row, float* out, int64_t n) {
+  const BlockQ8_K* b = static_cast<const BlockQ8_K*>(row);
+  for (int64_t i = 0; i < n / 256; ++i, out += 256)
+    for (int j = 0; j < 256; ++j) out[j] = b[i].d * b[i].qs[j];
+}
+
+// ---- dot products of one weight row with one activation row (n elements) ----
+
+float dot_q4_0(const void* w, const uint8_t* act, int64_t n) {
+  const BlockQ4_0* x = static_cast<const BlockQ4_0*>(w);
+  const ActQ8_0Row y = act_q8_0_row(act, n);
+  float sumf = 0.f;
+  for (int64_t ib = 0; ib < n / 32; ++ib) {
+    const int8_t* q = y.q + 32 * ib;
+    int sumi = 0;
+    for (int j = 0; j < 16; ++j) sumi += ((x[ib].qs[j] & 0xF) - 8) * q[j] + ((x[ib].qs[j] >> 4) - 8) * q[j + 16];
+    sumf += static_cast<float>(sumi) * h2f(x[ib].d) * y.d[ib];
+  }
+  return sumf;
+}
+
+float dot_q4_1(const void* w, const uint8_t* act, int64_t n) {
+  const BlockQ4_1* x = static_cast<const BlockQ4_1*>(w);
+  const ActQ8_0Row y = act_q8_0_row(act, n);
+  float sumf = 0.f;
+  for (int64_t ib = 0; ib < n / 32; ++ib) {
+    const int8_t* q = y.q + 32 * ib;
+    int sumi = 0;
+    for (int j = 0; j < 16; ++j) sumi += (x[ib].qs[j] & 0xF) * q[j] + (x[ib].qs[j] >> 4) * q[j + 16];
+    sumf += (h2f(x[ib].d) * y.d[ib]) * static_cast<float>(sumi) + h2f(x[ib].m) * y.s[ib];
+  }
+  return sumf;
+}
+
+float dot_q5_0(const void* w, const uint8_t* act, int64_t n) {
+  const BlockQ5_0* x = static_cast<const BlockQ5_0*>(w);
+  const ActQ8_0Row y = act_q8_0_row(act, n);
+  float sumf = 0.f;
+  for (int64_t ib = 0; ib < n / 32; ++ib) {
+    const int8_t* q = y.q + 32 * ib;
+    const uint32_t qh = load_qh(x[ib].qh);
+    int sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += (q5_code(x[ib].qs, qh, j) - 16) * q[j];
+    sumf += (h2f(x[ib].d) * y.d[ib]) * static_cast<float>(sumi);
+  }
+  return sumf;
+}
+
+float dot_q5_1(const void* w, const uint8_t* act, int64_t n) {
+  const BlockQ5_1* x = static_cast<const BlockQ5_1*>(w);
+  const ActQ8_0Row y = act_q8_0_row(act, n);
+  float sumf = 0.f;
+  for (int64_t ib = 0; ib < n / 32; ++ib) {
+    const int8_t* q = y.q + 32 * ib;
+    const uint32_t qh = load_qh(x[ib].qh);
+    int sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += q5_code(x[ib].qs, qh, j) * q[j];
+    sumf += (h2f(x[ib].d) * y.d[ib]) * static_cast<float>(sumi) + h2f(x[ib].m) * y.s[ib];
+  }
+  return sumf;
+}
+
+float dot_q8_0(const void* w, const uint8_t* act, int64_t n) {
+  const BlockQ8_0* x = static_cast<const BlockQ8_0*>(w);
+  const ActQ8_0Row y = act_q8_0_row(act, n);
+  float sumf = 0.f;
+  for (int64_t ib = 0; ib < n / 32; ++ib) {
+    const int8_t* q = y.q + 32 * ib;
+    int sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += x[ib].qs[j] * q[j];
+    sumf += static_cast<float>(sumi) * (h2f(x[ib].d) * y.d[ib]);
+  }
+  return sumf;
+}
+
+// Q4_K / Q5_K: the integer products of each 32-element sub-block weighted by its 6-bit scale, accumulated in
+// 8 interleaved lanes (element index mod 8) and scaled once per block, as ggml's generic code; the mins go
+// through the activation group sums.
+template <bool kFive>
+float dot_q45_k(const void* w, const uint8_t* act, int64_t n) {
+  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+  const Block* x = static_cast<const Block*>(w);
+  const ActQ8_KRow y = act_q8_k_row(act, n);
+  float sums[8] = {};
+  float sumf = 0.f;
+  for (int64_t i = 0; i < n / 256; ++i) {
+    int8_t codes[256];
+    if constexpr (kFive) {
+      k_codes(x[i].qs, x[i].qh, codes);
+    } else {
+      k_codes(x[i].qs, nullptr, codes);
+    }
+    const int8_t* q = y.q + 256 * i;
+    const int16_t* bsums = y.bsums + 16 * i;
+    int32_t lanes[8] = {};
+    int min_sum = 0;
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      k_scale_min(j, x[i].scales, &sc, &m);
+      min_sum += (bsums[2 * j] + bsums[2 * j + 1]) * m;
+      for (int l = 0; l < 32; ++l) lanes[l % 8] += sc * (codes[32 * j + l] * q[32 * j + l]);
+    }
+    const float d = h2f(x[i].d) * y.d[i];
+    for (int l = 0; l < 8; ++l) sums[l] += d * static_cast<float>(lanes[l]);
+    const float dmin = h2f(x[i].dmin) * y.d[i];
+    sumf -= dmin * static_cast<float>(min_sum);
+  }
+  for (int l = 0; l < 8; ++l) sumf += sums[l];
+  return sumf;
+}
+
+float dot_q6_k(const void* w, const uint8_t* act, int64_t n) {
+  const BlockQ6_K* x = static_cast<const BlockQ6_K*>(w);
+  const ActQ8_KRow y = act_q8_k_row(act, n);
+  float sums[8] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    int8_t v[256];
+    q6_values(x[i], v);
+    const int8_t* q = y.q + 256 * i;
+    int32_t lanes[8] = {};
+    for (int j = 0; j < 256; ++j) lanes[j % 8] += x[i].scales[j / 16] * (v[j] * q[j]);
+    const float d = h2f(x[i].d) * y.d[i];
+    for (int l = 0; l < 8; ++l) sums[l] += d * static_cast<float>(lanes[l]);
+  }
+  float sumf = 0.f;
+  for (int l = 0; l < 8; ++l) sumf += sums[l];
+  return sumf;
+}
+
+// Q8_K weights (ggml has no CPU dot for them; this is the natural one): integer sum per block times both d.
+float dot_q8_k(const void* w, const uint8_t* act, int64_t n) {
+  const BlockQ8_K* x = static_cast<const BlockQ8_K*>(w);
+  const ActQ8_KRow y = act_q8_k_row(act, n);
+  float sumf = 0.f;
+  for (int64_t i = 0; i < n / 256; ++i) {
+    int sumi = 0;
+    for (int j = 0; j < 256; ++j) sumi += x[i].qs[j] * y.q[256 * i + j];
+    sumf += (x[i].d * y.d[i]) * static_cast<float>(sumi);
+  }
+  return sumf;
+}
+
+// MatmulActFn over one of the dots above: Y[t][r] = dot(W row r, activation row t).
+template <float (*Dot)(const void*, const uint8_t*, int64_t), GgmlType kType>
+void matmul_act(const void* W, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y, int64_t ldy,
+                int64_t row_begin, int64_t row_end) {
+  const size_t rb = row_bytes(static_cast<int32_t>(kType), n_in);
+  const uint8_t* base = static_cast<const uint8_t*>(W);
+  for (int64_t r = row_begin; r < row_end; ++r)
+    for (int64_t t = 0; t < n_tok; ++t) Y[t * ldy + r] = Dot(base + static_cast<size_t>(r) * rb, A + t * lda, n_in);
+}
+
+// MatmulFn for a quantized type: quantizes the n_tok activation rows, then matmul_act.
+template <float (*Dot)(const void*, const uint8_t*, int64_t), GgmlType kType, int32_t kFormat,
+          void (*Quantize)(const float*, uint8_t*, int64_t)>
+void matmul_quantized(const void* W, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok, float* Y, int64_t ldy,
+                      int64_t row_begin, int64_t row_end) {
+  const size_t lda = act_row_bytes(kFormat, n_in);
+  std::vector<uint8_t> act(lda * static_cast<size_t>(n_tok));
+  for (int64_t t = 0; t < n_tok; ++t) Quantize(X + t * ldx, act.data() + t * lda, n_in);
+  matmul_act<Dot, kType>(W, n_in, act.data(), static_cast<int64_t>(lda), n_tok, Y, ldy, row_begin, row_end);
 }
 
 // ---- attention --------------------------------------------------------------------------------------
@@ -159,6 +454,26 @@ constexpr KernelTable make_table() {
   t.dequant_row[static_cast<int>(GgmlType::F32)] = &dequant_row<load_f32>;
   t.dequant_row[static_cast<int>(GgmlType::F16)] = &dequant_row<load_f16>;
   t.dequant_row[static_cast<int>(GgmlType::BF16)] = &dequant_row<load_bf16>;
+
+  // Quantized types: activations as ggml's vec_dot_type (the float types take float activations).
+  t.quantize_act[kActQ8_0] = &quantize_act_q8_0_ref;
+  t.quantize_act[kActQ8_K] = &quantize_act_q8_k_ref;
+  t.quantize_act[kActBF16] = &quantize_act_bf16_ref;
+#define ADAINFER_QUANT(TYPE, DOT, DEQUANT, FORMAT, QUANTIZE)                                            \
+  t.dequant_row[static_cast<int>(GgmlType::TYPE)] = &DEQUANT;                                           \
+  t.act_format[static_cast<int>(GgmlType::TYPE)] = FORMAT;                                              \
+  t.matmul_act[static_cast<int>(GgmlType::TYPE)] = &matmul_act<DOT, GgmlType::TYPE>;                    \
+  t.matmul[static_cast<int>(GgmlType::TYPE)] = &matmul_quantized<DOT, GgmlType::TYPE, FORMAT, QUANTIZE>;
+  ADAINFER_QUANT(Q4_0, dot_q4_0, dequant_q4_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q4_1, dot_q4_1, dequant_q4_1, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q5_0, dot_q5_0, dequant_q5_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q5_1, dot_q5_1, dequant_q5_1, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q8_0, dot_q8_0, dequant_q8_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q4_K, dot_q45_k<false>, dequant_q45_k<false>, kActQ8_K, quantize_act_q8_k_ref)
+  ADAINFER_QUANT(Q5_K, dot_q45_k<true>, dequant_q45_k<true>, kActQ8_K, quantize_act_q8_k_ref)
+  ADAINFER_QUANT(Q6_K, dot_q6_k, dequant_q6_k, kActQ8_K, quantize_act_q8_k_ref)
+  ADAINFER_QUANT(Q8_K, dot_q8_k, dequant_q8_k, kActQ8_K, quantize_act_q8_k_ref)
+#undef ADAINFER_QUANT
   t.attention = &attention;
   t.dot_f32 = &dot_f32;
   t.rms_norm = &rms_norm;
