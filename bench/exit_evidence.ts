@@ -42,6 +42,7 @@ function median(xs: number[]): number {
 function checkCost(ctx: LlamaContext, n: number): { layerUs: number; faithfulUs: number; fastUs: number } {
   const c = ctx.native;
   for (let i = 0; i < n; i++) c.tokens[i] = i % ctx.model.config.nVocab;
+  for (let i = 0; i < n; i++) (c.rowSeq[i] = 0), (c.rowPos[i] = i);
   c.embed(n);
   const time = (fn: () => void, reps: number) => {
     const samples: number[] = [];
@@ -53,7 +54,7 @@ function checkCost(ctx: LlamaContext, n: number): { layerUs: number; faithfulUs:
     return median(samples);
   };
   const layerUs = time(() => {
-    c.attention(0, n, 0);
+    c.attention(0, n);
     c.mlp(0, n);
   }, 20);
   const faithfulUs = time(() => c.logitLens(n - 1, 1), 200);

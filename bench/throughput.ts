@@ -493,10 +493,12 @@ async function measureOverhead(modelPath: string, threadsList: number[], positio
         const deadline = performance.now() + 400;
         for (let iter = 0; iter < 20_000 && (iter < 50 || performance.now() < deadline); iter++) {
           c.tokens[0] = toks[iter % Math.max(1, position)] ?? 1;
+          c.rowSeq[0] = 0;
+          c.rowPos[0] = position;
           c.embed(1); // fresh residual row for every pass (not timed)
           const t0 = process.hrtime.bigint();
           for (let layer = 0; layer < cfg.nLayer; layer++) {
-            c.attention(layer, 1, position);
+            c.attention(layer, 1);
             c.mlp(layer, 1);
           }
           const dt = Number(process.hrtime.bigint() - t0);

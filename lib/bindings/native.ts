@@ -32,7 +32,10 @@ export interface NativeModel {
 }
 
 export interface NativeContextOptions {
+  /** Positions per sequence. */
   nCtx: number;
+  /** Sequences (KV cache slots), default 1. */
+  nSeq?: number;
   nBatch: number;
   threads: number;
   /** Largest top-k a logitLens call may ask for. */
@@ -44,6 +47,9 @@ export interface NativeContextOptions {
 export interface NativeContext {
   /** [nBatch] token ids read by embed(). */
   readonly tokens: Int32Array;
+  /** [nBatch] sequence (KV cache slot) and position of each row, read by attention() and fillKv(). */
+  readonly rowSeq: Int32Array;
+  readonly rowPos: Int32Array;
   /** [nBatch][nEmbd] residual stream of the current batch. */
   readonly hidden: Float32Array;
   /** [nVocab] output of the last head() or logitLens() call. */
@@ -60,8 +66,13 @@ export interface NativeContext {
 
   /** hidden[t] = embedding(tokens[t]) for t < n. */
   embed(n: number): void;
-  /** hidden[t] += attention block of `layer` for rows t < n at positions pos0 + t (fills the KV cache). */
-  attention(layer: number, n: number, pos0: number): void;
+  /**
+   * hidden[t] += attention block of `layer` for rows t < n; row t is position rowPos[t] of sequence rowSeq[t]
+   * (its K/V are written to the cache, and it attends to that sequence's positions 0..rowPos[t]).
+   */
+  attention(layer: number, n: number): void;
+  /** Only the K/V of `layer` for rows t < n from their current hidden state (fills layers an exit skipped). */
+  fillKv(layer: number, n: number): void;
   /** hidden[t] += MLP block of `layer` for rows t < n. */
   mlp(layer: number, n: number): void;
   /** logits = LM head (final norm + output) of hidden[row]. */

@@ -8,7 +8,7 @@
  */
 import { AdaInferError, ModelFileError } from '../errors';
 import { fromNativeError, native, NativeContext, NativeHParams, NativeModel } from '../bindings/native';
-import { getInteger, getNumber, getString, GGUFFile, readGGUF } from '../gguf';
+import { getInteger, getNumber, getString, GGMLType, GGUFFile, readGGUF } from '../gguf';
 import { createTokenizer, Tokenizer } from '../tokenizer';
 import { tokenizerMetadataFromGGUF } from './gguf_tokenizer';
 import { fingerprintGGUF } from './fingerprint';
@@ -69,6 +69,42 @@ export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
   };
 }
 
+/** Bytes an element (or a quantized block's scale) of a ggml type must be aligned to when read in place. */
+function elementAlignment(type: number): number {
+  switch (type) {
+    case GGMLType.F32:
+    case GGMLType.I32:
+    case GGMLType.Q8_K:
+      return 4;
+    case GGMLType.I64:
+    case GGMLType.F64:
+      return 8;
+    case GGMLType.I8:
+      return 1;
+    default:
+      return 2; // F16, BF16, I16 and the quantized blocks (fp16 scales)
+  }
+}
+
+/**
+ * The kernels read weights in place from the mapping, as floats and halves: tensor data must sit at offsets
+ * that are multiples of its element size. A file with general.alignment 1 or 2 (which the GGUF spec forbids:
+ * it must be a multiple of 8) can place it elsewhere; the native loader does not check this.
+ */
+function checkElementAlignment(gguf: GGUFFile): void {
+  for (const t of gguf.tensors) {
+    const need = elementAlignment(t.type);
+    if (t.absoluteOffset % need !== 0) {
+      throw new ModelFileError(
+        'GGUF_CORRUPT',
+        gguf.path,
+        `tensor "${t.name}" (${t.typeName}) data at file offset ${t.absoluteOffset} is not aligned to ${need} bytes ` +
+          `(general.alignment ${gguf.alignment}; the GGUF spec requires a multiple of 8)`,
+      );
+    }
+  }
+}
+
 export interface LoadOptions {
   /** Kernel variant: 'generic' | 'avx2' | 'avx512'; default: the best this CPU runs. */
   kernels?: string;
@@ -101,6 +137,7 @@ export class LlamaModel {
         `the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${config.nVocab}`,
       );
     }
+    checkElementAlignment(gguf);
     const tensors = gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.absoluteOffset }));
     let nativeModel: NativeModel;
     try {
@@ -132,8 +169,10 @@ export class LlamaModel {
 }
 
 export interface ContextOptions {
-  /** Positions the KV cache holds. */
+  /** Positions the KV cache holds, per sequence. */
   contextSize: number;
+  /** Sequences with their own KV cache (default 1). */
+  sequences?: number;
   /** Rows per native call during prompt processing. */
   batchSize: number;
   threads: number;
@@ -149,21 +188,31 @@ export interface ContextOptions {
  */
 export type ExitCheck = (layer: number, n: number) => boolean;
 
-/** One sequence: a KV cache, the native buffers and the layer loop. */
+/**
+ * Called after layer `layer` (0-based) has run on rows [0, rows): returns how many rows go on to the next
+ * layer, after moving them to the front of the batch (row compaction). 0 ends the loop. Never called after
+ * the last layer.
+ */
+export type AfterLayer = (layer: number, rows: number) => number;
+
+/** One or more sequences: KV caches, the native buffers and the layer loop. */
 export class LlamaContext {
   readonly native: NativeContext;
   readonly contextSize: number;
   readonly batchSize: number;
+  readonly sequences: number;
 
   constructor(
     readonly model: LlamaModel,
     options: ContextOptions,
   ) {
     this.contextSize = options.contextSize;
-    this.batchSize = Math.min(options.batchSize, options.contextSize);
+    this.batchSize = options.batchSize;
+    this.sequences = options.sequences ?? 1;
     try {
       this.native = new (native().Context)(model.native, {
         nCtx: this.contextSize,
+        nSeq: this.sequences,
         nBatch: this.batchSize,
         threads: options.threads,
         lensK: options.lensK ?? 8,
@@ -175,24 +224,41 @@ export class LlamaContext {
   }
 
   /**
-   * Runs `n` tokens already written to `native.tokens[0..n)` at positions pos0..pos0+n-1 through the model.
-   * Returns the number of layers run (nLayer unless `exit` stopped earlier). Rows' hidden states are left in
-   * `native.hidden` for head()/logitLens().
+   * The layer loop. Rows [0, n) hold tokens (native.tokens), sequences (native.rowSeq) and positions
+   * (native.rowPos); `afterLayer` may drop rows between layers. Returns the layers run before the loop ended.
+   * The rows' hidden states are left in native.hidden for head()/logitLens().
    */
-  forward(n: number, pos0: number, exit?: ExitCheck): number {
+  forwardRows(n: number, afterLayer?: AfterLayer): number {
     const c = this.native;
     const nLayer = this.model.config.nLayer;
     try {
       c.embed(n);
+      let rows = n;
       for (let layer = 0; layer < nLayer; layer++) {
-        c.attention(layer, n, pos0);
-        c.mlp(layer, n);
-        if (exit !== undefined && layer < nLayer - 1 && exit(layer, n)) return layer + 1;
+        c.attention(layer, rows);
+        c.mlp(layer, rows);
+        if (afterLayer !== undefined && layer < nLayer - 1) {
+          rows = afterLayer(layer, rows);
+          if (rows === 0) return layer + 1;
+        }
       }
     } catch (err) {
       throw fromNativeError(err);
     }
     return nLayer;
+  }
+
+  /**
+   * Runs `n` tokens already written to native.tokens[0..n) at positions pos0..pos0+n-1 of sequence `seq`.
+   * Returns the number of layers run (nLayer unless `exit` stopped earlier).
+   */
+  forward(n: number, pos0: number, exit?: ExitCheck, seq = 0): number {
+    const c = this.native;
+    for (let i = 0; i < n; i++) {
+      c.rowSeq[i] = seq;
+      c.rowPos[i] = pos0 + i;
+    }
+    return this.forwardRows(n, exit && ((layer, rows) => (exit(layer, rows) ? 0 : rows)));
   }
 
   /** logits of hidden row `row` into native.logits (returned as the same zero-copy view). */

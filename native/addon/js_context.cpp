@@ -33,6 +33,7 @@ Napi::Function JsContext::Init(Napi::Env env) {
                          InstanceMethod("embed", &JsContext::Embed),
                          InstanceMethod("attention", &JsContext::Attention),
                          InstanceMethod("mlp", &JsContext::Mlp),
+                         InstanceMethod("fillKv", &JsContext::FillKv),
                          InstanceMethod("head", &JsContext::Head),
                          InstanceMethod("logitLens", &JsContext::LogitLens),
                          InstanceMethod("logitLensCandidates", &JsContext::LogitLensCandidates),
@@ -52,7 +53,8 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     const LlamaHParams& hp = weights->hp;
     Napi::Object opt = info[1].As<Napi::Object>();
     const int64_t n_ctx = option_int(opt, "nCtx", 1, int64_t(1) << 24);
-    const int64_t n_batch = option_int(opt, "nBatch", 1, n_ctx);
+    const int64_t n_seq = opt.Has("nSeq") ? option_int(opt, "nSeq", 1, 4096) : 1;
+    const int64_t n_batch = option_int(opt, "nBatch", 1, int64_t(1) << 20);
     const int64_t threads = option_int(opt, "threads", 1, 1024);
     const int64_t lens_k = option_int(opt, "lensK", 1, 1024);
     const int64_t lens_candidates = option_int(opt, "lensMaxCandidates", 1, hp.n_vocab);
@@ -74,6 +76,8 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
       self.Set(name, Napi::Int32Array::New(env, static_cast<size_t>(n), ab, 0));
     };
     i32("tokens", n_batch, &io.tokens);
+    i32("rowSeq", n_batch, &io.row_seq);
+    i32("rowPos", n_batch, &io.row_pos);
     f32("hidden", n_batch * hp.n_embd, &io.hidden);
     f32("logits", hp.n_vocab, &io.logits);
     i32("lensCandidates", lens_candidates, &io.lens_candidates);
@@ -83,7 +87,7 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     f32("lensFeatures", 4, &io.lens_features);
     io.lens_k = lens_k;
     buffers_ = Napi::Persistent(keep);
-    state_ = std::make_unique<LlamaState>(weights, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
+    state_ = std::make_unique<LlamaState>(weights, n_seq, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
     self.Set("kernels", Napi::String::New(env, model->kernels().name));
     self.Set("threads", Napi::Number::New(env, static_cast<double>(threads)));
     return 0;
@@ -107,7 +111,16 @@ Napi::Value JsContext::Embed(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).attention_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"), arg_int(info, 2, "pos0"));
+    state(env).attention_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::FillKv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    state(env).fill_kv(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
     return 0;
   });
   return env.Undefined();

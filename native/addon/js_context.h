@@ -12,13 +12,14 @@ namespace adainfer {
 class JsContext : public Napi::ObjectWrap<JsContext> {
  public:
   static Napi::Function Init(Napi::Env env);
-  // new Context(model, { nCtx, nBatch, threads, lensK, lensMaxCandidates })
+  // new Context(model, { nCtx, nSeq?, nBatch, threads, lensK, lensMaxCandidates })
   explicit JsContext(const Napi::CallbackInfo& info);
 
  private:
   LlamaState& state(Napi::Env env);
   Napi::Value Embed(const Napi::CallbackInfo& info);           // embed(n)
-  Napi::Value Attention(const Napi::CallbackInfo& info);       // attention(layer, n, pos0)
+  Napi::Value Attention(const Napi::CallbackInfo& info);       // attention(layer, n)
+  Napi::Value FillKv(const Napi::CallbackInfo& info);          // fillKv(layer, n)
   Napi::Value Mlp(const Napi::CallbackInfo& info);             // mlp(layer, n)
   Napi::Value Head(const Napi::CallbackInfo& info);            // head(row)
   Napi::Value LogitLens(const Napi::CallbackInfo& info);       // logitLens(row, k)

@@ -1,6 +1,7 @@
 #include "blocks/llama_blocks.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <map>
 #include <sstream>
@@ -146,19 +147,22 @@ LlamaWeights load_llama_weights(std::shared_ptr<MappedFile> file, const LlamaHPa
   return w;
 }
 
-LlamaState::LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_ctx, int64_t n_batch, int n_threads,
-                       const KernelTable& kernels, const LlamaBuffers& io)
-    : w_(std::move(weights)), k_(kernels), n_ctx_(n_ctx), n_batch_(n_batch), pool_(n_threads), io_(io) {
+LlamaState::LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
+                       int n_threads, const KernelTable& kernels, const LlamaBuffers& io)
+    : w_(std::move(weights)), k_(kernels), n_seq_(n_seq), n_ctx_(n_ctx), n_batch_(n_batch), pool_(n_threads), io_(io) {
   const LlamaHParams& hp = w_->hp;
-  if (n_ctx <= 0 || n_batch <= 0 || n_batch > n_ctx)
-    throw ModelError("INVALID_OPTION", "context size and batch size must be positive, batch <= context");
+  if (n_seq <= 0 || n_ctx <= 0 || n_batch <= 0)
+    throw ModelError("INVALID_OPTION", "sequences, context size and batch size must be positive");
   q_dim_ = hp.n_head * hp.head_dim;
   kv_dim_ = hp.n_kv_head * hp.head_dim;
-  const size_t cache = static_cast<size_t>(hp.n_layer) * n_ctx * kv_dim_;
+  const size_t cache = static_cast<size_t>(hp.n_layer) * n_seq * n_ctx * kv_dim_;
   k_cache_.assign(cache, 0.f);
   v_cache_.assign(cache, 0.f);
   xb_.assign(static_cast<size_t>(n_batch) * std::max(hp.n_embd, q_dim_), 0.f);
   q_.assign(static_cast<size_t>(n_batch) * q_dim_, 0.f);
+  k_new_.assign(static_cast<size_t>(n_batch) * kv_dim_, 0.f);
+  v_new_.assign(static_cast<size_t>(n_batch) * kv_dim_, 0.f);
+  runs_.assign(static_cast<size_t>(n_batch) + 1, 0);
   att_.assign(static_cast<size_t>(n_batch) * q_dim_, 0.f);
   gate_.assign(static_cast<size_t>(n_batch) * hp.n_ff, 0.f);
   up_.assign(static_cast<size_t>(n_batch) * hp.n_ff, 0.f);
@@ -202,43 +206,85 @@ void LlamaState::embed(int64_t n) {
   }
 }
 
-void LlamaState::attention_block(int64_t layer, int64_t n, int64_t pos0) {
-  check_layer(layer);
-  check_rows(n);
-  if (pos0 < 0 || pos0 + n > n_ctx_)
-    throw std::out_of_range("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + n - 1) +
-                            " exceed the context of " + std::to_string(n_ctx_));
+void LlamaState::check_row_positions(int64_t n) const {
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
+    if (seq < 0 || seq >= n_seq_)
+      throw std::out_of_range("row " + std::to_string(t) + ": sequence " + std::to_string(seq) + " out of range [0, " +
+                              std::to_string(n_seq_) + ")");
+    if (pos < 0 || pos >= n_ctx_)
+      throw std::out_of_range("row " + std::to_string(t) + ": position " + std::to_string(pos) +
+                              " exceeds the context of " + std::to_string(n_ctx_));
+  }
+}
+
+void LlamaState::norm_and_write_kv(int64_t layer, int64_t n) {
   const LlamaHParams& hp = w_->hp;
   const LlamaLayer& L = w_->layers[layer];
   const int64_t d = hp.n_embd;
-  float* k_layer = k_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * kv_dim_;
-  float* v_layer = v_cache_.data() + static_cast<size_t>(layer) * n_ctx_ * kv_dim_;
-
   rms_norm_rows(io_.hidden, L.attn_norm.data(), xb_.data(), n);
-  matmul(L.wq, xb_.data(), d, n, q_.data(), q_dim_);
-  // K and V go straight into the cache rows of positions pos0..pos0+n-1.
-  matmul(L.wk, xb_.data(), d, n, k_layer + pos0 * kv_dim_, kv_dim_);
-  matmul(L.wv, xb_.data(), d, n, v_layer + pos0 * kv_dim_, kv_dim_);
+  matmul(L.wk, xb_.data(), d, n, k_new_.data(), kv_dim_);
+  matmul(L.wv, xb_.data(), d, n, v_new_.data(), kv_dim_);
   const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
+  const size_t row_bytes = static_cast<size_t>(kv_dim_) * sizeof(float);
   for (int64_t t = 0; t < n; ++t) {
-    rope_llama(q_.data() + t * q_dim_, hp.n_head, hp.head_dim, hp.n_rot, pos0 + t, hp.rope_base, ff);
-    rope_llama(k_layer + (pos0 + t) * kv_dim_, hp.n_kv_head, hp.head_dim, hp.n_rot, pos0 + t, hp.rope_base, ff);
+    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
+    float* k = k_new_.data() + t * kv_dim_;
+    rope_llama(k, hp.n_kv_head, hp.head_dim, hp.n_rot, pos, hp.rope_base, ff);
+    std::memcpy(k_cache_at(layer, seq) + pos * kv_dim_, k, row_bytes);
+    std::memcpy(v_cache_at(layer, seq) + pos * kv_dim_, v_new_.data() + t * kv_dim_, row_bytes);
   }
+}
 
-  AttentionArgs a;
-  a.q = q_.data();
-  a.k = k_layer;
-  a.v = v_layer;
-  a.out = att_.data();
-  a.n_tok = n;
-  a.pos0 = pos0;
-  a.n_head = hp.n_head;
-  a.n_kv_head = hp.n_kv_head;
-  a.head_dim = hp.head_dim;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
-  // Threads take whole groups of query heads sharing a KV head: the SIMD kernels process a group together.
-  pool_.parallel_for(hp.n_head, hp.n_head / hp.n_kv_head, [&](int64_t h0, int64_t h1, int thread) {
-    k_.attention(a, h0, h1, scratch_.data() + static_cast<size_t>(thread) * n_ctx_);
+void LlamaState::fill_kv(int64_t layer, int64_t n) {
+  check_layer(layer);
+  check_rows(n);
+  check_row_positions(n);
+  norm_and_write_kv(layer, n);
+}
+
+void LlamaState::attention_block(int64_t layer, int64_t n) {
+  check_layer(layer);
+  check_rows(n);
+  check_row_positions(n);
+  const LlamaHParams& hp = w_->hp;
+  const LlamaLayer& L = w_->layers[layer];
+  const int64_t d = hp.n_embd;
+
+  norm_and_write_kv(layer, n);
+  matmul(L.wq, xb_.data(), d, n, q_.data(), q_dim_);
+  const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
+  for (int64_t t = 0; t < n; ++t)
+    rope_llama(q_.data() + t * q_dim_, hp.n_head, hp.head_dim, hp.n_rot, io_.row_pos[t], hp.rope_base, ff);
+
+  // Runs of rows of one sequence at consecutive positions share one attention call (a prompt chunk);
+  // a batch of decoding sequences is one run per row.
+  int64_t n_runs = 0;
+  runs_[0] = 0;
+  for (int64_t t = 1; t <= n; ++t) {
+    if (t == n || io_.row_seq[t] != io_.row_seq[t - 1] || io_.row_pos[t] != io_.row_pos[t - 1] + 1) runs_[++n_runs] = t;
+  }
+  // Work items: (run, group of query heads sharing a KV head); the SIMD kernels process a group together.
+  const int64_t group = hp.n_head / hp.n_kv_head;
+  const int64_t items = n_runs * hp.n_kv_head;
+  pool_.parallel_for(items, 1, [&](int64_t i0, int64_t i1, int thread) {
+    float* scratch = scratch_.data() + static_cast<size_t>(thread) * n_ctx_;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t run = i / hp.n_kv_head, g = i % hp.n_kv_head;
+      const int64_t r0 = runs_[run], r1 = runs_[run + 1], seq = io_.row_seq[r0];
+      AttentionArgs a;
+      a.q = q_.data() + r0 * q_dim_;
+      a.k = k_cache_at(layer, seq);
+      a.v = v_cache_at(layer, seq);
+      a.out = att_.data() + r0 * q_dim_;
+      a.n_tok = r1 - r0;
+      a.pos0 = io_.row_pos[r0];
+      a.n_head = hp.n_head;
+      a.n_kv_head = hp.n_kv_head;
+      a.head_dim = hp.head_dim;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+      k_.attention(a, g * group, (g + 1) * group, scratch);
+    }
   });
 
   matmul(L.wo, att_.data(), q_dim_, n, xb_.data(), d);

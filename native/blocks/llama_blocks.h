@@ -66,6 +66,8 @@ struct LlamaWeights {
 // and passed in as raw pointers, so there is no copy across the N-API boundary.
 struct LlamaBuffers {
   int32_t* tokens = nullptr;  // [n_batch]
+  int32_t* row_seq = nullptr;  // [n_batch]  sequence (KV cache slot) of each row
+  int32_t* row_pos = nullptr;  // [n_batch]  position of each row in its sequence
   float* hidden = nullptr;    // [n_batch][n_embd]   residual stream of the batch
   float* logits = nullptr;    // [n_vocab]           head output of one row
   int32_t* lens_candidates = nullptr;  // [lens_max_candidates] token ids for logit_lens_candidates
@@ -99,10 +101,11 @@ struct ModelError : std::runtime_error {
 
 class LlamaState {
  public:
-  LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_ctx, int64_t n_batch, int n_threads,
-             const KernelTable& kernels, const LlamaBuffers& io);
+  LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
+             int n_threads, const KernelTable& kernels, const LlamaBuffers& io);
 
   const LlamaHParams& hp() const { return w_->hp; }
+  int64_t n_seq() const { return n_seq_; }
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_batch() const { return n_batch_; }
   int n_threads() const { return pool_.size(); }
@@ -110,9 +113,14 @@ class LlamaState {
 
   // hidden[t] = token_embd[tokens[t]] for t < n. Throws std::out_of_range on a bad id.
   void embed(int64_t n);
-  // hidden[t] += Attention_l(RMSNorm(hidden[t])) for the n rows at positions pos0..pos0+n-1; writes their
-  // K/V into the cache of layer l.
-  void attention_block(int64_t layer, int64_t n, int64_t pos0);
+  // hidden[t] += Attention_l(RMSNorm(hidden[t])) for rows t < n. Row t is position row_pos[t] of sequence
+  // row_seq[t]: its K/V go into that sequence's cache of layer l, and it attends to positions 0..row_pos[t] of
+  // it (earlier positions must be in the cache already, or be earlier rows of this call). Rows of one
+  // sequence with consecutive positions are computed together.
+  void attention_block(int64_t layer, int64_t n);
+  // Only the K/V of layer l for rows t < n, from their current hidden state (no attention, no residual):
+  // fills the cache of layers an early exit skipped (CALM's state propagation).
+  void fill_kv(int64_t layer, int64_t n);
   // hidden[t] += SwiGLU_l(RMSNorm(hidden[t])).
   void mlp_block(int64_t layer, int64_t n);
   // logits = output(RMSNorm_final(hidden[row])).
@@ -128,12 +136,19 @@ class LlamaState {
   void rms_norm_rows(const float* x, const float* w, float* out, int64_t n);
   void check_layer(int64_t layer) const;
   void check_rows(int64_t n) const;
+  // Checks every row's sequence and position (row_seq / row_pos come from JS).
+  void check_row_positions(int64_t n) const;
+  // xb = RMSNorm_l(hidden); K/V of layer l for the n rows into the cache (RoPE applied to K).
+  void norm_and_write_kv(int64_t layer, int64_t n);
+  float* k_cache_at(int64_t layer, int64_t seq) { return k_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * kv_dim_; }
+  float* v_cache_at(int64_t layer, int64_t seq) { return v_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * kv_dim_; }
   void check_row(int64_t row) const;
   // Softmax statistics over logits[ids[0..m)] (ids == nullptr: the whole vocabulary) into the lens buffers.
   void lens_statistics(const int32_t* ids, int64_t m, int64_t k);
 
   std::shared_ptr<const LlamaWeights> w_;
   const KernelTable& k_;
+  int64_t n_seq_;
   int64_t n_ctx_;
   int64_t n_batch_;
   ThreadPool pool_;
@@ -141,8 +156,11 @@ class LlamaState {
 
   int64_t q_dim_;   // n_head * head_dim
   int64_t kv_dim_;  // n_kv_head * head_dim
-  std::vector<float> k_cache_;  // [n_layer][n_ctx][kv_dim]
-  std::vector<float> v_cache_;  // [n_layer][n_ctx][kv_dim]
+  std::vector<float> k_cache_;  // [n_layer][n_seq][n_ctx][kv_dim]
+  std::vector<float> v_cache_;  // [n_layer][n_seq][n_ctx][kv_dim]
+  std::vector<float> k_new_;    // [n_batch][kv_dim]  K of the rows of the current call, before the scatter
+  std::vector<float> v_new_;    // [n_batch][kv_dim]
+  std::vector<int64_t> runs_;   // [n_batch + 1] starts of row runs (same sequence, consecutive positions)
   std::vector<float> xb_;       // [n_batch][max(n_embd, q_dim)]  normed input / block output
   std::vector<float> q_;        // [n_batch][q_dim]
   std::vector<float> att_;      // [n_batch][q_dim]

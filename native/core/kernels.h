@@ -27,9 +27,11 @@ using MatmulFn = void (*)(const void* W, int64_t n_in, const float* X, int64_t l
 //   kActQ8_0 (n % 32 == 0, nb = n / 32):  int8 q[n] | float d[nb] | float s[nb] | float sum[nb]
 //       per block of 32: d = fp16(amax / 127) (as a float), q = roundf(x / (amax / 127)) (ggml's
 //       quantize_row_q8_0_ref), s = fp16((amax / 127) * sum q) (ggml's Q8_1 s), sum = sum q (exact)
-//   kActQ8_K (n % 256 == 0, nb = n / 256): int8 q[n] | float d[nb] | int16 bsums[n / 16]
+//   kActQ8_K (n % 256 == 0, nb = n / 256):
+//       int8 q[n] | float d[nb] | int16 bsums[n / 16] | float sum16[n / 16] | float sum32[n / 32]
 //       per block of 256: as ggml's quantize_row_q8_K_ref (d = max / -127 with max the signed value of
-//       largest magnitude, q = min(127, nearest_int(x / d))), bsums[g] = sum of q over 16-element group g
+//       largest magnitude, q = min(127, nearest_int(x / d))), bsums[g] = sum of q over 16-element group g,
+//       sum16 = the same as floats, sum32[k] = bsums[2k] + bsums[2k + 1] as floats
 //   kActBF16: uint16 bf16[n] (round to nearest even)
 enum ActFormat : int32_t { kActF32 = 0, kActQ8_0 = 1, kActQ8_K = 2, kActBF16 = 3, kActFormats = 4 };
 
@@ -43,7 +45,9 @@ static inline size_t act_row_bytes(int32_t format, int64_t n) {
     case kActQ8_0:
       return n % 32 ? 0 : act_align64(un) + 3 * act_align64(un / 32 * 4);
     case kActQ8_K:
-      return n % 256 ? 0 : act_align64(un) + act_align64(un / 256 * 4) + act_align64(un / 16 * 2);
+      return n % 256 ? 0
+                     : act_align64(un) + act_align64(un / 256 * 4) + act_align64(un / 16 * 2) +
+                           act_align64(un / 16 * 4) + act_align64(un / 32 * 4);
     case kActBF16:
       return act_align64(un * 2);
     default:
@@ -68,12 +72,18 @@ struct ActQ8_KRow {
   const int8_t* q;
   const float* d;
   const int16_t* bsums;
+  const float* sum16;
+  const float* sum32;
 };
 static inline ActQ8_KRow act_q8_k_row(const uint8_t* row, int64_t n) {
   const size_t un = static_cast<size_t>(n);
   const uint8_t* d = row + act_align64(un);
+  const uint8_t* bsums = d + act_align64(un / 256 * 4);
+  const uint8_t* sum16 = bsums + act_align64(un / 16 * 2);
+  const uint8_t* sum32 = sum16 + act_align64(un / 16 * 4);
   return {reinterpret_cast<const int8_t*>(row), reinterpret_cast<const float*>(d),
-          reinterpret_cast<const int16_t*>(d + act_align64(un / 256 * 4))};
+          reinterpret_cast<const int16_t*>(bsums), reinterpret_cast<const float*>(sum16),
+          reinterpret_cast<const float*>(sum32)};
 }
 
 // Y[t][r] = dot(W row r, activation row t) for r in [row_begin, row_end), t in [0, n_tok): as MatmulFn, but

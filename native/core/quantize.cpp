@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "core/ggml_types.h"
 #include "core/kernels.h"
@@ -402,6 +403,142 @@ size_t quantize_rows(int32_t type, const float* src, void* dst, int64_t n_rows, 
   return rb * static_cast<size_t>(n_rows);
 }
 
+// ---- dequantization (ggml's dequantize_row_* formulas) ----------------------------------------------------
+
+
+void dequant_row_q4_0(const void* row, float* out, int64_t n) {
+  const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = fp16_to_fp32(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      out[j] = static_cast<float>((b[i].qs[j] & 0xF) - 8) * d;
+      out[j + 16] = static_cast<float>((b[i].qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void dequant_row_q4_1(const void* row, float* out, int64_t n) {
+  const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+    for (int j = 0; j < 16; ++j) {
+      out[j] = static_cast<float>(b[i].qs[j] & 0xF) * d + m;
+      out[j + 16] = static_cast<float>(b[i].qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+static uint32_t load_qh(const uint8_t* qh) {
+  uint32_t v;
+  std::memcpy(&v, qh, 4);
+  return v;  // x86 is little endian, as the file
+}
+
+// The 5-bit code of element j of a Q5 block.
+static int q5_code(const uint8_t* qs, uint32_t qh, int j) {
+  const int low = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+  return low | static_cast<int>(((qh >> j) & 1u) << 4);
+}
+
+void dequant_row_q5_0(const void* row, float* out, int64_t n) {
+  const BlockQ5_0* b = static_cast<const BlockQ5_0*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = fp16_to_fp32(b[i].d);
+    const uint32_t qh = load_qh(b[i].qh);
+    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q5_code(b[i].qs, qh, j) - 16) * d;
+  }
+}
+
+void dequant_row_q5_1(const void* row, float* out, int64_t n) {
+  const BlockQ5_1* b = static_cast<const BlockQ5_1*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+    const uint32_t qh = load_qh(b[i].qh);
+    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q5_code(b[i].qs, qh, j)) * d + m;
+  }
+}
+
+void dequant_row_q8_0(const void* row, float* out, int64_t n) {
+  const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = fp16_to_fp32(b[i].d);
+    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(b[i].qs[j]) * d;
+  }
+}
+
+// Codes (0..15 or 0..31) of the 256 elements of a Q4_K / Q5_K block (qh == nullptr for Q4_K).
+void unpack_k_codes(const uint8_t* qs, const uint8_t* qh, int8_t* codes) {
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      int lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+      if (qh) {
+        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+      }
+      codes[64 * c + l] = static_cast<int8_t>(lo);
+      codes[64 * c + 32 + l] = static_cast<int8_t>(hi);
+    }
+  }
+}
+
+namespace {
+template <bool kFive>
+void dequant_q45_k(const void* row, float* out, int64_t n) {
+  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+  const Block* b = static_cast<const Block*>(row);
+  for (int64_t i = 0; i < n / 256; ++i, out += 256) {
+    int8_t codes[256];
+    if constexpr (kFive) {
+      unpack_k_codes(b[i].qs, b[i].qh, codes);
+    } else {
+      unpack_k_codes(b[i].qs, nullptr, codes);
+    }
+    const float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      k_scale_min(j, b[i].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      for (int l = 0; l < 32; ++l) out[32 * j + l] = d1 * static_cast<float>(codes[32 * j + l]) - m1;
+    }
+  }
+}
+
+}  // namespace
+
+void dequant_row_q4_k(const void* row, float* out, int64_t n) { dequant_q45_k<false>(row, out, n); }
+void dequant_row_q5_k(const void* row, float* out, int64_t n) { dequant_q45_k<true>(row, out, n); }
+
+// Signed values (code - 32, in -32..31) of the 256 elements of a Q6_K block.
+void unpack_q6_values(const BlockQ6_K& b, int8_t* v) {
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = b.ql + 64 * h;
+    const uint8_t* qh = b.qh + 32 * h;
+    int8_t* o = v + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      o[l] = static_cast<int8_t>(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+      o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+}
+
+void dequant_row_q6_k(const void* row, float* out, int64_t n) {
+  const BlockQ6_K* b = static_cast<const BlockQ6_K*>(row);
+  for (int64_t i = 0; i < n / 256; ++i, out += 256) {
+    int8_t v[256];
+    unpack_q6_values(b[i], v);
+    const float d = fp16_to_fp32(b[i].d);
+    for (int j = 0; j < 256; ++j) out[j] = d * b[i].scales[j / 16] * v[j];
+  }
+}
+
+void dequant_row_q8_k(const void* row, float* out, int64_t n) {
+  const BlockQ8_K* b = static_cast<const BlockQ8_K*>(row);
+  for (int64_t i = 0; i < n / 256; ++i, out += 256)
+    for (int j = 0; j < 256; ++j) out[j] = b[i].d * b[i].qs[j];
+}
+
 // ---- activation rows ----------------------------------------------------------------------------------------
 
 void quantize_act_q8_0_ref(const float* x, uint8_t* out, int64_t n) {
@@ -433,12 +570,16 @@ void quantize_act_q8_k_ref(const float* x, uint8_t* out, int64_t n) {
   int8_t* q = const_cast<int8_t*>(r.q);
   float* d_out = const_cast<float*>(r.d);
   int16_t* bsums = const_cast<int16_t*>(r.bsums);
+  float* sum16 = const_cast<float*>(r.sum16);
+  float* sum32 = const_cast<float*>(r.sum32);
   for (int64_t b = 0; b < n / 256; ++b) {
     BlockQ8_K blk;
     q8_k_block(x + 256 * b, &blk);
     std::memcpy(q + 256 * b, blk.qs, 256);
     std::memcpy(bsums + 16 * b, blk.bsums, sizeof blk.bsums);
     d_out[b] = blk.d;
+    for (int g = 0; g < 16; ++g) sum16[16 * b + g] = blk.bsums[g];
+    for (int k = 0; k < 8; ++k) sum32[8 * b + k] = static_cast<float>(blk.bsums[2 * k] + blk.bsums[2 * k + 1]);
   }
 }
 

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/ggml_types.h"
+
 namespace adainfer {
 
 // True when quantize_rows can produce `type`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K.
@@ -18,6 +20,22 @@ size_t quantize_rows(int32_t type, const float* src, void* dst, int64_t n_rows, 
 
 // ggml's nearest_int: round half to even (as rint in the default rounding mode) for |x| < 2^22.
 int nearest_int(float x);
+
+// ---- dequantization: out[i] = element i of a row of n elements (n a multiple of the block size) -----------
+void dequant_row_q4_0(const void* row, float* out, int64_t n);
+void dequant_row_q4_1(const void* row, float* out, int64_t n);
+void dequant_row_q5_0(const void* row, float* out, int64_t n);
+void dequant_row_q5_1(const void* row, float* out, int64_t n);
+void dequant_row_q8_0(const void* row, float* out, int64_t n);
+void dequant_row_q4_k(const void* row, float* out, int64_t n);
+void dequant_row_q5_k(const void* row, float* out, int64_t n);
+void dequant_row_q6_k(const void* row, float* out, int64_t n);
+void dequant_row_q8_k(const void* row, float* out, int64_t n);
+
+// Codes (0..15, or 0..31 with qh) of the 256 elements of a Q4_K (qh == nullptr) / Q5_K block, in element order.
+void unpack_k_codes(const uint8_t* qs, const uint8_t* qh, int8_t* codes);
+// Values (code - 32, in -32..31) of the 256 elements of a Q6_K block, in element order.
+void unpack_q6_values(const BlockQ6_K& b, int8_t* values);
 
 // ---- activation rows (reference versions; the SIMD tables have their own, bit-identical) -------------------
 // x: n floats -> one row in the ActFormat layout of kernels.h (act_row_bytes(format, n) bytes).

@@ -75,12 +75,33 @@ describe('native Context validates block calls', () => {
   });
 
   test.each<[string, (c: NativeContext) => void]>([
-    ['layer below 0', (c) => c.attention(-1, 1, 0)],
+    ['layer below 0', (c) => c.attention(-1, 1)],
     ['layer past the last', (c) => c.mlp(config.nLayer, 1)],
-    ['more rows than the batch', (c) => c.attention(0, 9, 0)],
+    ['more rows than the batch', (c) => c.attention(0, 9)],
     ['zero rows', (c) => c.embed(0)],
-    ['positions past the context', (c) => c.attention(0, 4, 30)],
-    ['negative position', (c) => c.attention(0, 1, -1)],
+    [
+      'positions past the context',
+      (c) => {
+        c.rowSeq.fill(0);
+        c.rowPos.set([29, 30, 31, 32]);
+        c.attention(0, 4);
+      },
+    ],
+    [
+      'negative position',
+      (c) => {
+        c.rowPos[0] = -1;
+        c.attention(0, 1);
+      },
+    ],
+    [
+      'a sequence past the last',
+      (c) => {
+        c.rowPos[0] = 0;
+        c.rowSeq[0] = 1;
+        c.fillKv(0, 1);
+      },
+    ],
     ['head row past the batch', (c) => c.head(8)],
     ['top-k above lensK', (c) => c.logitLens(0, 5)],
     ['more candidates than the buffer', (c) => c.logitLensCandidates(0, 17, 1)],
@@ -104,9 +125,11 @@ describe('native Context validates block calls', () => {
 
   test('logit lens: features agree with a softmax of the head logits', () => {
     ctx.tokens[0] = 1;
+    ctx.rowSeq[0] = 0;
+    ctx.rowPos[0] = 0;
     ctx.embed(1);
     for (let l = 0; l < config.nLayer; l++) {
-      ctx.attention(l, 1, 0);
+      ctx.attention(l, 1);
       ctx.mlp(l, 1);
     }
     ctx.logitLens(0, 4);

@@ -72,33 +72,11 @@ void dequant_row(const void* row, float* out, int64_t n) {
 }
 
 // ---- quantized weight types ----------------------------------------------------------------------------
-// dequant_row: ggml's dequantize_row_* element formulas. The dot products reproduce ggml's generic (scalar)
+// dequant_row: dequant_row_* of core/quantize.h (ggml's element formulas). The dot products reproduce ggml's generic (scalar)
 // vec_dot_<type>_q8_0 / _q8_1 / _q8_K on activations quantized by quantize_act_*_ref: integer sums per block,
 // combined in float in ggml's order (the same expressions, no FMA in this baseline build).
 
 float h2f(uint16_t h) { return kHalfTable.value[h]; }
-
-void dequant_q4_0(const void* row, float* out, int64_t n) {
-  const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
-  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
-    const float d = h2f(b[i].d);
-    for (int j = 0; j < 16; ++j) {
-      out[j] = static_cast<float>((b[i].qs[j] & 0xF) - 8) * d;
-      out[j + 16] = static_cast<float>((b[i].qs[j] >> 4) - 8) * d;
-    }
-  }
-}
-
-void dequant_q4_1(const void* row, float* out, int64_t n) {
-  const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
-  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
-    const float d = h2f(b[i].d), m = h2f(b[i].m);
-    for (int j = 0; j < 16; ++j) {
-      out[j] = static_cast<float>(b[i].qs[j] & 0xF) * d + m;
-      out[j + 16] = static_cast<float>(b[i].qs[j] >> 4) * d + m;
-    }
-  }
-}
 
 uint32_t load_qh(const uint8_t* qh) {
   uint32_t v;
@@ -110,99 +88,6 @@ uint32_t load_qh(const uint8_t* qh) {
 int q5_code(const uint8_t* qs, uint32_t qh, int j) {
   const int low = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
   return low | static_cast<int>(((qh >> j) & 1u) << 4);
-}
-
-void dequant_q5_0(const void* row, float* out, int64_t n) {
-  const BlockQ5_0* b = static_cast<const BlockQ5_0*>(row);
-  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
-    const float d = h2f(b[i].d);
-    const uint32_t qh = load_qh(b[i].qh);
-    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q5_code(b[i].qs, qh, j) - 16) * d;
-  }
-}
-
-void dequant_q5_1(const void* row, float* out, int64_t n) {
-  const BlockQ5_1* b = static_cast<const BlockQ5_1*>(row);
-  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
-    const float d = h2f(b[i].d), m = h2f(b[i].m);
-    const uint32_t qh = load_qh(b[i].qh);
-    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q5_code(b[i].qs, qh, j)) * d + m;
-  }
-}
-
-void dequant_q8_0(const void* row, float* out, int64_t n) {
-  const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
-  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
-    const float d = h2f(b[i].d);
-    for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(b[i].qs[j]) * d;
-  }
-}
-
-// Codes (0..15 or 0..31) of the 256 elements of a Q4_K / Q5_K block (qh == nullptr for Q4_K).
-void k_codes(const uint8_t* qs, const uint8_t* qh, int8_t* codes) {
-  for (int c = 0; c < 4; ++c) {
-    for (int l = 0; l < 32; ++l) {
-      int lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
-      if (qh) {
-        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
-        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
-      }
-      codes[64 * c + l] = static_cast<int8_t>(lo);
-      codes[64 * c + 32 + l] = static_cast<int8_t>(hi);
-    }
-  }
-}
-
-template <bool kFive>
-void dequant_q45_k(const void* row, float* out, int64_t n) {
-  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
-  const Block* b = static_cast<const Block*>(row);
-  for (int64_t i = 0; i < n / 256; ++i, out += 256) {
-    int8_t codes[256];
-    if constexpr (kFive) {
-      k_codes(b[i].qs, b[i].qh, codes);
-    } else {
-      k_codes(b[i].qs, nullptr, codes);
-    }
-    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      k_scale_min(j, b[i].scales, &sc, &m);
-      const float d1 = d * sc, m1 = dmin * m;
-      for (int l = 0; l < 32; ++l) out[32 * j + l] = d1 * static_cast<float>(codes[32 * j + l]) - m1;
-    }
-  }
-}
-
-// Signed values (code - 32, in -32..31) of the 256 elements of a Q6_K block.
-void q6_values(const BlockQ6_K& b, int8_t* v) {
-  for (int h = 0; h < 2; ++h) {
-    const uint8_t* ql = b.ql + 64 * h;
-    const uint8_t* qh = b.qh + 32 * h;
-    int8_t* o = v + 128 * h;
-    for (int l = 0; l < 32; ++l) {
-      o[l] = static_cast<int8_t>(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
-      o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-      o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-      o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-    }
-  }
-}
-
-void dequant_q6_k(const void* row, float* out, int64_t n) {
-  const BlockQ6_K* b = static_cast<const BlockQ6_K*>(row);
-  for (int64_t i = 0; i < n / 256; ++i, out += 256) {
-    int8_t v[256];
-    q6_values(b[i], v);
-    const float d = h2f(b[i].d);
-    for (int j = 0; j < 256; ++j) out[j] = d * b[i].scales[j / 16] * v[j];
-  }
-}
-
-void dequant_q8_k(const void* row, float* out, int64_t n) {
-  const BlockQ8_K* b = static_cast<const BlockQ8_K*>(row);
-  for (int64_t i = 0; i < n / 256; ++i, out += 256)
-    for (int j = 0; j < 256; ++j) out[j] = b[i].d * b[i].qs[j];
 }
 
 // ---- dot products of one weight row with one activation row (n elements) ----
@@ -287,9 +172,9 @@ float dot_q45_k(const void* w, const uint8_t* act, int64_t n) {
   for (int64_t i = 0; i < n / 256; ++i) {
     int8_t codes[256];
     if constexpr (kFive) {
-      k_codes(x[i].qs, x[i].qh, codes);
+      unpack_k_codes(x[i].qs, x[i].qh, codes);
     } else {
-      k_codes(x[i].qs, nullptr, codes);
+      unpack_k_codes(x[i].qs, nullptr, codes);
     }
     const int8_t* q = y.q + 256 * i;
     const int16_t* bsums = y.bsums + 16 * i;
@@ -316,7 +201,7 @@ float dot_q6_k(const void* w, const uint8_t* act, int64_t n) {
   float sums[8] = {};
   for (int64_t i = 0; i < n / 256; ++i) {
     int8_t v[256];
-    q6_values(x[i], v);
+    unpack_q6_values(x[i], v);
     const int8_t* q = y.q + 256 * i;
     int32_t lanes[8] = {};
     for (int j = 0; j < 256; ++j) lanes[j % 8] += x[i].scales[j / 16] * (v[j] * q[j]);
@@ -464,15 +349,15 @@ constexpr KernelTable make_table() {
   t.act_format[static_cast<int>(GgmlType::TYPE)] = FORMAT;                                              \
   t.matmul_act[static_cast<int>(GgmlType::TYPE)] = &matmul_act<DOT, GgmlType::TYPE>;                    \
   t.matmul[static_cast<int>(GgmlType::TYPE)] = &matmul_quantized<DOT, GgmlType::TYPE, FORMAT, QUANTIZE>;
-  ADAINFER_QUANT(Q4_0, dot_q4_0, dequant_q4_0, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q4_1, dot_q4_1, dequant_q4_1, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q5_0, dot_q5_0, dequant_q5_0, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q5_1, dot_q5_1, dequant_q5_1, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q8_0, dot_q8_0, dequant_q8_0, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q4_K, dot_q45_k<false>, dequant_q45_k<false>, kActQ8_K, quantize_act_q8_k_ref)
-  ADAINFER_QUANT(Q5_K, dot_q45_k<true>, dequant_q45_k<true>, kActQ8_K, quantize_act_q8_k_ref)
-  ADAINFER_QUANT(Q6_K, dot_q6_k, dequant_q6_k, kActQ8_K, quantize_act_q8_k_ref)
-  ADAINFER_QUANT(Q8_K, dot_q8_k, dequant_q8_k, kActQ8_K, quantize_act_q8_k_ref)
+  ADAINFER_QUANT(Q4_0, dot_q4_0, dequant_row_q4_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q4_1, dot_q4_1, dequant_row_q4_1, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q5_0, dot_q5_0, dequant_row_q5_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q5_1, dot_q5_1, dequant_row_q5_1, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q8_0, dot_q8_0, dequant_row_q8_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q4_K, dot_q45_k<false>, dequant_row_q4_k, kActQ8_K, quantize_act_q8_k_ref)
+  ADAINFER_QUANT(Q5_K, dot_q45_k<true>, dequant_row_q5_k, kActQ8_K, quantize_act_q8_k_ref)
+  ADAINFER_QUANT(Q6_K, dot_q6_k, dequant_row_q6_k, kActQ8_K, quantize_act_q8_k_ref)
+  ADAINFER_QUANT(Q8_K, dot_q8_k, dequant_row_q8_k, kActQ8_K, quantize_act_q8_k_ref)
 #undef ADAINFER_QUANT
   t.attention = &attention;
   t.dot_f32 = &dot_f32;

@@ -23,6 +23,7 @@ const char* stage_name(Stage s) {
   switch (s) {
     case Stage::kNotGguf: return "not-gguf";
     case Stage::kNotLlama: return "not-llama";
+    case Stage::kMisaligned: return "misaligned";
     case Stage::kMapFailed: return "map-failed";
     case Stage::kRejected: return "rejected";
     case Stage::kLoaded: return "loaded";
@@ -31,7 +32,31 @@ const char* stage_name(Stage s) {
   return "?";
 }
 
+int64_t element_alignment(int32_t type) {
+  switch (type) {
+    case 0:   // F32
+    case 15:  // Q8_K (float scale)
+    case 26:  // I32
+      return 4;
+    case 27:  // I64
+    case 28:  // F64
+      return 8;
+    case 24:  // I8
+      return 1;
+    default:  // F16, BF16, I16 and the quantized blocks (fp16 scales)
+      return 2;
+  }
+}
+
 namespace {
+
+bool pass_misaligned() {
+  static const bool on = [] {
+    const char* e = std::getenv("ADAINFER_FUZZ_MISALIGNED");
+    return e && *e == '1';
+  }();
+  return on;
+}
 
 // The input as a file the loader can map: an anonymous memory file, reached through /proc/self/fd.
 class MemFile {
@@ -107,6 +132,15 @@ Outcome run_loader_input(const uint8_t* data, size_t size) {
   if (!llama_hparams_from_table(table, &hp, &out.message)) {
     out.stage = Stage::kNotLlama;
     return out;
+  }
+  if (!pass_misaligned()) {
+    for (const auto& t : table.tensors) {
+      if (t.offset % static_cast<uint64_t>(element_alignment(t.type)) != 0) {
+        out.stage = Stage::kMisaligned;
+        out.message = "tensor " + t.name + " data is misaligned";
+        return out;
+      }
+    }
   }
   std::shared_ptr<adainfer::MappedFile> file;
   try {

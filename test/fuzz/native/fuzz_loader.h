@@ -12,6 +12,7 @@ namespace adafuzz {
 enum class Stage {
   kNotGguf,       // the header did not parse (the TypeScript reader would refuse it too)
   kNotLlama,      // parsed, but no llama hyper-parameters
+  kMisaligned,    // tensor data not aligned to its element size: LlamaModel.load refuses it (see below)
   kMapFailed,     // MappedFile threw (e.g. empty file)
   kRejected,      // load_llama_weights threw ModelError (the expected outcome for a broken table)
   kLoaded,        // weights loaded; the forward pass ran
@@ -25,6 +26,12 @@ struct Outcome {
 };
 
 const char* stage_name(Stage s);
+
+// Tensor data whose file offset is not a multiple of its element alignment never reaches the native loader:
+// LlamaModel.load (lib/model/llama.ts) refuses it, because load_llama_weights does not check it and the
+// kernels would then load misaligned floats (undefined behaviour, reported by UBSan). Set
+// ADAINFER_FUZZ_MISALIGNED=1 to pass such tables through anyway (to check a native fix).
+int64_t element_alignment(int32_t type);
 
 // Runs one input through the loader. Never throws: every exception is reported in the outcome.
 Outcome run_loader_input(const uint8_t* data, size_t size);
