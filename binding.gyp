@@ -27,12 +27,19 @@
       "conditions": [["target_arch=='x64'", {"cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"]}]]
     },
     {
+      "target_name": "adainfer_avx512_vnni",
+      "type": "static_library",
+      "sources": ["<@(avx512_vnni_sources)"],
+      "conditions": [["target_arch=='x64'", {"cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx512bf16", "-mfma", "-mf16c"]}]]
+    },
+    {
       "target_name": "adainfer",
       "sources": ["<@(core_sources)", "<@(addon_sources)"],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except",
         "adainfer_avx2",
-        "adainfer_avx512"
+        "adainfer_avx512",
+        "adainfer_avx512_vnni"
       ],
       "libraries": ["-lpthread"]
     }

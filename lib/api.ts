@@ -24,10 +24,10 @@ import {
   WorkerGenerateOptions,
 } from './engine/protocol';
 import { SamplingOptions } from './engine/sampling';
-import { SequenceResult, TokenEvent } from './engine/sequence';
+import { KV_FILL_MODES, KvFill, SequenceResult, TokenEvent } from './engine/sequence';
 
 export type { ModelInfo, BenchResult, ClassifyResult, ExitSpec } from './engine/protocol';
-export type { TokenEvent, StopReason, Timings } from './engine/sequence';
+export type { TokenEvent, StopReason, Timings, KvFill } from './engine/sequence';
 
 /** The bundled default model (trained for this project with an early-exit loss). */
 export const DEFAULT_MODEL = path.resolve(__dirname, '..', '..', 'models', 'adainfer-tinystories-10L-ee.f16.gguf');
@@ -46,6 +46,12 @@ export interface SessionOptions {
   batchSize?: number;
   /** Overrides the model's thread count for this session. */
   threads?: number;
+  /**
+   * K/V of the layers an early exit skipped (default 'propagate'): 'none' (the paper's), 'propagate' (CALM:
+   * K/V projections of the exit state) or 'recompute' (exact: skipped positions rejoin later tokens' batches;
+   * sets the batch size to the context size).
+   */
+  kvFill?: KvFill;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -205,10 +211,13 @@ export class Model {
   async createSession(options: SessionOptions = {}): Promise<Session> {
     this.check();
     const contextSize = checkPositiveInt(options.contextSize, 'contextSize', 1 << 20) ?? Math.min(this.info.contextLength, 2048);
-    const batchSize = Math.min(checkPositiveInt(options.batchSize, 'batchSize', 1 << 16) ?? 256, contextSize);
+    const kvFill = options.kvFill ?? 'propagate';
+    if (!KV_FILL_MODES.includes(kvFill)) throw new OptionError('kvFill', `must be one of ${KV_FILL_MODES.join(', ')}, got ${String(kvFill)}`);
+    const batchSize =
+      kvFill === 'recompute' ? contextSize : Math.min(checkPositiveInt(options.batchSize, 'batchSize', 1 << 16) ?? 256, contextSize);
     const threads = checkThreads(options.threads) ?? this.threads;
     const sessionId = this.nextSessionId++;
-    await this.request({ op: 'createSession', sessionId, options: { contextSize, batchSize, threads } });
+    await this.request({ op: 'createSession', sessionId, options: { contextSize, batchSize, threads, kvFill } });
     return new Session(this, sessionId, contextSize);
   }
 

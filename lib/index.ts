@@ -12,6 +12,7 @@ export type {
   TokenEvent,
   StopReason,
   Timings,
+  KvFill,
 } from './api';
 export { AdaInferError, ModelFileError, OptionError, ContextOverflowError } from './errors';
 export type { ErrorCode } from './errors';

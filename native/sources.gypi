@@ -17,6 +17,9 @@
     "avx512_sources": [
       "native/cpu/x86/kernels_avx512.cpp"
     ],
+    "avx512_vnni_sources": [
+      "native/cpu/x86/kernels_avx512_vnni.cpp"
+    ],
     "addon_sources": [
       "native/addon/addon.cpp",
       "native/addon/js_model.cpp",
@@ -25,6 +28,7 @@
     "native_test_sources": [
       "test/native/test_main.cpp",
       "test/native/test_kernels.cpp",
+      "test/native/test_quant.cpp",
       "test/native/test_thread_pool.cpp"
     ],
     "fuzz_sources": [

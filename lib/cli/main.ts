@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { AdaInferError } from '../errors';
 import { registerEvalExit } from './eval_exit';
+import { registerEvalTasks } from './eval_tasks';
 import { registerGenerate } from './generate';
 import { registerTrainExit } from './train_exit';
 
@@ -14,6 +15,7 @@ export async function main(argv: string[]): Promise<number> {
   registerGenerate(program);
   registerTrainExit(program);
   registerEvalExit(program);
+  registerEvalTasks(program);
   try {
     await program.parseAsync(argv);
     return 0;

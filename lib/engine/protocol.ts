@@ -1,7 +1,7 @@
 /** Messages between the API (main thread) and the model worker (lib/engine/worker.ts). */
 import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
-import { SequenceResult, TokenEvent } from './sequence';
+import { KvFill, SequenceResult, TokenEvent } from './sequence';
 
 export interface WorkerLoadOptions {
   kernels?: string;
@@ -11,6 +11,7 @@ export interface WorkerSessionOptions {
   contextSize: number;
   batchSize: number;
   threads: number;
+  kvFill: KvFill;
 }
 
 /**

@@ -5,7 +5,7 @@
  * The KV cache keeps the tokens of the previous generation: a new prompt that starts with the same tokens
  * reuses their cache entries (as llama.cpp's server does with cache_prompt) and only the rest is processed.
  */
-import { ContextOverflowError, OptionError } from '../errors';
+import { AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { LlamaContext } from '../model/llama';
 import { EarlyExitRunner } from '../exit/policy';
 import { ResolvedSampling, Sampler } from './sampling';
@@ -17,6 +17,20 @@ export interface TokenEvent {
   /** Layers run to produce this token (the model's depth unless an exit policy stopped earlier). */
   exitLayer: number;
 }
+
+/**
+ * What happens to the K/V of the layers an early exit skipped, for the positions that exited:
+ *  - none:       nothing (the paper's behaviour; exact only when a single token is generated) — later tokens
+ *                read whatever those cache rows hold;
+ *  - propagate:  the exit hidden state computes the K/V of every skipped layer (only the K and V projections),
+ *                as CALM does — cheap, approximate;
+ *  - recompute:  the exited position's hidden state is kept, and the position rejoins the batch at the layer
+ *                it stopped at when the next token runs that layer (SkipDecode-style bookkeeping) — exact K/V,
+ *                the skipped work is only postponed.
+ */
+export type KvFill = 'none' | 'propagate' | 'recompute';
+
+export const KV_FILL_MODES: readonly KvFill[] = ['none', 'propagate', 'recompute'];
 
 export type StopReason = 'eos' | 'maxTokens' | 'contextFull' | 'aborted';
 
@@ -57,10 +71,19 @@ export interface SequenceGenerateOptions {
 export class Sequence {
   /** Tokens whose K/V are in the cache, in position order. */
   private cached: number[] = [];
-  /** Leading cached tokens whose K/V exist at every layer (not cut short by an exit). */
-  private completePrefix = 0;
+  /** First cached position whose K/V differ from full depth's (an exit cut it short); Infinity if none. */
+  private firstInexact = Infinity;
+  /** recompute: positions an exit stopped after `depth` layers, with their hidden state there, by position. */
+  private pending: { pos: number; depth: number; hidden: Float32Array }[] = [];
 
-  constructor(readonly context: LlamaContext) {}
+  constructor(
+    readonly context: LlamaContext,
+    readonly kvFill: KvFill = 'propagate',
+  ) {
+    if (!KV_FILL_MODES.includes(kvFill)) throw new OptionError('kvFill', `must be one of ${KV_FILL_MODES.join(', ')}, got ${String(kvFill)}`);
+    if (kvFill === 'recompute' && context.batchSize < context.contextSize)
+      throw new OptionError('kvFill', "'recompute' needs a batch as large as the context (pending positions rejoin the batch)");
+  }
 
   get nPast(): number {
     return this.cached.length;
@@ -86,7 +109,14 @@ export class Sequence {
     const stopAtEos = options.stopAtEos ?? true;
 
     const t0 = performance.now();
-    const { reused, layers: promptLayers } = this.prefill(prompt, options.exit);
+    let reused = 0;
+    let promptLayers: number;
+    try {
+      ({ reused, layers: promptLayers } = this.prefill(prompt, options.exit, options.aborted));
+    } catch (e) {
+      if (!(e instanceof AdaInferError && e.code === 'ABORTED')) throw e;
+      return this.emptyResult(prompt.length, 'aborted', performance.now() - t0);
+    }
     const t1 = performance.now();
 
     // Generated tokens keep their leading space (the prompt precedes them), as llama.cpp prints them.
@@ -116,7 +146,13 @@ export class Sequence {
         stopReason = 'contextFull';
         break;
       }
-      layers = this.evaluate([token], options.exit);
+      try {
+        layers = this.evaluate([token], options.exit, options.aborted);
+      } catch (e) {
+        if (!(e instanceof AdaInferError && e.code === 'ABORTED')) throw e;
+        stopReason = 'aborted';
+        break;
+      }
     }
     // An incomplete UTF-8 sequence left at the end (only possible when generation stopped mid-character)
     // is in the final text as U+FFFD, not in a token event.
@@ -149,7 +185,7 @@ export class Sequence {
     if (prompt.length === 0) throw new OptionError('prompt', 'the prompt has no tokens (not even BOS)');
     if (prompt.length > this.context.contextSize)
       throw new ContextOverflowError(`the prompt has ${prompt.length} tokens but the context holds ${this.context.contextSize}`);
-    const { layers } = this.prefill(prompt, exit);
+    const { layers } = this.prefill(prompt, exit, undefined);
     const logits = layers === this.context.model.config.nLayer ? this.context.logits(this.lastRow) : this.context.native.logits;
     const z = labelTokens.map((t) => logits[t]);
     const max = Math.max(...z);
@@ -164,7 +200,20 @@ export class Sequence {
   /** Forgets the cached tokens (the next prompt is processed from position 0). */
   reset(): void {
     this.cached = [];
-    this.completePrefix = 0;
+    this.firstInexact = Infinity;
+    this.pending = [];
+  }
+
+  private emptyResult(promptTokens: number, stopReason: StopReason, prefillMs: number): SequenceResult {
+    return {
+      text: '',
+      tokens: [],
+      exitLayers: [],
+      promptTokens,
+      reusedPromptTokens: 0,
+      stopReason,
+      timings: { prefillMs, decodeMs: 0, prefillTokensPerSecond: 0, decodeTokensPerSecond: 0 },
+    };
   }
 
   /** Row of the batch holding the last evaluated token. */
@@ -182,36 +231,84 @@ export class Sequence {
   }
 
   /**
-   * Brings the cache to exactly `prompt`, reusing the longest common prefix of complete positions. Returns
-   * the reused count and the layers run for the last batch.
+   * Brings the cache to exactly `prompt`, reusing the longest common prefix of exact positions. Returns the
+   * reused count and the layers run for the last batch.
    */
-  private prefill(prompt: number[], exit: EarlyExitRunner | undefined): { reused: number; layers: number } {
+  private prefill(prompt: number[], exit: EarlyExitRunner | undefined, aborted: (() => boolean) | undefined): { reused: number; layers: number } {
+    const exact = Math.min(this.cached.length, this.firstInexact);
     let common = 0;
-    while (common < this.completePrefix && common < prompt.length && this.cached[common] === prompt[common]) common++;
+    while (common < exact && common < prompt.length && this.cached[common] === prompt[common]) common++;
     // The last prompt token is always run again: its logits are needed and only the cache was kept.
     const reused = Math.min(common, prompt.length - 1);
     this.cached.length = reused;
-    this.completePrefix = reused;
-    return { reused, layers: this.evaluate(prompt.slice(reused), exit) };
+    this.pending = [];
+    this.firstInexact = Infinity;
+    return { reused, layers: this.evaluate(prompt.slice(reused), exit, aborted) };
   }
 
   /**
    * Appends tokens to the sequence in batches of the context's batch size. Only the last batch may exit
    * early (the decision is read at the last position, as in the paper). Returns the layers it ran.
+   * Throws an ABORTED error, between two layers, when `aborted` says so; the tokens of that batch are then
+   * not part of the sequence.
    */
-  private evaluate(tokens: number[], exit: EarlyExitRunner | undefined): number {
+  private evaluate(tokens: number[], exit: EarlyExitRunner | undefined, aborted: (() => boolean) | undefined): number {
     const { batchSize, native } = this.context;
-    const nLayer = this.context.model.config.nLayer;
-    let layers = nLayer;
+    let layers = this.context.model.config.nLayer;
     for (let start = 0; start < tokens.length; start += batchSize) {
       const n = Math.min(batchSize, tokens.length - start);
       for (let i = 0; i < n; i++) native.tokens[i] = tokens[start + i];
       const last = start + n >= tokens.length;
-      layers = last && exit ? exit.forward(n, this.cached.length).layers : this.context.forward(n, this.cached.length);
+      layers = this.run(n, last ? exit : undefined, aborted);
       for (let i = 0; i < n; i++) this.cached.push(tokens[start + i]);
-      if (layers === nLayer && this.completePrefix === this.cached.length - n) this.completePrefix = this.cached.length;
       this.lastRow = n - 1;
     }
+    return layers;
+  }
+
+  /** One batch of n new rows through the layer loop, with the exit decision and the KV bookkeeping. */
+  private run(n: number, exit: EarlyExitRunner | undefined, aborted: (() => boolean) | undefined): number {
+    const ctx = this.context;
+    const c = ctx.native;
+    const nLayer = ctx.model.config.nLayer;
+    const d = ctx.model.config.nEmbd;
+    const pos0 = this.cached.length;
+    for (let i = 0; i < n; i++) {
+      c.rowSeq[i] = 0;
+      c.rowPos[i] = pos0 + i;
+    }
+    exit?.begin();
+    // recompute: rows n.. hold pending positions that rejoined, in the order of `joined`.
+    const joined: Sequence['pending'] = [];
+    const layers = ctx.forwardRows(n, (layer, rows) => {
+      if (aborted?.()) throw new AdaInferError('ABORTED', 'the generation was aborted');
+      if (exit?.shouldStop(layer, n - 1)) return 0;
+      for (const p of this.pending) {
+        if (p.depth !== layer + 1) continue;
+        c.hidden.set(p.hidden, rows * d);
+        c.rowSeq[rows] = 0;
+        c.rowPos[rows] = p.pos;
+        joined.push(p);
+        rows++;
+      }
+      return rows;
+    });
+    if (layers === nLayer) {
+      // every rejoined position is now complete
+      if (joined.length > 0) this.pending = this.pending.filter((p) => !joined.includes(p));
+    } else if (this.kvFill === 'propagate') {
+      for (let layer = layers; layer < nLayer; layer++) c.fillKv(layer, n);
+      this.firstInexact = Math.min(this.firstInexact, pos0);
+    } else if (this.kvFill === 'recompute') {
+      joined.forEach((p, i) => {
+        p.depth = layers;
+        p.hidden.set(c.hidden.subarray((n + i) * d, (n + i + 1) * d));
+      });
+      for (let i = 0; i < n; i++) this.pending.push({ pos: pos0 + i, depth: layers, hidden: c.hidden.slice(i * d, (i + 1) * d) });
+    } else {
+      this.firstInexact = Math.min(this.firstInexact, pos0);
+    }
+    if (this.kvFill === 'recompute') this.firstInexact = this.pending.length > 0 ? Math.min(...this.pending.map((p) => p.pos)) : Infinity;
     return layers;
   }
 }

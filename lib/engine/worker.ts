@@ -209,7 +209,12 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       return requireModel().tokenizer.decode(req.tokens);
     case 'createSession': {
       const context = requireModel().createContext(req.options);
-      sessions.set(req.sessionId, { context, sequence: new Sequence(context), busy: false });
+      try {
+        sessions.set(req.sessionId, { context, sequence: new Sequence(context, req.options.kvFill), busy: false });
+      } catch (e) {
+        context.dispose();
+        throw e;
+      }
       return null;
     }
     case 'generate':

@@ -9,7 +9,7 @@
  * layers. The last layer is never checked: reaching it is full depth, whose output is the model's own.
  */
 import { OptionError } from '../errors';
-import { ExitCheck, LlamaContext } from '../model/llama';
+import { LlamaContext } from '../model/llama';
 import { ExitClassifier, FeatureName } from './classifier';
 import { featureVector, LensOptions, LensReader, LensReading } from './lens';
 
@@ -90,36 +90,43 @@ export interface ExitOutcome {
 }
 
 /**
- * Runs batches of a context through the layer loop with a policy deciding at the last row of the batch.
- * At an exit, the context's logits buffer holds the exit layer's lens logits (all of them in faithful mode,
- * the candidates' in fast mode).
+ * Applies a policy to one decision row of a context: begin() at each new token, then shouldStop(layer, row)
+ * after each layer. At an exit, the context's logits buffer holds the exit layer's lens logits (all of them in
+ * faithful mode, the candidates' in fast mode) and `exitToken` is the lens's top-1 token.
  */
 export class EarlyExitRunner {
   readonly lensReader: LensReader;
-  private exitToken = -1;
-  private readonly check: ExitCheck;
+  /** The exit layer's top-1 token after shouldStop() returned true; -1 otherwise. */
+  exitToken = -1;
+  private readonly nLayer: number;
 
   constructor(
     readonly context: LlamaContext,
     readonly policy: ExitPolicy,
   ) {
     this.lensReader = new LensReader(context, policy.lens);
-    const nLayer = context.model.config.nLayer;
-    this.check = (layer, n) => {
-      if (!isCheckedLayer(policy.schedule, layer, nLayer)) return false;
-      const r = this.lensReader.read(n - 1);
-      if (!policy.shouldExit(layer, r, nLayer)) return false;
-      this.exitToken = r.top1;
-      return true;
-    };
+    this.nLayer = context.model.config.nLayer;
   }
 
-  /** forward() of the context for tokens already in its buffer, with the policy between layers. */
-  forward(n: number, pos0: number): ExitOutcome {
+  begin(): void {
     this.policy.begin();
     this.lensReader.begin();
     this.exitToken = -1;
-    const layers = this.context.forward(n, pos0, this.policy.kind === 'never' ? undefined : this.check);
-    return { layers, token: layers < this.context.model.config.nLayer ? this.exitToken : -1 };
+  }
+
+  /** After layer `layer` (0-based): does the policy stop, reading the lens of batch row `row`? */
+  shouldStop(layer: number, row: number): boolean {
+    if (!isCheckedLayer(this.policy.schedule, layer, this.nLayer)) return false;
+    const r = this.lensReader.read(row);
+    if (!this.policy.shouldExit(layer, r, this.nLayer)) return false;
+    this.exitToken = r.top1;
+    return true;
+  }
+
+  /** forward() of the context for tokens already in its buffer, deciding at the batch's last row. */
+  forward(n: number, pos0: number): ExitOutcome {
+    this.begin();
+    const layers = this.context.forward(n, pos0, this.policy.kind === 'never' ? undefined : (layer, rows) => this.shouldStop(layer, rows - 1));
+    return { layers, token: layers < this.nLayer ? this.exitToken : -1 };
   }
 }

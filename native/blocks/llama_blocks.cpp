@@ -181,11 +181,44 @@ void LlamaState::check_rows(int64_t n) const {
 }
 
 // Output rows are split across the pool; each thread runs the kernel on its own range of W's rows,
-// so weights are streamed once per call whatever the number of tokens.
-void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
-  MatmulFn fn = k_.matmul[w.type];
-  // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512) and of 16.
-  pool_.parallel_for(w.ne1, 48, [&](int64_t r0, int64_t r1, int) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
+// so weights are streamed once per call whatever the number of tokens. Quantized weight types first get
+// their activation rows quantized (once per input, in parallel over rows for a batch), as ggml does.
+void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
+                        bool same_input) {
+  const int32_t format = k_.act_format[w.type];
+  if (!same_input) {
+    for (ActRows& a : act_) a.x = nullptr;
+  }
+  // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512, 16-row panels).
+  if (format == kActF32 || !k_.matmul_act[w.type]) {
+    MatmulFn fn = k_.matmul[w.type];
+    pool_.parallel_for(w.ne1, 48, [&](int64_t r0, int64_t r1, int) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
+    return;
+  }
+  ActRows& a = act_[format];
+  const size_t lda = act_row_bytes(format, w.ne0);
+  if (a.x != x || a.ldx != ldx || a.n_in != w.ne0 || a.n != n) {
+    if (a.rows.size() < lda * static_cast<size_t>(n)) a.rows.resize(lda * static_cast<size_t>(n));
+    QuantizeActFn quantize = k_.quantize_act[format];
+    uint8_t* rows = a.rows.data();
+    const int64_t n_in = w.ne0;
+    if (n == 1) {
+      quantize(x, rows, n_in);
+    } else {
+      pool_.parallel_for(n, 1, [&](int64_t t0, int64_t t1, int) {
+        for (int64_t t = t0; t < t1; ++t) quantize(x + t * ldx, rows + static_cast<size_t>(t) * lda, n_in);
+      });
+    }
+    a.x = x;
+    a.ldx = ldx;
+    a.n_in = w.ne0;
+    a.n = n;
+  }
+  MatmulActFn fn = k_.matmul_act[w.type];
+  const uint8_t* rows = a.rows.data();
+  pool_.parallel_for(w.ne1, 48, [&](int64_t r0, int64_t r1, int) {
+    fn(w.data, w.ne0, rows, static_cast<int64_t>(lda), n, y, ldy, r0, r1);
+  });
 }
 
 void LlamaState::rms_norm_rows(const float* x, const float* weight, float* out, int64_t n) {
@@ -224,7 +257,7 @@ void LlamaState::norm_and_write_kv(int64_t layer, int64_t n) {
   const int64_t d = hp.n_embd;
   rms_norm_rows(io_.hidden, L.attn_norm.data(), xb_.data(), n);
   matmul(L.wk, xb_.data(), d, n, k_new_.data(), kv_dim_);
-  matmul(L.wv, xb_.data(), d, n, v_new_.data(), kv_dim_);
+  matmul(L.wv, xb_.data(), d, n, v_new_.data(), kv_dim_, /*same_input=*/true);
   const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
   const size_t row_bytes = static_cast<size_t>(kv_dim_) * sizeof(float);
   for (int64_t t = 0; t < n; ++t) {
@@ -252,7 +285,7 @@ void LlamaState::attention_block(int64_t layer, int64_t n) {
   const int64_t d = hp.n_embd;
 
   norm_and_write_kv(layer, n);
-  matmul(L.wq, xb_.data(), d, n, q_.data(), q_dim_);
+  matmul(L.wq, xb_.data(), d, n, q_.data(), q_dim_, /*same_input=*/true);
   const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
   for (int64_t t = 0; t < n; ++t)
     rope_llama(q_.data() + t * q_dim_, hp.n_head, hp.head_dim, hp.n_rot, io_.row_pos[t], hp.rope_base, ff);
@@ -299,7 +332,7 @@ void LlamaState::mlp_block(int64_t layer, int64_t n) {
   const int64_t d = hp.n_embd;
   rms_norm_rows(io_.hidden, L.ffn_norm.data(), xb_.data(), n);
   matmul(L.w_gate, xb_.data(), d, n, gate_.data(), hp.n_ff);
-  matmul(L.w_up, xb_.data(), d, n, up_.data(), hp.n_ff);
+  matmul(L.w_up, xb_.data(), d, n, up_.data(), hp.n_ff, /*same_input=*/true);
   for (int64_t t = 0; t < n; ++t) k_.swiglu(gate_.data() + t * hp.n_ff, up_.data() + t * hp.n_ff, hp.n_ff);
   matmul(L.w_down, gate_.data(), hp.n_ff, n, xb_.data(), d);
   for (int64_t t = 0; t < n; ++t) k_.add(io_.hidden + t * d, xb_.data() + t * d, d);

@@ -132,7 +132,10 @@ class LlamaState {
   void logit_lens_candidates(int64_t row, int64_t m, int64_t k);
 
  private:
-  void matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy);
+  // y = W x for n rows. same_input: x holds the very rows of the previous matmul call (same pointer, shape and
+  // contents), so activation rows already quantized for an integer matmul are reused (K/V/Q, gate/up).
+  void matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
+              bool same_input = false);
   void rms_norm_rows(const float* x, const float* w, float* out, int64_t n);
   void check_layer(int64_t layer) const;
   void check_rows(int64_t n) const;
@@ -168,6 +171,14 @@ class LlamaState {
   std::vector<float> up_;       // [n_batch][n_ff]
   std::vector<float> scratch_;  // [n_threads][n_ctx] attention scores
   std::vector<int32_t> top_ids_;  // [max(lens_k, 2)] logit-lens top-k, best first
+  // Activation rows quantized for the integer matmuls (KernelTable::act_format), one buffer per format, and
+  // what they were made from (nullptr: nothing valid).
+  struct ActRows {
+    std::vector<uint8_t> rows;
+    const float* x = nullptr;
+    int64_t ldx = 0, n_in = 0, n = 0;
+  };
+  ActRows act_[kActFormats];
 };
 
 }  // namespace adainfer

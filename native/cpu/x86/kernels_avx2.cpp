@@ -91,10 +91,16 @@ struct Avx2 {
 }  // namespace adainfer
 
 #include "cpu/x86/simd_common.h"
+#include "cpu/x86/quant_x86.h"
 
 namespace adainfer {
 namespace {
-constexpr KernelTable kAvx2Table = make_simd_table<Avx2>("avx2");
+constexpr KernelTable make_table() {
+  KernelTable t = make_simd_table<Avx2>("avx2");
+  add_quant_kernels(t);
+  return t;
+}
+constexpr KernelTable kAvx2Table = make_table();
 }  // namespace
 
 const KernelTable* kernels_avx2() { return &kAvx2Table; }

@@ -1,0 +1,206 @@
+/**
+ * The evaluation loop of one task, in the paper's setting: the whole prompt is run layer by layer over all
+ * its positions (one batch: the context's batch size is the longest prompt), the exit policy decides after
+ * each checked layer from the lens at the last position, and an exit at layer l skips layers l+1..L for the
+ * whole prompt. The answer is the label whose scored token has the highest logit — at full depth, or in the
+ * exit layer's lens (Sequence.classify). Full depth and exit run on the same examples in the same run,
+ * alternating which goes first (as lib/exit/evaluate.ts), and every run starts from an empty cache.
+ *
+ * Traces (lens features and the label answer after every checked layer, at full depth) serve two purposes:
+ * training the exit classifier on the demo part (--train-exit), and the threshold sweep of the report on the
+ * evaluated part (accuracy and agreement for every threshold of the policy's score).
+ */
+import { Sequence } from '../engine/sequence';
+import { simulateExit, thresholdSweep, CalibrationExample } from '../exit/calibrate';
+import { FeatureName } from '../exit/classifier';
+import { Check, Trace } from '../exit/collect';
+import { LensOptions, LensReader } from '../exit/lens';
+import { EarlyExitRunner, ExitPolicy, ExitSchedule, isCheckedLayer } from '../exit/policy';
+import { scoreTrace } from '../exit/train';
+import { LlamaContext } from '../model/llama';
+import { PreparedExample } from './prepare';
+
+/** Index of the largest of `logits[ids[i]]` (lowest index on ties, as Sequence.classify). */
+export function labelArgmax(logits: ArrayLike<number>, ids: number[]): number {
+  let best = 0;
+  for (let i = 1; i < ids.length; i++) if (logits[ids[i]] > logits[ids[best]]) best = i;
+  return best;
+}
+
+/**
+ * Runs each example to full depth and records, after every checked layer, the lens features (of `lens`,
+ * whose fast mode should use the label tokens as candidates) and the label the lens would answer there.
+ * In the returned traces, token ids stand for labels: `top1` of a check is the scored token of the label
+ * that layer answers, `final` the full-depth answer's, `gold` the right one's — so trainPolicy's "top-1
+ * equals the answer" is "this layer gives the same label".
+ */
+export function collectTaskTraces(
+  ctx: LlamaContext,
+  examples: PreparedExample[],
+  labelTokens: number[],
+  schedule: ExitSchedule,
+  lens: LensOptions,
+  onProgress?: (done: number) => void,
+): Trace[] {
+  const nLayer = ctx.model.config.nLayer;
+  const reader = new LensReader(ctx, lens);
+  const c = ctx.native;
+  return examples.map((ex, i) => {
+    const checks: Check[] = [];
+    const n = ex.tokens.length;
+    ex.tokens.forEach((t, k) => (c.tokens[k] = t));
+    reader.begin();
+    ctx.forward(n, 0, (layer, rows) => {
+      if (isCheckedLayer(schedule, layer, nLayer)) {
+        const r = reader.read(rows - 1);
+        // The lens left this layer's logits of (at least) the label tokens in c.logits.
+        checks.push({ layer, top1: labelTokens[labelArgmax(c.logits, labelTokens)], p1: r.p1, p2: r.p2, gap: r.gap, entropy: r.entropy });
+      }
+      return false;
+    });
+    const final = labelTokens[labelArgmax(ctx.logits(n - 1), labelTokens)];
+    onProgress?.(i + 1);
+    return { nLayer, final, gold: labelTokens[ex.gold], checks };
+  });
+}
+
+/** What scores a check for the sweep: the policy's classifier, or the feature a threshold compares. */
+export interface Scorer {
+  features: FeatureName[];
+  score(x: Float64Array): number;
+  begin(): void;
+}
+
+export interface SweepPoint {
+  /** null = +Infinity (never exit). */
+  threshold: number | null;
+  agreement: number;
+  accuracy: number;
+  meanLayers: number;
+  pruningRatio: number;
+}
+
+/**
+ * Agreement with full depth and accuracy against gold for every threshold of the score (thresholdSweep's
+ * breakpoints, at most `maxPoints`), plus the outcome at `at` (the policy's own threshold).
+ */
+export function sweep(traces: Trace[], scorer: Scorer, at: number, maxPoints = 48): { points: SweepPoint[]; atThreshold: { agreement: number; accuracy: number; meanLayers: number } } {
+  const nLayer = traces[0].nLayer;
+  const scored = traces.map((t) => scoreTrace(t, (x) => scorer.score(x), () => scorer.begin(), scorer.features));
+  const examples: CalibrationExample[] = traces.map((t, e) => ({
+    nLayer: t.nLayer,
+    checks: t.checks.map((c, k) => ({ layer: c.layer, score: scored[e][k], agrees: c.top1 === t.final })),
+  }));
+  const accuracyAt = (threshold: number): number => {
+    let right = 0;
+    traces.forEach((t, e) => {
+      let answer = t.final;
+      for (let k = 0; k < t.checks.length; k++)
+        if (scored[e][k] >= threshold) {
+          answer = t.checks[k].top1;
+          break;
+        }
+      if (answer === t.gold) right++;
+    });
+    return right / traces.length;
+  };
+  const points = thresholdSweep(examples, maxPoints).map((p) => ({
+    threshold: Number.isFinite(p.threshold) ? p.threshold : null,
+    agreement: p.agreement,
+    accuracy: accuracyAt(p.threshold),
+    meanLayers: p.meanLayers,
+    pruningRatio: (nLayer - p.meanLayers) / nLayer,
+  }));
+  const sim = simulateExit(examples, at);
+  return { points, atThreshold: { agreement: sim.agreement, accuracy: accuracyAt(at), meanLayers: sim.meanLayers } };
+}
+
+export interface TaskMeasurement {
+  n: number;
+  accuracyFull: number;
+  accuracyExit: number;
+  agreement: number;
+  meanLayers: number;
+  pruningRatio: number;
+  secondsFull: number;
+  secondsExit: number;
+  speedup: number;
+  exitHistogram: number[];
+  meanPromptTokens: number;
+}
+
+/**
+ * Full depth and the exit policy on every example, alternating which runs first; times cover the whole
+ * classify call (prompt through the layer loop, label scoring). One untimed warm-up of each first.
+ */
+export function measureTask(
+  ctx: LlamaContext,
+  examples: PreparedExample[],
+  labelTokens: number[],
+  policy: ExitPolicy,
+  onProgress?: (done: number) => void,
+): TaskMeasurement {
+  const nLayer = ctx.model.config.nLayer;
+  const seq = new Sequence(ctx);
+  const runner = new EarlyExitRunner(ctx, policy);
+  const exitHistogram = new Array<number>(nLayer).fill(0);
+  let msFull = 0;
+  let msExit = 0;
+  let right = 0;
+  let rightExit = 0;
+  let agree = 0;
+  let layerSum = 0;
+  let tokenSum = 0;
+  const runFull = (ex: PreparedExample) => {
+    seq.reset();
+    const t0 = performance.now();
+    const r = seq.classify(ex.tokens, labelTokens);
+    msFull += performance.now() - t0;
+    return r;
+  };
+  const runExit = (ex: PreparedExample) => {
+    seq.reset();
+    const t0 = performance.now();
+    const r = seq.classify(ex.tokens, labelTokens, runner);
+    msExit += performance.now() - t0;
+    return r;
+  };
+  if (examples.length > 0) {
+    seq.reset();
+    seq.classify(examples[0].tokens, labelTokens);
+    seq.reset();
+    seq.classify(examples[0].tokens, labelTokens, runner);
+  }
+  examples.forEach((ex, i) => {
+    let full, exit;
+    if (i % 2 === 0) {
+      full = runFull(ex);
+      exit = runExit(ex);
+    } else {
+      exit = runExit(ex);
+      full = runFull(ex);
+    }
+    if (full.index === ex.gold) right++;
+    if (exit.index === ex.gold) rightExit++;
+    if (exit.index === full.index) agree++;
+    layerSum += exit.layers;
+    exitHistogram[exit.layers - 1]++;
+    tokenSum += ex.tokens.length;
+    onProgress?.(i + 1);
+  });
+  const n = examples.length;
+  const meanLayers = n > 0 ? layerSum / n : nLayer;
+  return {
+    n,
+    accuracyFull: n > 0 ? right / n : 0,
+    accuracyExit: n > 0 ? rightExit / n : 0,
+    agreement: n > 0 ? agree / n : 1,
+    meanLayers,
+    pruningRatio: (nLayer - meanLayers) / nLayer,
+    secondsFull: msFull / 1000,
+    secondsExit: msExit / 1000,
+    speedup: msExit > 0 ? msFull / msExit : 0,
+    exitHistogram,
+    meanPromptTokens: n > 0 ? tokenSum / n : 0,
+  };
+}

@@ -1,0 +1,1135 @@
+// Kernels for the quantized weight types on x86, shared by the AVX2, AVX-512 and AVX-512 VNNI builds.
+//
+// Include ONLY from an instruction-set translation unit, after simd_common.h (which defines the float
+// traits). The instruction set is read from the compiler's macros (__AVX512BW__, __AVX512VNNI__,
+// __AVX512BF16__), so each translation unit gets the code its flags allow. Everything lives in an anonymous
+// namespace (see simd_common.h for why), and nothing here uses std templates or inline functions with
+// external linkage: only C library calls (malloc/free/memcpy).
+//
+// Numerics (as ggml-cpu, whose scalar build made the goldens): activations are quantized once per matmul
+// to Q8_0 blocks (types of 32-element blocks) or Q8_K blocks (K-quants) with the rules of the reference
+// quantizers (bit-identical to quantize_act_*_ref), and the dot products are exact integer sums per block,
+// scaled in float. Only the order of the float additions differs from the scalar reference.
+//
+// Three kernels:
+//  - row kernel (decode and small batches): one weight row at a time, lanes along the row. Each group of
+//    blocks is unpacked to unsigned codes once and multiplied with T tokens' int8 activations (vpdpbusd, or
+//    vpmaddubsw + vpmaddwd without VNNI). Types whose values are code - offset (Q4_0: 8, Q5_0: 16, Q8_0 with
+//    VNNI: 128, Q6_K: 32) subtract offset * sum(activation codes), which the activation rows carry.
+//  - prefill without VNNI: the row kernel on tiles of 4 tokens, rows and tokens blocked so that a row stays
+//    in L1 and 64 tokens' activations in L2.
+//  - prefill with VNNI: 16 weight rows are unpacked into a panel (codes of 4 consecutive elements of the 16
+//    rows side by side, one float scale and bias per row and sub-block) that stays in L1/L2; the micro-kernel
+//    multiplies it with up to 8 tokens at once, lanes across the 16 rows, the 4 activation bytes broadcast
+//    (vpdpbusd with a {1to16} operand), so each panel load feeds 8 dot-product instructions.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "core/ggml_types.h"
+#include "core/kernels.h"
+#include "core/quantize.h"
+
+#if defined(__AVX512BW__)
+#define ADAINFER_Q512 1
+#else
+#define ADAINFER_Q512 0
+#endif
+#if defined(__AVX512VNNI__)
+#define ADAINFER_QVNNI 1
+#else
+#define ADAINFER_QVNNI 0
+#endif
+
+namespace adainfer {
+namespace {
+
+// ---- integer vector layer ------------------------------------------------------------------------------
+
+#if ADAINFER_Q512
+using QI = __m512i;
+using QF = __m512;
+inline QI qzero() { return _mm512_setzero_si512(); }
+inline QI qload(const void* p) { return _mm512_loadu_si512(p); }
+inline QI qadd(QI a, QI b) { return _mm512_add_epi32(a, b); }
+inline QF qcvt(QI v) { return _mm512_cvtepi32_ps(v); }
+inline QI qmadd16(QI a, QI b) { return _mm512_madd_epi16(a, b); }
+inline QI qmul32(QI a, QI b) { return _mm512_mullo_epi32(a, b); }
+// acc + sum over each 4 bytes of u (unsigned) * s (signed), per int32 lane. Without VNNI the pairs go
+// through int16 with saturation, so u must stay <= 128 there (true of every caller: codes <= 63, or |w|).
+inline QI qdot(QI acc, QI u, QI s) {
+#if ADAINFER_QVNNI
+  return _mm512_dpbusd_epi32(acc, u, s);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+#endif
+}
+// acc + sum of a (signed) * b (signed): |a| as the unsigned operand, b with a's sign (|a| <= 128, b != -128).
+inline QI qdot_ss(QI acc, QI a, QI b) {
+  const __mmask64 neg = _mm512_movepi8_mask(a);
+  const QI bs = _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b);
+  return qdot(acc, _mm512_abs_epi8(a), bs);
+}
+inline float qreduce(QF v) { return _mm512_reduce_add_ps(v); }
+#else
+using QI = __m256i;
+using QF = __m256;
+inline QI qzero() { return _mm256_setzero_si256(); }
+inline QI qload(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline QI qadd(QI a, QI b) { return _mm256_add_epi32(a, b); }
+inline QF qcvt(QI v) { return _mm256_cvtepi32_ps(v); }
+inline QI qmadd16(QI a, QI b) { return _mm256_madd_epi16(a, b); }
+inline QI qmul32(QI a, QI b) { return _mm256_mullo_epi32(a, b); }
+inline QI qdot(QI acc, QI u, QI s) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+inline QI qdot_ss(QI acc, QI a, QI b) { return qdot(acc, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)); }
+inline float qreduce(QF v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline int32_t qreduce_i(QI v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+#endif
+
+inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+inline float round_to_half(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// The 6-bit scales and mins of the 8 sub-blocks of a Q4_K / Q5_K block from its 12 packed bytes, as four
+// words of four bytes: [scales 0-3, scales 4-7, mins 0-3, mins 4-7] (the packing k_scale_min reads one by one).
+inline void k_scale_words(const uint8_t* s, uint32_t* out) {
+  const uint32_t w0 = load_u32(s), w1 = load_u32(s + 4), w2 = load_u32(s + 8);
+  const uint32_t low6 = 0x3f3f3f3fu, low4 = 0x0f0f0f0fu, low2 = 0x03030303u;
+  out[0] = w0 & low6;
+  out[1] = (w2 & low4) | (((w0 >> 6) & low2) << 4);
+  out[2] = w1 & low6;
+  out[3] = ((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4);
+}
+
+// ---- activation quantizers (bit-identical to quantize_act_*_ref) ---------------------------------------------
+
+#if ADAINFER_Q512
+// roundf (half away from zero) of each lane, as int32: trunc, then one step away from zero when the dropped
+// fraction (exact) is >= 0.5.
+inline __m512i round_away_i32(__m512 v) {
+  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512 frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+  const __mmask16 up = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m512 step = _mm512_or_ps(_mm512_and_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(1.0f));
+  return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, step));
+}
+
+void quantize_act_q8_0(const float* x, uint8_t* out, int64_t n) {
+  const ActQ8_0Row r = act_q8_0_row(out, n);
+  int8_t* q = const_cast<int8_t*>(r.q);
+  float* d_out = const_cast<float*>(r.d);
+  float* s_out = const_cast<float*>(r.s);
+  float* sum_out = const_cast<float*>(r.sum);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+    const float d = amax / 127.f;
+    const float id = d != 0.f ? 1.f / d : 0.f;
+    const __m512 vid = _mm512_set1_ps(id);
+    const __m512i q0 = round_away_i32(_mm512_mul_ps(x0, vid)), q1 = round_away_i32(_mm512_mul_ps(x1, vid));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), _mm512_cvtepi32_epi8(q0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
+    const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    d_out[b] = round_to_half(d);
+    s_out[b] = round_to_half(static_cast<float>(sum) * d);
+    sum_out[b] = static_cast<float>(sum);
+  }
+}
+
+void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
+  const ActQ8_KRow r = act_q8_k_row(out, n);
+  int8_t* q = const_cast<int8_t*>(r.q);
+  float* d_out = const_cast<float*>(r.d);
+  int16_t* bsums = const_cast<int16_t*>(r.bsums);
+  float* sum16 = const_cast<float*>(r.sum16);
+  float* sum32 = const_cast<float*>(r.sum32);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const float* xb = x + 256 * b;
+    __m512 m = _mm512_setzero_ps();
+    for (int i = 0; i < 16; ++i) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xb + 16 * i)));
+    const float amax = _mm512_reduce_max_ps(m);
+    if (amax == 0.f) {
+      std::memset(q + 256 * b, 0, 256);
+      d_out[b] = 0.f;
+      for (int g = 0; g < 16; ++g) {
+        bsums[16 * b + g] = 0;
+        sum16[16 * b + g] = 0.f;
+      }
+      for (int k = 0; k < 8; ++k) sum32[8 * b + k] = 0.f;
+      continue;
+    }
+    float max = 0.f;  // the signed value of the first element of largest magnitude
+    for (int i = 0; i < 16; ++i) {
+      const __mmask16 hit =
+          _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(xb + 16 * i)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+      if (hit) {
+        max = xb[16 * i + __builtin_ctz(hit)];
+        break;
+      }
+    }
+    const float iscale = -127.f / max;
+    const __m512 vs = _mm512_set1_ps(iscale);
+    for (int i = 0; i < 16; ++i) {
+      // nearest_int is round-half-even, as the default MXCSR rounding of cvtps2dq
+      const __m512i qi = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * i), vs)),
+                                          _mm512_set1_epi32(127));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 256 * b + 16 * i), _mm512_cvtepi32_epi8(qi));
+      const int s = _mm512_reduce_add_epi32(qi);
+      bsums[16 * b + i] = static_cast<int16_t>(s);
+      sum16[16 * b + i] = static_cast<float>(s);
+    }
+    for (int k = 0; k < 8; ++k) sum32[8 * b + k] = sum16[16 * b + 2 * k] + sum16[16 * b + 2 * k + 1];
+    d_out[b] = 1.f / iscale;
+  }
+}
+#else
+inline __m256i round_away_i32(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+  const __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f));
+  return _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)));
+}
+
+// 32 int32 (four vectors, elements in order) -> 32 int8 stored at q.
+inline void store_i8x32(int8_t* q, __m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+  const __m256i abcd = _mm256_packs_epi16(ab, cd);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                      _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+inline float hmax256(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+void quantize_act_q8_0(const float* x, uint8_t* out, int64_t n) {
+  const ActQ8_0Row r = act_q8_0_row(out, n);
+  int8_t* q = const_cast<int8_t*>(r.q);
+  float* d_out = const_cast<float*>(r.d);
+  float* s_out = const_cast<float*>(r.s);
+  float* sum_out = const_cast<float*>(r.sum);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(x + 32 * b + 8 * i);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+    }
+    const float amax = hmax256(m);
+    const float d = amax / 127.f;
+    const float id = d != 0.f ? 1.f / d : 0.f;
+    __m256i qi[4];
+    __m256i sum = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+      qi[i] = round_away_i32(_mm256_mul_ps(v[i], _mm256_set1_ps(id)));
+      sum = _mm256_add_epi32(sum, qi[i]);
+    }
+    store_i8x32(q + 32 * b, qi[0], qi[1], qi[2], qi[3]);
+    const int s = qreduce_i(sum);
+    d_out[b] = round_to_half(d);
+    s_out[b] = round_to_half(static_cast<float>(s) * d);
+    sum_out[b] = static_cast<float>(s);
+  }
+}
+
+void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
+  const ActQ8_KRow r = act_q8_k_row(out, n);
+  int8_t* q = const_cast<int8_t*>(r.q);
+  float* d_out = const_cast<float*>(r.d);
+  int16_t* bsums = const_cast<int16_t*>(r.bsums);
+  float* sum16 = const_cast<float*>(r.sum16);
+  float* sum32 = const_cast<float*>(r.sum32);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const float* xb = x + 256 * b;
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 32; ++i) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * i)));
+    const float amax = hmax256(m);
+    if (amax == 0.f) {
+      std::memset(q + 256 * b, 0, 256);
+      d_out[b] = 0.f;
+      for (int g = 0; g < 16; ++g) {
+        bsums[16 * b + g] = 0;
+        sum16[16 * b + g] = 0.f;
+      }
+      for (int k = 0; k < 8; ++k) sum32[8 * b + k] = 0.f;
+      continue;
+    }
+    float max = 0.f;
+    for (int i = 0; i < 32; ++i) {
+      const int hit = _mm256_movemask_ps(
+          _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * i)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+      if (hit) {
+        max = xb[8 * i + __builtin_ctz(static_cast<unsigned>(hit))];
+        break;
+      }
+    }
+    const float iscale = -127.f / max;
+    const __m256 vs = _mm256_set1_ps(iscale);
+    for (int g = 0; g < 8; ++g) {  // 32 elements = two bsum groups at a time
+      __m256i qi[4];
+      for (int i = 0; i < 4; ++i) {
+        qi[i] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * g + 8 * i), vs)),
+                                 _mm256_set1_epi32(127));
+      }
+      store_i8x32(q + 256 * b + 32 * g, qi[0], qi[1], qi[2], qi[3]);
+      const int s0 = qreduce_i(_mm256_add_epi32(qi[0], qi[1]));
+      const int s1 = qreduce_i(_mm256_add_epi32(qi[2], qi[3]));
+      bsums[16 * b + 2 * g] = static_cast<int16_t>(s0);
+      bsums[16 * b + 2 * g + 1] = static_cast<int16_t>(s1);
+      sum16[16 * b + 2 * g] = static_cast<float>(s0);
+      sum16[16 * b + 2 * g + 1] = static_cast<float>(s1);
+      sum32[8 * b + g] = static_cast<float>(s0 + s1);
+    }
+    d_out[b] = 1.f / iscale;
+  }
+}
+#endif
+
+#if defined(__AVX512BF16__)
+void quantize_act_bf16(const float* x, uint8_t* out, int64_t n) {
+  uint16_t* h = reinterpret_cast<uint16_t*>(out);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256bh b = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + i), reinterpret_cast<const __m256i&>(b));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    const __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+    _mm256_mask_storeu_epi16(h + i, m, reinterpret_cast<const __m256i&>(b));
+  }
+}
+#endif
+
+// ---- weight types ----------------------------------------------------------------------------------------------
+// Each type: block geometry, activation format, how its values relate to its codes (offset or min), and
+//   codes of one "unit" of kUnit elements (AVX-512: 64, AVX2: 32) as unsigned bytes in element order.
+
+constexpr int kUnit = ADAINFER_Q512 ? 64 : 32;
+
+// Types of 32-element blocks: value = d * (code - kOffset) [+ m]; codes 4 or 5 bits, or Q8_0's bytes.
+struct TQ4_0 {
+  static constexpr GgmlType kType = GgmlType::Q4_0;
+  static constexpr int kBytes = 18, kQs = 2, kQh = 0, kM = 0, kOffset = 8;
+  static constexpr bool kQ5 = false, kQ8 = false, kMin = false;
+};
+struct TQ4_1 {
+  static constexpr GgmlType kType = GgmlType::Q4_1;
+  static constexpr int kBytes = 20, kQs = 4, kQh = 0, kM = 2, kOffset = 0;
+  static constexpr bool kQ5 = false, kQ8 = false, kMin = true;
+};
+struct TQ5_0 {
+  static constexpr GgmlType kType = GgmlType::Q5_0;
+  static constexpr int kBytes = 22, kQs = 6, kQh = 2, kM = 0, kOffset = 16;
+  static constexpr bool kQ5 = true, kQ8 = false, kMin = false;
+};
+struct TQ5_1 {
+  static constexpr GgmlType kType = GgmlType::Q5_1;
+  static constexpr int kBytes = 24, kQs = 8, kQh = 4, kM = 2, kOffset = 0;
+  static constexpr bool kQ5 = true, kQ8 = false, kMin = true;
+};
+// Q8_0: with VNNI the codes are the bytes + 128 (xor of the sign bit), offset 128; without, the signed bytes
+// go through the sign trick (qdot_ss) and there is no offset.
+struct TQ8_0 {
+  static constexpr GgmlType kType = GgmlType::Q8_0;
+  static constexpr int kBytes = 34, kQs = 2, kQh = 0, kM = 0, kOffset = ADAINFER_QVNNI ? 128 : 0;
+  static constexpr bool kQ5 = false, kQ8 = true, kMin = false;
+};
+
+#if ADAINFER_Q512
+// Shift counts per 16-bit word: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3 (low then high nibbles).
+inline __m512i nib_shift_128() {
+  return _mm512_set_epi32(0x00040004, 0x00040004, 0x00040004, 0x00040004, 0, 0, 0, 0, 0x00040004, 0x00040004,
+                          0x00040004, 0x00040004, 0, 0, 0, 0);
+}
+// 0 in the low 256 bits, `hi` (a 16-bit count, twice per word pair) in the high 256 bits.
+inline __m512i shift_halves(int lo, int hi) {
+  const int l = lo | (lo << 16), h = hi | (hi << 16);
+  return _mm512_set_epi32(h, h, h, h, h, h, h, h, l, l, l, l, l, l, l, l);
+}
+
+// Codes of blocks b0 and b0 + kBytes (kTwo) or of b0 alone (high half zero), 64 bytes in element order.
+template <class Ty, bool kTwo>
+inline __m512i codes_a(const uint8_t* b0) {
+  const uint8_t* b1 = b0 + Ty::kBytes;
+  if constexpr (Ty::kQ8) {
+    __m512i v = _mm512_zextsi256_si512(load256(b0 + Ty::kQs));
+    if constexpr (kTwo) v = _mm512_inserti64x4(v, load256(b1 + Ty::kQs), 1);
+#if ADAINFER_QVNNI
+    v = _mm512_mask_xor_epi32(v, kTwo ? 0xFFFF : 0x00FF, v, _mm512_set1_epi8(static_cast<char>(0x80)));
+#endif
+    return v;
+  } else {
+    __m512i v = _mm512_maskz_broadcast_i32x4(0x00FF, load128(b0 + Ty::kQs));
+    if constexpr (kTwo) v = _mm512_mask_broadcast_i32x4(v, 0xFF00, load128(b1 + Ty::kQs));
+    v = _mm512_and_si512(_mm512_srlv_epi16(v, nib_shift_128()), _mm512_set1_epi8(0x0F));
+    if constexpr (Ty::kQ5) {
+      uint64_t bits = load_u32(b0 + Ty::kQh);
+      if constexpr (kTwo) bits |= static_cast<uint64_t>(load_u32(b1 + Ty::kQh)) << 32;
+      v = _mm512_mask_add_epi8(v, static_cast<__mmask64>(bits), v, _mm512_set1_epi8(16));
+    }
+    return v;
+  }
+}
+
+// Dot products of one weight row (n elements) with T activation rows, for a type of 32-element blocks.
+// 16 blocks at a time: their scales are gathered and converted together, S = d_w * d_x per block, then
+// each pair of blocks is one 64-byte unit whose int32 lanes 0-7 / 8-15 belong to the first / second block.
+template <class Ty, int T>
+void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
+  const int64_t nb = n / 32;
+  const __m512i gather_idx =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(Ty::kBytes));
+  const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  __m512 acc[T], corr[T], mins[T];
+  for (int t = 0; t < T; ++t) acc[t] = corr[t] = mins[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b += 16) {
+    const int cnt = nb - b < 16 ? static_cast<int>(nb - b) : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
+    const uint8_t* g = w + b * Ty::kBytes;
+    // d (and m) of the 16 blocks: the first 4 bytes of each (never past the last block).
+    const __m512i raw = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, gather_idx, g, 1);
+    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw));
+    __m512 S[T];
+    for (int t = 0; t < T; ++t) {
+      S[t] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(m, a[t].d + b));
+      if constexpr (Ty::kOffset != 0) corr[t] = _mm512_fmadd_ps(S[t], _mm512_maskz_loadu_ps(m, a[t].sum + b), corr[t]);
+      if constexpr (Ty::kMin) {
+        const __m512 mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(raw, 16)));
+        mins[t] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(m, a[t].s + b), mins[t]);
+      }
+    }
+    auto unit = [&](auto two, int p) {
+      const __m512i c = codes_a<Ty, decltype(two)::value>(g + 2 * p * Ty::kBytes);
+      const __m512i idx = _mm512_add_epi32(pair, _mm512_set1_epi32(2 * p));
+      for (int t = 0; t < T; ++t) {
+        const __m512i x = qload(a[t].q + (b + 2 * p) * 32);
+        const __m512i i = (Ty::kQ8 && !ADAINFER_QVNNI) ? qdot_ss(qzero(), c, x) : qdot(qzero(), c, x);
+        acc[t] = _mm512_fmadd_ps(qcvt(i), _mm512_permutexvar_ps(idx, S[t]), acc[t]);
+      }
+    };
+    if (cnt == 16) {
+#pragma GCC unroll 8
+      for (int p = 0; p < 8; ++p) unit(Count<1>{}, p);
+    } else {
+      for (int p = 0; 2 * p < cnt; ++p) {
+        if (2 * p + 1 < cnt) {
+          unit(Count<1>{}, p);
+        } else {
+          unit(Count<0>{}, p);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    float r = qreduce(acc[t]);
+    if constexpr (Ty::kOffset != 0) r -= static_cast<float>(Ty::kOffset) * qreduce(corr[t]);
+    if constexpr (Ty::kMin) r += qreduce(mins[t]);
+    out[t] = r;
+  }
+}
+#else
+// AVX2: one block (32 codes) per vector, its scale converted in scalar code.
+template <class Ty>
+inline __m256i codes_a1(const uint8_t* b) {
+  if constexpr (Ty::kQ8) {
+    return load256(b + Ty::kQs);  // signed: used with qdot_ss
+  } else {
+    const __m128i v = load128(b + Ty::kQs);
+    __m256i c = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+    if constexpr (Ty::kQ5) {
+      // bit j of qh -> byte j: spread the 4 bytes of qh over the 32 bytes, test one bit per byte
+      const __m256i spread = _mm256_shuffle_epi8(
+          _mm256_set1_epi32(static_cast<int>(load_u32(b + Ty::kQh))),
+          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+      const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+      const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+      c = _mm256_or_si256(c, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
+    return c;
+  }
+}
+
+template <class Ty, int T>
+void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
+  const int64_t nb = n / 32;
+  __m256 acc[T];
+  float corr[T], mins[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    corr[t] = mins[t] = 0.f;
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = w + b * Ty::kBytes;
+    const __m256i c = codes_a1<Ty>(blk);
+    const float dw = half_to_float(load_u16(blk));
+    for (int t = 0; t < T; ++t) {
+      const float S = dw * a[t].d[b];
+      const __m256i x = qload(a[t].q + b * 32);
+      const __m256i i = Ty::kQ8 ? qdot_ss(qzero(), c, x) : qdot(qzero(), c, x);
+      acc[t] = _mm256_fmadd_ps(qcvt(i), _mm256_set1_ps(S), acc[t]);
+      if constexpr (Ty::kOffset != 0) corr[t] += S * a[t].sum[b];
+      if constexpr (Ty::kMin) mins[t] += half_to_float(load_u16(blk + Ty::kM)) * a[t].s[b];
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = qreduce(acc[t]) - static_cast<float>(Ty::kOffset) * corr[t] + mins[t];
+}
+#endif
+
+// ---- K-quants ----------------------------------------------------------------------------------------------------
+
+#if ADAINFER_Q512
+// Permutation picking int32 lane `a` for lanes 0-7 and `b` for lanes 8-15.
+inline __m512i lanes_ab(int a, int b) {
+  return _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
+}
+// Lanes 4u..4u+3 of a 16-lane vector, each four times (the four 16-element groups of a 64-element unit).
+inline __m512i lanes_quad(int u) {
+  const int g = 4 * u;
+  return _mm512_setr_epi32(g, g, g, g, g + 1, g + 1, g + 1, g + 1, g + 2, g + 2, g + 2, g + 2, g + 3, g + 3, g + 3,
+                           g + 3);
+}
+
+// Codes of chunk c (elements 64c .. 64c + 63) of a Q4_K / Q5_K block: low nibbles of the 32 bytes, then high.
+template <bool kFive>
+inline __m512i codes_k45(const uint8_t* qs, const uint8_t* qh, int c) {
+  __m512i v = _mm512_broadcast_i64x4(load256(qs + 32 * c));
+  v = _mm512_and_si512(_mm512_srlv_epi16(v, shift_halves(0, 4)), _mm512_set1_epi8(0x0F));
+  if constexpr (kFive) {
+    const __m512i h = _mm512_broadcast_i64x4(load256(qh));
+    const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                                           _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
+    v = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(h, sel), v, _mm512_set1_epi8(16));
+  }
+  return v;
+}
+
+// Codes of unit u (elements 64u .. 64u + 63) of a Q6_K block: u = 2h + hi for half h.
+inline __m512i codes_q6k(const BlockQ6_K* b, int u) {
+  const int h = u >> 1;
+  const __m512i q = qload(b->ql + 64 * h);
+  const __m512i hb = _mm512_broadcast_i64x4(load256(b->qh + 32 * h));
+  const __m512i lo4 = _mm512_set1_epi8(0x0F);
+  if ((u & 1) == 0) {
+    const __m512i top = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hb, shift_halves(0, 2)), _mm512_set1_epi8(3)), 4);
+    return _mm512_ternarylogic_epi32(q, top, lo4, 0xEC);  // (q & 0x0F) | top
+  }
+  const __m512i top = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hb, shift_halves(4, 6)), _mm512_set1_epi8(3)), 4);
+  return _mm512_ternarylogic_epi32(_mm512_srli_epi16(q, 4), top, lo4, 0xEC);
+}
+
+template <bool kFive, int T>
+void rowdot_k45(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+  const Block* blocks = reinterpret_cast<const Block*>(w);
+  __m512 acc[T];
+  __m256 macc[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    macc[t] = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const Block& b = blocks[i];
+    uint32_t words[4];
+    k_scale_words(b.scales, words);
+    // int32 lanes 0-7: the sub-block scales, 8-15: the mins
+    const __m512i scm = _mm512_cvtepu8_epi32(_mm_setr_epi32(static_cast<int>(words[0]), static_cast<int>(words[1]),
+                                                            static_cast<int>(words[2]), static_cast<int>(words[3])));
+    const __m256i mins = _mm512_extracti64x4_epi64(scm, 1);
+    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
+    const uint8_t* qh = nullptr;
+    if constexpr (kFive) qh = b.qh;
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = qzero();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m512i codes = codes_k45<kFive>(b.qs, qh, c);
+      const __m512i sc = _mm512_permutexvar_epi32(lanes_ab(2 * c, 2 * c + 1), scm);
+      for (int t = 0; t < T; ++t) {
+        const __m512i p = qdot(qzero(), codes, qload(a[t].q + 256 * i + 64 * c));
+        isum[t] = qadd(isum[t], qmadd16(p, sc));  // |p| < 2^15 and sc < 64: one 16-bit product per lane
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const float dx = a[t].d[i];
+      acc[t] = _mm512_fmadd_ps(qcvt(isum[t]), _mm512_set1_ps(d * dx), acc[t]);
+      const __m256i pair_sums = _mm256_madd_epi16(load256(a[t].bsums + 16 * i), _mm256_set1_epi16(1));
+      macc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(mins, pair_sums)), _mm256_set1_ps(dmin * dx),
+                                macc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = qreduce(acc[t]) - hsum256(macc[t]);
+}
+
+template <int T>
+void rowdot_q6k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+  const BlockQ6_K* blocks = reinterpret_cast<const BlockQ6_K*>(w);
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const BlockQ6_K& b = blocks[i];
+    const __m128i sc8 = load128(b.scales);
+    const __m512i sc32 = _mm512_cvtepi8_epi32(sc8);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+    const float d = half_to_float(b.d);
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = qzero();
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const __m512i codes = codes_q6k(&b, u);
+      const __m512i sc = _mm512_permutexvar_epi32(lanes_quad(u), sc32);
+      for (int t = 0; t < T; ++t) {
+        const __m512i p = qdot(qzero(), codes, qload(a[t].q + 256 * i + 64 * u));
+        isum[t] = qadd(isum[t], qmul32(p, sc));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      // codes are value + 32: subtract 32 * sum over groups of scale * (sum of the group's activations)
+      const __m256i corr = _mm256_madd_epi16(sc16, load256(a[t].bsums + 16 * i));
+      isum[t] = _mm512_sub_epi32(isum[t], _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
+      acc[t] = _mm512_fmadd_ps(qcvt(isum[t]), _mm512_set1_ps(d * a[t].d[i]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = qreduce(acc[t]);
+}
+
+template <int T>
+void rowdot_q8k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+  const BlockQ8_K* blocks = reinterpret_cast<const BlockQ8_K*>(w);
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const BlockQ8_K& b = blocks[i];
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = qzero();
+    for (int c = 0; c < 4; ++c) {
+      const __m512i wv = qload(b.qs + 64 * c);
+      for (int t = 0; t < T; ++t) isum[t] = qdot_ss(isum[t], wv, qload(a[t].q + 256 * i + 64 * c));
+    }
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(qcvt(isum[t]), _mm512_set1_ps(b.d * a[t].d[i]), acc[t]);
+  }
+  for (int t = 0; t < T; ++t) out[t] = qreduce(acc[t]);
+}
+#else
+template <bool kFive, int T>
+void rowdot_k45(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+  const Block* blocks = reinterpret_cast<const Block*>(w);
+  float res[T];
+  for (int t = 0; t < T; ++t) res[t] = 0.f;
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const Block& b = blocks[i];
+    uint32_t words[4];
+    k_scale_words(b.scales, words);
+    uint8_t sm[16];
+    std::memcpy(sm, words, 16);
+    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = qzero();
+    __m256i hbits = _mm256_setzero_si256();
+    if constexpr (kFive) hbits = load256(b.qh);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i chunk = load256(b.qs + 32 * c);
+      __m256i lo = _mm256_and_si256(chunk, _mm256_set1_epi8(0x0F));
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(chunk, 4), _mm256_set1_epi8(0x0F));
+      if constexpr (kFive) {
+        const __m256i one = _mm256_set1_epi8(1);
+        const __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c)), one);
+        const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c + 1)), one);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+      }
+      const __m256i sc_lo = _mm256_set1_epi32(sm[2 * c]), sc_hi = _mm256_set1_epi32(sm[2 * c + 1]);
+      for (int t = 0; t < T; ++t) {
+        const int8_t* x = a[t].q + 256 * i + 64 * c;
+        isum[t] = qadd(isum[t], qmadd16(qdot(qzero(), lo, qload(x)), sc_lo));
+        isum[t] = qadd(isum[t], qmadd16(qdot(qzero(), hi, qload(x + 32)), sc_hi));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const int16_t* bs = a[t].bsums + 16 * i;
+      int min_sum = 0;
+      for (int j = 0; j < 8; ++j) min_sum += sm[8 + j] * (bs[2 * j] + bs[2 * j + 1]);
+      const float dx = a[t].d[i];
+      res[t] += d * dx * static_cast<float>(qreduce_i(isum[t])) - dmin * dx * static_cast<float>(min_sum);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = res[t];
+}
+
+template <int T>
+void rowdot_q6k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+  const BlockQ6_K* blocks = reinterpret_cast<const BlockQ6_K*>(w);
+  float res[T];
+  for (int t = 0; t < T; ++t) res[t] = 0.f;
+  const __m256i lo4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const BlockQ6_K& b = blocks[i];
+    const float d = half_to_float(b.d);
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = qzero();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = load256(b.ql + 64 * h), ql1 = load256(b.ql + 64 * h + 32), qh = load256(b.qh + 32 * h);
+      __m256i codes[4];
+      codes[0] = _mm256_or_si256(_mm256_and_si256(ql0, lo4), _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
+      codes[1] = _mm256_or_si256(_mm256_and_si256(ql1, lo4),
+                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4));
+      codes[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), lo4),
+                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
+      codes[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), lo4),
+                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
+      for (int k = 0; k < 4; ++k) {
+        const int g = 8 * h + 2 * k;  // the unit's two 16-element groups
+        const int s0 = b.scales[g], s1 = b.scales[g + 1];
+        const __m256i sc = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
+        for (int t = 0; t < T; ++t) {
+          const __m256i p = qdot(qzero(), codes[k], qload(a[t].q + 256 * i + 128 * h + 32 * k));
+          isum[t] = qadd(isum[t], qmul32(p, sc));
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const int16_t* bs = a[t].bsums + 16 * i;
+      int corr = 0;
+      for (int g = 0; g < 16; ++g) corr += b.scales[g] * bs[g];
+      res[t] += d * a[t].d[i] * static_cast<float>(qreduce_i(isum[t]) - 32 * corr);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = res[t];
+}
+
+template <int T>
+void rowdot_q8k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+  const BlockQ8_K* blocks = reinterpret_cast<const BlockQ8_K*>(w);
+  float res[T];
+  for (int t = 0; t < T; ++t) res[t] = 0.f;
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const BlockQ8_K& b = blocks[i];
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = qzero();
+    for (int c = 0; c < 8; ++c) {
+      const __m256i wv = qload(b.qs + 32 * c);
+      for (int t = 0; t < T; ++t) isum[t] = qdot_ss(isum[t], wv, qload(a[t].q + 256 * i + 32 * c));
+    }
+    for (int t = 0; t < T; ++t) res[t] += b.d * a[t].d[i] * static_cast<float>(qreduce_i(isum[t]));
+  }
+  for (int t = 0; t < T; ++t) out[t] = res[t];
+}
+#endif
+
+// The K types, in the shape the drivers below use.
+struct TQ4_K {
+  static constexpr GgmlType kType = GgmlType::Q4_K;
+  static constexpr int kBytes = 144;
+};
+struct TQ5_K {
+  static constexpr GgmlType kType = GgmlType::Q5_K;
+  static constexpr int kBytes = 176;
+};
+struct TQ6_K {
+  static constexpr GgmlType kType = GgmlType::Q6_K;
+  static constexpr int kBytes = 210;
+};
+struct TQ8_K {
+  static constexpr GgmlType kType = GgmlType::Q8_K;
+  static constexpr int kBytes = 292;
+};
+
+template <class Ty>
+struct IsKType {
+  static constexpr bool value = Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K ||
+                                Ty::kType == GgmlType::Q6_K || Ty::kType == GgmlType::Q8_K;
+};
+
+// Activation row views of T rows starting at A (lda bytes apart).
+template <class Ty>
+using ActRow = typename std::conditional<IsKType<Ty>::value, ActQ8_KRow, ActQ8_0Row>::type;
+
+template <class Ty>
+inline ActRow<Ty> act_row(const uint8_t* row, int64_t n) {
+  if constexpr (IsKType<Ty>::value) {
+    return act_q8_k_row(row, n);
+  } else {
+    return act_q8_0_row(row, n);
+  }
+}
+
+template <class Ty, int T>
+inline void rowdot(const uint8_t* w, const ActRow<Ty>* a, int64_t n, float* out) {
+  if constexpr (Ty::kType == GgmlType::Q4_K) {
+    rowdot_k45<false, T>(w, a, n, out);
+  } else if constexpr (Ty::kType == GgmlType::Q5_K) {
+    rowdot_k45<true, T>(w, a, n, out);
+  } else if constexpr (Ty::kType == GgmlType::Q6_K) {
+    rowdot_q6k<T>(w, a, n, out);
+  } else if constexpr (Ty::kType == GgmlType::Q8_K) {
+    rowdot_q8k<T>(w, a, n, out);
+  } else {
+    rowdot_a<Ty, T>(w, a, n, out);
+  }
+}
+
+// Rows [r0, r1) times tokens [t0, t0 + T) with the row kernel.
+template <class Ty, int T>
+inline void row_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t t0, float* Y,
+                     int64_t ldy, int64_t r0, int64_t r1) {
+  ActRow<Ty> a[T];
+  for (int t = 0; t < T; ++t) a[t] = act_row<Ty>(A + (t0 + t) * lda, n_in);
+  for (int64_t r = r0; r < r1; ++r) {
+    float out[T];
+    rowdot<Ty, T>(W + static_cast<size_t>(r) * rb, a, n_in, out);
+    for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + r] = out[t];
+  }
+}
+
+// The row kernel over a whole matmul: rows in blocks of 16 (they stay in L1/L2) times tokens in blocks of 64
+// (their activations stay in L2), 4 tokens per call.
+template <class Ty>
+void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y,
+                 int64_t ldy, int64_t row_begin, int64_t row_end) {
+  const uint8_t* W = static_cast<const uint8_t*>(W_raw);
+  const size_t rb = row_bytes(static_cast<int32_t>(Ty::kType), n_in);
+  if (n_tok == 1) {
+    row_tile<Ty, 1>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
+    return;
+  }
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
+    const int64_t r1 = r0 + 16 < row_end ? r0 + 16 : row_end;
+    for (int64_t tb = 0; tb < n_tok; tb += 64) {
+      const int64_t te = tb + 64 < n_tok ? tb + 64 : n_tok;
+      int64_t t = tb;
+      for (; t + 4 <= te; t += 4) row_tile<Ty, 4>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+      switch (te - t) {
+        case 3: row_tile<Ty, 3>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1); break;
+        case 2: row_tile<Ty, 2>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1); break;
+        case 1: row_tile<Ty, 1>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1); break;
+        default: break;
+      }
+    }
+  }
+}
+
+// ---- prefill with VNNI: repacked 16-row panels ---------------------------------------------------------------
+
+#if ADAINFER_QVNNI
+constexpr int kPanelRows = 16;
+constexpr int kPanelTokens = 8;
+
+// 16 rows of one weight matrix, repacked: codes of elements 4k .. 4k + 3 of row r at byte (16 * k + r) * 4,
+// and per row and sub-block (kSub elements) a float scale and bias with value = scale * code + bias.
+struct Panel {
+  uint8_t* codes;  // [n_units * 16][16][4]
+  float* scale;    // [n_sub][16]
+  float* bias;     // [n_sub][16]
+};
+
+template <class Ty>
+struct PanelTraits {
+  // Elements per sub-block (one scale/bias): 16 for Q6_K, 32 for the rest.
+  static constexpr int kSub = Ty::kType == GgmlType::Q6_K ? 16 : 32;
+  static constexpr bool kMinS = Ty::kType == GgmlType::Q4_1 || Ty::kType == GgmlType::Q5_1;
+};
+
+// Codes of unit u (elements 64u .. 64u + 63) of one row, unsigned, in element order.
+template <class Ty>
+inline __m512i unit_codes(const uint8_t* row, int64_t u, int64_t n) {
+  if constexpr (Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K) {
+    constexpr bool kFive = Ty::kType == GgmlType::Q5_K;
+    const uint8_t* b = row + (u >> 2) * Ty::kBytes;
+    // Q4_K: d, dmin, scales[12], qs; Q5_K: d, dmin, scales[12], qh[32], qs
+    return codes_k45<kFive>(b + (kFive ? 48 : 16), kFive ? b + 16 : nullptr, static_cast<int>(u & 3));
+  } else if constexpr (Ty::kType == GgmlType::Q6_K) {
+    return codes_q6k(reinterpret_cast<const BlockQ6_K*>(row + (u >> 2) * Ty::kBytes), static_cast<int>(u & 3));
+  } else if constexpr (Ty::kType == GgmlType::Q8_K) {
+    const uint8_t* b = row + (u >> 2) * Ty::kBytes;
+    return _mm512_xor_si512(qload(b + 4 + 64 * (u & 3)), _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    const uint8_t* b = row + 2 * u * Ty::kBytes;
+    return 2 * u + 1 < n / 32 ? codes_a<Ty, true>(b) : codes_a<Ty, false>(b);
+  }
+}
+
+// scale[j], bias[j] of every sub-block j of one row (kSub elements each).
+template <class Ty>
+inline void row_scales(const uint8_t* row, int64_t n, float* scale, float* bias, int64_t stride) {
+  if constexpr (Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K) {
+    for (int64_t i = 0; i < n / 256; ++i) {
+      const uint8_t* b = row + i * Ty::kBytes;
+      const float d = half_to_float(load_u16(b)), dmin = half_to_float(load_u16(b + 2));
+      uint32_t words[4];
+      k_scale_words(b + 4, words);
+      uint8_t sm[16];
+      std::memcpy(sm, words, 16);
+      for (int j = 0; j < 8; ++j) {
+        scale[(8 * i + j) * stride] = d * sm[j];
+        bias[(8 * i + j) * stride] = -(dmin * sm[8 + j]);
+      }
+    }
+  } else if constexpr (Ty::kType == GgmlType::Q6_K) {
+    for (int64_t i = 0; i < n / 256; ++i) {
+      const BlockQ6_K* b = reinterpret_cast<const BlockQ6_K*>(row + i * Ty::kBytes);
+      const float d = half_to_float(b->d);
+      for (int g = 0; g < 16; ++g) {
+        const float s = d * b->scales[g];
+        scale[(16 * i + g) * stride] = s;
+        bias[(16 * i + g) * stride] = -32.f * s;
+      }
+    }
+  } else if constexpr (Ty::kType == GgmlType::Q8_K) {
+    for (int64_t i = 0; i < n / 256; ++i) {
+      float d;
+      std::memcpy(&d, row + i * Ty::kBytes, 4);
+      for (int j = 0; j < 8; ++j) {
+        scale[(8 * i + j) * stride] = d;
+        bias[(8 * i + j) * stride] = -128.f * d;
+      }
+    }
+  } else {
+    for (int64_t j = 0; j < n / 32; ++j) {
+      const uint8_t* b = row + j * Ty::kBytes;
+      const float d = half_to_float(load_u16(b));
+      scale[j * stride] = d;
+      bias[j * stride] = Ty::kMin ? half_to_float(load_u16(b + Ty::kM)) : -static_cast<float>(Ty::kOffset) * d;
+    }
+  }
+}
+
+// Repacks rows [r0, r0 + nrows) (nrows <= 16; the missing rows get zero codes and scales) into the panel.
+template <class Ty>
+void pack_panel(const uint8_t* W, size_t rb, int64_t r0, int nrows, int64_t n, const Panel& P) {
+  const int64_t n_units = (n + 63) / 64;
+  const int64_t n_sub = n / PanelTraits<Ty>::kSub;
+  alignas(64) uint8_t tmp[kPanelRows * 64];
+  const __m512i rows_idx =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(64));
+  if (nrows < kPanelRows) std::memset(tmp, 0, sizeof tmp);
+  for (int64_t u = 0; u < n_units; ++u) {
+    for (int r = 0; r < nrows; ++r) _mm512_store_si512(tmp + 64 * r, unit_codes<Ty>(W + (r0 + r) * rb, u, n));
+    // transpose: dword k of every row -> 16 consecutive dwords
+    uint8_t* dst = P.codes + u * 16 * 64;
+    for (int k = 0; k < 16; ++k) _mm512_store_si512(dst + 64 * k, _mm512_i32gather_epi32(rows_idx, tmp + 4 * k, 1));
+  }
+  for (int r = 0; r < nrows; ++r) row_scales<Ty>(W + (r0 + r) * rb, n, P.scale + r, P.bias + r, kPanelRows);
+  for (int r = nrows; r < kPanelRows; ++r)
+    for (int64_t j = 0; j < n_sub; ++j) P.scale[j * kPanelRows + r] = P.bias[j * kPanelRows + r] = 0.f;
+}
+
+// The panel times T tokens: y[t][0 .. 16) (masked to the panel's rows). kSub: elements per sub-block; kKAct:
+// Q8_K activations (one d per 256 elements; else Q8_0, one d per 32); kMinS: the bias is a true min (Q4_1,
+// Q5_1), multiplied by the activation's s = fp16(d * sum q) as ggml does, instead of an offset of the codes.
+template <int kSub, bool kKAct, bool kMinS, int T>
+void panel_tile(const Panel& P, int64_t n, const uint8_t* const* act, float* const* y, __mmask16 rows) {
+  constexpr int kSteps = kSub / 4;
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  auto sub_block = [&](int64_t j, const int8_t* const* q, auto&& finish) {
+    __m512i ai[T];
+    for (int t = 0; t < T; ++t) ai[t] = qzero();
+    const uint8_t* cw = P.codes + j * kSteps * 64;
+#pragma GCC unroll 8
+    for (int kk = 0; kk < kSteps; ++kk) {
+      const __m512i wv = _mm512_load_si512(cw + 64 * kk);
+      for (int t = 0; t < T; ++t) ai[t] = _mm512_dpbusd_epi32(ai[t], wv, _mm512_set1_epi32(load_i32(q[t] + j * kSub + 4 * kk)));
+    }
+    finish(ai, _mm512_load_ps(P.scale + 16 * j), _mm512_load_ps(P.bias + 16 * j));
+  };
+  if constexpr (!kKAct) {
+    static_assert(kSub == 32, "Q8_0 activations come in blocks of 32");
+    ActQ8_0Row a[T];
+    const int8_t* q[T];
+    for (int t = 0; t < T; ++t) {
+      a[t] = act_q8_0_row(act[t], n);
+      q[t] = a[t].q;
+    }
+    for (int64_t j = 0; j < n / 32; ++j) {
+      sub_block(j, q, [&](__m512i* ai, __m512 sc, __m512 bi) {
+        for (int t = 0; t < T; ++t) {
+          if constexpr (kMinS) {
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(qcvt(ai[t]), sc), _mm512_set1_ps(a[t].d[j]), acc[t]);
+            acc[t] = _mm512_fmadd_ps(bi, _mm512_set1_ps(a[t].s[j]), acc[t]);
+          } else {
+            const __m512 v = _mm512_fmadd_ps(qcvt(ai[t]), sc, _mm512_mul_ps(bi, _mm512_set1_ps(a[t].sum[j])));
+            acc[t] = _mm512_fmadd_ps(v, _mm512_set1_ps(a[t].d[j]), acc[t]);
+          }
+        }
+      });
+    }
+  } else {
+    ActQ8_KRow a[T];
+    const int8_t* q[T];
+    const float* sums[T];
+    for (int t = 0; t < T; ++t) {
+      a[t] = act_q8_k_row(act[t], n);
+      q[t] = a[t].q;
+      sums[t] = kSub == 16 ? a[t].sum16 : a[t].sum32;
+    }
+    constexpr int kPerBlock = 256 / kSub;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      __m512 sb[T];
+      for (int t = 0; t < T; ++t) sb[t] = _mm512_setzero_ps();
+      for (int js = 0; js < kPerBlock; ++js) {
+        const int64_t j = i * kPerBlock + js;
+        sub_block(j, q, [&](__m512i* ai, __m512 sc, __m512 bi) {
+          for (int t = 0; t < T; ++t) {
+            sb[t] = _mm512_fmadd_ps(qcvt(ai[t]), sc, sb[t]);
+            sb[t] = _mm512_fmadd_ps(bi, _mm512_set1_ps(sums[t][j]), sb[t]);
+          }
+        });
+      }
+      for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(sb[t], _mm512_set1_ps(a[t].d[i]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[t], rows, acc[t]);
+}
+
+template <class Ty, int T>
+inline void panel_tokens(const Panel& P, int64_t n, const uint8_t* A, int64_t lda, int64_t t0, float* Y, int64_t ldy,
+                         int64_t row, __mmask16 rows) {
+  const uint8_t* act[T];
+  float* y[T];
+  for (int t = 0; t < T; ++t) {
+    act[t] = A + (t0 + t) * lda;
+    y[t] = Y + (t0 + t) * ldy + row;
+  }
+  panel_tile<PanelTraits<Ty>::kSub, IsKType<Ty>::value, PanelTraits<Ty>::kMinS, T>(P, n, act, y, rows);
+}
+
+template <class Ty>
+void matmul_panels(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y,
+                   int64_t ldy, int64_t row_begin, int64_t row_end) {
+  const uint8_t* W = static_cast<const uint8_t*>(W_raw);
+  const size_t rb = row_bytes(static_cast<int32_t>(Ty::kType), n_in);
+  const int64_t n_units = (n_in + 63) / 64;
+  const int64_t n_sub = n_in / PanelTraits<Ty>::kSub;
+  const size_t code_bytes = static_cast<size_t>(n_units) * 16 * 64;
+  const size_t scale_bytes = act_align64(static_cast<size_t>(n_sub) * kPanelRows * sizeof(float));
+  uint8_t* mem = static_cast<uint8_t*>(std::aligned_alloc(64, code_bytes + 2 * scale_bytes));
+  if (!mem) std::abort();
+  const Panel P{mem, reinterpret_cast<float*>(mem + code_bytes), reinterpret_cast<float*>(mem + code_bytes + scale_bytes)};
+  for (int64_t row = row_begin; row < row_end; row += kPanelRows) {
+    const int nrows = row_end - row < kPanelRows ? static_cast<int>(row_end - row) : kPanelRows;
+    pack_panel<Ty>(W, rb, row, nrows, n_in, P);
+    const __mmask16 rows = static_cast<__mmask16>((1u << nrows) - 1u);
+    int64_t t = 0;
+    for (; t + kPanelTokens <= n_tok; t += kPanelTokens) panel_tokens<Ty, kPanelTokens>(P, n_in, A, lda, t, Y, ldy, row, rows);
+    switch (n_tok - t) {
+      case 7: panel_tokens<Ty, 7>(P, n_in, A, lda, t, Y, ldy, row, rows); break;
+      case 6: panel_tokens<Ty, 6>(P, n_in, A, lda, t, Y, ldy, row, rows); break;
+      case 5: panel_tokens<Ty, 5>(P, n_in, A, lda, t, Y, ldy, row, rows); break;
+      case 4: panel_tokens<Ty, 4>(P, n_in, A, lda, t, Y, ldy, row, rows); break;
+      case 3: panel_tokens<Ty, 3>(P, n_in, A, lda, t, Y, ldy, row, rows); break;
+      case 2: panel_tokens<Ty, 2>(P, n_in, A, lda, t, Y, ldy, row, rows); break;
+      case 1: panel_tokens<Ty, 1>(P, n_in, A, lda, t, Y, ldy, row, rows); break;
+      default: break;
+    }
+  }
+  std::free(mem);
+}
+#endif
+
+// ---- table entries -------------------------------------------------------------------------------------------
+
+// MatmulActFn: decode through the row kernel; batches through the panels (VNNI) or row tiles.
+template <class Ty>
+void matmul_act_q(const void* W, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y, int64_t ldy,
+                  int64_t row_begin, int64_t row_end) {
+#if ADAINFER_QVNNI
+  if (n_tok >= 2) {
+    matmul_panels<Ty>(W, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
+    return;
+  }
+#endif
+  matmul_rows<Ty>(W, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
+}
+
+// MatmulFn (float activations): quantizes them, then matmul_act_q.
+template <class Ty>
+void matmul_float_q(const void* W, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok, float* Y, int64_t ldy,
+                    int64_t row_begin, int64_t row_end) {
+  constexpr int32_t kFormat = IsKType<Ty>::value ? kActQ8_K : kActQ8_0;
+  const size_t lda = act_row_bytes(kFormat, n_in);
+  uint8_t* act = static_cast<uint8_t*>(std::aligned_alloc(64, lda * static_cast<size_t>(n_tok)));
+  if (!act) std::abort();
+  for (int64_t t = 0; t < n_tok; ++t) {
+    if constexpr (kFormat == kActQ8_K) {
+      quantize_act_q8_k(X + t * ldx, act + t * lda, n_in);
+    } else {
+      quantize_act_q8_0(X + t * ldx, act + t * lda, n_in);
+    }
+  }
+  matmul_act_q<Ty>(W, n_in, act, static_cast<int64_t>(lda), n_tok, Y, ldy, row_begin, row_end);
+  std::free(act);
+}
+
+template <class Ty, DequantRowFn kDequant>
+constexpr void set_quant_type(KernelTable& t) {
+  const int id = static_cast<int>(Ty::kType);
+  t.act_format[id] = IsKType<Ty>::value ? kActQ8_K : kActQ8_0;
+  t.matmul_act[id] = &matmul_act_q<Ty>;
+  t.matmul[id] = &matmul_float_q<Ty>;
+  t.dequant_row[id] = kDequant;  // baseline code (core/quantize.cpp): used for a few rows at a time
+}
+
+constexpr void add_quant_kernels(KernelTable& t) {
+  t.quantize_act[kActQ8_0] = &quantize_act_q8_0;
+  t.quantize_act[kActQ8_K] = &quantize_act_q8_k;
+  set_quant_type<TQ4_0, &dequant_row_q4_0>(t);
+  set_quant_type<TQ4_1, &dequant_row_q4_1>(t);
+  set_quant_type<TQ5_0, &dequant_row_q5_0>(t);
+  set_quant_type<TQ5_1, &dequant_row_q5_1>(t);
+  set_quant_type<TQ8_0, &dequant_row_q8_0>(t);
+  set_quant_type<TQ4_K, &dequant_row_q4_k>(t);
+  set_quant_type<TQ5_K, &dequant_row_q5_k>(t);
+  set_quant_type<TQ6_K, &dequant_row_q6_k>(t);
+  set_quant_type<TQ8_K, &dequant_row_q8_k>(t);
+}
+
+}  // namespace
+}  // namespace adainfer

@@ -1,0 +1,483 @@
+// Tests of the quantized weight types: block layouts decoded element by element here (independently of the
+// library's unpacking code), the quantizers, the activation quantizers (every SIMD table bit-identical to the
+// reference), and the matmuls: the generic one against a double-precision sum over the dequantized weights
+// and activations, every SIMD table against the generic one, at awkward sizes.
+#include <math.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/ggml_types.h"
+#include "core/kernels.h"
+#include "core/quantize.h"
+#include "test_harness.h"
+
+using namespace adainfer;
+
+namespace {
+
+struct Rng {
+  uint64_t state;
+  explicit Rng(uint64_t seed) : state(seed) {}
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  float uniform(float lo, float hi) {
+    return lo + (hi - lo) * static_cast<float>(static_cast<double>(next() >> 40) / 16777216.0);
+  }
+  float normal() {  // Box-Muller
+    const double u1 = (static_cast<double>(next() >> 11) + 1.0) / 9007199254740993.0;
+    const double u2 = static_cast<double>(next() >> 11) / 9007199254740992.0;
+    return static_cast<float>(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+  }
+};
+
+const GgmlType kQuantTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                                GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K};
+
+const char* name_of(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return "Q4_0";
+    case GgmlType::Q4_1: return "Q4_1";
+    case GgmlType::Q5_0: return "Q5_0";
+    case GgmlType::Q5_1: return "Q5_1";
+    case GgmlType::Q8_0: return "Q8_0";
+    case GgmlType::Q4_K: return "Q4_K";
+    case GgmlType::Q5_K: return "Q5_K";
+    case GgmlType::Q6_K: return "Q6_K";
+    case GgmlType::Q8_K: return "Q8_K";
+    default: return "?";
+  }
+}
+int id_of(GgmlType t) { return static_cast<int>(t); }
+int block_elems(GgmlType t) {
+  TypeTraits tt{};
+  type_traits(id_of(t), &tt);
+  return tt.block_elems;
+}
+bool is_k(GgmlType t) { return block_elems(t) == 256; }
+
+// ---- independent decoding: element i of a row, from the bytes, following ggml-common.h's descriptions --------
+
+uint16_t u16_at(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+float half_at(const uint8_t* p) { return fp16_to_fp32(u16_at(p)); }
+int bit(const uint8_t* bytes, int k) { return (bytes[k / 8] >> (k % 8)) & 1; }
+
+// 6-bit scale (kind 0) or min (kind 1) of sub-block j of Q4_K/Q5_K, from the 12 bytes, as the bit diagram
+// of get_scale_min_k4: j < 4: low 6 bits of byte j (scale) / j + 4 (min); j >= 4: 4 low bits from the nibbles
+// of byte j + 4 (scale: low nibble, min: high nibble), 2 high bits from bits 6-7 of byte j - 4 / j.
+int k6(const uint8_t* s, int j, int kind) {
+  if (j < 4) return s[j + 4 * kind] % 64;
+  const int low = kind == 0 ? s[j + 4] % 16 : s[j + 4] / 16;
+  const int high = (kind == 0 ? s[j - 4] : s[j]) / 64;
+  return low + 16 * high;
+}
+
+double element(GgmlType type, const uint8_t* row, int64_t i) {
+  const int64_t nb = block_elems(type);
+  TypeTraits tt{};
+  type_traits(id_of(type), &tt);
+  const uint8_t* b = row + (i / nb) * tt.block_bytes;
+  const int e = static_cast<int>(i % nb);
+  switch (type) {
+    case GgmlType::Q4_0: {
+      const int q = e < 16 ? b[2 + e] % 16 : b[2 + e - 16] / 16;
+      return half_at(b) * (q - 8);
+    }
+    case GgmlType::Q4_1: {
+      const int q = e < 16 ? b[4 + e] % 16 : b[4 + e - 16] / 16;
+      return static_cast<double>(half_at(b)) * q + half_at(b + 2);
+    }
+    case GgmlType::Q5_0: {
+      const int q = (e < 16 ? b[6 + e] % 16 : b[6 + e - 16] / 16) + 16 * bit(b + 2, e);
+      return half_at(b) * (q - 16);
+    }
+    case GgmlType::Q5_1: {
+      const int q = (e < 16 ? b[8 + e] % 16 : b[8 + e - 16] / 16) + 16 * bit(b + 4, e);
+      return static_cast<double>(half_at(b)) * q + half_at(b + 2);
+    }
+    case GgmlType::Q8_0:
+      return half_at(b) * static_cast<int8_t>(b[2 + e]);
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K: {
+      const bool five = type == GgmlType::Q5_K;
+      const uint8_t* qs = b + (five ? 48 : 16);
+      const int chunk = e / 64, l = e % 32;
+      const bool high = (e % 64) >= 32;
+      int q = high ? qs[32 * chunk + l] / 16 : qs[32 * chunk + l] % 16;
+      if (five) q += 16 * ((b[16 + l] >> (2 * chunk + (high ? 1 : 0))) & 1);
+      const int j = e / 32;
+      return static_cast<double>(half_at(b)) * k6(b + 4, j, 0) * q - static_cast<double>(half_at(b + 2)) * k6(b + 4, j, 1);
+    }
+    case GgmlType::Q6_K: {
+      const uint8_t* ql = b;
+      const uint8_t* qh = b + 128;
+      const int8_t sc = static_cast<int8_t>(b[192 + e / 16]);
+      const int half = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
+      // quarter 0: low nibble of ql[l], 1: low of ql[32+l], 2: high of ql[l], 3: high of ql[32+l];
+      // high bits: bits 2*quarter, 2*quarter+1 of qh[l]
+      const uint8_t lb = ql[64 * half + (quarter % 2) * 32 + l];
+      const int low = quarter < 2 ? lb % 16 : lb / 16;
+      const int hi2 = (qh[32 * half + l] >> (2 * quarter)) & 3;
+      return static_cast<double>(half_at(b + 208)) * sc * (low + 16 * hi2 - 32);
+    }
+    case GgmlType::Q8_K: {
+      float d;
+      std::memcpy(&d, b, 4);
+      return static_cast<double>(d) * static_cast<int8_t>(b[4 + e]);
+    }
+    default:
+      return NAN;
+  }
+}
+
+// Random bytes that form valid blocks (finite fp16 scales of moderate size; Q8_K: a float d, consistent bsums).
+std::vector<uint8_t> random_blocks(GgmlType type, int64_t n, Rng& rng) {
+  const size_t bytes = row_bytes(id_of(type), n);
+  std::vector<uint8_t> v(bytes);
+  for (auto& x : v) x = static_cast<uint8_t>(rng.next());
+  TypeTraits tt{};
+  type_traits(id_of(type), &tt);
+  for (size_t off = 0; off < bytes; off += static_cast<size_t>(tt.block_bytes)) {
+    uint8_t* b = v.data() + off;
+    auto put_half = [&](uint8_t* p, float f) {
+      const uint16_t h = fp32_to_fp16(f);
+      p[0] = static_cast<uint8_t>(h);
+      p[1] = static_cast<uint8_t>(h >> 8);
+    };
+    switch (type) {
+      case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
+        put_half(b, rng.uniform(-0.05f, 0.05f));
+        put_half(b + 2, rng.uniform(-0.05f, 0.05f));
+        break;
+      case GgmlType::Q6_K:
+        put_half(b + 208, rng.uniform(-0.01f, 0.01f));
+        break;
+      case GgmlType::Q8_K: {
+        const float d = rng.uniform(-0.01f, 0.01f);
+        std::memcpy(b, &d, 4);
+        for (int g = 0; g < 16; ++g) {
+          int s = 0;
+          for (int l = 0; l < 16; ++l) s += static_cast<int8_t>(b[4 + 16 * g + l]);
+          b[260 + 2 * g] = static_cast<uint8_t>(s & 0xff);
+          b[261 + 2 * g] = static_cast<uint8_t>((s >> 8) & 0xff);
+        }
+        break;
+      }
+      default:
+        put_half(b, rng.uniform(-0.05f, 0.05f));
+        break;
+    }
+  }
+  return v;
+}
+
+std::vector<const KernelTable*> all_tables() {
+  std::vector<const KernelTable*> v = {&kernels_generic()};
+  for (const KernelTable* t : {kernels_avx2(), kernels_avx512_plain(), kernels_avx512_vnni()})
+    if (t) v.push_back(t);
+  return v;
+}
+const char* table_label(const KernelTable* t) {
+  if (t == kernels_avx512_vnni()) return "avx512+vnni";
+  return t->name;
+}
+// The SIMD tables this CPU runs, with VNNI and without.
+std::vector<const KernelTable*> simd_tables() {
+  std::vector<const KernelTable*> v = all_tables();
+  v.erase(v.begin());
+  return v;
+}
+
+}  // namespace
+
+TEST(quant_tables_complete) {
+  for (const KernelTable* t : all_tables()) {
+    for (GgmlType type : kQuantTypes) {
+      const int id = id_of(type);
+      CHECK_MSG(t->matmul[id] && t->matmul_act[id] && t->dequant_row[id], "%s %s", table_label(t), name_of(type));
+      CHECK_MSG(t->act_format[id] == (is_k(type) ? kActQ8_K : kActQ8_0), "%s %s", table_label(t), name_of(type));
+    }
+    CHECK(t->quantize_act[kActQ8_0] && t->quantize_act[kActQ8_K]);
+  }
+  if (cpu_features().avx512_vnni) CHECK(kernels_avx512() == kernels_avx512_vnni());
+}
+
+TEST(quant_dequant_matches_independent_decoding) {
+  Rng rng(11);
+  for (GgmlType type : kQuantTypes) {
+    for (int64_t n : {256, 512, 1280}) {
+      const std::vector<uint8_t> row = random_blocks(type, n, rng);
+      std::vector<float> out(static_cast<size_t>(n));
+      std::vector<double> want(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) want[i] = element(type, row.data(), i);
+      const int64_t nb = block_elems(type);
+      for (const KernelTable* t : all_tables()) {
+        t->dequant_row[id_of(type)](row.data(), out.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+          double block_max = 0;
+          for (int64_t k = i / nb * nb; k < (i / nb + 1) * nb; ++k) block_max = fmax(block_max, fabs(want[k]));
+          // float rounding of d * sc * q and dmin * m (and their difference): a few ulps of the block's scale
+          CHECK_MSG(fabs(out[i] - want[i]) <= 1e-6 * block_max + 1e-12, "%s %s n=%lld i=%lld: %g vs %g",
+                    table_label(t), name_of(type), (long long)n, (long long)i, out[i], want[i]);
+        }
+      }
+    }
+  }
+}
+
+TEST(quantize_round_trip) {
+  // Gaussian rows: the relative RMS error of quantize -> dequantize is what the bit widths allow.
+  struct Bound {
+    GgmlType type;
+    double max_rel_rms;
+  };
+  const Bound bounds[] = {{GgmlType::Q4_0, 0.12}, {GgmlType::Q4_1, 0.10}, {GgmlType::Q5_0, 0.06},
+                          {GgmlType::Q5_1, 0.05}, {GgmlType::Q8_0, 0.006}, {GgmlType::Q4_K, 0.10},
+                          {GgmlType::Q5_K, 0.05}, {GgmlType::Q6_K, 0.025}, {GgmlType::Q8_K, 0.015}};
+  Rng rng(12);
+  const int64_t rows = 8, n = 1024;
+  std::vector<float> x(static_cast<size_t>(rows * n));
+  for (auto& v : x) v = rng.normal() * 0.02f;
+  x[5] = 0.3f;  // an outlier
+  for (int64_t i = 0; i < 256; ++i) x[2 * n + i] = 0.f;  // an all-zero block
+  for (const Bound& b : bounds) {
+    const size_t rb = row_bytes(id_of(b.type), n);
+    std::vector<uint8_t> q(rb * rows);
+    CHECK(quantize_rows(id_of(b.type), x.data(), q.data(), rows, n) == rb * rows);
+    double err = 0, ref = 0;
+    std::vector<float> back(static_cast<size_t>(n));
+    for (int64_t r = 0; r < rows; ++r) {
+      kernels_generic().dequant_row[id_of(b.type)](q.data() + r * rb, back.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double d = back[i] - x[r * n + i];
+        err += d * d;
+        ref += static_cast<double>(x[r * n + i]) * x[r * n + i];
+        if (r == 2 && i < 256) CHECK_MSG(back[i] == 0.f, "%s: zero block decodes to %g", name_of(b.type), back[i]);
+      }
+    }
+    const double rel = sqrt(err / ref);
+    CHECK_MSG(rel <= b.max_rel_rms, "%s: relative rms error %.4f > %.4f", name_of(b.type), rel, b.max_rel_rms);
+  }
+  // Rows not a whole number of blocks, unknown types: nothing written.
+  std::vector<uint8_t> dummy(4096);
+  CHECK(quantize_rows(id_of(GgmlType::Q4_K), x.data(), dummy.data(), 1, 100) == 0);
+  CHECK(quantize_rows(id_of(GgmlType::Q8_0), x.data(), dummy.data(), 1, 33) == 0);
+  CHECK(quantize_rows(19, x.data(), dummy.data(), 1, 256) == 0);
+}
+
+TEST(quantize_reference_rules) {
+  // Q8_0 / Q4_0 follow ggml's reference rounding exactly; check one block by hand.
+  float x[32];
+  for (int i = 0; i < 32; ++i) x[i] = (i - 16) * 0.01f;
+  x[3] = -0.5f;  // the extreme value sets the scale: Q4_0 maps it to -8, Q8_0 to -127
+  BlockQ8_0 q8;
+  quantize_rows(id_of(GgmlType::Q8_0), x, &q8, 1, 32);
+  CHECK(q8.qs[3] == -127);
+  CHECK(fp16_to_fp32(q8.d) == fp16_to_fp32(fp32_to_fp16(0.5f / 127.f)));
+  for (int i = 0; i < 32; ++i) CHECK(q8.qs[i] == static_cast<int8_t>(roundf(x[i] / (0.5f / 127.f))));
+  BlockQ4_0 q4;
+  quantize_rows(id_of(GgmlType::Q4_0), x, &q4, 1, 32);
+  CHECK((q4.qs[3] & 0xF) == 0);  // -8 + 8
+  CHECK(fp16_to_fp32(q4.d) == fp16_to_fp32(fp32_to_fp16(0.5f / 8.f)));
+}
+
+// ---- activation quantizers ----------------------------------------------------------------------------------
+
+TEST(quant_activation_rows_bit_identical) {
+  Rng rng(13);
+  for (int64_t n : {256, 512, 2304}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = rng.normal();
+    // ties: values that scale to exactly k + 0.5 in the first Q8_0 block (amax 127 -> d = 1)
+    x[0] = 127.f;
+    for (int i = 1; i < 32; ++i) x[i] = static_cast<float>(i - 16) + 0.5f;
+    for (int i = 32; i < 64; ++i) x[i] = 0.f;  // an all-zero Q8_0 block
+    x[100] = -3.5f;                             // |max| in the first Q8_K block, negative, with a tie
+    x[101] = 3.5f;
+    for (int i = 256; i < 512 && i < n; ++i) x[i] = 0.f;  // an all-zero Q8_K block
+    for (int32_t format : {kActQ8_0, kActQ8_K}) {
+      const size_t bytes = act_row_bytes(format, n);
+      std::vector<uint8_t> want(bytes, 0xAB), got(bytes, 0xAB);
+      kernels_generic().quantize_act[format](x.data(), want.data(), n);
+      for (const KernelTable* t : simd_tables()) {
+        std::fill(got.begin(), got.end(), 0xAB);
+        t->quantize_act[format](x.data(), got.data(), n);
+        // compare the meaningful bytes of each section (padding is left as is)
+        bool same = true;
+        if (format == kActQ8_0) {
+          const ActQ8_0Row a = act_q8_0_row(want.data(), n), b = act_q8_0_row(got.data(), n);
+          same = !std::memcmp(a.q, b.q, n) && !std::memcmp(a.d, b.d, n / 32 * 4) && !std::memcmp(a.s, b.s, n / 32 * 4) &&
+                 !std::memcmp(a.sum, b.sum, n / 32 * 4);
+        } else {
+          const ActQ8_KRow a = act_q8_k_row(want.data(), n), b = act_q8_k_row(got.data(), n);
+          same = !std::memcmp(a.q, b.q, n) && !std::memcmp(a.d, b.d, n / 256 * 4) &&
+                 !std::memcmp(a.bsums, b.bsums, n / 16 * 2) && !std::memcmp(a.sum16, b.sum16, n / 16 * 4) &&
+                 !std::memcmp(a.sum32, b.sum32, n / 32 * 4);
+        }
+        CHECK_MSG(same, "%s format %d n=%lld differs from the reference", table_label(t), format, (long long)n);
+      }
+    }
+  }
+  // The rules themselves, on the reference: roundf ties away from zero (Q8_0), max/-127 scale (Q8_K).
+  std::vector<float> x(256, 0.f);
+  x[0] = 127.f;
+  x[1] = 2.5f;
+  x[2] = -2.5f;
+  std::vector<uint8_t> a(act_row_bytes(kActQ8_0, 256));
+  kernels_generic().quantize_act[kActQ8_0](x.data(), a.data(), 256);
+  const ActQ8_0Row r = act_q8_0_row(a.data(), 256);
+  CHECK(r.q[0] == 127 && r.q[1] == 3 && r.q[2] == -3 && r.d[0] == 1.f && r.sum[0] == 127.f);
+  std::vector<uint8_t> k(act_row_bytes(kActQ8_K, 256));
+  x[5] = -254.f;
+  kernels_generic().quantize_act[kActQ8_K](x.data(), k.data(), 256);
+  const ActQ8_KRow kr = act_q8_k_row(k.data(), 256);
+  // max = -254 -> iscale = 0.5, d = 2: q = nearest_int(x / 2), ties to even
+  CHECK(kr.q[5] == -127 && kr.d[0] == 2.f && kr.q[1] == 1 && kr.q[0] == 64);
+}
+
+// ---- matmul -------------------------------------------------------------------------------------------------
+
+namespace {
+
+// A quantized weight matrix from Gaussian values, with the dequantized values.
+struct QWeights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+  size_t rb;
+};
+
+QWeights make_qweights(GgmlType type, int64_t rows, int64_t n, Rng& rng) {
+  QWeights w;
+  w.rb = row_bytes(id_of(type), n);
+  std::vector<float> x(static_cast<size_t>(rows * n));
+  for (auto& v : x) v = rng.normal() * 0.05f;
+  w.bytes.resize(w.rb * rows);
+  quantize_rows(id_of(type), x.data(), w.bytes.data(), rows, n);
+  w.values.resize(x.size());
+  for (int64_t r = 0; r < rows; ++r) kernels_generic().dequant_row[id_of(type)](w.bytes.data() + r * w.rb, &w.values[r * n], n);
+  return w;
+}
+
+// Dequantized activation row (d * q) of either format.
+std::vector<double> act_values(int32_t format, const uint8_t* row, int64_t n) {
+  std::vector<double> v(static_cast<size_t>(n));
+  if (format == kActQ8_0) {
+    const ActQ8_0Row a = act_q8_0_row(row, n);
+    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(a.d[i / 32]) * a.q[i];
+  } else {
+    const ActQ8_KRow a = act_q8_k_row(row, n);
+    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(a.d[i / 256]) * a.q[i];
+  }
+  return v;
+}
+
+struct Case {
+  int64_t n_in, rows, n_tok, row_begin;
+};
+
+}  // namespace
+
+TEST(quant_matmul_generic_matches_double_reference) {
+  Rng rng(21);
+  for (GgmlType type : kQuantTypes) {
+    const int32_t format = is_k(type) ? kActQ8_K : kActQ8_0;
+    for (const Case c : {Case{256, 5, 3, 1}, Case{is_k(type) ? 768 : 96, 7, 2, 0}}) {
+      const int64_t total = c.row_begin + c.rows;
+      const QWeights w = make_qweights(type, total, c.n_in, rng);
+      std::vector<float> x(static_cast<size_t>(c.n_tok * c.n_in));
+      for (auto& v : x) v = rng.normal();
+      const size_t lda = act_row_bytes(format, c.n_in);
+      std::vector<uint8_t> act(lda * c.n_tok);
+      for (int64_t t = 0; t < c.n_tok; ++t) kernels_generic().quantize_act[format](&x[t * c.n_in], &act[t * lda], c.n_in);
+      std::vector<float> y(static_cast<size_t>(c.n_tok * total), NAN);
+      kernels_generic().matmul_act[id_of(type)](w.bytes.data(), c.n_in, act.data(), static_cast<int64_t>(lda), c.n_tok,
+                                                y.data(), total, c.row_begin, total);
+      const bool has_min = type == GgmlType::Q4_1 || type == GgmlType::Q5_1;
+      for (int64_t t = 0; t < c.n_tok; ++t) {
+        const std::vector<double> xv = act_values(format, &act[t * lda], c.n_in);
+        for (int64_t r = c.row_begin; r < total; ++r) {
+          double s = 0, a = 0;
+          for (int64_t i = 0; i < c.n_in; ++i) {
+            s += w.values[r * c.n_in + i] * xv[i];
+            a += fabs(w.values[r * c.n_in + i] * xv[i]);
+          }
+          if (has_min) {
+            // ggml multiplies a block's min m by the activation's s = fp16(d * sum q), not by d * sum q
+            const ActQ8_0Row ar = act_q8_0_row(&act[t * lda], c.n_in);
+            for (int64_t b = 0; b < c.n_in / 32; ++b) {
+              const double m = half_at(w.bytes.data() + r * w.rb + b * (type == GgmlType::Q4_1 ? 20 : 24) + 2);
+              s += m * (static_cast<double>(ar.s[b]) - static_cast<double>(ar.d[b]) * ar.sum[b]);
+            }
+          }
+          // float rounding of the per-block scale products and of the running sum: ~1e-6 of sum |w x|
+          CHECK_MSG(fabs(y[t * total + r] - s) <= 2e-6 * a + 1e-9, "%s n=%lld t=%lld r=%lld: %.9g vs %.9g (sum|wx| %g)",
+                    name_of(type), (long long)c.n_in, (long long)t, (long long)r, y[t * total + r], s, a);
+        }
+      }
+    }
+  }
+}
+
+TEST(quant_matmul_simd_matches_generic) {
+  Rng rng(22);
+  for (GgmlType type : kQuantTypes) {
+    const int32_t format = is_k(type) ? kActQ8_K : kActQ8_0;
+    // awkward sizes: odd block counts, partial groups of 16 blocks, partial 16-row panels, token counts
+    // around the tile sizes (4 and 8)
+    const std::vector<int64_t> sizes = is_k(type) ? std::vector<int64_t>{256, 768, 2304} : std::vector<int64_t>{32, 96, 544, 2080};
+    for (int64_t n_in : sizes) {
+      for (const Case c : {Case{n_in, 1, 1, 0}, Case{n_in, 17, 1, 3}, Case{n_in, 33, 2, 5}, Case{n_in, 16, 3, 0},
+                           Case{n_in, 5, 8, 2}, Case{n_in, 21, 9, 1}, Case{n_in, 40, 17, 7}}) {
+        const int64_t total = c.row_begin + c.rows + 2;
+        const int64_t row_end = c.row_begin + c.rows;
+        const QWeights w = make_qweights(type, total, n_in, rng);
+        const int64_t ldx = n_in + 3;
+        std::vector<float> x(static_cast<size_t>(c.n_tok * ldx), NAN);
+        for (int64_t t = 0; t < c.n_tok; ++t)
+          for (int64_t i = 0; i < n_in; ++i) x[t * ldx + i] = rng.normal();
+        const size_t lda = act_row_bytes(format, n_in);
+        std::vector<uint8_t> act(lda * c.n_tok);
+        for (int64_t t = 0; t < c.n_tok; ++t) kernels_generic().quantize_act[format](&x[t * ldx], &act[t * lda], n_in);
+        const int64_t ldy = total + 1;
+        std::vector<float> want(static_cast<size_t>(c.n_tok * ldy), 7.f);
+        kernels_generic().matmul_act[id_of(type)](w.bytes.data(), n_in, act.data(), static_cast<int64_t>(lda), c.n_tok,
+                                                  want.data(), ldy, c.row_begin, row_end);
+        for (const KernelTable* t : simd_tables()) {
+          for (int entry = 0; entry < 2; ++entry) {  // matmul_act, and matmul (float activations)
+            std::vector<float> got(static_cast<size_t>(c.n_tok * ldy), 7.f);
+            if (entry == 0) {
+              t->matmul_act[id_of(type)](w.bytes.data(), n_in, act.data(), static_cast<int64_t>(lda), c.n_tok, got.data(),
+                                         ldy, c.row_begin, row_end);
+            } else {
+              t->matmul[id_of(type)](w.bytes.data(), n_in, x.data(), ldx, c.n_tok, got.data(), ldy, c.row_begin, row_end);
+            }
+            int reported = 0;
+            for (int64_t tok = 0; tok < c.n_tok; ++tok) {
+              const std::vector<double> xv = act_values(format, &act[tok * lda], n_in);
+              for (int64_t r = 0; r < ldy; ++r) {
+                const float g = got[tok * ldy + r], e = want[tok * ldy + r];
+                if (r < c.row_begin || r >= row_end) {
+                  if (g != 7.f && reported++ < 3) CHECK_MSG(false, "%s %s wrote row %lld outside the range", table_label(t), name_of(type), (long long)r);
+                  continue;
+                }
+                double a = 0;
+                for (int64_t i = 0; i < n_in; ++i) a += fabs(w.values[r * n_in + i] * xv[i]);
+                if (!(fabs(g - e) <= 4e-6 * a + 1e-9) && reported++ < 3) {
+                  CHECK_MSG(false, "%s %s entry %d n=%lld rows=%lld tok=%lld/%lld r=%lld: %.9g vs generic %.9g (sum|wx| %g)",
+                            table_label(t), name_of(type), entry, (long long)n_in, (long long)c.rows, (long long)tok,
+                            (long long)c.n_tok, (long long)r, g, e, a);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}

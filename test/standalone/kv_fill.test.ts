@@ -1,0 +1,113 @@
+/**
+ * K/V of skipped layers during generation with early exit (kvFill), and abort between two layers.
+ */
+import { Sequence, KvFill } from '../../lib/engine/sequence';
+import { argmax } from '../../lib/engine/sampling';
+import { EarlyExitRunner, ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
+import { LlamaModel } from '../../lib/model/llama';
+import { BUNDLED_MODEL } from '../helpers';
+
+const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+describe('kvFill', () => {
+  const model = LlamaModel.load(BUNDLED_MODEL);
+  const nLayer = model.config.nLayer;
+  const prompt = model.tokenizer.encode('Once upon a time, there was a little girl');
+  const contexts = new Map<KvFill, ReturnType<LlamaModel['createContext']>>();
+  const ctxFor = (kvFill: KvFill) => {
+    if (!contexts.has(kvFill)) contexts.set(kvFill, model.createContext({ contextSize: 128, batchSize: 128, threads: 1 }));
+    return contexts.get(kvFill)!;
+  };
+  afterAll(() => {
+    for (const c of contexts.values()) c.dispose();
+    model.dispose();
+  });
+
+  function generate(kvFill: KvFill, policy: ExitPolicy | undefined, n: number) {
+    const ctx = ctxFor(kvFill);
+    const run = new Sequence(ctx, kvFill).generate(prompt, {
+      maxTokens: n,
+      stopAtEos: false,
+      sampling: GREEDY,
+      exit: policy && new EarlyExitRunner(ctx, policy),
+    });
+    let r = run.next();
+    while (!r.done) r = run.next();
+    return r.value;
+  }
+
+  const full = generate('none', undefined, 40);
+  // exits often on this early-exit model, after a few layers
+  const exiting = () => thresholdPolicy('gap', 0.3, { minLayer: 2, checkEvery: 1 });
+
+  test.each<KvFill>(['none', 'propagate', 'recompute'])('%s with a policy that never stops equals full depth', (kvFill) => {
+    expect(generate(kvFill, neverPolicy(), 40).tokens).toEqual(full.tokens);
+    expect(generate(kvFill, thresholdPolicy('p1', Infinity), 40).tokens).toEqual(full.tokens);
+  });
+
+  test('the threshold policy used below really exits early', () => {
+    const r = generate('propagate', exiting(), 40);
+    expect(r.exitLayers.filter((l) => l < nLayer).length).toBeGreaterThan(10);
+  });
+
+  test('recompute is exact: every step decides as a full-depth run of the same prefix would', () => {
+    const r = generate('recompute', exiting(), 32);
+    // Replay: the prompt plus the tokens generated so far, all at full depth, then the policy at the last
+    // position. With exact K/V for every earlier position, exit layer and token must be the same.
+    const ctx = model.createContext({ contextSize: 128, batchSize: 128, threads: 1 });
+    const runner = new EarlyExitRunner(ctx, exiting());
+    const mismatches: string[] = [];
+    for (let s = 0; s < r.tokens.length; s++) {
+      const prefix = [...prompt, ...r.tokens.slice(0, s)];
+      prefix.slice(0, -1).forEach((t, i) => (ctx.native.tokens[i] = t));
+      if (prefix.length > 1) ctx.forward(prefix.length - 1, 0);
+      ctx.native.tokens[0] = prefix[prefix.length - 1];
+      const out = runner.forward(1, prefix.length - 1);
+      const token = out.token >= 0 ? out.token : argmax(ctx.logits(0));
+      if (out.layers !== r.exitLayers[s] || token !== r.tokens[s]) mismatches.push(`step ${s}: ${out.layers}/${token} vs ${r.exitLayers[s]}/${r.tokens[s]}`);
+    }
+    ctx.dispose();
+    expect(mismatches).toEqual([]);
+  });
+
+  test('all three agree on the first token, which comes from the prompt alone', () => {
+    const none = generate('none', exiting(), 40);
+    const propagate = generate('propagate', exiting(), 40);
+    const recompute = generate('recompute', exiting(), 40);
+    // The first token comes from the prompt alone, identical for all three.
+    expect(none.tokens[0]).toBe(recompute.tokens[0]);
+    expect(propagate.tokens[0]).toBe(recompute.tokens[0]);
+    expect(none.tokens.length).toBe(40);
+  });
+
+  test('recompute needs a batch as large as the context', () => {
+    const ctx = model.createContext({ contextSize: 64, batchSize: 16, threads: 1 });
+    expect(() => new Sequence(ctx, 'recompute')).toThrow(expect.objectContaining({ code: 'INVALID_OPTION', option: 'kvFill' }));
+    expect(() => new Sequence(ctx, 'sometimes' as KvFill)).toThrow(expect.objectContaining({ option: 'kvFill' }));
+    ctx.dispose();
+  });
+});
+
+describe('abort between two layers', () => {
+  test('a prompt being processed stops at the next layer boundary, and the sequence stays usable', () => {
+    const model = LlamaModel.load(BUNDLED_MODEL);
+    const ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 1 });
+    const seq = new Sequence(ctx);
+    const prompt = model.tokenizer.encode('Once upon a time, there was a little girl named Lily who loved to play.');
+    let polls = 0;
+    const run = seq.generate(prompt, { maxTokens: 8, sampling: GREEDY, aborted: () => ++polls > 3 });
+    let r = run.next();
+    while (!r.done) r = run.next();
+    expect(r.value.stopReason).toBe('aborted');
+    expect(r.value.tokens).toEqual([]);
+    expect(polls).toBe(4); // three layer boundaries passed, the fourth stopped it
+    expect(seq.nPast).toBe(0); // the aborted batch is not part of the sequence
+    // still usable, and equal to a fresh run
+    const again = seq.generate(prompt, { maxTokens: 8, sampling: GREEDY });
+    let a = again.next();
+    while (!a.done) a = again.next();
+    expect(a.value.tokens).toHaveLength(8);
+    ctx.dispose();
+    model.dispose();
+  });
+});
