@@ -26,8 +26,9 @@ describe('eval-tasks end to end (bundled model, fixture data)', () => {
     expect(written.settings).toMatchObject({ shots: 1, seed: 1, exit: 'train:svm', classifier: 'svm', target: 0.99, label: 'final', limit: 4, trainLimit: 8, mode: 'fast' });
     expect(written.model).toMatchObject({ name: 'adainfer-tinystories-10L-ee', layers: 10 });
     for (const t of Object.values(written.tasks)) {
-      expect(t.exit.kind).toBe('svm');
       expect(t.exit.training).toMatchObject({ examples: 8 });
+      // An SVM, unless every training layer had the same label (then the fallback says so).
+      if (t.exit.kind !== 'svm') expect(t.notes.join(' ')).toMatch(/\(one class\): no svm can be fitted/);
     }
     expect(written.tasks.csqa.labelBoundary).toBe('space-in-prompt');
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
