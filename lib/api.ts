@@ -24,9 +24,20 @@ import {
   WorkerGenerateOptions,
 } from './engine/protocol';
 import { SamplingOptions } from './engine/sampling';
+import type { BatchKvFill, BatchSequenceResult } from './engine/batch';
+import type {
+  BatchClassifyItem,
+  BatchClassifyResult,
+  BatchGenerateResult,
+  BatchPromptSpec,
+  WorkerBatchGenerateOptions,
+  WorkerBatchOptions,
+} from './engine/protocol';
 import { KV_FILL_MODES, KvFill, SequenceResult, TokenEvent } from './engine/sequence';
 
 export type { ModelInfo, BenchResult, ClassifyResult, ExitSpec } from './engine/protocol';
+export type { BatchClassifyItem, BatchClassifyResult, BatchGenerateResult, BatchPromptSpec } from './engine/protocol';
+export type { BatchKvFill, BatchSequenceResult, BatchStats, BatchTimings } from './engine/batch';
 export type { TokenEvent, StopReason, Timings, KvFill } from './engine/sequence';
 
 /** The bundled default model (trained for this project with an early-exit loss). */
@@ -75,6 +86,36 @@ export interface ClassifyOptions {
   exit?: ExitSpec;
 }
 
+/** Options of Model.generateBatch / classifyBatch (lib/engine/batch.ts). */
+export interface BatchOptions {
+  /** Sequences run together, one KV cache slot each (default 16). */
+  batchSize?: number;
+  /** Positions per sequence (default: the longest prompt plus its maxTokens, at most the model's context). */
+  contextSize?: number;
+  /** Overrides the model's thread count for this batch. */
+  threads?: number;
+  addBos?: boolean;
+  /** Early exit, as for Session.generate (an exit file gives each batch slot its own policy instance). */
+  exit?: ExitSpec;
+  /** Remove exited rows from the batch between layers (default true); false keeps them computing, ignored. */
+  compaction?: boolean;
+  /** Stops the batch between two steps: the call rejects with ABORTED (results already passed to onResult stay). */
+  signal?: AbortSignal;
+}
+
+export interface GenerateBatchOptions extends BatchOptions, SamplingOptions {
+  /** Tokens to generate at most per prompt (default 128; a prompt's own maxTokens wins). */
+  maxTokens?: number;
+  stopAtEos?: boolean;
+  /** K/V of the layers an exit skipped (default 'propagate'); 'recompute' is single-sequence only. */
+  kvFill?: BatchKvFill;
+  onResult?: (result: BatchSequenceResult) => void;
+}
+
+export interface ClassifyBatchOptions extends BatchOptions {
+  onResult?: (result: BatchClassifyItem) => void;
+}
+
 export interface GenerateResult extends SequenceResult {
   timings: SequenceResult['timings'] & { loadMs: number };
 }
@@ -83,6 +124,7 @@ type Pending = {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   onToken?: (e: TokenEvent) => void;
+  onBatchResult?: (result: unknown) => void;
 };
 
 /** The connection to one model worker: numbered requests, answered in any order. */
@@ -99,11 +141,11 @@ class WorkerLink {
     this.worker.on('exit', (code) => this.fail(new AdaInferError('INTERNAL', `the model worker exited (code ${code})`)));
   }
 
-  call<T>(req: Request, onToken?: (e: TokenEvent) => void): Promise<T> {
+  call<T>(req: Request, onToken?: (e: TokenEvent) => void, onBatchResult?: (result: unknown) => void): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onToken });
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onToken, onBatchResult });
       this.worker.postMessage({ ...req, id });
     });
   }
@@ -124,6 +166,10 @@ class WorkerLink {
     if (!p) return;
     if (m.kind === 'token') {
       p.onToken?.(m.event);
+      return;
+    }
+    if (m.kind === 'batchResult') {
+      p.onBatchResult?.(m.result);
       return;
     }
     this.pending.delete(m.id);
@@ -194,9 +240,67 @@ export class Model {
   }
 
   /** @internal */
-  request<T>(req: Request, onToken?: (e: TokenEvent) => void): Promise<T> {
+  request<T>(req: Request, onToken?: (e: TokenEvent) => void, onBatchResult?: (result: unknown) => void): Promise<T> {
     this.check();
-    return this.link.track(this.link.call<T>(req, onToken));
+    return this.link.track(this.link.call<T>(req, onToken, onBatchResult));
+  }
+
+  /**
+   * Generates a continuation of every prompt, many sequences at a time in one context (one KV cache slot per
+   * sequence, `batchSize` of them): prompts are prefilled together and decoded one row per live sequence per
+   * step; with an exit policy each sequence exits on its own and its rows leave the batch (row compaction).
+   * Prompt i samples with seed `seed + i` (mod 2^32) unless it carries its own seed. Results come in prompt
+   * order; `onResult` sees each one as soon as its prompt finishes. See lib/engine/batch.ts.
+   */
+  async generateBatch(prompts: BatchPromptSpec[], options: GenerateBatchOptions = {}): Promise<BatchGenerateResult> {
+    this.check();
+    if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
+    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+    const { signal, onResult, batchSize, threads, maxTokens, ...rest } = options;
+    const workerOptions: WorkerBatchGenerateOptions = {
+      ...rest,
+      maxTokens: maxTokens ?? 128,
+      batchSize: checkPositiveInt(batchSize, 'batchSize', 4096) ?? 16,
+      threads: checkThreads(threads) ?? this.threads,
+    };
+    return this.runBatch<BatchGenerateResult>({ op: 'generateBatch', prompts, options: workerOptions, abort: new SharedArrayBuffer(4) }, signal, onResult);
+  }
+
+  /**
+   * Single-token classification of every prompt (as Session.classify), many at a time; with an exit policy
+   * each prompt exits on its own and its rows leave the batch. Results in prompt order.
+   */
+  async classifyBatch(prompts: (string | number[])[], labels: string[], options: ClassifyBatchOptions = {}): Promise<BatchClassifyResult> {
+    this.check();
+    if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
+    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+    const { signal, onResult, batchSize, threads, ...rest } = options;
+    const workerOptions: WorkerBatchOptions = {
+      ...rest,
+      batchSize: checkPositiveInt(batchSize, 'batchSize', 4096) ?? 16,
+      threads: checkThreads(threads) ?? this.threads,
+    };
+    return this.runBatch<BatchClassifyResult>(
+      { op: 'classifyBatch', prompts, labels, options: workerOptions, abort: new SharedArrayBuffer(4) },
+      signal,
+      onResult as ((r: unknown) => void) | undefined,
+    );
+  }
+
+  private async runBatch<T>(
+    req: Extract<Request, { op: 'generateBatch' | 'classifyBatch' }>,
+    signal: AbortSignal | undefined,
+    onResult: ((r: never) => void) | undefined,
+  ): Promise<T> {
+    if (signal?.aborted) throw new AdaInferError('ABORTED', 'the batch was aborted before it started');
+    const flag = new Int32Array(req.abort);
+    const onAbort = () => Atomics.store(flag, 0, 1);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await this.request<T>(req, undefined, onResult as ((r: unknown) => void) | undefined);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   async tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<number[]> {

@@ -13,6 +13,16 @@ export type {
   StopReason,
   Timings,
   KvFill,
+  GenerateBatchOptions,
+  ClassifyBatchOptions,
+  BatchGenerateResult,
+  BatchClassifyResult,
+  BatchClassifyItem,
+  BatchSequenceResult,
+  BatchPromptSpec,
+  BatchKvFill,
+  BatchStats,
+  BatchTimings,
 } from './api';
 export { AdaInferError, ModelFileError, OptionError, ContextOverflowError } from './errors';
 export type { ErrorCode } from './errors';

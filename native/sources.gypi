@@ -23,13 +23,17 @@
     "addon_sources": [
       "native/addon/addon.cpp",
       "native/addon/js_model.cpp",
-      "native/addon/js_context.cpp"
+      "native/addon/js_context.cpp",
+      "native/addon/js_quant.cpp"
     ],
     "native_test_sources": [
       "test/native/test_main.cpp",
       "test/native/test_kernels.cpp",
       "test/native/test_quant.cpp",
       "test/native/test_thread_pool.cpp"
+    ],
+    "native_bench_sources": [
+      "bench/native/matmul_bench.cpp"
     ],
     "fuzz_sources": [
       "test/fuzz/native/gguf_table.cpp",

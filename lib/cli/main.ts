@@ -2,9 +2,12 @@
 /** The `adainfer` command line: one file per command, registered here. */
 import { Command, CommanderError } from 'commander';
 import { AdaInferError } from '../errors';
+import { registerBench } from './bench';
+import { registerBatch } from './batch';
 import { registerEvalExit } from './eval_exit';
 import { registerEvalTasks } from './eval_tasks';
 import { registerGenerate } from './generate';
+import { registerQuantize } from './quantize';
 import { registerTrainExit } from './train_exit';
 
 export async function main(argv: string[]): Promise<number> {
@@ -13,8 +16,11 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program);
+  registerQuantize(program);
+  registerBench(program);
   registerTrainExit(program);
   registerEvalExit(program);
+  registerBatch(program);
   registerEvalTasks(program);
   try {
     await program.parseAsync(argv);

@@ -5,15 +5,17 @@
  * Scheduling (continuous batching): the context's `sequences` slots are filled with prompts in input order;
  * a sequence that finishes frees its slot for the next prompt. Each step builds one batch of rows:
  *  - one row per decoding sequence (its last sampled token), then
- *  - prompt rows of the sequences still prefilling, in admission order, as many as the context's row capacity
- *    (`batchSize`) leaves; a prompt longer than that is split across steps, and only its last chunk may exit
- *    early (as in Sequence: the decision is read at the prompt's last position).
+ *  - whole prompts of the sequences still prefilling, in admission order, as long as the context's row
+ *    capacity (`batchSize`) has room (a prompt that does not fit waits for a later step). A prompt longer than
+ *    promptChunk = batchSize - slots rows runs in chunks of that size, one per step, and only its last chunk
+ *    may exit early (as in Sequence: the decision is read at the prompt's last position).
  * The batch runs through LlamaContext.forwardRows(); after every checked layer each sequence's policy reads the
  * logit lens at that sequence's decision row (the prompt's last row, or its decode row). A sequence that exits
  * takes its token (or label probabilities) from that lens read at once, and all its rows leave the batch:
  * the continuing rows are moved to the front (hidden state, rowSeq, rowPos), so the remaining layers run on
  * fewer rows. With `compaction: false` exited rows stay in the batch (computed, ignored) until every row of
- * the step has exited — the baseline that measures what compaction gains.
+ * the step has exited — the baseline that measures what compaction gains; their K/V writes are redirected to a
+ * scratch slot (the context's last sequence, which then holds no prompt), so results are identical either way.
  *
  * K/V of the layers an exit skipped (`kvFill`):
  *  - 'propagate' (default, CALM): after the step, the exit hidden state of every exited row computes the K/V of
@@ -31,6 +33,7 @@
  * Runs synchronously on the thread that owns the context; the generators yield after every step so that the
  * model worker can post finished results and let other requests in.
  */
+import { fromNativeError } from '../bindings/native';
 import { AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { LensOptions, LensReader, LensReading } from '../exit/lens';
 import { ExitPolicy, isCheckedLayer } from '../exit/policy';
@@ -241,8 +244,11 @@ interface Hooks<J extends Job> {
 }
 
 function checkContext(ctx: LlamaContext): void {
-  if (ctx.batchSize < ctx.sequences)
-    throw new OptionError('batchSize', `a batch context needs at least one row per sequence (rows ${ctx.batchSize} < sequences ${ctx.sequences})`);
+  if (ctx.batchSize <= ctx.sequences)
+    throw new OptionError(
+      'batchSize',
+      `a batch context needs more rows than sequences (rows ${ctx.batchSize}, sequences ${ctx.sequences}): one decode row per sequence, the rest for prompt chunks`,
+    );
 }
 
 function checkPromptTokens(tokens: unknown, i: number, ctx: LlamaContext): number[] {
@@ -291,8 +297,15 @@ function* runBatch<J extends Job>(
   const policyOf = slotPolicies(options.exit);
   const policies: (ExitPolicy | undefined)[] = [];
   const policyMade: boolean[] = [];
+  // Without compaction, exited rows keep running: their K/V writes go to a scratch slot (the context's last
+  // sequence), so that the cache holds exactly what it would with compaction (and kvFill 'none' stays 'none').
+  const scratch = compaction ? -1 : ctx.sequences - 1;
+  const slots = compaction ? ctx.sequences : ctx.sequences - 1;
+  if (slots < 1) throw new OptionError('compaction', 'compaction: false needs a context with one more sequence than the batch (a scratch slot)');
   const freeSlots: number[] = [];
-  for (let s = ctx.sequences - 1; s >= 0; s--) freeSlots.push(s);
+  for (let s = slots - 1; s >= 0; s--) freeSlots.push(s);
+  /** Rows of one prompt chunk: what the decode rows of the other slots leave. */
+  const promptChunk = capacity - slots;
   const live: J[] = [];
   let nextPrompt = 0;
   const reading: LensReading = { top1: -1, p1: 0, p2: 0, gap: 0, entropy: 0 };
@@ -338,9 +351,12 @@ function* runBatch<J extends Job>(
       step.push(job);
     }
     for (const job of live) {
-      if (job.next >= 0 || rows >= capacity) continue;
-      const n = Math.min(job.tokens.length - job.fed, capacity - rows);
-      if (n === 0) continue;
+      if (job.next >= 0) continue;
+      // A prompt is never split across steps unless it is longer than promptChunk; then it runs in chunks of
+      // promptChunk from its start (as Sequence with that batch size): the attention kernel's rounding depends
+      // on how a sequence's rows are grouped, so equal grouping keeps results bit-identical.
+      const n = Math.min(job.tokens.length - job.fed, promptChunk);
+      if (n > capacity - rows) continue; // next step (decode rows never take more than slots - 1 rows from it)
       job.rowStart = rows;
       job.rowCount = n;
       job.chunk = n;
@@ -387,7 +403,9 @@ function* runBatch<J extends Job>(
             if (exited === 0) return (lastRows = n);
             active -= exited;
             if (!compaction) {
-              // Baseline: the batch runs on until every row has exited.
+              // Baseline: the batch runs on until every row has exited; exited rows write to the scratch slot.
+              for (const job of deciders)
+                if (job.exitLayers === layer + 1) c.rowSeq.fill(scratch, job.rowStart, job.rowStart + job.rowCount);
               let allOut = active === 0;
               if (allOut) for (const job of step) if (job.exitLayers === 0) allOut = false;
               return (lastRows = allOut ? 0 : n);
@@ -436,7 +454,11 @@ function* runBatch<J extends Job>(
         for (let layer = exited[0].exitLayers; layer < nLayer; layer++) {
           while (k < exited.length && exited[k].exitLayers <= layer) k++;
           const n = prefixEnd[k - 1];
-          c.fillKv(layer, n);
+          try {
+            c.fillKv(layer, n);
+          } catch (err) {
+            throw fromNativeError(err);
+          }
           stats.fillKvRowLayers += n;
         }
         for (const job of exited) job.stash = undefined;

@@ -2,6 +2,7 @@
 import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
 import { KvFill, SequenceResult, TokenEvent } from './sequence';
+import type { BatchKvFill, BatchSequenceResult, BatchStats } from './batch';
 
 export interface WorkerLoadOptions {
   kernels?: string;
@@ -83,14 +84,18 @@ export type Request =
   | { op: 'classify'; sessionId: number; prompt: string | number[]; labels: string[]; options: WorkerClassifyOptions }
   | { op: 'bench'; sessionId: number; request: BenchRequest }
   | { op: 'disposeSession'; sessionId: number }
-  | { op: 'dispose' };
+  | { op: 'dispose' }
+  | { op: 'generateBatch'; prompts: BatchPromptSpec[]; options: WorkerBatchGenerateOptions; abort: SharedArrayBuffer }
+  | { op: 'classifyBatch'; prompts: (string | number[])[]; labels: string[]; options: WorkerBatchOptions; abort: SharedArrayBuffer };
 
 export type RequestMessage = Request & { id: number };
 
 export type ResponseMessage =
   | { id: number; kind: 'result'; value: unknown }
   | { id: number; kind: 'error'; error: SerializedError }
-  | { id: number; kind: 'token'; event: TokenEvent };
+  | { id: number; kind: 'token'; event: TokenEvent }
+  /** One prompt of a generateBatch / classifyBatch request finished (sent as soon as it does). */
+  | { id: number; kind: 'batchResult'; result: unknown };
 
 export interface ModelInfo {
   path: string;
@@ -116,3 +121,44 @@ export interface ModelInfo {
 }
 
 export type GenerateResultMessage = SequenceResult;
+
+// --- batches (lib/engine/batch.ts) ------------------------------------------------------------------
+
+/** A prompt of a batch: text or token ids, optionally with its own maxTokens and sampler seed. */
+export type BatchPromptSpec = string | number[] | { prompt: string | number[]; maxTokens?: number; seed?: number };
+
+export interface WorkerBatchOptions {
+  /** Sequences run together (KV cache slots). */
+  batchSize: number;
+  /** Positions per sequence; default: the longest prompt + its maxTokens, at most the model's context. */
+  contextSize?: number;
+  threads: number;
+  addBos?: boolean;
+  exit?: ExitSpec;
+  /** Remove exited rows from the batch between layers (default true). */
+  compaction?: boolean;
+}
+
+export interface WorkerBatchGenerateOptions extends WorkerBatchOptions, SamplingOptions {
+  maxTokens: number;
+  stopAtEos?: boolean;
+  kvFill?: BatchKvFill;
+}
+
+export interface BatchGenerateResult {
+  /** In prompt order. */
+  results: BatchSequenceResult[];
+  stats: BatchStats;
+}
+
+export interface BatchClassifyItem extends ClassifyResult {
+  /** Index of the prompt in the request. */
+  promptIndex: number;
+  timings: { queuedMs: number; ms: number };
+}
+
+export interface BatchClassifyResult {
+  /** In prompt order. */
+  results: BatchClassifyItem[];
+  stats: BatchStats;
+}

@@ -22,6 +22,16 @@ import {
 } from './protocol';
 import { resolveSampling } from './sampling';
 import { Sequence, SequenceResult } from './sequence';
+import { BatchExit, BatchPrompt, checkBatchKvFill, classifyBatch, generateBatch } from './batch';
+import { DEFAULT_FAST_TOP_K } from '../exit/lens';
+import {
+  BatchClassifyItem,
+  BatchClassifyResult,
+  BatchGenerateResult,
+  BatchPromptSpec,
+  WorkerBatchGenerateOptions,
+  WorkerBatchOptions,
+} from './protocol';
 
 interface SessionState {
   context: LlamaContext;
@@ -223,6 +233,10 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       return classify(req.sessionId, req.prompt, req.labels, req.options);
     case 'bench':
       return bench(req.sessionId, req.request);
+    case 'generateBatch':
+      return generateBatchOp(msg.id, req.prompts, req.options, req.abort);
+    case 'classifyBatch':
+      return classifyBatchOp(msg.id, req.prompts, req.labels, req.options, req.abort);
     case 'disposeSession': {
       const s = sessions.get(req.sessionId);
       if (s?.busy) throw new AdaInferError('BUSY', 'the session is generating; abort it before disposing');
@@ -236,6 +250,131 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       model?.dispose();
       model = undefined;
       return null;
+  }
+}
+
+// --- batches (lib/engine/batch.ts): a context with one KV cache slot per sequence, made for each request ----
+
+/** Exit files for batches, by path: each batch slot builds its own policy from the file (CRF state is per slot). */
+const batchExitFiles = new Map<string, ReturnType<typeof loadExitFile>>();
+
+function batchExitFor(spec: ExitSpec | undefined): BatchExit | undefined {
+  if (spec === undefined || spec === 'never') return undefined;
+  if (typeof spec !== 'string') return policyFor(spec); // threshold: stateless, shared by the slots
+  let file = batchExitFiles.get(spec);
+  if (!file) {
+    const m = requireModel();
+    file = loadExitFile(spec, { fingerprint: m.fingerprint, name: m.config.name, nLayer: m.config.nLayer });
+    batchExitFiles.set(spec, file);
+  }
+  const f = file;
+  return () => policyFromExitFile(f);
+}
+
+function checkBatchOptions(o: WorkerBatchOptions, prompts: unknown[]): void {
+  if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1 || o.batchSize > 4096)
+    throw new OptionError('batchSize', `must be an integer in [1, 4096], got ${String(o.batchSize)}`);
+  if (o.compaction !== undefined && typeof o.compaction !== 'boolean') throw new OptionError('compaction', 'must be a boolean');
+  if (o.contextSize !== undefined && (!Number.isInteger(o.contextSize) || o.contextSize < 1))
+    throw new OptionError('contextSize', `must be an integer >= 1, got ${String(o.contextSize)}`);
+}
+
+/** The batch context: `slots` sequences (+1 scratch slot without compaction), rows for prompt chunks, lens size. */
+function batchContext(o: WorkerBatchOptions, slots: number, contextSize: number, exit: BatchExit | undefined): LlamaContext {
+  const sample = typeof exit === 'function' ? exit() : exit;
+  const lensK = Math.max(8, sample?.lens.mode === 'fast' && !sample.lens.candidates ? sample.lens.topK ?? DEFAULT_FAST_TOP_K : 0);
+  return requireModel().createContext({
+    contextSize,
+    sequences: slots + (o.compaction === false ? 1 : 0),
+    batchSize: slots + 512, // decode rows + prompt chunks of 512 rows (lib/engine/batch.ts)
+    threads: o.threads,
+    lensK,
+  });
+}
+
+async function drive<R>(gen: Generator<number[], R>): Promise<R> {
+  for (;;) {
+    const step = gen.next();
+    if (step.done) return step.value;
+    await yieldToEventLoop(); // let other sessions' requests in between steps
+  }
+}
+
+async function generateBatchOp(id: number, specs: BatchPromptSpec[], o: WorkerBatchGenerateOptions, abort: SharedArrayBuffer): Promise<BatchGenerateResult> {
+  const m = requireModel();
+  checkBatchOptions(o, specs);
+  const kvFill = checkBatchKvFill(o.kvFill);
+  const sampling = resolveSampling(o);
+  const prompts: BatchPrompt[] = specs.map((spec, i) => {
+    const item = typeof spec === 'string' || Array.isArray(spec) ? { prompt: spec } : spec;
+    if (!item || (typeof item.prompt !== 'string' && !Array.isArray(item.prompt)))
+      throw new OptionError('prompts', `prompt ${i} must be a string, token ids, or { prompt, maxTokens?, seed? }`);
+    return { tokens: promptTokens(item.prompt, { maxTokens: 0, addBos: o.addBos }), maxTokens: item.maxTokens, seed: item.seed };
+  });
+  const need = prompts.reduce((a, p) => Math.max(a, p.tokens.length + (p.maxTokens ?? o.maxTokens)), 1);
+  const contextSize = o.contextSize ?? Math.min(need, m.config.contextLength);
+  const exit = batchExitFor(o.exit);
+  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, exit);
+  const flag = new Int32Array(abort);
+  try {
+    const gen = generateBatch(
+      ctx,
+      prompts,
+      { maxTokens: o.maxTokens, sampling, stopAtEos: o.stopAtEos, exit, kvFill, compaction: o.compaction, aborted: () => Atomics.load(flag, 0) !== 0 },
+      (result) => post({ id, kind: 'batchResult', result }),
+    );
+    return await drive(gen);
+  } finally {
+    ctx.dispose();
+  }
+}
+
+async function classifyBatchOp(
+  id: number,
+  specs: (string | number[])[],
+  labels: string[],
+  o: WorkerBatchOptions,
+  abort: SharedArrayBuffer,
+): Promise<BatchClassifyResult> {
+  const m = requireModel();
+  checkBatchOptions(o, specs);
+  if (!Array.isArray(labels) || labels.length < 2 || labels.some((l) => typeof l !== 'string' || l.length === 0))
+    throw new OptionError('labels', 'must be at least two non-empty strings');
+  // As classify(): each label is scored by its first token after the prompt.
+  const prompts = specs.map((prompt, i) => {
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompts', `prompt ${i} must be a string or token ids`);
+    const tokens = promptTokens(prompt, { maxTokens: 0, addBos: o.addBos });
+    const labelTokens = labels.map((label) => {
+      if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
+      const full = m.tokenizer.encode(prompt + label, { addSpecial: o.addBos ?? true });
+      return full[Math.min(tokens.length, full.length - 1)];
+    });
+    if (new Set(labelTokens).size !== labelTokens.length)
+      throw new OptionError('labels', `prompt ${i}: two labels start with the same token (${labelTokens.join(', ')}); they cannot be told apart`);
+    return { tokens, labelTokens };
+  });
+  const contextSize = o.contextSize ?? Math.min(prompts.reduce((a, p) => Math.max(a, p.tokens.length), 1), m.config.contextLength);
+  const exit = batchExitFor(o.exit);
+  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, exit);
+  const flag = new Int32Array(abort);
+  const item = (r: { index: number; label: number; probs: number[]; exitLayer: number; timings: BatchClassifyItem['timings'] }): BatchClassifyItem => ({
+    promptIndex: r.index,
+    index: r.label,
+    label: labels[r.label],
+    probs: r.probs,
+    exitLayer: r.exitLayer,
+    labelTokens: prompts[r.index].labelTokens,
+    timings: r.timings,
+  });
+  try {
+    const gen = classifyBatch(ctx, prompts, { exit, compaction: o.compaction, aborted: () => Atomics.load(flag, 0) !== 0 }, (r) =>
+      post({ id, kind: 'batchResult', result: item(r) }),
+    );
+    const run = await drive(gen);
+    return { results: run.results.map(item), stats: run.stats };
+  } finally {
+    ctx.dispose();
   }
 }
 

@@ -12,6 +12,7 @@ import { getInteger, getNumber, getString, GGMLType, GGUFFile, readGGUF } from '
 import { createTokenizer, Tokenizer } from '../tokenizer';
 import { tokenizerMetadataFromGGUF } from './gguf_tokenizer';
 import { fingerprintGGUF } from './fingerprint';
+import { DEFAULT_FAST_TOP_K } from '../exit/lens';
 
 export interface LlamaConfig extends NativeHParams {
   /** `general.name`, or the file name. */
@@ -176,7 +177,7 @@ export interface ContextOptions {
   /** Rows per native call during prompt processing. */
   batchSize: number;
   threads: number;
-  /** Largest top-k a logit-lens call may ask for (default 8). */
+  /** Largest top-k a logit-lens call may ask for (default 16, the fast lens's default top-k). */
   lensK?: number;
   /** Largest candidate set of a fast-mode logit-lens call (default min(vocabulary, 1024)). */
   lensMaxCandidates?: number;
@@ -215,7 +216,7 @@ export class LlamaContext {
         nSeq: this.sequences,
         nBatch: this.batchSize,
         threads: options.threads,
-        lensK: options.lensK ?? 8,
+        lensK: options.lensK ?? DEFAULT_FAST_TOP_K,
         lensMaxCandidates: options.lensMaxCandidates ?? Math.min(model.config.nVocab, 1024),
       });
     } catch (err) {

@@ -128,7 +128,7 @@ export function escapeHtml(s: string): string {
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
 function table(r: Results): string {
-  const head = ['task', 'n', 'shots', 'accuracy full', 'accuracy exit', 'chance', 'agreement', 'mean layers', 'pruning ratio', 'time full', 'time exit', 'speedup', 'exit policy', 'scored label tokens'];
+  const head = ['task', 'n', 'shots', 'accuracy full', 'accuracy exit', 'chance', 'agreement', 'mean layers', 'pruning ratio', 'work pruned', 'time full', 'time exit', 'speedup', 'exit policy', 'scored label tokens'];
   const rows = Object.entries(r.tasks).map(([name, t]) => {
     const labels = t.labels.map((l) => `${l.word} → ${JSON.stringify(l.piece)}${l.multiToken ? '*' : ''}`).join(', ');
     const policy = `${t.exit.kind}${t.exit.threshold !== null ? ` ≥ ${t.exit.threshold.toPrecision(4)}` : t.exit.kind === 'never' ? '' : ' (never fires)'}`;
@@ -142,6 +142,7 @@ function table(r: Results): string {
       pct(t.agreement),
       `${t.meanLayers.toFixed(2)} / ${r.model.layers}`,
       pct(t.pruningRatio),
+      pct(t.tokenWeightedPruningRatio),
       `${t.secondsFull.toFixed(3)} s`,
       `${t.secondsExit.toFixed(3)} s`,
       `${t.speedup.toFixed(2)}×`,
@@ -195,13 +196,13 @@ shots ${s.shots}, seed ${s.seed}, exit <code>${escapeHtml(s.exit)}</code>${s.tar
 ${nearChance.length > 0 ? `<p class="warn">Full-depth accuracy is within 10 points of chance on ${escapeHtml(nearChance.join(', '))}: this model does not do ${nearChance.length > 1 ? 'these tasks' : 'this task'}, so those figures test the machinery (prompts, scoring, exits, timing), not the method.</p>` : ''}
 <h2>Results</h2>
 ${table(r)}
-<p class="dim">Accuracy: share of examples answered with the gold label (full depth / with the exit policy). Agreement: exit answer = full-depth answer. Pruning ratio: (L − mean layers run) / L. Times: wall clock of the whole prompt through the layer loop, full depth and exit alternating on the same examples. * = the label has several tokens; it is scored by the first.</p>
+<p class="dim">Accuracy: share of examples answered with the gold label (full depth / with the exit policy). Agreement: exit answer = full-depth answer. Pruning ratio: (L − mean layers run) / L, a mean over examples; work pruned: the same weighted by prompt tokens (Σ tokens·skipped layers / Σ tokens·L), which the wall clock follows more closely when prompt lengths vary. Times: wall clock of the whole prompt through the layer loop, full depth and exit alternating on the same examples. * = the label has several tokens; it is scored by the first.</p>
 <h2>Accuracy vs pruning ratio</h2>
 ${figure('plot-accuracy', accuracy, `Per task, every threshold of the exit score (${sweepScore}) replayed on the evaluated examples: accuracy against gold and agreement with full depth, against the share of layers skipped; the diamond is the measured run, the dotted line chance.`)}
 <h2>Exit-layer histograms</h2>
 ${histograms.join('\n')}
 <h2>Speedup vs pruning ratio</h2>
-${figure('plot-speedup', speedup, 'Measured wall-clock speedup per task; dashed: the layer-count ideal L / (L − pruned layers), which the lens checks and the layers-independent work (embedding, label scoring) keep a run below.')}
+${figure('plot-speedup', speedup, 'Measured wall-clock speedup per task; dashed: the layer-count ideal L / (L − pruned layers), which the lens checks and the work outside the layers (embedding, label scoring) keep a run below, and which a run can pass when its long prompts exit earlier than its short ones (see work pruned). Times are wall clock: other load on the machine shows in them.')}
 <h2>Notes</h2>
 ${notes(r)}
 </body></html>

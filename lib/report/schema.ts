@@ -98,6 +98,8 @@ export interface TaskResult {
   chance: number;
   shots: number;
   meanPromptTokens: number;
+  /** Σ tokens·(layers − layers run) / Σ tokens·layers: the share of per-token layer work skipped. */
+  tokenWeightedPruningRatio: number;
   skipped: number;
   shotsReduced: number;
   tokenizationMismatches: number;
@@ -200,6 +202,7 @@ const TASK: Shape = {
   chance: share,
   shots: int,
   meanPromptTokens: num,
+  tokenWeightedPruningRatio: num,
   skipped: int,
   shotsReduced: int,
   tokenizationMismatches: int,
@@ -237,7 +240,7 @@ export function validateResults(v: unknown): string[] {
     if (Array.isArray(h) && layers !== undefined) {
       if (h.length !== layers) errors.push(`${where}.exitHistogram has ${h.length} entries, expected one per layer (${layers})`);
       const total = h.reduce((a: number, b: unknown) => a + (typeof b === 'number' ? b : 0), 0);
-      if (total !== o.n) errors.push(`${where}.exitHistogram sums to ${total}, expected n = ${String(o.n)}`);
+      if (Number.isSafeInteger(o.n) && total !== o.n) errors.push(`${where}.exitHistogram sums to ${total}, expected n = ${String(o.n)}`);
     }
     if (layers !== undefined && typeof o.meanLayers === 'number' && (o.meanLayers < 0 || o.meanLayers > layers))
       errors.push(`${where}.meanLayers must be in [0, ${layers}]`);

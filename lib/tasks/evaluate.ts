@@ -127,6 +127,12 @@ export interface TaskMeasurement {
   speedup: number;
   exitHistogram: number[];
   meanPromptTokens: number;
+  /**
+   * Share of layer×token work skipped: Σ tokens·(L − layers) / Σ tokens·L. Layers cost in proportion to the
+   * prompt's tokens (attention more), so when the long prompts exit earlier than the short ones the wall
+   * clock gains more than pruningRatio, a per-example mean, suggests — and less in the opposite case.
+   */
+  tokenWeightedPruningRatio: number;
 }
 
 /**
@@ -151,6 +157,7 @@ export function measureTask(
   let agree = 0;
   let layerSum = 0;
   let tokenSum = 0;
+  let skippedWork = 0;
   const runFull = (ex: PreparedExample) => {
     seq.reset();
     const t0 = performance.now();
@@ -186,6 +193,7 @@ export function measureTask(
     layerSum += exit.layers;
     exitHistogram[exit.layers - 1]++;
     tokenSum += ex.tokens.length;
+    skippedWork += ex.tokens.length * (nLayer - exit.layers);
     onProgress?.(i + 1);
   });
   const n = examples.length;
@@ -202,5 +210,6 @@ export function measureTask(
     speedup: msExit > 0 ? msFull / msExit : 0,
     exitHistogram,
     meanPromptTokens: n > 0 ? tokenSum / n : 0,
+    tokenWeightedPruningRatio: tokenSum > 0 ? skippedWork / (tokenSum * nLayer) : 0,
   };
 }

@@ -85,6 +85,12 @@ function scheme(t: Tokenizer, words: string[], boundary: LabelBoundary, conts: n
     multiToken: tokens.length > 1,
   }));
   if (shared.length > 0) notes.push(`every label starts with ${JSON.stringify(show(t, shared))}: appended to the prompt, labels scored at the next position`);
+  const bare = labels.filter((l) => t.decode([l.scored]).trim() === '' && l.multiToken);
+  if (bare.length > 0)
+    notes.push(
+      `${bare.map((l) => `'${l.word}'`).join(', ')} ${bare.length > 1 ? 'are' : 'is'} scored by a bare space token ${JSON.stringify(bare[0].pieces[0])}, ` +
+        `which stands for every word the vocabulary cannot start with a merged space: a weak proxy`,
+    );
   const multi = labels.filter((l) => l.multiToken);
   if (multi.length > 0)
     notes.push(

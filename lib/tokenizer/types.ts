@@ -214,27 +214,33 @@ export class Vocab {
       this.textToId.set(this.texts[i], i);
     }
 
+    // JavaScript callers can pass anything: null is "absent", and anything else must at least be array-like.
+    const optionalArray = (key: string, v: unknown): boolean => {
+      if (v === undefined || v === null) return false;
+      if (!Array.isArray(v) && !ArrayBuffer.isView(v)) throw tokenizerError(`${key} must be an array`);
+      return true;
+    };
     this.scores = new Float32Array(n);
-    if (meta.scores !== undefined) {
-      if (meta.scores.length !== n) {
-        throw tokenizerError(`tokenizer.ggml.scores has ${meta.scores.length} entries but there are ${n} tokens`);
+    if (optionalArray('tokenizer.ggml.scores', meta.scores)) {
+      if (meta.scores!.length !== n) {
+        throw tokenizerError(`tokenizer.ggml.scores has ${meta.scores!.length} entries but there are ${n} tokens`);
       }
       for (let i = 0; i < n; i++) {
-        const s = Number(meta.scores[i]);
+        const s = Number(meta.scores![i]);
         if (Number.isNaN(s)) throw tokenizerError(`tokenizer.ggml.scores[${i}] is not a number`);
         this.scores[i] = s;
       }
     }
 
     this.attrs = new Uint8Array(n).fill(Attr.Normal);
-    if (meta.tokenTypes !== undefined) {
-      if (meta.tokenTypes.length !== n) {
-        throw tokenizerError(`tokenizer.ggml.token_type has ${meta.tokenTypes.length} entries but there are ${n} tokens`);
+    if (optionalArray('tokenizer.ggml.token_type', meta.tokenTypes)) {
+      if (meta.tokenTypes!.length !== n) {
+        throw tokenizerError(`tokenizer.ggml.token_type has ${meta.tokenTypes!.length} entries but there are ${n} tokens`);
       }
       for (let i = 0; i < n; i++) {
-        const attr = ATTR_OF_TYPE[meta.tokenTypes[i]];
+        const attr = ATTR_OF_TYPE[meta.tokenTypes![i]];
         if (attr === undefined) {
-          throw tokenizerError(`tokenizer.ggml.token_type[${i}] = ${String(meta.tokenTypes[i])} is not a token type (0..6)`);
+          throw tokenizerError(`tokenizer.ggml.token_type[${i}] = ${String(meta.tokenTypes![i])} is not a token type (0..6)`);
         }
         this.attrs[i] = attr;
       }

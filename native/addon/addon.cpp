@@ -4,6 +4,7 @@
 
 #include "addon/js_context.h"
 #include "addon/js_model.h"
+#include "addon/js_quant.h"
 #include "core/cpu_features.h"
 #include "core/kernels.h"
 #include "core/thread_pool.h"
@@ -17,10 +18,15 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceValue("Model", JsModel::Init(env)),
                              InstanceValue("Context", JsContext::Init(env)),
                              InstanceMethod("systemInfo", &Addon::SystemInfo),
+                             InstanceMethod("quantize", &Addon::Quantize),
+                             InstanceMethod("dequantize", &Addon::Dequantize),
                          });
   }
 
  private:
+  Napi::Value Quantize(const Napi::CallbackInfo& info) { return JsQuantize(info); }
+  Napi::Value Dequantize(const Napi::CallbackInfo& info) { return JsDequantize(info); }
+
   // { cpuFeatures, physicalCores, kernels: best variant, available: [variants this CPU runs] }
   Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

@@ -1,6 +1,8 @@
 #include "blocks/llama_blocks.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <cmath>
 #include <map>
@@ -180,8 +182,48 @@ void LlamaState::check_rows(int64_t n) const {
     throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch_) + "]");
 }
 
-// Output rows are split across the pool; each thread runs the kernel on its own range of W's rows,
-// so weights are streamed once per call whatever the number of tokens. Quantized weight types first get
+namespace {
+
+// ADAINFER_STATIC_ROWS=1: one contiguous range of rows per thread (to measure against the dynamic split).
+bool static_row_split() {
+  static const bool on = [] {
+    const char* v = std::getenv("ADAINFER_STATIC_ROWS");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+// Calls fn(r0, r1) on chunks covering rows [0, n), chunk boundaries multiples of `align`. The chunks (about
+// eight per thread) are handed out dynamically: when another process takes a core away from one of the
+// threads, the others take its remaining chunks, so the matmul waits for at most one chunk instead of
+// a whole static share of the rows.
+template <class Fn>
+void split_rows(ThreadPool& pool, int64_t n, int64_t align, Fn&& fn) {
+  const int64_t threads = pool.size();
+  if (threads == 1 || static_row_split()) {
+    pool.parallel_for(n, align, [&](int64_t r0, int64_t r1, int) { fn(r0, r1); });
+    return;
+  }
+  int64_t chunk = (n + threads * 8 - 1) / (threads * 8);
+  chunk = std::max<int64_t>(align, (chunk + align - 1) / align * align);
+  if (chunk >= n) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  pool.run([&](int) {
+    for (;;) {
+      const int64_t r0 = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (r0 >= n) break;
+      fn(r0, std::min(n, r0 + chunk));
+    }
+  });
+}
+
+}  // namespace
+
+// Output rows are split across the pool (split_rows); each thread runs the kernel on its own ranges of W's
+// rows, so weights are streamed once per call whatever the number of tokens. Quantized weight types first get
 // their activation rows quantized (once per input, in parallel over rows for a batch), as ggml does.
 void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
                         bool same_input) {
@@ -192,7 +234,7 @@ void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_
   // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512, 16-row panels).
   if (format == kActF32 || !k_.matmul_act[w.type]) {
     MatmulFn fn = k_.matmul[w.type];
-    pool_.parallel_for(w.ne1, 48, [&](int64_t r0, int64_t r1, int) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
+    split_rows(pool_, w.ne1, 48, [&](int64_t r0, int64_t r1) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
     return;
   }
   ActRows& a = act_[format];
@@ -216,7 +258,7 @@ void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_
   }
   MatmulActFn fn = k_.matmul_act[w.type];
   const uint8_t* rows = a.rows.data();
-  pool_.parallel_for(w.ne1, 48, [&](int64_t r0, int64_t r1, int) {
+  split_rows(pool_, w.ne1, 48, [&](int64_t r0, int64_t r1) {
     fn(w.data, w.ne0, rows, static_cast<int64_t>(lda), n, y, ldy, r0, r1);
   });
 }

@@ -74,12 +74,14 @@ class Walker {
   readonly fields: Field[] = [];
   constructor(readonly b: Buffer) {}
   u32(kind?: FieldKind): number {
+    if (this.pos + 4 > this.b.length) throw new Error('raw GGUF: truncated');
     if (kind) this.fields.push({ kind, at: this.pos, size: 4 });
     const v = this.b.readUInt32LE(this.pos);
     this.pos += 4;
     return v;
   }
   u64(kind?: FieldKind): bigint {
+    if (this.pos + 8 > this.b.length) throw new Error('raw GGUF: truncated');
     if (kind) this.fields.push({ kind, at: this.pos, size: 8 });
     const v = this.b.readBigUInt64LE(this.pos);
     this.pos += 8;
@@ -91,20 +93,26 @@ class Walker {
     this.pos += n;
     return out;
   }
-  value(type: number, record: boolean): void {
+  /** A count that cannot describe more items (of at least one byte) than the rest of the input holds. */
+  count(kind?: FieldKind): number {
+    const n = this.u64(kind);
+    if (n > BigInt(this.b.length - this.pos)) throw new Error('raw GGUF: count past the end');
+    return Number(n);
+  }
+  value(type: number, record: boolean, depth = 0): void {
+    if (depth > 8) throw new Error('raw GGUF: nested too deep');
     if (type === STRING) {
-      const n = this.u64(record ? 'stringLength' : undefined);
-      this.bytes(Number(n));
+      this.bytes(this.count(record ? 'stringLength' : undefined));
     } else if (type === ARRAY) {
       const et = this.u32(record ? 'arrayType' : undefined);
-      const n = Number(this.u64(record ? 'arrayLength' : undefined));
+      const n = this.count(record ? 'arrayLength' : undefined);
       // Only the first few elements of a long array are recorded as fields (the vocabulary has thousands).
-      for (let i = 0; i < n; i++) this.value(et, record && i < 8);
+      for (let i = 0; i < n; i++) this.value(et, record && i < 8, depth + 1);
     } else {
       const size = SCALAR_SIZE[type];
       if (size === undefined) throw new Error(`raw GGUF: value type ${type}`);
       if (record) this.fields.push({ kind: 'scalar', at: this.pos, size });
-      this.pos += size;
+      this.bytes(size);
     }
   }
 }
@@ -114,11 +122,11 @@ export function decodeRaw(bytes: Buffer): { raw: RawGGUF; fields: Field[]; heade
   const w = new Walker(bytes);
   const magic = w.bytes(4);
   const version = w.u32('version');
-  const nTensors = Number(w.u64('tensorCount'));
-  const nKv = Number(w.u64('kvCount'));
+  const nTensors = w.count('tensorCount');
+  const nKv = w.count('kvCount');
   const kvs: RawKV[] = [];
   for (let i = 0; i < nKv; i++) {
-    const key = w.bytes(Number(w.u64('keyLength')));
+    const key = w.bytes(w.count('keyLength'));
     const type = w.u32('valueType');
     const start = w.pos;
     w.value(type, true);
@@ -126,8 +134,9 @@ export function decodeRaw(bytes: Buffer): { raw: RawGGUF; fields: Field[]; heade
   }
   const tensors: RawTensor[] = [];
   for (let i = 0; i < nTensors; i++) {
-    const name = w.bytes(Number(w.u64('nameLength')));
+    const name = w.bytes(w.count('nameLength'));
     const nDims = w.u32('nDims');
+    if (nDims > 16) throw new Error('raw GGUF: n_dims');
     const dims: bigint[] = [];
     for (let d = 0; d < nDims; d++) dims.push(w.u64('dim'));
     const type = w.u32('tensorType');

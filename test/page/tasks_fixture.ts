@@ -82,3 +82,72 @@ export function checkResults(r: Results, tasks: string[], n: number): void {
   }
 }
 
+
+/** A valid results object with made-up figures for `tasks` on a `layers`-layer model (sweeps included). */
+export function syntheticResults(tasks = ['sst2', 'agnews', 'csqa', 'mmlu', 'copa'], layers = 10): Results {
+  const r: Results = {
+    format: 'adainfer.eval-tasks/1',
+    model: { name: 'synthetic', fingerprint: 'sha256:' + '0'.repeat(64), layers, path: '/models/synthetic.gguf', vocab: 512, contextLength: 256, tokenizer: 'SentencePiece' },
+    settings: {
+      shots: 2,
+      seed: 1,
+      exit: 'train:svm',
+      mode: 'fast',
+      classifier: 'svm',
+      target: 0.99,
+      label: 'final',
+      limit: 20,
+      trainLimit: 50,
+      minLayer: 1,
+      checkEvery: 1,
+      threads: 2,
+      dataDir: '/data',
+      tasks,
+      splitSeed: 20240304,
+      createdAt: '2026-01-01T00:00:00.000Z',
+    },
+    tasks: {},
+  };
+  tasks.forEach((name, k) => {
+    const n = 20;
+    const exitHistogram = new Array<number>(layers).fill(0);
+    for (let i = 0; i < n; i++) exitHistogram[(i * 7 + k) % layers]++;
+    const meanLayers = exitHistogram.reduce((a, c, i) => a + c * (i + 1), 0) / n;
+    const sweep = Array.from({ length: 12 }, (_, i) => {
+      const ml = layers - (i * (layers - 1)) / 11;
+      return { threshold: i === 0 ? null : 3 - i / 4, agreement: 1 - i / 20, accuracy: 0.6 - i / 50, meanLayers: ml, pruningRatio: (layers - ml) / layers };
+    });
+    r.tasks[name] = {
+      title: name.toUpperCase(),
+      n,
+      accuracyFull: 0.6,
+      accuracyExit: 0.55,
+      agreement: 0.9,
+      meanLayers,
+      pruningRatio: (layers - meanLayers) / layers,
+      secondsFull: 1 + k,
+      secondsExit: 0.7 + k / 2,
+      speedup: (1 + k) / (0.7 + k / 2),
+      exitHistogram,
+      chance: 0.25,
+      shots: 2,
+      meanPromptTokens: 120,
+      tokenWeightedPruningRatio: (layers - meanLayers) / layers,
+      skipped: 0,
+      shotsReduced: 1,
+      tokenizationMismatches: 0,
+      labelBoundary: 'joined',
+      sharedPrefix: [],
+      labels: [
+        { word: 'yes', token: 5, piece: '▁yes', pieces: ['▁yes'], multiToken: false },
+        { word: 'no <b>', token: 6, piece: '▁no', pieces: ['▁no', '▁<b>'], multiToken: true },
+      ],
+      exit: { kind: 'svm', threshold: 0.5, score: 'svm score', training: null },
+      sweep,
+      sweepAtThreshold: { agreement: 0.9, accuracy: 0.55, meanLayers },
+      sources: { demo: '/data/x.train', eval: '/data/x.dev' },
+      notes: ['a note with <html> & "quotes"'],
+    };
+  });
+  return r;
+}

@@ -10,12 +10,16 @@ import { Results } from '../../lib/report/schema';
 import { checkResults, runCli, writeFixtureData } from '../page/tasks_fixture';
 import { BUNDLED_MODEL, tmpDir } from '../helpers';
 
+const dirs: string[] = [];
+const tmp = (prefix: string) => (dirs.push(tmpDir(prefix)), dirs[dirs.length - 1]);
+afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
 describe('eval-tasks end to end (bundled model, fixture data)', () => {
-  const data = writeFixtureData(tmpDir('adainfer-tasks-data-'));
+  const data = writeFixtureData(tmp('adainfer-tasks-data-'));
   const tasks = ['sst2', 'agnews', 'csqa', 'mmlu', 'copa'];
 
   test('--train-exit --limit 4: results.json and report.html, --json prints the same object', async () => {
-    const out = tmpDir('adainfer-tasks-out-');
+    const out = tmp('adainfer-tasks-out-');
     const r = await runCli(['eval-tasks', '-m', BUNDLED_MODEL, '--data-dir', data, '--limit', '4', '--shots', '1', '--train-exit', '--train-limit', '8', '--out', out, '--threads', '1', '--json']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
@@ -38,7 +42,7 @@ describe('eval-tasks end to end (bundled model, fixture data)', () => {
   });
 
   test('--exit threshold and never; a text table on stdout', async () => {
-    const out = tmpDir('adainfer-tasks-out-');
+    const out = tmp('adainfer-tasks-out-');
     const r = await runCli(['eval-tasks', '-m', BUNDLED_MODEL, '--data-dir', data, '--tasks', 'sst2,copa', '--limit', '4', '--exit', 'threshold:gap:0.2', '--out', out, '--threads', '1']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^model adainfer-tinystories-10L-ee \(10 layers\), 0-shot, exit threshold:gap:0.2/);
@@ -56,7 +60,7 @@ describe('eval-tasks end to end (bundled model, fixture data)', () => {
   });
 
   test('bad options are errors with exit code 2', async () => {
-    const out = tmpDir('adainfer-tasks-out-');
+    const out = tmp('adainfer-tasks-out-');
     expect((await runCli(['eval-tasks', '--data-dir', data, '--tasks', 'sst2,nope', '--out', out])).stderr).toMatch(/unknown task\(s\) nope/);
     const r = await runCli(['eval-tasks', '--data-dir', path.join(data, 'absent'), '--out', out]);
     expect(r.code).toBe(2);

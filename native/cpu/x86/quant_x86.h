@@ -394,6 +394,20 @@ inline __m512i shift_halves(int lo, int hi) {
   return _mm512_set_epi32(h, h, h, h, h, h, h, h, l, l, l, l, l, l, l, l);
 }
 
+// The fp16 values at p, p + kStride, ..., p + 15 * kStride (the first cnt of them; the rest 0) as floats.
+template <int kStride>
+inline __m512 halves16(const uint8_t* p, int cnt) {
+  uint64_t q[4] = {0, 0, 0, 0};
+  if (cnt == 16) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) q[i >> 2] |= static_cast<uint64_t>(load_u16(p + i * kStride)) << (16 * (i & 3));
+  } else {
+    for (int i = 0; i < cnt; ++i) q[i >> 2] |= static_cast<uint64_t>(load_u16(p + i * kStride)) << (16 * (i & 3));
+  }
+  return _mm512_cvtph_ps(_mm256_setr_epi64x(static_cast<int64_t>(q[0]), static_cast<int64_t>(q[1]),
+                                            static_cast<int64_t>(q[2]), static_cast<int64_t>(q[3])));
+}
+
 // Codes of blocks b0 and b0 + kBytes (kTwo) or of b0 alone (high half zero), 64 bytes in element order.
 template <class Ty, bool kTwo>
 inline __m512i codes_a(const uint8_t* b0) {
@@ -424,9 +438,6 @@ inline __m512i codes_a(const uint8_t* b0) {
 template <class Ty, int T>
 void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
   const int64_t nb = n / 32;
-  const __m512i gather_idx =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(Ty::kBytes));
   const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   __m512 acc[T], corr[T], mins[T];
   for (int t = 0; t < T; ++t) acc[t] = corr[t] = mins[t] = _mm512_setzero_ps();
@@ -434,17 +445,16 @@ void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
     const int cnt = nb - b < 16 ? static_cast<int>(nb - b) : 16;
     const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
     const uint8_t* g = w + b * Ty::kBytes;
-    // d (and m) of the 16 blocks: the first 4 bytes of each (never past the last block).
-    const __m512i raw = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, gather_idx, g, 1);
-    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw));
+    // d (and m) of the 16 blocks, by scalar loads (a vector gather of them is slow on AMD, and here it would
+    // also be the first touch of the blocks' cache lines).
+    const __m512 dw = halves16<Ty::kBytes>(g, cnt);
+    __m512 mw = _mm512_setzero_ps();
+    if constexpr (Ty::kMin) mw = halves16<Ty::kBytes>(g + Ty::kM, cnt);
     __m512 S[T];
     for (int t = 0; t < T; ++t) {
       S[t] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(m, a[t].d + b));
       if constexpr (Ty::kOffset != 0) corr[t] = _mm512_fmadd_ps(S[t], _mm512_maskz_loadu_ps(m, a[t].sum + b), corr[t]);
-      if constexpr (Ty::kMin) {
-        const __m512 mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(raw, 16)));
-        mins[t] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(m, a[t].s + b), mins[t]);
-      }
+      if constexpr (Ty::kMin) mins[t] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(m, a[t].s + b), mins[t]);
     }
     auto unit = [&](auto two, int p) {
       const __m512i c = codes_a<Ty, decltype(two)::value>(g + 2 * p * Ty::kBytes);

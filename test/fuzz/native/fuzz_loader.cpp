@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <initializer_list>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -82,16 +84,20 @@ class MemFile {
   std::string path_;
 };
 
-// A short forward pass over the loaded weights: 2 prompt rows, 1 decode row, the head and both logit lenses.
-// Exercises every block on weights that passed validation but may hold any bit pattern (NaN, inf, denormals).
+// A short forward pass over the loaded weights, two sequences in one cache: a 3-row prompt batch (2 rows of
+// sequence 0, 1 of sequence 1), then a decode batch of one row each, the K/V fill of a skipped layer, the head
+// and both logit lenses. Exercises every block on weights that passed validation but may hold any bit
+// pattern (NaN, inf, denormals).
 void forward(const std::shared_ptr<const adainfer::LlamaWeights>& w, const adainfer::KernelTable& k) {
   const adainfer::LlamaHParams& hp = w->hp;
-  const int64_t n_ctx = 4, n_batch = 2, lens_k = 3, n_cand = 3;
-  std::vector<int32_t> tokens(n_batch), cand(n_cand), ids(lens_k);
+  const int64_t n_seq = 2, n_ctx = 4, n_batch = 3, lens_k = 3, n_cand = 3;
+  std::vector<int32_t> tokens(n_batch), row_seq(n_batch), row_pos(n_batch), cand(n_cand), ids(lens_k);
   std::vector<float> hidden(static_cast<size_t>(n_batch * hp.n_embd)), logits(static_cast<size_t>(hp.n_vocab));
   std::vector<float> probs(lens_k), features(4);
   adainfer::LlamaBuffers io;
   io.tokens = tokens.data();
+  io.row_seq = row_seq.data();
+  io.row_pos = row_pos.data();
   io.hidden = hidden.data();
   io.logits = logits.data();
   io.lens_candidates = cand.data();
@@ -100,26 +106,36 @@ void forward(const std::shared_ptr<const adainfer::LlamaWeights>& w, const adain
   io.lens_probs = probs.data();
   io.lens_features = features.data();
   io.lens_k = lens_k;
-  adainfer::LlamaState st(w, n_ctx, n_batch, 1, k, io);
-  tokens[0] = 0;
-  tokens[1] = static_cast<int32_t>(hp.n_vocab - 1);
-  st.embed(2);
+  adainfer::LlamaState st(w, n_seq, n_ctx, n_batch, 1, k, io);
+  const int32_t last = static_cast<int32_t>(hp.n_vocab - 1);
+  const int32_t mid = static_cast<int32_t>(hp.n_vocab / 2);
+  auto rows = [&](std::initializer_list<std::array<int32_t, 3>> r) {  // {token, seq, pos}
+    int64_t i = 0;
+    for (const auto& x : r) {
+      tokens[i] = x[0];
+      row_seq[i] = x[1];
+      row_pos[i] = x[2];
+      ++i;
+    }
+    return i;
+  };
+  int64_t n = rows({{0, 0, 0}, {last, 0, 1}, {mid, 1, 0}});
+  st.embed(n);
   for (int64_t l = 0; l < hp.n_layer; ++l) {
-    st.attention_block(l, 2, 0);
-    st.mlp_block(l, 2);
+    st.attention_block(l, n);
+    st.mlp_block(l, n);
   }
-  tokens[0] = static_cast<int32_t>(hp.n_vocab / 2);
-  st.embed(1);
-  for (int64_t l = 0; l < hp.n_layer; ++l) {
-    st.attention_block(l, 1, 2);
-    st.mlp_block(l, 1);
-  }
+  n = rows({{mid, 0, 2}, {0, 1, 1}});
+  st.embed(n);
+  st.attention_block(0, n);
+  st.mlp_block(0, n);
+  for (int64_t l = 1; l < hp.n_layer; ++l) st.fill_kv(l, n);  // as after an exit at layer 1
   st.head(0);
-  st.logit_lens(0, std::min<int64_t>(2, lens_k));
+  st.logit_lens(1, std::min<int64_t>(2, lens_k));
   cand[0] = 0;
-  cand[1] = static_cast<int32_t>(hp.n_vocab - 1);
-  cand[2] = static_cast<int32_t>(hp.n_vocab / 2);
-  st.logit_lens_candidates(1, n_cand, lens_k);
+  cand[1] = last;
+  cand[2] = mid;
+  st.logit_lens_candidates(0, n_cand, lens_k);
 }
 
 }  // namespace

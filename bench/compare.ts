@@ -1,0 +1,336 @@
+/**
+ * Quantized-weights comparison against node-llama-cpp on TinyLlama-1.1B-shaped random models (issue 3):
+ * decode (tg) and prefill (pp) tokens/s of both engines on the same file and thread count, runs alternating
+ * between the engines, each run in its own process (so its peak resident memory is its own); the ratio; the
+ * bytes of weights each decoded token reads and the bandwidth that implies, beside the machine's measured
+ * read bandwidth at 1 and 2 threads; peak RSS while decoding, with the KV cache bytes of each engine.
+ *
+ *   npx tsc -p tsconfig.json && node dist/bench/compare.js [--types F16,Q8_0,Q4_0,Q4_K] [--threads 1,2]
+ *       [--pp 512] [--tg 128] [--reps 3] [--ctx 1024] [--geometry tinyllama-1.1b] [--engines adainfer,llamacpp]
+ *       [--json FILE]
+ *
+ * Models come from bench/make_model.ts (generated into bench/models/ when missing). The bandwidth comes from
+ * bench/native/membw.c, compiled with the system C compiler into bench/.build/ on first use.
+ *
+ * One run (child process, one engine): load the model, create a context of --ctx positions with batch --pp,
+ * warm up (a 32-token prefill and 4 decoded tokens), then
+ *   pp: --pp random tokens in one batch from an empty cache (time of the prefill call);
+ *   tg: one token prefilled, then --tg tokens decoded one at a time (each with its logits; node-llama-cpp
+ *       samples greedily, as its users do; the "core" numbers are llama.cpp's own timers of llama_decode).
+ * Peak RSS while decoding: VmHWM reset (/proc/self/clear_refs) after the prefill, read after the decode.
+ * The file is mapped by both engines: its pages count in RSS once touched.
+ */
+import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { describeMachine, formatMachine, repoRoot } from './machine';
+import { ensureModel, GEOMETRIES } from './make_model';
+
+// ---------------------------------------------------------------------------------------------------
+// Child: one run of one engine
+
+interface RunResult {
+  engine: 'adainfer' | 'llamacpp';
+  ppTps: number;
+  tgTps: number;
+  /** llama.cpp's own timers (llama_decode only), when readable. */
+  corePpTps?: number;
+  coreTgTps?: number;
+  rssAfterLoad: number;
+  rssPeakDecode: number;
+  rssPeakAll: number;
+  kvBytes: number;
+  kvType: string;
+  kernels?: string;
+  flashAttention?: string;
+}
+
+function status(): { rss: number; hwm: number } {
+  const s = fs.readFileSync('/proc/self/status', 'utf8');
+  const kb = (k: string) => Number((new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s) ?? [])[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+function resetPeak(): void {
+  try {
+    fs.writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    // not Linux, or not allowed: the peak then covers the whole run
+  }
+}
+
+function tokensFor(seed: number, n: number, vocab: number): number[] {
+  let x = seed >>> 0 || 1;
+  return Array.from({ length: n }, () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % vocab;
+  });
+}
+
+async function childAdainfer(model: string, threads: number, pp: number, tg: number, ctx: number, seed: number): Promise<RunResult> {
+  const { loadModel } = await import('../lib/api');
+  const m = await loadModel(model, { threads });
+  try {
+    const s = await m.createSession({ contextSize: ctx, batchSize: Math.max(pp, 32), threads });
+    const rssAfterLoad = status().rss;
+    await s.bench({ promptTokens: 32, genTokens: 4, seed: seed + 1000 });
+    const p = await s.bench({ promptTokens: pp, genTokens: 0, seed });
+    resetPeak();
+    const g = await s.bench({ promptTokens: 1, genTokens: tg, seed: seed + 1 });
+    const after = status();
+    await s.dispose();
+    const kvDim = (m.info.nKvHead * m.info.nEmbd) / m.info.nHead;
+    return {
+      engine: 'adainfer',
+      ppTps: (pp * 1000) / p.prefillMs,
+      tgTps: (tg * 1000) / g.decodeMs,
+      rssAfterLoad,
+      rssPeakDecode: after.hwm,
+      rssPeakAll: after.hwm,
+      kvBytes: 2 * m.info.nLayer * ctx * kvDim * 4,
+      kvType: 'F32',
+      kernels: m.info.kernels,
+    };
+  } finally {
+    await m.dispose();
+  }
+}
+
+async function childLlamaCpp(model: string, threads: number, pp: number, tg: number, ctx: number, seed: number): Promise<RunResult> {
+  const { LlamaCppPeer } = await import('./peer');
+  const { readGGUF } = await import('../lib/gguf');
+  const f = readGGUF(model);
+  const num = (k: string) => Number(f.metadata.get(k));
+  const nLayer = num('llama.block_count');
+  const kvDim = (num('llama.attention.head_count_kv') * num('llama.embedding_length')) / num('llama.attention.head_count');
+  const vocab = num('llama.vocab_size') || 32000;
+  const peer = await LlamaCppPeer.start({ install: false, log: () => undefined });
+  try {
+    const lm = await peer.loadModel(model);
+    const runner = await lm.createRunner({ contextSize: ctx, batchSize: Math.max(pp, 32), threads });
+    const rssAfterLoad = status().rss;
+    await runner.bench(tokensFor(seed + 1000, 32, vocab), 4);
+    const p = await runner.bench(tokensFor(seed, pp, vocab), 0);
+    await runner.bench([1], 0);  // clear + tiny prefill outside the peak window
+    resetPeak();
+    const g = await runner.bench(tokensFor(seed + 1, 1, vocab), tg);
+    const after = status();
+    const out: RunResult = {
+      engine: 'llamacpp',
+      ppTps: (pp * 1000) / p.prefillMs,
+      tgTps: (tg * 1000) / g.decodeMs,
+      corePpTps: p.core ? (p.core.prefillTokens * 1000) / p.core.prefillMs : undefined,
+      coreTgTps: g.core && g.core.decodeMs > 0 ? (g.core.decodeRuns * 1000) / g.core.decodeMs : undefined,
+      rssAfterLoad,
+      rssPeakDecode: after.hwm,
+      rssPeakAll: after.hwm,
+      kvBytes: 2 * nLayer * ctx * kvDim * 2,  // llama.cpp's default K/V cache type is F16
+      kvType: 'F16',
+      flashAttention: String(runner.flashAttention),
+    };
+    await runner.dispose();
+    await lm.dispose();
+    return out;
+  } finally {
+    await peer.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Parent
+
+interface Args {
+  types: string[];
+  threads: number[];
+  pp: number;
+  tg: number;
+  reps: number;
+  ctx: number;
+  geometry: string;
+  engines: ('adainfer' | 'llamacpp')[];
+  json?: string;
+  membw: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { types: ['F16', 'Q8_0', 'Q4_0', 'Q4_K'], threads: [1, 2], pp: 512, tg: 128, reps: 3, ctx: 1024, geometry: 'tinyllama-1.1b', engines: ['adainfer', 'llamacpp'], membw: true };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = () => {
+      if (i + 1 >= argv.length) throw new Error(`${k} needs a value`);
+      return argv[++i];
+    };
+    const int = (s: string) => {
+      const n = Number(s);
+      if (!Number.isInteger(n) || n < 0) throw new Error(`${k}: expected a non-negative integer, got ${s}`);
+      return n;
+    };
+    if (k === '--types') a.types = v().split(',');
+    else if (k === '--threads') a.threads = v().split(',').map(int);
+    else if (k === '--pp') a.pp = int(v());
+    else if (k === '--tg') a.tg = int(v());
+    else if (k === '--reps') a.reps = Math.max(1, int(v()));
+    else if (k === '--ctx') a.ctx = int(v());
+    else if (k === '--geometry') a.geometry = v();
+    else if (k === '--engines') a.engines = v().split(',') as Args['engines'];
+    else if (k === '--json') a.json = v();
+    else if (k === '--no-membw') a.membw = false;
+    else throw new Error(`unknown option ${k}`);
+  }
+  if (!GEOMETRIES[a.geometry]) throw new Error(`unknown geometry ${a.geometry}`);
+  if (a.pp + a.tg + 2 > a.ctx) throw new Error(`--ctx ${a.ctx} is too small for --pp ${a.pp} / --tg ${a.tg}`);
+  return a;
+}
+
+function median(xs: number[]): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((p, q) => p - q);
+  if (!s.length) return NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Memory read bandwidth (GiB/s) at each thread count, from bench/native/membw.c; undefined without a C compiler. */
+export function measureBandwidth(threads: number[]): Map<number, number> | undefined {
+  const root = repoRoot();
+  const exe = path.join(root, 'bench', '.build', 'membw');
+  const src = path.join(root, 'bench', 'native', 'membw.c');
+  try {
+    if (!fs.existsSync(exe) || fs.statSync(exe).mtimeMs < fs.statSync(src).mtimeMs) {
+      fs.mkdirSync(path.dirname(exe), { recursive: true });
+      execFileSync(process.env.CC ?? 'cc', ['-O3', '-pthread', '-o', exe, src], { stdio: 'pipe' });
+    }
+    const out = execFileSync(exe, [...threads.map(String), '--mib', '1024', '--reps', '5'], { encoding: 'utf8' });
+    const m = new Map<number, number>();
+    for (const line of out.trim().split('\n')) {
+      const r = JSON.parse(line) as { threads: number; gib_per_s: number };
+      m.set(r.threads, r.gib_per_s);
+    }
+    return m;
+  } catch (err) {
+    process.stderr.write(`[compare] memory bandwidth not measured: ${(err as Error).message.split('\n')[0]}\n`);
+    return undefined;
+  }
+}
+
+/** Bytes of weights one decoded token reads: every matrix once, token_embd one row (unless it is the head). */
+export function weightBytesPerToken(model: string): number {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { readGGUF } = require('../lib/gguf') as typeof import('../lib/gguf');
+  const f = readGGUF(model);
+  const tied = !f.tensorsByName.has('output.weight');
+  let bytes = 0;
+  for (const t of f.tensors) {
+    if (t.name === 'token_embd.weight' && !tied) bytes += t.byteSize / t.dims[1];
+    else bytes += t.byteSize;
+  }
+  return bytes;
+}
+
+function runChild(engine: string, model: string, threads: number, a: Args, seed: number): RunResult {
+  const r = spawnSync(
+    process.execPath,
+    [__filename, '--child', engine, model, String(threads), String(a.pp), String(a.tg), String(a.ctx), String(seed)],
+    { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  if (r.status !== 0) throw new Error(`${engine} run failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  return JSON.parse(line) as RunResult;
+}
+
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+
+async function parent(a: Args): Promise<void> {
+  const print = (s: string) => process.stdout.write(s + '\n');
+  const machine = describeMachine();
+  print('machine');
+  for (const l of formatMachine(machine)) print('  ' + l);
+  const bw = a.membw ? measureBandwidth(a.threads) : undefined;
+  if (bw) print(`  read bandwidth (bench/native/membw.c, 1 GiB buffer, median of 5): ${[...bw].map(([t, g]) => `${t} thread(s) ${g.toFixed(1)} GiB/s`).join(', ')}`);
+  print(`settings: ${a.geometry}, pp${a.pp}, tg${a.tg}, ${a.reps} reps per engine alternating, context ${a.ctx}, engines ${a.engines.join(', ')}`);
+
+  const results: { type: string; threads: number; model: string; bytesPerToken: number; runs: RunResult[] }[] = [];
+  for (const type of a.types) {
+    const model = ensureModel(a.geometry, type, { threads: Math.max(...a.threads) });
+    const bytesPerToken = weightBytesPerToken(model);
+    for (const threads of a.threads) {
+      const runs: RunResult[] = [];
+      for (let rep = 0; rep < a.reps; rep++) {
+        const order = rep % 2 === 0 ? a.engines : [...a.engines].reverse();
+        for (const engine of order) {
+          const r = runChild(engine, model, threads, a, 1 + rep);
+          runs.push(r);
+          process.stderr.write(`[compare] ${type} t${threads} rep ${rep} ${engine}: pp ${r.ppTps.toFixed(1)} tg ${r.tgTps.toFixed(2)} t/s, peak RSS decoding ${mib(r.rssPeakDecode)}\n`);
+        }
+      }
+      results.push({ type, threads, model, bytesPerToken, runs });
+    }
+  }
+
+  print('');
+  print('medians of alternating runs; ratio = adainfer / node-llama-cpp (> 1: adainfer faster); [llama.cpp core timers]');
+  const head = ['type', 'thr', 'test', 'adainfer t/s', 'node-llama-cpp t/s', 'ratio', 'weights/token', 'adainfer GiB/s', '% of bw'];
+  const rows: string[][] = [];
+  for (const r of results) {
+    const ours = r.runs.filter((x) => x.engine === 'adainfer');
+    const peer = r.runs.filter((x) => x.engine === 'llamacpp');
+    const bwT = bw?.get(r.threads);
+    for (const test of ['tg', 'pp'] as const) {
+      const o = median(ours.map((x) => (test === 'tg' ? x.tgTps : x.ppTps)));
+      const p = median(peer.map((x) => (test === 'tg' ? x.tgTps : x.ppTps)));
+      const core = median(peer.map((x) => (test === 'tg' ? x.coreTgTps ?? NaN : x.corePpTps ?? NaN)));
+      const gibs = test === 'tg' ? (o * r.bytesPerToken) / 2 ** 30 : NaN;
+      rows.push([
+        r.type,
+        String(r.threads),
+        `${test}${test === 'tg' ? a.tg : a.pp}`,
+        Number.isFinite(o) ? o.toFixed(2) : '-',
+        Number.isFinite(p) ? `${p.toFixed(2)}${Number.isFinite(core) ? ` [${core.toFixed(2)}]` : ''}` : '-',
+        Number.isFinite(o / p) ? (o / p).toFixed(2) : '-',
+        test === 'tg' ? mib(r.bytesPerToken) : '',
+        Number.isFinite(gibs) ? gibs.toFixed(1) : '',
+        Number.isFinite(gibs) && bwT ? `${((100 * gibs) / bwT).toFixed(0)}%` : '',
+      ]);
+    }
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
+  const line = (c: string[]) => '| ' + c.map((x, i) => x.padEnd(widths[i])).join(' | ') + ' |';
+  print(line(head));
+  print('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
+  for (const row of rows) print(line(row));
+
+  print('');
+  print('peak RSS while decoding (medians; the mapped file counts once its pages are read)');
+  for (const r of results) {
+    const ours = r.runs.filter((x) => x.engine === 'adainfer');
+    const peer = r.runs.filter((x) => x.engine === 'llamacpp');
+    const o = median(ours.map((x) => x.rssPeakDecode));
+    const p = median(peer.map((x) => x.rssPeakDecode));
+    const kvO = ours[0]?.kvBytes ?? NaN;
+    const kvP = peer[0]?.kvBytes ?? NaN;
+    print(
+      `  ${r.type} t${r.threads}: adainfer ${mib(o)} (KV ${mib(kvO)} F32), node-llama-cpp ${mib(p)} (KV ${mib(kvP)} F16), ` +
+        `ratio ${(o / p).toFixed(2)}; without the KV caches ${((o - kvO) / (p - kvP)).toFixed(2)}`,
+    );
+  }
+  if (a.json) {
+    fs.writeFileSync(a.json, JSON.stringify({ benchmark: 'compare', machine, bandwidthGiBs: bw ? Object.fromEntries(bw) : undefined, settings: a, results }, null, 2));
+    print(`\nJSON written to ${a.json}`);
+  }
+}
+
+async function child(argv: string[]): Promise<void> {
+  const [engine, model, threads, pp, tg, ctx, seed] = argv;
+  const fn = engine === 'adainfer' ? childAdainfer : childLlamaCpp;
+  const r = await fn(model, Number(threads), Number(pp), Number(tg), Number(ctx), Number(seed));
+  process.stdout.write(JSON.stringify(r) + '\n');
+}
+
+if (require.main === module) {
+  const argv = process.argv.slice(2);
+  const run = argv[0] === '--child' ? child(argv.slice(1)) : parent(parseArgs(argv));
+  run.catch((err) => {
+    process.stderr.write(`compare: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,202 @@
+/**
+ * The quantizer (lib/quant, `adainfer quantize`) on the bundled model: which type each tensor gets, files that
+ * load and compute logits close to the original F16 model in every type, and the command's errors.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { main } from '../../lib/cli/main';
+import { readGGUF } from '../../lib/gguf';
+import { GGMLType, LlamaFileType, rowBytes } from '../../lib/gguf/types';
+import { LlamaModel } from '../../lib/model/llama';
+import { dequantizeRows, quantizeRows } from '../../lib/quant/native_quant';
+import { QUANT_TARGETS, planTensorTypes, quantizeModel, type QuantTarget, type TensorDesc } from '../../lib/quant/quantize_model';
+import { BUNDLED_PLAIN_MODEL, tmpDir } from '../helpers';
+
+function llamaTensors(nEmbd: number, nFf: number, nLayer: number, tied = false): TensorDesc[] {
+  const t: TensorDesc[] = [{ name: 'token_embd.weight', dims: [nEmbd, 512], type: GGMLType.F32 }];
+  for (let l = 0; l < nLayer; l++) {
+    for (const n of ['attn_q', 'attn_k', 'attn_v', 'attn_output']) t.push({ name: `blk.${l}.${n}.weight`, dims: [nEmbd, nEmbd], type: GGMLType.F32 });
+    t.push({ name: `blk.${l}.attn_norm.weight`, dims: [nEmbd], type: GGMLType.F32 });
+    t.push({ name: `blk.${l}.ffn_gate.weight`, dims: [nEmbd, nFf], type: GGMLType.F32 });
+    t.push({ name: `blk.${l}.ffn_down.weight`, dims: [nFf, nEmbd], type: GGMLType.F32 });
+  }
+  if (!tied) t.push({ name: 'output.weight', dims: [nEmbd, 512], type: GGMLType.F32 });
+  return t;
+}
+
+function typeOf(plans: { name: string; to: number }[], name: string): number {
+  const p = plans.find((x) => x.name === name);
+  if (!p) throw new Error(`no tensor ${name}`);
+  return p.to;
+}
+
+describe('tensor types chosen by the quantizer', () => {
+  const tensors = llamaTensors(256, 512, 8);
+
+  test('1-D tensors stay, the head gets higher precision, --pure and --keep-output-f16', () => {
+    const q4 = planTensorTypes(tensors, 'Q4_0');
+    expect(typeOf(q4, 'blk.0.attn_norm.weight')).toBe(GGMLType.F32);
+    expect(typeOf(q4, 'blk.0.attn_q.weight')).toBe(GGMLType.Q4_0);
+    expect(typeOf(q4, 'token_embd.weight')).toBe(GGMLType.Q4_0);
+    expect(typeOf(q4, 'output.weight')).toBe(GGMLType.Q6_K);
+    expect(typeOf(planTensorTypes(tensors, 'Q8_0'), 'output.weight')).toBe(GGMLType.Q8_0);
+    expect(typeOf(planTensorTypes(tensors, 'Q4_0', { pure: true }), 'output.weight')).toBe(GGMLType.Q4_0);
+    expect(typeOf(planTensorTypes(tensors, 'Q4_0', { keepOutputF16: true }), 'output.weight')).toBe(GGMLType.F16);
+    expect(typeOf(planTensorTypes(tensors, 'F16'), 'output.weight')).toBe(GGMLType.F16);
+    expect(typeOf(planTensorTypes(tensors, 'BF16'), 'blk.3.ffn_down.weight')).toBe(GGMLType.BF16);
+    // tied embeddings: token_embd is the head
+    const tied = planTensorTypes(llamaTensors(256, 512, 2, true), 'Q4_K');
+    expect(typeOf(tied, 'token_embd.weight')).toBe(GGMLType.Q6_K);
+  });
+
+  test('Q4_K_M gives attn_v and ffn_down of the layers llama.cpp picks Q6_K', () => {
+    const plans = planTensorTypes(tensors, 'Q4_K_M');
+    // 8 layers: use_more_bits(i) = i < 1 || i >= 7 || (i - 1) % 3 == 2  ->  layers 0, 3, 6, 7
+    const more = [0, 3, 6, 7];
+    for (let l = 0; l < 8; l++) {
+      const want = more.includes(l) ? GGMLType.Q6_K : GGMLType.Q4_K;
+      expect([l, typeOf(plans, `blk.${l}.attn_v.weight`)]).toEqual([l, want]);
+      expect([l, typeOf(plans, `blk.${l}.ffn_down.weight`)]).toEqual([l, want]);
+      expect(typeOf(plans, `blk.${l}.attn_q.weight`)).toBe(GGMLType.Q4_K);
+    }
+    expect(typeOf(planTensorTypes(tensors, 'Q4_K_M', { pure: true }), 'blk.0.attn_v.weight')).toBe(GGMLType.Q4_K);
+  });
+
+  test('rows that are not a whole number of blocks fall back to a compatible type', () => {
+    const plans = planTensorTypes(llamaTensors(128, 344, 1), 'Q4_K', { pure: true });
+    expect(typeOf(plans, 'blk.0.attn_q.weight')).toBe(GGMLType.Q5_0);  // 128 % 256 != 0, 128 % 32 == 0
+    expect(typeOf(plans, 'blk.0.ffn_down.weight')).toBe(GGMLType.F16);  // 344 % 32 != 0
+    expect(typeOf(plans, 'blk.0.ffn_gate.weight')).toBe(GGMLType.Q5_0);
+    expect(typeOf(planTensorTypes(llamaTensors(128, 344, 1), 'Q6_K', { pure: true }), 'blk.0.attn_q.weight')).toBe(GGMLType.Q8_0);
+    expect(typeOf(planTensorTypes(llamaTensors(128, 344, 1), 'Q5_K', { pure: true }), 'blk.0.attn_q.weight')).toBe(GGMLType.Q5_1);
+    expect(typeOf(planTensorTypes(llamaTensors(128, 344, 1), 'Q4_0'), 'blk.0.ffn_down.weight')).toBe(GGMLType.F16);
+  });
+});
+
+describe('native tensor quantization', () => {
+  test('round trip within the type\'s resolution, errors on bad shapes', () => {
+    const n = 512;
+    const x = new Float32Array(4 * n).map((_, i) => Math.sin(i * 0.37) * 0.05);
+    for (const [type, tol] of [
+      [GGMLType.Q8_0, 0.006],
+      [GGMLType.Q4_K, 0.1],
+      [GGMLType.Q6_K, 0.03],
+      [GGMLType.F16, 1e-3],
+    ] as const) {
+      const q = quantizeRows(type, x, 4, n, 2);
+      expect(q.length).toBe(4 * rowBytes(type, n));
+      const back = dequantizeRows(type, q, 4, n);
+      let err = 0;
+      let ref = 0;
+      for (let i = 0; i < x.length; i++) {
+        err += (back[i] - x[i]) ** 2;
+        ref += x[i] ** 2;
+      }
+      expect(Math.sqrt(err / ref)).toBeLessThan(tol);
+    }
+    expect(() => quantizeRows(GGMLType.Q4_K, x, 1, 100)).toThrow(/not a whole number/);
+    expect(() => quantizeRows(GGMLType.IQ2_XS, x, 1, 256)).toThrow(/cannot quantize/);
+  });
+});
+
+describe('quantized copies of the bundled model', () => {
+  let dir: string;
+  let tokens: number[];
+  let reference: Float32Array[];
+  beforeAll(() => {
+    dir = tmpDir('adainfer-quant-');
+    tokens = Array.from({ length: 24 }, (_, i) => (i * 37 + 11) % 512);
+    reference = logitsOf(BUNDLED_PLAIN_MODEL, tokens);
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function logitsOf(file: string, toks: number[]): Float32Array[] {
+    const model = LlamaModel.load(file);
+    const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 2 });
+    try {
+      toks.forEach((t, i) => (ctx.native.tokens[i] = t));
+      ctx.forward(toks.length, 0);
+      return toks.map((_, row) => ctx.logits(row).slice());
+    } finally {
+      ctx.dispose();
+      model.dispose();
+    }
+  }
+
+  // Relative RMS difference of the logits from the F16 original, and top-1 agreement, per target. The bundled
+  // model's rows are 128 / 344 long: K-quant targets fall back to Q5_0 / Q5_1 / Q8_0 and ffn_down to F16.
+  const bounds: Record<QuantTarget, { rel: number; top1: number }> = {
+    F32: { rel: 1e-5, top1: 1 },
+    F16: { rel: 1e-6, top1: 1 },
+    BF16: { rel: 0.02, top1: 0.9 },
+    Q8_0: { rel: 0.02, top1: 0.9 },
+    Q6_K: { rel: 0.02, top1: 0.9 },
+    Q5_0: { rel: 0.06, top1: 0.75 },
+    Q5_1: { rel: 0.06, top1: 0.75 },
+    Q5_K: { rel: 0.06, top1: 0.75 },
+    Q5_K_M: { rel: 0.06, top1: 0.75 },
+    Q4_0: { rel: 0.15, top1: 0.6 },
+    Q4_1: { rel: 0.15, top1: 0.6 },
+    Q4_K: { rel: 0.15, top1: 0.6 },
+    Q4_K_M: { rel: 0.15, top1: 0.6 },
+  };
+
+  test.each([...QUANT_TARGETS])('%s: loads, file type set, logits close to the F16 model', (target) => {
+    const out = path.join(dir, `model-${target}.gguf`);
+    const r = quantizeModel(BUNDLED_PLAIN_MODEL, out, target, { threads: 2 });
+    const f = readGGUF(out);
+    expect(f.metadata.get('general.file_type')).toBe(
+      {
+        F32: LlamaFileType.ALL_F32,
+        F16: LlamaFileType.MOSTLY_F16,
+        BF16: LlamaFileType.MOSTLY_BF16,
+        Q8_0: LlamaFileType.MOSTLY_Q8_0,
+        Q4_0: LlamaFileType.MOSTLY_Q4_0,
+        Q4_1: LlamaFileType.MOSTLY_Q4_1,
+        Q5_0: LlamaFileType.MOSTLY_Q5_0,
+        Q5_1: LlamaFileType.MOSTLY_Q5_1,
+        Q4_K: LlamaFileType.MOSTLY_Q4_K_S,
+        Q5_K: LlamaFileType.MOSTLY_Q5_K_S,
+        Q6_K: LlamaFileType.MOSTLY_Q6_K,
+        Q4_K_M: LlamaFileType.MOSTLY_Q4_K_M,
+        Q5_K_M: LlamaFileType.MOSTLY_Q5_K_M,
+      }[target],
+    );
+    // every tensor has the planned type, the metadata (tokenizer included) is carried over
+    for (const p of r.plans) expect([p.name, f.tensorsByName.get(p.name)?.type]).toEqual([p.name, p.to]);
+    expect(f.metadata.get('tokenizer.ggml.tokens')).toEqual(readGGUF(BUNDLED_PLAIN_MODEL).metadata.get('tokenizer.ggml.tokens'));
+    const logits = logitsOf(out, tokens);
+    let err = 0;
+    let ref = 0;
+    let agree = 0;
+    logits.forEach((row, i) => {
+      let a = 0;
+      let b = 0;
+      for (let v = 0; v < row.length; v++) {
+        err += (row[v] - reference[i][v]) ** 2;
+        ref += reference[i][v] ** 2;
+        if (row[v] > row[a]) a = v;
+        if (reference[i][v] > reference[i][b]) b = v;
+      }
+      if (a === b) agree++;
+    });
+    const rel = Math.sqrt(err / ref);
+    expect(rel).toBeLessThanOrEqual(bounds[target].rel);
+    expect(agree / tokens.length).toBeGreaterThanOrEqual(bounds[target].top1);
+  });
+
+  test('`adainfer quantize`: writes the file; unknown types and conflicting flags are usage errors', async () => {
+    const out = path.join(dir, 'cli-q8.gguf');
+    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(await main(['node', 'adainfer', 'quantize', BUNDLED_PLAIN_MODEL, out, 'q8_0', '-q'])).toBe(0);
+      expect(readGGUF(out).metadata.get('general.file_type')).toBe(LlamaFileType.MOSTLY_Q8_0);
+      expect(await main(['node', 'adainfer', 'quantize', BUNDLED_PLAIN_MODEL, out, 'Q9_9'])).toBe(2);
+      expect(await main(['node', 'adainfer', 'quantize', BUNDLED_PLAIN_MODEL, out, 'Q4_0', '--pure', '--keep-output-f16'])).toBe(2);
+      expect(await main(['node', 'adainfer', 'quantize', BUNDLED_PLAIN_MODEL, BUNDLED_PLAIN_MODEL, 'Q4_0'])).toBe(2);
+      expect(await main(['node', 'adainfer', 'quantize', path.join(dir, 'missing.gguf'), out, 'Q4_0'])).toBe(1);
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+});
