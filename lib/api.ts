@@ -9,6 +9,7 @@
  *   await session.dispose(); await model.dispose();
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { native } from './bindings/native';
@@ -146,7 +147,14 @@ class WorkerLink {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onToken, onBatchResult });
-      this.worker.postMessage({ ...req, id });
+      try {
+        this.worker.postMessage({ ...req, id });
+      } catch (err) {
+        // A value the structured clone cannot copy (a function, a symbol, ...): nothing was sent, so nothing
+        // may stay pending (it would keep the worker referenced and the process alive).
+        this.pending.delete(id);
+        reject(new OptionError('options', `holds a value that cannot be sent to the model worker: ${(err as Error).message}`));
+      }
     });
   }
 
@@ -191,11 +199,42 @@ class WorkerLink {
   }
 }
 
+let warnedOversubscribed = false;
+
+/**
+ * A thread count as llama.cpp takes `-t`: any count in [1, 1024] is honoured, even above the CPUs this process
+ * may use (each kernel call then time-slices its threads, which is slow but works); the first such request
+ * in a process emits a warning (code ADAINFER_THREADS).
+ */
 function checkThreads(threads: unknown, option = 'threads'): number | undefined {
   if (threads === undefined) return undefined;
   if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 1024)
     throw new OptionError(option, `must be an integer in [1, 1024], got ${String(threads)}`);
+  const cpus = os.availableParallelism();
+  if (threads > cpus && !warnedOversubscribed) {
+    warnedOversubscribed = true;
+    process.emitWarning(`${option} ${threads} is more than the ${cpus} CPUs this process may use: the kernels will be slower than with ${cpus}`, {
+      code: 'ADAINFER_THREADS',
+    });
+  }
   return threads;
+}
+
+/** An AbortSignal, or nothing (undefined / null). */
+function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined || signal === null) return undefined;
+  const s = signal as AbortSignal;
+  if (typeof s !== 'object' || typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function' || typeof s.removeEventListener !== 'function')
+    throw new OptionError('signal', 'must be an AbortSignal');
+  return s;
+}
+
+function checkOptionsObject(options: unknown, option = 'options'): void {
+  if (options === null || typeof options !== 'object') throw new OptionError(option, 'must be an object');
+}
+
+function checkBoolean(value: unknown, option: string): void {
+  if (value !== undefined && value !== null && typeof value !== 'boolean') throw new OptionError(option, `must be a boolean, got ${String(value)}`);
 }
 
 function checkPositiveInt(value: unknown, option: string, max: number): number | undefined {
@@ -256,7 +295,8 @@ export class Model {
     this.check();
     if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
     if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
-    const { signal, onResult, batchSize, threads, maxTokens, ...rest } = options;
+    const { signal: rawSignal, onResult, batchSize, threads, maxTokens, ...rest } = options;
+    const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchGenerateOptions = {
       ...rest,
       maxTokens: maxTokens ?? 128,
@@ -274,7 +314,8 @@ export class Model {
     this.check();
     if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
     if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
-    const { signal, onResult, batchSize, threads, ...rest } = options;
+    const { signal: rawSignal, onResult, batchSize, threads, ...rest } = options;
+    const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchOptions = {
       ...rest,
       batchSize: checkPositiveInt(batchSize, 'batchSize', 4096) ?? 16,
@@ -305,15 +346,20 @@ export class Model {
 
   async tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<number[]> {
     if (typeof text !== 'string') throw new OptionError('text', 'must be a string');
+    checkOptionsObject(options);
+    checkBoolean(options.addSpecial, 'addSpecial');
+    checkBoolean(options.parseSpecial, 'parseSpecial');
     return this.request({ op: 'tokenize', text, addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false });
   }
 
   async detokenize(tokens: number[]): Promise<string> {
+    if (!Array.isArray(tokens)) throw new OptionError('tokens', 'must be an array of token ids');
     return this.request({ op: 'detokenize', tokens });
   }
 
   async createSession(options: SessionOptions = {}): Promise<Session> {
     this.check();
+    checkOptionsObject(options);
     const contextSize = checkPositiveInt(options.contextSize, 'contextSize', 1 << 20) ?? Math.min(this.info.contextLength, 2048);
     const kvFill = options.kvFill ?? 'propagate';
     if (!KV_FILL_MODES.includes(kvFill)) throw new OptionError('kvFill', `must be one of ${KV_FILL_MODES.join(', ')}, got ${String(kvFill)}`);
@@ -340,6 +386,8 @@ export class Model {
 
 export class Session {
   private disposed = false;
+  /** Generations in flight: their abort flags, and their ends. */
+  private readonly running = new Set<{ flag: Int32Array; done: Promise<unknown> }>();
 
   /** @internal use Model.createSession() */
   constructor(
@@ -391,10 +439,20 @@ export class Session {
     return iterator;
   }
 
+  /**
+   * Frees the session's KV cache. A generation in flight is aborted first (it resolves with stopReason
+   * 'aborted'). Idempotent, and a no-op once the model is disposed (that freed every session).
+   */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    await this.model.request({ op: 'disposeSession', sessionId: this.id });
+    for (const r of this.running) Atomics.store(r.flag, 0, 1);
+    await Promise.allSettled([...this.running].map((r) => r.done));
+    try {
+      await this.model.request({ op: 'disposeSession', sessionId: this.id });
+    } catch (err) {
+      if (!(err instanceof AdaInferError && err.code === 'DISPOSED')) throw err;
+    }
   }
 
   private async run(prompt: string | number[], options: GenerateOptions, onToken: ((e: TokenEvent) => void) | undefined): Promise<GenerateResult> {
@@ -403,17 +461,24 @@ export class Session {
     if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
     const maxTokens = options.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be an integer >= 0, got ${String(options.maxTokens)}`);
-    const { signal, ...rest } = options;
+    const { signal: rawSignal, ...rest } = options;
+    const signal = checkSignal(rawSignal);
+    checkBoolean(options.stopAtEos, 'stopAtEos');
+    checkBoolean(options.addBos, 'addBos');
     if (signal?.aborted) throw new AdaInferError('ABORTED', 'the generation was aborted before it started');
     const abort = new SharedArrayBuffer(4);
     const flag = new Int32Array(abort);
     const onAbort = () => Atomics.store(flag, 0, 1);
     signal?.addEventListener('abort', onAbort, { once: true });
     const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens };
+    const done = this.model.request<SequenceResult>({ op: 'generate', sessionId: this.id, prompt, options: workerOptions, abort }, onToken);
+    const entry = { flag, done };
+    this.running.add(entry);
     try {
-      const result = await this.model.request<SequenceResult>({ op: 'generate', sessionId: this.id, prompt, options: workerOptions, abort }, onToken);
+      const result = await done;
       return { ...result, timings: { ...result.timings, loadMs: this.model.info.loadMs } };
     } finally {
+      this.running.delete(entry);
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -424,6 +489,7 @@ export class Session {
    */
   async classify(prompt: string | number[], labels: string[], options: ClassifyOptions = {}): Promise<ClassifyResult> {
     this.check();
+    checkOptionsObject(options);
     return this.model.request({ op: 'classify', sessionId: this.id, prompt, labels, options });
   }
 

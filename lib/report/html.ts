@@ -167,11 +167,11 @@ function figure(id: string, svg: string, caption: string): string {
 }
 
 const CSS = `
-body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .dim { color: #777; } .settings { color: #444; }
 table { border-collapse: collapse; font-size: 13px; } th, td { border: 1px solid #ddd; padding: 4px 7px; text-align: right; }
-th { background: #f3f3f3; } td { white-space: nowrap; } td:last-child { white-space: normal; } td:first-child, td:nth-last-child(-n+2), th:first-child, th:nth-last-child(-n+2) { text-align: left; }
+th { background: #f3f3f3; } td { white-space: nowrap; } td:last-child { white-space: normal; min-width: 16em; } td:first-child, td:nth-last-child(-n+2), th:first-child, th:nth-last-child(-n+2) { text-align: left; }
 figure.plot { display: inline-block; margin: 8px 16px 8px 0; vertical-align: top; }
 figcaption { font-size: 12px; color: #555; max-width: 560px; }
 .warn { background: #fff7e0; border: 1px solid #f0d48a; padding: 8px 12px; }

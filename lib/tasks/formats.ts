@@ -34,14 +34,15 @@ export const SEPARATOR = '\n\n';
 const AGNEWS_HEADER = 'Classify the news articles into the categories of World, Sports, Business, and Technology.\n\n';
 const MMLU_HEADER = 'The following are multiple choice questions (with answers) about {subject}.\n\n';
 
+// One row per task: header (printed once, before the demonstrations), template (one example, ending with the
+// answer cue), labels (class i is answered by labels[i]).
 // prettier-ignore
 export const PROMPT_FORMATS: Record<TaskName, PromptFormat> = {
-  //        title                     header                 template (ends with the answer cue)             labels
-  sst2:   { title: 'SST-2',           header: '',            template: 'Review: {sentence}\nSentiment:',      labels: ['negative', 'positive'] },
-  agnews: { title: 'AG News',         header: AGNEWS_HEADER, template: 'Article: {article}\nAnswer:',         labels: ['World', 'Sports', 'Business', 'Technology'] },
-  csqa:   { title: 'CommonsenseQA',   header: '',            template: 'Question: {question}\n{options}\nAnswer:', labels: ['A', 'B', 'C', 'D', 'E'] },
-  mmlu:   { title: 'MMLU',            header: MMLU_HEADER,   template: '{question}\n{options}\nAnswer:',      labels: ['A', 'B', 'C', 'D'] },
-  copa:   { title: 'COPA',            header: '',            template: '{premise}\n{options}\nAnswer:',       labels: ['A', 'B'] },
+  sst2:   { title: 'SST-2',         header: '',            template: 'Review: {sentence}\nSentiment:',           labels: ['negative', 'positive'] },
+  agnews: { title: 'AG News',       header: AGNEWS_HEADER, template: 'Article: {article}\nAnswer:',              labels: ['World', 'Sports', 'Business', 'Technology'] },
+  csqa:   { title: 'CommonsenseQA', header: '',            template: 'Question: {question}\n{options}\nAnswer:', labels: ['A', 'B', 'C', 'D', 'E'] },
+  mmlu:   { title: 'MMLU',          header: MMLU_HEADER,   template: '{question}\n{options}\nAnswer:',           labels: ['A', 'B', 'C', 'D'] },
+  copa:   { title: 'COPA',          header: '',            template: '{premise}\n{options}\nAnswer:',            labels: ['A', 'B'] },
 };
 
 /** One example of a task, normalised from its file row. */

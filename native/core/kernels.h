@@ -24,14 +24,19 @@ using MatmulFn = void (*)(const void* W, int64_t n_in, const float* X, int64_t l
 // activations is 4x less traffic than floats, and it reproduces llama.cpp's numerics.
 // ActFormat of each weight type: KernelTable::act_format. One row of n elements, every section starting
 // at a 64-byte boundary (act_row_bytes(format, n) bytes, a multiple of 64):
-//   kActQ8_0 (n % 32 == 0, nb = n / 32):  int8 q[n] | float d[nb] | float s[nb] | float sum[nb]
+//   kActQ8_0 (n % 32 == 0, nb = n / 32):
+//       int8 q[n] | int8 qn[n rounded up to 128] | float d[nb] | float s[nb] | float sum[nb]
 //       per block of 32: d = fp16(amax / 127) (as a float), q = roundf(x / (amax / 127)) (ggml's
-//       quantize_row_q8_0_ref), s = fp16((amax / 127) * sum q) (ggml's Q8_1 s), sum = sum q (exact)
+//       quantize_row_q8_0_ref), s = fp16((amax / 127) * sum q) (ggml's Q8_1 s), sum = sum q (exact);
+//       qn = q reordered for the 4-bit kernels: per 4 blocks (128 elements) the first 16 elements of each
+//       block, then the last 16 of each (matching the low and high nibbles of 4 blocks' bytes); zeros past n
 //   kActQ8_K (n % 256 == 0, nb = n / 256):
-//       int8 q[n] | float d[nb] | int16 bsums[n / 16] | float sum16[n / 16] | float sum32[n / 32]
+//       int8 q[n] | int8 qk[n] | float d[nb] | int16 bsums[n / 16] | float sum16[n / 16] | float sum32[n / 32]
 //       per block of 256: as ggml's quantize_row_q8_K_ref (d = max / -127 with max the signed value of
 //       largest magnitude, q = min(127, nearest_int(x / d))), bsums[g] = sum of q over 16-element group g,
-//       sum16 = the same as floats, sum32[k] = bsums[2k] + bsums[2k + 1] as floats
+//       sum16 = the same as floats, sum32[k] = bsums[2k] + bsums[2k + 1] as floats; qk = q reordered for
+//       Q4_K / Q5_K: per 128 elements, elements 0-31 and 64-95, then 32-63 and 96-127 (the low and high
+//       nibbles of two 32-byte chunks)
 //   kActBF16: uint16 bf16[n] (round to nearest even)
 enum ActFormat : int32_t { kActF32 = 0, kActQ8_0 = 1, kActQ8_K = 2, kActBF16 = 3, kActFormats = 4 };
 
@@ -43,10 +48,10 @@ static inline size_t act_row_bytes(int32_t format, int64_t n) {
   const size_t un = static_cast<size_t>(n);
   switch (format) {
     case kActQ8_0:
-      return n % 32 ? 0 : act_align64(un) + 3 * act_align64(un / 32 * 4);
+      return n % 32 ? 0 : act_align64(un) + (un + 127) / 128 * 128 + 3 * act_align64(un / 32 * 4);
     case kActQ8_K:
       return n % 256 ? 0
-                     : act_align64(un) + act_align64(un / 256 * 4) + act_align64(un / 16 * 2) +
+                     : 2 * act_align64(un) + act_align64(un / 256 * 4) + act_align64(un / 16 * 2) +
                            act_align64(un / 16 * 4) + act_align64(un / 32 * 4);
     case kActBF16:
       return act_align64(un * 2);
@@ -57,19 +62,22 @@ static inline size_t act_row_bytes(int32_t format, int64_t n) {
 
 struct ActQ8_0Row {
   const int8_t* q;
+  const int8_t* qn;
   const float* d;
   const float* s;
   const float* sum;
 };
 static inline ActQ8_0Row act_q8_0_row(const uint8_t* row, int64_t n) {
   const size_t un = static_cast<size_t>(n), sec = act_align64(un / 32 * 4);
-  const uint8_t* d = row + act_align64(un);
-  return {reinterpret_cast<const int8_t*>(row), reinterpret_cast<const float*>(d),
+  const uint8_t* qn = row + act_align64(un);
+  const uint8_t* d = qn + (un + 127) / 128 * 128;
+  return {reinterpret_cast<const int8_t*>(row), reinterpret_cast<const int8_t*>(qn), reinterpret_cast<const float*>(d),
           reinterpret_cast<const float*>(d + sec), reinterpret_cast<const float*>(d + 2 * sec)};
 }
 
 struct ActQ8_KRow {
   const int8_t* q;
+  const int8_t* qk;
   const float* d;
   const int16_t* bsums;
   const float* sum16;
@@ -77,13 +85,24 @@ struct ActQ8_KRow {
 };
 static inline ActQ8_KRow act_q8_k_row(const uint8_t* row, int64_t n) {
   const size_t un = static_cast<size_t>(n);
-  const uint8_t* d = row + act_align64(un);
+  const uint8_t* qk = row + act_align64(un);
+  const uint8_t* d = qk + act_align64(un);
   const uint8_t* bsums = d + act_align64(un / 256 * 4);
   const uint8_t* sum16 = bsums + act_align64(un / 16 * 2);
   const uint8_t* sum32 = sum16 + act_align64(un / 16 * 4);
-  return {reinterpret_cast<const int8_t*>(row), reinterpret_cast<const float*>(d),
+  return {reinterpret_cast<const int8_t*>(row), reinterpret_cast<const int8_t*>(qk), reinterpret_cast<const float*>(d),
           reinterpret_cast<const int16_t*>(bsums), reinterpret_cast<const float*>(sum16),
           reinterpret_cast<const float*>(sum32)};
+}
+
+// Position in qn of element i (kActQ8_0), and in qk of element i (kActQ8_K).
+static inline int64_t act_qn_pos(int64_t i) {
+  const int64_t quad = i / 128, r = i % 128, block = r / 32, e = r % 32;
+  return quad * 128 + (e < 16 ? 16 * block + e : 64 + 16 * block + (e - 16));
+}
+static inline int64_t act_qk_pos(int64_t i) {
+  const int64_t pair = i / 128, r = i % 128, chunk = r / 64, e = r % 64;
+  return pair * 128 + (e < 32 ? 32 * chunk + e : 64 + 32 * chunk + (e - 32));
 }
 
 // Y[t][r] = dot(W row r, activation row t) for r in [row_begin, row_end), t in [0, n_tok): as MatmulFn, but

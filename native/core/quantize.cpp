@@ -563,6 +563,10 @@ void quantize_act_q8_0_ref(const float* x, uint8_t* out, int64_t n) {
     s_out[b] = round_fp16(static_cast<float>(sum) * d);
     sum_out[b] = static_cast<float>(sum);
   }
+  int8_t* qn = const_cast<int8_t*>(r.qn);
+  const int64_t padded = (n + 127) / 128 * 128;
+  for (int64_t i = n; i < padded; ++i) qn[act_qn_pos(i)] = 0;
+  for (int64_t i = 0; i < n; ++i) qn[act_qn_pos(i)] = q[i];
 }
 
 void quantize_act_q8_k_ref(const float* x, uint8_t* out, int64_t n) {
@@ -581,6 +585,8 @@ void quantize_act_q8_k_ref(const float* x, uint8_t* out, int64_t n) {
     for (int g = 0; g < 16; ++g) sum16[16 * b + g] = blk.bsums[g];
     for (int k = 0; k < 8; ++k) sum32[8 * b + k] = static_cast<float>(blk.bsums[2 * k] + blk.bsums[2 * k + 1]);
   }
+  int8_t* qk = const_cast<int8_t*>(r.qk);
+  for (int64_t i = 0; i < n; ++i) qk[act_qk_pos(i)] = q[i];
 }
 
 void quantize_act_bf16_ref(const float* x, uint8_t* out, int64_t n) {

@@ -105,12 +105,12 @@ describe('bad model files', () => {
       message: /blk\.3\.ffn_up\.weight/,
     },
     {
-      name: 'tensor type without kernels (Q8_0)',
+      name: 'tensor type without kernels (Q8_1)',
       make: () =>
-        variant(dir, 'q8-type', {
-          // a valid Q8_0 layout (34 bytes per 32 values) that this build does not compute
+        variant(dir, 'q8_1-type', {
+          // a valid Q8_1 layout (36 bytes per 32 values): ggml's activation type, which no weight kernel reads
           tensor: (t) =>
-            t.name === 'blk.0.attn_q.weight' ? { ...keep(t), type: 8, data: new Uint8Array((t.nElements / 32) * 34) } : keep(t),
+            t.name === 'blk.0.attn_q.weight' ? { ...keep(t), type: 9, data: new Uint8Array((t.nElements / 32) * 36) } : keep(t),
         }),
       code: 'UNSUPPORTED_TENSOR_TYPE',
       message: /blk\.0\.attn_q\.weight/,

@@ -92,7 +92,7 @@ const loadableMutation: fc.Arbitrary<Mutation> = fc.oneof(
     bytes: fc.array(fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bit: fc.nat({ max: 7 }), inHeader: fc.constant(false) }), { minLength: 1, maxLength: 16 }),
   }),
   fc.record({ structural: fc.constant([]), bytes: fc.array(byteMutation(), { minLength: 1, maxLength: 2 }) }),
-);
+) as unknown as fc.Arbitrary<Mutation>;
 
 describe('full load of mutated model files (in a child process)', () => {
   const base = fs.readFileSync(BUNDLED_MODEL);
@@ -145,12 +145,12 @@ describe('full load of mutated model files (in a child process)', () => {
   }
 
   test('any mutation: a typed load error or a model that generates', async () => {
-    const outcome = await run('full load, any mutation', mutation(), 0x10ad, 250);
+    const outcome = await run('full load, any mutation', mutation(), 0x10ad, 1500);
     expect(Object.keys(outcome).length).toBeGreaterThanOrEqual(4);
   });
 
   test('mutations that keep the file parseable (hyper-parameters, types, alignment, weights)', async () => {
-    const outcome = await run('full load, parseable mutations', loadableMutation, 0x10ae, 250);
+    const outcome = await run('full load, parseable mutations', loadableMutation, 0x10ae, 1500);
     expect(outcome['loaded+ran']).toBeGreaterThan(20);
   });
 });

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Results } from '../../lib/report/schema';
 import { checkResults, runCli, writeFixtureData } from '../page/tasks_fixture';
-import { BUNDLED_MODEL, tmpDir } from '../helpers';
+import { BUNDLED_MODEL, BUNDLED_PLAIN_MODEL, tmpDir } from '../helpers';
 
 const dirs: string[] = [];
 const tmp = (prefix: string) => (dirs.push(tmpDir(prefix)), dirs[dirs.length - 1]);
@@ -57,6 +57,28 @@ describe('eval-tasks end to end (bundled model, fixture data)', () => {
     expect(t.meanLayers).toBe(10);
     expect(t.agreement).toBe(1);
     expect(t.accuracyExit).toBe(t.accuracyFull);
+  });
+
+  test('--exit with an exit file of train-exit: its policy over the label tokens; a file of another model is an error', async () => {
+    const dir = tmp('adainfer-tasks-exit-');
+    const text = path.join(dir, 'stories.txt');
+    fs.writeFileSync(text, 'Once upon a time there was a little dog. The dog liked to play in the park with a ball.\n<|endoftext|>\n'.repeat(4));
+    const exitFile = path.join(dir, 'exit.json');
+    const trained = await runCli(['train-exit', '-m', BUNDLED_MODEL, '--data', text, '--limit', '120', '--mode', 'fast', '--classifier', 'threshold', '--threads', '1', '-o', exitFile]);
+    expect(trained.code).toBe(0);
+    const out = tmp('adainfer-tasks-out-');
+    const r = await runCli(['eval-tasks', '-m', BUNDLED_MODEL, '--data-dir', data, '--tasks', 'sst2', '--limit', '4', '--exit', exitFile, '--out', out, '--threads', '1', '--json']);
+    expect(r.code).toBe(0);
+    const res = JSON.parse(r.stdout) as Results;
+    checkResults(res, ['sst2'], 4);
+    expect(res.settings).toMatchObject({ exit: exitFile, mode: 'fast', classifier: 'threshold', target: 0.99 });
+    expect(res.tasks.sst2.exit.kind).toBe('threshold');
+
+    const other = path.join(dir, 'other.json');
+    expect((await runCli(['train-exit', '-m', BUNDLED_PLAIN_MODEL, '--data', text, '--limit', '60', '--threads', '1', '-o', other])).code).toBe(0);
+    const bad = await runCli(['eval-tasks', '-m', BUNDLED_MODEL, '--data-dir', data, '--tasks', 'sst2', '--limit', '4', '--exit', other, '--out', out]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/EXIT_FILE.*made for model 'adainfer-tinystories-10L'/);
   });
 
   test('bad options are errors with exit code 2', async () => {

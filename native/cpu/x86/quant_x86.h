@@ -142,6 +142,12 @@ inline void k_scale_words(const uint8_t* s, uint32_t* out) {
 
 // ---- activation quantizers (bit-identical to quantize_act_*_ref) ---------------------------------------------
 
+// Zeros the slots of qn past the last block (n not a multiple of 128).
+inline void zero_qn_tail(int8_t* qn, int64_t n) {
+  const int64_t padded = (n + 127) / 128 * 128;
+  for (int64_t i = n; i < padded; i += 16) std::memset(qn + act_qn_pos(i), 0, 16);
+}
+
 #if ADAINFER_Q512
 // roundf (half away from zero) of each lane, as int32: trunc, then one step away from zero when the dropped
 // fraction (exact) is >= 0.5.
@@ -159,6 +165,8 @@ void quantize_act_q8_0(const float* x, uint8_t* out, int64_t n) {
   float* d_out = const_cast<float*>(r.d);
   float* s_out = const_cast<float*>(r.s);
   float* sum_out = const_cast<float*>(r.sum);
+  int8_t* qn = const_cast<int8_t*>(r.qn);
+  zero_qn_tail(qn, n);
   for (int64_t b = 0; b < n / 32; ++b) {
     const __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
@@ -166,8 +174,11 @@ void quantize_act_q8_0(const float* x, uint8_t* out, int64_t n) {
     const float id = d != 0.f ? 1.f / d : 0.f;
     const __m512 vid = _mm512_set1_ps(id);
     const __m512i q0 = round_away_i32(_mm512_mul_ps(x0, vid)), q1 = round_away_i32(_mm512_mul_ps(x1, vid));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), _mm512_cvtepi32_epi8(q0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
+    const __m128i lo = _mm512_cvtepi32_epi8(q0), hi = _mm512_cvtepi32_epi8(q1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), lo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qn + act_qn_pos(32 * b)), lo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qn + act_qn_pos(32 * b + 16)), hi);
     const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
     d_out[b] = round_to_half(d);
     s_out[b] = round_to_half(static_cast<float>(sum) * d);
@@ -182,6 +193,7 @@ void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
   int16_t* bsums = const_cast<int16_t*>(r.bsums);
   float* sum16 = const_cast<float*>(r.sum16);
   float* sum32 = const_cast<float*>(r.sum32);
+  int8_t* qk = const_cast<int8_t*>(r.qk);
   for (int64_t b = 0; b < n / 256; ++b) {
     const float* xb = x + 256 * b;
     __m512 m = _mm512_setzero_ps();
@@ -189,6 +201,7 @@ void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
     const float amax = _mm512_reduce_max_ps(m);
     if (amax == 0.f) {
       std::memset(q + 256 * b, 0, 256);
+      std::memset(qk + 256 * b, 0, 256);
       d_out[b] = 0.f;
       for (int g = 0; g < 16; ++g) {
         bsums[16 * b + g] = 0;
@@ -212,7 +225,9 @@ void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
       // nearest_int is round-half-even, as the default MXCSR rounding of cvtps2dq
       const __m512i qi = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * i), vs)),
                                           _mm512_set1_epi32(127));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 256 * b + 16 * i), _mm512_cvtepi32_epi8(qi));
+      const __m128i q8 = _mm512_cvtepi32_epi8(qi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 256 * b + 16 * i), q8);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qk + act_qk_pos(256 * b + 16 * i)), q8);
       const int s = _mm512_reduce_add_epi32(qi);
       bsums[16 * b + i] = static_cast<int16_t>(s);
       sum16[16 * b + i] = static_cast<float>(s);
@@ -231,12 +246,11 @@ inline __m256i round_away_i32(__m256 v) {
   return _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)));
 }
 
-// 32 int32 (four vectors, elements in order) -> 32 int8 stored at q.
-inline void store_i8x32(int8_t* q, __m256i a, __m256i b, __m256i c, __m256i d) {
+// 32 int32 (four vectors, elements in order) -> 32 int8 in order.
+inline __m256i pack_i8x32(__m256i a, __m256i b, __m256i c, __m256i d) {
   const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
   const __m256i abcd = _mm256_packs_epi16(ab, cd);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
-                      _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 inline float hmax256(__m256 v) {
@@ -252,6 +266,8 @@ void quantize_act_q8_0(const float* x, uint8_t* out, int64_t n) {
   float* d_out = const_cast<float*>(r.d);
   float* s_out = const_cast<float*>(r.s);
   float* sum_out = const_cast<float*>(r.sum);
+  int8_t* qn = const_cast<int8_t*>(r.qn);
+  zero_qn_tail(qn, n);
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < n / 32; ++b) {
     __m256 v[4];
@@ -269,7 +285,10 @@ void quantize_act_q8_0(const float* x, uint8_t* out, int64_t n) {
       qi[i] = round_away_i32(_mm256_mul_ps(v[i], _mm256_set1_ps(id)));
       sum = _mm256_add_epi32(sum, qi[i]);
     }
-    store_i8x32(q + 32 * b, qi[0], qi[1], qi[2], qi[3]);
+    const __m256i q8 = pack_i8x32(qi[0], qi[1], qi[2], qi[3]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * b), q8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qn + act_qn_pos(32 * b)), _mm256_castsi256_si128(q8));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qn + act_qn_pos(32 * b + 16)), _mm256_extracti128_si256(q8, 1));
     const int s = qreduce_i(sum);
     d_out[b] = round_to_half(d);
     s_out[b] = round_to_half(static_cast<float>(s) * d);
@@ -284,6 +303,7 @@ void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
   int16_t* bsums = const_cast<int16_t*>(r.bsums);
   float* sum16 = const_cast<float*>(r.sum16);
   float* sum32 = const_cast<float*>(r.sum32);
+  int8_t* qk = const_cast<int8_t*>(r.qk);
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < n / 256; ++b) {
     const float* xb = x + 256 * b;
@@ -292,6 +312,7 @@ void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
     const float amax = hmax256(m);
     if (amax == 0.f) {
       std::memset(q + 256 * b, 0, 256);
+      std::memset(qk + 256 * b, 0, 256);
       d_out[b] = 0.f;
       for (int g = 0; g < 16; ++g) {
         bsums[16 * b + g] = 0;
@@ -317,7 +338,9 @@ void quantize_act_q8_k(const float* x, uint8_t* out, int64_t n) {
         qi[i] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * g + 8 * i), vs)),
                                  _mm256_set1_epi32(127));
       }
-      store_i8x32(q + 256 * b + 32 * g, qi[0], qi[1], qi[2], qi[3]);
+      const __m256i q8 = pack_i8x32(qi[0], qi[1], qi[2], qi[3]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 256 * b + 32 * g), q8);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qk + act_qk_pos(256 * b + 32 * g)), q8);
       const int s0 = qreduce_i(_mm256_add_epi32(qi[0], qi[1]));
       const int s1 = qreduce_i(_mm256_add_epi32(qi[2], qi[3]));
       bsums[16 * b + 2 * g] = static_cast<int16_t>(s0);
@@ -352,6 +375,11 @@ void quantize_act_bf16(const float* x, uint8_t* out, int64_t n) {
 //   codes of one "unit" of kUnit elements (AVX-512: 64, AVX2: 32) as unsigned bytes in element order.
 
 constexpr int kUnit = ADAINFER_Q512 ? 64 : 32;
+// Software prefetch distance of the row kernels, in bytes of weights (ADAINFER_PREFETCH overrides at build).
+#ifndef ADAINFER_PREFETCH
+#define ADAINFER_PREFETCH 2048
+#endif
+constexpr int kPrefetchAhead = ADAINFER_PREFETCH;
 
 // Types of 32-element blocks: value = d * (code - kOffset) [+ m]; codes 4 or 5 bits, or Q8_0's bytes.
 struct TQ4_0 {
@@ -445,6 +473,9 @@ void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
     const int cnt = nb - b < 16 ? static_cast<int>(nb - b) : 16;
     const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
     const uint8_t* g = w + b * Ty::kBytes;
+    // The stream of weights runs ahead of its use by kPrefetchAhead bytes (the hardware prefetcher alone
+    // leaves one core well short of the memory bandwidth here).
+    for (int off = 0; off < 16 * Ty::kBytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchAhead + off), _MM_HINT_T0);
     // d (and m) of the 16 blocks, by scalar loads (a vector gather of them is slow on AMD, and here it would
     // also be the first touch of the blocks' cache lines).
     const __m512 dw = halves16<Ty::kBytes>(g, cnt);
