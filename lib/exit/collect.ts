@@ -9,7 +9,7 @@ import { LensOptions, LensReader, LensReading } from './lens';
 import { ExitSchedule, isCheckedLayer } from './policy';
 
 export interface Check extends LensReading {
-  /** 0-based layer after which the lens was read. */
+  /** 0-based layer after which the lens was read. (`top1` is the answer at that layer, see AnswerOf.) */
   layer: number;
 }
 
@@ -21,16 +21,12 @@ export interface Trace {
   checks: Check[];
 }
 
-/** Runs one example at full depth; `onLayer` sees the context after every layer but the last. */
-function runFullDepth(ctx: LlamaContext, ex: Example, onLayer: (layer: number, n: number) => void): number {
-  const n = ex.tokens.length;
-  ex.tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
-  ctx.forward(n, 0, (layer, rows) => {
-    onLayer(layer, rows);
-    return false;
-  });
-  return argmax(ctx.logits(n - 1));
-}
+/**
+ * The answer a set of logits gives: by default the argmax over the vocabulary (next-token prediction); a
+ * classification task answers with the best of its label tokens. After a lens read, `logits` holds the
+ * lens logits (at least of the lens candidates).
+ */
+export type AnswerOf = (logits: Float32Array) => number;
 
 export function collectTraces(
   ctx: LlamaContext,
@@ -38,15 +34,24 @@ export function collectTraces(
   schedule: ExitSchedule,
   lens: LensOptions,
   onProgress?: (done: number) => void,
+  answerOf?: AnswerOf,
 ): Trace[] {
   const nLayer = ctx.model.config.nLayer;
   const reader = new LensReader(ctx, lens);
   return examples.map((ex, i) => {
     const checks: Check[] = [];
+    const n = ex.tokens.length;
+    ex.tokens.forEach((t, k) => (ctx.native.tokens[k] = t));
     reader.begin();
-    const final = runFullDepth(ctx, ex, (layer, n) => {
-      if (isCheckedLayer(schedule, layer, nLayer)) checks.push({ layer, ...reader.read(n - 1) });
+    ctx.forward(n, 0, (layer, rows) => {
+      if (isCheckedLayer(schedule, layer, nLayer)) {
+        const r = reader.read(rows - 1);
+        checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.native.logits) : r.top1 });
+      }
+      return false;
     });
+    const logits = ctx.logits(n - 1);
+    const final = answerOf ? answerOf(logits) : argmax(logits);
     onProgress?.(i + 1);
     return { nLayer, final, gold: ex.gold, checks };
   });

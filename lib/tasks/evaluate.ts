@@ -13,9 +13,9 @@
 import { Sequence } from '../engine/sequence';
 import { simulateExit, thresholdSweep, CalibrationExample } from '../exit/calibrate';
 import { FeatureName } from '../exit/classifier';
-import { Check, Trace } from '../exit/collect';
-import { LensOptions, LensReader } from '../exit/lens';
-import { EarlyExitRunner, ExitPolicy, ExitSchedule, isCheckedLayer } from '../exit/policy';
+import { collectTraces, Trace } from '../exit/collect';
+import { LensOptions } from '../exit/lens';
+import { EarlyExitRunner, ExitPolicy, ExitSchedule } from '../exit/policy';
 import { scoreTrace } from '../exit/train';
 import { LlamaContext } from '../model/llama';
 import { PreparedExample } from './prepare';
@@ -42,26 +42,8 @@ export function collectTaskTraces(
   lens: LensOptions,
   onProgress?: (done: number) => void,
 ): Trace[] {
-  const nLayer = ctx.model.config.nLayer;
-  const reader = new LensReader(ctx, lens);
-  const c = ctx.native;
-  return examples.map((ex, i) => {
-    const checks: Check[] = [];
-    const n = ex.tokens.length;
-    ex.tokens.forEach((t, k) => (c.tokens[k] = t));
-    reader.begin();
-    ctx.forward(n, 0, (layer, rows) => {
-      if (isCheckedLayer(schedule, layer, nLayer)) {
-        const r = reader.read(rows - 1);
-        // The lens left this layer's logits of (at least) the label tokens in c.logits.
-        checks.push({ layer, top1: labelTokens[labelArgmax(c.logits, labelTokens)], p1: r.p1, p2: r.p2, gap: r.gap, entropy: r.entropy });
-      }
-      return false;
-    });
-    const final = labelTokens[labelArgmax(ctx.logits(n - 1), labelTokens)];
-    onProgress?.(i + 1);
-    return { nLayer, final, gold: labelTokens[ex.gold], checks };
-  });
+  const asLabelTokens = examples.map((ex) => ({ tokens: ex.tokens, gold: labelTokens[ex.gold] }));
+  return collectTraces(ctx, asLabelTokens, schedule, lens, onProgress, (logits) => labelTokens[labelArgmax(logits, labelTokens)]);
 }
 
 /** What scores a check for the sweep: the policy's classifier, or the feature a threshold compares. */
