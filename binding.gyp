@@ -9,6 +9,7 @@
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
     "cflags_cc": ["-O3", "-fexceptions", "-fPIC", "-Wall", "-Wno-unused-function"],
     "include_dirs": ["native"],
+    "defines": ["NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
     "conditions": [
       ["target_arch=='x64'", {"defines": ["ADAINFER_X86=1"]}]
     ]

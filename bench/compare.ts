@@ -15,7 +15,7 @@
  * One run (child process, one engine): load the model, create a context of --ctx positions with batch --pp,
  * warm up (a 32-token prefill and 4 decoded tokens), then
  *   pp: --pp random tokens in one batch from an empty cache (time of the prefill call);
- *   tg: one token prefilled, then --tg tokens decoded one at a time (each with its logits; node-llama-cpp
+ *   tg: 4 tokens prefilled, then --tg tokens decoded one at a time (each with its logits; node-llama-cpp
  *       samples greedily, as its users do; the "core" numbers are llama.cpp's own timers of llama_decode).
  * Peak RSS while decoding: VmHWM reset (/proc/self/clear_refs) after the prefill, read after the decode.
  * The file is mapped by both engines: its pages count in RSS once touched.
@@ -76,9 +76,9 @@ async function childAdainfer(model: string, threads: number, pp: number, tg: num
     const s = await m.createSession({ contextSize: ctx, batchSize: Math.max(pp, 32), threads });
     const rssAfterLoad = status().rss;
     await s.bench({ promptTokens: 32, genTokens: 4, seed: seed + 1000 });
-    const p = await s.bench({ promptTokens: pp, genTokens: 0, seed });
+    const p = pp > 0 ? await s.bench({ promptTokens: pp, genTokens: 0, seed }) : { prefillMs: NaN };
     resetPeak();
-    const g = await s.bench({ promptTokens: 1, genTokens: tg, seed: seed + 1 });
+    const g = await s.bench({ promptTokens: 4, genTokens: tg, seed: seed + 1 });
     const after = status();
     await s.dispose();
     const kvDim = (m.info.nKvHead * m.info.nEmbd) / m.info.nHead;
@@ -112,16 +112,16 @@ async function childLlamaCpp(model: string, threads: number, pp: number, tg: num
     const runner = await lm.createRunner({ contextSize: ctx, batchSize: Math.max(pp, 32), threads });
     const rssAfterLoad = status().rss;
     await runner.bench(tokensFor(seed + 1000, 32, vocab), 4);
-    const p = await runner.bench(tokensFor(seed, pp, vocab), 0);
+    const p = pp > 0 ? await runner.bench(tokensFor(seed, pp, vocab), 0) : { prefillMs: NaN, core: undefined };
     await runner.bench([1], 0);  // clear + tiny prefill outside the peak window
     resetPeak();
-    const g = await runner.bench(tokensFor(seed + 1, 1, vocab), tg);
+    const g = await runner.bench(tokensFor(seed + 1, 4, vocab), tg);
     const after = status();
     const out: RunResult = {
       engine: 'llamacpp',
       ppTps: (pp * 1000) / p.prefillMs,
       tgTps: (tg * 1000) / g.decodeMs,
-      corePpTps: p.core ? (p.core.prefillTokens * 1000) / p.core.prefillMs : undefined,
+      corePpTps: p.core && p.core.prefillMs > 0 ? (p.core.prefillTokens * 1000) / p.core.prefillMs : undefined,
       coreTgTps: g.core && g.core.decodeMs > 0 ? (g.core.decodeRuns * 1000) / g.core.decodeMs : undefined,
       rssAfterLoad,
       rssPeakDecode: after.hwm,
@@ -180,6 +180,7 @@ function parseArgs(argv: string[]): Args {
     else throw new Error(`unknown option ${k}`);
   }
   if (!GEOMETRIES[a.geometry]) throw new Error(`unknown geometry ${a.geometry}`);
+  if (a.tg < 1) throw new Error('--tg must be at least 1');
   if (a.pp + a.tg + 2 > a.ctx) throw new Error(`--ctx ${a.ctx} is too small for --pp ${a.pp} / --tg ${a.tg}`);
   return a;
 }
@@ -235,7 +236,10 @@ function runChild(engine: string, model: string, threads: number, a: Args, seed:
   );
   if (r.status !== 0) throw new Error(`${engine} run failed (${r.status}): ${r.stderr.slice(-2000)}`);
   const line = r.stdout.trim().split('\n').pop() ?? '';
-  return JSON.parse(line) as RunResult;
+  // NaN (a test not run) travels as null
+  const out = JSON.parse(line) as Record<string, unknown>;
+  for (const k of Object.keys(out)) if (out[k] === null) out[k] = NaN;
+  return out as unknown as RunResult;
 }
 
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
@@ -260,7 +264,8 @@ async function parent(a: Args): Promise<void> {
         for (const engine of order) {
           const r = runChild(engine, model, threads, a, 1 + rep);
           runs.push(r);
-          process.stderr.write(`[compare] ${type} t${threads} rep ${rep} ${engine}: pp ${r.ppTps.toFixed(1)} tg ${r.tgTps.toFixed(2)} t/s, peak RSS decoding ${mib(r.rssPeakDecode)}\n`);
+          const f = (v: number | null, d: number) => (typeof v === 'number' ? v.toFixed(d) : '-');
+          process.stderr.write(`[compare] ${type} t${threads} rep ${rep} ${engine}: pp ${f(r.ppTps, 1)} tg ${f(r.tgTps, 2)} t/s, peak RSS decoding ${mib(r.rssPeakDecode)}\n`);
         }
       }
       results.push({ type, threads, model, bytesPerToken, runs });
@@ -276,6 +281,7 @@ async function parent(a: Args): Promise<void> {
     const peer = r.runs.filter((x) => x.engine === 'llamacpp');
     const bwT = bw?.get(r.threads);
     for (const test of ['tg', 'pp'] as const) {
+      if ((test === 'tg' ? a.tg : a.pp) === 0) continue;
       const o = median(ours.map((x) => (test === 'tg' ? x.tgTps : x.ppTps)));
       const p = median(peer.map((x) => (test === 'tg' ? x.tgTps : x.ppTps)));
       const core = median(peer.map((x) => (test === 'tg' ? x.coreTgTps ?? NaN : x.corePpTps ?? NaN)));

@@ -383,6 +383,19 @@ export class LlamaCppRunner {
     return { prefillMs: t1 - t0, decodeMs: t2 - t1, promptTokens: promptTokens.length, genTokens, core };
   }
 
+  /** Greedy continuation: evaluates `promptTokens` from an empty cache, then returns `n` greedily sampled tokens. */
+  async greedy(promptTokens: number[], n: number): Promise<number[]> {
+    const seq = this.sequence;
+    await seq.clearHistory();
+    const out: number[] = [];
+    if (n <= 0) return out;
+    for await (const token of seq.evaluate(promptTokens, { temperature: 0 })) {
+      out.push(token);
+      if (out.length >= n) break;
+    }
+    return out;
+  }
+
   async dispose(): Promise<void> {
     await this.context.dispose();
   }

@@ -153,7 +153,7 @@ class WorkerLink {
         // A value the structured clone cannot copy (a function, a symbol, ...): nothing was sent, so nothing
         // may stay pending (it would keep the worker referenced and the process alive).
         this.pending.delete(id);
-        reject(new OptionError('options', `holds a value that cannot be sent to the model worker: ${(err as Error).message}`));
+        reject(new OptionError('arguments', `hold a value that cannot be sent to the model worker: ${(err as Error).message}`));
       }
     });
   }
@@ -366,6 +366,12 @@ export class Model {
     const batchSize =
       kvFill === 'recompute' ? contextSize : Math.min(checkPositiveInt(options.batchSize, 'batchSize', 1 << 16) ?? 256, contextSize);
     const threads = checkThreads(options.threads) ?? this.threads;
+    // The KV cache is allocated (and zeroed) up front: one larger than the machine's memory would get the
+    // process killed instead of failing, so refuse it here.
+    const { nLayer, nKvHead, nEmbd, nHead } = this.info;
+    const kvBytes = 2 * 4 * nLayer * contextSize * nKvHead * Math.floor(nEmbd / nHead);
+    if (kvBytes > os.totalmem())
+      throw new OptionError('contextSize', `${contextSize} positions need ${(kvBytes / 2 ** 30).toFixed(1)} GiB of KV cache, more than this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`);
     const sessionId = this.nextSessionId++;
     await this.request({ op: 'createSession', sessionId, options: { contextSize, batchSize, threads, kvFill } });
     return new Session(this, sessionId, contextSize);

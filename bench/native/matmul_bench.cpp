@@ -107,10 +107,11 @@ int main(int argc, char** argv) {
       const Shape& s = kLayer[m % 7];
       if (format != kActF32) {
         const size_t lda = act_row_bytes(format, s.cols);
-        if (act.size() < lda * n_tok) act.resize(lda * n_tok);
-        for (int64_t t = 0; t < n_tok; ++t) k->quantize_act[format](x.data() + t * s.cols, act.data() + t * lda, s.cols);
+        if (act.size() < lda * n_tok + 64) act.resize(lda * n_tok + 64);
+        uint8_t* a = act.data() + (64 - reinterpret_cast<uintptr_t>(act.data()) % 64) % 64;  // as the blocks: aligned
+        for (int64_t t = 0; t < n_tok; ++t) k->quantize_act[format](x.data() + t * s.cols, a + t * lda, s.cols);
         pool.parallel_for(s.rows, 48, [&](int64_t r0, int64_t r1, int) {
-          k->matmul_act[type](mats[m].data(), s.cols, act.data(), static_cast<int64_t>(lda), n_tok, y.data(), s.rows, r0, r1);
+          k->matmul_act[type](mats[m].data(), s.cols, a, static_cast<int64_t>(lda), n_tok, y.data(), s.rows, r0, r1);
         });
       } else {
         pool.parallel_for(s.rows, 48, [&](int64_t r0, int64_t r1, int) {

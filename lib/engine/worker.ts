@@ -125,6 +125,19 @@ function policyFor(spec: ExitSpec | undefined): ExitPolicy | undefined {
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/**
+ * Set by 'dispose'. Generations and batches in flight check it before each step, so they end (DISPOSED)
+ * without another native call; 'dispose' waits for them before it frees anything and answers. After that
+ * answer the main thread terminates this worker, and a native call that throws while the worker is being
+ * terminated aborts the whole process (node-addon-api cannot throw into a terminating environment).
+ */
+let closing = false;
+const inflight = new Set<Promise<unknown>>();
+
+function checkOpen(): void {
+  if (closing) throw new AdaInferError('DISPOSED', 'the model has been disposed');
+}
+
 async function generate(id: number, sessionId: number, prompt: string | number[], options: WorkerGenerateOptions, abort: SharedArrayBuffer): Promise<SequenceResult> {
   const s = requireSession(sessionId);
   if (s.busy) throw new AdaInferError('BUSY', 'the session is already generating; wait for it or use another session');
@@ -142,6 +155,7 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
       exit: policy && new EarlyExitRunner(s.context, policy),
     });
     for (;;) {
+      checkOpen();
       const step = run.next();
       if (step.done) return step.value;
       post({ id, kind: 'token', event: step.value });
@@ -245,6 +259,8 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       return null;
     }
     case 'dispose':
+      closing = true;
+      await Promise.allSettled([...inflight]);
       for (const s of sessions.values()) s.context.dispose();
       sessions.clear();
       model?.dispose();
@@ -295,6 +311,7 @@ function batchContext(o: WorkerBatchOptions, slots: number, contextSize: number,
 
 async function drive<R>(gen: Generator<number[], R>): Promise<R> {
   for (;;) {
+    checkOpen();
     const step = gen.next();
     if (step.done) return step.value;
     await yieldToEventLoop(); // let other sessions' requests in between steps
@@ -379,7 +396,15 @@ async function classifyBatchOp(
 }
 
 parentPort!.on('message', (msg: RequestMessage) => {
-  handle(msg).then(
+  const done = handle(msg);
+  if (msg.op === 'generate' || msg.op === 'generateBatch' || msg.op === 'classifyBatch') {
+    inflight.add(done);
+    done.then(
+      () => inflight.delete(done),
+      () => inflight.delete(done),
+    );
+  }
+  done.then(
     (value) => post({ id: msg.id, kind: 'result', value }),
     (err) => post({ id: msg.id, kind: 'error', error: serializeError(err) }),
   );

@@ -36,6 +36,11 @@ export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
     fallback === undefined ? getInteger(file, 'llama.' + key, required) : getInteger(file, 'llama.' + key) ?? fallback;
   const float = (key: string, fallback: number): number => getNumber(file, 'llama.' + key) ?? fallback;
 
+  // Sessions default to the trained context: a length below 1 would only fail later, as a session option.
+  const contextLength = int('context_length');
+  if (contextLength < 1) {
+    throw new ModelFileError('GGUF_CORRUPT', file.path, `metadata key "llama.context_length" is ${contextLength}; it must be at least 1`);
+  }
   const nEmbd = int('embedding_length');
   const nHead = int('attention.head_count');
   const headDim = int('attention.key_length', nHead > 0 ? Math.floor(nEmbd / nHead) : 0);
@@ -56,7 +61,7 @@ export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
   }
   return {
     name: getString(file, 'general.name') ?? file.path.split('/').pop() ?? file.path,
-    contextLength: int('context_length'),
+    contextLength,
     nLayer: int('block_count'),
     nEmbd,
     nHead,

@@ -76,6 +76,12 @@ class TensorTable {
     if (rows <= 0 || rb > UINT64_MAX / static_cast<uint64_t>(rows))
       throw ModelError("SHAPE_MISMATCH", "tensor " + s.name + " is too large");
     uint64_t bytes = rb * static_cast<uint64_t>(rows);
+    // Kernels read F32 values as floats and every other layout through 16-bit fields: the data must be
+    // aligned to that (GGUF aligns tensor data to 32 bytes by default; a hostile file may not).
+    const uint64_t need = s.type == static_cast<int32_t>(GgmlType::F32) ? 4 : 2;
+    if (s.offset % need != 0)
+      throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " data at offset " + std::to_string(s.offset) +
+                                                   " is not aligned to " + std::to_string(need) + " bytes");
     if (!file_.contains(s.offset, bytes))
       throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " data [" + std::to_string(s.offset) + ", +" +
                                                    std::to_string(bytes) + ") runs past the end of the file (" +
@@ -184,23 +190,30 @@ void LlamaState::check_rows(int64_t n) const {
 
 namespace {
 
-// ADAINFER_STATIC_ROWS=1: one contiguous range of rows per thread (to measure against the dynamic split).
-bool static_row_split() {
-  static const bool on = [] {
-    const char* v = std::getenv("ADAINFER_STATIC_ROWS");
-    return v && *v && std::strcmp(v, "0") != 0;
+// ADAINFER_ROW_SPLIT=static | dynamic overrides the choice of split_rows (to measure one against the other).
+int row_split_override() {  // 0: auto, 1: static, 2: dynamic
+  static const int mode = [] {
+    const char* v = std::getenv("ADAINFER_ROW_SPLIT");
+    if (!v) return 0;
+    if (std::strcmp(v, "static") == 0) return 1;
+    if (std::strcmp(v, "dynamic") == 0) return 2;
+    return 0;
   }();
-  return on;
+  return mode;
 }
 
-// Calls fn(r0, r1) on chunks covering rows [0, n), chunk boundaries multiples of `align`. The chunks (about
-// eight per thread) are handed out dynamically: when another process takes a core away from one of the
-// threads, the others take its remaining chunks, so the matmul waits for at most one chunk instead of
-// a whole static share of the rows.
+// Calls fn(r0, r1) on chunks covering rows [0, n), chunk boundaries multiples of `align`.
+//  - static (decode): one contiguous range per thread. Decode streams the weights once from memory; one long
+//    sequential range per thread is what the prefetchers (and the kernels' software prefetch, which runs
+//    ahead within the range) do best with: measured on TinyLlama Q4_0 at 2 threads, 98 tokens/s against 76
+//    with the dynamic chunks.
+//  - dynamic (batches, compute-bound): about eight chunks per thread handed out from an atomic counter, so a
+//    thread that runs slower (another process on its core) hands its remaining chunks to the others.
 template <class Fn>
-void split_rows(ThreadPool& pool, int64_t n, int64_t align, Fn&& fn) {
+void split_rows(ThreadPool& pool, int64_t n, int64_t align, bool dynamic, Fn&& fn) {
   const int64_t threads = pool.size();
-  if (threads == 1 || static_row_split()) {
+  if (row_split_override() != 0) dynamic = row_split_override() == 2;
+  if (threads == 1 || !dynamic) {
     pool.parallel_for(n, align, [&](int64_t r0, int64_t r1, int) { fn(r0, r1); });
     return;
   }
@@ -222,6 +235,12 @@ void split_rows(ThreadPool& pool, int64_t n, int64_t align, Fn&& fn) {
 
 }  // namespace
 
+// The first 64-byte boundary of an activation buffer (allocated with 64 bytes of slack).
+uint8_t* LlamaState::aligned_rows(ActRows& a) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(a.rows.data());
+  return a.rows.data() + ((64 - p % 64) % 64);
+}
+
 // Output rows are split across the pool (split_rows); each thread runs the kernel on its own ranges of W's
 // rows, so weights are streamed once per call whatever the number of tokens. Quantized weight types first get
 // their activation rows quantized (once per input, in parallel over rows for a batch), as ggml does.
@@ -234,15 +253,16 @@ void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_
   // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512, 16-row panels).
   if (format == kActF32 || !k_.matmul_act[w.type]) {
     MatmulFn fn = k_.matmul[w.type];
-    split_rows(pool_, w.ne1, 48, [&](int64_t r0, int64_t r1) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
+    split_rows(pool_, w.ne1, 48, n > 1, [&](int64_t r0, int64_t r1) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
     return;
   }
   ActRows& a = act_[format];
   const size_t lda = act_row_bytes(format, w.ne0);
   if (a.x != x || a.ldx != ldx || a.n_in != w.ne0 || a.n != n) {
-    if (a.rows.size() < lda * static_cast<size_t>(n)) a.rows.resize(lda * static_cast<size_t>(n));
+    // 64 bytes of slack so that the rows start on a cache line (the kernels' 64-byte loads never split)
+    if (a.rows.size() < lda * static_cast<size_t>(n) + 64) a.rows.resize(lda * static_cast<size_t>(n) + 64);
     QuantizeActFn quantize = k_.quantize_act[format];
-    uint8_t* rows = a.rows.data();
+    uint8_t* rows = aligned_rows(a);
     const int64_t n_in = w.ne0;
     if (n == 1) {
       quantize(x, rows, n_in);
@@ -257,8 +277,8 @@ void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_
     a.n = n;
   }
   MatmulActFn fn = k_.matmul_act[w.type];
-  const uint8_t* rows = a.rows.data();
-  split_rows(pool_, w.ne1, 48, [&](int64_t r0, int64_t r1) {
+  const uint8_t* rows = aligned_rows(a);
+  split_rows(pool_, w.ne1, 48, n > 1, [&](int64_t r0, int64_t r1) {
     fn(w.data, w.ne0, rows, static_cast<int64_t>(lda), n, y, ldy, r0, r1);
   });
 }

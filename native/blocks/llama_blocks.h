@@ -179,6 +179,7 @@ class LlamaState {
     int64_t ldx = 0, n_in = 0, n = 0;
   };
   ActRows act_[kActFormats];
+  static uint8_t* aligned_rows(ActRows& a);
 };
 
 }  // namespace adainfer

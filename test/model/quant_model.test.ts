@@ -5,7 +5,7 @@
  *  - Q4_K_M: the same tensor types (the mixture rule), and the same algorithm for the K-quant scale search:
  *    most bytes identical (llama-quantize's build contracts the search's float arithmetic into FMAs, so some
  *    blocks choose a different scale), and a reconstruction error within 2% of llama.cpp's;
- *  - our files load and reproduce the llama.cpp goldens of the corresponding model within README §3.5.
+ *  - our Q4_K_M file is as close to the F32 model (its goldens) as llama.cpp's Q4_K_M file.
  */
 import * as fs from 'fs';
 import * as path from 'path';

@@ -302,6 +302,16 @@ double reference_dot(const float* w, const float* x, int64_t n, double* sum_abs)
   return s;
 }
 
+// The activations as `table` multiplies them with `type`: tables whose act_format for BF16 is kActBF16 (the
+// AVX512-BF16 kernels, vdpbf16ps) round them to bf16 first, as ggml does; the others use them as they are.
+std::vector<float> effective_activations(const KernelTable& table, GgmlType type, const std::vector<float>& x) {
+  if (table.act_format[type_id(type)] != kActBF16) return x;
+  std::vector<float> r(x);
+  for (float& v : r)
+    if (!isnan(v)) v = bf16_to_fp32(fp32_to_bf16(v));
+  return r;
+}
+
 // Runs `table`'s matmul for one shape and checks it against the double reference (within tol_fn) and that
 // nothing outside rows [row_begin, row_end) x tokens [0, n_tok) was written.
 template <class TolFn>
@@ -312,10 +322,11 @@ void check_matmul(const KernelTable& table, GgmlType type, int64_t n_in, int64_t
   const int64_t ldx = n_in + 5;
   const int64_t ldy = total_rows + 3;
   const Weights w = make_weights(type, total_rows, n_in, rng);
-  const std::vector<float> x = make_activations(n_tok, n_in, ldx, rng);
+  const std::vector<float> x_in = make_activations(n_tok, n_in, ldx, rng);
+  const std::vector<float> x = effective_activations(table, type, x_in);
   std::vector<float> y(static_cast<size_t>(n_tok * ldy), kSentinel);
 
-  table.matmul[type_id(type)](w.bytes.data(), n_in, x.data(), ldx, n_tok, y.data(), ldy, row_begin, row_end);
+  table.matmul[type_id(type)](w.bytes.data(), n_in, x_in.data(), ldx, n_tok, y.data(), ldy, row_begin, row_end);
 
   int reported = 0;
   for (int64_t t = 0; t < n_tok; ++t) {
@@ -380,9 +391,11 @@ TEST(matmul_simd_matches_generic) {
       for (int64_t n_in : {33, 257, 1000}) {
         const int64_t rows = 21, n_tok = 6, ldx = n_in + 1, ldy = rows + 2;
         const Weights w = make_weights(type, rows, n_in, rng);
-        const std::vector<float> x = make_activations(n_tok, n_in, ldx, rng);
+        const std::vector<float> x_in = make_activations(n_tok, n_in, ldx, rng);
+        // the generic kernel gets the activations as the variant sees them (bf16-rounded for vdpbf16ps)
+        const std::vector<float> x = effective_activations(*v.table, type, x_in);
         std::vector<float> y_simd(n_tok * ldy, kSentinel), y_gen(n_tok * ldy, kSentinel);
-        v.table->matmul[type_id(type)](w.bytes.data(), n_in, x.data(), ldx, n_tok, y_simd.data(), ldy, 2, rows);
+        v.table->matmul[type_id(type)](w.bytes.data(), n_in, x_in.data(), ldx, n_tok, y_simd.data(), ldy, 2, rows);
         kernels_generic().matmul[type_id(type)](w.bytes.data(), n_in, x.data(), ldx, n_tok, y_gen.data(), ldy, 2,
                                                 rows);
         for (int64_t t = 0; t < n_tok; ++t)

@@ -291,7 +291,7 @@ TEST(quantize_reference_rules) {
 
 TEST(quant_activation_rows_bit_identical) {
   Rng rng(13);
-  for (int64_t n : {256, 512, 2304}) {
+  for (int64_t n : {256, 512, 2304, 96, 2080}) {
     std::vector<float> x(static_cast<size_t>(n));
     for (auto& v : x) v = rng.normal();
     // ties: values that scale to exactly k + 0.5 in the first Q8_0 block (amax 127 -> d = 1)
@@ -302,6 +302,7 @@ TEST(quant_activation_rows_bit_identical) {
     x[101] = 3.5f;
     for (int i = 256; i < 512 && i < n; ++i) x[i] = 0.f;  // an all-zero Q8_K block
     for (int32_t format : {kActQ8_0, kActQ8_K}) {
+      if (format == kActQ8_K && n % 256 != 0) continue;
       const size_t bytes = act_row_bytes(format, n);
       std::vector<uint8_t> want(bytes, 0xAB), got(bytes, 0xAB);
       kernels_generic().quantize_act[format](x.data(), want.data(), n);
@@ -312,11 +313,12 @@ TEST(quant_activation_rows_bit_identical) {
         bool same = true;
         if (format == kActQ8_0) {
           const ActQ8_0Row a = act_q8_0_row(want.data(), n), b = act_q8_0_row(got.data(), n);
-          same = !std::memcmp(a.q, b.q, n) && !std::memcmp(a.d, b.d, n / 32 * 4) && !std::memcmp(a.s, b.s, n / 32 * 4) &&
+          same = !std::memcmp(a.q, b.q, n) && !std::memcmp(a.qn, b.qn, (n + 127) / 128 * 128) &&
+                 !std::memcmp(a.d, b.d, n / 32 * 4) && !std::memcmp(a.s, b.s, n / 32 * 4) &&
                  !std::memcmp(a.sum, b.sum, n / 32 * 4);
         } else {
           const ActQ8_KRow a = act_q8_k_row(want.data(), n), b = act_q8_k_row(got.data(), n);
-          same = !std::memcmp(a.q, b.q, n) && !std::memcmp(a.d, b.d, n / 256 * 4) &&
+          same = !std::memcmp(a.q, b.q, n) && !std::memcmp(a.qk, b.qk, n) && !std::memcmp(a.d, b.d, n / 256 * 4) &&
                  !std::memcmp(a.bsums, b.bsums, n / 16 * 2) && !std::memcmp(a.sum16, b.sum16, n / 16 * 4) &&
                  !std::memcmp(a.sum32, b.sum32, n / 32 * 4);
         }

@@ -144,6 +144,16 @@ describe('full load of mutated model files (in a child process)', () => {
     return outcome;
   }
 
+  test('a context length below 1 is refused at load (not at the first session)', async () => {
+    for (const value of [0n, 2n ** 32n - 5n]) {
+      const m: Mutation = { structural: [{ kind: 'hparam', key: 'llama.context_length', value, type: 5 }], bytes: [] };
+      const file = path.join(dir, 'ctx.gguf');
+      fs.writeFileSync(file, applyMutation(base, m));
+      const r = await child.load(file);
+      expect(r).toMatchObject({ ok: false, stage: 'load', error: { code: 'GGUF_CORRUPT', message: expect.stringContaining('llama.context_length') } });
+    }
+  });
+
   test('any mutation: a typed load error or a model that generates', async () => {
     const outcome = await run('full load, any mutation', mutation(), 0x10ad, 1500);
     expect(Object.keys(outcome).length).toBeGreaterThanOrEqual(4);

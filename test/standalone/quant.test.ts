@@ -200,3 +200,64 @@ describe('quantized copies of the bundled model', () => {
     }
   });
 });
+
+describe('`adainfer bench` and the benchmark model generator', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tmpDir('adainfer-bench-');
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('--json prints model, type, threads and pp/tg statistics', async () => {
+    const chunks: string[] = [];
+    const out = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
+      chunks.push(String(s));
+      return true;
+    });
+    try {
+      expect(await main(['node', 'adainfer', 'bench', '-m', BUNDLED_PLAIN_MODEL, '-p', '16', '-n', '4', '-r', '2', '-t', '1', '--json'])).toBe(0);
+    } finally {
+      out.mockRestore();
+    }
+    const r = JSON.parse(chunks.join('')) as Record<string, unknown> & { pp: { tokens: number; mean: number; sd: number }; tg: { tokens: number; mean: number; sd: number } };
+    expect(r.model).toBe(BUNDLED_PLAIN_MODEL);
+    expect(r.type).toBe('F16');
+    expect(r.threads).toBe(1);
+    expect(r.pp.tokens).toBe(16);
+    expect(r.tg.tokens).toBe(4);
+    for (const s of [r.pp, r.tg]) {
+      expect(s.mean).toBeGreaterThan(0);
+      expect(s.sd).toBeGreaterThanOrEqual(0);
+    }
+    expect(await main(['node', 'adainfer', 'bench', '-m', BUNDLED_PLAIN_MODEL, '-p', '0', '-n', '0'])).toBe(2);
+  });
+
+  test('make_model writes a loadable random model with a 32000-token SentencePiece vocabulary', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { GEOMETRIES, makeModel, syntheticVocab } = require('../../bench/make_model') as typeof import('../../bench/make_model');
+    const vocab = syntheticVocab(32000);
+    expect(vocab.tokens).toHaveLength(32000);
+    expect(new Set(vocab.tokens).size).toBe(32000);
+    expect(vocab.tokens.slice(0, 3)).toEqual(['<unk>', '<s>', '</s>']);
+    expect(vocab.tokens[3 + 0x41]).toBe('<0x41>');
+    const file = path.join(dir, 'tiny-q4_k.gguf');
+    makeModel({ geometry: GEOMETRIES.tiny, target: 'Q4_K', out: file, threads: 2 });
+    const f = readGGUF(file);
+    expect(f.tensorsByName.get('blk.0.attn_q.weight')?.type).toBe(GGMLType.Q4_K);
+    expect(f.tensorsByName.get('output.weight')?.type).toBe(GGMLType.Q6_K);
+    expect(f.tensorsByName.get('blk.1.ffn_norm.weight')?.type).toBe(GGMLType.F32);
+    expect(f.metadata.get('general.file_type')).toBe(LlamaFileType.MOSTLY_Q4_K_S);
+    const model = LlamaModel.load(file);
+    const ctx = model.createContext({ contextSize: 32, batchSize: 8, threads: 2 });
+    try {
+      [1, 500, 9000, 31999].forEach((t, i) => (ctx.native.tokens[i] = t));
+      ctx.forward(4, 0);
+      const l = ctx.logits(3);
+      expect(l).toHaveLength(32000);
+      expect(l.every((v) => Number.isFinite(v))).toBe(true);
+    } finally {
+      ctx.dispose();
+      model.dispose();
+    }
+  });
+});

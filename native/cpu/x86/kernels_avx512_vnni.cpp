@@ -22,16 +22,20 @@
 
 namespace adainfer {
 namespace {
-constexpr KernelTable make_table() {
+constexpr KernelTable make_table(bool bf16) {
   KernelTable t = make_simd_table<Avx512>("avx512");
   add_quant_kernels(t);
+  if (bf16) add_bf16_kernels(t);
   return t;
 }
-constexpr KernelTable kVnniTable = make_table();
+constexpr KernelTable kVnniTable = make_table(false);
+// With AVX512-BF16 too: BF16 weights through vdpbf16ps (activations rounded to bf16 as in ggml).
+constexpr KernelTable kVnniBf16Table = make_table(true);
 }  // namespace
 
 const KernelTable* kernels_avx512_vnni() {
-  return has_avx512() && cpu_features().avx512_vnni ? &kVnniTable : nullptr;
+  if (!has_avx512() || !cpu_features().avx512_vnni) return nullptr;
+  return cpu_features().avx512_bf16 ? &kVnniBf16Table : &kVnniTable;
 }
 
 }  // namespace adainfer

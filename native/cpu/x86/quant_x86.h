@@ -76,6 +76,14 @@ inline QI qdot_ss(QI acc, QI a, QI b) {
   return qdot(acc, _mm512_abs_epi8(a), bs);
 }
 inline float qreduce(QF v) { return _mm512_reduce_add_ps(v); }
+// acc + a * b per int32 lane, where a and b fit in 16 bits (b's upper 16 bits zero): one vpdpwssd with VNNI.
+inline QI qacc16(QI acc, QI a, QI b) {
+#if ADAINFER_QVNNI
+  return _mm512_dpwssd_epi32(acc, a, b);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
 #else
 using QI = __m256i;
 using QF = __m256;
@@ -138,6 +146,19 @@ inline void k_scale_words(const uint8_t* s, uint32_t* out) {
   out[1] = (w2 & low4) | (((w0 >> 6) & low2) << 4);
   out[2] = w1 & low6;
   out[3] = ((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4);
+}
+
+// k_scale_words in vector registers: the 16 bytes [scales 0-7, mins 0-7] of a Q4_K / Q5_K block (reads 16 bytes
+// at s: the 12 packed bytes and 4 bytes of what follows them in the block).
+inline __m128i k_scales_vec(const uint8_t* s) {
+  const __m128i v = load128(s);                                     // w0 w1 w2 -
+  const __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // w0 w2 w1 w2
+  const __m128i q = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // w0 w0 w1 w1
+  const __m128i low = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
+                                    _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  // bits 6-7 of each byte of w0 (w1) into bits 4-5: ((w >> 6) << 4) masked per byte
+  const __m128i high = _mm_and_si128(_mm_slli_epi32(_mm_srli_epi32(q, 6), 4), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+  return _mm_or_si128(low, high);
 }
 
 // ---- activation quantizers (bit-identical to quantize_act_*_ref) ---------------------------------------------
@@ -377,9 +398,18 @@ void quantize_act_bf16(const float* x, uint8_t* out, int64_t n) {
 constexpr int kUnit = ADAINFER_Q512 ? 64 : 32;
 // Software prefetch distance of the row kernels, in bytes of weights (ADAINFER_PREFETCH overrides at build).
 #ifndef ADAINFER_PREFETCH
-#define ADAINFER_PREFETCH 2048
+#define ADAINFER_PREFETCH 16384
 #endif
 constexpr int kPrefetchAhead = ADAINFER_PREFETCH;
+#ifndef ADAINFER_PREFETCH_L2
+#define ADAINFER_PREFETCH_L2 0
+#endif
+constexpr int kPrefetchL2 = ADAINFER_PREFETCH_L2;
+// Weight rows per call of the decode row kernel (ADAINFER_DECODE_ROWS overrides at build).
+#ifndef ADAINFER_DECODE_ROWS
+#define ADAINFER_DECODE_ROWS 4
+#endif
+constexpr int kDecodeRows = ADAINFER_DECODE_ROWS;
 
 // Types of 32-element blocks: value = d * (code - kOffset) [+ m]; codes 4 or 5 bits, or Q8_0's bytes.
 struct TQ4_0 {
@@ -460,61 +490,190 @@ inline __m512i codes_a(const uint8_t* b0) {
   }
 }
 
+// Lanes 4u..4u+3 of a 16-lane vector, each four times (the four 16-element groups of a 64-element unit).
+inline __m512i lanes_quad(int u) {
+  const int g = 4 * u;
+  return _mm512_setr_epi32(g, g, g, g, g + 1, g + 1, g + 1, g + 1, g + 2, g + 2, g + 2, g + 2, g + 3, g + 3, g + 3,
+                           g + 3);
+}
+
+// Word-gather tables for halves16_vec: lane k of the result takes 16-bit word (kStride * k + kOff) / 2 of the
+// group; window w (a pair of 64-byte vectors, words 64w .. 64w + 63) serves the lanes whose word falls in it.
+template <int kStride, int kOff>
+struct HalfGather {
+  static constexpr int kLastWord = (15 * kStride + kOff) / 2;
+  static constexpr int kVectors = kLastWord / 32 + 1;   // 64-byte loads covering the words
+  static constexpr int kWindows = (kVectors + 1) / 2;
+  struct Table {
+    uint16_t idx[4][32];
+    uint32_t mask[4];
+  };
+  static constexpr Table make() {
+    Table t{};
+    for (int k = 0; k < 16; ++k) {
+      const int word = (kStride * k + kOff) / 2, w = word / 64;
+      t.idx[w][k] = static_cast<uint16_t>(word - 64 * w);
+      t.mask[w] |= 1u << k;
+    }
+    return t;
+  }
+  static constexpr Table kTable = make();
+};
+
+// The 16 fp16 values at g + kOff + kStride * k, k = 0..15, as floats, from a few vector loads and word
+// permutes (the loads also bring the group's cache lines in; the last one is masked to the group's bytes).
+template <int kStride, int kOff>
+inline __m512 halves16_vec(const uint8_t* g) {
+  using H = HalfGather<kStride, kOff>;
+  constexpr int kGroupBytes = 16 * kStride;
+  __m512i z[2 * H::kWindows];
+#pragma GCC unroll 8
+  for (int i = 0; i < 2 * H::kWindows; ++i) {
+    if (i >= H::kVectors) {
+      z[i] = _mm512_setzero_si512();
+    } else if (64 * (i + 1) <= kGroupBytes) {
+      z[i] = _mm512_loadu_si512(g + 64 * i);
+    } else {
+      const int left = kGroupBytes - 64 * i;
+      z[i] = _mm512_maskz_loadu_epi8(left >= 64 ? ~0ull : (1ull << left) - 1ull, g + 64 * i);
+    }
+  }
+  __m512i r = _mm512_setzero_si512();
+#pragma GCC unroll 4
+  for (int w = 0; w < H::kWindows; ++w) {
+    const __m512i idx = _mm512_loadu_si512(H::kTable.idx[w]);
+    r = _mm512_mask_mov_epi16(r, H::kTable.mask[w], _mm512_permutex2var_epi16(z[2 * w], idx, z[2 * w + 1]));
+  }
+  return _mm512_cvtph_ps(_mm512_castsi512_si256(r));
+}
+
+// halves16_vec also reads the whole group early (its loads double as demand loads of the lines): faster than
+// scalar loads for every block size measured (Q8_0: 29.5 against 26 GB/s streaming on Zen 5).
+#ifndef ADAINFER_VEC_HALVES_MAX
+#define ADAINFER_VEC_HALVES_MAX 64
+#endif
+template <class Ty>
+constexpr bool kVecHalves = Ty::kBytes <= ADAINFER_VEC_HALVES_MAX;
+
+// Codes of 4 consecutive blocks of a 4/5-bit type (the first kCount of them; the rest zero), as two vectors
+// in the activation order qn: lo = the first 16 elements of each block, hi = the last 16.
+template <class Ty, int kCount>
+inline void codes_quad(const uint8_t* b0, __m512i* lo, __m512i* hi) {
+  __m512i v = _mm512_zextsi128_si512(load128(b0 + Ty::kQs));
+  if constexpr (kCount > 1) v = _mm512_inserti32x4(v, load128(b0 + Ty::kBytes + Ty::kQs), 1);
+  if constexpr (kCount > 2) v = _mm512_inserti32x4(v, load128(b0 + 2 * Ty::kBytes + Ty::kQs), 2);
+  if constexpr (kCount > 3) v = _mm512_inserti32x4(v, load128(b0 + 3 * Ty::kBytes + Ty::kQs), 3);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  *lo = _mm512_and_si512(v, m4);
+  *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+  if constexpr (Ty::kQ5) {
+    uint64_t mlo = 0, mhi = 0;
+#pragma GCC unroll 4
+    for (int k = 0; k < kCount; ++k) {
+      const uint32_t h = load_u32(b0 + k * Ty::kBytes + Ty::kQh);
+      mlo |= static_cast<uint64_t>(h & 0xFFFFu) << (16 * k);
+      mhi |= static_cast<uint64_t>(h >> 16) << (16 * k);
+    }
+    const __m512i bit4 = _mm512_set1_epi8(16);
+    *lo = _mm512_mask_add_epi8(*lo, static_cast<__mmask64>(mlo), *lo, bit4);
+    *hi = _mm512_mask_add_epi8(*hi, static_cast<__mmask64>(mhi), *hi, bit4);
+  }
+}
+
 // Dot products of one weight row (n elements) with T activation rows, for a type of 32-element blocks.
-// 16 blocks at a time: their scales are gathered and converted together, S = d_w * d_x per block, then
-// each pair of blocks is one 64-byte unit whose int32 lanes 0-7 / 8-15 belong to the first / second block.
-template <class Ty, int T>
-void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
+// 16 blocks at a time: their scales are loaded and converted together, S = d_w * d_x per block. Q8_0 then
+// goes a pair of blocks per 64-byte vector (int32 lanes 0-7 / 8-15 for the first / second block); the 4- and
+// 5-bit types go 4 blocks at a time: one 64-byte load of their nibbles gives 128 codes (two vectors, with the
+// activations in the matching order qn), and both dot products land in lanes 4k .. 4k + 3 for block k, so
+// one conversion and one multiply-add per 4 blocks.
+template <class Ty, int R, int T>
+void rowdot_a(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
   const int64_t nb = n / 32;
   const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  __m512 acc[T], corr[T], mins[T];
-  for (int t = 0; t < T; ++t) acc[t] = corr[t] = mins[t] = _mm512_setzero_ps();
+  // R rows at once: independent accumulation chains, and the per-row setup and reductions amortized.
+  __m512 acc[R][T], corr[R][T], mins[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = corr[r][t] = mins[r][t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; b += 16) {
     const int cnt = nb - b < 16 ? static_cast<int>(nb - b) : 16;
     const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
-    const uint8_t* g = w + b * Ty::kBytes;
-    // The stream of weights runs ahead of its use by kPrefetchAhead bytes (the hardware prefetcher alone
-    // leaves one core well short of the memory bandwidth here).
-    for (int off = 0; off < 16 * Ty::kBytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchAhead + off), _MM_HINT_T0);
-    // d (and m) of the 16 blocks, by scalar loads (a vector gather of them is slow on AMD, and here it would
-    // also be the first touch of the blocks' cache lines).
-    const __m512 dw = halves16<Ty::kBytes>(g, cnt);
-    __m512 mw = _mm512_setzero_ps();
-    if constexpr (Ty::kMin) mw = halves16<Ty::kBytes>(g + Ty::kM, cnt);
-    __m512 S[T];
-    for (int t = 0; t < T; ++t) {
-      S[t] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(m, a[t].d + b));
-      if constexpr (Ty::kOffset != 0) corr[t] = _mm512_fmadd_ps(S[t], _mm512_maskz_loadu_ps(m, a[t].sum + b), corr[t]);
-      if constexpr (Ty::kMin) mins[t] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(m, a[t].s + b), mins[t]);
-    }
-    auto unit = [&](auto two, int p) {
-      const __m512i c = codes_a<Ty, decltype(two)::value>(g + 2 * p * Ty::kBytes);
-      const __m512i idx = _mm512_add_epi32(pair, _mm512_set1_epi32(2 * p));
-      for (int t = 0; t < T; ++t) {
-        const __m512i x = qload(a[t].q + (b + 2 * p) * 32);
-        const __m512i i = (Ty::kQ8 && !ADAINFER_QVNNI) ? qdot_ss(qzero(), c, x) : qdot(qzero(), c, x);
-        acc[t] = _mm512_fmadd_ps(qcvt(i), _mm512_permutexvar_ps(idx, S[t]), acc[t]);
+    __m512 dx[T];
+    for (int t = 0; t < T; ++t) dx[t] = _mm512_maskz_loadu_ps(m, a[t].d + b);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* g = w + r * rb + b * Ty::kBytes;
+      // The stream of weights runs ahead of its use by kPrefetchAhead bytes (the hardware prefetcher alone
+      // leaves one core short of the memory bandwidth here).
+      for (int off = 0; off < 16 * Ty::kBytes; off += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchAhead + off), _MM_HINT_T0);
+        if constexpr (kPrefetchL2 > 0) _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchL2 + off), _MM_HINT_T1);
       }
-    };
-    if (cnt == 16) {
+      // d (and m) of the 16 blocks (a vector gather of them is slow on AMD)
+      const __m512 dw = cnt == 16 && kVecHalves<Ty> ? halves16_vec<Ty::kBytes, 0>(g) : halves16<Ty::kBytes>(g, cnt);
+      __m512 mw = _mm512_setzero_ps();
+      if constexpr (Ty::kMin) mw = cnt == 16 ? halves16_vec<Ty::kBytes, Ty::kM>(g) : halves16<Ty::kBytes>(g + Ty::kM, cnt);
+      __m512 S[T];
+      for (int t = 0; t < T; ++t) {
+        S[t] = _mm512_mul_ps(dw, dx[t]);
+        if constexpr (Ty::kOffset != 0) corr[r][t] = _mm512_fmadd_ps(S[t], _mm512_maskz_loadu_ps(m, a[t].sum + b), corr[r][t]);
+        if constexpr (Ty::kMin) mins[r][t] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(m, a[t].s + b), mins[r][t]);
+      }
+      if constexpr (Ty::kQ8) {
+        auto unit = [&](auto two, int p) {
+          const __m512i c = codes_a<Ty, decltype(two)::value>(g + 2 * p * Ty::kBytes);
+          const __m512i idx = _mm512_add_epi32(pair, _mm512_set1_epi32(2 * p));
+          for (int t = 0; t < T; ++t) {
+            const __m512i x = qload(a[t].q + (b + 2 * p) * 32);
+            const __m512i i = ADAINFER_QVNNI ? qdot(qzero(), c, x) : qdot_ss(qzero(), c, x);
+            acc[r][t] = _mm512_fmadd_ps(qcvt(i), _mm512_permutexvar_ps(idx, S[t]), acc[r][t]);
+          }
+        };
+        if (cnt == 16) {
 #pragma GCC unroll 8
-      for (int p = 0; p < 8; ++p) unit(Count<1>{}, p);
-    } else {
-      for (int p = 0; 2 * p < cnt; ++p) {
-        if (2 * p + 1 < cnt) {
-          unit(Count<1>{}, p);
+          for (int p = 0; p < 8; ++p) unit(Count<1>{}, p);
         } else {
-          unit(Count<0>{}, p);
+          for (int p = 0; 2 * p < cnt; ++p) {
+            if (2 * p + 1 < cnt) {
+              unit(Count<1>{}, p);
+            } else {
+              unit(Count<0>{}, p);
+            }
+          }
+        }
+      } else {
+        auto quad = [&](auto count, int q) {
+          __m512i lo, hi;
+          codes_quad<Ty, decltype(count)::value>(g + 4 * q * Ty::kBytes, &lo, &hi);
+          const __m512i idx = lanes_quad(q);
+          for (int t = 0; t < T; ++t) {
+            const int8_t* x = a[t].qn + (b + 4 * q) * 32;
+            const __m512i i = qdot(qdot(qzero(), lo, qload(x)), hi, qload(x + 64));
+            acc[r][t] = _mm512_fmadd_ps(qcvt(i), _mm512_permutexvar_ps(idx, S[t]), acc[r][t]);
+          }
+        };
+        if (cnt == 16) {
+#pragma GCC unroll 4
+          for (int q = 0; q < 4; ++q) quad(Count<4>{}, q);
+        } else {
+          for (int q = 0; 4 * q < cnt; ++q) {
+            switch (cnt - 4 * q) {
+              case 1: quad(Count<1>{}, q); break;
+              case 2: quad(Count<2>{}, q); break;
+              case 3: quad(Count<3>{}, q); break;
+              default: quad(Count<4>{}, q); break;
+            }
+          }
         }
       }
     }
   }
-  for (int t = 0; t < T; ++t) {
-    float r = qreduce(acc[t]);
-    if constexpr (Ty::kOffset != 0) r -= static_cast<float>(Ty::kOffset) * qreduce(corr[t]);
-    if constexpr (Ty::kMin) r += qreduce(mins[t]);
-    out[t] = r;
-  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      __m512 v = acc[r][t];
+      if constexpr (Ty::kOffset != 0) v = _mm512_fmadd_ps(_mm512_set1_ps(-static_cast<float>(Ty::kOffset)), corr[r][t], v);
+      if constexpr (Ty::kMin) v = _mm512_add_ps(v, mins[r][t]);
+      out[r][t] = qreduce(v);
+    }
 }
 #else
 // AVX2: one block (32 codes) per vector, its scale converted in scalar code.
@@ -539,7 +698,7 @@ inline __m256i codes_a1(const uint8_t* b) {
 }
 
 template <class Ty, int T>
-void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
+void rowdot_a1(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
   const int64_t nb = n / 32;
   __m256 acc[T];
   float corr[T], mins[T];
@@ -562,6 +721,11 @@ void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
   }
   for (int t = 0; t < T; ++t) out[t] = qreduce(acc[t]) - static_cast<float>(Ty::kOffset) * corr[t] + mins[t];
 }
+
+template <class Ty, int R, int T>
+void rowdot_a(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
+  for (int r = 0; r < R; ++r) rowdot_a1<Ty, T>(w + r * rb, a, n, out[r]);
+}
 #endif
 
 // ---- K-quants ----------------------------------------------------------------------------------------------------
@@ -570,12 +734,6 @@ void rowdot_a(const uint8_t* w, const ActQ8_0Row* a, int64_t n, float* out) {
 // Permutation picking int32 lane `a` for lanes 0-7 and `b` for lanes 8-15.
 inline __m512i lanes_ab(int a, int b) {
   return _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
-}
-// Lanes 4u..4u+3 of a 16-lane vector, each four times (the four 16-element groups of a 64-element unit).
-inline __m512i lanes_quad(int u) {
-  const int g = 4 * u;
-  return _mm512_setr_epi32(g, g, g, g, g + 1, g + 1, g + 1, g + 1, g + 2, g + 2, g + 2, g + 2, g + 3, g + 3, g + 3,
-                           g + 3);
 }
 
 // Codes of chunk c (elements 64c .. 64c + 63) of a Q4_K / Q5_K block: low nibbles of the 32 bytes, then high.
@@ -607,7 +765,7 @@ inline __m512i codes_q6k(const BlockQ6_K* b, int u) {
 }
 
 template <bool kFive, int T>
-void rowdot_k45(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+void rowdot_k45_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
   const Block* blocks = reinterpret_cast<const Block*>(w);
   __m512 acc[T];
@@ -616,26 +774,43 @@ void rowdot_k45(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
     acc[t] = _mm512_setzero_ps();
     macc[t] = _mm256_setzero_ps();
   }
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t i = 0; i < n / 256; ++i) {
     const Block& b = blocks[i];
-    uint32_t words[4];
-    k_scale_words(b.scales, words);
+    _mm_prefetch(reinterpret_cast<const char*>(&b) + kPrefetchAhead, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(&b) + kPrefetchAhead + 64, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(&b) + kPrefetchAhead + 128, _MM_HINT_T0);
     // int32 lanes 0-7: the sub-block scales, 8-15: the mins
-    const __m512i scm = _mm512_cvtepu8_epi32(_mm_setr_epi32(static_cast<int>(words[0]), static_cast<int>(words[1]),
-                                                            static_cast<int>(words[2]), static_cast<int>(words[3])));
+    const __m512i scm = _mm512_cvtepu8_epi32(k_scales_vec(b.scales));
     const __m256i mins = _mm512_extracti64x4_epi64(scm, 1);
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
-    const uint8_t* qh = nullptr;
-    if constexpr (kFive) qh = b.qh;
+    __m512i h = _mm512_setzero_si512();
+    if constexpr (kFive) h = _mm512_broadcast_i64x4(load256(b.qh));
     __m512i isum[T];
     for (int t = 0; t < T; ++t) isum[t] = qzero();
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const __m512i codes = codes_k45<kFive>(b.qs, qh, c);
-      const __m512i sc = _mm512_permutexvar_epi32(lanes_ab(2 * c, 2 * c + 1), scm);
+    // Two 32-byte chunks (128 elements) at a time: low nibbles = sub-blocks 4p and 4p + 2, high = 4p + 1 and
+    // 4p + 3, against the activations in the matching order qk.
+#pragma GCC unroll 2
+    for (int p = 0; p < 2; ++p) {
+      const __m512i v = qload(b.qs + 64 * p);
+      __m512i lo = _mm512_and_si512(v, m4);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      if constexpr (kFive) {
+        const char c0 = static_cast<char>(1 << (4 * p)), c1 = static_cast<char>(1 << (4 * p + 1));
+        const char c2 = static_cast<char>(1 << (4 * p + 2)), c3 = static_cast<char>(1 << (4 * p + 3));
+        const __m512i sel_lo = _mm512_inserti64x4(_mm512_set1_epi8(c0), _mm256_set1_epi8(c2), 1);
+        const __m512i sel_hi = _mm512_inserti64x4(_mm512_set1_epi8(c1), _mm256_set1_epi8(c3), 1);
+        const __m512i bit4 = _mm512_set1_epi8(16);
+        lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(h, sel_lo), lo, bit4);
+        hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(h, sel_hi), hi, bit4);
+      }
+      const __m512i sc_lo = _mm512_permutexvar_epi32(lanes_ab(4 * p, 4 * p + 2), scm);
+      const __m512i sc_hi = _mm512_permutexvar_epi32(lanes_ab(4 * p + 1, 4 * p + 3), scm);
       for (int t = 0; t < T; ++t) {
-        const __m512i p = qdot(qzero(), codes, qload(a[t].q + 256 * i + 64 * c));
-        isum[t] = qadd(isum[t], qmadd16(p, sc));  // |p| < 2^15 and sc < 64: one 16-bit product per lane
+        const int8_t* x = a[t].qk + 256 * i + 128 * p;
+        // |dot| < 2^15 per lane and the scales < 64: one 16-bit product per lane
+        isum[t] = qacc16(isum[t], qdot(qzero(), lo, qload(x)), sc_lo);
+        isum[t] = qacc16(isum[t], qdot(qzero(), hi, qload(x + 64)), sc_hi);
       }
     }
     for (int t = 0; t < T; ++t) {
@@ -650,14 +825,20 @@ void rowdot_k45(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
 }
 
 template <int T>
-void rowdot_q6k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+void rowdot_q6k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   const BlockQ6_K* blocks = reinterpret_cast<const BlockQ6_K*>(w);
   __m512 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / 256; ++i) {
     const BlockQ6_K& b = blocks[i];
+    const char* pf = reinterpret_cast<const char*>(&b) + kPrefetchAhead;
+    _mm_prefetch(pf, _MM_HINT_T0);
+    _mm_prefetch(pf + 64, _MM_HINT_T0);
+    _mm_prefetch(pf + 128, _MM_HINT_T0);
+    _mm_prefetch(pf + 192, _MM_HINT_T0);
     const __m128i sc8 = load128(b.scales);
-    const __m512i sc32 = _mm512_cvtepi8_epi32(sc8);
+    // int32 lanes: the 16 signed scales as 16-bit values with zero upper halves (for qacc16)
+    const __m512i sc32 = _mm512_and_si512(_mm512_cvtepi8_epi32(sc8), _mm512_set1_epi32(0xFFFF));
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
     const float d = half_to_float(b.d);
     __m512i isum[T];
@@ -667,8 +848,8 @@ void rowdot_q6k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
       const __m512i codes = codes_q6k(&b, u);
       const __m512i sc = _mm512_permutexvar_epi32(lanes_quad(u), sc32);
       for (int t = 0; t < T; ++t) {
-        const __m512i p = qdot(qzero(), codes, qload(a[t].q + 256 * i + 64 * u));
-        isum[t] = qadd(isum[t], qmul32(p, sc));
+        // |dot| <= 4 * 63 * 127 < 2^15
+        isum[t] = qacc16(isum[t], qdot(qzero(), codes, qload(a[t].q + 256 * i + 64 * u)), sc);
       }
     }
     for (int t = 0; t < T; ++t) {
@@ -682,7 +863,7 @@ void rowdot_q6k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
 }
 
 template <int T>
-void rowdot_q8k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+void rowdot_q8k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   const BlockQ8_K* blocks = reinterpret_cast<const BlockQ8_K*>(w);
   __m512 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
@@ -700,7 +881,7 @@ void rowdot_q8k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
 }
 #else
 template <bool kFive, int T>
-void rowdot_k45(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+void rowdot_k45_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
   const Block* blocks = reinterpret_cast<const Block*>(w);
   float res[T];
@@ -746,7 +927,7 @@ void rowdot_k45(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
 }
 
 template <int T>
-void rowdot_q6k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+void rowdot_q6k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   const BlockQ6_K* blocks = reinterpret_cast<const BlockQ6_K*>(w);
   float res[T];
   for (int t = 0; t < T; ++t) res[t] = 0.f;
@@ -787,7 +968,7 @@ void rowdot_q6k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
 }
 
 template <int T>
-void rowdot_q8k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
+void rowdot_q8k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   const BlockQ8_K* blocks = reinterpret_cast<const BlockQ8_K*>(w);
   float res[T];
   for (int t = 0; t < T; ++t) res[t] = 0.f;
@@ -804,6 +985,20 @@ void rowdot_q8k(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   for (int t = 0; t < T; ++t) out[t] = res[t];
 }
 #endif
+
+// R rows of the K-quant row kernels (one after the other: their per-block work dwarfs the per-row setup).
+template <bool kFive, int R, int T>
+void rowdot_k45(const uint8_t* w, size_t rb, const ActQ8_KRow* a, int64_t n, float (*out)[T]) {
+  for (int r = 0; r < R; ++r) rowdot_k45_1<kFive, T>(w + r * rb, a, n, out[r]);
+}
+template <int R, int T>
+void rowdot_q6k(const uint8_t* w, size_t rb, const ActQ8_KRow* a, int64_t n, float (*out)[T]) {
+  for (int r = 0; r < R; ++r) rowdot_q6k_1<T>(w + r * rb, a, n, out[r]);
+}
+template <int R, int T>
+void rowdot_q8k(const uint8_t* w, size_t rb, const ActQ8_KRow* a, int64_t n, float (*out)[T]) {
+  for (int r = 0; r < R; ++r) rowdot_q8k_1<T>(w + r * rb, a, n, out[r]);
+}
 
 // The K types, in the shape the drivers below use.
 struct TQ4_K {
@@ -842,32 +1037,39 @@ inline ActRow<Ty> act_row(const uint8_t* row, int64_t n) {
   }
 }
 
-template <class Ty, int T>
-inline void rowdot(const uint8_t* w, const ActRow<Ty>* a, int64_t n, float* out) {
+// R rows (starting at w, rb bytes apart) times T activation rows: out[r][t].
+template <class Ty, int R, int T>
+inline void rowdot(const uint8_t* w, size_t rb, const ActRow<Ty>* a, int64_t n, float (*out)[T]) {
   if constexpr (Ty::kType == GgmlType::Q4_K) {
-    rowdot_k45<false, T>(w, a, n, out);
+    rowdot_k45<false, R, T>(w, rb, a, n, out);
   } else if constexpr (Ty::kType == GgmlType::Q5_K) {
-    rowdot_k45<true, T>(w, a, n, out);
+    rowdot_k45<true, R, T>(w, rb, a, n, out);
   } else if constexpr (Ty::kType == GgmlType::Q6_K) {
-    rowdot_q6k<T>(w, a, n, out);
+    rowdot_q6k<R, T>(w, rb, a, n, out);
   } else if constexpr (Ty::kType == GgmlType::Q8_K) {
-    rowdot_q8k<T>(w, a, n, out);
+    rowdot_q8k<R, T>(w, rb, a, n, out);
   } else {
-    rowdot_a<Ty, T>(w, a, n, out);
+    rowdot_a<Ty, R, T>(w, rb, a, n, out);
   }
 }
 
-// Rows [r0, r1) times tokens [t0, t0 + T) with the row kernel.
-template <class Ty, int T>
+// Rows [r0, r1) times tokens [t0, t0 + T) with the row kernel, R rows per call (decode: T = 1, R = 4).
+template <class Ty, int T, int R = 1>
 inline void row_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t t0, float* Y,
                      int64_t ldy, int64_t r0, int64_t r1) {
   ActRow<Ty> a[T];
   for (int t = 0; t < T; ++t) a[t] = act_row<Ty>(A + (t0 + t) * lda, n_in);
-  for (int64_t r = r0; r < r1; ++r) {
-    float out[T];
-    rowdot<Ty, T>(W + static_cast<size_t>(r) * rb, a, n_in, out);
-    for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + r] = out[t];
-  }
+  int64_t r = r0;
+  auto rows = [&](auto count) {
+    constexpr int kR = decltype(count)::value;
+    float out[kR][T];
+    rowdot<Ty, kR, T>(W + static_cast<size_t>(r) * rb, rb, a, n_in, out);
+    for (int i = 0; i < kR; ++i)
+      for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + r + i] = out[i][t];
+    r += kR;
+  };
+  for (; r + R <= r1;) rows(Count<R>{});
+  for (; r < r1;) rows(Count<1>{});
 }
 
 // The row kernel over a whole matmul: rows in blocks of 16 (they stay in L1/L2) times tokens in blocks of 64
@@ -878,7 +1080,7 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
   const uint8_t* W = static_cast<const uint8_t*>(W_raw);
   const size_t rb = row_bytes(static_cast<int32_t>(Ty::kType), n_in);
   if (n_tok == 1) {
-    row_tile<Ty, 1>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
+    row_tile<Ty, 1, kDecodeRows>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
     return;
   }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
@@ -1112,6 +1314,120 @@ void matmul_panels(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t ld
     }
   }
   std::free(mem);
+}
+#endif
+
+// ---- BF16 weights with AVX512-BF16 (vdpbf16ps) ----------------------------------------------------------------
+// The activations are rounded to bf16 once per matmul (as ggml does for BF16 weights); vdpbf16ps then does 32
+// multiply-adds per instruction (the products of two bf16 values are exact in fp32), twice the rate of
+// converting the weights to fp32 and using FMAs.
+
+#if defined(__AVX512BF16__)
+inline __m512bh bf16_load(const uint16_t* p) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p)); }
+inline __m512bh bf16_load_partial(const uint16_t* p, int64_t n) {  // n < 32 elements, the rest zero
+  return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(static_cast<__mmask32>((1ull << n) - 1ull), p));
+}
+
+// R weight rows times T activation rows over n elements: out[r][t]. Each weight vector serves T tokens and
+// each activation vector R rows; U independent accumulator sets hide the latency when R * T is small.
+template <int R, int T, int U>
+inline void bf16_tile(const uint16_t* const* w, const uint16_t* const* x, int64_t n, float (*out)[T]) {
+  __m512 acc[U][R][T];
+  for (int u = 0; u < U; ++u)
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[u][r][t] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 * U <= n; i += 32 * U) {
+    if constexpr (R == 1 && T == 1) _mm_prefetch(reinterpret_cast<const char*>(w[0] + i) + kPrefetchAhead, _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      __m512bh wv[R];
+      for (int r = 0; r < R; ++r) wv[r] = bf16_load(w[r] + i + 32 * u);
+      for (int t = 0; t < T; ++t) {
+        const __m512bh xv = bf16_load(x[t] + i + 32 * u);
+        for (int r = 0; r < R; ++r) acc[u][r][t] = _mm512_dpbf16_ps(acc[u][r][t], wv[r], xv);
+      }
+    }
+  }
+  for (; i < n; i += 32) {
+    const int64_t left = n - i;
+    __m512bh wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = left >= 32 ? bf16_load(w[r] + i) : bf16_load_partial(w[r] + i, left);
+    for (int t = 0; t < T; ++t) {
+      const __m512bh xv = left >= 32 ? bf16_load(x[t] + i) : bf16_load_partial(x[t] + i, left);
+      for (int r = 0; r < R; ++r) acc[0][r][t] = _mm512_dpbf16_ps(acc[0][r][t], wv[r], xv);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      __m512 v = acc[0][r][t];
+      for (int u = 1; u < U; ++u) v = _mm512_add_ps(v, acc[u][r][t]);
+      out[r][t] = _mm512_reduce_add_ps(v);
+    }
+}
+
+template <int R, int T>
+inline void bf16_block(const uint16_t* W, int64_t n_in, const uint8_t* A, int64_t lda, int64_t t0, float* Y, int64_t ldy,
+                       int64_t row) {
+  const uint16_t* w[R];
+  const uint16_t* x[T];
+  for (int r = 0; r < R; ++r) w[r] = W + (row + r) * n_in;
+  for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const uint16_t*>(A + (t0 + t) * lda);
+  float out[R][T];
+  bf16_tile<R, T, (R * T >= 8 ? 1 : 4)>(w, x, n_in, out);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + row + r] = out[r][t];
+}
+
+// Tokens [t0, t0 + T) times rows [r0, r1), 4 rows at a time.
+template <int T>
+inline void bf16_rows(const uint16_t* W, int64_t n_in, const uint8_t* A, int64_t lda, int64_t t0, float* Y, int64_t ldy,
+                      int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) bf16_block<4, T>(W, n_in, A, lda, t0, Y, ldy, r);
+  for (; r < r1; ++r) bf16_block<1, T>(W, n_in, A, lda, t0, Y, ldy, r);
+}
+
+// MatmulActFn for BF16 weights and kActBF16 activations.
+void matmul_act_bf16(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y,
+                     int64_t ldy, int64_t row_begin, int64_t row_end) {
+  const uint16_t* W = static_cast<const uint16_t*>(W_raw);
+  if (n_tok == 1) {
+    for (int64_t r = row_begin; r < row_end; ++r) bf16_block<1, 1>(W, n_in, A, lda, 0, Y, ldy, r);
+    return;
+  }
+  // 16 rows (in L1/L2) times every token, 4 x 4 tiles
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
+    const int64_t r1 = r0 + 16 < row_end ? r0 + 16 : row_end;
+    int64_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) bf16_rows<4>(W, n_in, A, lda, t, Y, ldy, r0, r1);
+    switch (n_tok - t) {
+      case 3: bf16_rows<3>(W, n_in, A, lda, t, Y, ldy, r0, r1); break;
+      case 2: bf16_rows<2>(W, n_in, A, lda, t, Y, ldy, r0, r1); break;
+      case 1: bf16_rows<1>(W, n_in, A, lda, t, Y, ldy, r0, r1); break;
+      default: break;
+    }
+  }
+}
+
+// MatmulFn for BF16 weights: rounds the activations to bf16, then matmul_act_bf16.
+void matmul_float_bf16(const void* W, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok, float* Y, int64_t ldy,
+                       int64_t row_begin, int64_t row_end) {
+  const size_t lda = act_row_bytes(kActBF16, n_in);
+  uint8_t* act = static_cast<uint8_t*>(std::aligned_alloc(64, lda * static_cast<size_t>(n_tok)));
+  if (!act) std::abort();
+  for (int64_t t = 0; t < n_tok; ++t) quantize_act_bf16(X + t * ldx, act + t * lda, n_in);
+  matmul_act_bf16(W, n_in, act, static_cast<int64_t>(lda), n_tok, Y, ldy, row_begin, row_end);
+  std::free(act);
+}
+
+// The BF16 entries of a table whose CPU has AVX512-BF16.
+constexpr void add_bf16_kernels(KernelTable& t) {
+  const int id = static_cast<int>(GgmlType::BF16);
+  t.quantize_act[kActBF16] = &quantize_act_bf16;
+  t.act_format[id] = kActBF16;
+  t.matmul_act[id] = &matmul_act_bf16;
+  t.matmul[id] = &matmul_float_bf16;
 }
 #endif
 
