@@ -9,29 +9,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { argmax } from '../../lib/engine/sampling';
 import { Sequence } from '../../lib/engine/sequence';
 import { LlamaContext, LlamaModel } from '../../lib/model/llama';
 import { native } from '../../lib/bindings/native';
 import { describeShared, readF32Rows } from '../helpers';
-
-interface LogitsGolden {
-  text: string;
-  tokens: number[];
-  n_vocab: number;
-  logits: number[][];
-}
-
-interface GreedyGolden {
-  prompt_tokens: number[];
-  generated: number[];
-  steps: { margin: number }[];
-}
-
-interface Tolerance {
-  atol: (maxAbs: number) => number;
-  mean: number;
-}
+import { compareRow, GreedyGolden, LogitsGolden, Tolerance } from './golden_compare';
 
 const F32: Tolerance = { atol: (m) => 1e-4 * Math.max(1, m), mean: Infinity };
 const F16: Tolerance = { atol: () => 3e-3, mean: 5e-4 };
@@ -43,38 +25,6 @@ const MODELS: { name: string; file: (shared: string) => string; tol: Tolerance }
   { name: 'rand-rope500k-f32', file: (s) => path.join(s, 'reference', 'models', 'rand-rope500k-f32.gguf'), tol: F32 },
   { name: 'rand-gqa-f16', file: (s) => path.join(s, 'reference', 'models', 'rand-gqa-f16.gguf'), tol: F16 },
 ];
-
-function gap(row: ArrayLike<number>): number {
-  let a = -Infinity;
-  let b = -Infinity;
-  for (let i = 0; i < row.length; i++) {
-    const v = row[i];
-    if (v > a) {
-      b = a;
-      a = v;
-    } else if (v > b) b = v;
-  }
-  return a - b;
-}
-
-/** Compares one row; returns a description of the first problem, or undefined. */
-function compareRow(ours: Float32Array, golden: ArrayLike<number>, tol: Tolerance): string | undefined {
-  let maxAbs = 0;
-  for (let i = 0; i < golden.length; i++) maxAbs = Math.max(maxAbs, Math.abs(golden[i]));
-  const atol = tol.atol(maxAbs);
-  let maxDelta = 0;
-  let sumDelta = 0;
-  for (let i = 0; i < golden.length; i++) {
-    const d = Math.abs(ours[i] - Math.fround(golden[i]));
-    maxDelta = Math.max(maxDelta, d);
-    sumDelta += d;
-  }
-  const mean = sumDelta / golden.length;
-  if (!(maxDelta <= atol)) return `max |delta| ${maxDelta.toExponential(2)} > atol ${atol.toExponential(2)}`;
-  if (!(mean <= tol.mean)) return `mean |delta| ${mean.toExponential(2)} > ${tol.mean}`;
-  if (gap(golden) >= 2 * atol && argmax(ours) !== argmax(golden)) return `argmax ${argmax(ours)} != ${argmax(golden)}`;
-  return undefined;
-}
 
 describeShared('llama.cpp goldens', (shared) => {
   const kernels = native().systemInfo().available;
@@ -103,8 +53,8 @@ describeShared('llama.cpp goldens', (shared) => {
         expect(ctx.forward(g.tokens.length, 0)).toBe(model.config.nLayer);
         const problems: string[] = [];
         for (let row = 0; row < g.tokens.length; row++) {
-          const p = compareRow(ctx.logits(row), g.logits[row], m.tol);
-          if (p) problems.push(`row ${row}: ${p}`);
+          const { problem } = compareRow(ctx.logits(row), g.logits[row], m.tol);
+          if (problem) problems.push(`row ${row}: ${problem}`);
         }
         expect(problems).toEqual([]);
       });
@@ -125,8 +75,8 @@ describeShared('llama.cpp goldens', (shared) => {
           // The logits that produced this token are still in the context's buffer; they are comparable
           // while our history equals the golden's.
           if (s < stepLogits.length && ours.every((t, i) => t === g.generated[i])) {
-            const p = compareRow(ctx.native.logits, stepLogits[s], m.tol);
-            if (p) problems.push(`step ${s}: ${p}`);
+            const { problem } = compareRow(ctx.native.logits, stepLogits[s], m.tol);
+            if (problem) problems.push(`step ${s}: ${problem}`);
           }
           ours.push(step.value.token);
         }
