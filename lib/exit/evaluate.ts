@@ -29,6 +29,19 @@ export interface EvalReport {
   histogram: number[];
 }
 
+/**
+ * Runs the full-depth and the exit run of example `i`: full first on even examples, exit first on odd ones,
+ * so that machine noise and cache warmth fall on both alike. Returns [full, exit].
+ */
+export function runAlternating<F, E>(i: number, full: () => F, exit: () => E): [F, E] {
+  if (i % 2 === 0) {
+    const f = full();
+    return [f, exit()];
+  }
+  const e = exit();
+  return [full(), e];
+}
+
 export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
   const nLayer = ctx.model.config.nLayer;
   const runner = new EarlyExitRunner(ctx, policy);
@@ -60,15 +73,7 @@ export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: E
   };
 
   examples.forEach((ex, i) => {
-    let full: number;
-    let exit: { token: number; layers: number };
-    if (i % 2 === 0) {
-      full = runFull(ex);
-      exit = runExit(ex);
-    } else {
-      exit = runExit(ex);
-      full = runFull(ex);
-    }
+    const [full, exit] = runAlternating(i, () => runFull(ex), () => runExit(ex));
     if (exit.token === full) agree++;
     if (ex.gold !== undefined) {
       withGold++;

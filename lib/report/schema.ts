@@ -14,6 +14,10 @@
  * task; speedup = secondsFull / secondsExit; exitHistogram[i] = examples that ran i + 1 layers.
  */
 
+import type { SweepPoint, TaskMeasurement } from '../tasks/evaluate';
+
+export type { SweepPoint };
+
 export const RESULTS_FORMAT = 'adainfer.eval-tasks/1';
 
 export interface ModelInfo {
@@ -57,14 +61,6 @@ export interface LabelInfo {
   multiToken: boolean;
 }
 
-export interface SweepPoint {
-  threshold: number | null;
-  agreement: number;
-  accuracy: number;
-  meanLayers: number;
-  pruningRatio: number;
-}
-
 export interface TaskExitInfo {
   /** never | threshold | svm | svm-rbf | crf */
   kind: string;
@@ -82,24 +78,12 @@ export interface TaskExitInfo {
   };
 }
 
-export interface TaskResult {
+/** A task's measurement (lib/tasks/evaluate.ts) and what the report says about it. */
+export interface TaskResult extends TaskMeasurement {
   title: string;
-  n: number;
-  accuracyFull: number;
-  accuracyExit: number;
-  agreement: number;
-  meanLayers: number;
-  pruningRatio: number;
-  secondsFull: number;
-  secondsExit: number;
-  speedup: number;
-  exitHistogram: number[];
   /** Accuracy of a uniform guess: 1 / labels. */
   chance: number;
   shots: number;
-  meanPromptTokens: number;
-  /** Σ tokens·(layers − layers run) / Σ tokens·layers: the share of per-token layer work skipped. */
-  tokenWeightedPruningRatio: number;
   skipped: number;
   shotsReduced: number;
   tokenizationMismatches: number;

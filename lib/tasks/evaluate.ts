@@ -14,6 +14,7 @@ import { Sequence } from '../engine/sequence';
 import { simulateExit, thresholdSweep, CalibrationExample } from '../exit/calibrate';
 import { FeatureName } from '../exit/classifier';
 import { collectTraces, Trace } from '../exit/collect';
+import { runAlternating } from '../exit/evaluate';
 import { LensOptions } from '../exit/lens';
 import { EarlyExitRunner, ExitPolicy, ExitSchedule } from '../exit/policy';
 import { scoreTrace } from '../exit/train';
@@ -161,14 +162,7 @@ export function measureTask(
     seq.classify(examples[0].tokens, labelTokens, runner);
   }
   examples.forEach((ex, i) => {
-    let full, exit;
-    if (i % 2 === 0) {
-      full = runFull(ex);
-      exit = runExit(ex);
-    } else {
-      exit = runExit(ex);
-      full = runFull(ex);
-    }
+    const [full, exit] = runAlternating(i, () => runFull(ex), () => runExit(ex));
     if (full.index === ex.gold) right++;
     if (exit.index === ex.gold) rightExit++;
     if (exit.index === full.index) agree++;
