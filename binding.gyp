@@ -35,7 +35,7 @@
     },
     {
       "target_name": "adainfer",
-      "sources": ["<@(core_sources)", "<@(addon_sources)"],
+      "sources": ["<@(core_sources)", "<@(cuda_stub_sources)", "<@(addon_sources)"],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except",
         "adainfer_avx2",

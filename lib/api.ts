@@ -13,6 +13,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { native } from './bindings/native';
+import { BackendChoice, BACKENDS } from './model/llama';
 import { AdaInferError, deserializeError, ModelFileError, OptionError } from './errors';
 import {
   BenchRequest,
@@ -49,6 +50,14 @@ export interface ModelOptions {
   threads?: number;
   /** Kernel variant: 'generic' | 'avx2' | 'avx512' (default: the best this CPU runs). */
   kernels?: string;
+  /**
+   * Where the blocks run (default 'auto'): 'auto' uses a CUDA device when one is usable and the model's weight
+   * types have CUDA kernels, else the CPU; 'cuda' insists (BACKEND_UNAVAILABLE if it cannot); 'cpu' never
+   * touches a GPU. `systemInfo().cuda` says what was found.
+   */
+  backend?: BackendChoice;
+  /** CUDA device index (default 0). */
+  device?: number;
 }
 
 export interface SessionOptions {
@@ -251,11 +260,17 @@ export async function loadModel(modelPath: string = DEFAULT_MODEL, options: Mode
   const threads = checkThreads(options.threads) ?? native().systemInfo().physicalCores;
   if (options.kernels !== undefined && !['generic', 'avx2', 'avx512'].includes(options.kernels))
     throw new OptionError('kernels', `must be 'generic', 'avx2' or 'avx512', got ${String(options.kernels)}`);
+  const backend = options.backend ?? 'auto';
+  if (!BACKENDS.includes(backend)) throw new OptionError('backend', `must be one of ${BACKENDS.join(', ')}, got ${String(backend)}`);
+  if (options.device !== undefined && (!Number.isInteger(options.device) || options.device < 0))
+    throw new OptionError('device', `must be a device index (an integer >= 0), got ${String(options.device)}`);
   const resolved = path.resolve(modelPath);
   if (!fs.existsSync(resolved)) throw new ModelFileError('FILE_NOT_FOUND', resolved, 'no such file');
   const link = new WorkerLink();
   try {
-    const info = await link.track(link.call<ModelInfo>({ op: 'load', path: resolved, options: { kernels: options.kernels } }));
+    const info = await link.track(
+      link.call<ModelInfo>({ op: 'load', path: resolved, options: { kernels: options.kernels, backend, device: options.device } }),
+    );
     return new Model(link, info, threads);
   } catch (err) {
     await link.terminate();

@@ -28,6 +28,9 @@ export type ErrorCode =
   | 'DISPOSED'
   | 'BUSY'
   | 'ABORTED'
+  // compute backends
+  | 'BACKEND_UNAVAILABLE'
+  | 'OUT_OF_MEMORY'
   | 'NATIVE'
   | 'INTERNAL';
 

@@ -20,6 +20,13 @@
     "avx512_vnni_sources": [
       "native/cpu/x86/kernels_avx512_vnni.cpp"
     ],
+    "cuda_stub_sources": [
+      "native/cuda/cuda_stub.cpp"
+    ],
+    "cuda_sources": [
+      "native/cuda/cuda_blocks.cu",
+      "native/cuda/cuda_kernels.cu"
+    ],
     "addon_sources": [
       "native/addon/addon.cpp",
       "native/addon/js_model.cpp",
@@ -31,6 +38,10 @@
       "test/native/test_kernels.cpp",
       "test/native/test_quant.cpp",
       "test/native/test_thread_pool.cpp"
+    ],
+    "cuda_test_sources": [
+      "test/cuda/test_cuda.cpp",
+      "test/fuzz/native/gguf_table.cpp"
     ],
     "native_bench_sources": [
       "bench/native/matmul_bench.cpp"

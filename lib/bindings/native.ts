@@ -16,19 +16,35 @@ export interface NativeHParams {
   nRot: number;
   rmsEps: number;
   ropeBase: number;
+  /** RoPE pairs (x[i], x[i + nRot/2]) (Hugging Face llama layout) instead of adjacent pairs (GGUF); default false. */
+  ropeNeox?: boolean;
 }
 
 export interface NativeTensorSpec {
   name: string;
   type: number;
   dims: number[];
-  /** Absolute byte offset of the tensor's data in the file. */
+  /** Absolute byte offset of the tensor's data in its file. */
   offset: number;
+  /** Index of its file in the Model's paths (default 0). */
+  file?: number;
+}
+
+/** Compute backends of the native blocks. */
+export type NativeBackend = 'cpu' | 'cuda';
+
+export interface NativeModelOptions {
+  /** CPU kernel variant (default: the best this CPU runs); also converts embedding rows for the CUDA backend. */
+  kernels?: string;
+  /** Default 'cpu'. 'cuda' uploads the weights to the device here, once. */
+  backend?: NativeBackend;
+  /** CUDA device index (default 0). */
+  device?: number;
 }
 
 export interface NativeModel {
   dispose(): void;
-  info(): { kernels: string; mappedBytes: number; tiedOutput: boolean };
+  info(): { kernels: string; mappedBytes: number; tiedOutput: boolean; backend: NativeBackend; deviceBytes: number };
 }
 
 export interface NativeContextOptions {
@@ -50,9 +66,7 @@ export interface NativeContext {
   /** [nBatch] sequence (KV cache slot) and position of each row, read by attention() and fillKv(). */
   readonly rowSeq: Int32Array;
   readonly rowPos: Int32Array;
-  /** [nBatch][nEmbd] residual stream of the current batch. */
-  readonly hidden: Float32Array;
-  /** [nVocab] output of the last head() or logitLens() call. */
+  /** [nVocab] output of the last head() call, or of the last logitLens*() call after syncLogits(). */
   readonly logits: Float32Array;
   /** [lensMaxCandidates] token ids read by logitLensCandidates(). */
   readonly lensCandidates: Int32Array;
@@ -63,6 +77,8 @@ export interface NativeContext {
   readonly lensFeatures: Float32Array;
   readonly kernels: string;
   readonly threads: number;
+  /** Where the blocks run (the Model's backend). */
+  readonly backend: NativeBackend;
 
   /** hidden[t] = embedding(tokens[t]) for t < n. */
   embed(n: number): void;
@@ -84,6 +100,16 @@ export interface NativeContext {
    * renormalised over the candidates (fast mode of the exit features).
    */
   logitLensCandidates(row: number, m: number, k: number): void;
+  /** Makes `logits` hold the last logitLens*() call's logits (a GPU keeps them on the device until asked). */
+  syncLogits(): void;
+  /**
+   * The residual stream ([nBatch][nEmbd], kept by the backend: on the device for CUDA) of rows
+   * [row0, row0 + n): copied out to / in from `buffer` (at least n * nEmbd floats).
+   */
+  readHidden(row0: number, n: number, buffer: Float32Array): void;
+  writeHidden(row0: number, n: number, buffer: Float32Array): void;
+  /** Moves rows [srcRow, srcRow + n) of the residual stream to dstRow (ranges may overlap). */
+  moveHidden(dstRow: number, srcRow: number, n: number): void;
   /** Does nothing: measures the cost of one N-API call. */
   noop(): void;
   dispose(): void;
@@ -96,10 +122,21 @@ export interface SystemInfo {
   kernels: string;
   /** Every variant this CPU can run. */
   available: string[];
+  cuda: CudaInfo;
+}
+
+export interface CudaInfo {
+  /** This build has the CUDA backend (compiled where nvcc was found). */
+  compiled: boolean;
+  /** A usable device was found (probed once, safely: a missing driver is an answer, not a crash). */
+  available: boolean;
+  /** Why not, when unavailable. */
+  reason: string;
+  devices: { index: number; name: string; computeCapability: string; totalMemory: number }[];
 }
 
 export interface NativeAddon {
-  Model: new (path: string, hparams: NativeHParams, tensors: NativeTensorSpec[], isa?: string) => NativeModel;
+  Model: new (paths: string | string[], hparams: NativeHParams, tensors: NativeTensorSpec[], options?: NativeModelOptions) => NativeModel;
   Context: new (model: NativeModel, options: NativeContextOptions) => NativeContext;
   systemInfo(): SystemInfo;
 }
@@ -131,6 +168,8 @@ const NATIVE_CODES = new Set<ErrorCode>([
   'TENSOR_OUT_OF_BOUNDS',
   'INVALID_OPTION',
   'DISPOSED',
+  'BACKEND_UNAVAILABLE',
+  'OUT_OF_MEMORY',
   'NATIVE',
 ]);
 

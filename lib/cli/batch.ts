@@ -16,10 +16,10 @@ import { DEFAULT_MODEL, loadModel } from '../api';
 import type { BatchSequenceResult } from '../engine/batch';
 import { AdaInferError, OptionError } from '../errors';
 import { loadExitFile } from '../exit/exit_file';
-import { floatOption, intOption } from './options';
+import { addBackendOptions, BackendFlags, floatOption, intOption } from './options';
 import { progressBar } from './progress';
 
-interface BatchFlags {
+interface BatchFlags extends BackendFlags {
   model: string;
   in: string;
   out: string;
@@ -160,8 +160,7 @@ export function batchRecord(input: BatchInput, r: BatchSequenceResult): Record<s
 }
 
 export function registerBatch(program: Command): void {
-  program
-    .command('batch')
+  addBackendOptions(program.command('batch'))
     .description('generate for every prompt of a JSONL file, many sequences at a time (resumable)')
     .option('-m, --model <path>', 'GGUF model file (default: the bundled model)', DEFAULT_MODEL)
     .requiredOption('--in <file>', 'JSONL input: { "id", "prompt", "maxTokens"? } per line')
@@ -190,7 +189,7 @@ export function registerBatch(program: Command): void {
         process.stderr.write(`batch: all ${inputs.length} records are already in ${flags.out}\n`);
         return;
       }
-      const model = await loadModel(flags.model, { threads: flags.threads });
+      const model = await loadModel(flags.model, { threads: flags.threads, backend: flags.backend, device: flags.device });
       let fd: number | undefined;
       try {
         // Tokenize first: a prompt that cannot fit is reported by id before anything runs.

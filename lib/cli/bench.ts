@@ -9,9 +9,9 @@ import { loadModel, type Model } from '../api';
 import { native } from '../bindings/native';
 import { OptionError } from '../errors';
 import { llamaFileTypeName } from '../gguf/types';
-import { intOption } from './options';
+import { addBackendOptions, BackendFlags, intOption } from './options';
 
-interface BenchFlags {
+interface BenchFlags extends BackendFlags {
   model: string;
   prompt: number;
   gen: number;
@@ -70,8 +70,7 @@ function params(n: number): string {
 }
 
 export function registerBench(program: Command): void {
-  program
-    .command('bench')
+  addBackendOptions(program.command('bench'))
     .description('prompt processing (pp) and text generation (tg) tokens/s, as llama-bench')
     .requiredOption('-m, --model <path>', 'GGUF model file')
     .option('-p, --prompt <n>', 'prompt tokens of the pp test (0: skip)', intOption('-p', 0), 512)
@@ -82,7 +81,7 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (flags: BenchFlags) => {
       if (flags.prompt === 0 && flags.gen === 0) throw new OptionError('-p/-n', 'nothing to measure');
-      const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels });
+      const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
       try {
         const info = model.info;
         const type = info.fileType !== undefined ? llamaFileTypeName(info.fileType).replace(/^(MOSTLY|ALL)_/, '') : '?';
@@ -100,6 +99,8 @@ export function registerBench(program: Command): void {
               sizeBytes: info.weightBytes,
               parameters: info.parameters,
               kernels: info.kernels,
+              backend: info.backend,
+              device: info.device,
               cpuFeatures: features,
               reps: flags.reps,
             }) + '\n',
@@ -110,9 +111,10 @@ export function registerBench(program: Command): void {
         const name = `${info.name || 'model'} (${info.nLayer} layers, dim ${info.nEmbd})`;
         for (const [test, s] of [[`pp${flags.prompt}`, r.pp], [`tg${flags.gen}`, r.tg]] as const) {
           if (!s) continue;
-          rows.push([name, size(info.weightBytes), params(info.parameters), type, String(model.threads), info.kernels, test, `${s.mean.toFixed(2)} ± ${s.sd.toFixed(2)}`]);
+          const backend = info.backend === 'cuda' ? `cuda (${info.device ?? 'device'})` : info.kernels;
+          rows.push([name, size(info.weightBytes), params(info.parameters), type, String(model.threads), backend, test, `${s.mean.toFixed(2)} ± ${s.sd.toFixed(2)}`]);
         }
-        const head = ['model', 'size', 'params', 'type', 'threads', 'kernels', 'test', 't/s'];
+        const head = ['model', 'size', 'params', 'type', 'threads', 'backend', 'test', 't/s'];
         const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
         const line = (cells: string[]) => '| ' + cells.map((c, i) => (i >= 1 && i !== 3 && i !== 5 && i !== 6 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ') + ' |';
         process.stdout.write(`cpu features: ${features}\n`);

@@ -1,9 +1,9 @@
 /** `adainfer generate`: text generation from a prompt, streamed to stdout or printed as one JSON object. */
 import { Command } from 'commander';
 import { DEFAULT_MODEL, loadModel } from '../api';
-import { floatOption, intOption } from './options';
+import { addBackendOptions, BackendFlags, floatOption, intOption } from './options';
 
-interface GenerateFlags {
+interface GenerateFlags extends BackendFlags {
   model: string;
   prompt: string;
   n: number;
@@ -17,9 +17,9 @@ interface GenerateFlags {
   json?: boolean;
 }
 
+
 export function registerGenerate(program: Command): void {
-  program
-    .command('generate')
+  addBackendOptions(program.command('generate'))
     .description('generate text from a prompt')
     .option('-m, --model <path>', 'GGUF model file (default: the bundled model)', DEFAULT_MODEL)
     .requiredOption('-p, --prompt <text>', 'prompt text')
@@ -33,7 +33,7 @@ export function registerGenerate(program: Command): void {
     .option('--kernels <isa>', 'kernel variant: generic, avx2, avx512 (default: best for this CPU)')
     .option('--json', 'print one JSON object instead of streaming text')
     .action(async (flags: GenerateFlags) => {
-      const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels });
+      const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
       try {
         const session = await model.createSession({ contextSize: flags.ctx });
         const options = { maxTokens: flags.n, temperature: flags.temp, topK: flags.topK, topP: flags.topP, seed: flags.seed };
@@ -44,7 +44,14 @@ export function registerGenerate(program: Command): void {
             tokens: r.tokens,
             promptTokens: r.promptTokens,
             stopReason: r.stopReason,
-            model: { path: model.info.path, name: model.info.name, kernels: model.info.kernels, threads: model.threads },
+            model: {
+              path: model.info.path,
+              name: model.info.name,
+              kernels: model.info.kernels,
+              backend: model.info.backend,
+              device: model.info.device,
+              threads: model.threads,
+            },
             timings: {
               loadMs: r.timings.loadMs,
               prefillMs: r.timings.prefillMs,

@@ -1,5 +1,7 @@
 /** Parsers for numeric command-line options, failing with an OptionError that names the flag. */
+import { Command } from 'commander';
 import { OptionError } from '../errors';
+import { BackendChoice, BACKENDS } from '../model/llama';
 
 export function intOption(flag: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -17,4 +19,22 @@ export function floatOption(flag: string, min: number, max = Infinity) {
       throw new OptionError(flag, `expected a number in [${min}, ${max}], got '${value}'`);
     return n;
   };
+}
+
+/** Where the blocks run: `--backend auto|cpu|cuda` and `--device N`, as ModelOptions of loadModel(). */
+export interface BackendFlags {
+  backend: BackendChoice;
+  device?: number;
+}
+
+export function addBackendOptions(cmd: Command): Command {
+  return cmd
+    .option('--backend <b>', "where the blocks run: auto (CUDA when a device is usable), cpu, cuda", backendOption, 'auto')
+    .option('--device <n>', 'CUDA device index', intOption('--device', 0, 1024));
+}
+
+function backendOption(value: string): BackendChoice {
+  if (!(BACKENDS as readonly string[]).includes(value))
+    throw new OptionError('--backend', `expected one of ${BACKENDS.join(', ')}, got '${value}'`);
+  return value as BackendChoice;
 }

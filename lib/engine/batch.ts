@@ -234,7 +234,7 @@ interface Job {
 }
 
 interface Hooks<J extends Job> {
-  /** An exit at `layers` layers: the lens logits of the job's decision row are in native.logits. */
+  /** An exit at `layers` layers: the lens logits of the job's decision row are ctx.lensLogits(). */
   onExit(job: J, layers: number, reading: LensReading): void;
   /** Full depth: native.logits holds the head output of the decision row. */
   onFull(job: J, logits: Float32Array): void;
@@ -397,7 +397,10 @@ function* runBatch<J extends Job>(
               if (!job.policy.shouldExit(layer, r, nLayer)) continue;
               job.exitLayers = layer + 1;
               hooks.onExit(job, layer + 1, r);
-              if (propagate) job.stash = c.hidden.slice(job.rowStart * d, (job.rowStart + job.rowCount) * d);
+              if (propagate) {
+                job.stash = new Float32Array(job.rowCount * d);
+                c.readHidden(job.rowStart, job.rowCount, job.stash);
+              }
               exited++;
             }
             if (exited === 0) return (lastRows = n);
@@ -414,7 +417,7 @@ function* runBatch<J extends Job>(
             for (const job of step) {
               if (job.exitLayers > 0) continue; // its rows leave the batch
               if (job.rowStart !== write) {
-                c.hidden.copyWithin(write * d, job.rowStart * d, (job.rowStart + job.rowCount) * d);
+                c.moveHidden(write, job.rowStart, job.rowCount);
                 c.rowSeq.copyWithin(write, job.rowStart, job.rowStart + job.rowCount);
                 c.rowPos.copyWithin(write, job.rowStart, job.rowStart + job.rowCount);
                 job.rowStart = write;
@@ -442,7 +445,7 @@ function* runBatch<J extends Job>(
         let r = 0;
         const prefixEnd: number[] = []; // rows of jobs with exitLayers <= layer
         for (const job of exited) {
-          c.hidden.set(job.stash!, r * d);
+          c.writeHidden(r, job.stash!.length / d, job.stash!);
           for (let i = 0; i < job.stash!.length / d; i++) {
             c.rowSeq[r + i] = job.slot;
             c.rowPos[r + i] = job.pos + i;
@@ -600,7 +603,7 @@ export function* generateBatch(
   const hooks: Hooks<GenJob> = {
     onExit(job, _layers, r) {
       // As Sequence.next(): the exit layer's lens logits (faithful), or its top-1 (fast: candidates only).
-      job.token = job.policy!.lens.mode === 'fast' ? r.top1 : job.sampler.sample(ctx.native.logits);
+      job.token = job.policy!.lens.mode === 'fast' ? r.top1 : job.sampler.sample(ctx.lensLogits());
     },
     onFull(job, logits) {
       job.token = job.sampler.sample(logits);
@@ -695,7 +698,8 @@ export function* classifyBatch(
   const t0 = performance.now();
   const hooks: Hooks<ClassJob> = {
     onExit(job) {
-      job.z = job.labelTokens.map((t) => ctx.native.logits[t]);
+      const logits = ctx.lensLogits();
+      job.z = job.labelTokens.map((t) => logits[t]);
     },
     onFull(job, logits) {
       job.z = job.labelTokens.map((t) => logits[t]);

@@ -1,11 +1,15 @@
 /** Messages between the API (main thread) and the model worker (lib/engine/worker.ts). */
 import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
+import type { NativeBackend } from '../bindings/native';
+import type { BackendChoice } from '../model/llama';
 import { KvFill, SequenceResult, TokenEvent } from './sequence';
 import type { BatchKvFill, BatchSequenceResult, BatchStats } from './batch';
 
 export interface WorkerLoadOptions {
   kernels?: string;
+  backend: BackendChoice;
+  device?: number;
 }
 
 export interface WorkerSessionOptions {
@@ -115,6 +119,11 @@ export interface ModelInfo {
   /** Bytes of tensor data in the file. */
   weightBytes: number;
   kernels: string;
+  /** Where the blocks run: 'cpu', or 'cuda' with the device's name. */
+  backend: NativeBackend;
+  device?: string;
+  /** Bytes of weights on the device (CUDA), 0 on the CPU. */
+  deviceBytes: number;
   bosId: number | undefined;
   eosId: number | undefined;
   loadMs: number;

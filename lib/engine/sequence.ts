@@ -186,7 +186,7 @@ export class Sequence {
     if (prompt.length > this.context.contextSize)
       throw new ContextOverflowError(`the prompt has ${prompt.length} tokens but the context holds ${this.context.contextSize}`);
     const { layers } = this.prefill(prompt, exit, undefined);
-    const logits = layers === this.context.model.config.nLayer ? this.context.logits(this.lastRow) : this.context.native.logits;
+    const logits = layers === this.context.model.config.nLayer ? this.context.logits(this.lastRow) : this.context.lensLogits();
     const z = labelTokens.map((t) => logits[t]);
     const max = Math.max(...z);
     const e = z.map((v) => Math.exp(v - max));
@@ -227,7 +227,7 @@ export class Sequence {
   private next(sampler: Sampler, layers: number, exit: EarlyExitRunner | undefined): number {
     if (layers === this.context.model.config.nLayer) return sampler.sample(this.context.logits(this.lastRow));
     if (exit!.policy.lens.mode === 'fast') return exit!.lensReader.reading.top1;
-    return sampler.sample(this.context.native.logits);
+    return sampler.sample(this.context.lensLogits());
   }
 
   /**
@@ -285,7 +285,7 @@ export class Sequence {
       if (exit?.shouldStop(layer, n - 1)) return 0;
       for (const p of this.pending) {
         if (p.depth !== layer + 1) continue;
-        c.hidden.set(p.hidden, rows * d);
+        c.writeHidden(rows, 1, p.hidden);
         c.rowSeq[rows] = 0;
         c.rowPos[rows] = p.pos;
         joined.push(p);
@@ -302,9 +302,13 @@ export class Sequence {
     } else if (this.kvFill === 'recompute') {
       joined.forEach((p, i) => {
         p.depth = layers;
-        p.hidden.set(c.hidden.subarray((n + i) * d, (n + i + 1) * d));
+        c.readHidden(n + i, 1, p.hidden);
       });
-      for (let i = 0; i < n; i++) this.pending.push({ pos: pos0 + i, depth: layers, hidden: c.hidden.slice(i * d, (i + 1) * d) });
+      for (let i = 0; i < n; i++) {
+        const hidden = new Float32Array(d);
+        c.readHidden(i, 1, hidden);
+        this.pending.push({ pos: pos0 + i, depth: layers, hidden });
+      }
     } else {
       this.firstInexact = Math.min(this.firstInexact, pos0);
     }

@@ -6,6 +6,7 @@
 import { parentPort } from 'worker_threads';
 import { AdaInferError, OptionError, serializeError } from '../errors';
 import { LlamaContext, LlamaModel } from '../model/llama';
+import { native } from '../bindings/native';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
 import { EarlyExitRunner, ExitPolicy, neverPolicy, thresholdPolicy } from '../exit/policy';
 import {
@@ -31,6 +32,7 @@ import {
   BatchPromptSpec,
   WorkerBatchGenerateOptions,
   WorkerBatchOptions,
+  WorkerLoadOptions,
 } from './protocol';
 
 interface SessionState {
@@ -57,9 +59,11 @@ function requireSession(id: number): SessionState {
   return s;
 }
 
-function load(path: string, kernels: string | undefined): ModelInfo {
+function load(path: string, options: WorkerLoadOptions): ModelInfo {
   const t0 = performance.now();
-  model = LlamaModel.load(path, { kernels });
+  model = LlamaModel.load(path, options);
+  const nativeInfo = model.native.info();
+  const device = nativeInfo.backend === 'cuda' ? native().systemInfo().cuda.devices[options.device ?? 0]?.name : undefined;
   const c = model.config;
   const weightBytes = model.gguf.tensors.reduce((a, t) => a + t.byteSize, 0);
   const parameters = model.gguf.tensors.reduce((a, t) => a + t.nElements, 0);
@@ -79,7 +83,10 @@ function load(path: string, kernels: string | undefined): ModelInfo {
     nVocab: c.nVocab,
     parameters,
     weightBytes,
-    kernels: model.native.info().kernels,
+    kernels: nativeInfo.kernels,
+    backend: nativeInfo.backend,
+    device,
+    deviceBytes: nativeInfo.deviceBytes,
     bosId: model.tokenizer.bosId,
     eosId: model.tokenizer.eosId,
     loadMs: performance.now() - t0,
@@ -226,7 +233,7 @@ async function handle(msg: RequestMessage): Promise<unknown> {
   const req: Request = msg;
   switch (req.op) {
     case 'load':
-      return load(req.path, req.options.kernels);
+      return load(req.path, req.options);
     case 'tokenize':
       return requireModel().tokenizer.encode(req.text, { addSpecial: req.addSpecial, parseSpecial: req.parseSpecial });
     case 'detokenize':

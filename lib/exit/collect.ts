@@ -46,7 +46,7 @@ export function collectTraces(
     ctx.forward(n, 0, (layer, rows) => {
       if (isCheckedLayer(schedule, layer, nLayer)) {
         const r = reader.read(rows - 1);
-        checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.native.logits) : r.top1 });
+        checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.lensLogits()) : r.top1 });
       }
       return false;
     });

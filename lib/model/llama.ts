@@ -7,7 +7,7 @@
  * Each block is one native call working in place on the context's buffers.
  */
 import { AdaInferError, ModelFileError } from '../errors';
-import { fromNativeError, native, NativeContext, NativeHParams, NativeModel } from '../bindings/native';
+import { fromNativeError, native, NativeBackend, NativeContext, NativeHParams, NativeModel } from '../bindings/native';
 import { getInteger, getNumber, getString, GGMLType, GGUFFile, readGGUF } from '../gguf';
 import { createTokenizer, Tokenizer } from '../tokenizer';
 import { tokenizerMetadataFromGGUF } from './gguf_tokenizer';
@@ -111,9 +111,27 @@ function checkElementAlignment(gguf: GGUFFile): void {
   }
 }
 
+/** Where the blocks run: 'auto' picks CUDA when a usable device is there and the model fits its kernels. */
+export type BackendChoice = 'auto' | NativeBackend;
+export const BACKENDS: readonly BackendChoice[] = ['auto', 'cpu', 'cuda'];
+
 export interface LoadOptions {
   /** Kernel variant: 'generic' | 'avx2' | 'avx512'; default: the best this CPU runs. */
   kernels?: string;
+  /** Default 'cpu' here ('auto' in the public API, lib/api.ts). */
+  backend?: BackendChoice;
+  /** CUDA device index (default 0). */
+  device?: number;
+}
+
+function tryCudaThenCpu(make: (backend: NativeBackend) => NativeModel): NativeModel {
+  try {
+    return make('cuda');
+  } catch (err) {
+    const code = (err as AdaInferError).code;
+    if (code !== 'BACKEND_UNAVAILABLE' && code !== 'OUT_OF_MEMORY') throw err;
+    return make('cpu');
+  }
 }
 
 /** A loaded model: parsed header, tokenizer and mapped weights. Synchronous; see lib/index.ts for the async API. */
@@ -145,12 +163,24 @@ export class LlamaModel {
     }
     checkElementAlignment(gguf);
     const tensors = gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.absoluteOffset }));
+    const make = (backend: NativeBackend): NativeModel => {
+      try {
+        return new (native().Model)(path, config, tensors, { kernels: options.kernels, backend, device: options.device });
+      } catch (err) {
+        const e = fromNativeError(err);
+        throw ['INVALID_OPTION', 'NATIVE', 'BACKEND_UNAVAILABLE', 'OUT_OF_MEMORY'].includes(e.code)
+          ? e
+          : new ModelFileError(e.code, path, e.message);
+      }
+    };
     let nativeModel: NativeModel;
-    try {
-      nativeModel = new (native().Model)(path, config, tensors, options.kernels);
-    } catch (err) {
-      const e = fromNativeError(err);
-      throw e.code === 'INVALID_OPTION' || e.code === 'NATIVE' ? e : new ModelFileError(e.code, path, e.message);
+    const backend = options.backend ?? 'cpu';
+    if (backend === 'auto') {
+      // CUDA only when a device is really usable; if it then cannot take this model (a weight type its kernels
+      // lack, too little memory), the CPU runs it, as it would without a GPU.
+      nativeModel = native().systemInfo().cuda.available ? tryCudaThenCpu(make) : make('cpu');
+    } else {
+      nativeModel = make(backend);
     }
     return new LlamaModel(path, gguf, config, tokenizer, nativeModel, fingerprintGGUF(gguf));
   }
@@ -265,6 +295,19 @@ export class LlamaContext {
       c.rowPos[i] = pos0 + i;
     }
     return this.forwardRows(n, exit && ((layer, rows) => (exit(layer, rows) ? 0 : rows)));
+  }
+
+  /**
+   * The logits of the last logitLens / logitLensCandidates call (native.logits, made current: a GPU backend
+   * keeps them on the device until asked). After a candidates call they are meaningful at the candidates only.
+   */
+  lensLogits(): Float32Array {
+    try {
+      this.native.syncLogits();
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+    return this.native.logits;
   }
 
   /** logits of hidden row `row` into native.logits (returned as the same zero-copy view). */

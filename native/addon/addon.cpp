@@ -8,6 +8,7 @@
 #include "core/cpu_features.h"
 #include "core/kernels.h"
 #include "core/thread_pool.h"
+#include "cuda/cuda_backend.h"
 
 namespace adainfer {
 
@@ -27,7 +28,8 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Quantize(const Napi::CallbackInfo& info) { return JsQuantize(info); }
   Napi::Value Dequantize(const Napi::CallbackInfo& info) { return JsDequantize(info); }
 
-  // { cpuFeatures, physicalCores, kernels: best variant, available: [variants this CPU runs] }
+  // { cpuFeatures, physicalCores, kernels: best variant, available: [variants this CPU runs],
+  //   cuda: { compiled, available, reason, devices: [{ index, name, computeCapability, totalMemory }] } }
   Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
@@ -39,6 +41,23 @@ class Addon : public Napi::Addon<Addon> {
     for (const char* name : {"generic", "avx2", "avx512"})
       if (kernels_by_name(name)) avail.Set(i++, name);
     o.Set("available", avail);
+    const CudaProbe& probe = cuda_probe();
+    Napi::Object cuda = Napi::Object::New(env);
+    cuda.Set("compiled", Napi::Boolean::New(env, probe.compiled));
+    cuda.Set("available", Napi::Boolean::New(env, probe.available));
+    cuda.Set("reason", probe.reason);
+    Napi::Array devices = Napi::Array::New(env);
+    for (size_t d = 0; d < probe.devices.size(); ++d) {
+      const CudaDevice& dev = probe.devices[d];
+      Napi::Object od = Napi::Object::New(env);
+      od.Set("index", dev.index);
+      od.Set("name", dev.name);
+      od.Set("computeCapability", std::to_string(dev.cc_major) + "." + std::to_string(dev.cc_minor));
+      od.Set("totalMemory", Napi::Number::New(env, static_cast<double>(dev.total_memory)));
+      devices.Set(static_cast<uint32_t>(d), od);
+    }
+    cuda.Set("devices", devices);
+    o.Set("cuda", cuda);
     return o;
   }
 };

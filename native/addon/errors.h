@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "blocks/llama_blocks.h"
+#include "blocks/blocks.h"
 
 namespace adainfer {
 

@@ -4,6 +4,7 @@
 
 #include "addon/errors.h"
 #include "addon/js_model.h"
+#include "cuda/cuda_backend.h"
 
 namespace adainfer {
 
@@ -37,6 +38,10 @@ Napi::Function JsContext::Init(Napi::Env env) {
                          InstanceMethod("head", &JsContext::Head),
                          InstanceMethod("logitLens", &JsContext::LogitLens),
                          InstanceMethod("logitLensCandidates", &JsContext::LogitLensCandidates),
+                         InstanceMethod("syncLogits", &JsContext::SyncLogits),
+                         InstanceMethod("readHidden", &JsContext::ReadHidden),
+                         InstanceMethod("writeHidden", &JsContext::WriteHidden),
+                         InstanceMethod("moveHidden", &JsContext::MoveHidden),
                          InstanceMethod("noop", &JsContext::Noop),
                          InstanceMethod("dispose", &JsContext::Dispose),
                      });
@@ -62,7 +67,7 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     // Activation buffers are JS ArrayBuffers (V8 memory, never moved), exposed as typed-array views.
     Napi::Object self = info.This().As<Napi::Object>();
     Napi::Object keep = Napi::Object::New(env);
-    LlamaBuffers io;
+    HostBuffers io;
     auto f32 = [&](const char* name, int64_t n, float** out) {
       Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * sizeof(float));
       *out = static_cast<float*>(ab.Data());
@@ -78,7 +83,6 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     i32("tokens", n_batch, &io.tokens);
     i32("rowSeq", n_batch, &io.row_seq);
     i32("rowPos", n_batch, &io.row_pos);
-    f32("hidden", n_batch * hp.n_embd, &io.hidden);
     f32("logits", hp.n_vocab, &io.logits);
     i32("lensCandidates", lens_candidates, &io.lens_candidates);
     io.lens_max_candidates = lens_candidates;
@@ -87,22 +91,83 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     f32("lensFeatures", 4, &io.lens_features);
     io.lens_k = lens_k;
     buffers_ = Napi::Persistent(keep);
-    state_ = std::make_unique<LlamaState>(weights, n_seq, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
+    if (auto cuda = model->cuda_weights())
+      blocks_ = make_cuda_blocks(cuda, n_seq, n_ctx, n_batch, model->kernels(), io);
+    else
+      blocks_ = std::make_unique<LlamaState>(weights, n_seq, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
+    self.Set("backend", Napi::String::New(env, blocks_->backend()));
     self.Set("kernels", Napi::String::New(env, model->kernels().name));
     self.Set("threads", Napi::Number::New(env, static_cast<double>(threads)));
     return 0;
   });
 }
 
-LlamaState& JsContext::state(Napi::Env env) {
-  if (!state_) throw js_error(env, "DISPOSED", "the context has been disposed");
-  return *state_;
+Blocks& JsContext::blocks(Napi::Env env) {
+  if (!blocks_) throw js_error(env, "DISPOSED", "the context has been disposed");
+  return *blocks_;
+}
+
+namespace {
+
+// The Float32Array argument i, checked to hold at least `floats` elements.
+float* float_rows_arg(const Napi::CallbackInfo& info, size_t i, int64_t floats) {
+  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw js_error(info.Env(), "INVALID_OPTION", "a Float32Array was expected");
+  Napi::Float32Array a = info[i].As<Napi::Float32Array>();
+  if (floats < 0 || static_cast<int64_t>(a.ElementLength()) < floats)
+    throw js_error(info.Env(), "INVALID_OPTION",
+                   "the Float32Array holds " + std::to_string(a.ElementLength()) + " floats, " + std::to_string(floats) + " needed");
+  return a.Data();
+}
+
+}  // namespace
+
+Napi::Value JsContext::SyncLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    blocks(env).sync_logits();
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::ReadHidden(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Blocks& b = blocks(env);
+    const int64_t row0 = arg_int(info, 0, "row0"), n = arg_int(info, 1, "n");
+    if (n < 0 || n > b.n_batch()) throw std::out_of_range("row count " + std::to_string(n) + " out of range");
+    b.read_hidden(row0, n, float_rows_arg(info, 2, n * b.n_embd()));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::WriteHidden(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Blocks& b = blocks(env);
+    const int64_t row0 = arg_int(info, 0, "row0"), n = arg_int(info, 1, "n");
+    if (n < 0 || n > b.n_batch()) throw std::out_of_range("row count " + std::to_string(n) + " out of range");
+    b.write_hidden(row0, n, float_rows_arg(info, 2, n * b.n_embd()));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::MoveHidden(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    blocks(env).move_hidden(arg_int(info, 0, "dstRow"), arg_int(info, 1, "srcRow"), arg_int(info, 2, "n"));
+    return 0;
+  });
+  return env.Undefined();
 }
 
 Napi::Value JsContext::Embed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).embed(arg_int(info, 0, "n"));
+    blocks(env).embed(arg_int(info, 0, "n"));
     return 0;
   });
   return env.Undefined();
@@ -111,7 +176,7 @@ Napi::Value JsContext::Embed(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).attention_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
+    blocks(env).attention_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
     return 0;
   });
   return env.Undefined();
@@ -120,7 +185,7 @@ Napi::Value JsContext::Attention(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::FillKv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).fill_kv(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
+    blocks(env).fill_kv(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
     return 0;
   });
   return env.Undefined();
@@ -129,7 +194,7 @@ Napi::Value JsContext::FillKv(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::Mlp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).mlp_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
+    blocks(env).mlp_block(arg_int(info, 0, "layer"), arg_int(info, 1, "n"));
     return 0;
   });
   return env.Undefined();
@@ -138,7 +203,7 @@ Napi::Value JsContext::Mlp(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::Head(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).head(arg_int(info, 0, "row"));
+    blocks(env).head(arg_int(info, 0, "row"));
     return 0;
   });
   return env.Undefined();
@@ -147,7 +212,7 @@ Napi::Value JsContext::Head(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::LogitLens(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).logit_lens(arg_int(info, 0, "row"), arg_int(info, 1, "k"));
+    blocks(env).logit_lens(arg_int(info, 0, "row"), arg_int(info, 1, "k"));
     return 0;
   });
   return env.Undefined();
@@ -156,7 +221,7 @@ Napi::Value JsContext::LogitLens(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::LogitLensCandidates(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    state(env).logit_lens_candidates(arg_int(info, 0, "row"), arg_int(info, 1, "m"), arg_int(info, 2, "k"));
+    blocks(env).logit_lens_candidates(arg_int(info, 0, "row"), arg_int(info, 1, "m"), arg_int(info, 2, "k"));
     return 0;
   });
   return env.Undefined();
@@ -165,7 +230,7 @@ Napi::Value JsContext::LogitLensCandidates(const Napi::CallbackInfo& info) {
 Napi::Value JsContext::Noop(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 
 Napi::Value JsContext::Dispose(const Napi::CallbackInfo& info) {
-  state_.reset();
+  blocks_.reset();
   buffers_.Reset();
   return info.Env().Undefined();
 }

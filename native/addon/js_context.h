@@ -1,5 +1,6 @@
-// JS class `Context`: one sequence's KV cache, thread pool and activation buffers over a Model.
-// The blocks are synchronous; the TypeScript side calls them from a worker thread, never the main loop.
+// JS class `Context`: the KV caches, residual stream and scratch of one or more sequences over a Model, on the
+// Model's backend (Blocks: CPU LlamaState or the CUDA blocks). The blocks are synchronous; the TypeScript side
+// calls them from a worker thread, never the main loop.
 #pragma once
 #include <napi.h>
 
@@ -16,7 +17,7 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   explicit JsContext(const Napi::CallbackInfo& info);
 
  private:
-  LlamaState& state(Napi::Env env);
+  Blocks& blocks(Napi::Env env);
   Napi::Value Embed(const Napi::CallbackInfo& info);           // embed(n)
   Napi::Value Attention(const Napi::CallbackInfo& info);       // attention(layer, n)
   Napi::Value FillKv(const Napi::CallbackInfo& info);          // fillKv(layer, n)
@@ -24,10 +25,14 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   Napi::Value Head(const Napi::CallbackInfo& info);            // head(row)
   Napi::Value LogitLens(const Napi::CallbackInfo& info);       // logitLens(row, k)
   Napi::Value LogitLensCandidates(const Napi::CallbackInfo& info);  // logitLensCandidates(row, m, k)
+  Napi::Value SyncLogits(const Napi::CallbackInfo& info);      // syncLogits()
+  Napi::Value ReadHidden(const Napi::CallbackInfo& info);      // readHidden(row0, n, dst)
+  Napi::Value WriteHidden(const Napi::CallbackInfo& info);     // writeHidden(row0, n, src)
+  Napi::Value MoveHidden(const Napi::CallbackInfo& info);      // moveHidden(dstRow, srcRow, n)
   Napi::Value Noop(const Napi::CallbackInfo& info);            // noop(): measures the N-API call cost
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
-  std::unique_ptr<LlamaState> state_;
+  std::unique_ptr<Blocks> blocks_;
   // The JS ArrayBuffers behind the zero-copy views; referenced so they outlive every native use.
   Napi::Reference<Napi::Object> buffers_;
 };

@@ -27,6 +27,7 @@ LlamaHParams parse_hparams(const Napi::Object& o) {
   hp.n_rot = get_int(o, "nRot");
   hp.rms_eps = o.Get("rmsEps").As<Napi::Number>().FloatValue();
   hp.rope_base = o.Get("ropeBase").As<Napi::Number>().FloatValue();
+  hp.rope_neox = o.Get("ropeNeox").ToBoolean().Value();
   return hp;
 }
 
@@ -41,6 +42,10 @@ std::vector<TensorSpec> parse_tensors(const Napi::Array& a) {
     int64_t off = get_int(t, "offset");
     if (off < 0) throw js_error(a.Env(), "TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " has a negative offset");
     s.offset = static_cast<uint64_t>(off);
+    if (t.Has("file")) {
+      const int64_t f = get_int(t, "file");
+      s.file = f < 0 || f > INT32_MAX ? -1 : static_cast<int32_t>(f);  // out of range: refused by the loader
+    }
     Napi::Array dims = t.Get("dims").As<Napi::Array>();
     for (uint32_t j = 0; j < dims.Length(); ++j) s.dims.push_back(static_cast<int64_t>(dims.Get(j).As<Napi::Number>().Int64Value()));
     out.push_back(std::move(s));
@@ -61,24 +66,48 @@ JsModel::JsModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsModel>(inf
   Napi::Env env = info.Env();
   info.This().As<Napi::Object>().TypeTag(&kTypeTag);
   guarded(env, [&] {
-    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsArray())
-      throw js_error(env, "INVALID_OPTION", "Model(path, hparams, tensors[, isa]) expected");
-    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    if (info.Length() < 3 || !(info[0].IsString() || info[0].IsArray()) || !info[1].IsObject() || !info[2].IsArray())
+      throw js_error(env, "INVALID_OPTION", "Model(paths, hparams, tensors[, options]) expected");
+    std::vector<std::string> paths;
+    if (info[0].IsString()) {
+      paths.push_back(info[0].As<Napi::String>().Utf8Value());
+    } else {
+      Napi::Array a = info[0].As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        if (!a.Get(i).IsString()) throw js_error(env, "INVALID_OPTION", "model paths must be strings");
+        paths.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+      }
+    }
+    Napi::Object opt = info.Length() > 3 && info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
     kernels_ = &kernels_best();
-    if (info.Length() > 3 && info[3].IsString()) {
-      const std::string isa = info[3].As<Napi::String>().Utf8Value();
+    if (opt.Get("kernels").IsString()) {
+      const std::string isa = opt.Get("kernels").As<Napi::String>().Utf8Value();
       kernels_ = kernels_by_name(isa.c_str());
       if (!kernels_) throw js_error(env, "INVALID_OPTION", "kernel variant '" + isa + "' is unknown or not supported by this CPU");
     }
+    std::string backend = "cpu";
+    if (opt.Get("backend").IsString()) backend = opt.Get("backend").As<Napi::String>().Utf8Value();
+    if (backend != "cpu" && backend != "cuda")
+      throw js_error(env, "INVALID_OPTION", "backend must be 'cpu' or 'cuda', got '" + backend + "'");
+    Napi::Value device_value = opt.Get("device");
+    if (!device_value.IsUndefined() && !device_value.IsNumber())
+      throw js_error(env, "INVALID_OPTION", "device must be a device index");
+    const int64_t device = device_value.IsUndefined() ? 0 : device_value.As<Napi::Number>().Int64Value();
     LlamaHParams hp = parse_hparams(info[1].As<Napi::Object>());
     std::vector<TensorSpec> tensors = parse_tensors(info[2].As<Napi::Array>());
-    std::shared_ptr<MappedFile> file;
-    try {
-      file = std::make_shared<MappedFile>(path);
-    } catch (const std::exception& e) {
-      throw js_error(env, "FILE_READ", e.what());
+    std::vector<std::shared_ptr<MappedFile>> files;
+    for (const std::string& path : paths) {
+      try {
+        files.push_back(std::make_shared<MappedFile>(path));
+      } catch (const std::exception& e) {
+        throw js_error(env, "FILE_READ", e.what());
+      }
     }
-    weights_ = std::make_shared<const LlamaWeights>(load_llama_weights(file, hp, tensors, *kernels_));
+    weights_ = std::make_shared<const LlamaWeights>(load_llama_weights(std::move(files), hp, tensors, *kernels_));
+    if (backend == "cuda") {
+      if (device < 0 || device > 1024) throw js_error(env, "INVALID_OPTION", "device must be a device index");
+      cuda_ = cuda_upload_weights(weights_, static_cast<int>(device));
+    }
     return 0;
   });
 }
@@ -90,6 +119,7 @@ std::shared_ptr<const LlamaWeights> JsModel::weights(Napi::Env env) const {
 
 Napi::Value JsModel::Dispose(const Napi::CallbackInfo& info) {
   weights_.reset();
+  cuda_.reset();
   return info.Env().Undefined();
 }
 
@@ -98,7 +128,11 @@ Napi::Value JsModel::Info(const Napi::CallbackInfo& info) {
   auto w = weights(env);
   Napi::Object o = Napi::Object::New(env);
   o.Set("kernels", kernels_->name);
-  o.Set("mappedBytes", Napi::Number::New(env, static_cast<double>(w->file->size())));
+  double mapped = 0;
+  for (const auto& f : w->files) mapped += static_cast<double>(f->size());
+  o.Set("mappedBytes", Napi::Number::New(env, mapped));
+  o.Set("backend", cuda_ ? "cuda" : "cpu");
+  o.Set("deviceBytes", Napi::Number::New(env, cuda_ ? static_cast<double>(cuda_weight_bytes(*cuda_)) : 0.0));
   o.Set("tiedOutput", Napi::Boolean::New(env, w->output.data == w->tok_embd.data));
   return o;
 }

@@ -25,8 +25,9 @@ std::string shape_str(const std::vector<int64_t>& d) {
 // Looks tensors up by GGUF name and turns them into views, checking everything the kernels rely on.
 class TensorTable {
  public:
-  TensorTable(const MappedFile& file, const std::vector<TensorSpec>& specs, const KernelTable& k)
-      : file_(file), k_(k) {
+  TensorTable(const std::vector<std::shared_ptr<MappedFile>>& files, const std::vector<TensorSpec>& specs,
+              const KernelTable& k)
+      : files_(files), k_(k) {
     for (const auto& s : specs) by_name_[s.name] = &s;
   }
 
@@ -67,6 +68,10 @@ class TensorTable {
   }
 
   WeightView view(const TensorSpec& s, int64_t cols, int64_t rows) const {
+    if (s.file < 0 || static_cast<size_t>(s.file) >= files_.size())
+      throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " names file " + std::to_string(s.file) + " of " +
+                                                   std::to_string(files_.size()));
+    const MappedFile& file_ = *files_[s.file];
     size_t rb = row_bytes(s.type, cols);
     if (rb == 0)
       throw ModelError("SHAPE_MISMATCH", "tensor " + s.name + ": row of " + std::to_string(cols) +
@@ -84,8 +89,8 @@ class TensorTable {
                                                    " is not aligned to " + std::to_string(need) + " bytes");
     if (!file_.contains(s.offset, bytes))
       throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " data [" + std::to_string(s.offset) + ", +" +
-                                                   std::to_string(bytes) + ") runs past the end of the file (" +
-                                                   std::to_string(file_.size()) + " bytes)");
+                                                   std::to_string(bytes) + ") runs past the end of " + file_.path() +
+                                                   " (" + std::to_string(file_.size()) + " bytes)");
     WeightView v;
     v.data = file_.data() + s.offset;
     v.type = s.type;
@@ -95,7 +100,7 @@ class TensorTable {
     return v;
   }
 
-  const MappedFile& file_;
+  const std::vector<std::shared_ptr<MappedFile>>& files_;
   const KernelTable& k_;
   std::map<std::string, const TensorSpec*> by_name_;
 };
@@ -123,10 +128,13 @@ void check_hparams(const LlamaHParams& hp) {
 
 }  // namespace
 
-LlamaWeights load_llama_weights(std::shared_ptr<MappedFile> file, const LlamaHParams& hp,
+LlamaWeights load_llama_weights(std::vector<std::shared_ptr<MappedFile>> files, const LlamaHParams& hp,
                                 const std::vector<TensorSpec>& tensors, const KernelTable& kernels) {
   check_hparams(hp);
-  TensorTable t(*file, tensors, kernels);
+  if (files.empty()) throw ModelError("INVALID_OPTION", "no model file");
+  for (const auto& f : files)
+    if (!f) throw ModelError("INVALID_OPTION", "a model file is missing");
+  TensorTable t(files, tensors, kernels);
   const int64_t q_dim = hp.n_head * hp.head_dim;
   const int64_t kv_dim = hp.n_kv_head * hp.head_dim;
 
@@ -151,12 +159,19 @@ LlamaWeights load_llama_weights(std::shared_ptr<MappedFile> file, const LlamaHPa
     L.w_down = t.matrix(p + "ffn_down.weight", hp.n_ff, hp.n_embd);
     w.layers.push_back(std::move(L));
   }
-  w.file = std::move(file);
+  w.files = std::move(files);
   return w;
 }
 
+void rope_row(const LlamaHParams& hp, const float* freq_factors, float* x, int64_t n_heads, int64_t pos) {
+  if (hp.rope_neox)
+    rope_neox(x, n_heads, hp.head_dim, hp.n_rot, pos, hp.rope_base, freq_factors);
+  else
+    rope_llama(x, n_heads, hp.head_dim, hp.n_rot, pos, hp.rope_base, freq_factors);
+}
+
 LlamaState::LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
-                       int n_threads, const KernelTable& kernels, const LlamaBuffers& io)
+                       int n_threads, const KernelTable& kernels, const HostBuffers& io)
     : w_(std::move(weights)), k_(kernels), n_seq_(n_seq), n_ctx_(n_ctx), n_batch_(n_batch), pool_(n_threads), io_(io) {
   const LlamaHParams& hp = w_->hp;
   if (n_seq <= 0 || n_ctx <= 0 || n_batch <= 0)
@@ -164,6 +179,7 @@ LlamaState::LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_se
   q_dim_ = hp.n_head * hp.head_dim;
   kv_dim_ = hp.n_kv_head * hp.head_dim;
   const size_t cache = static_cast<size_t>(hp.n_layer) * n_seq * n_ctx * kv_dim_;
+  hidden_.assign(static_cast<size_t>(n_batch) * hp.n_embd, 0.f);
   k_cache_.assign(cache, 0.f);
   v_cache_.assign(cache, 0.f);
   xb_.assign(static_cast<size_t>(n_batch) * std::max(hp.n_embd, q_dim_), 0.f);
@@ -297,7 +313,7 @@ void LlamaState::embed(int64_t n) {
     if (id < 0 || id >= hp.n_vocab)
       throw std::out_of_range("token id " + std::to_string(id) + " out of range [0, " + std::to_string(hp.n_vocab) + ")");
     k_.dequant_row[e.type](static_cast<const uint8_t*>(e.data) + static_cast<size_t>(id) * e.row_bytes,
-                           io_.hidden + t * hp.n_embd, hp.n_embd);
+                           hidden_.data() + t * hp.n_embd, hp.n_embd);
   }
 }
 
@@ -317,7 +333,7 @@ void LlamaState::norm_and_write_kv(int64_t layer, int64_t n) {
   const LlamaHParams& hp = w_->hp;
   const LlamaLayer& L = w_->layers[layer];
   const int64_t d = hp.n_embd;
-  rms_norm_rows(io_.hidden, L.attn_norm.data(), xb_.data(), n);
+  rms_norm_rows(hidden_.data(), L.attn_norm.data(), xb_.data(), n);
   matmul(L.wk, xb_.data(), d, n, k_new_.data(), kv_dim_);
   matmul(L.wv, xb_.data(), d, n, v_new_.data(), kv_dim_, /*same_input=*/true);
   const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
@@ -325,7 +341,7 @@ void LlamaState::norm_and_write_kv(int64_t layer, int64_t n) {
   for (int64_t t = 0; t < n; ++t) {
     const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
     float* k = k_new_.data() + t * kv_dim_;
-    rope_llama(k, hp.n_kv_head, hp.head_dim, hp.n_rot, pos, hp.rope_base, ff);
+    rope_row(hp, ff, k, hp.n_kv_head, pos);
     std::memcpy(k_cache_at(layer, seq) + pos * kv_dim_, k, row_bytes);
     std::memcpy(v_cache_at(layer, seq) + pos * kv_dim_, v_new_.data() + t * kv_dim_, row_bytes);
   }
@@ -350,7 +366,7 @@ void LlamaState::attention_block(int64_t layer, int64_t n) {
   matmul(L.wq, xb_.data(), d, n, q_.data(), q_dim_, /*same_input=*/true);
   const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
   for (int64_t t = 0; t < n; ++t)
-    rope_llama(q_.data() + t * q_dim_, hp.n_head, hp.head_dim, hp.n_rot, io_.row_pos[t], hp.rope_base, ff);
+    rope_row(hp, ff, q_.data() + t * q_dim_, hp.n_head, io_.row_pos[t]);
 
   // Runs of rows of one sequence at consecutive positions share one attention call (a prompt chunk);
   // a batch of decoding sequences is one run per row.
@@ -383,7 +399,7 @@ void LlamaState::attention_block(int64_t layer, int64_t n) {
   });
 
   matmul(L.wo, att_.data(), q_dim_, n, xb_.data(), d);
-  for (int64_t t = 0; t < n; ++t) k_.add(io_.hidden + t * d, xb_.data() + t * d, d);
+  for (int64_t t = 0; t < n; ++t) k_.add(hidden_.data() + t * d, xb_.data() + t * d, d);
 }
 
 void LlamaState::mlp_block(int64_t layer, int64_t n) {
@@ -392,12 +408,31 @@ void LlamaState::mlp_block(int64_t layer, int64_t n) {
   const LlamaHParams& hp = w_->hp;
   const LlamaLayer& L = w_->layers[layer];
   const int64_t d = hp.n_embd;
-  rms_norm_rows(io_.hidden, L.ffn_norm.data(), xb_.data(), n);
+  rms_norm_rows(hidden_.data(), L.ffn_norm.data(), xb_.data(), n);
   matmul(L.w_gate, xb_.data(), d, n, gate_.data(), hp.n_ff);
   matmul(L.w_up, xb_.data(), d, n, up_.data(), hp.n_ff, /*same_input=*/true);
   for (int64_t t = 0; t < n; ++t) k_.swiglu(gate_.data() + t * hp.n_ff, up_.data() + t * hp.n_ff, hp.n_ff);
   matmul(L.w_down, gate_.data(), hp.n_ff, n, xb_.data(), d);
-  for (int64_t t = 0; t < n; ++t) k_.add(io_.hidden + t * d, xb_.data() + t * d, d);
+  for (int64_t t = 0; t < n; ++t) k_.add(hidden_.data() + t * d, xb_.data() + t * d, d);
+}
+
+void LlamaState::read_hidden(int64_t row0, int64_t n, float* dst) {
+  check_row_range(row0, n);
+  const int64_t d = w_->hp.n_embd;
+  std::memcpy(dst, hidden_.data() + row0 * d, static_cast<size_t>(n * d) * sizeof(float));
+}
+
+void LlamaState::write_hidden(int64_t row0, int64_t n, const float* src) {
+  check_row_range(row0, n);
+  const int64_t d = w_->hp.n_embd;
+  std::memcpy(hidden_.data() + row0 * d, src, static_cast<size_t>(n * d) * sizeof(float));
+}
+
+void LlamaState::move_hidden(int64_t dst_row, int64_t src_row, int64_t n) {
+  check_row_range(dst_row, n);
+  check_row_range(src_row, n);
+  const int64_t d = w_->hp.n_embd;
+  std::memmove(hidden_.data() + dst_row * d, hidden_.data() + src_row * d, static_cast<size_t>(n * d) * sizeof(float));
 }
 
 void LlamaState::check_row(int64_t row) const {
@@ -408,7 +443,7 @@ void LlamaState::check_row(int64_t row) const {
 void LlamaState::head(int64_t row) {
   check_row(row);
   const int64_t d = w_->hp.n_embd;
-  k_.rms_norm(io_.hidden + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
+  k_.rms_norm(hidden_.data() + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
   matmul(w_->output, xb_.data(), d, 1, io_.logits, w_->hp.n_vocab);
 }
 
@@ -433,7 +468,7 @@ void LlamaState::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
       throw std::out_of_range("candidate token id " + std::to_string(id) + " out of range [0, " + std::to_string(V) + ")");
   }
   const int64_t d = w_->hp.n_embd;
-  k_.rms_norm(io_.hidden + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
+  k_.rms_norm(hidden_.data() + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
   // One head row per candidate, written at its own index of logits (the matmul writes columns [id, id+1)).
   MatmulFn fn = k_.matmul[w_->output.type];
   for (int64_t i = 0; i < m; ++i) {

@@ -1,7 +1,6 @@
-// The blocks of a Llama decoder, one call each, so that the layer loop (and the exit decision between
-// layers) lives in TypeScript:
-//   embed -> for each layer l: attention_block(l), mlp_block(l) [-> exit?] -> head / logit_lens
-// No policy here. Shapes below use GGUF names; "rows" means tokens of the current batch.
+// The Llama architecture on the CPU: its weights (views into the mapped files, checked at load) and
+// LlamaState, the CPU implementation of the block API (blocks.h). Shapes below use GGUF names; "rows" means
+// tokens of the current batch.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -9,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "blocks/blocks.h"
 #include "core/kernels.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
@@ -36,6 +36,10 @@ struct LlamaHParams {
   int64_t n_rot = 0;      // rope.dimension_count (<= head_dim)
   float rms_eps = 1e-5f;
   float rope_base = 10000.f;
+  // RoPE pairs: false = adjacent (x[2i], x[2i+1]), GGUF's layout for llama; true = NEOX / rotate-half
+  // (x[i], x[i + n_rot/2]), the layout of Hugging Face llama checkpoints, whose Q/K rows GGUF converters permute.
+  // Choosing the pairing at load uses such weights in place, unpermuted.
+  bool rope_neox = false;
 };
 
 struct LlamaLayer {
@@ -50,9 +54,10 @@ struct LlamaLayer {
   WeightView w_down;             // ffn_down.weight    [n_ff] -> [n_embd]
 };
 
-// Weights of a whole model, pointing into `file` (kept alive by the shared_ptr).
+// Weights of a whole model, pointing into `files` (kept alive by the shared_ptrs; one for a GGUF, one per shard
+// of a sharded safetensors checkpoint).
 struct LlamaWeights {
-  std::shared_ptr<MappedFile> file;
+  std::vector<std::shared_ptr<MappedFile>> files;
   LlamaHParams hp;
   WeightView tok_embd;                // token_embd.weight [n_embd] x n_vocab rows
   std::vector<float> output_norm;     // output_norm.weight [n_embd]
@@ -61,75 +66,70 @@ struct LlamaWeights {
   std::vector<LlamaLayer> layers;
 };
 
-// Per-session state: KV cache and activation buffers, sized once. The activation buffers that the
-// TypeScript side reads or writes (tokens, hidden, logits, lens outputs) are owned by JS ArrayBuffers
-// and passed in as raw pointers, so there is no copy across the N-API boundary.
-struct LlamaBuffers {
-  int32_t* tokens = nullptr;  // [n_batch]
-  int32_t* row_seq = nullptr;  // [n_batch]  sequence (KV cache slot) of each row
-  int32_t* row_pos = nullptr;  // [n_batch]  position of each row in its sequence
-  float* hidden = nullptr;    // [n_batch][n_embd]   residual stream of the batch
-  float* logits = nullptr;    // [n_vocab]           head output of one row
-  int32_t* lens_candidates = nullptr;  // [lens_max_candidates] token ids for logit_lens_candidates
-  int64_t lens_max_candidates = 0;
-  int32_t* lens_ids = nullptr;     // [lens_k]  top-k token ids of the last logit-lens call
-  float* lens_probs = nullptr;     // [lens_k]  their probabilities
-  float* lens_features = nullptr;  // [4]       p1, p2, p1 - p2, entropy (nats)
-  int64_t lens_k = 0;
-};
-
 // One tensor of the file as the GGUF header describes it (absolute offset of its data in the file).
 struct TensorSpec {
   std::string name;
   int32_t type = -1;
   std::vector<int64_t> dims;  // GGUF ne order
-  uint64_t offset = 0;
+  uint64_t offset = 0;        // absolute, in files[file]
+  int32_t file = 0;           // index into the files the model is loaded from
 };
 
 // Builds the weights of a `llama` GGUF from its tensor table, looking tensors up by their GGUF names
 // (token_embd.weight, blk.N.attn_q.weight, ...). Checks that every tensor exists, has a type the kernels
 // support, the shape the hyper-parameters imply, and data inside the file. Throws ModelError.
-LlamaWeights load_llama_weights(std::shared_ptr<MappedFile> file, const LlamaHParams& hp,
+// Tensors name the file they live in (TensorSpec::file); a spec naming no file of `files` is refused.
+LlamaWeights load_llama_weights(std::vector<std::shared_ptr<MappedFile>> files, const LlamaHParams& hp,
                                 const std::vector<TensorSpec>& tensors, const KernelTable& kernels);
+inline LlamaWeights load_llama_weights(std::shared_ptr<MappedFile> file, const LlamaHParams& hp,
+                                       const std::vector<TensorSpec>& tensors, const KernelTable& kernels) {
+  return load_llama_weights(std::vector<std::shared_ptr<MappedFile>>{std::move(file)}, hp, tensors, kernels);
+}
 
-// An error about the model's content; `code` is one of the runtime's error codes (MISSING_TENSOR,
-// SHAPE_MISMATCH, UNSUPPORTED_TENSOR_TYPE, TENSOR_OUT_OF_BOUNDS, INVALID_OPTION) so JS can type it.
-struct ModelError : std::runtime_error {
-  std::string code;
-  ModelError(std::string c, const std::string& message) : std::runtime_error(message), code(std::move(c)) {}
-};
+// RoPE of one row (q or k: [n_heads][head_dim]) at `pos`, in the pairing the hyper-parameters name.
+void rope_row(const LlamaHParams& hp, const float* freq_factors, float* x, int64_t n_heads, int64_t pos);
 
-class LlamaState {
+// The CPU backend of the block API for llama. Owns the KV cache, the residual stream and the scratch buffers;
+// the kernels come from the CPUID-chosen KernelTable, the threads from its own pool.
+class LlamaState final : public Blocks {
  public:
   LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
-             int n_threads, const KernelTable& kernels, const LlamaBuffers& io);
+             int n_threads, const KernelTable& kernels, const HostBuffers& io);
 
+  const char* backend() const override { return "cpu"; }
+  int64_t n_embd() const override { return w_->hp.n_embd; }
   const LlamaHParams& hp() const { return w_->hp; }
   int64_t n_seq() const { return n_seq_; }
   int64_t n_ctx() const { return n_ctx_; }
-  int64_t n_batch() const { return n_batch_; }
+  int64_t n_batch() const override { return n_batch_; }
   int n_threads() const { return pool_.size(); }
   const KernelTable& kernels() const { return k_; }
 
   // hidden[t] = token_embd[tokens[t]] for t < n. Throws std::out_of_range on a bad id.
-  void embed(int64_t n);
+  void embed(int64_t n) override;
   // hidden[t] += Attention_l(RMSNorm(hidden[t])) for rows t < n. Row t is position row_pos[t] of sequence
   // row_seq[t]: its K/V go into that sequence's cache of layer l, and it attends to positions 0..row_pos[t] of
   // it (earlier positions must be in the cache already, or be earlier rows of this call). Rows of one
   // sequence with consecutive positions are computed together.
-  void attention_block(int64_t layer, int64_t n);
+  void attention_block(int64_t layer, int64_t n) override;
   // Only the K/V of layer l for rows t < n, from their current hidden state (no attention, no residual):
   // fills the cache of layers an early exit skipped (CALM's state propagation).
-  void fill_kv(int64_t layer, int64_t n);
+  void fill_kv(int64_t layer, int64_t n) override;
   // hidden[t] += SwiGLU_l(RMSNorm(hidden[t])).
-  void mlp_block(int64_t layer, int64_t n);
+  void mlp_block(int64_t layer, int64_t n) override;
   // logits = output(RMSNorm_final(hidden[row])).
-  void head(int64_t row);
+  void head(int64_t row) override;
   // head(row), then softmax statistics into the lens buffers: top-k ids and probs, p1, p2, gap, entropy.
-  void logit_lens(int64_t row, int64_t k);
+  void logit_lens(int64_t row, int64_t k) override;
   // The same statistics over a candidate set only (lens_candidates[0..m)): m rows of the head instead of
   // the whole vocabulary, softmax renormalised over the candidates. logits[id] is written for candidates only.
-  void logit_lens_candidates(int64_t row, int64_t m, int64_t k);
+  void logit_lens_candidates(int64_t row, int64_t m, int64_t k) override;
+  void sync_logits() override {}  // the head writes the host buffer directly
+  void read_hidden(int64_t row0, int64_t n, float* dst) override;
+  void write_hidden(int64_t row0, int64_t n, const float* src) override;
+  void move_hidden(int64_t dst_row, int64_t src_row, int64_t n) override;
+  // The residual stream itself (tests).
+  const float* hidden() const { return hidden_.data(); }
 
  private:
   // y = W x for n rows. same_input: x holds the very rows of the previous matmul call (same pointer, shape and
@@ -155,10 +155,11 @@ class LlamaState {
   int64_t n_ctx_;
   int64_t n_batch_;
   ThreadPool pool_;
-  LlamaBuffers io_;
+  HostBuffers io_;
 
   int64_t q_dim_;   // n_head * head_dim
   int64_t kv_dim_;  // n_kv_head * head_dim
+  std::vector<float> hidden_;   // [n_batch][n_embd]  residual stream of the batch
   std::vector<float> k_cache_;  // [n_layer][n_seq][n_ctx][kv_dim]
   std::vector<float> v_cache_;  // [n_layer][n_seq][n_ctx][kv_dim]
   std::vector<float> k_new_;    // [n_batch][kv_dim]  K of the rows of the current call, before the scatter

@@ -184,5 +184,9 @@ const KernelTable* kernels_by_name(const char* name);
 // Angles are computed as ggml does (theta_scale = powf(base, -2/n_rot), multiplied iteratively in float).
 void rope_llama(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
                 const float* freq_factors);
+// The same angles in NEOX (rotate-half) pairing: pair i is (x[i], x[i + n_rot/2]) of each head (ggml's
+// GGML_ROPE_TYPE_NEOX; Hugging Face's rotate_half). A GGUF converter's Q/K row permutation maps one to the other.
+void rope_neox(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+               const float* freq_factors);
 
 }  // namespace adainfer

@@ -1,4 +1,5 @@
-// Rotary position embedding, "normal" (adjacent-pair) mode, as ggml computes it for the llama arch.
+// Rotary position embedding as ggml computes it: "normal" (adjacent-pair) mode for the llama arch, and NEOX
+// (rotate-half) mode for checkpoints laid out as Hugging Face's llama (pairs i and i + n_rot/2).
 // Float math throughout, with the angle advanced by repeated multiplication exactly as ggml does, so
 // results match ggml-produced goldens bit-for-bit up to the libm's cosf/sinf.
 #include <math.h>
@@ -7,12 +8,12 @@
 
 namespace adainfer {
 
-// x:            [n_heads][head_dim], rotated in place (one token's q or k)
-// n_rot:        leading dims of each head that rotate (even, <= head_dim); the rest stay as they are
-// pos:          the token's position
-// freq_factors: [n_rot / 2] divisors of each pair's angle (llama3-style rope scaling), or nullptr
-void rope_llama(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
-                const float* freq_factors) {
+namespace {
+
+// Shared by both pairings: `second` is the distance from a pair's first element to its second (1: adjacent,
+// n_rot / 2: NEOX), `stride` the distance between consecutive pairs' first elements (2: adjacent, 1: NEOX).
+void rope_pairs(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+                const float* freq_factors, int64_t stride, int64_t second) {
   if (n_rot <= 0) return;
   const float theta_scale = powf(freq_base, -2.0f / static_cast<float>(n_rot));
   const int64_t n_pairs = n_rot / 2;
@@ -37,13 +38,30 @@ void rope_llama(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int6
       for (int64_t p = p0; p < p1; ++p) {
         const float c = cos_table[p - p0];
         const float s = sin_table[p - p0];
-        const float x0 = head[2 * p];
-        const float x1 = head[2 * p + 1];
-        head[2 * p] = x0 * c - x1 * s;
-        head[2 * p + 1] = x0 * s + x1 * c;
+        float* a = head + stride * p;
+        const float x0 = a[0];
+        const float x1 = a[second];
+        a[0] = x0 * c - x1 * s;
+        a[second] = x0 * s + x1 * c;
       }
     }
   }
+}
+
+}  // namespace
+
+// x:            [n_heads][head_dim], rotated in place (one token's q or k)
+// n_rot:        leading dims of each head that rotate (even, <= head_dim); the rest stay as they are
+// pos:          the token's position
+// freq_factors: [n_rot / 2] divisors of each pair's angle (llama3-style rope scaling), or nullptr
+void rope_llama(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+                const float* freq_factors) {
+  rope_pairs(x, n_heads, head_dim, n_rot, pos, freq_base, freq_factors, 2, 1);
+}
+
+void rope_neox(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+               const float* freq_factors) {
+  rope_pairs(x, n_heads, head_dim, n_rot, pos, freq_base, freq_factors, 1, n_rot / 2);
 }
 
 }  // namespace adainfer

@@ -79,7 +79,8 @@ describeShared('lens features against independent references', (shared) => {
     golden.tokens.forEach((t: number, i: number) => (ctx.native.tokens[i] = t));
     let checked = 0;
     ctx.forward(n, 0, (layer, rows) => {
-      const h = ctx.native.hidden.subarray((rows - 1) * d, rows * d);
+      const h = new Float32Array(d);
+      ctx.native.readHidden(rows - 1, 1, h);
       const ms = h.reduce((a, v) => a + v * v, 0) / d;
       const x = Array.from(h, (v, i) => (v / Math.sqrt(ms + rmsEps)) * norm[i]);
       const z = Array.from({ length: V }, (_, r) => x.reduce((a, v, i) => a + v * out[r * d + i], 0));
@@ -128,7 +129,7 @@ describe('exits that must reproduce full depth', () => {
     ctx.forward(prompt.length, 0);
     const head = Float32Array.from(ctx.logits(prompt.length - 1));
     ctx.native.logitLens(prompt.length - 1, 1);
-    expect(Buffer.from(ctx.native.logits.buffer).equals(Buffer.from(head.buffer))).toBe(true);
+    expect(Buffer.from(ctx.lensLogits().buffer).equals(Buffer.from(head.buffer))).toBe(true);
   });
 
   test('an exit that always fires stops after minLayer and reports it', () => {

@@ -34,6 +34,8 @@ describe('native Model validates the tensor table', () => {
     ['wrong shape', (t) => (t.find((x) => x.name === 'blk.1.attn_v.weight')!.dims = [128, 128]), 'SHAPE_MISMATCH'],
     ['unknown type', (t) => (t.find((x) => x.name === 'blk.1.attn_v.weight')!.type = 77), 'UNSUPPORTED_TENSOR_TYPE'],
     ['missing tensor', (t) => t.splice(t.findIndex((x) => x.name === 'output_norm.weight'), 1), 'MISSING_TENSOR'],
+    ['a file index past the files', (t) => (t[3].file = 1), 'TENSOR_OUT_OF_BOUNDS'],
+    ['a negative file index', (t) => (t[3].file = -1), 'TENSOR_OUT_OF_BOUNDS'],
   ])('%s', (_, edit, code) => {
     const t = table();
     edit(t);
@@ -47,6 +49,30 @@ describe('native Model validates the tensor table', () => {
     ['huge vocabulary', { nVocab: 2 ** 40 }],
   ])('bad hyper-parameters: %s', (_, patch) => {
     expect(modelError(table(), { ...config, ...patch })).toMatchObject({ code: expect.stringMatching(/SHAPE_MISMATCH|INVALID_OPTION|MISSING_TENSOR/) });
+  });
+
+  test('tensors spread over several files (shards) load from their own file', () => {
+    // Two mappings of the same file: every tensor read from the second must give the same model.
+    const t = table().map((x, i) => ({ ...x, file: i % 2 }));
+    const m = new (native().Model)([BUNDLED_MODEL, BUNDLED_MODEL], config, t);
+    expect(m.info().mappedBytes).toBe(2 * gguf.fileSize);
+    m.dispose();
+  });
+
+  test('backend "cuda" where there is no usable device is BACKEND_UNAVAILABLE, and says why', () => {
+    const cuda = native().systemInfo().cuda;
+    expect(typeof cuda.compiled).toBe('boolean');
+    if (cuda.available) return; // a machine with a GPU: test/gpu/run.sh covers the backend
+    expect(cuda.reason.length).toBeGreaterThan(10);
+    expect(() => new (native().Model)(BUNDLED_MODEL, config, table(), { backend: 'cuda' })).toThrow(
+      expect.objectContaining({ code: 'BACKEND_UNAVAILABLE', message: cuda.reason }),
+    );
+  });
+
+  test('an unknown backend is INVALID_OPTION', () => {
+    expect(() => new (native().Model)(BUNDLED_MODEL, config, table(), { backend: 'tpu' as 'cpu' })).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTION' }),
+    );
   });
 
   test('a missing file', () => {
@@ -68,7 +94,6 @@ describe('native Context validates block calls', () => {
 
   test('buffers have the documented sizes', () => {
     expect(ctx.tokens).toHaveLength(8);
-    expect(ctx.hidden).toHaveLength(8 * config.nEmbd);
     expect(ctx.logits).toHaveLength(config.nVocab);
     expect(ctx.lensIds).toHaveLength(4);
     expect(ctx.lensFeatures).toHaveLength(4);
@@ -133,6 +158,7 @@ describe('native Context validates block calls', () => {
       ctx.mlp(l, 1);
     }
     ctx.logitLens(0, 4);
+    ctx.syncLogits();
     const z = Array.from(ctx.logits);
     const max = Math.max(...z);
     const e = z.map((v) => Math.exp(v - max));
@@ -150,10 +176,12 @@ describe('native Context validates block calls', () => {
 
   test('logit lens over candidates: the full-vocabulary logits of those ids, renormalised', () => {
     ctx.logitLens(0, 4); // after the forward pass of the previous test
+    ctx.syncLogits();
     const full = Float32Array.from(ctx.logits);
     const ids = [7, 300, 42, 5, 511];
     ids.forEach((id, i) => (ctx.lensCandidates[i] = id));
     ctx.logitLensCandidates(0, ids.length, 4);
+    ctx.syncLogits();
     for (const id of ids) expect(ctx.logits[id]).toBeCloseTo(full[id], 5);
     const z = ids.map((id) => full[id]);
     const max = Math.max(...z);
@@ -162,6 +190,40 @@ describe('native Context validates block calls', () => {
     expect(Array.from(ctx.lensIds)).toEqual(ranked.slice(0, 4).map((r) => r.id));
     expect(ctx.lensFeatures[0]).toBeCloseTo(ranked[0].p, 6);
     expect(ctx.lensFeatures[2]).toBeCloseTo(ranked[0].p - ranked[1].p, 6);
+  });
+
+  test('the residual stream: rows read, written and moved (overlapping moves as memmove)', () => {
+    const d = config.nEmbd;
+    const rows = Float32Array.from({ length: 4 * d }, (_, i) => i * 0.25 - 7);
+    ctx.writeHidden(2, 4, rows);
+    ctx.moveHidden(3, 2, 4); // overlapping, forwards
+    const out = new Float32Array(5 * d);
+    ctx.readHidden(3, 4, out);
+    expect(Array.from(out.subarray(0, 4 * d))).toEqual(Array.from(rows));
+    ctx.moveHidden(0, 3, 4); // backwards
+    ctx.readHidden(0, 4, out);
+    expect(Array.from(out.subarray(0, 4 * d))).toEqual(Array.from(rows));
+    // the embedding of a token is what readHidden returns for its row
+    ctx.tokens[1] = 5;
+    ctx.embed(2);
+    const one = new Float32Array(d);
+    ctx.readHidden(1, 1, one);
+    expect(one.some((v) => v !== 0)).toBe(true);
+  });
+
+  test.each<[string, (c: NativeContext) => void]>([
+    ['reading past the batch', (c) => c.readHidden(7, 2, new Float32Array(2 * config.nEmbd))],
+    ['a buffer too small', (c) => c.readHidden(0, 2, new Float32Array(config.nEmbd))],
+    ['a buffer of the wrong type', (c) => c.writeHidden(0, 1, new Float64Array(config.nEmbd) as unknown as Float32Array)],
+    ['a move past the batch', (c) => c.moveHidden(5, 0, 4)],
+    ['a negative row', (c) => c.moveHidden(0, -1, 1)],
+  ])('row ops: %s is an INVALID_OPTION error', (_, call) => {
+    expect(() => call(ctx)).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+  });
+
+  test('the context reports its backend', () => {
+    expect(ctx.backend).toBe('cpu');
+    expect(model.info().backend).toBe('cpu');
   });
 
   test('a disposed context is a DISPOSED error', () => {

@@ -92,13 +92,12 @@ void forward(const std::shared_ptr<const adainfer::LlamaWeights>& w, const adain
   const adainfer::LlamaHParams& hp = w->hp;
   const int64_t n_seq = 2, n_ctx = 4, n_batch = 3, lens_k = 3, n_cand = 3;
   std::vector<int32_t> tokens(n_batch), row_seq(n_batch), row_pos(n_batch), cand(n_cand), ids(lens_k);
-  std::vector<float> hidden(static_cast<size_t>(n_batch * hp.n_embd)), logits(static_cast<size_t>(hp.n_vocab));
+  std::vector<float> logits(static_cast<size_t>(hp.n_vocab));
   std::vector<float> probs(lens_k), features(4);
-  adainfer::LlamaBuffers io;
+  adainfer::HostBuffers io;
   io.tokens = tokens.data();
   io.row_seq = row_seq.data();
   io.row_pos = row_pos.data();
-  io.hidden = hidden.data();
   io.logits = logits.data();
   io.lens_candidates = cand.data();
   io.lens_max_candidates = n_cand;
@@ -136,6 +135,10 @@ void forward(const std::shared_ptr<const adainfer::LlamaWeights>& w, const adain
   cand[1] = last;
   cand[2] = mid;
   st.logit_lens_candidates(0, n_cand, lens_k);
+  std::vector<float> row(static_cast<size_t>(hp.n_embd));
+  st.read_hidden(1, 1, row.data());  // the row ops of batch compaction
+  st.move_hidden(0, 1, 1);
+  st.write_hidden(1, 1, row.data());
 }
 
 }  // namespace

@@ -1,0 +1,87 @@
+// The block API that the TypeScript layer loop drives, whatever computes it:
+//   embed -> for each layer l: attention_block(l), mlp_block(l) [-> exit?] -> head / logit_lens
+// One implementation per backend and architecture: LlamaState (CPU, llama_blocks.h), CudaLlamaBlocks
+// (native/cuda/, when built with CUDA). The exit policy lives in TypeScript; nothing here decides anything.
+//
+// "Rows" are the tokens of the current batch. The residual stream of the rows (`hidden`, [n_batch][n_embd])
+// is owned by the backend — host memory on the CPU, device memory on a GPU — so activations stay where they are
+// computed between layers; TypeScript reaches it only through read_hidden / write_hidden / move_hidden (stashing
+// an exited row, compacting the batch). Small per-call inputs and outputs (token ids, row positions, logits,
+// logit-lens features) are host buffers owned by JS (HostBuffers): no copy across the N-API boundary.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace adainfer {
+
+// An error about the model's content or an option; `code` is one of the runtime's error codes
+// (MISSING_TENSOR, SHAPE_MISMATCH, UNSUPPORTED_TENSOR_TYPE, TENSOR_OUT_OF_BOUNDS, INVALID_OPTION,
+// BACKEND_UNAVAILABLE, ...) so JS can type it.
+struct ModelError : std::runtime_error {
+  std::string code;
+  ModelError(std::string c, const std::string& message) : std::runtime_error(message), code(std::move(c)) {}
+};
+
+// Host buffers shared with JS (ArrayBuffers the addon allocates). Sizes are fixed when the context is made.
+struct HostBuffers {
+  int32_t* tokens = nullptr;   // [n_batch]  token id of each row, read by embed()
+  int32_t* row_seq = nullptr;  // [n_batch]  sequence (KV cache slot) of each row
+  int32_t* row_pos = nullptr;  // [n_batch]  position of each row in its sequence
+  float* logits = nullptr;     // [n_vocab]  head output of one row (see sync_logits)
+  int32_t* lens_candidates = nullptr;  // [lens_max_candidates] token ids for logit_lens_candidates
+  int64_t lens_max_candidates = 0;
+  int32_t* lens_ids = nullptr;     // [lens_k]  top-k token ids of the last logit-lens call
+  float* lens_probs = nullptr;     // [lens_k]  their probabilities
+  float* lens_features = nullptr;  // [4]       p1, p2, p1 - p2, entropy (nats)
+  int64_t lens_k = 0;
+};
+
+class Blocks {
+ public:
+  virtual ~Blocks() = default;
+
+  virtual const char* backend() const = 0;  // "cpu", "cuda"
+  virtual int64_t n_embd() const = 0;
+  virtual int64_t n_batch() const = 0;
+
+  // hidden[t] = token_embd[tokens[t]] for t < n. Throws std::out_of_range on a bad id.
+  virtual void embed(int64_t n) = 0;
+  // hidden[t] += Attention_l(Norm(hidden[t])) for rows t < n. Row t is position row_pos[t] of sequence
+  // row_seq[t]: its K/V go into that sequence's cache of layer l, and it attends to positions 0..row_pos[t] of
+  // it (earlier positions must be in the cache already, or be earlier rows of this call).
+  virtual void attention_block(int64_t layer, int64_t n) = 0;
+  // Only the K/V of layer l for rows t < n, from their current hidden state (no attention, no residual):
+  // fills the cache of layers an early exit skipped (CALM's state propagation).
+  virtual void fill_kv(int64_t layer, int64_t n) = 0;
+  // hidden[t] += MLP_l(Norm(hidden[t])).
+  virtual void mlp_block(int64_t layer, int64_t n) = 0;
+  // logits = output(Norm_final(hidden[row])), written to the host buffer.
+  virtual void head(int64_t row) = 0;
+  // The head of one row, then softmax statistics into the lens buffers: top-k ids and probs, p1, p2, gap,
+  // entropy. The logits themselves stay with the backend until sync_logits() (a GPU copies k ids, k probs and
+  // 4 features per check, not the vocabulary).
+  virtual void logit_lens(int64_t row, int64_t k) = 0;
+  // The same statistics over a candidate set only (lens_candidates[0..m)): m rows of the head instead of
+  // the whole vocabulary, softmax renormalised over the candidates. Logits are meaningful at candidates only.
+  virtual void logit_lens_candidates(int64_t row, int64_t m, int64_t k) = 0;
+  // Copies the logits of the last logit_lens / logit_lens_candidates call to the host buffer (a no-op where
+  // they are computed there).
+  virtual void sync_logits() = 0;
+
+  // The residual stream: rows [row0, row0 + n) to / from host floats ([n][n_embd]), and a move of n rows
+  // from src to dst inside it (ranges may overlap, as memmove).
+  virtual void read_hidden(int64_t row0, int64_t n, float* dst) = 0;
+  virtual void write_hidden(int64_t row0, int64_t n, const float* src) = 0;
+  virtual void move_hidden(int64_t dst_row, int64_t src_row, int64_t n) = 0;
+
+ protected:
+  // Checks [row0, row0 + n) is inside the batch (n may be 0).
+  void check_row_range(int64_t row0, int64_t n) const {
+    if (row0 < 0 || n < 0 || row0 > n_batch() || n > n_batch() - row0)
+      throw std::out_of_range("rows [" + std::to_string(row0) + ", " + std::to_string(row0 + n) +
+                              ") out of range [0, " + std::to_string(n_batch()) + ")");
+  }
+};
+
+}  // namespace adainfer

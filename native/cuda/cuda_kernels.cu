@@ -1,0 +1,702 @@
+// CUDA kernels of the llama blocks (declared in cuda_kernels.h). Every weight type is read through one device
+// function, deq16<T>(row, chunk): 16 consecutive elements of a row as floats, computed exactly as the CPU's
+// dequant_row does (products rounded as ggml's reference, no FMA contraction), so a dequantized weight is
+// bit-identical on both backends. Each GGML block is a whole number of 16-element chunks.
+#include "cuda/cuda_kernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <type_traits>
+#include <stdexcept>
+#include <string>
+
+#include "core/ggml_types.h"
+
+namespace adainfer {
+namespace cuda {
+
+namespace {
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA kernel ") + what + ": " + cudaGetErrorString(e));
+}
+
+constexpr int kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13,
+              kQ6_K = 14, kBF16 = 30;
+
+__device__ __forceinline__ float h2f(const uint8_t* p) {
+  const uint16_t h = static_cast<uint16_t>(p[0] | (p[1] << 8));
+  return __half2float(__ushort_as_half(h));
+}
+__device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
+// d * q and d * q + m / - m with each operation rounded (the CPU reference has no FMA contraction).
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float mad(float a, float b, float c) { return __fadd_rn(__fmul_rn(a, b), c); }
+__device__ __forceinline__ float msub(float a, float b, float c) { return __fsub_rn(__fmul_rn(a, b), c); }
+
+// The 6-bit scale and min of sub-block j of a Q4_K / Q5_K block (k_scale_min in core/ggml_types.h).
+__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Elements [16c, 16c + 16) of a row of n_in elements (zeros past n_in: only the float types have rows that are
+// not whole chunks).
+template <int T>
+__device__ __forceinline__ void deq16(const uint8_t* row, int64_t c, int64_t n_in, float* o) {
+  if constexpr (T == kF32 || T == kF16 || T == kBF16) {
+    const int64_t e0 = 16 * c;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const int64_t e = e0 + i;
+      float v = 0.f;
+      if (e < n_in) {
+        if constexpr (T == kF32) v = reinterpret_cast<const float*>(row)[e];
+        if constexpr (T == kF16) v = __half2float(reinterpret_cast<const __half*>(row)[e]);
+        if constexpr (T == kBF16) v = bf2f(reinterpret_cast<const uint16_t*>(row)[e]);
+      }
+      o[i] = v;
+    }
+  } else if constexpr (T == kQ8_0) {
+    const uint8_t* b = row + (c >> 1) * 34;
+    const float d = h2f(b);
+    const int8_t* q = reinterpret_cast<const int8_t*>(b + 2) + (c & 1) * 16;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) o[i] = mul(d, static_cast<float>(q[i]));
+  } else if constexpr (T == kQ4_0 || T == kQ4_1) {
+    constexpr int bytes = T == kQ4_0 ? 18 : 20;
+    const uint8_t* b = row + (c >> 1) * bytes;
+    const float d = h2f(b);
+    const uint8_t* qs = b + (T == kQ4_0 ? 2 : 4);
+    const int shift = (c & 1) * 4;  // half 0: low nibbles (elements 0-15), half 1: high nibbles (16-31)
+    if constexpr (T == kQ4_0) {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) o[i] = mul(static_cast<float>(((qs[i] >> shift) & 0xF) - 8), d);
+    } else {
+      const float m = h2f(b + 2);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) o[i] = mad(static_cast<float>((qs[i] >> shift) & 0xF), d, m);
+    }
+  } else if constexpr (T == kQ5_0 || T == kQ5_1) {
+    constexpr int bytes = T == kQ5_0 ? 22 : 24;
+    const uint8_t* b = row + (c >> 1) * bytes;
+    const float d = h2f(b);
+    const uint8_t* qhp = b + (T == kQ5_0 ? 2 : 4);
+    const uint32_t qh = qhp[0] | (qhp[1] << 8) | (qhp[2] << 16) | (static_cast<uint32_t>(qhp[3]) << 24);
+    const uint8_t* qs = qhp + 4;
+    const int half = c & 1;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const int e = half * 16 + i;
+      const int q = ((qs[i] >> (half * 4)) & 0xF) | (((qh >> e) & 1) << 4);
+      if constexpr (T == kQ5_0)
+        o[i] = mul(static_cast<float>(q - 16), d);
+      else
+        o[i] = mad(static_cast<float>(q), d, h2f(b + 2));
+    }
+  } else if constexpr (T == kQ4_K || T == kQ5_K) {
+    constexpr int bytes = T == kQ4_K ? 144 : 176;
+    const uint8_t* b = row + (c >> 4) * bytes;
+    const int e0 = (c & 15) * 16;  // first element of the chunk in the block
+    const int g = e0 >> 6, j = e0 >> 5;  // 64-element group, 32-element sub-block
+    int sc, m;
+    scale_min_k4(j, b + 4, &sc, &m);
+    const float d1 = mul(h2f(b), static_cast<float>(sc));
+    const float m1 = mul(h2f(b + 2), static_cast<float>(m));
+    const uint8_t* qs = b + (T == kQ4_K ? 16 : 48) + 32 * g;
+    const int hi = (e0 >> 5) & 1;  // second 32 of the group: high nibbles
+    const int l0 = e0 & 31;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      int q = (qs[l0 + i] >> (4 * hi)) & 0xF;
+      if constexpr (T == kQ5_K) q |= ((b[16 + l0 + i] >> (2 * g + hi)) & 1) << 4;
+      o[i] = msub(d1, static_cast<float>(q), m1);
+    }
+  } else if constexpr (T == kQ6_K) {
+    const uint8_t* b = row + (c >> 4) * 210;
+    const int e0 = (c & 15) * 16;
+    const int h = e0 >> 7, r = e0 & 127, qq = r >> 5, l0 = r & 31;
+    const uint8_t* ql = b + 64 * h + (qq & 1) * 32;
+    const uint8_t* qh = b + 128 + 32 * h;
+    const float d = mul(h2f(b + 208), static_cast<float>(reinterpret_cast<const int8_t*>(b + 192)[e0 >> 4]));
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const int l = l0 + i;
+      const int q = ((ql[l] >> (4 * (qq >> 1))) & 0xF) | (((qh[l] >> (2 * qq)) & 3) << 4);
+      o[i] = mul(d, static_cast<float>(q - 32));
+    }
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// ---- matrix-vector: one warp per weight row, up to NT tokens per pass over the row ---------------------
+constexpr int kMmvWarps = 4;
+
+template <int T, int NT>
+__global__ void __launch_bounds__(kMmvWarps * 32)
+    mmv_kernel(const uint8_t* __restrict__ W, size_t rb, int64_t n_in, int64_t n_out, const float* __restrict__ x,
+               int64_t ldx, int n_tok, float* __restrict__ y, int64_t ldy) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kMmvWarps + (threadIdx.x >> 5);
+  if (r >= n_out) return;
+  const uint8_t* row = W + r * rb;
+  const int64_t nc = (n_in + 15) / 16;
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.f;
+  for (int64_t c = lane; c < nc; c += 32) {
+    float w[16];
+    deq16<T>(row, c, n_in, w);
+    const int64_t e0 = 16 * c;
+    const int lim = n_in - e0 < 16 ? static_cast<int>(n_in - e0) : 16;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      if (t >= n_tok) break;
+      const float* xp = x + t * ldx + e0;
+      float s = 0.f;
+      if (lim == 16) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) s += w[i] * xp[i];
+      } else {
+        for (int i = 0; i < lim; ++i) s += w[i] * xp[i];
+      }
+      acc[t] += s;
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t >= n_tok) break;
+    const float v = warp_sum(acc[t]);
+    if (lane == 0) y[t * ldy + r] = v;
+  }
+}
+
+// Rows ids[i] of W for one token.
+template <int T>
+__global__ void __launch_bounds__(kMmvWarps * 32)
+    mmv_rows_kernel(const uint8_t* __restrict__ W, size_t rb, int64_t n_in, const int32_t* __restrict__ ids, int64_t m,
+                    const float* __restrict__ x, float* __restrict__ y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kMmvWarps + (threadIdx.x >> 5);
+  if (i >= m) return;
+  const int64_t r = ids[i];
+  const uint8_t* row = W + r * rb;
+  const int64_t nc = (n_in + 15) / 16;
+  float acc = 0.f;
+  for (int64_t c = lane; c < nc; c += 32) {
+    float w[16];
+    deq16<T>(row, c, n_in, w);
+    const int64_t e0 = 16 * c;
+    const int lim = n_in - e0 < 16 ? static_cast<int>(n_in - e0) : 16;
+    for (int k = 0; k < lim; ++k) acc += w[k] * x[e0 + k];
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) y[r] = acc;
+}
+
+// ---- matrix-matrix: 64 rows x 64 tokens per block, 64 elements of the row per step ---------------------
+constexpr int kTile = 64;
+constexpr int kTileK = 64;
+
+template <int T>
+__global__ void __launch_bounds__(256)
+    mm_kernel(const uint8_t* __restrict__ W, size_t rb, int64_t n_in, int64_t n_out, const float* __restrict__ x,
+              int64_t ldx, int64_t n_tok, float* __restrict__ y, int64_t ldy) {
+  __shared__ float ws[kTileK][kTile + 1];  // [k][row]
+  __shared__ float xs[kTileK][kTile + 1];  // [k][token]
+  const int tid = threadIdx.x;
+  const int tr = tid >> 4, tc = tid & 15;  // this thread: rows tr + 16i, tokens tc + 16j
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  float acc[4][4] = {};
+  const int ld_row = tid >> 2, ld_chunk = tid & 3;  // loader: one 16-element chunk of one row / token
+  for (int64_t k0 = 0; k0 < n_in; k0 += kTileK) {
+    {
+      float w[16];
+      const int64_t r = r0 + ld_row;
+      const int64_t c = k0 / 16 + ld_chunk;
+      if (r < n_out && 16 * c < n_in) {
+        deq16<T>(W + r * rb, c, n_in, w);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) w[i] = 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < 16; ++i) ws[ld_chunk * 16 + i][ld_row] = w[i];
+      const int64_t t = t0 + ld_row;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        const int64_t e = k0 + ld_chunk * 16 + i;
+        xs[ld_chunk * 16 + i][ld_row] = t < n_tok && e < n_in ? x[t * ldx + e] : 0.f;
+      }
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < kTileK; ++k) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = ws[k][tr + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = xs[k][tc + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t r = r0 + tr + 16 * i;
+    if (r >= n_out) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t t = t0 + tc + 16 * j;
+      if (t < n_tok) y[t * ldy + r] = acc[i][j];
+    }
+  }
+}
+
+template <int T>
+__global__ void dequant_kernel(const uint8_t* __restrict__ W, size_t rb, int64_t n_in, int64_t n_rows, float* out) {
+  const int64_t nc = (n_in + 15) / 16;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * nc) return;
+  const int64_t r = i / nc, c = i % nc;
+  float w[16];
+  deq16<T>(W + r * rb, c, n_in, w);
+  for (int k = 0; k < 16 && 16 * c + k < n_in; ++k) out[r * n_in + 16 * c + k] = w[k];
+}
+
+// Calls fn(std::integral_constant<int, T>) for the weight type T; false when it has no kernels.
+template <int T>
+using TypeTag = std::integral_constant<int, T>;
+template <class Fn>
+bool dispatch_type(int32_t type, Fn&& fn) {
+  switch (type) {
+    case kF32: fn(TypeTag<kF32>{}); return true;
+    case kF16: fn(TypeTag<kF16>{}); return true;
+    case kBF16: fn(TypeTag<kBF16>{}); return true;
+    case kQ4_0: fn(TypeTag<kQ4_0>{}); return true;
+    case kQ4_1: fn(TypeTag<kQ4_1>{}); return true;
+    case kQ5_0: fn(TypeTag<kQ5_0>{}); return true;
+    case kQ5_1: fn(TypeTag<kQ5_1>{}); return true;
+    case kQ8_0: fn(TypeTag<kQ8_0>{}); return true;
+    case kQ4_K: fn(TypeTag<kQ4_K>{}); return true;
+    case kQ5_K: fn(TypeTag<kQ5_K>{}); return true;
+    case kQ6_K: fn(TypeTag<kQ6_K>{}); return true;
+    default: return false;
+  }
+}
+
+void unsupported(int32_t type) {
+  throw std::runtime_error("the CUDA kernels have no matmul for GGML type " + std::to_string(type));
+}
+
+unsigned blocks_for(int64_t n, int per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
+
+// ---- vector kernels --------------------------------------------------------------------------------------
+
+// One block per row: the sum of squares in double, as the CPU reference.
+__global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
+                                int64_t n, float eps) {
+  const float* xr = x + blockIdx.x * n;
+  float* orow = out + blockIdx.x * n;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += static_cast<double>(xr[i] * xr[i]);
+  __shared__ double part[32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    double v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) part[0] = v;
+  }
+  __syncthreads();
+  const float mean = static_cast<float>(part[0] / static_cast<double>(n));
+  const float scale = 1.0f / sqrtf(mean + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) orow[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+}
+
+// One thread per (row, pair); every head of the row rotates by the same angles. The angle of pair p advances
+// by repeated multiplication, as ggml (and the CPU reference) computes it.
+__global__ void rope_kernel(float* x, int64_t ld, int64_t n_rows, const int32_t* __restrict__ pos, int64_t n_heads,
+                            int64_t head_dim, int64_t n_rot, float theta_scale, const float* __restrict__ ff, int neox) {
+  const int64_t n_pairs = n_rot / 2;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * n_pairs) return;
+  const int64_t r = i / n_pairs, p = i % n_pairs;
+  float theta = static_cast<float>(pos[r]);
+  for (int64_t k = 0; k < p; ++k) theta = __fmul_rn(theta, theta_scale);
+  const float angle = ff ? __fdiv_rn(theta, ff[p]) : theta;
+  float s, c;
+  sincosf(angle, &s, &c);
+  const int64_t stride = neox ? 1 : 2, second = neox ? n_rot / 2 : 1;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* a = x + r * ld + h * head_dim + stride * p;
+    const float x0 = a[0], x1 = a[second];
+    a[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    a[second] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+  }
+}
+
+__global__ void kv_store_kernel(const float* __restrict__ k_new, const float* __restrict__ v_new, int64_t n_rows,
+                                const int32_t* __restrict__ row_seq, const int32_t* __restrict__ row_pos,
+                                float* k_cache, float* v_cache, int64_t n_ctx, int64_t kv_dim) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * kv_dim) return;
+  const int64_t r = i / kv_dim, e = i % kv_dim;
+  const int64_t at = (static_cast<int64_t>(row_seq[r]) * n_ctx + row_pos[r]) * kv_dim + e;
+  k_cache[at] = k_new[i];
+  v_cache[at] = v_new[i];
+}
+
+// One block per (query head, row): scores of every visible position in shared memory, then the softmax and
+// the weighted sum of V. Warps take positions (lanes split the head's dims: coalesced K reads), then threads
+// take dims (coalesced V reads).
+constexpr int kAttnThreads = 128;
+
+__global__ void __launch_bounds__(kAttnThreads)
+    attention_kernel(const float* __restrict__ q, const int32_t* __restrict__ row_seq,
+                     const int32_t* __restrict__ row_pos, const float* __restrict__ k_cache,
+                     const float* __restrict__ v_cache, int64_t n_ctx, int64_t n_head, int64_t n_kv_head,
+                     int64_t head_dim, float scale, float* __restrict__ out) {
+  extern __shared__ float smem[];  // [head_dim] q, then [n_pos] scores
+  const int64_t h = blockIdx.x, r = blockIdx.y;
+  const int64_t kv_dim = n_kv_head * head_dim, q_dim = n_head * head_dim;
+  const int64_t kv_h = h / (n_head / n_kv_head);
+  const int64_t n_pos = static_cast<int64_t>(row_pos[r]) + 1;
+  const float* kb = k_cache + static_cast<int64_t>(row_seq[r]) * n_ctx * kv_dim + kv_h * head_dim;
+  const float* vb = v_cache + static_cast<int64_t>(row_seq[r]) * n_ctx * kv_dim + kv_h * head_dim;
+  float* qs = smem;
+  float* sc = smem + head_dim;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = q[r * q_dim + h * head_dim + d];
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  for (int64_t j = warp; j < n_pos; j += n_warps) {
+    const float* kr = kb + j * kv_dim;
+    float s = 0.f;
+    for (int64_t d = lane; d < head_dim; d += 32) s += qs[d] * kr[d];
+    s = warp_sum(s);
+    if (lane == 0) sc[j] = s * scale;
+  }
+  __syncthreads();
+  __shared__ float red[kAttnThreads / 32];
+  __shared__ float bcast;
+  float mx = -FLT_MAX;
+  for (int64_t j = threadIdx.x; j < n_pos; j += blockDim.x) mx = fmaxf(mx, sc[j]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = red[0];
+    for (int w = 1; w < n_warps; ++w) m = fmaxf(m, red[w]);
+    bcast = m;
+  }
+  __syncthreads();
+  mx = bcast;
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < n_pos; j += blockDim.x) {
+    const float e = expf(sc[j] - mx);
+    sc[j] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  __syncthreads();
+  if (lane == 0) red[warp] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.f;
+    for (int w = 0; w < n_warps; ++w) s += red[w];
+    bcast = 1.0f / s;
+  }
+  __syncthreads();
+  const float inv = bcast;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float acc = 0.f;
+    for (int64_t j = 0; j < n_pos; ++j) acc += sc[j] * vb[j * kv_dim + d];
+    out[r * q_dim + h * head_dim + d] = acc * inv;
+  }
+}
+
+__global__ void swiglu_kernel(float* gate, const float* __restrict__ up, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  gate[i] = __fmul_rn(__fdiv_rn(g, 1.0f + expf(-g)), up[i]);
+}
+
+__global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += x[i];
+}
+
+// ---- logit-lens statistics: one block of 1024 threads ------------------------------------------------------
+constexpr int kLensThreads = 1024;
+
+struct Ranked {
+  float z;
+  int32_t id;
+};
+// a ranks before b: higher logit, then lower id (argmax with lowest-id ties, as the CPU).
+__device__ __forceinline__ bool before(Ranked a, Ranked b) { return a.z > b.z || (a.z == b.z && a.id < b.id); }
+
+__global__ void __launch_bounds__(kLensThreads)
+    lens_kernel(const float* __restrict__ logits, const int32_t* __restrict__ ids, int64_t m, int64_t k,
+                int32_t* out_ids, float* out_probs, float* out_features) {
+  __shared__ float fred[kLensThreads / 32];
+  __shared__ double dred[2][kLensThreads / 32];
+  __shared__ Ranked rred[kLensThreads / 32];
+  __shared__ Ranked prev;
+  __shared__ float zmax_s;
+  __shared__ double log_sum_s;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n_warps = blockDim.x >> 5;
+  auto id_at = [&](int64_t i) { return ids ? ids[i] : static_cast<int32_t>(i); };
+  // max
+  float mx = -FLT_MAX;
+  for (int64_t i = tid; i < m; i += blockDim.x) mx = fmaxf(mx, logits[id_at(i)]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) fred[warp] = mx;
+  __syncthreads();
+  if (tid == 0) {
+    float v = fred[0];
+    for (int w = 1; w < n_warps; ++w) v = fmaxf(v, fred[w]);
+    zmax_s = v;
+  }
+  __syncthreads();
+  const float zmax = zmax_s;
+  // softmax normaliser and entropy in one pass, in double (H = log S - sum(e t) / S, t = z - zmax)
+  double sum = 0.0, weighted = 0.0;
+  for (int64_t i = tid; i < m; i += blockDim.x) {
+    const double t = static_cast<double>(logits[id_at(i)] - zmax);
+    const double e = exp(t);
+    sum += e;
+    weighted += e * t;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    weighted += __shfl_xor_sync(0xffffffffu, weighted, o);
+  }
+  if (lane == 0) {
+    dred[0][warp] = sum;
+    dred[1][warp] = weighted;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    double s = 0.0, wsum = 0.0;
+    for (int w = 0; w < n_warps; ++w) {
+      s += dred[0][w];
+      wsum += dred[1][w];
+    }
+    log_sum_s = log(s);
+    out_features[3] = static_cast<float>(log(s) - wsum / s);
+    prev.z = FLT_MAX;  // nothing ranked yet: every element is eligible
+    prev.id = -1;
+  }
+  __syncthreads();
+  const double log_sum = log_sum_s;
+  // top-k: k passes of a block argmax, each over the elements ranked after the previous pick
+  const int64_t kk = k < 2 ? 2 : k;
+  for (int64_t pass = 0; pass < kk && pass < m; ++pass) {
+    const Ranked p = prev;
+    Ranked best{-FLT_MAX, INT32_MAX};
+    bool found = false;
+    for (int64_t i = tid; i < m; i += blockDim.x) {
+      const Ranked c{logits[id_at(i)], id_at(i)};
+      const bool after_prev = pass == 0 || before(p, c);
+      if (after_prev && (!found || before(c, best))) {
+        best = c;
+        found = true;
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      Ranked other{__shfl_xor_sync(0xffffffffu, best.z, o), __shfl_xor_sync(0xffffffffu, best.id, o)};
+      const bool of = __shfl_xor_sync(0xffffffffu, static_cast<int>(found), o) != 0;
+      if (of && (!found || before(other, best))) {
+        best = other;
+        found = true;
+      }
+    }
+    if (lane == 0) rred[warp] = found ? best : Ranked{-FLT_MAX, -1};
+    __syncthreads();
+    if (tid == 0) {
+      Ranked b{-FLT_MAX, -1};
+      for (int w = 0; w < n_warps; ++w)
+        if (rred[w].id >= 0 && (b.id < 0 || before(rred[w], b))) b = rred[w];
+      out_ids[pass] = b.id;
+      out_probs[pass] = static_cast<float>(exp(static_cast<double>(b.z - zmax) - log_sum));
+      prev = b;
+    }
+    __syncthreads();
+  }
+  if (tid == 0) {
+    for (int64_t i = m; i < kk; ++i) {  // fewer candidates than ranked
+      out_ids[i] = -1;
+      out_probs[i] = 0.f;
+    }
+    const float p1 = out_probs[0];
+    const float p2 = m > 1 ? out_probs[1] : 0.f;
+    out_features[0] = p1;
+    out_features[1] = p2;
+    out_features[2] = p1 - p2;
+  }
+}
+
+}  // namespace
+
+bool supports_type(int32_t type) {
+  switch (type) {
+    case kF32: case kF16: case kBF16: case kQ4_0: case kQ4_1: case kQ5_0: case kQ5_1: case kQ8_0: case kQ4_K:
+    case kQ5_K: case kQ6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void matmul(Stream s, int32_t type, const void* W, size_t row_bytes, int64_t n_in, int64_t n_out, const float* x,
+            int64_t ldx, int64_t n_tok, float* y, int64_t ldy) {
+  if (n_out <= 0 || n_tok <= 0) return;
+  const uint8_t* w = static_cast<const uint8_t*>(W);
+  bool ok;
+  if (n_tok <= 8) {
+    const unsigned grid = blocks_for(n_out, kMmvWarps);
+    const int nt = static_cast<int>(n_tok);
+    ok = dispatch_type(type, [&](auto tag) {
+      constexpr int T = decltype(tag)::value;
+      if (nt == 1)
+        mmv_kernel<T, 1><<<grid, kMmvWarps * 32, 0, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+      else if (nt <= 2)
+        mmv_kernel<T, 2><<<grid, kMmvWarps * 32, 0, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+      else if (nt <= 4)
+        mmv_kernel<T, 4><<<grid, kMmvWarps * 32, 0, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+      else
+        mmv_kernel<T, 8><<<grid, kMmvWarps * 32, 0, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+    });
+  } else {
+    const dim3 grid(blocks_for(n_out, kTile), blocks_for(n_tok, kTile));
+    ok = dispatch_type(type, [&](auto tag) {
+      constexpr int T = decltype(tag)::value;
+      mm_kernel<T><<<grid, 256, 0, s>>>(w, row_bytes, n_in, n_out, x, ldx, n_tok, y, ldy);
+    });
+  }
+  if (!ok) unsupported(type);
+  check_launch("matmul");
+}
+
+void matvec_rows(Stream s, int32_t type, const void* W, size_t row_bytes, int64_t n_in, const int32_t* ids, int64_t m,
+                 const float* x, float* y) {
+  if (m <= 0) return;
+  const uint8_t* w = static_cast<const uint8_t*>(W);
+  const bool ok = dispatch_type(type, [&](auto tag) {
+      constexpr int T = decltype(tag)::value;
+    mmv_rows_kernel<T><<<blocks_for(m, kMmvWarps), kMmvWarps * 32, 0, s>>>(w, row_bytes, n_in, ids, m, x, y);
+  });
+  if (!ok) unsupported(type);
+  check_launch("matvec_rows");
+}
+
+void dequant_rows(Stream s, int32_t type, const void* W, size_t row_bytes, int64_t n_in, int64_t n_rows, float* out) {
+  const int64_t items = n_rows * ((n_in + 15) / 16);
+  if (items <= 0) return;
+  const uint8_t* w = static_cast<const uint8_t*>(W);
+  const bool ok = dispatch_type(type, [&](auto tag) {
+      constexpr int T = decltype(tag)::value;
+    dequant_kernel<T><<<blocks_for(items, 256), 256, 0, s>>>(w, row_bytes, n_in, n_rows, out);
+  });
+  if (!ok) unsupported(type);
+  check_launch("dequant_rows");
+}
+
+void rms_norm(Stream s, const float* x, const float* w, float* out, int64_t n_rows, int64_t n, float eps) {
+  if (n_rows <= 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), 256, 0, s>>>(x, w, out, n, eps);
+  check_launch("rms_norm");
+}
+
+void rope(Stream s, float* x, int64_t ld, int64_t n_rows, const int32_t* pos, int64_t n_heads, int64_t head_dim,
+          int64_t n_rot, float freq_base, const float* freq_factors, bool neox) {
+  const int64_t items = n_rows * (n_rot / 2);
+  if (items <= 0) return;
+  const float theta_scale = powf(freq_base, -2.0f / static_cast<float>(n_rot));  // on the host, as the CPU
+  rope_kernel<<<blocks_for(items, 256), 256, 0, s>>>(x, ld, n_rows, pos, n_heads, head_dim, n_rot, theta_scale,
+                                                     freq_factors, neox ? 1 : 0);
+  check_launch("rope");
+}
+
+void kv_store(Stream s, const float* k_new, const float* v_new, int64_t n_rows, const int32_t* row_seq,
+              const int32_t* row_pos, float* k_cache, float* v_cache, int64_t n_ctx, int64_t kv_dim) {
+  const int64_t items = n_rows * kv_dim;
+  if (items <= 0) return;
+  kv_store_kernel<<<blocks_for(items, 256), 256, 0, s>>>(k_new, v_new, n_rows, row_seq, row_pos, k_cache, v_cache,
+                                                         n_ctx, kv_dim);
+  check_launch("kv_store");
+}
+
+int64_t attention_max_ctx(int device) {
+  int optin = 0;
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
+  // q (head_dim <= 256 floats) and the static reduction buffers come out of the same shared memory
+  return (static_cast<int64_t>(optin) - 256 * 4 - 1024) / 4;
+}
+
+void attention(Stream s, const float* q, int64_t n_rows, const int32_t* row_seq, const int32_t* row_pos,
+               const float* k_cache, const float* v_cache, int64_t n_ctx, int64_t n_head, int64_t n_kv_head,
+               int64_t head_dim, float scale, float* out) {
+  if (n_rows <= 0) return;
+  const size_t smem = static_cast<size_t>(head_dim + n_ctx) * sizeof(float);
+  static thread_local size_t configured = 0;  // per host thread: the attribute is set on the current device
+  if (smem > 48 * 1024 && smem > configured) {
+    if (cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
+        cudaSuccess)
+      throw std::runtime_error("CUDA attention: a context of " + std::to_string(n_ctx) +
+                               " positions does not fit in shared memory");
+    configured = smem;
+  }
+  const dim3 grid(static_cast<unsigned>(n_head), static_cast<unsigned>(n_rows));
+  attention_kernel<<<grid, kAttnThreads, smem, s>>>(q, row_seq, row_pos, k_cache, v_cache, n_ctx, n_head, n_kv_head,
+                                                    head_dim, scale, out);
+  check_launch("attention");
+}
+
+void swiglu(Stream s, float* gate, const float* up, int64_t n) {
+  if (n <= 0) return;
+  swiglu_kernel<<<blocks_for(n, 256), 256, 0, s>>>(gate, up, n);
+  check_launch("swiglu");
+}
+
+void add(Stream s, float* y, const float* x, int64_t n) {
+  if (n <= 0) return;
+  add_kernel<<<blocks_for(n, 256), 256, 0, s>>>(y, x, n);
+  check_launch("add");
+}
+
+void lens_stats(Stream s, const float* logits, const int32_t* ids, int64_t m, int64_t k, int32_t* out_ids,
+                float* out_probs, float* out_features) {
+  if (m <= 0 || k <= 0) throw std::runtime_error("lens_stats: empty input");
+  lens_kernel<<<1, kLensThreads, 0, s>>>(logits, ids, m, k, out_ids, out_probs, out_features);
+  check_launch("lens_stats");
+}
+
+}  // namespace cuda
+}  // namespace adainfer
