@@ -46,3 +46,11 @@ export function readF32Rows(file: string, width: number): Float32Array[] {
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(require('os').tmpdir(), prefix));
 }
+
+/**
+ * The backend the model tests load with: 'cpu', or 'cuda' when ADAINFER_TEST_BACKEND=cuda (test/gpu/run.sh runs
+ * the golden tests that way on a GPU machine that has Node.js).
+ */
+export function testBackend(): 'cpu' | 'cuda' {
+  return process.env.ADAINFER_TEST_BACKEND === 'cuda' ? 'cuda' : 'cpu';
+}

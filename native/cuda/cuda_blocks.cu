@@ -262,6 +262,9 @@ class CudaLlamaBlocks final : public Blocks {
     gate_ = DeviceArray<float>(b * hp_.n_ff);
     up_ = DeviceArray<float>(b * hp_.n_ff);
     logits_ = DeviceArray<float>(static_cast<size_t>(hp_.n_vocab));
+    // split attention for up to 8 rows (decode steps and small batches); larger batches fill the GPU unsplit
+    attn_scratch_ = DeviceArray<float>(static_cast<size_t>(
+        cuda::attention_scratch_floats(std::min<int64_t>(n_batch, 8), hp_.n_head, hp_.head_dim)));
     row_seq_ = DeviceArray<int32_t>(b);
     row_pos_ = DeviceArray<int32_t>(b);
     candidates_ = DeviceArray<int32_t>(static_cast<size_t>(std::max<int64_t>(io_.lens_max_candidates, 1)));
@@ -269,6 +272,10 @@ class CudaLlamaBlocks final : public Blocks {
     lens_out_ = DeviceArray<uint8_t>(static_cast<size_t>(lens_k_) * 8 + 4 * sizeof(float));
     lens_host_ = pinned_array<uint8_t>(lens_out_.size());
     staging_ = pinned_array<float>(b * hp_.n_embd);
+    rows_pinned_ = pinned_array<int32_t>(2 * b);
+    shadow_rows_.assign(2 * b, -1);
+    check(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming), "cudaEventCreate");
+    check(cudaEventCreateWithFlags(&rows_free_, cudaEventDisableTiming), "cudaEventCreate");
     check(cudaStreamSynchronize(stream_), "creating the context");
   }
 
@@ -276,6 +283,8 @@ class CudaLlamaBlocks final : public Blocks {
   ~CudaLlamaBlocks() override {
     cudaSetDevice(w_->device);
     if (stream_) cudaStreamSynchronize(stream_);
+    if (staging_free_) cudaEventDestroy(staging_free_);
+    if (rows_free_) cudaEventDestroy(rows_free_);
   }
 
   const char* backend() const override { return "cuda"; }
@@ -293,13 +302,14 @@ class CudaLlamaBlocks final : public Blocks {
         throw std::out_of_range("token id " + std::to_string(id) + " out of range [0, " + std::to_string(hp_.n_vocab) + ")");
     }
     device();
-    check(cudaStreamSynchronize(stream_), "embed");  // the staging buffer may still feed an earlier copy
+    check(cudaEventSynchronize(staging_free_), "embed");  // the previous embed's copy has read the staging rows
     for (int64_t t = 0; t < n; ++t)
       hk_.dequant_row[e.type](static_cast<const uint8_t*>(e.data) + static_cast<size_t>(io_.tokens[t]) * e.row_bytes,
                               staging_.get() + t * hp_.n_embd, hp_.n_embd);
     check(cudaMemcpyAsync(hidden_.get(), staging_.get(), static_cast<size_t>(n * hp_.n_embd) * sizeof(float),
                           cudaMemcpyHostToDevice, stream_),
           "embed");
+    check(cudaEventRecord(staging_free_, stream_), "embed");
   }
 
   void attention_block(int64_t layer, int64_t n) override {
@@ -311,11 +321,12 @@ class CudaLlamaBlocks final : public Blocks {
     matmul(L.wq, xb_.get(), hp_.n_embd, n, q_.get(), q_dim_);
     cuda::rope(stream_, q_.get(), q_dim_, n, row_pos_.get(), hp_.n_head, hp_.head_dim, hp_.n_rot, hp_.rope_base,
                w_->rope_freqs, hp_.rope_neox);
+    int64_t max_pos = 0;
+    for (int64_t t = 0; t < n; ++t) max_pos = std::max<int64_t>(max_pos, io_.row_pos[t] + 1);
     cuda::attention(stream_, q_.get(), n, row_seq_.get(), row_pos_.get(), k_layer(layer), v_layer(layer), n_ctx_,
                     hp_.n_head, hp_.n_kv_head, hp_.head_dim, 1.0f / std::sqrt(static_cast<float>(hp_.head_dim)),
-                    att_.get());
-    matmul(L.wo, att_.get(), q_dim_, n, xb_.get(), hp_.n_embd);
-    cuda::add(stream_, hidden_.get(), xb_.get(), n * hp_.n_embd);
+                    att_.get(), max_pos, attn_scratch_.get(), static_cast<int64_t>(attn_scratch_.size()));
+    matmul(L.wo, att_.get(), q_dim_, n, hidden_.get(), hp_.n_embd, /*accumulate=*/true);  // hidden += Wo att
   }
 
   void fill_kv(int64_t layer, int64_t n) override {
@@ -332,11 +343,15 @@ class CudaLlamaBlocks final : public Blocks {
     const DeviceLayer& L = w_->layers[layer];
     const int64_t d = hp_.n_embd;
     cuda::rms_norm(stream_, hidden_.get(), L.ffn_norm, xb_.get(), n, d, hp_.rms_eps);
-    matmul(L.w_gate, xb_.get(), d, n, gate_.get(), hp_.n_ff);
-    matmul(L.w_up, xb_.get(), d, n, up_.get(), hp_.n_ff);
-    cuda::swiglu(stream_, gate_.get(), up_.get(), n * hp_.n_ff);
-    matmul(L.w_down, gate_.get(), hp_.n_ff, n, xb_.get(), d);
-    cuda::add(stream_, hidden_.get(), xb_.get(), n * d);
+    if (L.w_gate.type == L.w_up.type) {  // one pass over both matrices (decode), SwiGLU fused
+      cuda::matmul_glu(stream_, L.w_gate.type, L.w_gate.data, L.w_up.data, L.w_gate.row_bytes, d, hp_.n_ff, xb_.get(), d,
+                       n, gate_.get(), up_.get(), hp_.n_ff);
+    } else {  // Q4_K_M-style files may mix types
+      matmul(L.w_gate, xb_.get(), d, n, gate_.get(), hp_.n_ff);
+      matmul(L.w_up, xb_.get(), d, n, up_.get(), hp_.n_ff);
+      cuda::swiglu(stream_, gate_.get(), up_.get(), n * hp_.n_ff);
+    }
+    matmul(L.w_down, gate_.get(), hp_.n_ff, n, hidden_.get(), d, /*accumulate=*/true);  // hidden += W_down h
   }
 
   void head(int64_t row) override {
@@ -438,7 +453,9 @@ class CudaLlamaBlocks final : public Blocks {
       throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
   }
 
-  // Checks every row's sequence and position on the host, then copies them to the device.
+  // Checks every row's sequence and position on the host, then copies them to the device — only when they
+  // changed since the last copy (the layers of one forward pass share them), from pinned memory so that the copy
+  // does not wait for the queued kernels.
   void upload_rows(int64_t n) {
     for (int64_t t = 0; t < n; ++t) {
       const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
@@ -449,17 +466,29 @@ class CudaLlamaBlocks final : public Blocks {
         throw std::out_of_range("row " + std::to_string(t) + ": position " + std::to_string(pos) +
                                 " exceeds the context of " + std::to_string(n_ctx_));
     }
-    device();
     const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
-    check(cudaMemcpyAsync(row_seq_.get(), io_.row_seq, bytes, cudaMemcpyHostToDevice, stream_), "row positions");
-    check(cudaMemcpyAsync(row_pos_.get(), io_.row_pos, bytes, cudaMemcpyHostToDevice, stream_), "row positions");
+    int32_t* shadow_seq = shadow_rows_.data();
+    int32_t* shadow_pos = shadow_rows_.data() + n_batch_;
+    if (std::memcmp(shadow_seq, io_.row_seq, bytes) == 0 && std::memcmp(shadow_pos, io_.row_pos, bytes) == 0) return;
+    device();
+    check(cudaEventSynchronize(rows_free_), "row positions");  // the previous copy has read the pinned rows
+    int32_t* pinned_seq = rows_pinned_.get();
+    int32_t* pinned_pos = rows_pinned_.get() + n_batch_;
+    std::memcpy(pinned_seq, io_.row_seq, bytes);
+    std::memcpy(pinned_pos, io_.row_pos, bytes);
+    check(cudaMemcpyAsync(row_seq_.get(), pinned_seq, bytes, cudaMemcpyHostToDevice, stream_), "row positions");
+    check(cudaMemcpyAsync(row_pos_.get(), pinned_pos, bytes, cudaMemcpyHostToDevice, stream_), "row positions");
+    check(cudaEventRecord(rows_free_, stream_), "row positions");
+    std::memcpy(shadow_seq, io_.row_seq, bytes);
+    std::memcpy(shadow_pos, io_.row_pos, bytes);
   }
 
   float* k_layer(int64_t layer) { return k_cache_.get() + static_cast<size_t>(layer) * n_seq_ * n_ctx_ * kv_dim_; }
   float* v_layer(int64_t layer) { return v_cache_.get() + static_cast<size_t>(layer) * n_seq_ * n_ctx_ * kv_dim_; }
 
-  void matmul(const DeviceMatrix& m, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy) {
-    cuda::matmul(stream_, m.type, m.data, m.row_bytes, m.n_in, m.n_out, x, ldx, n, y, ldy);
+  void matmul(const DeviceMatrix& m, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
+              bool accumulate = false) {
+    cuda::matmul(stream_, m.type, m.data, m.row_bytes, m.n_in, m.n_out, x, ldx, n, y, ldy, accumulate);
   }
 
   // xb = RMSNorm_l(hidden); K/V of layer l for the n rows into the cache (RoPE applied to K).
@@ -519,12 +548,17 @@ class CudaLlamaBlocks final : public Blocks {
   DeviceArray<float> k_new_, v_new_;      // [n_batch][kv_dim]
   DeviceArray<float> gate_, up_;          // [n_batch][n_ff]
   DeviceArray<float> logits_;             // [n_vocab]
+  DeviceArray<float> attn_scratch_;       // partial outputs of split attention (cuda::attention_scratch_floats)
   DeviceArray<int32_t> row_seq_, row_pos_;  // [n_batch]
   DeviceArray<int32_t> candidates_;       // [lens_max_candidates]
   int64_t lens_k_ = 2;                    // max(lens_k, 2): the top 2 are always ranked
   DeviceArray<uint8_t> lens_out_;         // int32 ids[lens_k_] | float probs[lens_k_] | float features[4]
   std::unique_ptr<uint8_t[], PinnedFree> lens_host_;  // pinned copy of lens_out_
   std::unique_ptr<float[], PinnedFree> staging_;      // pinned [n_batch][n_embd]: embedding rows
+  std::unique_ptr<int32_t[], PinnedFree> rows_pinned_;  // pinned [2][n_batch]: row_seq, row_pos being copied
+  std::vector<int32_t> shadow_rows_;                  // [2][n_batch]: what the device's row_seq / row_pos hold
+  cudaEvent_t staging_free_ = nullptr;                // recorded after each copy out of staging_
+  cudaEvent_t rows_free_ = nullptr;                   // recorded after each copy out of rows_pinned_
 };
 
 }  // namespace

@@ -22,10 +22,15 @@ using Stream = CUstream_st*;
 bool supports_type(int32_t type);
 
 // y[t][r] = dot(W row r, x[t]) for r < n_out, t < n_tok (x: rows of stride ldx floats, y: stride ldy).
-// n_tok <= 8: one warp per row, the row read once for every token (decode, small batches: memory bound);
-// larger: 64x64 tiles through shared memory (prefill).
+// n_tok <= 8: one block per row, the row read once for every token (decode, small batches: memory bound);
+// larger: tiles through shared memory on the tensor cores (f16/bf16; prefill), or in f32 for F32 weights.
+// accumulate: y += W x (the residual add fused into the product).
 void matmul(Stream s, int32_t type, const void* W, size_t row_bytes, int64_t n_in, int64_t n_out, const float* x,
-            int64_t ldx, int64_t n_tok, float* y, int64_t ldy);
+            int64_t ldx, int64_t n_tok, float* y, int64_t ldy, bool accumulate = false);
+// y[t][r] = silu(Wg x[t])[r] * (Wu x[t])[r] (SwiGLU's gate and up projections): one pass over both matrices for
+// at most 8 tokens; beyond, two products into y and `up` (both [n_tok][n_out], ldy == n_out) and swiglu().
+void matmul_glu(Stream s, int32_t type, const void* Wg, const void* Wu, size_t row_bytes, int64_t n_in, int64_t n_out,
+                const float* x, int64_t ldx, int64_t n_tok, float* y, float* up, int64_t ldy);
 // Only rows ids[0..m) of W, for one token: y[ids[i]] = dot(W row ids[i], x) (the logit lens over candidates).
 void matvec_rows(Stream s, int32_t type, const void* W, size_t row_bytes, int64_t n_in, const int32_t* ids, int64_t m,
                  const float* x, float* y);
@@ -43,9 +48,12 @@ void kv_store(Stream s, const float* k_new, const float* v_new, int64_t n_rows, 
               const int32_t* row_pos, float* k_cache, float* v_cache, int64_t n_ctx, int64_t kv_dim);
 // Causal GQA attention of n_rows query rows ([n_rows][n_head * head_dim]): row r attends to positions
 // 0..row_pos[r] of sequence row_seq[r] in the layer's cache. out: [n_rows][n_head * head_dim].
+// max_pos: the largest row_pos[r] + 1 (host-known). With `scratch` (attention_scratch_floats() floats), few rows
+// are split over slices of their positions, merged afterwards (flash-decoding): a decode step fills the GPU.
 void attention(Stream s, const float* q, int64_t n_rows, const int32_t* row_seq, const int32_t* row_pos,
                const float* k_cache, const float* v_cache, int64_t n_ctx, int64_t n_head, int64_t n_kv_head,
-               int64_t head_dim, float scale, float* out);
+               int64_t head_dim, float scale, float* out, int64_t max_pos, float* scratch, int64_t scratch_floats);
+int64_t attention_scratch_floats(int64_t n_rows, int64_t n_head, int64_t head_dim);
 // The longest context attention() takes on `device` (its scores live in shared memory).
 int64_t attention_max_ctx(int device);
 // gate[i] = silu(gate[i]) * up[i]

@@ -143,15 +143,26 @@ void test_dequant() {
   }
 }
 
-// Reference y = W x in double over the CPU's dequantized rows.
+// What the tensor-core path rounds weights and activations to (cuda_kernels.cu: mm_tc_kernel), 0 for none.
+enum Round { kNone, kHalf, kBf16 };
+float round_to(float v, Round r) {
+  if (r == kHalf) return fp16_to_fp32(fp32_to_fp16(v));
+  if (r == kBf16) return bf16_to_fp32(fp32_to_bf16(v));
+  return v;
+}
+
+// Reference y = W x in double over the CPU's dequantized rows (both rounded as the kernel does, if it does).
 std::vector<double> ref_matmul(int32_t type, const std::vector<uint8_t>& q, int64_t n_in, int64_t n_out,
-                               const std::vector<float>& x, int64_t ldx, int64_t n_tok, std::vector<double>* mag) {
+                               std::vector<float> x, int64_t ldx, int64_t n_tok, std::vector<double>* mag,
+                               Round round = kNone) {
   const size_t rb = row_bytes(type, n_in);
+  for (float& v : x) v = round_to(v, round);
   std::vector<float> row(n_in);
   std::vector<double> y(n_tok * n_out);
   mag->assign(n_tok * n_out, 0.0);
   for (int64_t r = 0; r < n_out; ++r) {
     kernels_generic().dequant_row[type](q.data() + r * rb, row.data(), n_in);
+    for (float& v : row) v = round_to(v, round);
     for (int64_t t = 0; t < n_tok; ++t) {
       double s = 0, m = 0;
       for (int64_t i = 0; i < n_in; ++i) {
@@ -173,7 +184,9 @@ void test_matmul() {
       const auto q = quantize(type, randn(n_out * n_in), n_out, n_in);
       const auto x = randn(n_tok * ldx);
       std::vector<double> mag;
-      const auto ref = ref_matmul(type, q, n_in, n_out, x, ldx, n_tok, &mag);
+      // more than 8 tokens: the tensor cores, on weights and activations rounded to 16 bits (F32 excepted)
+      const Round round = n_tok <= 8 || type == 0 ? kNone : type == 30 ? kBf16 : kHalf;
+      const auto ref = ref_matmul(type, q, n_in, n_out, x, ldx, n_tok, &mag, round);
       Dev<uint8_t> dq(q);
       Dev<float> dx(x);
       Dev<float> dy(n_tok * ldy);
@@ -183,8 +196,40 @@ void test_matmul() {
       for (int64_t t = 0; t < n_tok; ++t)
         for (int64_t r = 0; r < n_out; ++r)
           worst = std::max(worst, std::fabs(y[t * ldy + r] - ref[t * n_out + r]) / (1e-5 * mag[t * n_out + r] + 1e-30));
-      report(worst <= 1.0, "matmul %-5s n_in %4lld n_out %3lld tokens %2lld: max |err| / (1e-5 sum|wx|) = %.3f",
-             type_name(type), (long long)n_in, (long long)n_out, (long long)n_tok, worst);
+      report(worst <= 1.0, "matmul %-5s n_in %4lld n_out %3lld tokens %2lld%s: max |err| / (1e-5 sum|wx|) = %.3f",
+             type_name(type), (long long)n_in, (long long)n_out, (long long)n_tok,
+             round == kNone ? "" : round == kHalf ? " (tensor cores, f16)" : " (tensor cores, bf16)", worst);
+    }
+  }
+}
+
+// y += W x (the residual add fused into the product) and y = silu(Wg x) * (Wu x), on both paths.
+void test_fused() {
+  for (int32_t type : {1, 8, 12}) {
+    for (int64_t n_tok : {1, 3, 40}) {
+      const int64_t n_in = 512, n_out = 200;
+      const Round round = n_tok <= 8 ? kNone : kHalf;
+      const auto qg = quantize(type, randn(n_out * n_in), n_out, n_in);
+      const auto qu = quantize(type, randn(n_out * n_in), n_out, n_in);
+      const auto x = randn(n_tok * n_in), y0 = randn(n_tok * n_out);
+      std::vector<double> mg, mu;
+      const auto g = ref_matmul(type, qg, n_in, n_out, x, n_in, n_tok, &mg, round);
+      const auto u = ref_matmul(type, qu, n_in, n_out, x, n_in, n_tok, &mu, round);
+      Dev<uint8_t> dg(qg), du(qu);
+      Dev<float> dx(x), dy(y0), dglu(n_tok * n_out), dup(n_tok * n_out);
+      const size_t rb = row_bytes(type, n_in);
+      cuda::matmul(nullptr, type, dg.p, rb, n_in, n_out, dx.p, n_in, n_tok, dy.p, n_out, /*accumulate=*/true);
+      cuda::matmul_glu(nullptr, type, dg.p, du.p, rb, n_in, n_out, dx.p, n_in, n_tok, dglu.p, dup.p, n_out);
+      const auto y = dy.down(), glu = dglu.down();
+      double worst_acc = 0, worst_glu = 0;
+      for (int64_t i = 0; i < n_tok * n_out; ++i) {
+        worst_acc = std::max(worst_acc, std::fabs(y[i] - (y0[i] + g[i])) / (1e-5 * mg[i] + 1e-6));
+        const double want = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+        const double scale = 1e-5 * (mg[i] * std::fabs(u[i]) + mu[i] * std::fabs(g[i])) + 1e-6;
+        worst_glu = std::max(worst_glu, std::fabs(glu[i] - want) / scale);
+      }
+      report(worst_acc <= 1.0 && worst_glu <= 1.0, "fused %-5s tokens %2lld: y += Wx (err ratio %.3f), SwiGLU(Wg x, Wu x) (%.3f)",
+             type_name(type), (long long)n_tok, worst_acc, worst_glu);
     }
   }
 }
@@ -278,10 +323,11 @@ void test_vector_ops() {
 void test_attention() {
   const KernelTable& ref = kernels_generic();
   for (int64_t n_kv_head : {2, 8}) {
-    const int64_t n_seq = 2, n_ctx = 80, n_head = 8, head_dim = 32;
+    // positions long enough for the split path (slices of >= 128), and rows too short to fill every slice
+    const int64_t n_seq = 2, n_ctx = 700, n_head = 8, head_dim = 32;
     const int64_t kv_dim = n_kv_head * head_dim, q_dim = n_head * head_dim;
     const auto k = randn(n_seq * n_ctx * kv_dim, 2.f), v = randn(n_seq * n_ctx * kv_dim);
-    const std::vector<int32_t> seq = {0, 1, 0, 1, 0}, pos = {5, 0, 79, 20, 6};
+    const std::vector<int32_t> seq = {0, 1, 0, 1, 0}, pos = {5, 0, 699, 300, 6};
     const int64_t rows = seq.size();
     const auto q = randn(rows * q_dim);
     std::vector<float> cpu(rows * q_dim), scratch(n_ctx);
@@ -301,11 +347,15 @@ void test_attention() {
     }
     Dev<float> dq(q), dk(k), dv(v), out(rows * q_dim);
     Dev<int32_t> dseq(seq), dpos(pos);
-    cuda::attention(nullptr, dq.p, rows, dseq.p, dpos.p, dk.p, dv.p, n_ctx, n_head, n_kv_head, head_dim,
-                    1.f / std::sqrt(float(head_dim)), out.p);
-    const double d = max_abs_diff(cpu, out.down(), cpu.size());
-    report(d <= 1e-5, "attention %s (8 heads / %lld kv heads), rows of 2 sequences: max |gpu - cpu| = %.2e",
-           n_kv_head < n_head ? "GQA" : "MHA", (long long)n_kv_head, d);
+    const int64_t sf = cuda::attention_scratch_floats(rows, n_head, head_dim);
+    Dev<float> dscratch(sf);
+    for (bool split : {false, true}) {  // whole rows, and rows split over slices of positions then merged
+      cuda::attention(nullptr, dq.p, rows, dseq.p, dpos.p, dk.p, dv.p, n_ctx, n_head, n_kv_head, head_dim,
+                      1.f / std::sqrt(float(head_dim)), out.p, 700, split ? dscratch.p : nullptr, split ? sf : 0);
+      const double d = max_abs_diff(cpu, out.down(), cpu.size());
+      report(d <= 1e-5, "attention %s (8 heads / %lld kv heads), rows of 2 sequences%s: max |gpu - cpu| = %.2e",
+             n_kv_head < n_head ? "GQA" : "MHA", (long long)n_kv_head, split ? ", split positions" : "", d);
+    }
   }
   {
     // the KV store puts each row at its (sequence, position)
@@ -465,6 +515,29 @@ struct HostModel {
   }
 };
 
+// The same model with every matrix dequantized to F32 (by the CPU's dequant_row, which the CUDA kernels match bit
+// for bit): the exact-weight reference for the CUDA blocks, which multiply dequantized weights by float
+// activations (the CPU blocks on the quantized model quantize activations first, as ggml does).
+std::shared_ptr<LlamaWeights> dequantized_f32(const LlamaWeights& w, std::vector<std::vector<float>>& store) {
+  auto out = std::make_shared<LlamaWeights>(w);
+  store.reserve(store.size() + 3 + 7 * w.layers.size());
+  auto f32 = [&](WeightView& v) {
+    store.emplace_back(static_cast<size_t>(v.ne0 * v.ne1));
+    std::vector<float>& dst = store.back();
+    for (int64_t r = 0; r < v.ne1; ++r)
+      kernels_generic().dequant_row[v.type](static_cast<const uint8_t*>(v.data) + r * v.row_bytes, dst.data() + r * v.ne0,
+                                            v.ne0);
+    v.data = dst.data();
+    v.type = 0;
+    v.row_bytes = static_cast<size_t>(v.ne0) * 4;
+  };
+  f32(out->tok_embd);
+  f32(out->output);
+  for (LlamaLayer& L : out->layers)
+    for (WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) f32(*v);
+  return out;
+}
+
 struct Io {
   std::vector<int32_t> tokens, row_seq, row_pos, cand, ids;
   std::vector<float> logits, probs, features;
@@ -501,13 +574,15 @@ void test_blocks(int32_t type, bool neox) {
   hp.rope_neox = neox;
   HostModel model(hp, type, false);
   std::shared_ptr<const LlamaWeights> w = model.w;
+  std::vector<std::vector<float>> f32_store;
+  std::shared_ptr<const LlamaWeights> ref_w = dequantized_f32(*model.w, f32_store);
   const int64_t n_seq = 2, n_ctx = 32, n_batch = 8, lens_k = 4, n_cand = 8;
   Io ci(n_batch, hp.n_vocab, lens_k, n_cand), gi(n_batch, hp.n_vocab, lens_k, n_cand);
-  LlamaState cpu(w, n_seq, n_ctx, n_batch, 1, kernels_generic(), ci.b);
+  LlamaState cpu(ref_w, n_seq, n_ctx, n_batch, 1, kernels_generic(), ci.b);
   auto gw = cuda_upload_weights(w, 0);
   auto gpu = make_cuda_blocks(gw, n_seq, n_ctx, n_batch, kernels_generic(), gi.b);
-  // The CPU multiplies quantized weights by 8-bit (bf16 for BF16) activations, as ggml; the GPU by floats.
-  const double tol = type == 0 || type == 1 ? 2e-4 : 3e-2;
+  // Same weights, float activations on both sides: only the order of the sums differs.
+  const double tol = 1e-4;
   double worst = 0;
   std::string where;
   auto both = [&](const std::function<void(Blocks&, Io&)>& f) {
@@ -610,7 +685,7 @@ void test_blocks(int32_t type, bool neox) {
   });
   compare_logits("decode after an exit with K/V propagation");
   report(worst <= tol && lens_ok && dh <= tol * 10,
-         "blocks %-5s %-8s CUDA vs CPU: max |logit delta| / max|logit| = %.2e (%s), hidden %.1e, lens %s (tol %.0e)",
+         "blocks %-5s %-8s CUDA vs CPU (F32 of the same weights): max |logit delta| / max|logit| = %.2e (%s), hidden %.1e, lens %s (tol %.0e)",
          type_name(type), neox ? "neox" : "adjacent", worst, where.c_str(), dh, lens_ok ? "agree" : "DISAGREE", tol);
 }
 
@@ -702,7 +777,7 @@ void bench() {
     }
   }
   std::printf("\nmatrix-matrix (prefill), 4096x4096 weights x 512 tokens:\n| type | us | TFLOP/s |\n|---|---:|---:|\n");
-  for (int32_t type : {1, 8, 2, 12}) {
+  for (int32_t type : {0, 1, 30, 8, 2, 12}) {  // F32: the float kernel; the others: tensor cores
     const int64_t n_in = 4096, n_out = 4096, n_tok = 512;
     const auto q = HostModel::random_quant_bytes(type, n_in, n_out);
     Dev<uint8_t> dq(q);
@@ -711,15 +786,20 @@ void bench() {
         [&] { cuda::matmul(nullptr, type, dq.p, row_bytes(type, n_in), n_in, n_out, x.p, n_in, n_tok, y.p, n_out); }, 5);
     std::printf("| %s | %.0f | %.1f |\n", type_name(type), us, 2.0 * n_in * n_out * n_tok / us / 1e6);
   }
-  std::printf("\nattention, 32 heads x 128 dims (MHA), one query row:\n| context | us |\n|---|---:|\n");
+  std::printf("\nattention, 32 heads x 128 dims (MHA), one query row:\n| context | us (one block per head) | us (split positions) |\n|---|---:|---:|\n");
   for (int64_t ctx : {512, 2048, 4096}) {
     const int64_t kv_dim = 32 * 128;
     Dev<float> k(randn(ctx * kv_dim)), v(randn(ctx * kv_dim)), q(randn(kv_dim)), out(kv_dim);
     Dev<int32_t> seq(std::vector<int32_t>{0}), pos(std::vector<int32_t>{int32_t(ctx - 1)});
-    const double us = time_us([&] {
-      cuda::attention(nullptr, q.p, 1, seq.p, pos.p, k.p, v.p, ctx, 32, 32, 128, 1.f / std::sqrt(128.f), out.p);
-    }, 20);
-    std::printf("| %lld | %.1f |\n", (long long)ctx, us);
+    const int64_t sf = cuda::attention_scratch_floats(1, 32, 128);
+    Dev<float> scratch(sf);
+    double us[2];
+    for (int split = 0; split < 2; ++split)
+      us[split] = time_us([&] {
+        cuda::attention(nullptr, q.p, 1, seq.p, pos.p, k.p, v.p, ctx, 32, 32, 128, 1.f / std::sqrt(128.f), out.p, ctx,
+                        split ? scratch.p : nullptr, split ? sf : 0);
+      }, 20);
+    std::printf("| %lld | %.1f | %.1f |\n", (long long)ctx, us[0], us[1]);
   }
 
   // Whole model at llama2-7b geometry, random weights: one layer in us, then prefill and decode tokens/s.
@@ -733,8 +813,9 @@ void bench() {
   hp.n_vocab = 32000;
   hp.n_rot = 128;
   std::printf("\nllama2-7b geometry (32 layers, dim 4096, ffn 11008, vocab 32000), random weights:\n");
-  std::printf("| type | weights GiB | layer decode us | layer pp512 us | pp512 tok/s | tg128 tok/s | tg GB/s |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| type | weights GiB | layer decode us | lens check us (vocab) | lens check us (16 ids) | layer pp512 us | "
+              "pp512 tok/s | tg128 tok/s | tg GB/s |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (int32_t type : {8, 2, 1}) {
     const auto t0 = std::chrono::steady_clock::now();
     HostModel model(hp, type, true);
@@ -749,17 +830,36 @@ void bench() {
       io.row_seq[t] = 0;
       io.row_pos[t] = int32_t(t);
     }
+    // One layer, wall clock (launches included), ended by a read of the residual stream (a stream sync).
+    std::vector<float> h(hp.n_embd);
+    auto layer_us = [&](int64_t rows, int reps) {
+      b->attention_block(0, rows);
+      b->mlp_block(0, rows);
+      b->read_hidden(0, 1, h.data());
+      const auto a = std::chrono::steady_clock::now();
+      for (int r = 0; r < reps; ++r) {
+        b->attention_block(0, rows);
+        b->mlp_block(0, rows);
+      }
+      b->read_hidden(0, 1, h.data());
+      return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count() / reps;
+    };
     b->embed(n_batch);
-    const double layer_pp = time_us([&] {
-      b->attention_block(0, n_batch);
-      b->mlp_block(0, n_batch);
-    }, 3);
+    const double layer_pp = layer_us(n_batch, 5);
     io.row_pos[0] = 512;
     b->embed(1);
-    const double layer_tg = time_us([&] {
-      b->attention_block(0, 1);
-      b->mlp_block(0, 1);
-    }, 20);
+    const double layer_tg = layer_us(1, 50);
+    // An exit check between layers (wall clock, the result on the host): the full-vocabulary lens and the
+    // candidate lens (16 ids).
+    auto check_us = [&](const std::function<void()>& f) {
+      f();
+      const auto a = std::chrono::steady_clock::now();
+      for (int r = 0; r < 50; ++r) f();
+      return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count() / 50;
+    };
+    const double lens_full = check_us([&] { b->logit_lens(0, 2); });
+    for (int i = 0; i < 16; ++i) io.cand[i] = 100 * i;
+    const double lens_cand = check_us([&] { b->logit_lens_candidates(0, 16, 2); });
     // prefill: 512 tokens, every layer, then the head of the last row (wall clock, host included)
     for (int64_t t = 0; t < n_batch; ++t) io.row_pos[t] = int32_t(t);
     auto wall = [](const std::function<void()>& f) {
@@ -793,8 +893,8 @@ void bench() {
         io.tokens[0] = int32_t(std::max_element(io.logits.begin(), io.logits.end()) - io.logits.begin());
       }
     });
-    std::printf("| %s | %.2f | %.0f | %.0f | %.0f | %.1f | %.0f |\n", type_name(type), gib, layer_tg, layer_pp,
-                n_batch / pp[1], 128 / tg, gib * 1.073741824 * 128 / tg);
+    std::printf("| %s | %.2f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f |\n", type_name(type), gib, layer_tg,
+                lens_full, lens_cand, layer_pp, n_batch / pp[1], 128 / tg, gib * 1.073741824 * 128 / tg);
     std::fflush(stdout);
     (void)load_s;
   }
@@ -899,6 +999,7 @@ int main(int argc, char** argv) {
                 probe.devices[0].cc_minor);
     test_dequant();
     test_matmul();
+    test_fused();
     test_matvec_rows();
     test_vector_ops();
     test_attention();

@@ -12,7 +12,7 @@ import * as path from 'path';
 import { Sequence } from '../../lib/engine/sequence';
 import { LlamaContext, LlamaModel } from '../../lib/model/llama';
 import { native } from '../../lib/bindings/native';
-import { describeShared, readF32Rows } from '../helpers';
+import { describeShared, readF32Rows, testBackend } from '../helpers';
 import { compareRow, GreedyGolden, LogitsGolden, Tolerance } from './golden_compare';
 
 const F32: Tolerance = { atol: (m) => 1e-4 * Math.max(1, m), mean: Infinity };
@@ -38,7 +38,7 @@ describeShared('llama.cpp goldens', (shared) => {
       let model: LlamaModel;
       let ctx: LlamaContext;
       beforeAll(() => {
-        model = LlamaModel.load(m.file(shared), { kernels: isa });
+        model = LlamaModel.load(m.file(shared), { kernels: isa, backend: testBackend() });
         ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
       });
       afterAll(() => {

@@ -17,7 +17,7 @@ import * as path from 'path';
 import { Sequence } from '../../lib/engine/sequence';
 import { LlamaContext, LlamaModel } from '../../lib/model/llama';
 import { native } from '../../lib/bindings/native';
-import { describeShared, readF32Rows } from '../helpers';
+import { describeShared, readF32Rows, testBackend } from '../helpers';
 import { compareRow, GreedyGolden, LogitsGolden, Tolerance } from './golden_compare';
 
 const QUANT: Tolerance = { atol: () => 8e-2, mean: 1e-2 };
@@ -43,7 +43,7 @@ describeShared('llama.cpp goldens, quantized models', (shared) => {
       let model: LlamaModel;
       let ctx: LlamaContext;
       beforeAll(() => {
-        model = LlamaModel.load(file, { kernels: isa });
+        model = LlamaModel.load(file, { kernels: isa, backend: testBackend() });
         ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
       });
       afterAll(() => {

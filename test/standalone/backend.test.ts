@@ -1,0 +1,77 @@
+/**
+ * Backend selection where there is no usable CUDA device (every CI machine): 'auto' runs on the CPU,
+ * 'cuda' is a BACKEND_UNAVAILABLE error that says why, for the API and the CLI, and a bad backend name is an
+ * option error. (On a GPU machine test/gpu/run.sh checks the CUDA backend itself.)
+ */
+import * as path from 'path';
+import { spawnSync } from 'child_process';
+import { loadModel } from '../../lib';
+import { native } from '../../lib/bindings/native';
+import { repoRoot } from '../helpers';
+
+const CLI = path.join(repoRoot(), 'dist', 'lib', 'cli', 'main.js');
+const cuda = native().systemInfo().cuda;
+const noGpu = cuda.available ? describe.skip : describe;
+
+describe('systemInfo().cuda', () => {
+  test('reports whether this build has the backend, whether a device works, and why not', () => {
+    expect(typeof cuda.compiled).toBe('boolean');
+    expect(typeof cuda.available).toBe('boolean');
+    expect(Array.isArray(cuda.devices)).toBe(true);
+    if (!cuda.available) expect(cuda.reason).toMatch(/CUDA/);
+  });
+});
+
+noGpu('without a usable CUDA device', () => {
+  test("backend 'auto' (the default) loads on the CPU and generates", async () => {
+    const model = await loadModel(undefined, { threads: 1 });
+    try {
+      expect(model.info.backend).toBe('cpu');
+      expect(model.info.deviceBytes).toBe(0);
+      const session = await model.createSession({ contextSize: 64 });
+      const r = await session.generate('Once upon a time', { temperature: 0, maxTokens: 4 });
+      expect(r.tokens).toHaveLength(4);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  test("backend 'cuda' is BACKEND_UNAVAILABLE with the probe's reason", async () => {
+    await expect(loadModel(undefined, { threads: 1, backend: 'cuda' })).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: cuda.reason,
+    });
+  });
+
+  test('the CLI: --backend cuda fails with the code and the reason, --backend cpu runs', () => {
+    const bad = spawnSync(process.execPath, [CLI, 'generate', '-p', 'Once', '-n', '2', '--backend', 'cuda'], {
+      encoding: 'utf8',
+      timeout: 60000,
+    });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain('[BACKEND_UNAVAILABLE]');
+    const ok = spawnSync(
+      process.execPath,
+      [CLI, 'generate', '-p', 'Once', '-n', '2', '--temp', '0', '--threads', '1', '--backend', 'cpu', '--json'],
+      { encoding: 'utf8', timeout: 60000 },
+    );
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(ok.stdout).model.backend).toBe('cpu');
+  });
+});
+
+describe('invalid backend options', () => {
+  test.each([['tpu'], [''], [3]])('backend %p is an INVALID_OPTION error', async (backend) => {
+    await expect(loadModel(undefined, { backend: backend as 'cpu' })).rejects.toMatchObject({ code: 'INVALID_OPTION' });
+  });
+
+  test('a negative device is an INVALID_OPTION error', async () => {
+    await expect(loadModel(undefined, { device: -1 })).rejects.toMatchObject({ code: 'INVALID_OPTION' });
+  });
+
+  test('the CLI names the flag', () => {
+    const r = spawnSync(process.execPath, [CLI, 'generate', '-p', 'Once', '--backend', 'tpu'], { encoding: 'utf8', timeout: 60000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('--backend');
+  });
+});
