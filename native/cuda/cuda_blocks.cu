@@ -271,6 +271,7 @@ class CudaLlamaBlocks final : public Blocks {
     lens_k_ = std::max<int64_t>(io_.lens_k, 2);
     lens_out_ = DeviceArray<uint8_t>(static_cast<size_t>(lens_k_) * 8 + 4 * sizeof(float));
     lens_host_ = pinned_array<uint8_t>(lens_out_.size());
+    lens_scratch_ = DeviceArray<uint8_t>(static_cast<size_t>(cuda::lens_scratch_bytes()));
     staging_ = pinned_array<float>(b * hp_.n_embd);
     rows_pinned_ = pinned_array<int32_t>(2 * b);
     shadow_rows_.assign(2 * b, -1);
@@ -518,7 +519,7 @@ class CudaLlamaBlocks final : public Blocks {
     int32_t* d_ids = reinterpret_cast<int32_t*>(lens_out_.get());
     float* d_probs = reinterpret_cast<float*>(lens_out_.get() + lens_k_ * 4);
     float* d_features = reinterpret_cast<float*>(lens_out_.get() + lens_k_ * 8);
-    cuda::lens_stats(stream_, logits_.get(), ids, m, k, d_ids, d_probs, d_features);
+    cuda::lens_stats(stream_, logits_.get(), ids, m, k, d_ids, d_probs, d_features, lens_scratch_.get());
     const uint8_t* host = lens_host_.get();
     check(cudaMemcpyAsync(lens_host_.get(), lens_out_.get(), lens_out_.bytes(), cudaMemcpyDeviceToHost, stream_), "lens");
     check(cudaStreamSynchronize(stream_), "lens");
@@ -554,6 +555,7 @@ class CudaLlamaBlocks final : public Blocks {
   int64_t lens_k_ = 2;                    // max(lens_k, 2): the top 2 are always ranked
   DeviceArray<uint8_t> lens_out_;         // int32 ids[lens_k_] | float probs[lens_k_] | float features[4]
   std::unique_ptr<uint8_t[], PinnedFree> lens_host_;  // pinned copy of lens_out_
+  DeviceArray<uint8_t> lens_scratch_;                 // the many-block reduction of a full-vocabulary lens
   std::unique_ptr<float[], PinnedFree> staging_;      // pinned [n_batch][n_embd]: embedding rows
   std::unique_ptr<int32_t[], PinnedFree> rows_pinned_;  // pinned [2][n_batch]: row_seq, row_pos being copied
   std::vector<int32_t> shadow_rows_;                  // [2][n_batch]: what the device's row_seq / row_pos hold

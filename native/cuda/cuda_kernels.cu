@@ -197,7 +197,8 @@ constexpr int kMmvWarps = 4;
 
 // acc[t] = the dot products of row with x[t] over chunks first, first + stride, ... (t < n_tok), summed over
 // the warp (every lane gets the sums).
-template <int T, int NT>
+// XS: x is in shared memory (plain loads); else global (read-only cache loads).
+template <int T, int NT, bool XS = false>
 __device__ __forceinline__ void chunk_dots(const uint8_t* row, int64_t n_in, const float* __restrict__ x, int64_t ldx,
                                            int n_tok, int64_t first, int64_t stride, float* acc) {
   const int64_t nc = (n_in + 15) / 16;
@@ -218,7 +219,7 @@ __device__ __forceinline__ void chunk_dots(const uint8_t* row, int64_t n_in, con
       if (lim == 16 && x_vec) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const float4 v = __ldg(reinterpret_cast<const float4*>(xp) + i);
+          const float4 v = XS ? reinterpret_cast<const float4*>(xp)[i] : __ldg(reinterpret_cast<const float4*>(xp) + i);
           s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
         }
       } else {
@@ -229,6 +230,58 @@ __device__ __forceinline__ void chunk_dots(const uint8_t* row, int64_t n_in, con
   }
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = warp_sum(acc[t]);
+}
+
+// ---- decode with the activations in shared memory: a warp per row, 8 rows per block ------------------------
+// Every row needs all of x; read from global memory by each row, x costs more traffic than a quantized row
+// itself (16 KB of floats against 2.3 KB of Q4_0 at dim 4096). Staged once per block of 8 rows, it does not.
+// Used when the tokens' activations fit in 48 KB of shared memory (n_tok * n_in * 4 bytes).
+constexpr int kXsRows = 8;
+constexpr int64_t kXsMaxBytes = 48 * 1024;
+
+// Copies x ([n_tok][ldx], the first n_in of each row) to shared xs ([n_tok][n_in]).
+__device__ __forceinline__ void stage_x(const float* __restrict__ x, int64_t ldx, int64_t n_in, int n_tok, float* xs) {
+  for (int64_t i = threadIdx.x; i < n_tok * n_in; i += blockDim.x) xs[i] = __ldg(x + (i / n_in) * ldx + i % n_in);
+  __syncthreads();
+}
+
+template <int T, int NT>
+__global__ void __launch_bounds__(kXsRows * 32)
+    mmv_xs_kernel(const uint8_t* __restrict__ W, size_t rb, int64_t n_in, int64_t n_out, const float* __restrict__ x,
+                  int64_t ldx, int n_tok, float* __restrict__ y, int64_t ldy, int accumulate) {
+  extern __shared__ __align__(16) float xs[];
+  stage_x(x, ldx, n_in, n_tok, xs);
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kXsRows + (threadIdx.x >> 5);
+  if (r >= n_out) return;
+  float acc[NT];
+  chunk_dots<T, NT, true>(W + r * rb, n_in, xs, n_in, n_tok, threadIdx.x & 31, 32, acc);
+  if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t >= n_tok) break;
+    float* out = y + t * ldy + r;
+    *out = accumulate ? *out + acc[t] : acc[t];
+  }
+}
+
+template <int T, int NT>
+__global__ void __launch_bounds__(kXsRows * 32)
+    mmv_xs_glu_kernel(const uint8_t* __restrict__ Wg, const uint8_t* __restrict__ Wu, size_t rb, int64_t n_in,
+                      int64_t n_out, const float* __restrict__ x, int64_t ldx, int n_tok, float* __restrict__ y,
+                      int64_t ldy) {
+  extern __shared__ __align__(16) float xs[];
+  stage_x(x, ldx, n_in, n_tok, xs);
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kXsRows + (threadIdx.x >> 5);
+  if (r >= n_out) return;
+  float g[NT], u[NT];
+  chunk_dots<T, NT, true>(Wg + r * rb, n_in, xs, n_in, n_tok, threadIdx.x & 31, 32, g);
+  chunk_dots<T, NT, true>(Wu + r * rb, n_in, xs, n_in, n_tok, threadIdx.x & 31, 32, u);
+  if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t >= n_tok) break;
+    y[t * ldy + r] = __fmul_rn(__fdiv_rn(g[t], 1.0f + expf(-g[t])), u[t]);  // as swiglu_kernel
+  }
 }
 
 // The whole block on one row: its warps take interleaved chunks (all of a row's loads in flight at once — a
@@ -821,7 +874,161 @@ __global__ void __launch_bounds__(kLensThreads)
   }
 }
 
+// ---- logit-lens statistics over the whole vocabulary, many blocks: the per-check cost of AdaInfer ----------
+// lens_partial_kernel: block b takes a contiguous span of the logits and writes its maximum m_b, S_b =
+// sum e^(z - m_b), W_b = sum e^(z - m_b) (z - m_b) (double) and its own top kk; lens_final_kernel merges them:
+// M = max m_b, S = sum S_b e^(m_b - M), sum e^(z - M)(z - M) = sum e^(m_b - M) (W_b + (m_b - M) S_b).
+constexpr int kLensPartThreads = 256;
+constexpr int kLensMaxParts = 256;
+constexpr int kLensFastK = 8;  // the top-k of the many-block path; larger k use lens_kernel
+
+struct LensPart {
+  double s, w;
+  float m;
+  float pad;
+};
+
+// Block-wide argmax (by `before`) of the elements ranked after `prev` (all when first); every thread gets it.
+__device__ Ranked block_best_after(const float* __restrict__ z, int64_t i0, int64_t i1, Ranked prev, bool first,
+                                   Ranked* red) {
+  Ranked best{-FLT_MAX, -1};
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    const Ranked c{z[i], static_cast<int32_t>(i)};
+    if ((first || before(prev, c)) && (best.id < 0 || before(c, best))) best = c;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const Ranked other{__shfl_xor_sync(0xffffffffu, best.z, o), __shfl_xor_sync(0xffffffffu, best.id, o)};
+    if (other.id >= 0 && (best.id < 0 || before(other, best))) best = other;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();  // red may still be read from the previous call
+  if (lane == 0) red[warp] = best;
+  __syncthreads();
+  Ranked b{-FLT_MAX, -1};
+  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w)
+    if (red[w].id >= 0 && (b.id < 0 || before(red[w], b))) b = red[w];
+  return b;
+}
+
+__global__ void __launch_bounds__(kLensPartThreads)
+    lens_partial_kernel(const float* __restrict__ logits, int64_t m, int64_t span, int kk, LensPart* parts,
+                        Ranked* cands) {
+  __shared__ Ranked red[kLensPartThreads / 32];
+  __shared__ float fmax_s[kLensPartThreads / 32];
+  __shared__ double ds[2][kLensPartThreads / 32];
+  const int64_t i0 = blockIdx.x * span, i1 = i0 + span < m ? i0 + span : m;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  float mx = -FLT_MAX;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) mx = fmaxf(mx, logits[i]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) fmax_s[warp] = mx;
+  __syncthreads();
+  mx = fmax_s[0];
+  for (int w = 1; w < n_warps; ++w) mx = fmaxf(mx, fmax_s[w]);
+  double sum = 0.0, weighted = 0.0;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    const double t = static_cast<double>(logits[i] - mx);
+    const double e = exp(t);
+    sum += e;
+    weighted += e * t;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    weighted += __shfl_xor_sync(0xffffffffu, weighted, o);
+  }
+  if (lane == 0) {
+    ds[0][warp] = sum;
+    ds[1][warp] = weighted;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    LensPart p{0.0, 0.0, mx, 0.f};
+    for (int w = 0; w < n_warps; ++w) {
+      p.s += ds[0][w];
+      p.w += ds[1][w];
+    }
+    parts[blockIdx.x] = p;
+  }
+  Ranked prev{0.f, -1};
+  for (int pass = 0; pass < kk; ++pass) {
+    prev = block_best_after(logits, i0, i1, prev, pass == 0, red);
+    if (threadIdx.x == 0) cands[blockIdx.x * kk + pass] = prev;
+    if (prev.id < 0) {  // the span had fewer than kk elements: pad
+      if (threadIdx.x == 0)
+        for (int rest = pass + 1; rest < kk; ++rest) cands[blockIdx.x * kk + rest] = Ranked{-FLT_MAX, -1};
+      break;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kLensPartThreads)
+    lens_final_kernel(const LensPart* __restrict__ parts, int n_parts, const Ranked* __restrict__ cands, int kk,
+                      int64_t m, int64_t k, int32_t* out_ids, float* out_probs, float* out_features) {
+  __shared__ Ranked red[kLensPartThreads / 32];
+  __shared__ Ranked picked[kLensFastK];
+  __shared__ float zmax_s;
+  __shared__ double log_sum_s;
+  if (threadIdx.x == 0) {
+    float M = -FLT_MAX;
+    for (int b = 0; b < n_parts; ++b) M = fmaxf(M, parts[b].m);
+    double S = 0.0, W = 0.0;
+    for (int b = 0; b < n_parts; ++b) {
+      const double f = exp(static_cast<double>(parts[b].m - M));
+      S += parts[b].s * f;
+      W += f * (parts[b].w + static_cast<double>(parts[b].m - M) * parts[b].s);
+    }
+    zmax_s = M;
+    log_sum_s = log(S);
+    out_features[3] = static_cast<float>(log(S) - W / S);
+  }
+  // top-kk among the candidates, by the same ranking (a candidate's id is its vocabulary index)
+  const int n_c = n_parts * kk;
+  Ranked prev{0.f, -1};
+  for (int pass = 0; pass < kk; ++pass) {
+    Ranked best{-FLT_MAX, -1};
+    for (int i = threadIdx.x; i < n_c; i += blockDim.x) {
+      const Ranked c = cands[i];
+      if (c.id >= 0 && (pass == 0 || before(prev, c)) && (best.id < 0 || before(c, best))) best = c;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const Ranked other{__shfl_xor_sync(0xffffffffu, best.z, o), __shfl_xor_sync(0xffffffffu, best.id, o)};
+      if (other.id >= 0 && (best.id < 0 || before(other, best))) best = other;
+    }
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = best;
+    __syncthreads();
+    Ranked b{-FLT_MAX, -1};
+    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w)
+      if (red[w].id >= 0 && (b.id < 0 || before(red[w], b))) b = red[w];
+    prev = b;
+    if (threadIdx.x == 0) picked[pass] = b;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const float zmax = zmax_s;
+    const double log_sum = log_sum_s;
+    for (int i = 0; i < kk; ++i) {
+      const bool ok = i < m && picked[i].id >= 0;
+      out_ids[i] = ok ? picked[i].id : -1;
+      out_probs[i] = ok ? static_cast<float>(exp(static_cast<double>(picked[i].z - zmax) - log_sum)) : 0.f;
+    }
+    const float p1 = out_probs[0];
+    const float p2 = m > 1 ? out_probs[1] : 0.f;
+    out_features[0] = p1;
+    out_features[1] = p2;
+    out_features[2] = p1 - p2;
+  }
+}
+
 }  // namespace
+
+int64_t lens_scratch_bytes() {
+  return static_cast<int64_t>(kLensMaxParts * (sizeof(LensPart) + kLensFastK * sizeof(Ranked)));
+}
 
 bool supports_type(int32_t type) {
   switch (type) {
@@ -838,7 +1045,22 @@ void matmul(Stream s, int32_t type, const void* W, size_t row_bytes, int64_t n_i
   if (n_out <= 0 || n_tok <= 0) return;
   const uint8_t* w = static_cast<const uint8_t*>(W);
   bool ok;
-  if (n_tok <= 8) {
+  if (n_tok <= 8 && n_tok * n_in * 4 <= kXsMaxBytes) {
+    const unsigned grid = blocks_for(n_out, kXsRows);
+    const size_t smem = static_cast<size_t>(n_tok * n_in) * sizeof(float);
+    const int nt = static_cast<int>(n_tok), acc = accumulate ? 1 : 0;
+    ok = dispatch_type(type, [&](auto tag) {
+      constexpr int T = decltype(tag)::value;
+      if (nt == 1)
+        mmv_xs_kernel<T, 1><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
+      else if (nt <= 2)
+        mmv_xs_kernel<T, 2><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
+      else if (nt <= 4)
+        mmv_xs_kernel<T, 4><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
+      else
+        mmv_xs_kernel<T, 8><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
+    });
+  } else if (n_tok <= 8) {
     const unsigned grid = static_cast<unsigned>(n_out);  // a block per row
     const int nt = static_cast<int>(n_tok), acc = accumulate ? 1 : 0;
     ok = dispatch_type(type, [&](auto tag) {
@@ -886,8 +1108,26 @@ void matmul_glu(Stream s, int32_t type, const void* Wg, const void* Wu, size_t r
   }
   const uint8_t* wg = static_cast<const uint8_t*>(Wg);
   const uint8_t* wu = static_cast<const uint8_t*>(Wu);
-  const unsigned grid = static_cast<unsigned>(n_out);  // a block per row
   const int nt = static_cast<int>(n_tok);
+  if (n_tok * n_in * 4 <= kXsMaxBytes) {
+    const unsigned grid = blocks_for(n_out, kXsRows);
+    const size_t smem = static_cast<size_t>(n_tok * n_in) * sizeof(float);
+    const bool ok = dispatch_type(type, [&](auto tag) {
+      constexpr int T = decltype(tag)::value;
+      if (nt == 1)
+        mmv_xs_glu_kernel<T, 1><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+      else if (nt <= 2)
+        mmv_xs_glu_kernel<T, 2><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+      else if (nt <= 4)
+        mmv_xs_glu_kernel<T, 4><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+      else
+        mmv_xs_glu_kernel<T, 8><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
+    });
+    if (!ok) unsupported(type);
+    check_launch("matmul_glu");
+    return;
+  }
+  const unsigned grid = static_cast<unsigned>(n_out);  // a block per row
   const bool ok = dispatch_type(type, [&](auto tag) {
     constexpr int T = decltype(tag)::value;
     if (nt == 1)
@@ -1018,10 +1258,23 @@ void add(Stream s, float* y, const float* x, int64_t n) {
 }
 
 void lens_stats(Stream s, const float* logits, const int32_t* ids, int64_t m, int64_t k, int32_t* out_ids,
-                float* out_probs, float* out_features) {
+                float* out_probs, float* out_features, void* scratch) {
   if (m <= 0 || k <= 0) throw std::runtime_error("lens_stats: empty input");
-  lens_kernel<<<1, kLensThreads, 0, s>>>(logits, ids, m, k, out_ids, out_probs, out_features);
-  check_launch("lens_stats");
+  const int kk = static_cast<int>(k < 2 ? 2 : k);
+  if (ids || !scratch || kk > kLensFastK || m < 4096) {  // candidates (a few ids) or a large k: one block
+    lens_kernel<<<1, kLensThreads, 0, s>>>(logits, ids, m, k, out_ids, out_probs, out_features);
+    check_launch("lens_stats");
+    return;
+  }
+  const int64_t parts = std::min<int64_t>(kLensMaxParts, (m + kLensPartThreads - 1) / kLensPartThreads);
+  const int64_t span = (m + parts - 1) / parts;
+  LensPart* p = static_cast<LensPart*>(scratch);
+  Ranked* c = reinterpret_cast<Ranked*>(static_cast<uint8_t*>(scratch) + kLensMaxParts * sizeof(LensPart));
+  lens_partial_kernel<<<static_cast<unsigned>(parts), kLensPartThreads, 0, s>>>(logits, m, span, kk, p, c);
+  check_launch("lens_partial");
+  lens_final_kernel<<<1, kLensPartThreads, 0, s>>>(p, static_cast<int>(parts), c, kk, m, k, out_ids, out_probs,
+                                                   out_features);
+  check_launch("lens_final");
 }
 
 }  // namespace cuda

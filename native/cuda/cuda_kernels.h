@@ -63,8 +63,11 @@ void add(Stream s, float* y, const float* x, int64_t n);
 // Softmax statistics over logits[ids[i]] for i < m (ids == nullptr: logits[0..m)): the top k (>= 1) ids by
 // (logit desc, id asc) and their probabilities, then p1, p2, p1 - p2 and the entropy in nats. k <= m; the
 // top 2 are always ranked for p2 (so out_ids / out_probs need max(k, 2) entries).
+// With `scratch` (lens_scratch_bytes()), a whole vocabulary and k <= 8 are reduced by many blocks (the exit check
+// every layer pays); otherwise (candidate sets, large k) by one block.
 void lens_stats(Stream s, const float* logits, const int32_t* ids, int64_t m, int64_t k, int32_t* out_ids,
-                float* out_probs, float* out_features);
+                float* out_probs, float* out_features, void* scratch = nullptr);
+int64_t lens_scratch_bytes();
 
 }  // namespace cuda
 }  // namespace adainfer

@@ -378,10 +378,13 @@ void test_attention() {
 }
 
 void test_lens() {
-  for (bool candidates : {false, true}) {
-    const int64_t V = 5000, k = 5;
+  Dev<uint8_t> scratch(cuda::lens_scratch_bytes());
+  for (int mode = 0; mode < 3; ++mode) {  // vocabulary (one block), vocabulary (many blocks), candidates
+    const bool candidates = mode == 2, many = mode == 1;
+    const int64_t V = 50000, k = 5;
     auto z = randn(V, 2.f);
     z[17] = z[4000] = 9.f;  // a tie for first place: the lower id ranks first
+    z[31000] = z[44000] = 8.5f;  // and for third, in other blocks of the many-block path
     std::vector<int32_t> ids;
     if (candidates)
       for (int32_t i = 4000; i >= 0; i -= 7) ids.push_back(i);
@@ -399,7 +402,8 @@ void test_lens() {
     Dev<float> dz(z);
     Dev<int32_t> dids(candidates ? ids : std::vector<int32_t>(1)), oid(k);
     Dev<float> oprob(k), ofeat(4);
-    cuda::lens_stats(nullptr, dz.p, candidates ? dids.p : nullptr, m, k, oid.p, oprob.p, ofeat.p);
+    cuda::lens_stats(nullptr, dz.p, candidates ? dids.p : nullptr, m, k, oid.p, oprob.p, ofeat.p,
+                     many ? scratch.p : nullptr);
     const auto gid = oid.down();
     const auto gp = oprob.down();
     const auto gf = ofeat.down();
@@ -414,7 +418,7 @@ void test_lens() {
     ok = ok && dp <= 1e-6 && std::fabs(gf[0] - p1) <= 1e-6 && std::fabs(gf[1] - p2) <= 1e-6 &&
          std::fabs(gf[2] - (p1 - p2)) <= 1e-6 && std::fabs(gf[3] - h) <= 1e-5;
     report(ok, "lens_stats %-10s: top-%lld ids (ties by lowest id), probabilities (max err %.1e), p1 p2 gap entropy",
-           candidates ? "candidates" : "vocabulary", (long long)k, dp);
+           candidates ? "candidates" : many ? "vocabulary, many blocks" : "vocabulary, one block", (long long)k, dp);
   }
 }
 
