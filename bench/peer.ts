@@ -71,6 +71,9 @@ interface NlcSequence {
   clearHistory(): Promise<void>;
   evaluateWithoutGeneratingNewTokens(tokens: Token[]): Promise<void>;
   evaluate(tokens: Token[], options?: Record<string, unknown>): AsyncGenerator<Token, void, void | Token | Token[]>;
+  controlledEvaluate(
+    input: Array<Token | [Token, Record<string, unknown>]>,
+  ): Promise<Array<undefined | { next: { token?: Token | null; probabilities?: Map<Token, number> } }>>;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -285,9 +288,17 @@ export class LlamaCppModel {
    * One context with one sequence. `threads` is used exactly (maxThreads is 0); flash attention is left to
    * llama.cpp's default ('auto') unless given.
    */
-  async createRunner(options: { contextSize: number; batchSize: number; threads: number; flashAttention?: boolean }): Promise<LlamaCppRunner> {
+  async createRunner(options: {
+    contextSize: number;
+    batchSize: number;
+    threads: number;
+    flashAttention?: boolean;
+    /** K and V cache type (llama.cpp's default: F16). */
+    kvCacheType?: 'F32' | 'F16';
+  }): Promise<LlamaCppRunner> {
     this.peer.lastFlashAttention = undefined;
     const context = await this.live().createContext({
+      ...(options.kvCacheType ? { experimentalKvCacheKeyType: options.kvCacheType, experimentalKvCacheValueType: options.kvCacheType } : {}),
       contextSize: options.contextSize,
       batchSize: options.batchSize,
       threads: options.threads,
@@ -394,6 +405,26 @@ export class LlamaCppRunner {
       if (out.length >= n) break;
     }
     return out;
+  }
+
+  /**
+   * The next-token distribution after every position of `tokens` (one llama_decode from an empty cache), as
+   * log-probabilities [position][token]: llama.cpp's softmax of its logits at temperature 1 with no top-k/top-p/min-p
+   * truncation, so they equal the logits minus each row's log-sum-exp (node-llama-cpp exposes no raw logits).
+   * Tokens llama.cpp gives no probability are -Infinity.
+   */
+  async logProbs(tokens: number[], nVocab: number): Promise<Float64Array[]> {
+    const seq = this.sequence;
+    await seq.clearHistory();
+    const options = { temperature: 1, topK: 0, topP: 1, minP: 0 };
+    const out = await seq.controlledEvaluate(tokens.map((t) => [t, { generateNext: { probabilities: true, options } }] as [number, Record<string, unknown>]));
+    return tokens.map((_, i) => {
+      const probs = out[i]?.next.probabilities;
+      if (!probs) throw new Error(`node-llama-cpp returned no probabilities for position ${i}`);
+      const row = new Float64Array(nVocab).fill(-Infinity);
+      for (const [id, p] of probs) row[id] = Math.log(p);
+      return row;
+    });
   }
 
   async dispose(): Promise<void> {

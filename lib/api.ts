@@ -253,7 +253,10 @@ function checkPositiveInt(value: unknown, option: string, max: number): number |
   return value;
 }
 
-/** Loads a GGUF model (default: the bundled model) on its own worker thread. */
+/**
+ * Loads a model — a GGUF file, or a Hugging Face folder (config.json, safetensors, tokenizer.json; llama or opt) —
+ * on its own worker thread (default: the bundled model).
+ */
 export async function loadModel(modelPath: string = DEFAULT_MODEL, options: ModelOptions = {}): Promise<Model> {
   if (typeof modelPath !== 'string' || modelPath.length === 0) throw new OptionError('path', 'must be a non-empty string');
   if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');

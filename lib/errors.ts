@@ -13,12 +13,15 @@ export type ErrorCode =
   | 'GGUF_CORRUPT'
   | 'TENSOR_OUT_OF_BOUNDS'
   | 'UNSUPPORTED_TENSOR_TYPE'
+  | 'BAD_SAFETENSORS'
+  | 'MISSING_SHARD'
   // model structure
   | 'UNSUPPORTED_ARCHITECTURE'
   | 'MISSING_METADATA'
   | 'MISSING_TENSOR'
   | 'SHAPE_MISMATCH'
   | 'TOKENIZER'
+  | 'BAD_CONFIG'
   // derived files
   | 'EXIT_FILE'
   | 'DATA_FILE'

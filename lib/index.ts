@@ -30,3 +30,7 @@ export type { ErrorCode } from './errors';
 export { LlamaModel, LlamaContext } from './model/llama';
 export { readGGUF } from './gguf';
 export { native } from './bindings/native';
+/** Hugging Face checkpoints: safetensors headers, model folders, conversion to GGUF. */
+export { readSafetensors, readCheckpoint } from './safetensors/reader';
+export { readHfFolder } from './hf/folder';
+export { convertHfToGGUF } from './hf/convert';

@@ -9,7 +9,9 @@
       "native/core/mapped_file.cpp",
       "native/core/quantize.cpp",
       "native/cpu/generic/kernels_generic.cpp",
-      "native/blocks/llama_blocks.cpp"
+      "native/blocks/block_common.cpp",
+      "native/blocks/llama_blocks.cpp",
+      "native/blocks/opt_blocks.cpp"
     ],
     "avx2_sources": [
       "native/cpu/x86/kernels_avx2.cpp"

@@ -18,6 +18,32 @@ export interface NativeHParams {
   ropeBase: number;
   /** RoPE pairs (x[i], x[i + nRot/2]) (Hugging Face llama layout) instead of adjacent pairs (GGUF); default false. */
   ropeNeox?: boolean;
+  /**
+   * The blocks to build (default 'llama'). 'opt' reads nLayer, nEmbd, nHead, headDim, nFf, nVocab and `opt`; the
+   * llama-only keys (nKvHead = nHead, nRot, rmsEps, ropeBase) are ignored.
+   */
+  architecture?: NativeArchitecture;
+  /** OPT's own hyper-parameters (architecture 'opt'). */
+  opt?: NativeOptParams;
+}
+
+/** Architectures the native blocks implement (the CUDA backend: llama only). */
+export type NativeArchitecture = 'llama' | 'opt';
+
+export interface NativeOptParams {
+  /** word_embed_proj_dim: the embedding's width (project_in / project_out when it is not nEmbd). */
+  embedDim: number;
+  /** Rows of position_embd.weight: max_position_embeddings + posOffset. */
+  nPos: number;
+  /** Position p reads row p + posOffset (2 for OPT). */
+  posOffset: number;
+  /** do_layer_norm_before: pre-LN blocks (else post-LN, OPT-350m). */
+  preLayerNorm: boolean;
+  /** The decoder's final_layer_norm (output_norm) exists and precedes the head. */
+  finalLayerNorm: boolean;
+  /** The attention and MLP linears have biases. */
+  bias: boolean;
+  lnEps: number;
 }
 
 export interface NativeTensorSpec {
@@ -44,7 +70,14 @@ export interface NativeModelOptions {
 
 export interface NativeModel {
   dispose(): void;
-  info(): { kernels: string; mappedBytes: number; tiedOutput: boolean; backend: NativeBackend; deviceBytes: number };
+  info(): {
+    kernels: string;
+    architecture: NativeArchitecture;
+    mappedBytes: number;
+    tiedOutput: boolean;
+    backend: NativeBackend;
+    deviceBytes: number;
+  };
 }
 
 export interface NativeContextOptions {

@@ -162,7 +162,7 @@ export function batchRecord(input: BatchInput, r: BatchSequenceResult): Record<s
 export function registerBatch(program: Command): void {
   addBackendOptions(program.command('batch'))
     .description('generate for every prompt of a JSONL file, many sequences at a time (resumable)')
-    .option('-m, --model <path>', 'GGUF model file (default: the bundled model)', DEFAULT_MODEL)
+    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
     .requiredOption('--in <file>', 'JSONL input: { "id", "prompt", "maxTokens"? } per line')
     .requiredOption('--out <file>', 'JSONL results, appended; rerunning skips the ids already there')
     .option('--exit <file|never>', "exit file made by train-exit for this model, or 'never' (full depth)", 'never')

@@ -76,7 +76,7 @@ export function registerEvalTasks(program: Command): void {
   program
     .command('eval-tasks')
     .description("the paper's tasks (SST-2, AG News, CommonsenseQA, MMLU, COPA): accuracy, layers and wall clock, full depth vs exit")
-    .option('-m, --model <path>', 'GGUF model file (default: the bundled model)', DEFAULT_MODEL)
+    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
     .option('--tasks <list>', `comma-separated tasks (${TASK_NAMES.join(', ')})`, TASK_NAMES.join(','))
     .option('--shots <k>', 'demonstrations per prompt, drawn with the seed from the demo part', intOption('--shots', 0, 64), 0)
     .option('--limit <n>', 'examples evaluated per task (seeded draw; default: all)', intOption('--limit', 1))

@@ -18,7 +18,7 @@ export interface ExampleFlags {
 
 export function addExampleOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'GGUF model file (default: the bundled model)', DEFAULT_MODEL)
+    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
     .requiredOption('--data <file>', 'JSONL {prompt, answer?} lines, or plain text with <|endoftext|> between documents')
     .option('--window <w>', 'plain text: tokens of context before each position', intOption('--window', 1), 64)
     .option('--limit <n>', 'examples drawn (seeded) from the data', intOption('--limit', 1))

@@ -21,7 +21,7 @@ interface GenerateFlags extends BackendFlags {
 export function registerGenerate(program: Command): void {
   addBackendOptions(program.command('generate'))
     .description('generate text from a prompt')
-    .option('-m, --model <path>', 'GGUF model file (default: the bundled model)', DEFAULT_MODEL)
+    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
     .requiredOption('-p, --prompt <text>', 'prompt text')
     .option('-n, --n <tokens>', 'tokens to generate at most', intOption('-n', 0), 128)
     .option('--temp <t>', 'temperature (0 = greedy)', floatOption('--temp', 0), 0.8)

@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { AdaInferError } from '../errors';
 import { registerBench } from './bench';
 import { registerBatch } from './batch';
+import { registerConvert } from './convert';
 import { registerEvalExit } from './eval_exit';
 import { registerEvalTasks } from './eval_tasks';
 import { registerGenerate } from './generate';
@@ -17,6 +18,7 @@ export async function main(argv: string[]): Promise<number> {
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program);
   registerQuantize(program);
+  registerConvert(program);
   registerBench(program);
   registerTrainExit(program);
   registerEvalExit(program);

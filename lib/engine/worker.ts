@@ -65,15 +65,12 @@ function load(path: string, options: WorkerLoadOptions): ModelInfo {
   const nativeInfo = model.native.info();
   const device = nativeInfo.backend === 'cuda' ? native().systemInfo().cuda.devices[options.device ?? 0]?.name : undefined;
   const c = model.config;
-  const weightBytes = model.gguf.tensors.reduce((a, t) => a + t.byteSize, 0);
-  const parameters = model.gguf.tensors.reduce((a, t) => a + t.nElements, 0);
-  const fileType = model.gguf.metadata.get('general.file_type');
   return {
     path,
     name: c.name,
-    architecture: 'llama',
+    architecture: c.architecture,
     fingerprint: model.fingerprint,
-    fileType: typeof fileType === 'number' ? fileType : undefined,
+    fileType: model.fileType,
     contextLength: c.contextLength,
     nLayer: c.nLayer,
     nEmbd: c.nEmbd,
@@ -81,8 +78,8 @@ function load(path: string, options: WorkerLoadOptions): ModelInfo {
     nKvHead: c.nKvHead,
     nFf: c.nFf,
     nVocab: c.nVocab,
-    parameters,
-    weightBytes,
+    parameters: model.parameters,
+    weightBytes: model.weightBytes,
     kernels: nativeInfo.kernels,
     backend: nativeInfo.backend,
     device,

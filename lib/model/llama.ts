@@ -1,24 +1,42 @@
 /**
  * The Llama architecture (GGUF `general.architecture = "llama"`: Llama 1/2/3, TinyLlama, Mistral-style,
  * SmolLM): hyper-parameters from GGUF metadata, weights mapped by the native addon, and the layer loop.
+ * A Hugging Face folder (lib/hf) loads here too: a `llama` one onto the same blocks (NEOX RoPE on the unpermuted
+ * Q/K), an `opt` one onto the native OPT blocks — config.architecture picks them; the loop does not change.
  *
  * The whole forward pass of one batch of tokens is `forward()` below:
  *   embed -> for each layer: attention block, MLP block, [exit decision] -> head
  * Each block is one native call working in place on the context's buffers.
  */
 import { AdaInferError, ModelFileError } from '../errors';
-import { fromNativeError, native, NativeBackend, NativeContext, NativeHParams, NativeModel } from '../bindings/native';
+import {
+  fromNativeError,
+  native,
+  NativeArchitecture,
+  NativeBackend,
+  NativeContext,
+  NativeHParams,
+  NativeModel,
+  NativeTensorSpec,
+} from '../bindings/native';
 import { getInteger, getNumber, getString, GGMLType, GGUFFile, readGGUF } from '../gguf';
 import { createTokenizer, Tokenizer } from '../tokenizer';
 import { tokenizerMetadataFromGGUF } from './gguf_tokenizer';
-import { fingerprintGGUF } from './fingerprint';
+import { fingerprintGGUF, fingerprintHfFolder } from './fingerprint';
+import { HfConfig } from '../hf/config';
+import { HfFolder, isModelFolder, readHfFolder } from '../hf/folder';
 import { DEFAULT_FAST_TOP_K } from '../exit/lens';
 
 export interface LlamaConfig extends NativeHParams {
-  /** `general.name`, or the file name. */
+  /** `general.name`, or the file name (the folder name for a Hugging Face folder). */
   name: string;
-  /** Context length the model was trained with (`llama.context_length`). */
+  /** Context length the model was trained with (`llama.context_length`, max_position_embeddings). */
   contextLength: number;
+  /**
+   * The blocks the layer loop drives: 'llama' (GGUF files, Hugging Face llama folders) or 'opt' (Hugging Face OPT
+   * folders). The loop itself is the same for both (embed, then attention and MLP per layer, then the head).
+   */
+  architecture: NativeArchitecture;
 }
 
 /** Reads the hyper-parameters of a `llama` GGUF, rejecting what this runtime cannot run. */
@@ -61,6 +79,7 @@ export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
   }
   return {
     name: getString(file, 'general.name') ?? file.path.split('/').pop() ?? file.path,
+    architecture: 'llama',
     contextLength,
     nLayer: int('block_count'),
     nEmbd,
@@ -72,6 +91,34 @@ export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
     nRot: int('rope.dimension_count', headDim),
     rmsEps: float('attention.layer_norm_rms_epsilon', 1e-5),
     ropeBase: float('rope.freq_base', 10000),
+  };
+}
+
+/**
+ * The runtime's hyper-parameters of a Hugging Face folder's config.json. Llama weights are used as Hugging Face
+ * stores them: Q/K rows in rotate-half order, so RoPE pairs (i, i + headDim/2) (ropeNeox).
+ */
+export function configFromHf(c: HfConfig): LlamaConfig {
+  const common = { name: c.name, contextLength: c.contextLength, nLayer: c.nLayer, nEmbd: c.nEmbd, nHead: c.nHead, nKvHead: c.nKvHead, headDim: c.headDim, nFf: c.nFf, nVocab: c.nVocab };
+  if (c.modelType === 'llama') {
+    return { ...common, architecture: 'llama', nRot: c.nRot, rmsEps: c.rmsEps, ropeBase: c.ropeBase, ropeNeox: true };
+  }
+  return {
+    ...common,
+    architecture: 'opt',
+    // not used by the OPT blocks (no RoPE, LayerNorm): kept so the config has one shape
+    nRot: c.headDim,
+    rmsEps: c.lnEps,
+    ropeBase: 10000,
+    opt: {
+      embedDim: c.embedDim,
+      nPos: c.contextLength + c.positionOffset,
+      posOffset: c.positionOffset,
+      preLayerNorm: c.preLayerNorm,
+      finalLayerNorm: c.finalLayerNorm,
+      bias: c.bias,
+      lnEps: c.lnEps,
+    },
   };
 }
 
@@ -134,13 +181,53 @@ function tryCudaThenCpu(make: (backend: NativeBackend) => NativeModel): NativeMo
   }
 }
 
-/** A loaded model: parsed header, tokenizer and mapped weights. Synchronous; see lib/index.ts for the async API. */
+/**
+ * Creates the native model (its weights mapped from `paths`) on the chosen backend. `where` names the model in
+ * errors. The CUDA blocks implement llama only: 'auto' runs another architecture on the CPU, 'cuda' refuses it
+ * (BACKEND_UNAVAILABLE).
+ */
+function createNativeModel(where: string, paths: string | string[], config: LlamaConfig, tensors: NativeTensorSpec[], options: LoadOptions): NativeModel {
+  const make = (backend: NativeBackend): NativeModel => {
+    try {
+      return new (native().Model)(paths, config, tensors, { kernels: options.kernels, backend, device: options.device });
+    } catch (err) {
+      const e = fromNativeError(err);
+      throw ['INVALID_OPTION', 'NATIVE', 'BACKEND_UNAVAILABLE', 'OUT_OF_MEMORY'].includes(e.code)
+        ? e
+        : new ModelFileError(e.code, where, e.message);
+    }
+  };
+  const backend = options.backend ?? 'cpu';
+  if (config.architecture !== 'llama') {
+    if (backend === 'cuda') {
+      throw new AdaInferError(
+        'BACKEND_UNAVAILABLE',
+        `${where}: the CUDA backend runs llama models only; this ${config.architecture} model runs on the CPU (backend 'cpu' or 'auto')`,
+      );
+    }
+    return make('cpu');
+  }
+  if (backend === 'auto') {
+    // CUDA only when a device is really usable; if it then cannot take this model (a weight type its kernels
+    // lack, too little memory), the CPU runs it, as it would without a GPU.
+    return native().systemInfo().cuda.available ? tryCudaThenCpu(make) : make('cpu');
+  }
+  return make(backend);
+}
+
+/**
+ * A loaded model: parsed header (GGUF) or folder (Hugging Face), tokenizer and mapped weights. Synchronous; see
+ * lib/index.ts for the async API.
+ */
 export class LlamaModel {
   private nativeModel: NativeModel | undefined;
 
   private constructor(
     readonly path: string,
-    readonly gguf: GGUFFile,
+    /** The GGUF header; undefined for a Hugging Face folder. */
+    readonly gguf: GGUFFile | undefined,
+    /** The Hugging Face folder (config, checkpoint, tensor mapping); undefined for a GGUF file. */
+    readonly hf: HfFolder | undefined,
     readonly config: LlamaConfig,
     readonly tokenizer: Tokenizer,
     nativeModel: NativeModel,
@@ -150,7 +237,9 @@ export class LlamaModel {
     this.nativeModel = nativeModel;
   }
 
+  /** A GGUF file, or a Hugging Face model folder (config.json, safetensors, tokenizer.json: llama or opt). */
   static load(path: string, options: LoadOptions = {}): LlamaModel {
+    if (isModelFolder(path)) return LlamaModel.loadFolder(path, options);
     const gguf = readGGUF(path);
     const config = llamaConfigFromGGUF(gguf);
     const tokenizer = createTokenizer(tokenizerMetadataFromGGUF(gguf));
@@ -163,26 +252,35 @@ export class LlamaModel {
     }
     checkElementAlignment(gguf);
     const tensors = gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.absoluteOffset }));
-    const make = (backend: NativeBackend): NativeModel => {
-      try {
-        return new (native().Model)(path, config, tensors, { kernels: options.kernels, backend, device: options.device });
-      } catch (err) {
-        const e = fromNativeError(err);
-        throw ['INVALID_OPTION', 'NATIVE', 'BACKEND_UNAVAILABLE', 'OUT_OF_MEMORY'].includes(e.code)
-          ? e
-          : new ModelFileError(e.code, path, e.message);
-      }
-    };
-    let nativeModel: NativeModel;
-    const backend = options.backend ?? 'cpu';
-    if (backend === 'auto') {
-      // CUDA only when a device is really usable; if it then cannot take this model (a weight type its kernels
-      // lack, too little memory), the CPU runs it, as it would without a GPU.
-      nativeModel = native().systemInfo().cuda.available ? tryCudaThenCpu(make) : make('cpu');
-    } else {
-      nativeModel = make(backend);
-    }
-    return new LlamaModel(path, gguf, config, tokenizer, nativeModel, fingerprintGGUF(gguf));
+    const nativeModel = createNativeModel(path, path, config, tensors, options);
+    return new LlamaModel(path, gguf, undefined, config, tokenizer, nativeModel, fingerprintGGUF(gguf));
+  }
+
+  /** A Hugging Face folder: its safetensors files are mapped as they are (every shard, zero-copy). */
+  private static loadFolder(dir: string, options: LoadOptions): LlamaModel {
+    const hf = readHfFolder(dir);
+    const config = configFromHf(hf.config);
+    const tensors = hf.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.offset, file: t.file }));
+    const nativeModel = createNativeModel(dir, hf.files, config, tensors, options);
+    return new LlamaModel(dir, undefined, hf, config, hf.tokenizer, nativeModel, fingerprintHfFolder(hf));
+  }
+
+  /** Bytes of the weight tensors the model runs with. */
+  get weightBytes(): number {
+    return this.gguf ? this.gguf.tensors.reduce((a, t) => a + t.byteSize, 0) : this.hf!.tensors.reduce((a, t) => a + t.byteSize, 0);
+  }
+
+  /** Elements of those tensors. */
+  get parameters(): number {
+    return this.gguf
+      ? this.gguf.tensors.reduce((a, t) => a + t.nElements, 0)
+      : this.hf!.tensors.reduce((a, t) => a + t.dims.reduce((x, y) => x * y, 1), 0);
+  }
+
+  /** The GGUF's general.file_type (undefined for a Hugging Face folder). */
+  get fileType(): number | undefined {
+    const v = this.gguf?.metadata.get('general.file_type');
+    return typeof v === 'number' ? v : undefined;
   }
 
   get native(): NativeModel {

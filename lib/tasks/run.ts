@@ -141,9 +141,12 @@ function filePolicy(f: ExitFile, fastLens: LensOptions): TaskPolicy {
   return { policy: classifierPolicy(c, p.threshold, p.schedule, lens), scorer: classifierScorer(c), threshold: p.threshold, info: { kind: c.kind, threshold: finite(p.threshold), score: `${c.kind} score`, training: null } };
 }
 
-/** The tokenizer without SentencePiece's space prefix (BPE: the same as the model's). */
+/**
+ * The tokenizer without SentencePiece's space prefix (BPE: the same as the model's; a Hugging Face tokenizer
+ * is used as it is).
+ */
 function noSpaceTokenizer(model: LlamaModel): Tokenizer {
-  if (model.tokenizer.model !== 'llama') return model.tokenizer;
+  if (model.tokenizer.model !== 'llama' || !model.gguf) return model.tokenizer;
   return createTokenizer({ ...tokenizerMetadataFromGGUF(model.gguf), addSpacePrefix: false });
 }
 

@@ -311,7 +311,7 @@ export class BpeTokenizer extends TokenizerBase implements Tokenizer {
  * A normal BPE token's bytes: each character mapped back through bytes_to_unicode. A character outside
  * the table is written as llama.cpp does: "[UNK_BYTE_0x" + its UTF-8 in hex + the token text + "]".
  */
-function unicodeToBytes(text: string): Uint8Array {
+export function unicodeToBytes(text: string): Uint8Array {
   const out: number[] = [];
   for (const ch of text) {
     const b = CHAR_TO_BYTE.get(ch.codePointAt(0)!);

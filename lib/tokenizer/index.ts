@@ -28,3 +28,5 @@ export { TokenType } from './types';
 export { SpmTokenizer } from './spm';
 export { BpeTokenizer, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN, SUPPORTED_PRE_TOKENIZERS, splitWords } from './bpe';
 export { cleanSpacesBatch, SpaceCleaner } from './stream_decoder';
+export { HfTokenizer } from './hf';
+export type { HfTokenizerFiles } from './hf';

@@ -54,15 +54,14 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
         !info[0].As<Napi::Object>().CheckTypeTag(&JsModel::kTypeTag))
       throw js_error(env, "INVALID_OPTION", "Context(model, options) expected");
     JsModel* model = JsModel::Unwrap(info[0].As<Napi::Object>());
-    auto weights = model->weights(env);
-    const LlamaHParams& hp = weights->hp;
+    const int64_t n_vocab = model->n_vocab(env);
     Napi::Object opt = info[1].As<Napi::Object>();
     const int64_t n_ctx = option_int(opt, "nCtx", 1, int64_t(1) << 24);
     const int64_t n_seq = opt.Has("nSeq") ? option_int(opt, "nSeq", 1, 4096) : 1;
     const int64_t n_batch = option_int(opt, "nBatch", 1, int64_t(1) << 20);
     const int64_t threads = option_int(opt, "threads", 1, 1024);
     const int64_t lens_k = option_int(opt, "lensK", 1, 1024);
-    const int64_t lens_candidates = option_int(opt, "lensMaxCandidates", 1, hp.n_vocab);
+    const int64_t lens_candidates = option_int(opt, "lensMaxCandidates", 1, n_vocab);
 
     // Activation buffers are JS ArrayBuffers (V8 memory, never moved), exposed as typed-array views.
     Napi::Object self = info.This().As<Napi::Object>();
@@ -83,7 +82,7 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     i32("tokens", n_batch, &io.tokens);
     i32("rowSeq", n_batch, &io.row_seq);
     i32("rowPos", n_batch, &io.row_pos);
-    f32("logits", hp.n_vocab, &io.logits);
+    f32("logits", n_vocab, &io.logits);
     i32("lensCandidates", lens_candidates, &io.lens_candidates);
     io.lens_max_candidates = lens_candidates;
     i32("lensIds", lens_k, &io.lens_ids);
@@ -91,10 +90,13 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     f32("lensFeatures", 4, &io.lens_features);
     io.lens_k = lens_k;
     buffers_ = Napi::Persistent(keep);
-    if (auto cuda = model->cuda_weights())
+    if (auto opt_weights = model->opt_weights(env))
+      blocks_ = std::make_unique<OptState>(opt_weights, n_seq, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
+    else if (auto cuda = model->cuda_weights())
       blocks_ = make_cuda_blocks(cuda, n_seq, n_ctx, n_batch, model->kernels(), io);
     else
-      blocks_ = std::make_unique<LlamaState>(weights, n_seq, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
+      blocks_ = std::make_unique<LlamaState>(model->weights(env), n_seq, n_ctx, n_batch, static_cast<int>(threads),
+                                             model->kernels(), io);
     self.Set("backend", Napi::String::New(env, blocks_->backend()));
     self.Set("kernels", Napi::String::New(env, model->kernels().name));
     self.Set("threads", Napi::Number::New(env, static_cast<double>(threads)));

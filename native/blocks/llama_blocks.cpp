@@ -1,109 +1,15 @@
 #include "blocks/llama_blocks.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <cmath>
-#include <map>
-#include <sstream>
 
 #include "core/ggml_types.h"
 
 namespace adainfer {
 
 namespace {
-
-std::string shape_str(const std::vector<int64_t>& d) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < d.size(); ++i) s << (i ? ", " : "") << d[i];
-  s << "]";
-  return s.str();
-}
-
-// Looks tensors up by GGUF name and turns them into views, checking everything the kernels rely on.
-class TensorTable {
- public:
-  TensorTable(const std::vector<std::shared_ptr<MappedFile>>& files, const std::vector<TensorSpec>& specs,
-              const KernelTable& k)
-      : files_(files), k_(k) {
-    for (const auto& s : specs) by_name_[s.name] = &s;
-  }
-
-  bool has(const std::string& name) const { return by_name_.count(name) != 0; }
-
-  // A matrix of `rows` rows of `cols` elements (GGUF dims [cols, rows]).
-  WeightView matrix(const std::string& name, int64_t cols, int64_t rows) const {
-    const TensorSpec& s = find(name);
-    if (s.dims.size() != 2 || s.dims[0] != cols || s.dims[1] != rows)
-      throw ModelError("SHAPE_MISMATCH", "tensor " + name + " has shape " + shape_str(s.dims) + ", expected " +
-                                             shape_str({cols, rows}));
-    if (s.type < 0 || s.type >= KernelTable::kMaxType || !k_.matmul[s.type] || !k_.dequant_row[s.type])
-      throw ModelError("UNSUPPORTED_TENSOR_TYPE",
-                       "tensor " + name + " has type " + std::to_string(s.type) + ", which this build cannot compute");
-    return view(s, cols, rows);
-  }
-
-  // A 1-D tensor of n elements, converted to floats (norm weights, rope factors: tiny, read every row).
-  std::vector<float> vector(const std::string& name, int64_t n) const {
-    const TensorSpec& s = find(name);
-    if (s.dims.size() != 1 || s.dims[0] != n)
-      throw ModelError("SHAPE_MISMATCH",
-                       "tensor " + name + " has shape " + shape_str(s.dims) + ", expected " + shape_str({n}));
-    if (s.type < 0 || s.type >= KernelTable::kMaxType || !k_.dequant_row[s.type])
-      throw ModelError("UNSUPPORTED_TENSOR_TYPE",
-                       "tensor " + name + " has type " + std::to_string(s.type) + ", which this build cannot read");
-    WeightView v = view(s, n, 1);
-    std::vector<float> out(static_cast<size_t>(n));
-    k_.dequant_row[s.type](v.data, out.data(), n);
-    return out;
-  }
-
- private:
-  const TensorSpec& find(const std::string& name) const {
-    auto it = by_name_.find(name);
-    if (it == by_name_.end()) throw ModelError("MISSING_TENSOR", "tensor " + name + " is missing");
-    return *it->second;
-  }
-
-  WeightView view(const TensorSpec& s, int64_t cols, int64_t rows) const {
-    if (s.file < 0 || static_cast<size_t>(s.file) >= files_.size())
-      throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " names file " + std::to_string(s.file) + " of " +
-                                                   std::to_string(files_.size()));
-    const MappedFile& file_ = *files_[s.file];
-    size_t rb = row_bytes(s.type, cols);
-    if (rb == 0)
-      throw ModelError("SHAPE_MISMATCH", "tensor " + s.name + ": row of " + std::to_string(cols) +
-                                             " elements is not a whole number of blocks of type " +
-                                             std::to_string(s.type));
-    // rows * rb cannot overflow for real files, but the header is untrusted.
-    if (rows <= 0 || rb > UINT64_MAX / static_cast<uint64_t>(rows))
-      throw ModelError("SHAPE_MISMATCH", "tensor " + s.name + " is too large");
-    uint64_t bytes = rb * static_cast<uint64_t>(rows);
-    // Kernels read F32 values as floats and every other layout through 16-bit fields: the data must be
-    // aligned to that (GGUF aligns tensor data to 32 bytes by default; a hostile file may not).
-    const uint64_t need = s.type == static_cast<int32_t>(GgmlType::F32) ? 4 : 2;
-    if (s.offset % need != 0)
-      throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " data at offset " + std::to_string(s.offset) +
-                                                   " is not aligned to " + std::to_string(need) + " bytes");
-    if (!file_.contains(s.offset, bytes))
-      throw ModelError("TENSOR_OUT_OF_BOUNDS", "tensor " + s.name + " data [" + std::to_string(s.offset) + ", +" +
-                                                   std::to_string(bytes) + ") runs past the end of " + file_.path() +
-                                                   " (" + std::to_string(file_.size()) + " bytes)");
-    WeightView v;
-    v.data = file_.data() + s.offset;
-    v.type = s.type;
-    v.ne0 = cols;
-    v.ne1 = rows;
-    v.row_bytes = rb;
-    return v;
-  }
-
-  const std::vector<std::shared_ptr<MappedFile>>& files_;
-  const KernelTable& k_;
-  std::map<std::string, const TensorSpec*> by_name_;
-};
 
 void check_hparams(const LlamaHParams& hp) {
   auto positive = [](int64_t v, const char* what) {
@@ -172,7 +78,8 @@ void rope_row(const LlamaHParams& hp, const float* freq_factors, float* x, int64
 
 LlamaState::LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
                        int n_threads, const KernelTable& kernels, const HostBuffers& io)
-    : w_(std::move(weights)), k_(kernels), n_seq_(n_seq), n_ctx_(n_ctx), n_batch_(n_batch), pool_(n_threads), io_(io) {
+    : w_(std::move(weights)), k_(kernels), n_seq_(n_seq), n_ctx_(n_ctx), n_batch_(n_batch), pool_(n_threads), io_(io),
+      mm_(pool_, kernels) {
   const LlamaHParams& hp = w_->hp;
   if (n_seq <= 0 || n_ctx <= 0 || n_batch <= 0)
     throw ModelError("INVALID_OPTION", "sequences, context size and batch size must be positive");
@@ -202,101 +109,6 @@ void LlamaState::check_layer(int64_t layer) const {
 void LlamaState::check_rows(int64_t n) const {
   if (n <= 0 || n > n_batch_)
     throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch_) + "]");
-}
-
-namespace {
-
-// ADAINFER_ROW_SPLIT=static | dynamic overrides the choice of split_rows (to measure one against the other).
-int row_split_override() {  // 0: auto, 1: static, 2: dynamic
-  static const int mode = [] {
-    const char* v = std::getenv("ADAINFER_ROW_SPLIT");
-    if (!v) return 0;
-    if (std::strcmp(v, "static") == 0) return 1;
-    if (std::strcmp(v, "dynamic") == 0) return 2;
-    return 0;
-  }();
-  return mode;
-}
-
-// Calls fn(r0, r1) on chunks covering rows [0, n), chunk boundaries multiples of `align`.
-//  - static (decode): one contiguous range per thread. Decode streams the weights once from memory; one long
-//    sequential range per thread is what the prefetchers (and the kernels' software prefetch, which runs
-//    ahead within the range) do best with: measured on TinyLlama Q4_0 at 2 threads, 98 tokens/s against 76
-//    with the dynamic chunks.
-//  - dynamic (batches, compute-bound): about eight chunks per thread handed out from an atomic counter, so a
-//    thread that runs slower (another process on its core) hands its remaining chunks to the others.
-template <class Fn>
-void split_rows(ThreadPool& pool, int64_t n, int64_t align, bool dynamic, Fn&& fn) {
-  const int64_t threads = pool.size();
-  if (row_split_override() != 0) dynamic = row_split_override() == 2;
-  if (threads == 1 || !dynamic) {
-    pool.parallel_for(n, align, [&](int64_t r0, int64_t r1, int) { fn(r0, r1); });
-    return;
-  }
-  int64_t chunk = (n + threads * 8 - 1) / (threads * 8);
-  chunk = std::max<int64_t>(align, (chunk + align - 1) / align * align);
-  if (chunk >= n) {
-    fn(0, n);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  pool.run([&](int) {
-    for (;;) {
-      const int64_t r0 = next.fetch_add(chunk, std::memory_order_relaxed);
-      if (r0 >= n) break;
-      fn(r0, std::min(n, r0 + chunk));
-    }
-  });
-}
-
-}  // namespace
-
-// The first 64-byte boundary of an activation buffer (allocated with 64 bytes of slack).
-uint8_t* LlamaState::aligned_rows(ActRows& a) {
-  const uintptr_t p = reinterpret_cast<uintptr_t>(a.rows.data());
-  return a.rows.data() + ((64 - p % 64) % 64);
-}
-
-// Output rows are split across the pool (split_rows); each thread runs the kernel on its own ranges of W's
-// rows, so weights are streamed once per call whatever the number of tokens. Quantized weight types first get
-// their activation rows quantized (once per input, in parallel over rows for a batch), as ggml does.
-void LlamaState::matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
-                        bool same_input) {
-  const int32_t format = k_.act_format[w.type];
-  if (!same_input) {
-    for (ActRows& a : act_) a.x = nullptr;
-  }
-  // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512, 16-row panels).
-  if (format == kActF32 || !k_.matmul_act[w.type]) {
-    MatmulFn fn = k_.matmul[w.type];
-    split_rows(pool_, w.ne1, 48, n > 1, [&](int64_t r0, int64_t r1) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
-    return;
-  }
-  ActRows& a = act_[format];
-  const size_t lda = act_row_bytes(format, w.ne0);
-  if (a.x != x || a.ldx != ldx || a.n_in != w.ne0 || a.n != n) {
-    // 64 bytes of slack so that the rows start on a cache line (the kernels' 64-byte loads never split)
-    if (a.rows.size() < lda * static_cast<size_t>(n) + 64) a.rows.resize(lda * static_cast<size_t>(n) + 64);
-    QuantizeActFn quantize = k_.quantize_act[format];
-    uint8_t* rows = aligned_rows(a);
-    const int64_t n_in = w.ne0;
-    if (n == 1) {
-      quantize(x, rows, n_in);
-    } else {
-      pool_.parallel_for(n, 1, [&](int64_t t0, int64_t t1, int) {
-        for (int64_t t = t0; t < t1; ++t) quantize(x + t * ldx, rows + static_cast<size_t>(t) * lda, n_in);
-      });
-    }
-    a.x = x;
-    a.ldx = ldx;
-    a.n_in = w.ne0;
-    a.n = n;
-  }
-  MatmulActFn fn = k_.matmul_act[w.type];
-  const uint8_t* rows = aligned_rows(a);
-  split_rows(pool_, w.ne1, 48, n > 1, [&](int64_t r0, int64_t r1) {
-    fn(w.data, w.ne0, rows, static_cast<int64_t>(lda), n, y, ldy, r0, r1);
-  });
 }
 
 void LlamaState::rms_norm_rows(const float* x, const float* weight, float* out, int64_t n) {
@@ -476,54 +288,6 @@ void LlamaState::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
     fn(w_->output.data, d, xb_.data(), d, 1, io_.logits, V, id, id + 1);
   }
   lens_statistics(io_.lens_candidates, m, k);
-}
-
-void LlamaState::lens_statistics(const int32_t* ids, int64_t m, int64_t k) {
-  const float* z = io_.logits;
-  auto id_at = [ids](int64_t i) { return ids ? ids[i] : static_cast<int32_t>(i); };
-  float zmax = z[id_at(0)];
-  for (int64_t i = 1; i < m; ++i) zmax = std::max(zmax, z[id_at(i)]);
-  // softmax normaliser and entropy in one pass: H = log S - sum(e_i (z_i - zmax)) / S with e_i = exp(z_i - zmax)
-  double sum = 0, weighted = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    const double t = static_cast<double>(z[id_at(i)] - zmax);
-    const double e = std::exp(t);
-    sum += e;
-    weighted += e * t;
-  }
-  const double log_sum = std::log(sum);
-  // Top-k in one pass with a small sorted list, ordered by (logit desc, id asc) - the same order as
-  // argmax with lowest-id ties. At least two entries are kept, for p2.
-  const int64_t kk = std::min<int64_t>(std::max<int64_t>(k, 2), m);
-  int32_t* top = top_ids_.data();
-  int64_t filled = 0;
-  auto better = [z](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); };
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t id = id_at(i);
-    if (filled == kk && !better(id, top[kk - 1])) continue;
-    int64_t j = filled < kk ? filled++ : kk - 1;
-    while (j > 0 && better(id, top[j - 1])) {
-      top[j] = top[j - 1];
-      --j;
-    }
-    top[j] = id;
-  }
-  auto prob = [&](int32_t id) { return static_cast<float>(std::exp(static_cast<double>(z[id] - zmax) - log_sum)); };
-  const int64_t written = std::min(k, kk);
-  for (int64_t i = 0; i < written; ++i) {
-    io_.lens_ids[i] = top[i];
-    io_.lens_probs[i] = prob(top[i]);
-  }
-  for (int64_t i = written; i < k; ++i) {  // fewer candidates than k
-    io_.lens_ids[i] = -1;
-    io_.lens_probs[i] = 0.f;
-  }
-  const float p1 = prob(top[0]);
-  const float p2 = kk > 1 ? prob(top[1]) : 0.f;
-  io_.lens_features[0] = p1;
-  io_.lens_features[1] = p2;
-  io_.lens_features[2] = p1 - p2;
-  io_.lens_features[3] = static_cast<float>(log_sum - weighted / sum);
 }
 
 }  // namespace adainfer

@@ -8,22 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "blocks/block_common.h"
 #include "blocks/blocks.h"
 #include "core/kernels.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
 
 namespace adainfer {
-
-// A weight tensor used in place inside the mapped file. GGUF dims: ne0 = row length (inputs), ne1 = rows
-// (outputs). 1-D tensors have ne1 = 1.
-struct WeightView {
-  const void* data = nullptr;
-  int32_t type = -1;
-  int64_t ne0 = 0;
-  int64_t ne1 = 0;
-  size_t row_bytes = 0;
-};
 
 struct LlamaHParams {
   int64_t n_layer = 0;
@@ -64,15 +55,6 @@ struct LlamaWeights {
   WeightView output;                  // output.weight [n_embd] x n_vocab (token_embd when tied)
   std::vector<float> rope_freqs;      // rope_freqs.weight [n_rot/2], empty when absent
   std::vector<LlamaLayer> layers;
-};
-
-// One tensor of the file as the GGUF header describes it (absolute offset of its data in the file).
-struct TensorSpec {
-  std::string name;
-  int32_t type = -1;
-  std::vector<int64_t> dims;  // GGUF ne order
-  uint64_t offset = 0;        // absolute, in files[file]
-  int32_t file = 0;           // index into the files the model is loaded from
 };
 
 // Builds the weights of a `llama` GGUF from its tensor table, looking tensors up by their GGUF names
@@ -135,7 +117,9 @@ class LlamaState final : public Blocks {
   // y = W x for n rows. same_input: x holds the very rows of the previous matmul call (same pointer, shape and
   // contents), so activation rows already quantized for an integer matmul are reused (K/V/Q, gate/up).
   void matmul(const WeightView& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
-              bool same_input = false);
+              bool same_input = false) {
+    mm_(w, x, ldx, n, y, ldy, same_input);
+  }
   void rms_norm_rows(const float* x, const float* w, float* out, int64_t n);
   void check_layer(int64_t layer) const;
   void check_rows(int64_t n) const;
@@ -147,7 +131,9 @@ class LlamaState final : public Blocks {
   float* v_cache_at(int64_t layer, int64_t seq) { return v_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * kv_dim_; }
   void check_row(int64_t row) const;
   // Softmax statistics over logits[ids[0..m)] (ids == nullptr: the whole vocabulary) into the lens buffers.
-  void lens_statistics(const int32_t* ids, int64_t m, int64_t k);
+  void lens_statistics(const int32_t* ids, int64_t m, int64_t k) {
+    adainfer::lens_statistics(io_, ids, m, k, top_ids_.data());
+  }
 
   std::shared_ptr<const LlamaWeights> w_;
   const KernelTable& k_;
@@ -156,6 +142,7 @@ class LlamaState final : public Blocks {
   int64_t n_batch_;
   ThreadPool pool_;
   HostBuffers io_;
+  MatmulRunner mm_;
 
   int64_t q_dim_;   // n_head * head_dim
   int64_t kv_dim_;  // n_kv_head * head_dim
@@ -172,15 +159,6 @@ class LlamaState final : public Blocks {
   std::vector<float> up_;       // [n_batch][n_ff]
   std::vector<float> scratch_;  // [n_threads][n_ctx] attention scores
   std::vector<int32_t> top_ids_;  // [max(lens_k, 2)] logit-lens top-k, best first
-  // Activation rows quantized for the integer matmuls (KernelTable::act_format), one buffer per format, and
-  // what they were made from (nullptr: nothing valid).
-  struct ActRows {
-    std::vector<uint8_t> rows;
-    const float* x = nullptr;
-    int64_t ldx = 0, n_in = 0, n = 0;
-  };
-  ActRows act_[kActFormats];
-  static uint8_t* aligned_rows(ActRows& a);
 };
 
 }  // namespace adainfer

@@ -1,0 +1,343 @@
+#include "blocks/opt_blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace adainfer {
+
+namespace {
+
+void check_hparams(const OptHParams& hp) {
+  auto positive = [](int64_t v, const char* what) {
+    if (v <= 0 || v > (int64_t(1) << 31))
+      throw ModelError("SHAPE_MISMATCH", std::string("hyper-parameter ") + what + " = " + std::to_string(v) + " is out of range");
+  };
+  positive(hp.n_layer, "num_hidden_layers");
+  positive(hp.n_embd, "hidden_size");
+  positive(hp.n_embd_in, "word_embed_proj_dim");
+  positive(hp.n_head, "num_attention_heads");
+  positive(hp.head_dim, "head dimension");
+  positive(hp.n_ff, "ffn_dim");
+  positive(hp.n_vocab, "vocab_size");
+  positive(hp.n_pos, "position embeddings");
+  if (hp.n_head * hp.head_dim != hp.n_embd)
+    throw ModelError("SHAPE_MISMATCH", "num_attention_heads " + std::to_string(hp.n_head) + " x head dimension " +
+                                           std::to_string(hp.head_dim) + " is not hidden_size " + std::to_string(hp.n_embd));
+  if (hp.pos_offset < 0 || hp.pos_offset >= hp.n_pos)
+    throw ModelError("SHAPE_MISMATCH", "position offset " + std::to_string(hp.pos_offset) + " is out of range");
+  if (!(hp.ln_eps > 0.f)) throw ModelError("SHAPE_MISMATCH", "layer norm epsilon must be positive");
+}
+
+}  // namespace
+
+OptWeights load_opt_weights(std::vector<std::shared_ptr<MappedFile>> files, const OptHParams& hp,
+                            const std::vector<TensorSpec>& tensors, const KernelTable& kernels) {
+  check_hparams(hp);
+  if (files.empty()) throw ModelError("INVALID_OPTION", "no model file");
+  for (const auto& f : files)
+    if (!f) throw ModelError("INVALID_OPTION", "a model file is missing");
+  TensorTable t(files, tensors, kernels);
+  const int64_t d = hp.n_embd;
+  OptWeights w;
+  w.hp = hp;
+  w.tok_embd = t.matrix("token_embd.weight", hp.n_embd_in, hp.n_vocab);
+  w.pos_embd = t.matrix("position_embd.weight", d, hp.n_pos);
+  if (hp.n_embd_in != d) {
+    w.project_in = t.matrix("project_in.weight", hp.n_embd_in, d);
+    w.project_out = t.matrix("project_out.weight", d, hp.n_embd_in);
+  }
+  if (hp.final_ln) {
+    w.output_norm_w = t.vector("output_norm.weight", d);
+    w.output_norm_b = t.vector("output_norm.bias", d);
+  }
+  auto bias = [&](const std::string& name, int64_t n) { return hp.bias ? t.vector(name, n) : std::vector<float>(); };
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    OptLayer L;
+    L.attn_norm_w = t.vector(p + "attn_norm.weight", d);
+    L.attn_norm_b = t.vector(p + "attn_norm.bias", d);
+    L.wq = t.matrix(p + "attn_q.weight", d, d);
+    L.wk = t.matrix(p + "attn_k.weight", d, d);
+    L.wv = t.matrix(p + "attn_v.weight", d, d);
+    L.wo = t.matrix(p + "attn_output.weight", d, d);
+    L.bq = bias(p + "attn_q.bias", d);
+    L.bk = bias(p + "attn_k.bias", d);
+    L.bv = bias(p + "attn_v.bias", d);
+    L.bo = bias(p + "attn_output.bias", d);
+    L.ffn_norm_w = t.vector(p + "ffn_norm.weight", d);
+    L.ffn_norm_b = t.vector(p + "ffn_norm.bias", d);
+    L.w_up = t.matrix(p + "ffn_up.weight", d, hp.n_ff);
+    L.b_up = bias(p + "ffn_up.bias", hp.n_ff);
+    L.w_down = t.matrix(p + "ffn_down.weight", hp.n_ff, d);
+    L.b_down = bias(p + "ffn_down.bias", d);
+    w.layers.push_back(std::move(L));
+  }
+  w.files = std::move(files);
+  return w;
+}
+
+OptState::OptState(std::shared_ptr<const OptWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
+                   int n_threads, const KernelTable& kernels, const HostBuffers& io)
+    : w_(std::move(weights)), k_(kernels), n_seq_(n_seq), n_ctx_(n_ctx), n_batch_(n_batch), d_(w_->hp.n_embd),
+      pool_(n_threads), io_(io), mm_(pool_, kernels) {
+  const OptHParams& hp = w_->hp;
+  if (n_seq <= 0 || n_ctx <= 0 || n_batch <= 0)
+    throw ModelError("INVALID_OPTION", "sequences, context size and batch size must be positive");
+  if (n_ctx > hp.n_pos - hp.pos_offset)
+    throw ModelError("INVALID_OPTION", "context size " + std::to_string(n_ctx) + " exceeds the " +
+                                           std::to_string(hp.n_pos - hp.pos_offset) +
+                                           " positions this OPT model has embeddings for (max_position_embeddings)");
+  const size_t cache = static_cast<size_t>(hp.n_layer) * n_seq * n_ctx * d_;
+  const size_t rows = static_cast<size_t>(n_batch);
+  hidden_.assign(rows * d_, 0.f);
+  k_cache_.assign(cache, 0.f);
+  v_cache_.assign(cache, 0.f);
+  xb_.assign(rows * std::max(d_, hp.n_embd_in), 0.f);
+  emb_.assign(rows * hp.n_embd_in, 0.f);
+  q_.assign(rows * d_, 0.f);
+  k_new_.assign(rows * d_, 0.f);
+  v_new_.assign(rows * d_, 0.f);
+  att_.assign(rows * d_, 0.f);
+  out_.assign(rows * d_, 0.f);
+  up_.assign(rows * hp.n_ff, 0.f);
+  runs_.assign(rows + 1, 0);
+  scratch_.assign(static_cast<size_t>(pool_.size()) * n_ctx, 0.f);
+  top_ids_.assign(static_cast<size_t>(std::max<int64_t>(io_.lens_k, 2)), 0);
+}
+
+void OptState::check_layer(int64_t layer) const {
+  if (layer < 0 || layer >= w_->hp.n_layer)
+    throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(w_->hp.n_layer) + ")");
+}
+
+void OptState::check_rows(int64_t n) const {
+  if (n <= 0 || n > n_batch_)
+    throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch_) + "]");
+}
+
+void OptState::check_row(int64_t row) const {
+  if (row < 0 || row >= n_batch_)
+    throw std::out_of_range("row " + std::to_string(row) + " out of range [0, " + std::to_string(n_batch_) + ")");
+}
+
+void OptState::check_row_positions(int64_t n) const {
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
+    if (seq < 0 || seq >= n_seq_)
+      throw std::out_of_range("row " + std::to_string(t) + ": sequence " + std::to_string(seq) + " out of range [0, " +
+                              std::to_string(n_seq_) + ")");
+    if (pos < 0 || pos >= n_ctx_)
+      throw std::out_of_range("row " + std::to_string(t) + ": position " + std::to_string(pos) +
+                              " exceeds the context of " + std::to_string(n_ctx_));
+  }
+}
+
+// nn.LayerNorm: (x - mean) / sqrt(var + eps) * w + b, biased variance; sums in double (rows are short).
+void OptState::layer_norm_rows(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* out,
+                               int64_t n) {
+  const int64_t d = d_;
+  const double eps = w_->hp.ln_eps;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xr = x + t * d;
+    float* o = out + t * d;
+    double sum = 0;
+    for (int64_t i = 0; i < d; ++i) sum += xr[i];
+    const double mean = sum / d;
+    double var = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      const double c = xr[i] - mean;
+      var += c * c;
+    }
+    const float inv = static_cast<float>(1.0 / std::sqrt(var / d + eps));
+    const float m = static_cast<float>(mean);
+    for (int64_t i = 0; i < d; ++i) o[i] = (xr[i] - m) * inv * w[i] + b[i];
+  }
+}
+
+void OptState::add_bias(float* y, const std::vector<float>& bias, int64_t n, int64_t width) {
+  if (bias.empty()) return;
+  for (int64_t t = 0; t < n; ++t) k_.add(y + t * width, bias.data(), width);
+}
+
+void OptState::embed(int64_t n) {
+  check_rows(n);
+  check_row_positions(n);
+  const OptHParams& hp = w_->hp;
+  const WeightView& e = w_->tok_embd;
+  const WeightView& p = w_->pos_embd;
+  const bool project = w_->project_in.data != nullptr;
+  float* rows = project ? emb_.data() : hidden_.data();
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t id = io_.tokens[t];
+    if (id < 0 || id >= hp.n_vocab)
+      throw std::out_of_range("token id " + std::to_string(id) + " out of range [0, " + std::to_string(hp.n_vocab) + ")");
+    k_.dequant_row[e.type](static_cast<const uint8_t*>(e.data) + static_cast<size_t>(id) * e.row_bytes,
+                           rows + t * hp.n_embd_in, hp.n_embd_in);
+  }
+  if (project) mm_(w_->project_in, emb_.data(), hp.n_embd_in, n, hidden_.data(), d_);
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t row = io_.row_pos[t] + hp.pos_offset;  // < n_pos: n_ctx was checked against it
+    k_.dequant_row[p.type](static_cast<const uint8_t*>(p.data) + static_cast<size_t>(row) * p.row_bytes, out_.data(), d_);
+    k_.add(hidden_.data() + t * d_, out_.data(), d_);
+  }
+}
+
+const float* OptState::attn_input(int64_t layer, int64_t n) {
+  const OptLayer& L = w_->layers[layer];
+  if (!w_->hp.pre_ln) return hidden_.data();
+  layer_norm_rows(hidden_.data(), L.attn_norm_w, L.attn_norm_b, xb_.data(), n);
+  return xb_.data();
+}
+
+void OptState::write_kv(int64_t layer, const float* x, int64_t n) {
+  const OptLayer& L = w_->layers[layer];
+  mm_(L.wk, x, d_, n, k_new_.data(), d_);
+  mm_(L.wv, x, d_, n, v_new_.data(), d_, /*same_input=*/true);
+  add_bias(k_new_.data(), L.bk, n, d_);
+  add_bias(v_new_.data(), L.bv, n, d_);
+  const size_t row_bytes = static_cast<size_t>(d_) * sizeof(float);
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
+    std::memcpy(k_cache_at(layer, seq) + pos * d_, k_new_.data() + t * d_, row_bytes);
+    std::memcpy(v_cache_at(layer, seq) + pos * d_, v_new_.data() + t * d_, row_bytes);
+  }
+}
+
+void OptState::fill_kv(int64_t layer, int64_t n) {
+  check_layer(layer);
+  check_rows(n);
+  check_row_positions(n);
+  write_kv(layer, attn_input(layer, n), n);
+}
+
+void OptState::attention_block(int64_t layer, int64_t n) {
+  check_layer(layer);
+  check_rows(n);
+  check_row_positions(n);
+  const OptHParams& hp = w_->hp;
+  const OptLayer& L = w_->layers[layer];
+  const float* x = attn_input(layer, n);
+  write_kv(layer, x, n);
+  mm_(L.wq, x, d_, n, q_.data(), d_, /*same_input=*/true);
+  add_bias(q_.data(), L.bq, n, d_);
+
+  int64_t n_runs = 0;
+  runs_[0] = 0;
+  for (int64_t t = 1; t <= n; ++t) {
+    if (t == n || io_.row_seq[t] != io_.row_seq[t - 1] || io_.row_pos[t] != io_.row_pos[t - 1] + 1) runs_[++n_runs] = t;
+  }
+  // Work items: (run, head). OPT has as many K/V heads as query heads.
+  const int64_t items = n_runs * hp.n_head;
+  pool_.parallel_for(items, 1, [&](int64_t i0, int64_t i1, int thread) {
+    float* scratch = scratch_.data() + static_cast<size_t>(thread) * n_ctx_;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t run = i / hp.n_head, h = i % hp.n_head;
+      const int64_t r0 = runs_[run], r1 = runs_[run + 1], seq = io_.row_seq[r0];
+      AttentionArgs a;
+      a.q = q_.data() + r0 * d_;
+      a.k = k_cache_at(layer, seq);
+      a.v = v_cache_at(layer, seq);
+      a.out = att_.data() + r0 * d_;
+      a.n_tok = r1 - r0;
+      a.pos0 = io_.row_pos[r0];
+      a.n_head = hp.n_head;
+      a.n_kv_head = hp.n_head;
+      a.head_dim = hp.head_dim;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));  // OPTAttention's head_dim^-0.5 on q
+      k_.attention(a, h, h + 1, scratch);
+    }
+  });
+
+  mm_(L.wo, att_.data(), d_, n, out_.data(), d_);
+  add_bias(out_.data(), L.bo, n, d_);
+  for (int64_t t = 0; t < n; ++t) k_.add(hidden_.data() + t * d_, out_.data() + t * d_, d_);
+  if (!hp.pre_ln) layer_norm_rows(hidden_.data(), L.attn_norm_w, L.attn_norm_b, hidden_.data(), n);
+}
+
+void OptState::mlp_block(int64_t layer, int64_t n) {
+  check_layer(layer);
+  check_rows(n);
+  const OptHParams& hp = w_->hp;
+  const OptLayer& L = w_->layers[layer];
+  const float* x = hidden_.data();
+  if (hp.pre_ln) {
+    layer_norm_rows(hidden_.data(), L.ffn_norm_w, L.ffn_norm_b, xb_.data(), n);
+    x = xb_.data();
+  }
+  mm_(L.w_up, x, d_, n, up_.data(), hp.n_ff);
+  add_bias(up_.data(), L.b_up, n, hp.n_ff);
+  for (size_t i = 0, e = static_cast<size_t>(n * hp.n_ff); i < e; ++i) up_[i] = std::max(up_[i], 0.f);
+  mm_(L.w_down, up_.data(), hp.n_ff, n, out_.data(), d_);
+  add_bias(out_.data(), L.b_down, n, d_);
+  for (int64_t t = 0; t < n; ++t) k_.add(hidden_.data() + t * d_, out_.data() + t * d_, d_);
+  if (!hp.pre_ln) layer_norm_rows(hidden_.data(), L.ffn_norm_w, L.ffn_norm_b, hidden_.data(), n);
+}
+
+const float* OptState::head_input(int64_t row) {
+  check_row(row);
+  const float* x = hidden_.data() + row * d_;
+  if (w_->hp.final_ln) {
+    layer_norm_rows(x, w_->output_norm_w, w_->output_norm_b, out_.data(), 1);
+    x = out_.data();
+  }
+  if (w_->project_out.data) {
+    mm_(w_->project_out, x, d_, 1, xb_.data(), w_->hp.n_embd_in);
+    return xb_.data();
+  }
+  std::memcpy(xb_.data(), x, static_cast<size_t>(d_) * sizeof(float));
+  return xb_.data();
+}
+
+void OptState::head(int64_t row) {
+  const float* x = head_input(row);
+  mm_(w_->tok_embd, x, w_->hp.n_embd_in, 1, io_.logits, w_->hp.n_vocab);
+}
+
+void OptState::logit_lens(int64_t row, int64_t k) {
+  if (k < 1 || k > io_.lens_k)
+    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
+  head(row);
+  lens_statistics(io_, nullptr, w_->hp.n_vocab, k, top_ids_.data());
+}
+
+void OptState::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
+  check_row(row);
+  if (k < 1 || k > io_.lens_k)
+    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
+  if (m < 1 || m > io_.lens_max_candidates)
+    throw std::out_of_range("candidate count " + std::to_string(m) + " out of range [1, " +
+                            std::to_string(io_.lens_max_candidates) + "]");
+  const int64_t V = w_->hp.n_vocab;
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t id = io_.lens_candidates[i];
+    if (id < 0 || id >= V)
+      throw std::out_of_range("candidate token id " + std::to_string(id) + " out of range [0, " + std::to_string(V) + ")");
+  }
+  const float* x = head_input(row);
+  const WeightView& e = w_->tok_embd;
+  MatmulFn fn = k_.matmul[e.type];
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t id = io_.lens_candidates[i];
+    fn(e.data, e.ne0, x, e.ne0, 1, io_.logits, V, id, id + 1);
+  }
+  lens_statistics(io_, io_.lens_candidates, m, k, top_ids_.data());
+}
+
+void OptState::read_hidden(int64_t row0, int64_t n, float* dst) {
+  check_row_range(row0, n);
+  std::memcpy(dst, hidden_.data() + row0 * d_, static_cast<size_t>(n * d_) * sizeof(float));
+}
+
+void OptState::write_hidden(int64_t row0, int64_t n, const float* src) {
+  check_row_range(row0, n);
+  std::memcpy(hidden_.data() + row0 * d_, src, static_cast<size_t>(n * d_) * sizeof(float));
+}
+
+void OptState::move_hidden(int64_t dst_row, int64_t src_row, int64_t n) {
+  check_row_range(dst_row, n);
+  check_row_range(src_row, n);
+  std::memmove(hidden_.data() + dst_row * d_, hidden_.data() + src_row * d_, static_cast<size_t>(n * d_) * sizeof(float));
+}
+
+}  // namespace adainfer

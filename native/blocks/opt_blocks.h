@@ -1,0 +1,134 @@
+// The OPT architecture (Meta's Open Pre-trained Transformers, Hugging Face `model_type: opt`) on the CPU: its
+// weights (views into the mapped safetensors files, checked at load) and OptState, the CPU implementation of the
+// block API (blocks.h), so the TypeScript layer loop and the early exit drive OPT as they drive Llama.
+//
+// The decoder, as transformers' modeling_opt.py computes it (OPTDecoder, OPTDecoderLayer, OPTAttention):
+//   embed:      x = project_in(token_embd[id]) + position_embd[pos + 2]        (project_in only when present)
+//   attention:  pre-LN:  x += out_proj(Attn(LN_attn(x)))                        (q, k, v, out_proj with biases;
+//               post-LN: x = LN_attn(x + out_proj(Attn(x)))                       scores scaled by head_dim^-0.5)
+//   mlp:        pre-LN:  x += fc2(ReLU(fc1(LN_ffn(x))))
+//               post-LN: x = LN_ffn(x + fc2(ReLU(fc1(x))))
+//   head:       logits = token_embd · project_out(LN_final(x))                  (LN_final only with pre-LN;
+//                                                                                 the LM head is tied to the embedding)
+// The logit lens reads the same head. Names are the runtime's (lib/hf/folder.ts maps Hugging Face's):
+// token_embd, position_embd, project_in, project_out, blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output,
+// ffn_norm, ffn_up (fc1), ffn_down (fc2)}.{weight,bias}, output_norm.{weight,bias}.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "blocks/block_common.h"
+#include "blocks/blocks.h"
+#include "core/kernels.h"
+#include "core/mapped_file.h"
+#include "core/thread_pool.h"
+
+namespace adainfer {
+
+struct OptHParams {
+  int64_t n_layer = 0;
+  int64_t n_embd = 0;      // hidden_size: the residual stream
+  int64_t n_embd_in = 0;   // word_embed_proj_dim: the embedding's width (!= n_embd: project_in / project_out)
+  int64_t n_head = 0;
+  int64_t head_dim = 0;    // n_embd / n_head
+  int64_t n_ff = 0;        // ffn_dim
+  int64_t n_vocab = 0;
+  int64_t n_pos = 0;       // rows of position_embd (max_position_embeddings + pos_offset)
+  int64_t pos_offset = 2;  // position p reads row p + pos_offset
+  bool pre_ln = true;      // do_layer_norm_before
+  bool final_ln = true;    // the decoder's final_layer_norm exists
+  bool bias = true;        // enable_bias
+  float ln_eps = 1e-5f;
+};
+
+struct OptLayer {
+  std::vector<float> attn_norm_w, attn_norm_b;  // self_attn_layer_norm [n_embd]
+  WeightView wq, wk, wv, wo;                     // [n_embd] -> [n_embd]
+  std::vector<float> bq, bk, bv, bo;             // [n_embd] (empty without biases)
+  std::vector<float> ffn_norm_w, ffn_norm_b;     // final_layer_norm of the layer [n_embd]
+  WeightView w_up;                               // fc1 [n_embd] -> [n_ff]
+  std::vector<float> b_up;                       // [n_ff]
+  WeightView w_down;                             // fc2 [n_ff] -> [n_embd]
+  std::vector<float> b_down;                     // [n_embd]
+};
+
+struct OptWeights {
+  std::vector<std::shared_ptr<MappedFile>> files;
+  OptHParams hp;
+  WeightView tok_embd;     // [n_embd_in] x n_vocab (also the LM head)
+  WeightView pos_embd;     // [n_embd] x n_pos
+  WeightView project_in;   // [n_embd_in] -> [n_embd], data == nullptr when absent
+  WeightView project_out;  // [n_embd] -> [n_embd_in], data == nullptr when absent
+  std::vector<float> output_norm_w, output_norm_b;  // empty without final_ln
+  std::vector<OptLayer> layers;
+};
+
+// Builds the weights from the tensor table with the same checks as load_llama_weights (every tensor present,
+// a type the kernels compute, the shape the hyper-parameters imply, data inside its file and aligned).
+// Throws ModelError.
+OptWeights load_opt_weights(std::vector<std::shared_ptr<MappedFile>> files, const OptHParams& hp,
+                            const std::vector<TensorSpec>& tensors, const KernelTable& kernels);
+
+class OptState final : public Blocks {
+ public:
+  // n_ctx may not exceed the learned positions (n_pos - pos_offset): INVALID_OPTION.
+  OptState(std::shared_ptr<const OptWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch, int n_threads,
+           const KernelTable& kernels, const HostBuffers& io);
+
+  const char* backend() const override { return "cpu"; }
+  int64_t n_embd() const override { return w_->hp.n_embd; }
+  int64_t n_batch() const override { return n_batch_; }
+  const OptHParams& hp() const { return w_->hp; }
+
+  void embed(int64_t n) override;
+  void attention_block(int64_t layer, int64_t n) override;
+  void fill_kv(int64_t layer, int64_t n) override;
+  void mlp_block(int64_t layer, int64_t n) override;
+  void head(int64_t row) override;
+  void logit_lens(int64_t row, int64_t k) override;
+  void logit_lens_candidates(int64_t row, int64_t m, int64_t k) override;
+  void sync_logits() override {}
+  void read_hidden(int64_t row0, int64_t n, float* dst) override;
+  void write_hidden(int64_t row0, int64_t n, const float* src) override;
+  void move_hidden(int64_t dst_row, int64_t src_row, int64_t n) override;
+
+ private:
+  void check_layer(int64_t layer) const;
+  void check_rows(int64_t n) const;
+  void check_row(int64_t row) const;
+  void check_row_positions(int64_t n) const;
+  // out = LayerNorm(x) for n rows of n_embd.
+  void layer_norm_rows(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* out, int64_t n);
+  // y[t] += bias for n rows of width `width` (no-op without biases).
+  void add_bias(float* y, const std::vector<float>& bias, int64_t n, int64_t width);
+  // The attention block's input: LN_attn(hidden) (pre-LN) or hidden itself (post-LN), in xb_.
+  const float* attn_input(int64_t layer, int64_t n);
+  void write_kv(int64_t layer, const float* x, int64_t n);
+  // The head's input for one row, in xb_ (the final LN and project_out applied): n_embd_in floats.
+  const float* head_input(int64_t row);
+  float* k_cache_at(int64_t layer, int64_t seq) { return k_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * d_; }
+  float* v_cache_at(int64_t layer, int64_t seq) { return v_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * d_; }
+
+  std::shared_ptr<const OptWeights> w_;
+  const KernelTable& k_;
+  int64_t n_seq_, n_ctx_, n_batch_;
+  int64_t d_;  // n_embd
+  ThreadPool pool_;
+  HostBuffers io_;
+  MatmulRunner mm_;
+  std::vector<float> hidden_;   // [n_batch][n_embd]
+  std::vector<float> k_cache_;  // [n_layer][n_seq][n_ctx][n_embd]
+  std::vector<float> v_cache_;
+  std::vector<float> xb_;       // [n_batch][max(n_embd, n_embd_in)]
+  std::vector<float> emb_;      // [n_batch][n_embd_in] embedding rows before project_in
+  std::vector<float> q_, k_new_, v_new_, att_;  // [n_batch][n_embd]
+  std::vector<float> out_;      // [n_batch][n_embd]
+  std::vector<float> up_;       // [n_batch][n_ff]
+  std::vector<int64_t> runs_;
+  std::vector<float> scratch_;  // [n_threads][n_ctx]
+  std::vector<int32_t> top_ids_;  // [max(lens_k, 2)] logit-lens top-k
+};
+
+}  // namespace adainfer
