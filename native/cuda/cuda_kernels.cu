@@ -197,8 +197,7 @@ constexpr int kMmvWarps = 4;
 
 // acc[t] = the dot products of row with x[t] over chunks first, first + stride, ... (t < n_tok), summed over
 // the warp (every lane gets the sums).
-// XS: x is in shared memory (plain loads); else global (read-only cache loads).
-template <int T, int NT, bool XS = false>
+template <int T, int NT>
 __device__ __forceinline__ void chunk_dots(const uint8_t* row, int64_t n_in, const float* __restrict__ x, int64_t ldx,
                                            int n_tok, int64_t first, int64_t stride, float* acc) {
   const int64_t nc = (n_in + 15) / 16;
@@ -219,7 +218,7 @@ __device__ __forceinline__ void chunk_dots(const uint8_t* row, int64_t n_in, con
       if (lim == 16 && x_vec) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const float4 v = XS ? reinterpret_cast<const float4*>(xp)[i] : __ldg(reinterpret_cast<const float4*>(xp) + i);
+          const float4 v = __ldg(reinterpret_cast<const float4*>(xp) + i);
           s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
         }
       } else {
@@ -230,58 +229,6 @@ __device__ __forceinline__ void chunk_dots(const uint8_t* row, int64_t n_in, con
   }
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = warp_sum(acc[t]);
-}
-
-// ---- decode with the activations in shared memory: a warp per row, 8 rows per block ------------------------
-// Every row needs all of x; read from global memory by each row, x costs more traffic than a quantized row
-// itself (16 KB of floats against 2.3 KB of Q4_0 at dim 4096). Staged once per block of 8 rows, it does not.
-// Used when the tokens' activations fit in 48 KB of shared memory (n_tok * n_in * 4 bytes).
-constexpr int kXsRows = 8;
-constexpr int64_t kXsMaxBytes = 48 * 1024;
-
-// Copies x ([n_tok][ldx], the first n_in of each row) to shared xs ([n_tok][n_in]).
-__device__ __forceinline__ void stage_x(const float* __restrict__ x, int64_t ldx, int64_t n_in, int n_tok, float* xs) {
-  for (int64_t i = threadIdx.x; i < n_tok * n_in; i += blockDim.x) xs[i] = __ldg(x + (i / n_in) * ldx + i % n_in);
-  __syncthreads();
-}
-
-template <int T, int NT>
-__global__ void __launch_bounds__(kXsRows * 32)
-    mmv_xs_kernel(const uint8_t* __restrict__ W, size_t rb, int64_t n_in, int64_t n_out, const float* __restrict__ x,
-                  int64_t ldx, int n_tok, float* __restrict__ y, int64_t ldy, int accumulate) {
-  extern __shared__ __align__(16) float xs[];
-  stage_x(x, ldx, n_in, n_tok, xs);
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kXsRows + (threadIdx.x >> 5);
-  if (r >= n_out) return;
-  float acc[NT];
-  chunk_dots<T, NT, true>(W + r * rb, n_in, xs, n_in, n_tok, threadIdx.x & 31, 32, acc);
-  if ((threadIdx.x & 31) != 0) return;
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    if (t >= n_tok) break;
-    float* out = y + t * ldy + r;
-    *out = accumulate ? *out + acc[t] : acc[t];
-  }
-}
-
-template <int T, int NT>
-__global__ void __launch_bounds__(kXsRows * 32)
-    mmv_xs_glu_kernel(const uint8_t* __restrict__ Wg, const uint8_t* __restrict__ Wu, size_t rb, int64_t n_in,
-                      int64_t n_out, const float* __restrict__ x, int64_t ldx, int n_tok, float* __restrict__ y,
-                      int64_t ldy) {
-  extern __shared__ __align__(16) float xs[];
-  stage_x(x, ldx, n_in, n_tok, xs);
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kXsRows + (threadIdx.x >> 5);
-  if (r >= n_out) return;
-  float g[NT], u[NT];
-  chunk_dots<T, NT, true>(Wg + r * rb, n_in, xs, n_in, n_tok, threadIdx.x & 31, 32, g);
-  chunk_dots<T, NT, true>(Wu + r * rb, n_in, xs, n_in, n_tok, threadIdx.x & 31, 32, u);
-  if ((threadIdx.x & 31) != 0) return;
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    if (t >= n_tok) break;
-    y[t * ldy + r] = __fmul_rn(__fdiv_rn(g[t], 1.0f + expf(-g[t])), u[t]);  // as swiglu_kernel
-  }
 }
 
 // The whole block on one row: its warps take interleaved chunks (all of a row's loads in flight at once — a
@@ -1045,22 +992,7 @@ void matmul(Stream s, int32_t type, const void* W, size_t row_bytes, int64_t n_i
   if (n_out <= 0 || n_tok <= 0) return;
   const uint8_t* w = static_cast<const uint8_t*>(W);
   bool ok;
-  if (n_tok <= 8 && n_tok * n_in * 4 <= kXsMaxBytes) {
-    const unsigned grid = blocks_for(n_out, kXsRows);
-    const size_t smem = static_cast<size_t>(n_tok * n_in) * sizeof(float);
-    const int nt = static_cast<int>(n_tok), acc = accumulate ? 1 : 0;
-    ok = dispatch_type(type, [&](auto tag) {
-      constexpr int T = decltype(tag)::value;
-      if (nt == 1)
-        mmv_xs_kernel<T, 1><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
-      else if (nt <= 2)
-        mmv_xs_kernel<T, 2><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
-      else if (nt <= 4)
-        mmv_xs_kernel<T, 4><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
-      else
-        mmv_xs_kernel<T, 8><<<grid, kXsRows * 32, smem, s>>>(w, row_bytes, n_in, n_out, x, ldx, nt, y, ldy, acc);
-    });
-  } else if (n_tok <= 8) {
+  if (n_tok <= 8) {
     const unsigned grid = static_cast<unsigned>(n_out);  // a block per row
     const int nt = static_cast<int>(n_tok), acc = accumulate ? 1 : 0;
     ok = dispatch_type(type, [&](auto tag) {
@@ -1109,24 +1041,6 @@ void matmul_glu(Stream s, int32_t type, const void* Wg, const void* Wu, size_t r
   const uint8_t* wg = static_cast<const uint8_t*>(Wg);
   const uint8_t* wu = static_cast<const uint8_t*>(Wu);
   const int nt = static_cast<int>(n_tok);
-  if (n_tok * n_in * 4 <= kXsMaxBytes) {
-    const unsigned grid = blocks_for(n_out, kXsRows);
-    const size_t smem = static_cast<size_t>(n_tok * n_in) * sizeof(float);
-    const bool ok = dispatch_type(type, [&](auto tag) {
-      constexpr int T = decltype(tag)::value;
-      if (nt == 1)
-        mmv_xs_glu_kernel<T, 1><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
-      else if (nt <= 2)
-        mmv_xs_glu_kernel<T, 2><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
-      else if (nt <= 4)
-        mmv_xs_glu_kernel<T, 4><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
-      else
-        mmv_xs_glu_kernel<T, 8><<<grid, kXsRows * 32, smem, s>>>(wg, wu, row_bytes, n_in, n_out, x, ldx, nt, y, ldy);
-    });
-    if (!ok) unsupported(type);
-    check_launch("matmul_glu");
-    return;
-  }
   const unsigned grid = static_cast<unsigned>(n_out);  // a block per row
   const bool ok = dispatch_type(type, [&](auto tag) {
     constexpr int T = decltype(tag)::value;
