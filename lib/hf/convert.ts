@@ -10,7 +10,14 @@
  *  - the tokenizer: a byte-level BPE tokenizer.json becomes tokenizer.ggml.model "gpt2" with its tokens
  *    (padded with unused [PAD<id>] tokens up to vocab_size), token types, merges, special ids, add_bos/add_eos,
  *    and the pre-tokenizer ("gpt-2" for ByteLevel's own regex, "llama-bpe" for Llama 3's Split + ByteLevel).
- *    Other tokenizers (SentencePiece-style BPE, which llama.cpp converts from tokenizer.model) are refused;
+ *    A SentencePiece-style tokenizer.json (BPE with byte_fallback, <0xXX> byte tokens, "▁" for spaces through a
+ *    Prepend + Replace normalizer or a Metaspace pre-tokenizer: Llama 2, TinyLlama, Mistral) becomes
+ *    tokenizer.ggml.model "llama" as convert_hf_to_gguf.py's LlamaHfVocab path writes it (tokens in id order,
+ *    pre "default", <0xXX> byte tokens BYTE, the special tokens — BOS, EOS, UNK, PAD, added tokens marked
+ *    special — CONTROL, special ids, add_bos/add_eos), with two differences: the scores (spmScores), and added
+ *    tokens not marked special are USER_DEFINED wherever their id lies (LlamaHfVocab leaves those inside the
+ *    BPE model's id range NORMAL, which llama.cpp then never splits out of the text; Hugging Face does). Any
+ *    other tokenizer shape is a TOKENIZER error;
  *  - weight types: `type` is one of the quantize targets (F32, F16 — the default, as convert_hf_to_gguf —, BF16,
  *    Q8_0, Q4_K_M, ...); which tensor gets which type follows `adainfer quantize` exactly (planTensorTypes: 1-D
  *    tensors stay F32, the head gets more bits, ...), and quantized types go through the same native quantizer.
@@ -23,6 +30,7 @@ import { GGMLType, GGUFValueType, ggmlTypeName, rowBytes } from '../gguf/types';
 import { dequantizeRows, quantizeRows } from '../quant/native_quant';
 import { planTensorTypes, QuantTarget, targetBaseType, targetFileType, TensorPlan } from '../quant/quantize_model';
 import { HfTokenizer } from '../tokenizer/hf';
+import { TokenType } from '../tokenizer/types';
 import { HfLlamaConfig } from './config';
 import { HfTensor, readHfFolder } from './folder';
 
@@ -99,8 +107,9 @@ function writeLlamaMetadata(w: GGUFWriter, c: HfLlamaConfig, target: QuantTarget
 }
 
 function writeTokenizer(w: GGUFWriter, tok: HfTokenizer, dir: string): void {
-  if (tok.model !== 'gpt2') {
-    throw new AdaInferError('TOKENIZER', `${dir}: convert supports byte-level BPE tokenizers (GPT-2 / Llama 3 style); this tokenizer.json is SentencePiece-style`);
+  if (tok.model === 'llama') {
+    writeSpmTokenizer(w, tok, dir);
+    return;
   }
   const pre = preTokenizerName(tok.preTokenizer);
   if (pre === undefined) {
@@ -118,6 +127,10 @@ function writeTokenizer(w: GGUFWriter, tok: HfTokenizer, dir: string): void {
   w.setArray('tokenizer.ggml.tokens', GGUFValueType.STRING, tokens);
   w.setArray('tokenizer.ggml.token_type', GGUFValueType.INT32, types);
   w.setArray('tokenizer.ggml.merges', GGUFValueType.STRING, tok.merges);
+  writeSpecialIds(w, tok);
+}
+
+function writeSpecialIds(w: GGUFWriter, tok: HfTokenizer): void {
   const v = tok.vocab;
   if (v.bosId !== undefined) w.setU32('tokenizer.ggml.bos_token_id', v.bosId);
   if (v.eosId !== undefined) w.setU32('tokenizer.ggml.eos_token_id', v.eosId);
@@ -125,6 +138,102 @@ function writeTokenizer(w: GGUFWriter, tok: HfTokenizer, dir: string): void {
   if (v.padId !== undefined) w.setU32('tokenizer.ggml.padding_token_id', v.padId);
   w.setBool('tokenizer.ggml.add_bos_token', v.addBos);
   w.setBool('tokenizer.ggml.add_eos_token', v.addEos);
+}
+
+/** A SentencePiece-style tokenizer.json as tokenizer.ggml.model "llama" (see the file comment). */
+function writeSpmTokenizer(w: GGUFWriter, tok: HfTokenizer, dir: string): void {
+  const refuse = (why: string): never => {
+    throw new AdaInferError('TOKENIZER', `${dir}: convert cannot write this tokenizer.json as a llama.cpp SentencePiece tokenizer: ${why}`);
+  };
+  if (!tok.byteFallback) refuse('its BPE model has no byte_fallback (supported: byte-level BPE, or BPE with byte_fallback and "▁" spaces)');
+  if (tok.ignoreMerges) refuse('its BPE model has ignore_merges');
+  const n = tok.vocabSize;
+  const tokens: string[] = [];
+  const types: number[] = [];
+  for (let id = 0; id < n; id++) {
+    tokens.push(tok.tokenText(id));
+    types.push(tok.tokenType(id));
+  }
+  const addSpacePrefix = spmSpacePrefix(tok.normalizer, tok.preTokenizer, tokens);
+  if (typeof addSpacePrefix === 'string') refuse(addSpacePrefix);
+  // LlamaHfVocab: the tokenizer's special tokens (transformers' all_special_ids: BOS, EOS, UNK, PAD) are
+  // control tokens — UNK included, so no token is UNKNOWN; byte tokens stay BYTE.
+  for (const id of [tok.vocab.bosId, tok.vocab.eosId, tok.vocab.unkId, tok.vocab.padId]) {
+    if (id !== undefined && types[id] !== TokenType.Byte) types[id] = TokenType.Control;
+  }
+  w.setString('tokenizer.ggml.model', 'llama');
+  w.setString('tokenizer.ggml.pre', 'default');
+  w.setArray('tokenizer.ggml.tokens', GGUFValueType.STRING, tokens);
+  w.setArray('tokenizer.ggml.scores', GGUFValueType.FLOAT32, spmScores(tokens, types, tok.merges));
+  w.setArray('tokenizer.ggml.token_type', GGUFValueType.INT32, types);
+  writeSpecialIds(w, tok);
+  w.setBool('tokenizer.ggml.add_space_prefix', addSpacePrefix as boolean);
+}
+
+/**
+ * Scores for llama.cpp's SentencePiece tokenizer (llm_tokenizer_spm, lib/tokenizer/spm.ts), which merges the
+ * adjacent pair whose concatenation is a token of the highest score, leftmost first on ties. llama.cpp's
+ * LlamaHfVocab writes -1000 for every token (a placeholder), which turns that into "leftmost pair first" and
+ * gives other ids than tokenizer.json's BPE wherever the order matters (s e e n: "ee" leftmost first, "en" by
+ * rank — see hf_convert_spm.test.ts). Here a token made by a merge scores -(rank of the first merge that makes
+ * it), so the highest score is the lowest merge rank, as BPE applies them; every other token (characters,
+ * bytes, special and padding tokens, which no merge makes) scores -(number of merges), below all of them. For
+ * a tokenizer.json converted from a SentencePiece model (transformers' SentencePieceExtractor lists every split
+ * of every piece as a merge, grouped by the piece's score) this reproduces the BPE tokenization; a hand-made
+ * merge list that leaves out some split of a token can still differ (SPM merges any pair that forms a token).
+ */
+export function spmScores(tokens: readonly string[], types: readonly number[], merges: readonly string[]): number[] {
+  const firstRank = new Map<string, number>();
+  merges.forEach((m, rank) => {
+    const sp = m.indexOf(' ', 1);
+    const text = m.slice(0, sp) + m.slice(sp + 1);
+    if (!firstRank.has(text)) firstRank.set(text, rank);
+  });
+  const floor = -merges.length;
+  return tokens.map((t, id) => {
+    const rank = types[id] === TokenType.Normal ? firstRank.get(t) : undefined;
+    return rank === undefined ? floor : 0 - rank; // 0 - 0 is +0
+  });
+}
+
+/**
+ * Whether a SentencePiece-style tokenizer.json prepends "▁" (llama.cpp's add_space_prefix), or why it has no
+ * llama.cpp equivalent. Supported: the legacy normalizer (Prepend "▁" and Replace " " → "▁", no
+ * pre-tokenizer: Llama 2, TinyLlama, Mistral), or a Metaspace pre-tokenizer without normalizer (newer
+ * transformers) that does not split at "▁" — or that splits but where no token has "▁" past its start, so that
+ * splitting changes nothing.
+ */
+export function spmSpacePrefix(normalizer: unknown, pre: unknown, tokens: readonly string[]): boolean | string {
+  const SP = '\u2581';
+  type Part = { type?: string; prepend?: string; pattern?: { String?: string }; content?: string; normalizers?: unknown[] };
+  const parts = (n: unknown): Part[] | undefined => {
+    if (n === null || n === undefined) return [];
+    const o = n as Part;
+    if (typeof o !== 'object') return undefined;
+    if (o.type === 'Sequence') return Array.isArray(o.normalizers) ? o.normalizers.flatMap((x) => parts(x) ?? [{ type: '?' }]) : undefined;
+    return [o];
+  };
+  const norm = parts(normalizer);
+  const describe = `normalizer ${JSON.stringify(normalizer)}, pre-tokenizer ${JSON.stringify(pre ?? null)}`;
+  if (norm === undefined) return `unsupported ${describe}`;
+  if (norm.length > 0) {
+    const replace = norm.filter((p) => p.type === 'Replace' && p.pattern?.String === ' ' && p.content === SP);
+    const prepend = norm.filter((p) => p.type === 'Prepend' && p.prepend === SP);
+    if (replace.length !== 1 || prepend.length > 1 || replace.length + prepend.length !== norm.length || (pre !== null && pre !== undefined)) {
+      return `unsupported ${describe} (supported: Prepend "▁" + Replace " " → "▁", or a Metaspace pre-tokenizer)`;
+    }
+    return prepend.length === 1;
+  }
+  const m = pre as { type?: string; replacement?: string; prepend_scheme?: string; add_prefix_space?: boolean; split?: boolean } | null | undefined;
+  if (!m || m.type !== 'Metaspace' || (m.replacement ?? SP) !== SP) {
+    return `unsupported ${describe} (supported: Prepend "▁" + Replace " " → "▁", or a Metaspace pre-tokenizer)`;
+  }
+  if (m.split !== false && tokens.some((t) => t.indexOf(SP, 1) > 0)) {
+    return 'its Metaspace pre-tokenizer splits the text at "▁", which llama.cpp does not, and some tokens have "▁" inside';
+  }
+  const scheme = m.prepend_scheme ?? (m.add_prefix_space === false ? 'never' : 'always');
+  if (!['always', 'first', 'never'].includes(scheme)) return `unsupported Metaspace prepend_scheme ${JSON.stringify(scheme)}`;
+  return scheme !== 'never';
 }
 
 /** The llama.cpp pre-tokenizer name of a tokenizer.json pre_tokenizer, if known. */

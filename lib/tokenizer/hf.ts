@@ -73,6 +73,11 @@ export class HfTokenizer extends TokenizerBase implements Tokenizer {
   readonly merges: string[];
   /** The pre-tokenizer's description (tokenizer.json "pre_tokenizer"). */
   readonly preTokenizer: unknown;
+  /** The normalizer's description (tokenizer.json "normalizer"; null when absent). */
+  readonly normalizer: unknown;
+  /** The BPE model's byte_fallback and ignore_merges flags. */
+  readonly byteFallback: boolean;
+  readonly ignoreMerges: boolean;
   /** Number of tokens the tokenizer defines (before padding to the model's vocabulary). */
   readonly definedTokens: number;
   private readonly lib: HfLibTokenizer;
@@ -182,6 +187,9 @@ export class HfTokenizer extends TokenizerBase implements Tokenizer {
       : stripsSpace || (metaspace !== undefined && metaspace.add_prefix_space !== false && metaspace.prepend_scheme !== 'never');
     this.cleanSpaces = tc.clean_up_tokenization_spaces === true;
     this.preTokenizer = tj.pre_tokenizer ?? null;
+    this.normalizer = tj.normalizer ?? null;
+    this.byteFallback = byteFallback;
+    this.ignoreMerges = model.ignore_merges === true;
     const merges = Array.isArray(model.merges) ? (model.merges as unknown[]) : [];
     this.merges = merges.map((m, i) => {
       if (typeof m === 'string' && m.indexOf(' ', 1) > 0) return m;
