@@ -7,7 +7,7 @@
  *
  *   npx tsc -p tsconfig.json && node dist/bench/compare.js [--types F16,Q8_0,Q4_0,Q4_K] [--threads 1,2]
  *       [--pp 512] [--tg 128] [--reps 3] [--ctx 1024] [--geometry tinyllama-1.1b] [--engines adainfer,llamacpp]
- *       [--json FILE]
+ *       [--contend [on|both]] [--contend-cpu N] [--json FILE]
  *
  * Models come from bench/make_model.ts (generated into bench/models/ when missing). The bandwidth comes from
  * bench/native/membw.c, compiled with the system C compiler into bench/.build/ on first use.
@@ -19,8 +19,14 @@
  *       samples greedily, as its users do; the "core" numbers are llama.cpp's own timers of llama_decode).
  * Peak RSS while decoding: VmHWM reset (/proc/self/clear_refs) after the prefill, read after the decode.
  * The file is mapped by both engines: its pages count in RSS once touched.
+ *
+ * --contend: a competing process busy-loops one CPU during each run (`taskset -c N sh -c 'while :; do :; done'`,
+ * N = --contend-cpu, default the last CPU this process may use), started before the run's process and killed
+ * after it; the rows say "busy cpuN". `--contend both` measures every configuration both ways, the idle and
+ * the contended run of each engine adjacent (idle first on even reps, contended first on odd ones).
  */
-import { execFileSync, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'child_process';
+import * as os from 'os';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describeMachine, formatMachine, repoRoot } from './machine';
@@ -152,10 +158,13 @@ interface Args {
   engines: ('adainfer' | 'llamacpp')[];
   json?: string;
   membw: boolean;
+  /** off: idle machine; on: every run with a busy loop on contendCpu; both: each configuration both ways. */
+  contend: 'off' | 'on' | 'both';
+  contendCpu: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { types: ['F16', 'Q8_0', 'Q4_0', 'Q4_K'], threads: [1, 2], pp: 512, tg: 128, reps: 3, ctx: 1024, geometry: 'tinyllama-1.1b', engines: ['adainfer', 'llamacpp'], membw: true };
+  const a: Args = { types: ['F16', 'Q8_0', 'Q4_0', 'Q4_K'], threads: [1, 2], pp: 512, tg: 128, reps: 3, ctx: 1024, geometry: 'tinyllama-1.1b', engines: ['adainfer', 'llamacpp'], membw: true, contend: 'off', contendCpu: -1 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -177,11 +186,17 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--engines') a.engines = v().split(',') as Args['engines'];
     else if (k === '--json') a.json = v();
     else if (k === '--no-membw') a.membw = false;
+    else if (k === '--contend') {
+      const next = argv[i + 1];
+      if (next === 'on' || next === 'both' || next === 'off') a.contend = argv[++i] as Args['contend'];
+      else a.contend = 'on';
+    } else if (k === '--contend-cpu') a.contendCpu = int(v());
     else throw new Error(`unknown option ${k}`);
   }
   if (!GEOMETRIES[a.geometry]) throw new Error(`unknown geometry ${a.geometry}`);
   if (a.tg < 1) throw new Error('--tg must be at least 1');
   if (a.pp + a.tg + 2 > a.ctx) throw new Error(`--ctx ${a.ctx} is too small for --pp ${a.pp} / --tg ${a.tg}`);
+  if (a.contendCpu < 0) a.contendCpu = allowedCpus().pop() ?? 0;
   return a;
 }
 
@@ -228,6 +243,46 @@ export function weightBytesPerToken(model: string): number {
   return bytes;
 }
 
+/** CPUs this process may run on (taskset -p of itself), ascending; [0 .. cpus-1] if that cannot be read. */
+function allowedCpus(): number[] {
+  try {
+    const m = /Cpus_allowed_list:\s*(\S+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m) {
+      const out: number[] = [];
+      for (const part of m[1].split(',')) {
+        const [lo, hi] = part.split('-').map(Number);
+        for (let c = lo; c <= (hi ?? lo); c++) out.push(c);
+      }
+      if (out.length) return out;
+    }
+  } catch {
+    // not Linux
+  }
+  return Array.from({ length: os.cpus().length }, (_, i) => i);
+}
+
+/** Starts the competing busy loop pinned to `cpu`; the returned function kills it (and waits for it to go). */
+const busyLoops = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const p of busyLoops) p.kill('SIGKILL');
+});
+async function startBusyLoop(cpu: number): Promise<() => Promise<void>> {
+  const p = spawn('taskset', ['-c', String(cpu), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
+  busyLoops.add(p);
+  const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    p.once('spawn', () => resolve());
+    p.once('error', (err) => reject(new Error(`could not start the busy loop (taskset): ${err.message}`)));
+  });
+  await new Promise((r) => setTimeout(r, 200));  // the loop is running (and taskset has exec'd) before the run starts
+  if (p.exitCode !== null) throw new Error(`the busy loop (taskset -c ${cpu}) exited with ${p.exitCode}`);
+  return async () => {
+    p.kill('SIGKILL');
+    await exited;
+    busyLoops.delete(p);
+  };
+}
+
 function runChild(engine: string, model: string, threads: number, a: Args, seed: number): RunResult {
   const r = spawnSync(
     process.execPath,
@@ -252,29 +307,42 @@ async function parent(a: Args): Promise<void> {
   const bw = a.membw ? measureBandwidth(a.threads) : undefined;
   if (bw) print(`  read bandwidth (bench/native/membw.c, 1 GiB buffer, median of 5): ${[...bw].map(([t, g]) => `${t} thread(s) ${g.toFixed(1)} GiB/s`).join(', ')}`);
   print(`settings: ${a.geometry}, pp${a.pp}, tg${a.tg}, ${a.reps} reps per engine alternating, context ${a.ctx}, engines ${a.engines.join(', ')}`);
+  const busyLabel = `busy cpu${a.contendCpu}`;
+  if (a.contend !== 'off')
+    print(`competing load: \`taskset -c ${a.contendCpu} sh -c 'while :; do :; done'\` during ${a.contend === 'both' ? 'the "busy" runs' : 'every run'}`);
+  const loads: string[] = a.contend === 'off' ? ['idle'] : a.contend === 'on' ? [busyLabel] : ['idle', busyLabel];
 
-  const results: { type: string; threads: number; model: string; bytesPerToken: number; runs: RunResult[] }[] = [];
+  const results: { type: string; threads: number; load: string; model: string; bytesPerToken: number; runs: RunResult[] }[] = [];
   for (const type of a.types) {
     const model = ensureModel(a.geometry, type, { threads: Math.max(...a.threads) });
     const bytesPerToken = weightBytesPerToken(model);
     for (const threads of a.threads) {
-      const runs: RunResult[] = [];
+      const runs = new Map<string, RunResult[]>(loads.map((l) => [l, []]));
       for (let rep = 0; rep < a.reps; rep++) {
         const order = rep % 2 === 0 ? a.engines : [...a.engines].reverse();
         for (const engine of order) {
-          const r = runChild(engine, model, threads, a, 1 + rep);
-          runs.push(r);
-          const f = (v: number | null, d: number) => (typeof v === 'number' ? v.toFixed(d) : '-');
-          process.stderr.write(`[compare] ${type} t${threads} rep ${rep} ${engine}: pp ${f(r.ppTps, 1)} tg ${f(r.tgTps, 2)} t/s, peak RSS decoding ${mib(r.rssPeakDecode)}\n`);
+          for (const load of rep % 2 === 0 ? loads : [...loads].reverse()) {
+            const stop = load === 'idle' ? undefined : await startBusyLoop(a.contendCpu);
+            let r: RunResult;
+            try {
+              r = runChild(engine, model, threads, a, 1 + rep);
+            } finally {
+              await stop?.();
+            }
+            runs.get(load)!.push(r);
+            const f = (v: number | null, d: number) => (typeof v === 'number' ? v.toFixed(d) : '-');
+            process.stderr.write(`[compare] ${type} t${threads} ${load} rep ${rep} ${engine}: pp ${f(r.ppTps, 1)} tg ${f(r.tgTps, 2)} t/s, peak RSS decoding ${mib(r.rssPeakDecode)}\n`);
+          }
         }
       }
-      results.push({ type, threads, model, bytesPerToken, runs });
+      for (const load of loads) results.push({ type, threads, load, model, bytesPerToken, runs: runs.get(load)! });
     }
   }
 
   print('');
   print('medians of alternating runs; ratio = adainfer / node-llama-cpp (> 1: adainfer faster); [llama.cpp core timers]');
-  const head = ['type', 'thr', 'test', 'adainfer t/s', 'node-llama-cpp t/s', 'ratio', 'weights/token', 'adainfer GiB/s', '% of bw'];
+  const withLoad = a.contend !== 'off';
+  const head = ['type', 'thr', ...(withLoad ? ['load'] : []), 'test', 'adainfer t/s', 'node-llama-cpp t/s', 'ratio', 'weights/token', 'adainfer GiB/s', '% of bw'];
   const rows: string[][] = [];
   for (const r of results) {
     const ours = r.runs.filter((x) => x.engine === 'adainfer');
@@ -289,6 +357,7 @@ async function parent(a: Args): Promise<void> {
       rows.push([
         r.type,
         String(r.threads),
+        ...(withLoad ? [r.load] : []),
         `${test}${test === 'tg' ? a.tg : a.pp}`,
         Number.isFinite(o) ? o.toFixed(2) : '-',
         Number.isFinite(p) ? `${p.toFixed(2)}${Number.isFinite(core) ? ` [${core.toFixed(2)}]` : ''}` : '-',
@@ -315,7 +384,7 @@ async function parent(a: Args): Promise<void> {
     const kvO = ours[0]?.kvBytes ?? NaN;
     const kvP = peer[0]?.kvBytes ?? NaN;
     print(
-      `  ${r.type} t${r.threads}: adainfer ${mib(o)} (KV ${mib(kvO)} F32), node-llama-cpp ${mib(p)} (KV ${mib(kvP)} F16), ` +
+      `  ${r.type} t${r.threads}${withLoad ? ` ${r.load}` : ''}: adainfer ${mib(o)} (KV ${mib(kvO)} F32), node-llama-cpp ${mib(p)} (KV ${mib(kvP)} F16), ` +
         `ratio ${(o / p).toFixed(2)}; without the KV caches ${((o - kvO) / (p - kvP)).toFixed(2)}`,
     );
   }

@@ -23,10 +23,12 @@ int row_split_override() {  // 0: auto, 1: static, 2: dynamic
 }
 
 // Calls fn(r0, r1) on chunks covering rows [0, n), chunk boundaries multiples of `align`.
-//  - static (decode): one contiguous range per thread. Decode streams the weights once from memory; one long
-//    sequential range per thread is what the prefetchers (and the kernels' software prefetch, which runs
-//    ahead within the range) do best with: measured on TinyLlama Q4_0 at 2 threads, 98 tokens/s against 76
-//    with the dynamic chunks.
+//  - static (decode): parallel_for, one contiguous range per thread, streamed front to back in a few
+//    sub-chunks; a thread done early takes over what another has not reached, and a worker that is late
+//    (its core taken by another process) finds its range done by the others. Decode streams the weights once
+//    from memory; one long sequential range per thread is what the prefetchers (and the kernels' software
+//    prefetch, which runs ahead within the range) do best with: measured on TinyLlama Q4_0 at 2 threads, 98
+//    tokens/s against 76 with the dynamic chunks.
 //  - dynamic (batches, compute-bound): about eight chunks per thread handed out from an atomic counter, so a
 //    thread that runs slower (another process on its core) hands its remaining chunks to the others.
 template <class Fn>
