@@ -2,7 +2,8 @@
 # native/sources.gypi, which CMakeLists.txt reads too, so the two builds cannot drift.
 # Each instruction-set variant is its own static library, so only its files get -mavx2 / -mavx512f
 # (on other CPUs they compile to nothing): the addon runs on any x86-64 and picks a variant from CPUID
-# at run time, never -march=native.
+# at run time, never -march=native. The CUDA backend is built by CMake only (`npm run build:cuda`); this build links
+# native/cuda/cuda_stub.cpp, whose backend reports itself unavailable, so `npm install` needs no CUDA toolkit.
 {
   "includes": ["native/sources.gypi"],
   "target_defaults": {
