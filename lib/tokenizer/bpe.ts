@@ -15,7 +15,6 @@
  */
 import { TokenizerBase } from './stream_decoder';
 import {
-  Attr,
   BinaryHeap,
   EncodeOptions,
   Tokenizer,
@@ -25,7 +24,6 @@ import {
   Vocab,
   wellFormed,
 } from './types';
-import { parseByteToken } from './spm';
 
 // ---------------------------------------------------------------------------------------------------
 // GPT-2's byte <-> unicode table
@@ -175,7 +173,6 @@ const lowerRankFirst = (a: Bigram, b: Bigram): boolean => a.rank < b.rank || (a.
 
 /** Words cached (pre-token → ids) before the cache is cleared. */
 const WORD_CACHE_LIMIT = 100_000;
-const EMPTY = new Uint8Array(0);
 
 export class BpeTokenizer extends TokenizerBase implements Tokenizer {
   readonly model = 'gpt2' as const;
@@ -186,7 +183,6 @@ export class BpeTokenizer extends TokenizerBase implements Tokenizer {
   private readonly ranks = new Map<string, number>();
   private readonly patterns: RegExp[];
   private readonly wordCache = new Map<string, number[]>();
-  private readonly pieceCache: Array<Uint8Array | undefined>;
 
   constructor(meta: TokenizerMetadata) {
     const pre = preTokenizerFor(meta.pre);
@@ -209,10 +205,7 @@ export class BpeTokenizer extends TokenizerBase implements Tokenizer {
       }
       if (!this.ranks.has(m)) this.ranks.set(m, i);
     }
-    for (let id = 0; id < this.vocab.size; id++) {
-      if (this.vocab.attrs[id] & Attr.Byte) parseByteToken(this.vocab.texts[id], id);
-    }
-    this.pieceCache = new Array(this.vocab.size);
+    this.checkByteTokens();
   }
 
   override encode(text: string, opts: EncodeOptions = {}): number[] {
@@ -227,21 +220,8 @@ export class BpeTokenizer extends TokenizerBase implements Tokenizer {
     return out;
   }
 
-  /** llama_token_to_piece for BPE (lstrip 0). The returned array is cached: callers must not modify it. */
-  override pieceBytes(id: number, special: boolean): Uint8Array {
-    this.vocab.checkId(id);
-    const attr = this.vocab.attrs[id];
-    if (!special && attr & (Attr.Unknown | Attr.Control)) return EMPTY;
-    let piece = this.pieceCache[id];
-    if (piece === undefined) {
-      const text = this.vocab.texts[id];
-      if (attr & (Attr.Unknown | Attr.Control | Attr.UserDefined)) piece = utf8Encode(text);
-      else if (attr & Attr.Normal) piece = unicodeToBytes(text);
-      else if (attr & Attr.Byte) piece = Uint8Array.of(parseByteToken(text, id));
-      else piece = EMPTY;
-      this.pieceCache[id] = piece;
-    }
-    return piece;
+  protected override normalPieceBytes(text: string): Uint8Array {
+    return unicodeToBytes(text);
   }
 
   private encodeWord(word: string, out: number[]): void {

@@ -26,9 +26,8 @@
  */
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
 import { unicodeToBytes } from './bpe';
-import { parseByteToken } from './spm';
 import { TokenizerBase } from './stream_decoder';
-import { Attr, EncodeOptions, Tokenizer, TokenizerMetadata, TokenType, tokenizerError, utf8Encode, Vocab, wellFormed } from './types';
+import { EncodeOptions, Tokenizer, TokenizerMetadata, TokenType, tokenizerError, utf8Encode, Vocab, wellFormed } from './types';
 
 type Json = Record<string, unknown>;
 
@@ -45,7 +44,6 @@ export interface HfTokenizerFiles {
   defaultAddBos?: boolean;
 }
 
-const EMPTY = new Uint8Array(0);
 
 function isObject(v: unknown): v is Json {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -81,7 +79,6 @@ export class HfTokenizer extends TokenizerBase implements Tokenizer {
   /** Number of tokens the tokenizer defines (before padding to the model's vocabulary). */
   readonly definedTokens: number;
   private readonly lib: HfLibTokenizer;
-  private readonly pieceCache: Array<Uint8Array | undefined>;
 
   constructor(files: HfTokenizerFiles) {
     const tj = files.tokenizer;
@@ -196,10 +193,7 @@ export class HfTokenizer extends TokenizerBase implements Tokenizer {
       if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') return `${m[0]} ${m[1]}`;
       throw tokenizerError(`tokenizer.json model.merges[${i}] = ${JSON.stringify(m)} is not a merge`);
     });
-    for (let id = 0; id < size; id++) {
-      if (this.vocab.attrs[id] & Attr.Byte) parseByteToken(this.vocab.texts[id], id);
-    }
-    this.pieceCache = new Array(size);
+    this.checkByteTokens();
 
     // The library gets no added tokens: the text is split at them here (see the file comment).
     try {
@@ -221,20 +215,7 @@ export class HfTokenizer extends TokenizerBase implements Tokenizer {
     return out;
   }
 
-  /** A token's bytes (as llama_token_to_piece); cached, callers must not modify it. */
-  override pieceBytes(id: number, special: boolean): Uint8Array {
-    this.vocab.checkId(id);
-    const attr = this.vocab.attrs[id];
-    if (!special && attr & (Attr.Unknown | Attr.Control)) return EMPTY;
-    let piece = this.pieceCache[id];
-    if (piece === undefined) {
-      const text = this.vocab.texts[id];
-      if (attr & (Attr.Unknown | Attr.Control | Attr.UserDefined)) piece = utf8Encode(text);
-      else if (attr & Attr.Byte) piece = Uint8Array.of(parseByteToken(text, id));
-      else if (attr & Attr.Normal) piece = this.model === 'gpt2' ? unicodeToBytes(text) : utf8Encode(text.replace(/\u2581/g, ' '));
-      else piece = EMPTY;
-      this.pieceCache[id] = piece;
-    }
-    return piece;
+  protected override normalPieceBytes(text: string): Uint8Array {
+    return this.model === 'gpt2' ? unicodeToBytes(text) : utf8Encode(text.replace(/\u2581/g, ' '));
   }
 }

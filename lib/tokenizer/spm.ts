@@ -14,7 +14,7 @@
  */
 import { AdaInferError } from '../errors';
 import { TokenizerBase } from './stream_decoder';
-import { Attr, BinaryHeap, EncodeOptions, Tokenizer, TokenizerMetadata, utf8Encode, Vocab, wellFormed } from './types';
+import { BinaryHeap, EncodeOptions, Tokenizer, TokenizerMetadata, utf8Encode, Vocab, wellFormed } from './types';
 
 /** A candidate merge of the symbols at `left` and `right`; `size` is their combined length when queued. */
 interface Bigram {
@@ -34,7 +34,6 @@ export class SpmTokenizer extends TokenizerBase implements Tokenizer {
   readonly cleanSpaces = false;
   /** id of <0xXX> for each byte, or -1. */
   private readonly byteTokens = new Int32Array(256).fill(-1);
-  private readonly pieceCache: Array<Uint8Array | undefined>;
 
   constructor(meta: TokenizerMetadata) {
     // llama.cpp's SPM defaults: BOS 1, EOS 2, UNK 0, add BOS, no EOS, space prefix.
@@ -47,10 +46,7 @@ export class SpmTokenizer extends TokenizerBase implements Tokenizer {
       if (id !== undefined) this.byteTokens[b] = id;
     }
     // Byte tokens must name their byte; checked now so decoding cannot fail later.
-    for (let id = 0; id < this.vocab.size; id++) {
-      if (this.vocab.attrs[id] & Attr.Byte) parseByteToken(this.vocab.texts[id], id);
-    }
-    this.pieceCache = new Array(this.vocab.size);
+    this.checkByteTokens();
   }
 
   override encode(text: string, opts: EncodeOptions = {}): number[] {
@@ -72,21 +68,8 @@ export class SpmTokenizer extends TokenizerBase implements Tokenizer {
     return out;
   }
 
-  /** llama_token_to_piece for SPM (lstrip 0). The returned array is cached: callers must not modify it. */
-  override pieceBytes(id: number, special: boolean): Uint8Array {
-    this.vocab.checkId(id);
-    const attr = this.vocab.attrs[id];
-    if (!special && attr & (Attr.Unknown | Attr.Control)) return EMPTY;
-    let piece = this.pieceCache[id];
-    if (piece === undefined) {
-      const text = this.vocab.texts[id];
-      if (attr & (Attr.Unknown | Attr.Control | Attr.UserDefined)) piece = utf8Encode(text);
-      else if (attr & Attr.Normal) piece = utf8Encode(text.replace(/\u2581/g, ' '));
-      else if (attr & Attr.Byte) piece = Uint8Array.of(parseByteToken(text, id));
-      else piece = EMPTY; // unused / undefined tokens render as nothing
-      this.pieceCache[id] = piece;
-    }
-    return piece;
+  protected override normalPieceBytes(text: string): Uint8Array {
+    return utf8Encode(text.replace(/\u2581/g, ' '));
   }
 
   /** Tokenizes one raw-text fragment (space prefix already applied) into `out`. */
@@ -159,11 +142,5 @@ export class SpmTokenizer extends TokenizerBase implements Tokenizer {
   }
 }
 
-const EMPTY = new Uint8Array(0);
 
-/** The byte of a "<0xXX>" token (llama.cpp reads the two hex digits at offset 3). */
-export function parseByteToken(text: string, id: number): number {
-  const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(text);
-  if (!m) throw new AdaInferError('TOKENIZER', `invalid tokenizer: byte token ${id} is '${text}', not <0xXX>`);
-  return parseInt(m[1], 16);
-}
+

@@ -14,7 +14,9 @@
  * bytes the clean-up passes still need to look at, and an unfinished UTF-8 sequence.
  */
 import { TextDecoder } from 'util';
-import { DecodeOptions, EncodeOptions, StreamDecoder, TokenType, Vocab } from './types';
+import { Attr, DecodeOptions, EncodeOptions, parseByteToken, StreamDecoder, TokenType, utf8Encode, Vocab } from './types';
+
+const EMPTY_PIECE = new Uint8Array(0);
 
 /** What detokenization needs from a tokenizer. */
 export interface PieceSource {
@@ -299,17 +301,46 @@ export class TokenStreamDecoder implements StreamDecoder {
 
 /**
  * What SPM and BPE tokenizers have in common: the vocabulary accessors and the decoding side of the
- * Tokenizer interface, all driven by pieceBytes. Subclasses supply encode() and pieceBytes().
+ * Tokenizer interface, all driven by pieceBytes. Subclasses supply encode() and how a normal token's text
+ * becomes bytes.
  */
 export abstract class TokenizerBase implements PieceSource {
   abstract readonly model: 'llama' | 'gpt2';
   abstract readonly addSpacePrefix: boolean;
   abstract readonly cleanSpaces: boolean;
+  private readonly pieceCache: Array<Uint8Array | undefined>;
 
-  constructor(readonly vocab: Vocab) {}
+  constructor(readonly vocab: Vocab) {
+    this.pieceCache = new Array(vocab.size);
+  }
 
   abstract encode(text: string, opts?: EncodeOptions): number[];
-  abstract pieceBytes(id: number, special: boolean): Uint8Array;
+  /** The bytes of a normal token's text (SPM: "\u2581" is a space; byte-level BPE: GPT-2's byte alphabet). */
+  protected abstract normalPieceBytes(text: string): Uint8Array;
+
+  /** Byte tokens must name their byte: subclasses check this while validating, so decoding cannot fail later. */
+  protected checkByteTokens(): void {
+    for (let id = 0; id < this.vocab.size; id++) {
+      if (this.vocab.attrs[id] & Attr.Byte) parseByteToken(this.vocab.texts[id], id);
+    }
+  }
+
+  /** llama_token_to_piece (lstrip 0). The returned array is cached: callers must not modify it. */
+  pieceBytes(id: number, special: boolean): Uint8Array {
+    this.vocab.checkId(id);
+    const attr = this.vocab.attrs[id];
+    if (!special && attr & (Attr.Unknown | Attr.Control)) return EMPTY_PIECE;
+    let piece = this.pieceCache[id];
+    if (piece === undefined) {
+      const text = this.vocab.texts[id];
+      if (attr & (Attr.Unknown | Attr.Control | Attr.UserDefined)) piece = utf8Encode(text);
+      else if (attr & Attr.Normal) piece = this.normalPieceBytes(text);
+      else if (attr & Attr.Byte) piece = Uint8Array.of(parseByteToken(text, id));
+      else piece = EMPTY_PIECE; // unused / undefined tokens render as nothing
+      this.pieceCache[id] = piece;
+    }
+    return piece;
+  }
 
   get vocabSize(): number {
     return this.vocab.size;

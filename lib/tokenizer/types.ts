@@ -402,3 +402,10 @@ export class BinaryHeap<T> {
     return top;
   }
 }
+
+/** The byte of a "<0xXX>" token (llama.cpp reads the two hex digits at offset 3). */
+export function parseByteToken(text: string, id: number): number {
+  const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(text);
+  if (!m) throw new AdaInferError('TOKENIZER', `invalid tokenizer: byte token ${id} is '${text}', not <0xXX>`);
+  return parseInt(m[1], 16);
+}

@@ -152,4 +152,35 @@ void lens_statistics(const HostBuffers& io, const int32_t* ids, int64_t m, int64
   io.lens_features[3] = static_cast<float>(log_sum - weighted / sum);
 }
 
+void attention_rows(ThreadPool& pool, const KernelTable& k, const HostBuffers& io, int64_t n, int64_t n_head,
+                    int64_t n_kv_head, int64_t head_dim, const float* q, float* out, const float* k_layer,
+                    const float* v_layer, int64_t n_ctx, int64_t* runs, float* scratch) {
+  const int64_t q_dim = n_head * head_dim, kv_dim = n_kv_head * head_dim;
+  int64_t n_runs = 0;
+  runs[0] = 0;
+  for (int64_t t = 1; t <= n; ++t) {
+    if (t == n || io.row_seq[t] != io.row_seq[t - 1] || io.row_pos[t] != io.row_pos[t - 1] + 1) runs[++n_runs] = t;
+  }
+  const int64_t group = n_head / n_kv_head;
+  pool.parallel_for(n_runs * n_kv_head, 1, [&](int64_t i0, int64_t i1, int thread) {
+    float* thread_scratch = scratch + static_cast<size_t>(thread) * n_ctx;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t run = i / n_kv_head, g = i % n_kv_head;
+      const int64_t r0 = runs[run], r1 = runs[run + 1], seq = io.row_seq[r0];
+      AttentionArgs a;
+      a.q = q + r0 * q_dim;
+      a.k = k_layer + seq * n_ctx * kv_dim;
+      a.v = v_layer + seq * n_ctx * kv_dim;
+      a.out = out + r0 * q_dim;
+      a.n_tok = r1 - r0;
+      a.pos0 = io.row_pos[r0];
+      a.n_head = n_head;
+      a.n_kv_head = n_kv_head;
+      a.head_dim = head_dim;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));  // llama's and OPTAttention's head_dim^-0.5
+      k.attention(a, g * group, (g + 1) * group, thread_scratch);
+    }
+  });
+}
+
 }  // namespace adainfer

@@ -159,4 +159,13 @@ class MatmulRunner {
 // buffers: top-k ids and probabilities, p1, p2, p1 - p2, entropy (nats). `top`: scratch of max(k, 2) ids.
 void lens_statistics(const HostBuffers& io, const int32_t* ids, int64_t m, int64_t k, int32_t* top);
 
+// Causal attention of rows [0, n) over one layer's caches (k_layer / v_layer: [n_seq][n_ctx][n_kv_head * head_dim]);
+// row t is position io.row_pos[t] of sequence io.row_seq[t], its own K/V already in the cache. Runs of rows of one
+// sequence at consecutive positions share one kernel call (a prompt chunk; a batch of decoding sequences is one run
+// per row); work items are (run, group of query heads sharing a KV head: the SIMD kernels take a group together),
+// split over the pool. q, out: [n][n_head * head_dim]. runs: n + 1 entries; scratch: pool.size() * n_ctx floats.
+void attention_rows(ThreadPool& pool, const KernelTable& k, const HostBuffers& io, int64_t n, int64_t n_head,
+                    int64_t n_kv_head, int64_t head_dim, const float* q, float* out, const float* k_layer,
+                    const float* v_layer, int64_t n_ctx, int64_t* runs, float* scratch);
+
 }  // namespace adainfer

@@ -37,6 +37,49 @@ struct HostBuffers {
   int64_t lens_k = 0;
 };
 
+// ---- the checks every backend makes on what JS passes, before any memory is touched (std::out_of_range) ----
+inline void check_layer(int64_t layer, int64_t n_layer) {
+  if (layer < 0 || layer >= n_layer)
+    throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(n_layer) + ")");
+}
+// A row count of a block call: [1, n_batch].
+inline void check_rows(int64_t n, int64_t n_batch) {
+  if (n <= 0 || n > n_batch)
+    throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch) + "]");
+}
+inline void check_row(int64_t row, int64_t n_batch) {
+  if (row < 0 || row >= n_batch)
+    throw std::out_of_range("row " + std::to_string(row) + " out of range [0, " + std::to_string(n_batch) + ")");
+}
+inline void check_top_k(int64_t k, const HostBuffers& io) {
+  if (k < 1 || k > io.lens_k)
+    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io.lens_k) + "]");
+}
+// Every row's sequence and position (row_seq / row_pos of rows [0, n)).
+inline void check_row_positions(const HostBuffers& io, int64_t n, int64_t n_seq, int64_t n_ctx) {
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t seq = io.row_seq[t], pos = io.row_pos[t];
+    if (seq < 0 || seq >= n_seq)
+      throw std::out_of_range("row " + std::to_string(t) + ": sequence " + std::to_string(seq) + " out of range [0, " +
+                              std::to_string(n_seq) + ")");
+    if (pos < 0 || pos >= n_ctx)
+      throw std::out_of_range("row " + std::to_string(t) + ": position " + std::to_string(pos) +
+                              " exceeds the context of " + std::to_string(n_ctx));
+  }
+}
+// The candidate set of a logit_lens_candidates call: m in [1, lens_max_candidates], ids in the vocabulary.
+inline void check_candidates(const HostBuffers& io, int64_t m, int64_t n_vocab) {
+  if (m < 1 || m > io.lens_max_candidates)
+    throw std::out_of_range("candidate count " + std::to_string(m) + " out of range [1, " +
+                            std::to_string(io.lens_max_candidates) + "]");
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t id = io.lens_candidates[i];
+    if (id < 0 || id >= n_vocab)
+      throw std::out_of_range("candidate token id " + std::to_string(id) + " out of range [0, " +
+                              std::to_string(n_vocab) + ")");
+  }
+}
+
 class Blocks {
  public:
   virtual ~Blocks() = default;

@@ -101,23 +101,13 @@ LlamaState::LlamaState(std::shared_ptr<const LlamaWeights> weights, int64_t n_se
   top_ids_.assign(static_cast<size_t>(std::max<int64_t>(io_.lens_k, 2)), 0);
 }
 
-void LlamaState::check_layer(int64_t layer) const {
-  if (layer < 0 || layer >= w_->hp.n_layer)
-    throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(w_->hp.n_layer) + ")");
-}
-
-void LlamaState::check_rows(int64_t n) const {
-  if (n <= 0 || n > n_batch_)
-    throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch_) + "]");
-}
-
 void LlamaState::rms_norm_rows(const float* x, const float* weight, float* out, int64_t n) {
   const int64_t d = w_->hp.n_embd;
   for (int64_t t = 0; t < n; ++t) k_.rms_norm(x + t * d, weight, out + t * d, d, w_->hp.rms_eps);
 }
 
 void LlamaState::embed(int64_t n) {
-  check_rows(n);
+  check_rows(n, n_batch_);
   const LlamaHParams& hp = w_->hp;
   const WeightView& e = w_->tok_embd;
   for (int64_t t = 0; t < n; ++t) {
@@ -126,18 +116,6 @@ void LlamaState::embed(int64_t n) {
       throw std::out_of_range("token id " + std::to_string(id) + " out of range [0, " + std::to_string(hp.n_vocab) + ")");
     k_.dequant_row[e.type](static_cast<const uint8_t*>(e.data) + static_cast<size_t>(id) * e.row_bytes,
                            hidden_.data() + t * hp.n_embd, hp.n_embd);
-  }
-}
-
-void LlamaState::check_row_positions(int64_t n) const {
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
-    if (seq < 0 || seq >= n_seq_)
-      throw std::out_of_range("row " + std::to_string(t) + ": sequence " + std::to_string(seq) + " out of range [0, " +
-                              std::to_string(n_seq_) + ")");
-    if (pos < 0 || pos >= n_ctx_)
-      throw std::out_of_range("row " + std::to_string(t) + ": position " + std::to_string(pos) +
-                              " exceeds the context of " + std::to_string(n_ctx_));
   }
 }
 
@@ -160,16 +138,16 @@ void LlamaState::norm_and_write_kv(int64_t layer, int64_t n) {
 }
 
 void LlamaState::fill_kv(int64_t layer, int64_t n) {
-  check_layer(layer);
-  check_rows(n);
-  check_row_positions(n);
+  check_layer(layer, w_->hp.n_layer);
+  check_rows(n, n_batch_);
+  check_row_positions(io_, n, n_seq_, n_ctx_);
   norm_and_write_kv(layer, n);
 }
 
 void LlamaState::attention_block(int64_t layer, int64_t n) {
-  check_layer(layer);
-  check_rows(n);
-  check_row_positions(n);
+  check_layer(layer, w_->hp.n_layer);
+  check_rows(n, n_batch_);
+  check_row_positions(io_, n, n_seq_, n_ctx_);
   const LlamaHParams& hp = w_->hp;
   const LlamaLayer& L = w_->layers[layer];
   const int64_t d = hp.n_embd;
@@ -180,43 +158,16 @@ void LlamaState::attention_block(int64_t layer, int64_t n) {
   for (int64_t t = 0; t < n; ++t)
     rope_row(hp, ff, q_.data() + t * q_dim_, hp.n_head, io_.row_pos[t]);
 
-  // Runs of rows of one sequence at consecutive positions share one attention call (a prompt chunk);
-  // a batch of decoding sequences is one run per row.
-  int64_t n_runs = 0;
-  runs_[0] = 0;
-  for (int64_t t = 1; t <= n; ++t) {
-    if (t == n || io_.row_seq[t] != io_.row_seq[t - 1] || io_.row_pos[t] != io_.row_pos[t - 1] + 1) runs_[++n_runs] = t;
-  }
-  // Work items: (run, group of query heads sharing a KV head); the SIMD kernels process a group together.
-  const int64_t group = hp.n_head / hp.n_kv_head;
-  const int64_t items = n_runs * hp.n_kv_head;
-  pool_.parallel_for(items, 1, [&](int64_t i0, int64_t i1, int thread) {
-    float* scratch = scratch_.data() + static_cast<size_t>(thread) * n_ctx_;
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t run = i / hp.n_kv_head, g = i % hp.n_kv_head;
-      const int64_t r0 = runs_[run], r1 = runs_[run + 1], seq = io_.row_seq[r0];
-      AttentionArgs a;
-      a.q = q_.data() + r0 * q_dim_;
-      a.k = k_cache_at(layer, seq);
-      a.v = v_cache_at(layer, seq);
-      a.out = att_.data() + r0 * q_dim_;
-      a.n_tok = r1 - r0;
-      a.pos0 = io_.row_pos[r0];
-      a.n_head = hp.n_head;
-      a.n_kv_head = hp.n_kv_head;
-      a.head_dim = hp.head_dim;
-      a.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
-      k_.attention(a, g * group, (g + 1) * group, scratch);
-    }
-  });
+  attention_rows(pool_, k_, io_, n, hp.n_head, hp.n_kv_head, hp.head_dim, q_.data(), att_.data(), k_cache_at(layer, 0),
+                 v_cache_at(layer, 0), n_ctx_, runs_.data(), scratch_.data());
 
   matmul(L.wo, att_.data(), q_dim_, n, xb_.data(), d);
   for (int64_t t = 0; t < n; ++t) k_.add(hidden_.data() + t * d, xb_.data() + t * d, d);
 }
 
 void LlamaState::mlp_block(int64_t layer, int64_t n) {
-  check_layer(layer);
-  check_rows(n);
+  check_layer(layer, w_->hp.n_layer);
+  check_rows(n, n_batch_);
   const LlamaHParams& hp = w_->hp;
   const LlamaLayer& L = w_->layers[layer];
   const int64_t d = hp.n_embd;
@@ -247,38 +198,24 @@ void LlamaState::move_hidden(int64_t dst_row, int64_t src_row, int64_t n) {
   std::memmove(hidden_.data() + dst_row * d, hidden_.data() + src_row * d, static_cast<size_t>(n * d) * sizeof(float));
 }
 
-void LlamaState::check_row(int64_t row) const {
-  if (row < 0 || row >= n_batch_)
-    throw std::out_of_range("row " + std::to_string(row) + " out of range [0, " + std::to_string(n_batch_) + ")");
-}
-
 void LlamaState::head(int64_t row) {
-  check_row(row);
+  check_row(row, n_batch_);
   const int64_t d = w_->hp.n_embd;
   k_.rms_norm(hidden_.data() + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
   matmul(w_->output, xb_.data(), d, 1, io_.logits, w_->hp.n_vocab);
 }
 
 void LlamaState::logit_lens(int64_t row, int64_t k) {
-  if (k < 1 || k > io_.lens_k)
-    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
+  check_top_k(k, io_);
   head(row);
   lens_statistics(nullptr, w_->hp.n_vocab, k);
 }
 
 void LlamaState::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
-  check_row(row);
-  if (k < 1 || k > io_.lens_k)
-    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
-  if (m < 1 || m > io_.lens_max_candidates)
-    throw std::out_of_range("candidate count " + std::to_string(m) + " out of range [1, " +
-                            std::to_string(io_.lens_max_candidates) + "]");
+  check_row(row, n_batch_);
+  check_top_k(k, io_);
+  check_candidates(io_, m, w_->hp.n_vocab);
   const int64_t V = w_->hp.n_vocab;
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t id = io_.lens_candidates[i];
-    if (id < 0 || id >= V)
-      throw std::out_of_range("candidate token id " + std::to_string(id) + " out of range [0, " + std::to_string(V) + ")");
-  }
   const int64_t d = w_->hp.n_embd;
   k_.rms_norm(hidden_.data() + row * d, w_->output_norm.data(), xb_.data(), d, w_->hp.rms_eps);
   // One head row per candidate, written at its own index of logits (the matmul writes columns [id, id+1)).

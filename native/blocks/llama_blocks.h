@@ -121,15 +121,10 @@ class LlamaState final : public Blocks {
     mm_(w, x, ldx, n, y, ldy, same_input);
   }
   void rms_norm_rows(const float* x, const float* w, float* out, int64_t n);
-  void check_layer(int64_t layer) const;
-  void check_rows(int64_t n) const;
-  // Checks every row's sequence and position (row_seq / row_pos come from JS).
-  void check_row_positions(int64_t n) const;
   // xb = RMSNorm_l(hidden); K/V of layer l for the n rows into the cache (RoPE applied to K).
   void norm_and_write_kv(int64_t layer, int64_t n);
   float* k_cache_at(int64_t layer, int64_t seq) { return k_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * kv_dim_; }
   float* v_cache_at(int64_t layer, int64_t seq) { return v_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * kv_dim_; }
-  void check_row(int64_t row) const;
   // Softmax statistics over logits[ids[0..m)] (ids == nullptr: the whole vocabulary) into the lens buffers.
   void lens_statistics(const int32_t* ids, int64_t m, int64_t k) {
     adainfer::lens_statistics(io_, ids, m, k, top_ids_.data());

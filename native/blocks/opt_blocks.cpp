@@ -106,33 +106,6 @@ OptState::OptState(std::shared_ptr<const OptWeights> weights, int64_t n_seq, int
   top_ids_.assign(static_cast<size_t>(std::max<int64_t>(io_.lens_k, 2)), 0);
 }
 
-void OptState::check_layer(int64_t layer) const {
-  if (layer < 0 || layer >= w_->hp.n_layer)
-    throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(w_->hp.n_layer) + ")");
-}
-
-void OptState::check_rows(int64_t n) const {
-  if (n <= 0 || n > n_batch_)
-    throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch_) + "]");
-}
-
-void OptState::check_row(int64_t row) const {
-  if (row < 0 || row >= n_batch_)
-    throw std::out_of_range("row " + std::to_string(row) + " out of range [0, " + std::to_string(n_batch_) + ")");
-}
-
-void OptState::check_row_positions(int64_t n) const {
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
-    if (seq < 0 || seq >= n_seq_)
-      throw std::out_of_range("row " + std::to_string(t) + ": sequence " + std::to_string(seq) + " out of range [0, " +
-                              std::to_string(n_seq_) + ")");
-    if (pos < 0 || pos >= n_ctx_)
-      throw std::out_of_range("row " + std::to_string(t) + ": position " + std::to_string(pos) +
-                              " exceeds the context of " + std::to_string(n_ctx_));
-  }
-}
-
 // nn.LayerNorm: (x - mean) / sqrt(var + eps) * w + b, biased variance; sums in double (rows are short).
 void OptState::layer_norm_rows(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* out,
                                int64_t n) {
@@ -161,8 +134,8 @@ void OptState::add_bias(float* y, const std::vector<float>& bias, int64_t n, int
 }
 
 void OptState::embed(int64_t n) {
-  check_rows(n);
-  check_row_positions(n);
+  check_rows(n, n_batch_);
+  check_row_positions(io_, n, n_seq_, n_ctx_);
   const OptHParams& hp = w_->hp;
   const WeightView& e = w_->tok_embd;
   const WeightView& p = w_->pos_embd;
@@ -205,16 +178,16 @@ void OptState::write_kv(int64_t layer, const float* x, int64_t n) {
 }
 
 void OptState::fill_kv(int64_t layer, int64_t n) {
-  check_layer(layer);
-  check_rows(n);
-  check_row_positions(n);
+  check_layer(layer, w_->hp.n_layer);
+  check_rows(n, n_batch_);
+  check_row_positions(io_, n, n_seq_, n_ctx_);
   write_kv(layer, attn_input(layer, n), n);
 }
 
 void OptState::attention_block(int64_t layer, int64_t n) {
-  check_layer(layer);
-  check_rows(n);
-  check_row_positions(n);
+  check_layer(layer, w_->hp.n_layer);
+  check_rows(n, n_batch_);
+  check_row_positions(io_, n, n_seq_, n_ctx_);
   const OptHParams& hp = w_->hp;
   const OptLayer& L = w_->layers[layer];
   const float* x = attn_input(layer, n);
@@ -222,32 +195,9 @@ void OptState::attention_block(int64_t layer, int64_t n) {
   mm_(L.wq, x, d_, n, q_.data(), d_, /*same_input=*/true);
   add_bias(q_.data(), L.bq, n, d_);
 
-  int64_t n_runs = 0;
-  runs_[0] = 0;
-  for (int64_t t = 1; t <= n; ++t) {
-    if (t == n || io_.row_seq[t] != io_.row_seq[t - 1] || io_.row_pos[t] != io_.row_pos[t - 1] + 1) runs_[++n_runs] = t;
-  }
-  // Work items: (run, head). OPT has as many K/V heads as query heads.
-  const int64_t items = n_runs * hp.n_head;
-  pool_.parallel_for(items, 1, [&](int64_t i0, int64_t i1, int thread) {
-    float* scratch = scratch_.data() + static_cast<size_t>(thread) * n_ctx_;
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t run = i / hp.n_head, h = i % hp.n_head;
-      const int64_t r0 = runs_[run], r1 = runs_[run + 1], seq = io_.row_seq[r0];
-      AttentionArgs a;
-      a.q = q_.data() + r0 * d_;
-      a.k = k_cache_at(layer, seq);
-      a.v = v_cache_at(layer, seq);
-      a.out = att_.data() + r0 * d_;
-      a.n_tok = r1 - r0;
-      a.pos0 = io_.row_pos[r0];
-      a.n_head = hp.n_head;
-      a.n_kv_head = hp.n_head;
-      a.head_dim = hp.head_dim;
-      a.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));  // OPTAttention's head_dim^-0.5 on q
-      k_.attention(a, h, h + 1, scratch);
-    }
-  });
+  // OPT has as many K/V heads as query heads.
+  attention_rows(pool_, k_, io_, n, hp.n_head, hp.n_head, hp.head_dim, q_.data(), att_.data(), k_cache_at(layer, 0),
+                 v_cache_at(layer, 0), n_ctx_, runs_.data(), scratch_.data());
 
   mm_(L.wo, att_.data(), d_, n, out_.data(), d_);
   add_bias(out_.data(), L.bo, n, d_);
@@ -256,8 +206,8 @@ void OptState::attention_block(int64_t layer, int64_t n) {
 }
 
 void OptState::mlp_block(int64_t layer, int64_t n) {
-  check_layer(layer);
-  check_rows(n);
+  check_layer(layer, w_->hp.n_layer);
+  check_rows(n, n_batch_);
   const OptHParams& hp = w_->hp;
   const OptLayer& L = w_->layers[layer];
   const float* x = hidden_.data();
@@ -275,7 +225,7 @@ void OptState::mlp_block(int64_t layer, int64_t n) {
 }
 
 const float* OptState::head_input(int64_t row) {
-  check_row(row);
+  check_row(row, n_batch_);
   const float* x = hidden_.data() + row * d_;
   if (w_->hp.final_ln) {
     layer_norm_rows(x, w_->output_norm_w, w_->output_norm_b, out_.data(), 1);
@@ -295,25 +245,16 @@ void OptState::head(int64_t row) {
 }
 
 void OptState::logit_lens(int64_t row, int64_t k) {
-  if (k < 1 || k > io_.lens_k)
-    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
+  check_top_k(k, io_);
   head(row);
   lens_statistics(io_, nullptr, w_->hp.n_vocab, k, top_ids_.data());
 }
 
 void OptState::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
-  check_row(row);
-  if (k < 1 || k > io_.lens_k)
-    throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
-  if (m < 1 || m > io_.lens_max_candidates)
-    throw std::out_of_range("candidate count " + std::to_string(m) + " out of range [1, " +
-                            std::to_string(io_.lens_max_candidates) + "]");
+  check_row(row, n_batch_);
+  check_top_k(k, io_);
+  check_candidates(io_, m, w_->hp.n_vocab);
   const int64_t V = w_->hp.n_vocab;
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t id = io_.lens_candidates[i];
-    if (id < 0 || id >= V)
-      throw std::out_of_range("candidate token id " + std::to_string(id) + " out of range [0, " + std::to_string(V) + ")");
-  }
   const float* x = head_input(row);
   const WeightView& e = w_->tok_embd;
   MatmulFn fn = k_.matmul[e.type];

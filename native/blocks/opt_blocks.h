@@ -95,10 +95,6 @@ class OptState final : public Blocks {
   void move_hidden(int64_t dst_row, int64_t src_row, int64_t n) override;
 
  private:
-  void check_layer(int64_t layer) const;
-  void check_rows(int64_t n) const;
-  void check_row(int64_t row) const;
-  void check_row_positions(int64_t n) const;
   // out = LayerNorm(x) for n rows of n_embd.
   void layer_norm_rows(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* out, int64_t n);
   // y[t] += bias for n rows of width `width` (no-op without biases).

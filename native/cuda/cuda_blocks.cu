@@ -293,7 +293,7 @@ class CudaLlamaBlocks final : public Blocks {
   int64_t n_batch() const override { return n_batch_; }
 
   void embed(int64_t n) override {
-    check_rows(n);
+    check_rows(n, n_batch_);
     // The embedding matrix stays in the mapped file: the batch's rows are converted on the host (the CPU
     // kernels' dequant_row) and copied up, n * n_embd floats.
     const WeightView& e = w_->host->tok_embd;
@@ -314,8 +314,8 @@ class CudaLlamaBlocks final : public Blocks {
   }
 
   void attention_block(int64_t layer, int64_t n) override {
-    check_layer(layer);
-    check_rows(n);
+    check_layer(layer, hp_.n_layer);
+    check_rows(n, n_batch_);
     upload_rows(n);
     const DeviceLayer& L = w_->layers[layer];
     norm_and_write_kv(layer, n);
@@ -331,15 +331,15 @@ class CudaLlamaBlocks final : public Blocks {
   }
 
   void fill_kv(int64_t layer, int64_t n) override {
-    check_layer(layer);
-    check_rows(n);
+    check_layer(layer, hp_.n_layer);
+    check_rows(n, n_batch_);
     upload_rows(n);
     norm_and_write_kv(layer, n);
   }
 
   void mlp_block(int64_t layer, int64_t n) override {
-    check_layer(layer);
-    check_rows(n);
+    check_layer(layer, hp_.n_layer);
+    check_rows(n, n_batch_);
     device();
     const DeviceLayer& L = w_->layers[layer];
     const int64_t d = hp_.n_embd;
@@ -362,23 +362,15 @@ class CudaLlamaBlocks final : public Blocks {
   }
 
   void logit_lens(int64_t row, int64_t k) override {
-    check_k(k);
+    check_top_k(k, io_);
     device_head(row);
     lens_statistics(nullptr, hp_.n_vocab, k);
   }
 
   void logit_lens_candidates(int64_t row, int64_t m, int64_t k) override {
-    check_row(row);
-    check_k(k);
-    if (m < 1 || m > io_.lens_max_candidates)
-      throw std::out_of_range("candidate count " + std::to_string(m) + " out of range [1, " +
-                              std::to_string(io_.lens_max_candidates) + "]");
-    for (int64_t i = 0; i < m; ++i) {
-      const int32_t id = io_.lens_candidates[i];
-      if (id < 0 || id >= hp_.n_vocab)
-        throw std::out_of_range("candidate token id " + std::to_string(id) + " out of range [0, " +
-                                std::to_string(hp_.n_vocab) + ")");
-    }
+    check_row(row, n_batch_);
+    check_top_k(k, io_);
+    check_candidates(io_, m, hp_.n_vocab);
     device();
     check(cudaMemcpyAsync(candidates_.get(), io_.lens_candidates, static_cast<size_t>(m) * sizeof(int32_t),
                           cudaMemcpyHostToDevice, stream_),
@@ -437,36 +429,11 @@ class CudaLlamaBlocks final : public Blocks {
  private:
   void device() const { check(cudaSetDevice(w_->device), "cudaSetDevice"); }
 
-  void check_layer(int64_t layer) const {
-    if (layer < 0 || layer >= hp_.n_layer)
-      throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(hp_.n_layer) + ")");
-  }
-  void check_rows(int64_t n) const {
-    if (n <= 0 || n > n_batch_)
-      throw std::out_of_range("row count " + std::to_string(n) + " out of range [1, " + std::to_string(n_batch_) + "]");
-  }
-  void check_row(int64_t row) const {
-    if (row < 0 || row >= n_batch_)
-      throw std::out_of_range("row " + std::to_string(row) + " out of range [0, " + std::to_string(n_batch_) + ")");
-  }
-  void check_k(int64_t k) const {
-    if (k < 1 || k > io_.lens_k)
-      throw std::out_of_range("top-k " + std::to_string(k) + " out of range [1, " + std::to_string(io_.lens_k) + "]");
-  }
-
   // Checks every row's sequence and position on the host, then copies them to the device — only when they
   // changed since the last copy (the layers of one forward pass share them), from pinned memory so that the copy
   // does not wait for the queued kernels.
   void upload_rows(int64_t n) {
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
-      if (seq < 0 || seq >= n_seq_)
-        throw std::out_of_range("row " + std::to_string(t) + ": sequence " + std::to_string(seq) + " out of range [0, " +
-                                std::to_string(n_seq_) + ")");
-      if (pos < 0 || pos >= n_ctx_)
-        throw std::out_of_range("row " + std::to_string(t) + ": position " + std::to_string(pos) +
-                                " exceeds the context of " + std::to_string(n_ctx_));
-    }
+    check_row_positions(io_, n, n_seq_, n_ctx_);
     const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
     int32_t* shadow_seq = shadow_rows_.data();
     int32_t* shadow_pos = shadow_rows_.data() + n_batch_;
@@ -507,7 +474,7 @@ class CudaLlamaBlocks final : public Blocks {
 
   // logits_ (on the device) = output(RMSNorm_final(hidden[row])).
   void device_head(int64_t row) {
-    check_row(row);
+    check_row(row, n_batch_);
     device();
     const int64_t d = hp_.n_embd;
     cuda::rms_norm(stream_, hidden_.get() + row * d, w_->output_norm, xb_.get(), 1, d, hp_.rms_eps);
