@@ -11,14 +11,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { KvFill, Sequence, SequenceResult } from '../lib/engine/sequence';
 import { loadExitFile, policyFromExitFile } from '../lib/exit/exit_file';
-import { EarlyExitRunner, ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
+import { ExitDecider } from '../lib/exit/decider';
+import { ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
 import { LlamaContext, LlamaModel } from '../lib/model/llama';
 import { describeMachine, formatMachine, repoRoot } from './machine';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 function run(ctx: LlamaContext, kvFill: KvFill, prompt: number[], n: number, policy?: ExitPolicy): SequenceResult {
-  const gen = new Sequence(ctx, kvFill).generate(prompt, { maxTokens: n, stopAtEos: false, sampling: GREEDY, exit: policy && new EarlyExitRunner(ctx, policy) });
+  const gen = new Sequence(ctx, kvFill).generate(prompt, { maxTokens: n, stopAtEos: false, sampling: GREEDY, exit: policy && new ExitDecider(ctx, policy) });
   let r = gen.next();
   while (!r.done) r = gen.next();
   return r.value;

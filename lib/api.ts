@@ -26,7 +26,7 @@ import {
   WorkerGenerateOptions,
 } from './engine/protocol';
 import { SamplingOptions } from './engine/sampling';
-import type { BatchKvFill, BatchSequenceResult } from './engine/batch';
+import type { BatchSequenceResult } from './engine/batch';
 import type {
   BatchClassifyItem,
   BatchClassifyResult,
@@ -35,12 +35,24 @@ import type {
   WorkerBatchGenerateOptions,
   WorkerBatchOptions,
 } from './engine/protocol';
-import { KV_FILL_MODES, KvFill, SequenceResult, TokenEvent } from './engine/sequence';
+import { SequenceResult, TokenEvent } from './engine/sequence';
+import {
+  BatchKvFill,
+  checkBatchKvFill,
+  checkBoolean,
+  checkKvFill,
+  checkLabels,
+  checkMaxTokens,
+  checkPositiveInt,
+  checkSeed,
+  KvFill,
+} from './engine/options';
 
 export type { ModelInfo, BenchResult, ClassifyResult, ExitSpec } from './engine/protocol';
 export type { BatchClassifyItem, BatchClassifyResult, BatchGenerateResult, BatchPromptSpec } from './engine/protocol';
-export type { BatchKvFill, BatchSequenceResult, BatchStats, BatchTimings } from './engine/batch';
-export type { TokenEvent, StopReason, Timings, KvFill } from './engine/sequence';
+export type { BatchSequenceResult, BatchStats, BatchTimings } from './engine/batch';
+export type { TokenEvent, StopReason, Timings } from './engine/sequence';
+export type { BatchKvFill, KvFill } from './engine/options';
 
 /** The bundled default model (trained for this project with an early-exit loss). */
 export const DEFAULT_MODEL = path.resolve(__dirname, '..', '..', 'models', 'adainfer-tinystories-10L-ee.f16.gguf');
@@ -242,15 +254,24 @@ function checkOptionsObject(options: unknown, option = 'options'): void {
   if (options === null || typeof options !== 'object') throw new OptionError(option, 'must be an object');
 }
 
-function checkBoolean(value: unknown, option: string): void {
-  if (value !== undefined && value !== null && typeof value !== 'boolean') throw new OptionError(option, `must be a boolean, got ${String(value)}`);
+/** The options every batch takes (Model.generateBatch, Model.classifyBatch), checked; `prompts` must be an array. */
+function checkBatchCommon(prompts: unknown, options: BatchOptions): void {
+  if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
+  checkOptionsObject(options);
+  checkBoolean(options.compaction, 'compaction');
+  checkBoolean(options.addBos, 'addBos');
+  checkPositiveInt(options.contextSize, 'contextSize', 1 << 20);
 }
 
-function checkPositiveInt(value: unknown, option: string, max: number): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
-    throw new OptionError(option, `must be an integer in [1, ${max}], got ${String(value)}`);
-  return value;
+/** Each prompt of generateBatch: text, token ids, or { prompt, maxTokens?, seed? }. */
+function checkBatchPromptSpecs(prompts: BatchPromptSpec[]): void {
+  prompts.forEach((spec, i) => {
+    if (typeof spec === 'string' || Array.isArray(spec)) return;
+    if (!spec || typeof spec !== 'object' || (typeof spec.prompt !== 'string' && !Array.isArray(spec.prompt)))
+      throw new OptionError('prompts', `prompt ${i} must be a string, token ids, or { prompt, maxTokens?, seed? }`);
+    if (spec.maxTokens !== undefined) checkMaxTokens(spec.maxTokens, `prompt ${i}: `);
+    if (spec.seed !== undefined) checkSeed(spec.seed, `prompt ${i}: `);
+  });
 }
 
 /**
@@ -311,13 +332,15 @@ export class Model {
    */
   async generateBatch(prompts: BatchPromptSpec[], options: GenerateBatchOptions = {}): Promise<BatchGenerateResult> {
     this.check();
-    if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
-    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
-    const { signal: rawSignal, onResult, batchSize, threads, maxTokens, ...rest } = options;
+    checkBatchCommon(prompts, options);
+    checkBatchPromptSpecs(prompts);
+    checkBoolean(options.stopAtEos, 'stopAtEos');
+    const { signal: rawSignal, onResult, batchSize, threads, maxTokens, kvFill, ...rest } = options;
     const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchGenerateOptions = {
       ...rest,
-      maxTokens: maxTokens ?? 128,
+      maxTokens: checkMaxTokens(maxTokens),
+      kvFill: checkBatchKvFill(kvFill),
       batchSize: checkPositiveInt(batchSize, 'batchSize', 4096) ?? 16,
       threads: checkThreads(threads) ?? this.threads,
     };
@@ -330,8 +353,11 @@ export class Model {
    */
   async classifyBatch(prompts: (string | number[])[], labels: string[], options: ClassifyBatchOptions = {}): Promise<BatchClassifyResult> {
     this.check();
-    if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
-    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+    checkBatchCommon(prompts, options);
+    prompts.forEach((p, i) => {
+      if (typeof p !== 'string' && !Array.isArray(p)) throw new OptionError('prompts', `prompt ${i} must be a string or token ids`);
+    });
+    checkLabels(labels);
     const { signal: rawSignal, onResult, batchSize, threads, ...rest } = options;
     const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchOptions = {
@@ -379,8 +405,7 @@ export class Model {
     this.check();
     checkOptionsObject(options);
     const contextSize = checkPositiveInt(options.contextSize, 'contextSize', 1 << 20) ?? Math.min(this.info.contextLength, 2048);
-    const kvFill = options.kvFill ?? 'propagate';
-    if (!KV_FILL_MODES.includes(kvFill)) throw new OptionError('kvFill', `must be one of ${KV_FILL_MODES.join(', ')}, got ${String(kvFill)}`);
+    const kvFill = checkKvFill(options.kvFill);
     const batchSize =
       kvFill === 'recompute' ? contextSize : Math.min(checkPositiveInt(options.batchSize, 'batchSize', 1 << 16) ?? 256, contextSize);
     const threads = checkThreads(options.threads) ?? this.threads;
@@ -483,8 +508,7 @@ export class Session {
     this.check();
     if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompt', 'must be a string or an array of token ids');
     if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
-    const maxTokens = options.maxTokens ?? 128;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be an integer >= 0, got ${String(options.maxTokens)}`);
+    const maxTokens = checkMaxTokens(options.maxTokens);
     const { signal: rawSignal, ...rest } = options;
     const signal = checkSignal(rawSignal);
     checkBoolean(options.stopAtEos, 'stopAtEos');
@@ -513,6 +537,7 @@ export class Session {
    */
   async classify(prompt: string | number[], labels: string[], options: ClassifyOptions = {}): Promise<ClassifyResult> {
     this.check();
+    checkLabels(labels);
     checkOptionsObject(options);
     return this.model.request({ op: 'classify', sessionId: this.id, prompt, labels, options });
   }

@@ -5,7 +5,8 @@
 import { Command, Option } from 'commander';
 import { collectTraces, oracleBound } from '../exit/collect';
 import { EXIT_FILE_FORMAT, ExitFile, saveExitFile } from '../exit/exit_file';
-import { DEFAULT_FAST_TOP_K, LensOptions } from '../exit/lens';
+import { DEFAULT_FAST_TOP_K } from '../defaults';
+import { LensOptions } from '../exit/lens';
 import { checkSchedule } from '../exit/policy';
 import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
 import { addExampleOptions, ExampleFlags, loadForExit } from './exit_common';

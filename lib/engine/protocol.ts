@@ -3,8 +3,9 @@ import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
 import type { NativeBackend } from '../bindings/native';
 import type { BackendChoice } from '../model/llama';
-import { KvFill, SequenceResult, TokenEvent } from './sequence';
-import type { BatchKvFill, BatchSequenceResult, BatchStats } from './batch';
+import { TokenEvent } from './sequence';
+import type { BatchKvFill, KvFill } from './options';
+import type { BatchSequenceResult, BatchStats } from './batch';
 
 export interface WorkerLoadOptions {
   kernels?: string;
@@ -129,8 +130,6 @@ export interface ModelInfo {
   loadMs: number;
 }
 
-export type GenerateResultMessage = SequenceResult;
-
 // --- batches (lib/engine/batch.ts) ------------------------------------------------------------------
 
 /** A prompt of a batch: text or token ids, optionally with its own maxTokens and sampler seed. */
@@ -151,7 +150,7 @@ export interface WorkerBatchOptions {
 export interface WorkerBatchGenerateOptions extends WorkerBatchOptions, SamplingOptions {
   maxTokens: number;
   stopAtEos?: boolean;
-  kvFill?: BatchKvFill;
+  kvFill: BatchKvFill;
 }
 
 export interface BatchGenerateResult {

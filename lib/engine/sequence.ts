@@ -7,8 +7,12 @@
  */
 import { AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { LlamaContext } from '../model/llama';
-import { EarlyExitRunner } from '../exit/policy';
+import { ExitDecider } from '../exit/decider';
+import { checkKvFill, KvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
+import { LabelScores, newRowGroup, NextToken, PendingRow, RowGroup, RowOutput, StepEngine } from './step';
+
+export type { KvFill } from './options';
 
 export interface TokenEvent {
   token: number;
@@ -17,20 +21,6 @@ export interface TokenEvent {
   /** Layers run to produce this token (the model's depth unless an exit policy stopped earlier). */
   exitLayer: number;
 }
-
-/**
- * What happens to the K/V of the layers an early exit skipped, for the positions that exited:
- *  - none:       nothing (the paper's behaviour; exact only when a single token is generated) — later tokens
- *                read whatever those cache rows hold;
- *  - propagate:  the exit hidden state computes the K/V of every skipped layer (only the K and V projections),
- *                as CALM does — cheap, approximate;
- *  - recompute:  the exited position's hidden state is kept, and the position rejoins the batch at the layer
- *                it stopped at when the next token runs that layer (SkipDecode-style bookkeeping) — exact K/V,
- *                the skipped work is only postponed.
- */
-export type KvFill = 'none' | 'propagate' | 'recompute';
-
-export const KV_FILL_MODES: readonly KvFill[] = ['none', 'propagate', 'recompute'];
 
 export type StopReason = 'eos' | 'maxTokens' | 'contextFull' | 'aborted';
 
@@ -58,31 +48,47 @@ export interface SequenceGenerateOptions {
   sampling: ResolvedSampling;
   /** Stop at an end-of-generation token (default true). */
   stopAtEos?: boolean;
-  /** Checked between tokens; when it returns true the generation ends with stopReason 'aborted'. */
+  /** Checked between layers; when it returns true the generation ends with stopReason 'aborted'. */
   aborted?: () => boolean;
   /**
    * Early exit: the policy decides between layers for the last prompt batch and every generated token.
-   * Layers skipped for a position keep no K/V for it (the paper's behaviour, exact for one generated
-   * token); such positions are never reused by a later prompt.
+   * What the skipped layers' K/V become is the sequence's kvFill; positions whose K/V differ from full depth
+   * are never reused by a later prompt.
    */
-  exit?: EarlyExitRunner;
+  exit?: ExitDecider;
 }
 
+/**
+ * One sequence: a step engine over one cache slot, its prompt split into steps of the context's batch size.
+ * Only the last step of a prompt may exit early (the decision is read at the prompt's last position, as in the
+ * paper). The KV cache keeps the tokens of the previous generation for prefix reuse.
+ */
 export class Sequence {
   /** Tokens whose K/V are in the cache, in position order. */
   private cached: number[] = [];
   /** First cached position whose K/V differ from full depth's (an exit cut it short); Infinity if none. */
   private firstInexact = Infinity;
-  /** recompute: positions an exit stopped after `depth` layers, with their hidden state there, by position. */
-  private pending: { pos: number; depth: number; hidden: Float32Array }[] = [];
+  /** The rows of each step (slot 0); `pending` holds the positions that wait for their skipped layers (recompute). */
+  private readonly group: RowGroup = newRowGroup(0);
+  private readonly engine: StepEngine;
+  private aborted: (() => boolean) | undefined;
 
   constructor(
     readonly context: LlamaContext,
     readonly kvFill: KvFill = 'propagate',
   ) {
-    if (!KV_FILL_MODES.includes(kvFill)) throw new OptionError('kvFill', `must be one of ${KV_FILL_MODES.join(', ')}, got ${String(kvFill)}`);
+    checkKvFill(kvFill);
     if (kvFill === 'recompute' && context.batchSize < context.contextSize)
       throw new OptionError('kvFill', "'recompute' needs a batch as large as the context (pending positions rejoin the batch)");
+    if (kvFill === 'recompute') this.group.pending = [];
+    this.engine = new StepEngine(context, {
+      kvFill,
+      compaction: true,
+      scratchSlot: -1,
+      betweenLayers: () => {
+        if (this.aborted?.()) throw new AdaInferError('ABORTED', 'the generation was aborted');
+      },
+    });
   }
 
   get nPast(): number {
@@ -95,24 +101,19 @@ export class Sequence {
    */
   *generate(prompt: number[], options: SequenceGenerateOptions): Generator<TokenEvent, SequenceResult> {
     const { maxTokens } = options;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0)
-      throw new OptionError('maxTokens', `must be an integer >= 0, got ${String(maxTokens)}`);
-    if (prompt.length === 0) throw new OptionError('prompt', 'the prompt has no tokens (not even BOS)');
+    this.checkPrompt(prompt);
     const ctxSize = this.context.contextSize;
-    if (prompt.length > ctxSize) {
-      throw new ContextOverflowError(
-        `the prompt has ${prompt.length} tokens but the context holds ${ctxSize}; shorten the prompt or raise contextSize`,
-      );
-    }
     const tokenizer = this.context.model.tokenizer;
-    const sampler = new Sampler(options.sampling);
+    const next = new NextToken(new Sampler(options.sampling));
+    const output = maxTokens > 0 ? next : undefined;
     const stopAtEos = options.stopAtEos ?? true;
+    this.aborted = options.aborted;
 
     const t0 = performance.now();
     let reused = 0;
-    let promptLayers: number;
+    let layers: number;
     try {
-      ({ reused, layers: promptLayers } = this.prefill(prompt, options.exit, options.aborted));
+      ({ reused, layers } = this.prefill(prompt, options.exit, output));
     } catch (e) {
       if (!(e instanceof AdaInferError && e.code === 'ABORTED')) throw e;
       return this.emptyResult(prompt.length, 'aborted', performance.now() - t0);
@@ -125,13 +126,12 @@ export class Sequence {
     const exitLayers: number[] = [];
     let text = '';
     let stopReason: StopReason = 'maxTokens';
-    let layers = promptLayers;
     while (out.length < maxTokens) {
       if (options.aborted?.()) {
         stopReason = 'aborted';
         break;
       }
-      const token = this.next(sampler, layers, options.exit);
+      const token = next.token;
       if (stopAtEos && tokenizer.eogIds.has(token)) {
         stopReason = 'eos';
         break;
@@ -147,7 +147,7 @@ export class Sequence {
         break;
       }
       try {
-        layers = this.evaluate([token], options.exit, options.aborted);
+        layers = this.evaluate([token], options.exit, next);
       } catch (e) {
         if (!(e instanceof AdaInferError && e.code === 'ABORTED')) throw e;
         stopReason = 'aborted';
@@ -181,27 +181,28 @@ export class Sequence {
    * the label tokens at its last position — at the exit layer's lens when the policy stopped early.
    * Returns the winning label's index, the softmax over the labels' logits, and the layers run.
    */
-  classify(prompt: number[], labelTokens: number[], exit?: EarlyExitRunner): { index: number; probs: number[]; layers: number } {
-    if (prompt.length === 0) throw new OptionError('prompt', 'the prompt has no tokens (not even BOS)');
-    if (prompt.length > this.context.contextSize)
-      throw new ContextOverflowError(`the prompt has ${prompt.length} tokens but the context holds ${this.context.contextSize}`);
-    const { layers } = this.prefill(prompt, exit, undefined);
-    const logits = layers === this.context.model.config.nLayer ? this.context.logits(this.lastRow) : this.context.lensLogits();
-    const z = labelTokens.map((t) => logits[t]);
-    const max = Math.max(...z);
-    const e = z.map((v) => Math.exp(v - max));
-    const sum = e.reduce((a, b) => a + b, 0);
-    const probs = e.map((v) => v / sum);
-    let index = 0;
-    for (let i = 1; i < z.length; i++) if (z[i] > z[index]) index = i;
-    return { index, probs, layers };
+  classify(prompt: number[], labelTokens: number[], exit?: ExitDecider): { index: number; probs: number[]; layers: number } {
+    this.checkPrompt(prompt);
+    const scores = new LabelScores(labelTokens);
+    this.aborted = undefined;
+    const { layers } = this.prefill(prompt, exit, scores);
+    return { ...scores.result(), layers };
   }
 
   /** Forgets the cached tokens (the next prompt is processed from position 0). */
   reset(): void {
     this.cached = [];
     this.firstInexact = Infinity;
-    this.pending = [];
+    if (this.group.pending) this.group.pending.length = 0;
+  }
+
+  private checkPrompt(prompt: number[]): void {
+    if (prompt.length === 0) throw new OptionError('prompt', 'the prompt has no tokens (not even BOS)');
+    if (prompt.length > this.context.contextSize) {
+      throw new ContextOverflowError(
+        `the prompt has ${prompt.length} tokens but the context holds ${this.context.contextSize}; shorten the prompt or raise contextSize`,
+      );
+    }
   }
 
   private emptyResult(promptTokens: number, stopReason: StopReason, prefillMs: number): SequenceResult {
@@ -216,103 +217,45 @@ export class Sequence {
     };
   }
 
-  /** Row of the batch holding the last evaluated token. */
-  private lastRow = 0;
-
-  /**
-   * The next token after an evaluation that ran `layers` layers: at full depth from the model's logits; after
-   * an exit from the exit layer's lens logits (faithful lens), or its top-1 token (fast lens, whose logits
-   * cover only the candidates).
-   */
-  private next(sampler: Sampler, layers: number, exit: EarlyExitRunner | undefined): number {
-    if (layers === this.context.model.config.nLayer) return sampler.sample(this.context.logits(this.lastRow));
-    if (exit!.policy.lens.mode === 'fast') return exit!.lensReader.reading.top1;
-    return sampler.sample(this.context.lensLogits());
-  }
-
   /**
    * Brings the cache to exactly `prompt`, reusing the longest common prefix of exact positions. Returns the
-   * reused count and the layers run for the last batch.
+   * reused count and the layers run for the last step.
    */
-  private prefill(prompt: number[], exit: EarlyExitRunner | undefined, aborted: (() => boolean) | undefined): { reused: number; layers: number } {
+  private prefill(prompt: number[], exit: ExitDecider | undefined, output: RowOutput | undefined): { reused: number; layers: number } {
     const exact = Math.min(this.cached.length, this.firstInexact);
     let common = 0;
     while (common < exact && common < prompt.length && this.cached[common] === prompt[common]) common++;
     // The last prompt token is always run again: its logits are needed and only the cache was kept.
     const reused = Math.min(common, prompt.length - 1);
     this.cached.length = reused;
-    this.pending = [];
+    if (this.group.pending) this.group.pending.length = 0;
     this.firstInexact = Infinity;
-    return { reused, layers: this.evaluate(prompt.slice(reused), exit, aborted) };
+    return { reused, layers: this.evaluate(prompt.slice(reused), exit, output) };
   }
 
   /**
-   * Appends tokens to the sequence in batches of the context's batch size. Only the last batch may exit
-   * early (the decision is read at the last position, as in the paper). Returns the layers it ran.
-   * Throws an ABORTED error, between two layers, when `aborted` says so; the tokens of that batch are then
-   * not part of the sequence.
+   * Appends tokens to the sequence in steps of the context's batch size; the last step decides the exit and
+   * gives the output. Returns the layers it ran. Throws an ABORTED error, between two layers, when `aborted`
+   * says so; the tokens of that step are then not part of the sequence.
    */
-  private evaluate(tokens: number[], exit: EarlyExitRunner | undefined, aborted: (() => boolean) | undefined): number {
-    const { batchSize, native } = this.context;
-    let layers = this.context.model.config.nLayer;
+  private evaluate(tokens: number[], exit: ExitDecider | undefined, output: RowOutput | undefined): number {
+    const { batchSize } = this.context;
+    const g = this.group;
+    const nLayer = this.context.model.config.nLayer;
+    g.tokens = tokens;
     for (let start = 0; start < tokens.length; start += batchSize) {
-      const n = Math.min(batchSize, tokens.length - start);
-      for (let i = 0; i < n; i++) native.tokens[i] = tokens[start + i];
-      const last = start + n >= tokens.length;
-      layers = this.run(n, last ? exit : undefined, aborted);
-      for (let i = 0; i < n; i++) this.cached.push(tokens[start + i]);
-      this.lastRow = n - 1;
+      const last = start + batchSize >= tokens.length;
+      g.from = start;
+      g.count = Math.min(batchSize, tokens.length - start);
+      g.pos = this.cached.length;
+      g.output = last ? output : undefined;
+      g.decider = last ? exit : undefined;
+      this.engine.run([g]);
+      for (let i = start; i < start + g.count; i++) this.cached.push(tokens[i]);
+      if (g.layers < nLayer && this.kvFill !== 'recompute') this.firstInexact = Math.min(this.firstInexact, g.pos);
     }
-    return layers;
-  }
-
-  /** One batch of n new rows through the layer loop, with the exit decision and the KV bookkeeping. */
-  private run(n: number, exit: EarlyExitRunner | undefined, aborted: (() => boolean) | undefined): number {
-    const ctx = this.context;
-    const c = ctx.native;
-    const nLayer = ctx.model.config.nLayer;
-    const d = ctx.model.config.nEmbd;
-    const pos0 = this.cached.length;
-    for (let i = 0; i < n; i++) {
-      c.rowSeq[i] = 0;
-      c.rowPos[i] = pos0 + i;
-    }
-    exit?.begin();
-    // recompute: rows n.. hold pending positions that rejoined, in the order of `joined`.
-    const joined: Sequence['pending'] = [];
-    const layers = ctx.forwardRows(n, (layer, rows) => {
-      if (aborted?.()) throw new AdaInferError('ABORTED', 'the generation was aborted');
-      if (exit?.shouldStop(layer, n - 1)) return 0;
-      for (const p of this.pending) {
-        if (p.depth !== layer + 1) continue;
-        c.writeHidden(rows, 1, p.hidden);
-        c.rowSeq[rows] = 0;
-        c.rowPos[rows] = p.pos;
-        joined.push(p);
-        rows++;
-      }
-      return rows;
-    });
-    if (layers === nLayer) {
-      // every rejoined position is now complete
-      if (joined.length > 0) this.pending = this.pending.filter((p) => !joined.includes(p));
-    } else if (this.kvFill === 'propagate') {
-      for (let layer = layers; layer < nLayer; layer++) c.fillKv(layer, n);
-      this.firstInexact = Math.min(this.firstInexact, pos0);
-    } else if (this.kvFill === 'recompute') {
-      joined.forEach((p, i) => {
-        p.depth = layers;
-        c.readHidden(n + i, 1, p.hidden);
-      });
-      for (let i = 0; i < n; i++) {
-        const hidden = new Float32Array(d);
-        c.readHidden(i, 1, hidden);
-        this.pending.push({ pos: pos0 + i, depth: layers, hidden });
-      }
-    } else {
-      this.firstInexact = Math.min(this.firstInexact, pos0);
-    }
-    if (this.kvFill === 'recompute') this.firstInexact = this.pending.length > 0 ? Math.min(...this.pending.map((p) => p.pos)) : Infinity;
-    return layers;
+    if (g.pending) this.firstInexact = g.pending.length > 0 ? Math.min(...g.pending.map((p) => p.pos)) : Infinity;
+    g.tokens = [];
+    return g.layers;
   }
 }

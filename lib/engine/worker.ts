@@ -8,7 +8,8 @@ import { AdaInferError, OptionError, serializeError } from '../errors';
 import { LlamaContext, LlamaModel } from '../model/llama';
 import { native } from '../bindings/native';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
-import { EarlyExitRunner, ExitPolicy, neverPolicy, thresholdPolicy } from '../exit/policy';
+import { ExitDecider } from '../exit/decider';
+import { ExitPolicy, thresholdPolicy } from '../exit/policy';
 import {
   BenchRequest,
   BenchResult,
@@ -23,8 +24,8 @@ import {
 } from './protocol';
 import { resolveSampling } from './sampling';
 import { Sequence, SequenceResult } from './sequence';
-import { BatchExit, BatchPrompt, checkBatchKvFill, classifyBatch, generateBatch } from './batch';
-import { DEFAULT_FAST_TOP_K } from '../exit/lens';
+import { BatchExit, BatchPrompt, classifyBatch, generateBatch } from './batch';
+import { DEFAULT_FAST_TOP_K } from '../defaults';
 import {
   BatchClassifyItem,
   BatchClassifyResult,
@@ -156,7 +157,7 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
       sampling,
       stopAtEos: options.stopAtEos,
       aborted: () => Atomics.load(abortFlag, 0) !== 0,
-      exit: policy && new EarlyExitRunner(s.context, policy),
+      exit: policy && new ExitDecider(s.context, policy),
     });
     for (;;) {
       checkOpen();
@@ -176,8 +177,6 @@ function classify(sessionId: number, prompt: string | number[], labels: string[]
   const s = requireSession(sessionId);
   if (s.busy) throw new AdaInferError('BUSY', 'the session is generating; wait for it or use another session');
   const m = requireModel();
-  if (!Array.isArray(labels) || labels.length < 2 || labels.some((l) => typeof l !== 'string' || l.length === 0))
-    throw new OptionError('labels', 'must be at least two non-empty strings');
   const tokens = promptTokens(prompt, { maxTokens: 0, addBos: options.addBos });
   const labelTokens = labels.map((label) => {
     if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
@@ -188,7 +187,7 @@ function classify(sessionId: number, prompt: string | number[], labels: string[]
     throw new OptionError('labels', `two labels start with the same token (${labelTokens.join(', ')}); they cannot be told apart`);
   let policy = policyFor(options.exit);
   if (policy?.lens.mode === 'fast') policy = { ...policy, lens: { mode: 'fast', candidates: labelTokens } };
-  const r = s.sequence.classify(tokens, labelTokens, policy && new EarlyExitRunner(s.context, policy));
+  const r = s.sequence.classify(tokens, labelTokens, policy && new ExitDecider(s.context, policy));
   return { index: r.index, label: labels[r.index], probs: r.probs, exitLayer: r.layers, labelTokens };
 }
 
@@ -291,15 +290,6 @@ function batchExitFor(spec: ExitSpec | undefined): BatchExit | undefined {
   return () => policyFromExitFile(f);
 }
 
-function checkBatchOptions(o: WorkerBatchOptions, prompts: unknown[]): void {
-  if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
-  if (!Number.isInteger(o.batchSize) || o.batchSize < 1 || o.batchSize > 4096)
-    throw new OptionError('batchSize', `must be an integer in [1, 4096], got ${String(o.batchSize)}`);
-  if (o.compaction !== undefined && typeof o.compaction !== 'boolean') throw new OptionError('compaction', 'must be a boolean');
-  if (o.contextSize !== undefined && (!Number.isInteger(o.contextSize) || o.contextSize < 1))
-    throw new OptionError('contextSize', `must be an integer >= 1, got ${String(o.contextSize)}`);
-}
-
 /** The batch context: `slots` sequences (+1 scratch slot without compaction), rows for prompt chunks, lens size. */
 function batchContext(o: WorkerBatchOptions, slots: number, contextSize: number, exit: BatchExit | undefined): LlamaContext {
   const sample = typeof exit === 'function' ? exit() : exit;
@@ -324,13 +314,9 @@ async function drive<R>(gen: Generator<number[], R>): Promise<R> {
 
 async function generateBatchOp(id: number, specs: BatchPromptSpec[], o: WorkerBatchGenerateOptions, abort: SharedArrayBuffer): Promise<BatchGenerateResult> {
   const m = requireModel();
-  checkBatchOptions(o, specs);
-  const kvFill = checkBatchKvFill(o.kvFill);
   const sampling = resolveSampling(o);
-  const prompts: BatchPrompt[] = specs.map((spec, i) => {
+  const prompts: BatchPrompt[] = specs.map((spec) => {
     const item = typeof spec === 'string' || Array.isArray(spec) ? { prompt: spec } : spec;
-    if (!item || (typeof item.prompt !== 'string' && !Array.isArray(item.prompt)))
-      throw new OptionError('prompts', `prompt ${i} must be a string, token ids, or { prompt, maxTokens?, seed? }`);
     return { tokens: promptTokens(item.prompt, { maxTokens: 0, addBos: o.addBos }), maxTokens: item.maxTokens, seed: item.seed };
   });
   const need = prompts.reduce((a, p) => Math.max(a, p.tokens.length + (p.maxTokens ?? o.maxTokens)), 1);
@@ -342,7 +328,7 @@ async function generateBatchOp(id: number, specs: BatchPromptSpec[], o: WorkerBa
     const gen = generateBatch(
       ctx,
       prompts,
-      { maxTokens: o.maxTokens, sampling, stopAtEos: o.stopAtEos, exit, kvFill, compaction: o.compaction, aborted: () => Atomics.load(flag, 0) !== 0 },
+      { maxTokens: o.maxTokens, sampling, stopAtEos: o.stopAtEos, exit, kvFill: o.kvFill, compaction: o.compaction, aborted: () => Atomics.load(flag, 0) !== 0 },
       (result) => post({ id, kind: 'batchResult', result }),
     );
     return await drive(gen);
@@ -359,12 +345,8 @@ async function classifyBatchOp(
   abort: SharedArrayBuffer,
 ): Promise<BatchClassifyResult> {
   const m = requireModel();
-  checkBatchOptions(o, specs);
-  if (!Array.isArray(labels) || labels.length < 2 || labels.some((l) => typeof l !== 'string' || l.length === 0))
-    throw new OptionError('labels', 'must be at least two non-empty strings');
   // As classify(): each label is scored by its first token after the prompt.
   const prompts = specs.map((prompt, i) => {
-    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompts', `prompt ${i} must be a string or token ids`);
     const tokens = promptTokens(prompt, { maxTokens: 0, addBos: o.addBos });
     const labelTokens = labels.map((label) => {
       if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];

@@ -5,8 +5,9 @@
 import { argmax } from '../engine/sampling';
 import { LlamaContext } from '../model/llama';
 import { Example } from './data';
-import { LensOptions, LensReader, LensReading } from './lens';
-import { ExitSchedule, isCheckedLayer } from './policy';
+import { ExitDecider } from './decider';
+import { LensOptions, LensReading } from './lens';
+import { ExitSchedule, observingPolicy } from './policy';
 
 export interface Check extends LensReading {
   /** 0-based layer after which the lens was read. (`top1` is the answer at that layer, see AnswerOf.) */
@@ -37,19 +38,16 @@ export function collectTraces(
   answerOf?: AnswerOf,
 ): Trace[] {
   const nLayer = ctx.model.config.nLayer;
-  const reader = new LensReader(ctx, lens);
+  let checks: Check[] = [];
+  const decider = new ExitDecider(
+    ctx,
+    observingPolicy(schedule, lens, (layer, r) => checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.lensLogits()) : r.top1 })),
+  );
   return examples.map((ex, i) => {
-    const checks: Check[] = [];
+    checks = [];
     const n = ex.tokens.length;
     ex.tokens.forEach((t, k) => (ctx.native.tokens[k] = t));
-    reader.begin();
-    ctx.forward(n, 0, (layer, rows) => {
-      if (isCheckedLayer(schedule, layer, nLayer)) {
-        const r = reader.read(rows - 1);
-        checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.lensLogits()) : r.top1 });
-      }
-      return false;
-    });
+    decider.forward(n, 0);
     const logits = ctx.logits(n - 1);
     const final = answerOf ? answerOf(logits) : argmax(logits);
     onProgress?.(i + 1);

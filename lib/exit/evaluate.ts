@@ -7,7 +7,8 @@
 import { argmax } from '../engine/sampling';
 import { LlamaContext } from '../model/llama';
 import { Example } from './data';
-import { EarlyExitRunner, ExitPolicy } from './policy';
+import { ExitDecider } from './decider';
+import { ExitPolicy } from './policy';
 
 export interface EvalReport {
   examples: number;
@@ -44,7 +45,7 @@ export function runAlternating<F, E>(i: number, full: () => F, exit: () => E): [
 
 export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
   const nLayer = ctx.model.config.nLayer;
-  const runner = new EarlyExitRunner(ctx, policy);
+  const decider = new ExitDecider(ctx, policy);
   const histogram = new Array<number>(nLayer).fill(0);
   let agree = 0;
   let correct = 0;
@@ -66,7 +67,7 @@ export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: E
   const runExit = (ex: Example): { token: number; layers: number } => {
     load(ex);
     const t0 = performance.now();
-    const out = runner.forward(ex.tokens.length, 0);
+    const out = decider.forward(ex.tokens.length, 0);
     const token = out.token >= 0 ? out.token : argmax(ctx.logits(ex.tokens.length - 1));
     msExit += performance.now() - t0;
     return { token, layers: out.layers };

@@ -11,6 +11,7 @@
 import { OptionError } from '../errors';
 import { LlamaContext } from '../model/llama';
 import { FeatureName } from './classifier';
+import { DEFAULT_FAST_TOP_K } from '../defaults';
 
 export type LensMode = 'faithful' | 'fast';
 
@@ -31,13 +32,19 @@ export interface LensReading {
   entropy: number;
 }
 
-export const DEFAULT_FAST_TOP_K = 16;
-
+/**
+ * The logit lens of one row at a time (one sequence's decision row). Fast mode keeps its candidate set here,
+ * per reader: the native candidate buffer is shared by every row of a batch, so it is written before each
+ * candidate read. A batch has one reader per slot; a single sequence has one.
+ */
 export class LensReader {
+  /** The last read. Reused between reads: copy what must outlive the next one. */
   readonly reading: LensReading = { top1: -1, p1: 0, p2: 0, gap: 0, entropy: 0 };
-  private readonly fixed: number[] | undefined;
+  /** Fast mode: the candidates of the current token ([0, active)); the fixed set, if any, stays at the front. */
+  private readonly candidates: Int32Array;
+  private readonly fixed: number;
   private readonly topK: number;
-  /** Candidates in use for this token (fast mode), or 0 before the first check. */
+  /** Candidates in use for this token (fast mode), or 0 before its first read. */
   private active = 0;
 
   constructor(
@@ -48,42 +55,39 @@ export class LensReader {
     if (options.mode !== 'faithful' && options.mode !== 'fast')
       throw new OptionError('lens mode', `must be 'faithful' or 'fast', got ${String(options.mode)}`);
     this.topK = options.topK ?? DEFAULT_FAST_TOP_K;
-    if (options.mode === 'fast') {
-      const fixed = options.candidates;
-      if (fixed !== undefined) {
-        if (fixed.length === 0 || fixed.length > c.lensCandidates.length)
-          throw new OptionError('candidates', `must hold 1..${c.lensCandidates.length} token ids`);
-        const nVocab = ctx.model.config.nVocab;
-        for (const id of fixed)
-          if (!Number.isInteger(id) || id < 0 || id >= nVocab) throw new OptionError('candidates', `token id ${id} is outside the vocabulary`);
-        this.fixed = [...fixed];
-      } else if (!Number.isInteger(this.topK) || this.topK < 2 || this.topK > c.lensIds.length) {
-        throw new OptionError('topK', `fast-mode top-k must be an integer in [2, ${c.lensIds.length}]`);
-      }
+    const fixed = options.mode === 'fast' ? options.candidates : undefined;
+    if (fixed !== undefined) {
+      if (fixed.length === 0 || fixed.length > c.lensCandidates.length)
+        throw new OptionError('candidates', `must hold 1..${c.lensCandidates.length} token ids`);
+      const nVocab = ctx.model.config.nVocab;
+      for (const id of fixed)
+        if (!Number.isInteger(id) || id < 0 || id >= nVocab) throw new OptionError('candidates', `token id ${id} is outside the vocabulary`);
+    } else if (options.mode === 'fast' && (!Number.isInteger(this.topK) || this.topK < 2 || this.topK > c.lensIds.length)) {
+      throw new OptionError('topK', `fast-mode top-k must be an integer in [2, ${c.lensIds.length}]`);
     }
+    this.fixed = fixed?.length ?? 0;
+    this.candidates = new Int32Array(options.mode === 'fast' ? Math.max(this.fixed, this.topK) : 0);
+    if (fixed) this.candidates.set(fixed);
   }
 
-  /** Starts a new token: fast mode without fixed candidates picks its candidates at the next check. */
+  /** Starts a new token: fast mode without fixed candidates picks its candidates at the next read. */
   begin(): void {
-    this.active = 0;
-    if (this.fixed) {
-      this.fixed.forEach((id, i) => (this.ctx.native.lensCandidates[i] = id));
-      this.active = this.fixed.length;
-    }
+    this.active = this.fixed;
   }
 
-  /** Reads the lens of batch row `row`. */
+  /** Reads the lens of batch row `row`; after it, ctx.lensLogits() holds that read's logits. */
   read(row: number): LensReading {
     const c = this.ctx.native;
     if (this.options.mode === 'faithful') {
       c.logitLens(row, 1);
-    } else if (this.active > 0) {
-      c.logitLensCandidates(row, this.active, 1);
     } else {
-      // First check of the token: the whole vocabulary once, to choose the candidates of later checks.
-      c.logitLens(row, this.topK);
-      c.lensCandidates.set(c.lensIds.subarray(0, this.topK));
-      this.active = this.topK;
+      if (this.active === 0) {
+        // First read of the token: the whole vocabulary once, to choose the candidates of every read.
+        c.logitLens(row, this.topK);
+        this.candidates.set(c.lensIds.subarray(0, this.topK));
+        this.active = this.topK;
+      }
+      c.lensCandidates.set(this.candidates.subarray(0, this.active));
       c.logitLensCandidates(row, this.active, 1);
     }
     const r = this.reading;

@@ -1,5 +1,5 @@
 /**
- * Exit policies: one interface, plugged into the layer loop of lib/model/llama.ts.
+ * Exit policies: one interface; an ExitDecider (lib/exit/decider.ts) applies one to a row between two layers.
  *
  *   never      full depth, no checks (no lens cost)
  *   threshold  stop when one lens feature (p1 or gap) reaches a value — the usual early-exit baseline
@@ -9,9 +9,8 @@
  * layers. The last layer is never checked: reaching it is full depth, whose output is the model's own.
  */
 import { OptionError } from '../errors';
-import { LlamaContext } from '../model/llama';
 import { ExitClassifier, FeatureName } from './classifier';
-import { featureVector, LensOptions, LensReader, LensReading } from './lens';
+import { featureVector, LensOptions, LensReading } from './lens';
 
 export interface ExitSchedule {
   /** Layers that must run before the first check (>= 1). */
@@ -21,7 +20,8 @@ export interface ExitSchedule {
 }
 
 export interface ExitPolicy {
-  readonly kind: 'never' | 'threshold' | 'svm' | 'svm-rbf' | 'crf';
+  /** 'observe': never stops, hands each checked layer's reading to a callback (trace collection). */
+  readonly kind: 'never' | 'observe' | 'threshold' | 'svm' | 'svm-rbf' | 'crf';
   readonly schedule: ExitSchedule;
   readonly lens: LensOptions;
   /** Starts a new token (classifiers with state across layers reset it). */
@@ -55,6 +55,21 @@ export function neverPolicy(): ExitPolicy {
   };
 }
 
+/** Never stops: hands the lens reading of every checked layer to `observe` (trace collection, lib/exit/collect.ts). */
+export function observingPolicy(schedule: ExitSchedule, lens: LensOptions, observe: (layer: number, reading: LensReading) => void): ExitPolicy {
+  checkSchedule(schedule);
+  return {
+    kind: 'observe',
+    schedule,
+    lens,
+    begin: () => undefined,
+    shouldExit: (layer, r) => {
+      observe(layer, r);
+      return false;
+    },
+  };
+}
+
 export function thresholdPolicy(feature: 'p1' | 'gap', value: number, schedule = DEFAULT_SCHEDULE, lens: LensOptions = { mode: 'faithful' }): ExitPolicy {
   if (feature !== 'p1' && feature !== 'gap') throw new OptionError('feature', `must be 'p1' or 'gap', got ${String(feature)}`);
   if (typeof value !== 'number' || Number.isNaN(value)) throw new OptionError('threshold', 'must be a number');
@@ -79,54 +94,4 @@ export function classifierPolicy(classifier: ExitClassifier, threshold: number, 
     begin: () => classifier.begin(),
     shouldExit: (layer, r, nLayer) => classifier.score(featureVector(r, layer, nLayer, names, x)) >= threshold,
   };
-}
-
-/** How one batch went through the layer loop under a policy. */
-export interface ExitOutcome {
-  /** Layers run (nLayer at full depth). */
-  layers: number;
-  /** The exit layer's top-1 token (its lens reading), or -1 at full depth. */
-  token: number;
-}
-
-/**
- * Applies a policy to one decision row of a context: begin() at each new token, then shouldStop(layer, row)
- * after each layer. At an exit, the context's logits buffer holds the exit layer's lens logits (all of them in
- * faithful mode, the candidates' in fast mode) and `exitToken` is the lens's top-1 token.
- */
-export class EarlyExitRunner {
-  readonly lensReader: LensReader;
-  /** The exit layer's top-1 token after shouldStop() returned true; -1 otherwise. */
-  exitToken = -1;
-  private readonly nLayer: number;
-
-  constructor(
-    readonly context: LlamaContext,
-    readonly policy: ExitPolicy,
-  ) {
-    this.lensReader = new LensReader(context, policy.lens);
-    this.nLayer = context.model.config.nLayer;
-  }
-
-  begin(): void {
-    this.policy.begin();
-    this.lensReader.begin();
-    this.exitToken = -1;
-  }
-
-  /** After layer `layer` (0-based): does the policy stop, reading the lens of batch row `row`? */
-  shouldStop(layer: number, row: number): boolean {
-    if (!isCheckedLayer(this.policy.schedule, layer, this.nLayer)) return false;
-    const r = this.lensReader.read(row);
-    if (!this.policy.shouldExit(layer, r, this.nLayer)) return false;
-    this.exitToken = r.top1;
-    return true;
-  }
-
-  /** forward() of the context for tokens already in its buffer, deciding at the batch's last row. */
-  forward(n: number, pos0: number): ExitOutcome {
-    this.begin();
-    const layers = this.context.forward(n, pos0, this.policy.kind === 'never' ? undefined : (layer, rows) => this.shouldStop(layer, rows - 1));
-    return { layers, token: layers < this.nLayer ? this.exitToken : -1 };
-  }
 }

@@ -25,7 +25,7 @@ import { tokenizerMetadataFromGGUF } from './gguf_tokenizer';
 import { fingerprintGGUF, fingerprintHfFolder } from './fingerprint';
 import { HfConfig } from '../hf/config';
 import { HfFolder, isModelFolder, readHfFolder } from '../hf/folder';
-import { DEFAULT_FAST_TOP_K } from '../exit/lens';
+import { DEFAULT_FAST_TOP_K } from '../defaults';
 
 export interface LlamaConfig extends NativeHParams {
   /** `general.name`, or the file name (the folder name for a Hugging Face folder). */

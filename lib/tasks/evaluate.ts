@@ -16,7 +16,8 @@ import { FeatureName } from '../exit/classifier';
 import { collectTraces, Trace } from '../exit/collect';
 import { runAlternating } from '../exit/evaluate';
 import { LensOptions } from '../exit/lens';
-import { EarlyExitRunner, ExitPolicy, ExitSchedule } from '../exit/policy';
+import { ExitDecider } from '../exit/decider';
+import { ExitPolicy, ExitSchedule } from '../exit/policy';
 import { scoreTrace } from '../exit/train';
 import { LlamaContext } from '../model/llama';
 import { PreparedExample } from './prepare';
@@ -131,7 +132,7 @@ export function measureTask(
 ): TaskMeasurement {
   const nLayer = ctx.model.config.nLayer;
   const seq = new Sequence(ctx);
-  const runner = new EarlyExitRunner(ctx, policy);
+  const decider = new ExitDecider(ctx, policy);
   const exitHistogram = new Array<number>(nLayer).fill(0);
   let msFull = 0;
   let msExit = 0;
@@ -151,7 +152,7 @@ export function measureTask(
   const runExit = (ex: PreparedExample) => {
     seq.reset();
     const t0 = performance.now();
-    const r = seq.classify(ex.tokens, labelTokens, runner);
+    const r = seq.classify(ex.tokens, labelTokens, decider);
     msExit += performance.now() - t0;
     return r;
   };
@@ -159,7 +160,7 @@ export function measureTask(
     seq.reset();
     seq.classify(examples[0].tokens, labelTokens);
     seq.reset();
-    seq.classify(examples[0].tokens, labelTokens, runner);
+    seq.classify(examples[0].tokens, labelTokens, decider);
   }
   examples.forEach((ex, i) => {
     const [full, exit] = runAlternating(i, () => runFull(ex), () => runExit(ex));

@@ -11,7 +11,8 @@ import { collectTraces } from '../../lib/exit/collect';
 import { loadExamples } from '../../lib/exit/data';
 import { EXIT_FILE_FORMAT, ExitFile, policyFromExitFile } from '../../lib/exit/exit_file';
 import { LensOptions } from '../../lib/exit/lens';
-import { EarlyExitRunner, ExitPolicy } from '../../lib/exit/policy';
+import { ExitDecider } from '../../lib/exit/decider';
+import { ExitPolicy } from '../../lib/exit/policy';
 import { trainPolicy } from '../../lib/exit/train';
 import { LlamaModel } from '../../lib/model/llama';
 import { BUNDLED_MODEL, describeShared } from '../helpers';
@@ -53,7 +54,7 @@ describeShared('batched execution with trained exit policies', (shared) => {
     const kvFill: BatchKvFill = 'propagate';
     const single = prompts.map((p, i) => {
       const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1, lensK: 16 });
-      const run = new Sequence(ctx, kvFill).generate(p, { maxTokens: 24, sampling: { ...sampling, seed: sampling.seed + i }, exit: new EarlyExitRunner(ctx, policy()) });
+      const run = new Sequence(ctx, kvFill).generate(p, { maxTokens: 24, sampling: { ...sampling, seed: sampling.seed + i }, exit: new ExitDecider(ctx, policy()) });
       let r = run.next();
       while (!r.done) r = run.next();
       ctx.dispose();
@@ -75,7 +76,7 @@ describeShared('batched execution with trained exit policies', (shared) => {
       const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1, lensK: 16 });
       const p0 = policy();
       const lensed = p0.lens.mode === 'fast' ? { ...p0, lens: { mode: 'fast' as const, candidates: labels } } : p0;
-      const r = new Sequence(ctx).classify(p, labels, new EarlyExitRunner(ctx, lensed));
+      const r = new Sequence(ctx).classify(p, labels, new ExitDecider(ctx, lensed));
       ctx.dispose();
       return r;
     });

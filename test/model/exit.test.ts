@@ -11,7 +11,8 @@ import { Sequence } from '../../lib/engine/sequence';
 import { collectTraces } from '../../lib/exit/collect';
 import { loadExamples } from '../../lib/exit/data';
 import { EXIT_FILE_FORMAT, ExitFile, loadExitFile, policyFromExitFile, saveExitFile } from '../../lib/exit/exit_file';
-import { EarlyExitRunner, ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
+import { ExitDecider as EarlyExitRunner } from '../../lib/exit/decider';
+import { ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
 import { trainPolicy } from '../../lib/exit/train';
 import { BUNDLED_MODEL, BUNDLED_PLAIN_MODEL, describeShared, tmpDir } from '../helpers';
 

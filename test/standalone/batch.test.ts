@@ -18,7 +18,8 @@ import {
 import { ResolvedSampling } from '../../lib/engine/sampling';
 import { Sequence, SequenceResult } from '../../lib/engine/sequence';
 import { EXIT_FILE_FORMAT, ExitFile, policyFromExitFile, saveExitFile } from '../../lib/exit/exit_file';
-import { EarlyExitRunner, ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
+import { ExitDecider } from '../../lib/exit/decider';
+import { ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
 import { LlamaContext, LlamaModel } from '../../lib/model/llama';
 import { BUNDLED_MODEL, tmpDir } from '../helpers';
 
@@ -84,7 +85,7 @@ function oneByOne(sampling: ResolvedSampling, maxTokens: number, policy: () => E
     const run = new Sequence(ctx, kvFill).generate(prompt, {
       maxTokens,
       sampling: { ...sampling, seed: sampling.seed + i },
-      exit: p && new EarlyExitRunner(ctx, p),
+      exit: p && new ExitDecider(ctx, p),
     });
     let r = run.next();
     while (!r.done) r = run.next();
@@ -242,7 +243,7 @@ describe('batched classification equals one-by-one', () => {
       const ctx = fresh();
       const p = policy();
       const lensed = p && p.lens.mode === 'fast' ? { ...p, lens: { mode: 'fast' as const, candidates: labels } } : p;
-      const r = new Sequence(ctx).classify(prompt, labels, lensed && new EarlyExitRunner(ctx, lensed));
+      const r = new Sequence(ctx).classify(prompt, labels, lensed && new ExitDecider(ctx, lensed));
       ctx.dispose();
       return r;
     });

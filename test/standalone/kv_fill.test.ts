@@ -3,7 +3,8 @@
  */
 import { Sequence, KvFill } from '../../lib/engine/sequence';
 import { argmax } from '../../lib/engine/sampling';
-import { EarlyExitRunner, ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
+import { ExitDecider as EarlyExitRunner } from '../../lib/exit/decider';
+import { ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
 import { LlamaModel } from '../../lib/model/llama';
 import { BUNDLED_MODEL } from '../helpers';
 

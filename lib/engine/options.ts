@@ -1,0 +1,70 @@
+/**
+ * The option checks of generation, with their one set of messages. The public API (lib/api.ts) checks what the
+ * user passed here, once, before anything reaches the model worker; the engines' entry points (Sequence,
+ * generateBatch, classifyBatch — also used directly by tools and tests) check only what depends on their context.
+ */
+import { OptionError } from '../errors';
+
+/**
+ * What happens to the K/V of the layers an early exit skipped, for the positions that exited:
+ *  - none:       nothing (the paper's behaviour; exact only when a single token is generated) — later tokens
+ *                read whatever those cache rows hold;
+ *  - propagate:  the exit hidden state computes the K/V of every skipped layer (only the K and V projections),
+ *                as CALM does — cheap, approximate;
+ *  - recompute:  the exited position's hidden state is kept, and the position rejoins the batch at the layer
+ *                it stopped at when the next token runs that layer (SkipDecode-style bookkeeping) — exact K/V,
+ *                the skipped work is only postponed. One sequence per context only (Session).
+ */
+export type KvFill = 'none' | 'propagate' | 'recompute';
+/** The kvFill modes of batches (generateBatch). */
+export type BatchKvFill = Exclude<KvFill, 'recompute'>;
+
+export const KV_FILL_MODES: readonly KvFill[] = ['none', 'propagate', 'recompute'];
+
+/** A session's kvFill (default 'propagate'). */
+export function checkKvFill(kvFill: unknown): KvFill {
+  if (kvFill === undefined) return 'propagate';
+  if (!KV_FILL_MODES.includes(kvFill as KvFill)) throw new OptionError('kvFill', `must be one of ${KV_FILL_MODES.join(', ')}, got ${String(kvFill)}`);
+  return kvFill as KvFill;
+}
+
+/** A batch's kvFill (default 'propagate'): 'recompute' keeps one sequence's pending rows, so it is Session only. */
+export function checkBatchKvFill(kvFill: unknown): BatchKvFill {
+  if (kvFill === 'recompute')
+    throw new OptionError('kvFill', "'recompute' is implemented for single sequences only (Session); batch mode supports 'none' and 'propagate'");
+  return checkKvFill(kvFill) as BatchKvFill;
+}
+
+/** maxTokens (default 128); `where` names the prompt that carries its own. */
+export function checkMaxTokens(value: unknown, where = ''): number {
+  if (value === undefined) return 128;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0)
+    throw new OptionError('maxTokens', `${where}must be an integer >= 0, got ${String(value)}`);
+  return value;
+}
+
+/** A sampler seed in [0, 2^32). */
+export function checkSeed(value: unknown, where = ''): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffffffff)
+    throw new OptionError('seed', `${where}must be an integer in [0, 2^32), got ${String(value)}`);
+  return value;
+}
+
+/** An integer option in [1, max], or undefined when absent. */
+export function checkPositiveInt(value: unknown, option: string, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
+    throw new OptionError(option, `must be an integer in [1, ${max}], got ${String(value)}`);
+  return value;
+}
+
+export function checkBoolean(value: unknown, option: string): void {
+  if (value !== undefined && value !== null && typeof value !== 'boolean') throw new OptionError(option, `must be a boolean, got ${String(value)}`);
+}
+
+/** Labels of a classification: at least two non-empty strings. */
+export function checkLabels(labels: unknown): string[] {
+  if (!Array.isArray(labels) || labels.length < 2 || labels.some((l) => typeof l !== 'string' || l.length === 0))
+    throw new OptionError('labels', 'must be at least two non-empty strings');
+  return labels as string[];
+}

@@ -1,0 +1,344 @@
+/**
+ * The step engine: one batch of rows through the layer loop (LlamaContext.forwardRows) with everything that
+ * happens between two layers and after the last one. The schedulers decide what a step holds — a Session
+ * (lib/engine/sequence.ts: one cache slot, prefix reuse, 'recompute') and batches (lib/engine/batch.ts: many
+ * slots, continuous batching) — and read each group's output; the step does the rest:
+ *
+ *  1. load: every group's rows (tokens, cache slot, positions), one group after the other;
+ *  2. between layers: each deciding group's ExitDecider reads the lens at the group's last row; a group that
+ *     exits hands that read to its output at once (the next read overwrites the lens logits) and its rows
+ *     leave the batch — the continuing rows move to the front (compaction), so later layers run on fewer rows.
+ *     With `compaction: false` exited rows run on, their K/V writes sent to a scratch slot (the baseline that
+ *     measures compaction). Rows of earlier exits that wait for their skipped layers ('recompute') rejoin the
+ *     batch at the layer they stopped at;
+ *  3. after the loop: full-depth groups read the head's logits at their last row, then the K/V of the layers
+ *     an exit skipped are filled (kvFill).
+ * Per-layer work is a loop over the step's deciding groups (no allocation); rows move only when a group exits.
+ *
+ * Every row is computed independently of the other rows of its step (the native blocks' contract, tested bit
+ * for bit), so a sequence's results do not depend on what else a step holds — only on how its own rows are
+ * grouped into steps (the attention kernel's rounding follows that grouping).
+ */
+import { fromNativeError } from '../bindings/native';
+import { ExitDecider } from '../exit/decider';
+import { LlamaContext } from '../model/llama';
+import { KvFill } from './options';
+import { Sampler } from './sampling';
+
+/** Where a group's output goes: read once, at the exit layer's lens or from the model's logits. */
+export interface RowOutput {
+  /** The group exited: `decider.lens.reading` and `context.lensLogits()` are the exit layer's. */
+  atExit(decider: ExitDecider, context: LlamaContext): void;
+  /** Full depth: the head's logits of the group's last row. */
+  atFullDepth(logits: Float32Array): void;
+}
+
+/**
+ * The next token of a generation — THE place where it is chosen: at full depth sampled from the model's logits;
+ * after an exit from the exit layer's lens logits (faithful lens), or its top-1 token (a fast lens's logits
+ * cover only its candidates).
+ */
+export class NextToken implements RowOutput {
+  token = -1;
+  constructor(private readonly sampler: Sampler) {}
+  atExit(decider: ExitDecider, context: LlamaContext): void {
+    this.token = decider.policy.lens.mode === 'fast' ? decider.lens.reading.top1 : this.sampler.sample(context.lensLogits());
+  }
+  atFullDepth(logits: Float32Array): void {
+    this.token = this.sampler.sample(logits);
+  }
+}
+
+/** Single-token classification: the label tokens' logits at the last position (at the exit layer's lens). */
+export class LabelScores implements RowOutput {
+  logits: number[] = [];
+  constructor(readonly labelTokens: readonly number[]) {}
+  atExit(_decider: ExitDecider, context: LlamaContext): void {
+    this.atFullDepth(context.lensLogits());
+  }
+  atFullDepth(logits: Float32Array): void {
+    this.logits = this.labelTokens.map((t) => logits[t]);
+  }
+  /** The winning label (the lowest index on ties) and the softmax over the labels' logits. */
+  result(): { index: number; probs: number[] } {
+    const z = this.logits;
+    const max = Math.max(...z);
+    const e = z.map((v) => Math.exp(v - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    let index = 0;
+    for (let i = 1; i < z.length; i++) if (z[i] > z[index]) index = i;
+    return { index, probs: e.map((v) => v / sum) };
+  }
+}
+
+/** 'recompute': a position an exit stopped after `depth` layers, with its hidden state there. */
+export interface PendingRow {
+  pos: number;
+  depth: number;
+  hidden: Float32Array;
+}
+
+/** The rows of one sequence in a step: `count` tokens `tokens[from..]` at positions `pos..` of cache slot `slot`. */
+export interface RowGroup {
+  slot: number;
+  pos: number;
+  tokens: readonly number[];
+  from: number;
+  count: number;
+  /** Reads the output at the group's last row (a prompt's last chunk, a decode row); undefined: none this step. */
+  output: RowOutput | undefined;
+  /** Decides the exit at the last row (with an output only); undefined: full depth. */
+  decider: ExitDecider | undefined;
+  /**
+   * kvFill 'recompute' (steps of one group): the sequence's positions waiting for their skipped layers. They
+   * rejoin this step at their depth; after an exit, the group's rows join them.
+   */
+  pending: PendingRow[] | undefined;
+  /** Set by the step: the group's first row (moved by compaction). */
+  rowStart: number;
+  /** Set by the step: layers the group ran — its exit layer, or nLayer. */
+  layers: number;
+}
+
+export function newRowGroup(slot: number): RowGroup {
+  return { slot, pos: 0, tokens: [], from: 0, count: 0, output: undefined, decider: undefined, pending: undefined, rowStart: 0, layers: 0 };
+}
+
+export interface StepOptions {
+  kvFill: KvFill;
+  /** Exited rows leave the batch between layers (true), or run on with their K/V sent to `scratchSlot`. */
+  compaction: boolean;
+  /** The cache slot that takes exited rows' K/V without compaction (one no sequence uses). */
+  scratchSlot: number;
+  /** Called at every layer boundary; throwing there abandons the step (a Session's abort). */
+  betweenLayers?: () => void;
+}
+
+export interface StepStats {
+  steps: number;
+  /** Σ over steps and layers of the rows that ran the layer (the work done, in row-layers). */
+  rowLayers: number;
+  /** The same at full depth without exits: Σ over steps of rows × nLayer. */
+  rowLayersFull: number;
+  /** Rows × layers of K/V propagation (fillKv). */
+  fillKvRowLayers: number;
+}
+
+export class StepEngine {
+  readonly stats: StepStats = { steps: 0, rowLayers: 0, rowLayersFull: 0, fillKvRowLayers: 0 };
+  private readonly nLayer: number;
+  private readonly d: number;
+  // The step in flight.
+  private groups: readonly RowGroup[] = [];
+  /** Groups that decide, exited or not. */
+  private readonly deciding: RowGroup[] = [];
+  /** Deciding groups that have not exited. */
+  private undecided = 0;
+  /** Groups still running (not exited). */
+  private running = 0;
+  /** Rows in the batch after the last boundary. */
+  private rows = 0;
+  /** 'recompute': pending rows that rejoined this step, in row order after the group's own rows. */
+  private readonly joined: PendingRow[] = [];
+  /** Exit hidden states of groups whose rows moved or ran on before their K/V fill ('propagate'). */
+  private stash = new Float32Array(0);
+  private stashed = 0;
+  private readonly stashAt = new Map<RowGroup, number>();
+  private readonly afterLayer: (layer: number, rows: number) => number;
+
+  constructor(
+    readonly context: LlamaContext,
+    readonly options: StepOptions,
+  ) {
+    this.nLayer = context.model.config.nLayer;
+    this.d = context.model.config.nEmbd;
+    this.afterLayer = (layer, rows) => this.boundary(layer, rows);
+  }
+
+  /** Runs one step over `groups`, whose rows must fit the context's batch. */
+  run(groups: readonly RowGroup[]): void {
+    const c = this.context.native;
+    this.groups = groups;
+    this.deciding.length = 0;
+    this.joined.length = 0;
+    this.stashed = 0;
+    this.stashAt.clear();
+    let rows = 0;
+    let rejoins = false;
+    for (const g of groups) {
+      g.rowStart = rows;
+      g.layers = this.nLayer;
+      for (let i = 0; i < g.count; i++) {
+        c.tokens[rows + i] = g.tokens[g.from + i];
+        c.rowSeq[rows + i] = g.slot;
+        c.rowPos[rows + i] = g.pos + i;
+      }
+      rows += g.count;
+      if (g.output && g.decider?.decides) {
+        g.decider.begin();
+        this.deciding.push(g);
+      }
+      if (g.pending && g.pending.length > 0) rejoins = true;
+    }
+    if (rejoins && groups.length !== 1) throw new Error('internal: rows rejoin only in steps of one group');
+    this.undecided = this.deciding.length;
+    this.running = groups.length;
+    this.rows = rows;
+    const watch = this.undecided > 0 || rejoins || this.options.betweenLayers !== undefined;
+    const layers = this.context.forwardRows(rows, watch ? this.afterLayer : undefined);
+    if (layers === this.nLayer) this.stats.rowLayers += watch ? this.rows : rows * this.nLayer;
+    this.stats.rowLayersFull += rows * this.nLayer;
+    this.stats.steps++;
+
+    for (const g of groups) if (g.output && g.layers === this.nLayer) g.output.atFullDepth(this.context.logits(g.rowStart + g.count - 1));
+    if (groups.length === 1 && groups[0].pending) this.keepPending(groups[0]);
+    else if (this.options.kvFill === 'propagate' && this.undecided < this.deciding.length) this.propagate();
+  }
+
+  /** After layer `layer` ran on `rows` rows: exits, compaction, rejoins. Returns the rows that go on. */
+  private boundary(layer: number, rows: number): number {
+    this.options.betweenLayers?.();
+    this.stats.rowLayers += rows;
+    let exited = 0;
+    if (this.undecided > 0) {
+      for (const g of this.deciding) {
+        if (g.layers !== this.nLayer || !g.decider!.decide(layer, g.rowStart + g.count - 1)) continue;
+        g.layers = layer + 1;
+        g.output!.atExit(g.decider!, this.context);
+        exited++;
+      }
+    }
+    if (exited > 0) {
+      this.undecided -= exited;
+      this.running -= exited;
+      rows = this.options.compaction ? this.compact(layer + 1) : this.redirect(layer + 1, rows);
+    }
+    if (rows > 0 && this.groups.length === 1 && this.groups[0].pending) rows = this.rejoin(this.groups[0], layer + 1, rows);
+    this.rows = rows;
+    return rows;
+  }
+
+  /** Groups that just exited (after `depth` layers) leave; the others move to the front. Returns their rows. */
+  private compact(depth: number): number {
+    const c = this.context.native;
+    const goesOn = this.running > 0;
+    let write = 0;
+    for (const g of this.groups) {
+      if (g.layers < this.nLayer) {
+        // Its exit state is needed after the loop; rows that go on may overwrite it (propagate).
+        if (g.layers === depth && goesOn) this.keep(g);
+        continue;
+      }
+      if (g.rowStart !== write) {
+        c.moveHidden(write, g.rowStart, g.count);
+        c.rowSeq.copyWithin(write, g.rowStart, g.rowStart + g.count);
+        c.rowPos.copyWithin(write, g.rowStart, g.rowStart + g.count);
+        g.rowStart = write;
+      }
+      write += g.count;
+    }
+    return write;
+  }
+
+  /** Without compaction: exited rows run on, writing their K/V to the scratch slot, until every group exited. */
+  private redirect(depth: number, rows: number): number {
+    const c = this.context.native;
+    const goesOn = this.running > 0;
+    for (const g of this.deciding) {
+      if (g.layers !== depth) continue;
+      c.rowSeq.fill(this.options.scratchSlot, g.rowStart, g.rowStart + g.count);
+      if (goesOn) this.keep(g);
+    }
+    return goesOn ? rows : 0;
+  }
+
+  /** Keeps a group's exit hidden states for its K/V fill ('propagate'). */
+  private keep(g: RowGroup): void {
+    if (this.options.kvFill !== 'propagate') return;
+    const need = (this.stashed + g.count) * this.d;
+    if (this.stash.length < need) {
+      const grown = new Float32Array(Math.max(need, this.context.batchSize * this.d));
+      grown.set(this.stash.subarray(0, this.stashed * this.d));
+      this.stash = grown;
+    }
+    this.context.native.readHidden(g.rowStart, g.count, this.stash.subarray(this.stashed * this.d, need));
+    this.stashAt.set(g, this.stashed);
+    this.stashed += g.count;
+  }
+
+  /**
+   * 'propagate' (CALM): the exit hidden state of every exited row computes the K/V of its skipped layers. The
+   * rows are loaded sorted by exit depth, so the rows needing layer j are a prefix and each fillKv(j, n) call
+   * covers exactly them. Groups that exited when the loop ended are still in place; the others were kept.
+   */
+  private propagate(): void {
+    const c = this.context.native;
+    const exited = this.groups.filter((g) => g.layers < this.nLayer).sort((a, b) => a.layers - b.layers);
+    // Kept rows are written from row 0 on: rows still in place must be kept too before that.
+    if (this.stashed > 0) for (const g of exited) if (!this.stashAt.has(g)) this.keep(g);
+    let r = 0;
+    const prefixEnd: number[] = [];
+    for (const g of exited) {
+      const at = this.stashAt.get(g);
+      if (at !== undefined) c.writeHidden(r, g.count, this.stash.subarray(at * this.d, (at + g.count) * this.d));
+      else if (g.rowStart !== r) c.moveHidden(r, g.rowStart, g.count); // all in place, in row order: moves down
+      for (let i = 0; i < g.count; i++) {
+        c.rowSeq[r + i] = g.slot;
+        c.rowPos[r + i] = g.pos + i;
+      }
+      r += g.count;
+      prefixEnd.push(r);
+    }
+    let k = 0;
+    try {
+      for (let layer = exited[0].layers; layer < this.nLayer; layer++) {
+        while (k < exited.length && exited[k].layers <= layer) k++;
+        c.fillKv(layer, prefixEnd[k - 1]);
+        this.stats.fillKvRowLayers += prefixEnd[k - 1];
+      }
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+  }
+
+  /** 'recompute': pending positions of the group that stopped after `depth` layers rejoin here, after its rows. */
+  private rejoin(g: RowGroup, depth: number, rows: number): number {
+    const c = this.context.native;
+    for (const p of g.pending!) {
+      if (p.depth !== depth) continue;
+      c.writeHidden(rows, 1, p.hidden);
+      c.rowSeq[rows] = g.slot;
+      c.rowPos[rows] = p.pos;
+      this.joined.push(p);
+      rows++;
+    }
+    return rows;
+  }
+
+  /**
+   * 'recompute' after the step: at full depth every rejoined position is complete; after an exit (which ended
+   * the loop with every row in place) the rejoined positions and the group's own rows wait at the exit depth.
+   */
+  private keepPending(g: RowGroup): void {
+    const pending = g.pending!;
+    if (g.layers === this.nLayer) {
+      if (this.joined.length > 0) {
+        const done = new Set(this.joined);
+        let w = 0;
+        for (const p of pending) if (!done.has(p)) pending[w++] = p;
+        pending.length = w;
+      }
+      return;
+    }
+    const c = this.context.native;
+    this.joined.forEach((p, i) => {
+      p.depth = g.layers;
+      c.readHidden(g.rowStart + g.count + i, 1, p.hidden);
+    });
+    for (let i = 0; i < g.count; i++) {
+      const hidden = new Float32Array(this.d);
+      c.readHidden(g.rowStart + i, 1, hidden);
+      pending.push({ pos: g.pos + i, depth: g.layers, hidden });
+    }
+  }
+}
