@@ -10,7 +10,7 @@ import { LlamaContext } from '../model/llama';
 import { ExitDecider } from '../exit/decider';
 import { checkKvFill, KvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
-import { LabelScores, newRowGroup, NextToken, PendingRow, RowGroup, RowOutput, StepEngine } from './step';
+import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine } from './step';
 
 export type { KvFill } from './options';
 
@@ -191,9 +191,26 @@ export class Sequence {
 
   /** Forgets the cached tokens (the next prompt is processed from position 0). */
   reset(): void {
-    this.cached = [];
-    this.firstInexact = Infinity;
-    if (this.group.pending) this.group.pending.length = 0;
+    this.truncate(0);
+  }
+
+  /**
+   * Forgets the positions from `length` on (a rejected draft of speculative decoding, or a shorter prompt): their
+   * cache entries are overwritten by whatever runs there next, their pending rows ('recompute') are dropped.
+   */
+  truncate(length: number): void {
+    if (!Number.isInteger(length) || length < 0 || length > this.cached.length)
+      throw new OptionError('length', `must be an integer in [0, ${this.cached.length}], got ${String(length)}`);
+    this.cached.length = length;
+    const pending = this.group.pending;
+    if (pending) {
+      let w = 0;
+      for (const p of pending) if (p.pos < length) pending[w++] = p;
+      pending.length = w;
+      this.firstInexact = w > 0 ? Math.min(...pending.map((p) => p.pos)) : Infinity;
+    } else if (this.firstInexact >= length) {
+      this.firstInexact = Infinity;
+    }
   }
 
   private checkPrompt(prompt: number[]): void {

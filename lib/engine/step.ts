@@ -94,6 +94,11 @@ export interface RowGroup {
    * rejoin this step at their depth; after an exit, the group's rows join them.
    */
   pending: PendingRow[] | undefined;
+  /**
+   * Called after a full-depth step for each pending row that rejoined it, with the head's logits at its
+   * position (the verification of drafted positions in self-speculative decoding); undefined: not read.
+   */
+  onRejoined: ((pos: number, logits: Float32Array) => void) | undefined;
   /** Set by the step: the group's first row (moved by compaction). */
   rowStart: number;
   /** Set by the step: layers the group ran — its exit layer, or nLayer. */
@@ -101,7 +106,7 @@ export interface RowGroup {
 }
 
 export function newRowGroup(slot: number): RowGroup {
-  return { slot, pos: 0, tokens: [], from: 0, count: 0, output: undefined, decider: undefined, pending: undefined, rowStart: 0, layers: 0 };
+  return { slot, pos: 0, tokens: [], from: 0, count: 0, output: undefined, decider: undefined, pending: undefined, onRejoined: undefined, rowStart: 0, layers: 0 };
 }
 
 export interface StepOptions {
@@ -322,6 +327,7 @@ export class StepEngine {
   private keepPending(g: RowGroup): void {
     const pending = g.pending!;
     if (g.layers === this.nLayer) {
+      if (g.onRejoined) this.joined.forEach((p, i) => g.onRejoined!(p.pos, this.context.logits(g.rowStart + g.count + i)));
       if (this.joined.length > 0) {
         const done = new Set(this.joined);
         let w = 0;

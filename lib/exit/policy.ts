@@ -2,6 +2,8 @@
  * Exit policies: one interface; an ExitDecider (lib/exit/decider.ts) applies one to a row between two layers.
  *
  *   never      full depth, no checks (no lens cost)
+ *   observe    never stops; hands every checked layer's reading to a callback (trace collection)
+ *   depth      stops every token after a fixed number of layers (self-speculative drafting)
  *   threshold  stop when one lens feature (p1 or gap) reaches a value — the usual early-exit baseline
  *   svm / crf  stop when a trained classifier's score over the lens features reaches its calibrated threshold
  *
@@ -21,7 +23,7 @@ export interface ExitSchedule {
 
 export interface ExitPolicy {
   /** 'observe': never stops, hands each checked layer's reading to a callback (trace collection). */
-  readonly kind: 'never' | 'observe' | 'threshold' | 'svm' | 'svm-rbf' | 'crf';
+  readonly kind: 'never' | 'observe' | 'depth' | 'threshold' | 'svm' | 'svm-rbf' | 'crf';
   readonly schedule: ExitSchedule;
   readonly lens: LensOptions;
   /** Starts a new token (classifiers with state across layers reset it). */
@@ -67,6 +69,18 @@ export function observingPolicy(schedule: ExitSchedule, lens: LensOptions, obser
       observe(layer, r);
       return false;
     },
+  };
+}
+
+/** Stops every token after `depth` layers (a fixed draft depth of self-speculative decoding). */
+export function fixedDepthPolicy(depth: number, lens: LensOptions = { mode: 'faithful' }): ExitPolicy {
+  if (!Number.isInteger(depth) || depth < 1) throw new OptionError('depth', `must be an integer >= 1, got ${String(depth)}`);
+  return {
+    kind: 'depth',
+    schedule: { minLayer: depth, checkEvery: Number.MAX_SAFE_INTEGER },
+    lens,
+    begin: () => undefined,
+    shouldExit: () => true,
   };
 }
 

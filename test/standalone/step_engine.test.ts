@@ -1,0 +1,121 @@
+/**
+ * The step engine's primitives beyond what Session and batches use today, on the bundled model: rows that stop
+ * at a fixed depth and keep their exit hidden states, those rows rejoining a later step at that depth and
+ * running the remaining layers (the verification step of self-speculative decoding), and a sequence cut back to
+ * an accepted length.
+ */
+import { ExitDecider } from '../../lib/exit/decider';
+import { fixedDepthPolicy, thresholdPolicy } from '../../lib/exit/policy';
+import { argmax, Sampler } from '../../lib/engine/sampling';
+import { Sequence } from '../../lib/engine/sequence';
+import { newRowGroup, NextToken, StepEngine } from '../../lib/engine/step';
+import { LlamaModel } from '../../lib/model/llama';
+import { BUNDLED_MODEL } from '../helpers';
+
+const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+describe('step engine', () => {
+  const model = LlamaModel.load(BUNDLED_MODEL);
+  const nLayer = model.config.nLayer;
+  const prompt = model.tokenizer.encode('Once upon a time, there was a little girl');
+  afterAll(() => model.dispose());
+
+  test('drafted rows keep their exit states and rejoin a full-depth step at their depth: logits as a full-depth run', () => {
+    const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
+    const engine = new StepEngine(ctx, { kvFill: 'recompute', compaction: true, scratchSlot: -1 });
+    const g = newRowGroup(0);
+    g.pending = [];
+    const next = new NextToken(new Sampler(GREEDY));
+    g.output = next;
+    const P = prompt.length;
+    g.tokens = prompt;
+    g.count = P;
+    engine.run([g]);
+    expect(g.layers).toBe(nLayer);
+
+    // Draft k tokens, each row stopping after `depth` layers (its token from the exit layer's lens).
+    const depth = 3;
+    const k = 4;
+    const drafted = [next.token];
+    g.decider = new ExitDecider(ctx, fixedDepthPolicy(depth));
+    for (let i = 0; i < k; i++) {
+      g.tokens = [drafted[i]];
+      g.count = 1;
+      g.pos = P + i;
+      engine.run([g]);
+      expect(g.layers).toBe(depth);
+      drafted.push(next.token);
+    }
+    expect(g.pending.map((p) => [p.pos, p.depth])).toEqual(Array.from({ length: k }, (_, i) => [P + i, depth]));
+
+    // Verify: the last draft runs at full depth; the drafted positions rejoin at `depth`, run the remaining
+    // layers, and give the full model's logits at their positions.
+    const verified = new Map<number, Float32Array>();
+    g.decider = undefined;
+    g.onRejoined = (pos, logits) => verified.set(pos, logits.slice());
+    g.tokens = [drafted[k]];
+    g.pos = P + k;
+    engine.run([g]);
+    expect(g.layers).toBe(nLayer);
+    expect(g.pending).toEqual([]);
+    expect([...verified.keys()]).toEqual(Array.from({ length: k }, (_, i) => P + i));
+    const last = next.token;
+    ctx.dispose();
+
+    // The same tokens at full depth in one batch on a fresh context.
+    const ref = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
+    const all = [...prompt, ...drafted];
+    all.forEach((t, i) => (ref.native.tokens[i] = t));
+    ref.forward(all.length, 0);
+    for (let i = 0; i < k; i++) {
+      const want = ref.logits(P + i).slice();
+      const got = verified.get(P + i)!;
+      let maxDiff = 0;
+      let scale = 0;
+      for (let v = 0; v < want.length; v++) {
+        maxDiff = Math.max(maxDiff, Math.abs(got[v] - want[v]));
+        scale = Math.max(scale, Math.abs(want[v]));
+      }
+      // Rows grouped into other steps round differently in attention (last bits only).
+      expect(maxDiff).toBeLessThan(1e-4 * scale);
+      expect(argmax(got)).toBe(argmax(want));
+    }
+    expect(last).toBe(argmax(ref.logits(P + k)));
+    ref.dispose();
+  });
+
+  test('a sequence cut back to an accepted length goes on as if the rest never ran', () => {
+    const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
+    const run = (seq: Sequence, tokens: number[], exit?: ExitDecider) => {
+      const gen = seq.generate(tokens, { maxTokens: 8, stopAtEos: false, sampling: GREEDY, exit });
+      let r = gen.next();
+      while (!r.done) r = gen.next();
+      return r.value;
+    };
+    const seq = new Sequence(ctx);
+    const first = run(seq, prompt);
+    expect(seq.nPast).toBe(prompt.length + 7);
+    seq.truncate(prompt.length + 3);
+    expect(seq.nPast).toBe(prompt.length + 3);
+    const again = run(seq, [...prompt, ...first.tokens.slice(0, 5)]);
+    expect(again.reusedPromptTokens).toBe(prompt.length + 3);
+    const fresh = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
+    expect(again.tokens).toEqual(run(new Sequence(fresh), [...prompt, ...first.tokens.slice(0, 5)]).tokens);
+    fresh.dispose();
+    expect(() => seq.truncate(seq.nPast + 1)).toThrow(expect.objectContaining({ code: 'INVALID_OPTION', option: 'length' }));
+
+    // With 4-row steps the prompt's last step (positions 8..) decides and is left inexact; the steps before it
+    // ran at full depth and stay reusable, up to where the cut leaves the sequence.
+    const narrow = model.createContext({ contextSize: 64, batchSize: 4, threads: 1 });
+    const propagate = new Sequence(narrow, 'propagate');
+    const exiting = () => new ExitDecider(narrow, thresholdPolicy('gap', 0.3, { minLayer: 2, checkEvery: 1 }));
+    const r = run(propagate, prompt, exiting());
+    expect(r.exitLayers[0]).toBeLessThan(nLayer);
+    expect(run(propagate, prompt, exiting()).reusedPromptTokens).toBe(8);
+    propagate.truncate(6);
+    expect(propagate.nPast).toBe(6);
+    expect(run(propagate, prompt, exiting()).reusedPromptTokens).toBe(6);
+    narrow.dispose();
+    ctx.dispose();
+  });
+});
