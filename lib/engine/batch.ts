@@ -23,7 +23,7 @@
  */
 import { ContextOverflowError, AdaInferError, OptionError } from '../errors';
 import { ExitDecider } from '../exit/decider';
-import { ExitPolicy } from '../exit/policy';
+import { ExitPolicy, withLabelCandidates } from '../exit/policy';
 import { LlamaContext } from '../model/llama';
 import { StreamDecoder } from '../tokenizer/types';
 import { BatchKvFill, checkBatchKvFill } from './options';
@@ -452,8 +452,7 @@ export function* classifyBatch(
   const kind: JobKind<ClassJob> = {
     admit(index, slot, policy, now) {
       const p = prompts[index];
-      // A fast lens reads the label tokens only.
-      const lensed = policy?.lens.mode === 'fast' ? { ...policy, lens: { mode: 'fast' as const, candidates: p.labelTokens } } : policy;
+      const lensed = withLabelCandidates(policy, p.labelTokens);
       const output = new LabelScores(p.labelTokens);
       return { ...newJob(index, p.tokens, slot, output, lensed && new ExitDecider(ctx, lensed), now), output };
     },

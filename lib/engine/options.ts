@@ -19,7 +19,7 @@ export type KvFill = 'none' | 'propagate' | 'recompute';
 /** The kvFill modes of batches (generateBatch). */
 export type BatchKvFill = Exclude<KvFill, 'recompute'>;
 
-export const KV_FILL_MODES: readonly KvFill[] = ['none', 'propagate', 'recompute'];
+const KV_FILL_MODES: readonly KvFill[] = ['none', 'propagate', 'recompute'];
 
 /** A session's kvFill (default 'propagate'). */
 export function checkKvFill(kvFill: unknown): KvFill {

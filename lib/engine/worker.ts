@@ -9,7 +9,7 @@ import { LlamaContext, LlamaModel } from '../model/llama';
 import { native } from '../bindings/native';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
 import { ExitDecider } from '../exit/decider';
-import { ExitPolicy, thresholdPolicy } from '../exit/policy';
+import { ExitPolicy, thresholdPolicy, withLabelCandidates } from '../exit/policy';
 import {
   BenchRequest,
   BenchResult,
@@ -172,21 +172,29 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
   }
 }
 
+/**
+ * The prompt's tokens and the token each label is scored by: its first token after the prompt (so a leading space
+ * folds in as the tokenizer does it). `where` names the prompt in errors.
+ */
+function promptAndLabelTokens(prompt: string | number[], labels: string[], addBos: boolean | undefined, where = ''): { tokens: number[]; labelTokens: number[] } {
+  const m = requireModel();
+  const tokens = promptTokens(prompt, { maxTokens: 0, addBos });
+  const labelTokens = labels.map((label) => {
+    if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
+    const full = m.tokenizer.encode(prompt + label, { addSpecial: addBos ?? true });
+    return full[Math.min(tokens.length, full.length - 1)];
+  });
+  if (new Set(labelTokens).size !== labelTokens.length)
+    throw new OptionError('labels', `${where}two labels start with the same token (${labelTokens.join(', ')}); they cannot be told apart`);
+  return { tokens, labelTokens };
+}
+
 /** Scores each label by its first token after the prompt; fast-mode lenses use the label tokens as candidates. */
 function classify(sessionId: number, prompt: string | number[], labels: string[], options: WorkerClassifyOptions): ClassifyResult {
   const s = requireSession(sessionId);
   if (s.busy) throw new AdaInferError('BUSY', 'the session is generating; wait for it or use another session');
-  const m = requireModel();
-  const tokens = promptTokens(prompt, { maxTokens: 0, addBos: options.addBos });
-  const labelTokens = labels.map((label) => {
-    if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
-    const full = m.tokenizer.encode(prompt + label, { addSpecial: options.addBos ?? true });
-    return full[Math.min(tokens.length, full.length - 1)];
-  });
-  if (new Set(labelTokens).size !== labelTokens.length)
-    throw new OptionError('labels', `two labels start with the same token (${labelTokens.join(', ')}); they cannot be told apart`);
-  let policy = policyFor(options.exit);
-  if (policy?.lens.mode === 'fast') policy = { ...policy, lens: { mode: 'fast', candidates: labelTokens } };
+  const { tokens, labelTokens } = promptAndLabelTokens(prompt, labels, options.addBos);
+  const policy = withLabelCandidates(policyFor(options.exit), labelTokens);
   const r = s.sequence.classify(tokens, labelTokens, policy && new ExitDecider(s.context, policy));
   return { index: r.index, label: labels[r.index], probs: r.probs, exitLayer: r.layers, labelTokens };
 }
@@ -345,18 +353,7 @@ async function classifyBatchOp(
   abort: SharedArrayBuffer,
 ): Promise<BatchClassifyResult> {
   const m = requireModel();
-  // As classify(): each label is scored by its first token after the prompt.
-  const prompts = specs.map((prompt, i) => {
-    const tokens = promptTokens(prompt, { maxTokens: 0, addBos: o.addBos });
-    const labelTokens = labels.map((label) => {
-      if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
-      const full = m.tokenizer.encode(prompt + label, { addSpecial: o.addBos ?? true });
-      return full[Math.min(tokens.length, full.length - 1)];
-    });
-    if (new Set(labelTokens).size !== labelTokens.length)
-      throw new OptionError('labels', `prompt ${i}: two labels start with the same token (${labelTokens.join(', ')}); they cannot be told apart`);
-    return { tokens, labelTokens };
-  });
+  const prompts = specs.map((prompt, i) => promptAndLabelTokens(prompt, labels, o.addBos, `prompt ${i}: `));
   const contextSize = o.contextSize ?? Math.min(prompts.reduce((a, p) => Math.max(a, p.tokens.length), 1), m.config.contextLength);
   const exit = batchExitFor(o.exit);
   const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, exit);

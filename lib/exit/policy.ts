@@ -72,6 +72,11 @@ export function observingPolicy(schedule: ExitSchedule, lens: LensOptions, obser
   };
 }
 
+/** Classification: a fast lens reads the label tokens only (its candidates); other policies are returned as they are. */
+export function withLabelCandidates(policy: ExitPolicy | undefined, labelTokens: number[]): ExitPolicy | undefined {
+  return policy?.lens.mode === 'fast' ? { ...policy, lens: { mode: 'fast', candidates: labelTokens } } : policy;
+}
+
 /** Stops every token after `depth` layers (a fixed draft depth of self-speculative decoding). */
 export function fixedDepthPolicy(depth: number, lens: LensOptions = { mode: 'faithful' }): ExitPolicy {
   if (!Number.isInteger(depth) || depth < 1) throw new OptionError('depth', `must be an integer >= 1, got ${String(depth)}`);
