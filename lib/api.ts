@@ -35,7 +35,7 @@ import type {
   WorkerBatchGenerateOptions,
   WorkerBatchOptions,
 } from './engine/protocol';
-import { SequenceResult, TokenEvent } from './engine/sequence';
+import { SequenceResult, SpeculativeOptions, TokenEvent } from './engine/sequence';
 import {
   BatchKvFill,
   checkBatchKvFill,
@@ -45,13 +45,14 @@ import {
   checkMaxTokens,
   checkPositiveInt,
   checkSeed,
+  checkSpeculative,
   KvFill,
 } from './engine/options';
 
 export type { ModelInfo, BenchResult, ClassifyResult, ExitSpec } from './engine/protocol';
 export type { BatchClassifyItem, BatchClassifyResult, BatchGenerateResult, BatchPromptSpec } from './engine/protocol';
 export type { BatchSequenceResult, BatchStats, BatchTimings } from './engine/batch';
-export type { TokenEvent, StopReason, Timings } from './engine/sequence';
+export type { TokenEvent, StopReason, Timings, SpeculativeOptions, SpeculativeStats } from './engine/sequence';
 export type { BatchKvFill, KvFill } from './engine/options';
 
 /** The bundled default model (trained for this project with an early-exit loss). */
@@ -101,6 +102,12 @@ export interface GenerateOptions extends SamplingOptions {
    * Each token's layers are reported in `exitLayers`.
    */
   exit?: ExitSpec;
+  /**
+   * Self-speculative decoding (greedy: needs temperature 0; not with `exit`): tokens drafted from the first
+   * `layer` layers, up to `maxDraft` (default 4) at a time, checked together by the remaining layers. The output
+   * is the full-depth greedy output; the result's `speculative` reports acceptance.
+   */
+  speculative?: SpeculativeOptions;
 }
 
 export interface ClassifyOptions {
@@ -509,6 +516,9 @@ export class Session {
     if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompt', 'must be a string or an array of token ids');
     if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
     const maxTokens = checkMaxTokens(options.maxTokens);
+    if (options.speculative !== undefined) {
+      checkSpeculative(options.speculative, this.model.info.nLayer, options.temperature, options.exit !== undefined && options.exit !== 'never');
+    }
     const { signal: rawSignal, ...rest } = options;
     const signal = checkSignal(rawSignal);
     checkBoolean(options.stopAtEos, 'stopAtEos');

@@ -1,6 +1,7 @@
 /** `adainfer generate`: text generation from a prompt, streamed to stdout or printed as one JSON object. */
 import { Command } from 'commander';
 import { DEFAULT_MODEL, loadModel } from '../api';
+import { OptionError } from '../errors';
 import { addBackendOptions, BackendFlags, floatOption, intOption } from './options';
 
 interface GenerateFlags extends BackendFlags {
@@ -15,6 +16,9 @@ interface GenerateFlags extends BackendFlags {
   ctx?: number;
   kernels?: string;
   json?: boolean;
+  speculative?: boolean;
+  draftLayer?: number;
+  maxDraft?: number;
 }
 
 
@@ -32,11 +36,20 @@ export function registerGenerate(program: Command): void {
     .option('-c, --ctx <n>', 'context size (default: model context, at most 2048)', intOption('--ctx', 1))
     .option('--kernels <isa>', 'kernel variant: generic, avx2, avx512 (default: best for this CPU)')
     .option('--json', 'print one JSON object instead of streaming text')
-    .action(async (flags: GenerateFlags) => {
+    .option('--speculative', 'self-speculative decoding: drafts from the first layers, checked by the rest (greedy; --temp defaults to 0)')
+    .option('--draft-layer <n>', 'speculative: layers each drafted token runs', intOption('--draft-layer', 1))
+    .option('--max-draft <k>', 'speculative: drafted tokens per verification step (default 4)', intOption('--max-draft', 1))
+    .action(async (flags: GenerateFlags, command: Command) => {
+      if (flags.speculative && flags.draftLayer === undefined) throw new OptionError('--speculative', 'needs --draft-layer N');
+      if (!flags.speculative && (flags.draftLayer !== undefined || flags.maxDraft !== undefined))
+        throw new OptionError('--draft-layer', '--draft-layer and --max-draft need --speculative');
       const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
       try {
         const session = await model.createSession({ contextSize: flags.ctx });
-        const options = { maxTokens: flags.n, temperature: flags.temp, topK: flags.topK, topP: flags.topP, seed: flags.seed };
+        const speculative = flags.speculative ? { layer: flags.draftLayer!, maxDraft: flags.maxDraft } : undefined;
+        // Speculative decoding is greedy: without an explicit --temp it samples at temperature 0.
+        const temperature = speculative && command.getOptionValueSource('temp') === 'default' ? 0 : flags.temp;
+        const options = { maxTokens: flags.n, temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, speculative };
         if (flags.json) {
           const r = await session.generate(flags.prompt, options);
           const out = {
@@ -44,6 +57,7 @@ export function registerGenerate(program: Command): void {
             tokens: r.tokens,
             promptTokens: r.promptTokens,
             stopReason: r.stopReason,
+            ...(r.speculative && { speculative: r.speculative }),
             model: {
               path: model.info.path,
               name: model.info.name,

@@ -62,6 +62,22 @@ export function checkBoolean(value: unknown, option: string): void {
   if (value !== undefined && value !== null && typeof value !== 'boolean') throw new OptionError(option, `must be a boolean, got ${String(value)}`);
 }
 
+/**
+ * Self-speculative decoding: `{ layer, maxDraft? }` with 1 <= layer < nLayer (what lib/engine/sequence.ts runs),
+ * greedy (`temperature` 0) and without an exit policy of its own.
+ */
+export function checkSpeculative(spec: unknown, nLayer: number, temperature: unknown, withExit: boolean): { layer: number; maxDraft: number } {
+  if (spec === null || typeof spec !== 'object') throw new OptionError('speculative', 'must be an object { layer, maxDraft? }');
+  const { layer, maxDraft = 4 } = spec as { layer?: unknown; maxDraft?: unknown };
+  if (typeof layer !== 'number' || !Number.isInteger(layer) || layer < 1 || layer >= nLayer)
+    throw new OptionError('speculative', `layer must be an integer in [1, ${nLayer - 1}], got ${String(layer)}`);
+  if (typeof maxDraft !== 'number' || !Number.isInteger(maxDraft) || maxDraft < 1)
+    throw new OptionError('speculative', `maxDraft must be an integer >= 1, got ${String(maxDraft)}`);
+  if (temperature !== 0) throw new OptionError('speculative', 'speculative decoding is greedy only for now: pass temperature 0');
+  if (withExit) throw new OptionError('speculative', 'speculative decoding drafts with its own layer; it does not take an exit policy');
+  return { layer, maxDraft };
+}
+
 /** Labels of a classification: at least two non-empty strings. */
 export function checkLabels(labels: unknown): string[] {
   if (!Array.isArray(labels) || labels.length < 2 || labels.some((l) => typeof l !== 'string' || l.length === 0))

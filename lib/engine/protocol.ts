@@ -3,7 +3,7 @@ import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
 import type { NativeBackend } from '../bindings/native';
 import type { BackendChoice } from '../model/llama';
-import { TokenEvent } from './sequence';
+import { SpeculativeOptions, TokenEvent } from './sequence';
 import type { BatchKvFill, KvFill } from './options';
 import type { BatchSequenceResult, BatchStats } from './batch';
 
@@ -41,6 +41,7 @@ export interface WorkerGenerateOptions extends SamplingOptions {
   stopAtEos?: boolean;
   addBos?: boolean;
   exit?: ExitSpec;
+  speculative?: SpeculativeOptions;
 }
 
 export interface WorkerClassifyOptions {

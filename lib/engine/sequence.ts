@@ -8,8 +8,9 @@
 import { AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { LlamaContext } from '../model/llama';
 import { ExitDecider } from '../exit/decider';
-import { checkKvFill, KvFill } from './options';
-import { ResolvedSampling, Sampler } from './sampling';
+import { fixedDepthPolicy } from '../exit/policy';
+import { checkKvFill, checkSpeculative, KvFill } from './options';
+import { argmax, ResolvedSampling, Sampler } from './sampling';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine } from './step';
 
 export type { KvFill } from './options';
@@ -41,6 +42,32 @@ export interface SequenceResult {
   reusedPromptTokens: number;
   stopReason: StopReason;
   timings: Timings;
+  /** With `speculative`: how the drafts went. */
+  speculative?: SpeculativeStats;
+}
+
+/**
+ * Self-speculative decoding (greedy): tokens are drafted from the first `layer` layers (the exit layer's lens),
+ * up to `maxDraft` at a time; one step then runs the remaining layers on every drafted position (each starts
+ * from its saved exit state) and the last draft at full depth, and keeps the drafts the full model agrees with,
+ * plus the full model's own next token. The output is the full-depth greedy output.
+ */
+export interface SpeculativeOptions {
+  /** Draft depth: layers each drafted token runs before its token is read (1 <= layer < nLayer). */
+  layer: number;
+  /** Drafted tokens per verification step (default 4). */
+  maxDraft?: number;
+}
+
+export interface SpeculativeStats {
+  layer: number;
+  /** Tokens drafted, and of them accepted by the full model. */
+  drafted: number;
+  accepted: number;
+  acceptanceRate: number;
+  /** Verification steps, and the mean drafted tokens each checked. */
+  verifySteps: number;
+  meanDraftLength: number;
 }
 
 export interface SequenceGenerateOptions {
@@ -56,6 +83,8 @@ export interface SequenceGenerateOptions {
    * are never reused by a later prompt.
    */
   exit?: ExitDecider;
+  /** Self-speculative decoding (greedy only; not with `exit`). */
+  speculative?: SpeculativeOptions;
 }
 
 /**
@@ -72,6 +101,8 @@ export class Sequence {
   private readonly group: RowGroup = newRowGroup(0);
   private readonly engine: StepEngine;
   private aborted: (() => boolean) | undefined;
+  /** Self-speculative decoding: drafted rows keep their exit states (kvFill 'recompute') until verified. */
+  private speculation: { engine: StepEngine; group: RowGroup } | undefined;
 
   constructor(
     readonly context: LlamaContext,
@@ -108,6 +139,7 @@ export class Sequence {
     const output = maxTokens > 0 ? next : undefined;
     const stopAtEos = options.stopAtEos ?? true;
     this.aborted = options.aborted;
+    const spec = options.speculative && this.startSpeculation(options);
 
     const t0 = performance.now();
     let reused = 0;
@@ -126,12 +158,35 @@ export class Sequence {
     const exitLayers: number[] = [];
     let text = '';
     let stopReason: StopReason = 'maxTokens';
+    // Tokens ready to emit: one per step, or a speculative step's accepted drafts and the full model's next.
+    const ready = [next.token];
+    let emitted = 0;
     while (out.length < maxTokens) {
       if (options.aborted?.()) {
         stopReason = 'aborted';
         break;
       }
-      const token = next.token;
+      if (emitted === ready.length) {
+        // Everything ready was emitted: run the last token (it is not in the cache yet).
+        if (this.cached.length >= ctxSize) {
+          stopReason = 'contextFull';
+          break;
+        }
+        const last = ready[emitted - 1];
+        ready.length = emitted = 0;
+        try {
+          if (spec) this.speculate(last, Math.min(spec.maxDraft, maxTokens - out.length - 1), spec, ready);
+          else {
+            layers = this.evaluate([last], options.exit, next);
+            ready.push(next.token);
+          }
+        } catch (e) {
+          if (!(e instanceof AdaInferError && e.code === 'ABORTED')) throw e;
+          stopReason = 'aborted';
+          break;
+        }
+      }
+      const token = ready[emitted++];
       if (stopAtEos && tokenizer.eogIds.has(token)) {
         stopReason = 'eos';
         break;
@@ -141,18 +196,6 @@ export class Sequence {
       const piece = decoder.push(token);
       text += piece;
       yield { token, text: piece, exitLayer: layers };
-      if (out.length === maxTokens) break;
-      if (this.cached.length >= ctxSize) {
-        stopReason = 'contextFull';
-        break;
-      }
-      try {
-        layers = this.evaluate([token], options.exit, next);
-      } catch (e) {
-        if (!(e instanceof AdaInferError && e.code === 'ABORTED')) throw e;
-        stopReason = 'aborted';
-        break;
-      }
     }
     // An incomplete UTF-8 sequence left at the end (only possible when generation stopped mid-character)
     // is in the final text as U+FFFD, not in a token event.
@@ -173,7 +216,77 @@ export class Sequence {
         prefillTokensPerSecond: prefilled > 0 ? (prefilled * 1000) / (t1 - t0) : 0,
         decodeTokensPerSecond: decoded > 0 ? (decoded * 1000) / (t2 - t1) : 0,
       },
+      ...(spec && { speculative: spec.stats }),
     };
+  }
+
+  /** Checks the speculative options against this context; the drafter's state for one generation. */
+  private startSpeculation(options: SequenceGenerateOptions) {
+    const { layer, maxDraft } = checkSpeculative(options.speculative, this.context.model.config.nLayer, options.sampling.temperature, options.exit !== undefined);
+    if (maxDraft >= this.context.batchSize)
+      throw new OptionError('speculative', `maxDraft must be an integer in [1, ${this.context.batchSize - 1}] (the verification step's rows), got ${String(maxDraft)}`);
+    if (!this.speculation) {
+      const engine = new StepEngine(this.context, { kvFill: 'recompute', compaction: true, scratchSlot: -1, betweenLayers: this.engine.options.betweenLayers });
+      const group = newRowGroup(0);
+      group.pending = [];
+      this.speculation = { engine, group };
+    }
+    const greedy = { ...options.sampling, temperature: 0 };
+    return {
+      maxDraft,
+      drafter: new ExitDecider(this.context, fixedDepthPolicy(layer)),
+      draft: new NextToken(new Sampler(greedy)),
+      verify: new NextToken(new Sampler(greedy)),
+      /** The full model's greedy token after each drafted position of the verification step. */
+      verified: [] as number[],
+      stats: { layer, drafted: 0, accepted: 0, acceptanceRate: 0, verifySteps: 0, meanDraftLength: 0 } as SpeculativeStats,
+    };
+  }
+
+  /**
+   * One round of self-speculative decoding from `last` (the last emitted token, at the next position): up to
+   * `maxDraft` drafts, each row stopping after the draft layer and keeping its exit state; then one step runs the
+   * last draft at full depth while the drafted positions rejoin it at the draft layer. Pushes the accepted drafts
+   * and the full model's next token to `ready`; the cache keeps exactly the accepted positions.
+   */
+  private speculate(last: number, maxDraft: number, spec: NonNullable<ReturnType<Sequence['startSpeculation']>>, ready: number[]): void {
+    const { engine, group: g } = this.speculation!;
+    const pos = this.cached.length;
+    // The verification step holds the drafts and the last one: positions pos..pos+k must fit the context.
+    const k = Math.max(0, Math.min(maxDraft, this.context.contextSize - pos - 1));
+    g.pending!.length = 0;
+    const drafts = [last];
+    g.output = spec.draft;
+    g.decider = spec.drafter;
+    g.onRejoined = undefined;
+    g.count = 1;
+    g.from = 0;
+    for (let j = 0; j < k; j++) {
+      g.tokens = [drafts[j]];
+      g.pos = pos + j;
+      engine.run([g]);
+      drafts.push(spec.draft.token);
+    }
+    const verified = spec.verified;
+    verified.length = k;
+    g.tokens = [drafts[k]];
+    g.pos = pos + k;
+    g.output = spec.verify;
+    g.decider = undefined;
+    g.onRejoined = (p, logits) => (verified[p - pos] = argmax(logits));
+    engine.run([g]);
+    verified[k] = spec.verify.token;
+    let accepted = 0;
+    while (accepted < k && verified[accepted] === drafts[accepted + 1]) accepted++;
+    for (let j = 0; j <= accepted; j++) this.cached.push(drafts[j]);
+    for (let j = 1; j <= accepted; j++) ready.push(drafts[j]);
+    ready.push(verified[accepted]);
+    const s = spec.stats;
+    s.drafted += k;
+    s.accepted += accepted;
+    s.verifySteps++;
+    s.acceptanceRate = s.drafted > 0 ? s.accepted / s.drafted : 0;
+    s.meanDraftLength = s.drafted / s.verifySteps;
   }
 
   /**

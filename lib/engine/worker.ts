@@ -158,6 +158,7 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
       stopAtEos: options.stopAtEos,
       aborted: () => Atomics.load(abortFlag, 0) !== 0,
       exit: policy && new ExitDecider(s.context, policy),
+      speculative: options.speculative,
     });
     for (;;) {
       checkOpen();

@@ -1,0 +1,85 @@
+/**
+ * Self-speculative decoding (greedy) against full depth, alternating on the same prompts in one run: decode
+ * tokens/s, acceptance, mean draft length, for several draft layers and lengths. A speculative output that
+ * differs from full depth's is a failure (exit code 1), not a figure.
+ *
+ *   node dist/bench/speculative.js [--model M] [--layers 2,4,6] [--drafts 2,4,8] [--prompts N] [--tokens T] [--threads T]
+ */
+import { Command } from 'commander';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Sequence, SequenceResult, SpeculativeOptions } from '../lib/engine/sequence';
+import { LlamaContext, LlamaModel } from '../lib/model/llama';
+import { describeMachine, formatMachine, repoRoot } from './machine';
+
+const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+function run(ctx: LlamaContext, prompt: number[], n: number, speculative?: SpeculativeOptions): SequenceResult {
+  const gen = new Sequence(ctx).generate(prompt, { maxTokens: n, stopAtEos: false, sampling: GREEDY, speculative });
+  let r = gen.next();
+  while (!r.done) r = gen.next();
+  return r.value;
+}
+
+function main(): void {
+  const shared = path.resolve(repoRoot(), '..', 'shared');
+  const o = new Command('speculative')
+    .option('--model <path>', 'GGUF model', path.join(repoRoot(), 'models', 'adainfer-tinystories-10L-ee.f16.gguf'))
+    .option('--data <file>', 'stories whose first sentence is a prompt', path.join(shared, 'datasets', 'tinystories', 'valid.txt'))
+    .option('--layers <list>', 'draft layers', '2,4,6')
+    .option('--drafts <list>', 'drafted tokens per verification step', '2,4,8')
+    .option('--prompts <n>', 'prompts', '20')
+    .option('--tokens <n>', 'tokens generated per prompt', '64')
+    .option('--threads <t>', 'threads', '1')
+    .parse(process.argv)
+    .opts();
+  const model = LlamaModel.load(o.model);
+  const n = Number(o.tokens);
+  const stories = fs.existsSync(o.data)
+    ? fs.readFileSync(o.data, 'utf8').split(/^<\|endoftext\|>\s*$/m).map((s) => s.trim()).filter(Boolean)
+    : ['Once upon a time', 'The little dog', 'Lily and Tom went to the park'];
+  const prompts = stories.slice(0, Number(o.prompts)).map((s) => model.tokenizer.encode(s.split(/(?<=\.)\s/)[0]));
+  const ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: Number(o.threads) });
+  const configs: (SpeculativeOptions | undefined)[] = [undefined];
+  for (const layer of String(o.layers).split(',').map(Number)) for (const maxDraft of String(o.drafts).split(',').map(Number)) configs.push({ layer, maxDraft });
+  const ms = configs.map(() => 0);
+  const tokens = configs.map(() => 0);
+  const drafted = configs.map(() => 0);
+  const accepted = configs.map(() => 0);
+  const steps = configs.map(() => 0);
+  let mismatches = 0;
+  for (const line of formatMachine(describeMachine())) console.log(line);
+  console.log(`model ${model.config.name} (${model.config.nLayer} layers), ${prompts.length} prompts, ${n} greedy tokens each, threads ${o.threads}\n`);
+  prompts.forEach((prompt, p) => {
+    // Rotate which configuration goes first, so machine noise falls on all alike.
+    const order = configs.map((_, i) => (i + p) % configs.length);
+    const outs = new Map<number, SequenceResult>();
+    for (const i of order) {
+      const r = run(ctx, prompt, n, configs[i]);
+      outs.set(i, r);
+      ms[i] += r.timings.decodeMs;
+      tokens[i] += Math.max(0, r.tokens.length - 1);
+      drafted[i] += r.speculative?.drafted ?? 0;
+      accepted[i] += r.speculative?.accepted ?? 0;
+      steps[i] += r.speculative?.verifySteps ?? 0;
+    }
+    for (let i = 1; i < configs.length; i++) if (outs.get(i)!.tokens.join() !== outs.get(0)!.tokens.join()) mismatches++;
+  });
+  const base = (tokens[0] * 1000) / ms[0];
+  console.log('config                 decode tok/s   vs full   acceptance   mean draft');
+  configs.forEach((c, i) => {
+    const tps = (tokens[i] * 1000) / ms[i];
+    const name = c ? `layer ${c.layer}, draft ${c.maxDraft}` : 'full depth';
+    const acc = c ? `${((100 * accepted[i]) / Math.max(1, drafted[i])).toFixed(1)}%` : '';
+    const len = c ? (drafted[i] / Math.max(1, steps[i])).toFixed(2) : '';
+    console.log(`${name.padEnd(22)} ${tps.toFixed(0).padStart(12)}   ${(tps / base).toFixed(3).padStart(6)}x  ${acc.padStart(10)}   ${len.padStart(10)}`);
+  });
+  ctx.dispose();
+  model.dispose();
+  if (mismatches > 0) {
+    console.error(`FAILED: ${mismatches} speculative outputs differ from full depth`);
+    process.exitCode = 1;
+  }
+}
+
+main();
