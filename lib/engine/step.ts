@@ -20,6 +20,7 @@
  * grouped into steps (the attention kernel's rounding follows that grouping).
  */
 import { fromNativeError } from '../bindings/native';
+import { AdaInferError } from '../errors';
 import { ExitDecider } from '../exit/decider';
 import { LlamaContext } from '../model/llama';
 import { KvFill } from './options';
@@ -185,7 +186,7 @@ export class StepEngine {
       }
       if (g.pending && g.pending.length > 0) rejoins = true;
     }
-    if (rejoins && groups.length !== 1) throw new Error('internal: rows rejoin only in steps of one group');
+    if (rejoins && groups.length !== 1) throw new AdaInferError('INTERNAL', 'pending rows rejoin only steps of one group (their rows follow the group\'s rows)');
     this.undecided = this.deciding.length;
     this.running = groups.length;
     this.rows = rows;
@@ -196,8 +197,11 @@ export class StepEngine {
     this.stats.steps++;
 
     for (const g of groups) if (g.output && g.layers === this.nLayer) g.output.atFullDepth(this.context.logits(g.rowStart + g.count - 1));
-    if (groups.length === 1 && groups[0].pending) this.keepPending(groups[0]);
-    else if (this.options.kvFill === 'propagate' && this.undecided < this.deciding.length) this.propagate();
+    if (this.options.kvFill === 'recompute') {
+      if (groups.length === 1 && groups[0].pending) this.keepPending(groups[0]);
+    } else if (this.options.kvFill === 'propagate' && this.undecided < this.deciding.length) {
+      this.propagate();
+    }
   }
 
   /** After layer `layer` ran on `rows` rows: exits, compaction, rejoins. Returns the rows that go on. */
