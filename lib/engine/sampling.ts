@@ -4,6 +4,7 @@
  * (lowest id wins ties, as llama.cpp's greedy sampler).
  */
 import { OptionError } from '../errors';
+import { checkSeed } from './options';
 
 export interface SamplingOptions {
   /** 0 = greedy. Default 0.8. */
@@ -32,10 +33,7 @@ export function resolveSampling(o: SamplingOptions = {}): ResolvedSampling {
   if (!Number.isInteger(topK) || topK < 0) throw new OptionError('topK', `must be an integer >= 0, got ${String(o.topK)}`);
   if (typeof topP !== 'number' || !(topP > 0 && topP <= 1))
     throw new OptionError('topP', `must be a number in (0, 1], got ${String(o.topP)}`);
-  let seed = o.seed;
-  if (seed === undefined) seed = Math.floor(Math.random() * 0x100000000);
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
-    throw new OptionError('seed', `must be an integer in [0, 2^32), got ${String(o.seed)}`);
+  const seed = o.seed === undefined ? Math.floor(Math.random() * 0x100000000) : checkSeed(o.seed);
   return { temperature, topK, topP, seed };
 }
 
