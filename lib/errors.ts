@@ -29,6 +29,8 @@ export type ErrorCode =
   | 'INVALID_OPTION'
   | 'CONTEXT_OVERFLOW'
   | 'DISPOSED'
+  /** A buffer of a native context was detached (transferred away); the context refuses every further call. */
+  | 'BUFFER_DETACHED'
   | 'BUSY'
   | 'ABORTED'
   // compute backends

@@ -19,10 +19,31 @@ export function sharedDir(): string | undefined {
   return fs.existsSync(path.join(dir, 'README.md')) ? dir : undefined;
 }
 
-/** describe() that skips, with a message saying why, when ../shared is absent. */
+/**
+ * True when ADAINFER_REQUIRE_SHARED=1: CI (.ci/run) sets it, so that a test that needs ../shared fails
+ * instead of skipping. Without it a user's fresh clone skips those tests with a message.
+ */
+export function sharedRequired(): boolean {
+  return process.env.ADAINFER_REQUIRE_SHARED === '1';
+}
+
+/**
+ * The one way a test skips for want of something in ../shared: logs why and returns true, or throws when
+ * ADAINFER_REQUIRE_SHARED=1 (the test file then fails to load, and jest fails). `what` names the missing
+ * path.
+ */
+export function skipForMissingShared(what: string): true {
+  const message = `${what} is absent (../shared holds the reference models, goldens and datasets)`;
+  if (sharedRequired()) throw new Error(`ADAINFER_REQUIRE_SHARED=1 but ${message}`);
+  console.warn(`skipped: ${message}`);
+  return true;
+}
+
+/** describe() over ../shared; skips with a message when it is absent (fails when ADAINFER_REQUIRE_SHARED=1). */
 export function describeShared(name: string, fn: (shared: string) => void): void {
   const shared = sharedDir();
   if (!shared) {
+    skipForMissingShared(path.resolve(repoRoot(), '..', 'shared'));
     describe.skip(`${name} (skipped: ../shared is absent, so the reference models and goldens are not here)`, () => {
       test('needs ../shared', () => undefined);
     });

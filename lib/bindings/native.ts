@@ -1,7 +1,9 @@
 /**
  * The typed contract of the native addon (native/addon/*.cpp) and its loader.
  * Every buffer a Context exposes is a view on memory the native blocks read and write in place:
- * the TypeScript layer loop passes indices and counts, never arrays.
+ * the TypeScript layer loop passes indices and counts, never arrays. The views are read-only properties, and
+ * a Context whose buffer was detached (transferred to another thread or owner) refuses every block call with
+ * BUFFER_DETACHED rather than write memory it no longer owns.
  */
 import { AdaInferError, ErrorCode } from '../errors';
 
@@ -201,6 +203,7 @@ const NATIVE_CODES = new Set<ErrorCode>([
   'TENSOR_OUT_OF_BOUNDS',
   'INVALID_OPTION',
   'DISPOSED',
+  'BUFFER_DETACHED',
   'BACKEND_UNAVAILABLE',
   'OUT_OF_MEMORY',
   'NATIVE',

@@ -8,13 +8,13 @@
  * score into a decision is calibrated separately (calibrate.ts) so one trained model serves any
  * accuracy/speed trade-off.
  *
- * Module cycle: svm.ts and crf.ts import helpers from here, and loadClassifier imports their fromJSON
- * functions. That cycle is safe under CommonJS because no module uses another's exports at load time,
- * only inside functions; keep it that way (no top-level calls or `extends` across these files).
+ * Serialized classifiers are checked against CLASSIFIER_SCHEMA (exit_file_schema.ts) by loadClassifier
+ * (load_classifier.ts), which imports svm.ts and crf.ts; this module imports neither, so there is no cycle.
  */
 import { AdaInferError, OptionError } from '../errors';
-import { crfFromJSON } from './crf';
-import { svmFromJSON } from './svm';
+import { describeValue } from '../schema/validate';
+
+export { describeValue };
 
 /** Names of the per-layer features, in the order of a feature vector. */
 export type FeatureName = 'p1' | 'p2' | 'gap' | 'entropy' | 'layer';
@@ -95,26 +95,6 @@ export interface SerializedCrf extends SerializedStandardization {
 }
 
 export type SerializedClassifier = SerializedLinearSvm | SerializedRbfSvm | SerializedCrf;
-
-/**
- * Rebuilds a classifier from its toJSON() form (typically read from an exit file). Validates the shape,
- * that every number is finite (std and gamma positive), and that lengths agree with `features`; unknown
- * fields are rejected so a misspelt field is not silently ignored. Errors are AdaInferError
- * 'INVALID_OPTION' whose message starts with "exit file:" and names the offending field.
- */
-export function loadClassifier(json: unknown): ExitClassifier {
-  const obj = readObject(json, 'classifier');
-  const kind = obj.kind;
-  switch (kind) {
-    case 'svm':
-    case 'svm-rbf':
-      return svmFromJSON(obj, 'classifier');
-    case 'crf':
-      return crfFromJSON(obj, 'classifier');
-    default:
-      throw jsonError(`classifier.kind must be "svm", "svm-rbf" or "crf", got ${describeValue(kind)}`);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Helpers shared by svm.ts and crf.ts (exported for them; not part of the public API).
@@ -230,95 +210,10 @@ export function jsonError(message: string): AdaInferError {
   return new AdaInferError('INVALID_OPTION', `exit file: ${message}`);
 }
 
-/** @internal Short, bounded description of a bad value for error messages. */
-export function describeValue(value: unknown): string {
-  if (value === undefined) return 'undefined';
-  if (typeof value === 'number') return String(value);
-  if (Array.isArray(value)) return `an array of length ${value.length}`;
-  if (value === null) return 'null';
-  if (typeof value === 'object') return 'an object';
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 40 ? text.slice(0, 40) + '…' : text;
-}
-
-/** @internal A plain (non-null, non-array) object. */
-export function readObject(value: unknown, path: string): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw jsonError(`${path} must be an object, got ${describeValue(value)}`);
-  }
-  return value as Record<string, unknown>;
-}
-
-/** @internal Rejects fields other than `allowed`. */
-export function rejectUnknownFields(obj: Record<string, unknown>, allowed: readonly string[], path: string): void {
-  for (const key of Object.keys(obj)) {
-    if (!allowed.includes(key)) throw jsonError(`${path}.${key} is not a field of a "${String(obj.kind)}" classifier`);
-  }
-}
-
-/** @internal A finite number (optionally > 0). */
-export function readNumber(obj: Record<string, unknown>, key: string, path: string, positive = false): number {
-  return checkNumber(obj[key], `${path}.${key}`, positive);
-}
-
-function checkNumber(value: unknown, path: string, positive: boolean): number {
-  if (typeof value !== 'number' || !Number.isFinite(value)) {
-    throw jsonError(`${path} must be a finite number, got ${describeValue(value)}`);
-  }
-  if (positive && !(value > 0)) throw jsonError(`${path} must be > 0, got ${value}`);
-  return value;
-}
-
-/** @internal An array of exactly `length` finite numbers (each > 0 when `positive`). */
-export function readVector(
-  obj: Record<string, unknown>,
-  key: string,
-  path: string,
-  length: number,
-  positive = false,
-): number[] {
-  return checkVector(obj[key], `${path}.${key}`, length, positive);
-}
-
-function checkVector(value: unknown, path: string, length: number | undefined, positive: boolean): number[] {
-  if (!Array.isArray(value)) throw jsonError(`${path} must be an array of numbers, got ${describeValue(value)}`);
-  if (length !== undefined && value.length !== length) {
-    throw jsonError(`${path} must have ${length} entries, got ${value.length}`);
-  }
-  for (let i = 0; i < value.length; i++) checkNumber(value[i], `${path}[${i}]`, positive);
-  return value as number[];
-}
-
-/** @internal A matrix of shape [rows][cols] (rows undefined: any number of rows). */
-export function readMatrix(
-  obj: Record<string, unknown>,
-  key: string,
-  path: string,
-  rows: number | undefined,
-  cols: number,
-): number[][] {
-  const value = obj[key];
-  const where = `${path}.${key}`;
-  if (!Array.isArray(value)) throw jsonError(`${where} must be an array of arrays, got ${describeValue(value)}`);
-  if (rows !== undefined && value.length !== rows) {
-    throw jsonError(`${where} must have ${rows} rows, got ${value.length}`);
-  }
-  for (let i = 0; i < value.length; i++) checkVector(value[i], `${where}[${i}]`, cols, false);
-  return value as number[][];
-}
-
-/** @internal The features/mean/std fields every serialized classifier has. */
-export function readStandardization(
-  obj: Record<string, unknown>,
-  path: string,
-): { features: FeatureName[]; mean: number[]; std: number[] } {
-  let features: FeatureName[];
-  try {
-    features = checkFeatures(obj.features);
-  } catch (e) {
-    throw jsonError(`${path}.features: ${(e as Error).message.replace(/^invalid option features: /, '')}`);
-  }
-  const mean = readVector(obj, 'mean', path, features.length);
-  const std = readVector(obj, 'std', path, features.length, true);
-  return { features, mean, std };
+/**
+ * @internal Checks what the schema cannot: an array whose length must equal another field's (`n` features,
+ * 2 labels, the number of support vectors).
+ */
+export function checkLength(value: readonly unknown[], n: number, where: string, noun: 'entries' | 'rows' = 'entries'): void {
+  if (value.length !== n) throw jsonError(`${where} must have ${n} ${noun}, got ${value.length}`);
 }

@@ -23,6 +23,7 @@
 import { OptionError } from '../errors';
 import {
   checkFeatureRow,
+  checkLength,
   checkFeatures,
   checkLabel,
   checkSeed,
@@ -30,10 +31,6 @@ import {
   type ExitClassifier,
   type FeatureName,
   fitStandardization,
-  readMatrix,
-  readStandardization,
-  readVector,
-  rejectUnknownFields,
   type SerializedCrf,
   shortVectorError,
 } from './classifier';
@@ -140,23 +137,17 @@ export function fitCrf(
   };
 }
 
-/** @internal Rebuilds a CRF from its toJSON() form; loadClassifier's 'crf' branch. */
-export function crfFromJSON(obj: Record<string, unknown>, path: string): ExitClassifier {
-  rejectUnknownFields(
-    obj,
-    ['kind', 'features', 'mean', 'std', 'emission', 'emissionBias', 'transition', 'start'],
-    path,
-  );
-  const { features, mean, std } = readStandardization(obj, path);
-  return new CrfClassifier(
-    features,
-    mean,
-    std,
-    readMatrix(obj, 'emission', path, 2, features.length),
-    readVector(obj, 'emissionBias', path, 2),
-    readMatrix(obj, 'transition', path, 2, 2),
-    readVector(obj, 'start', path, 2),
-  );
+/**
+ * @internal Rebuilds a CRF from its toJSON() form, already checked against CLASSIFIER_SCHEMA
+ * (loadClassifier); checks the lengths that depend on the feature count.
+ */
+export function crfFromJSON(obj: SerializedCrf, path: string): ExitClassifier {
+  const n = obj.features.length;
+  checkLength(obj.mean, n, `${path}.mean`);
+  checkLength(obj.std, n, `${path}.std`);
+  obj.emission.forEach((row, i) => checkLength(row, n, `${path}.emission[${i}]`));
+  const features = Object.freeze([...obj.features]) as FeatureName[];
+  return new CrfClassifier(features, obj.mean, obj.std, obj.emission, obj.emissionBias, obj.transition, obj.start);
 }
 
 // --- the classifier -------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 /**
  * Exit files: a trained and calibrated exit policy saved with the identity of the model it was made for.
- * Versioned JSON; loading one made for another model, or a corrupt one, is an EXIT_FILE error.
+ * Versioned JSON, described by EXIT_FILE_SCHEMA (docs/schemas/exit-file.schema.json); loading one made for
+ * another model, or one that does not match the schema, is an EXIT_FILE error naming the field.
  */
 import * as fs from 'fs';
 import { AdaInferError } from '../errors';
-import { FeatureName, loadClassifier, SerializedClassifier } from './classifier';
+import { compileSchema, schemaErrors, Validator } from '../schema/validate';
+import { FeatureName, SerializedClassifier } from './classifier';
+import { EXIT_FILE_SCHEMA } from './exit_file_schema';
 import { LensOptions } from './lens';
-import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, thresholdPolicy } from './policy';
+import { loadClassifier } from './load_classifier';
+import { classifierPolicy, ExitPolicy, ExitSchedule, thresholdPolicy } from './policy';
 
 export const EXIT_FILE_FORMAT = 'adainfer.exit/1';
 
@@ -37,6 +41,8 @@ export interface ExitFile {
   metrics: Record<string, unknown>;
 }
 
+let validator: Validator | undefined;
+
 function fail(path: string, message: string): never {
   throw new AdaInferError('EXIT_FILE', `${path}: ${message}`);
 }
@@ -55,30 +61,24 @@ export function loadExitFile(path: string, model?: { fingerprint: string; name: 
   } catch (e) {
     fail(path, `cannot read: ${(e as Error).message}`);
   }
-  let raw: unknown;
+  // The schema describes the file as stored (Infinity as a string), so it checks the plain parse.
+  let stored: unknown;
   try {
-    raw = JSON.parse(text, (_k, v) => (v === 'Infinity' ? Infinity : v === '-Infinity' ? -Infinity : v));
+    stored = JSON.parse(text);
   } catch (e) {
     fail(path, `not valid JSON: ${(e as Error).message}`);
   }
-  const f = raw as ExitFile;
-  if (!f || typeof f !== 'object') fail(path, 'not an exit file');
-  if (f.format !== EXIT_FILE_FORMAT) fail(path, `format is ${JSON.stringify(f.format)}, expected ${EXIT_FILE_FORMAT}`);
-  if (!f.model || typeof f.model.fingerprint !== 'string' || !Number.isInteger(f.model.nLayer)) fail(path, 'model identity is missing');
+  validator ??= compileSchema(EXIT_FILE_SCHEMA);
+  const problems = schemaErrors(validator, stored, { root: '', withValue: true });
+  if (problems.length > 0) fail(path, problems.join('; '));
+  const f = JSON.parse(text, (_k, v) => (v === 'Infinity' ? Infinity : v === '-Infinity' ? -Infinity : v)) as ExitFile;
   if (model && (f.model.fingerprint !== model.fingerprint || f.model.nLayer !== model.nLayer)) {
     fail(path, `made for model '${f.model.name}' (${f.model.fingerprint.slice(0, 19)}…), not for '${model.name}' (${model.fingerprint.slice(0, 19)}…)`);
   }
-  const p = f.policy;
-  if (!p || !['threshold', 'svm', 'svm-rbf', 'crf'].includes(p.kind)) fail(path, `unknown policy kind ${JSON.stringify(p?.kind)}`);
-  if (typeof p.threshold !== 'number' || Number.isNaN(p.threshold)) fail(path, 'policy.threshold must be a number');
-  if (!p.lens || (p.lens.mode !== 'faithful' && p.lens.mode !== 'fast')) fail(path, 'policy.lens.mode must be faithful or fast');
+  if (f.policy.kind !== 'threshold' && f.policy.classifier!.kind !== f.policy.kind)
+    fail(path, `policy.classifier.kind is "${f.policy.classifier!.kind}" but policy.kind is "${f.policy.kind}"`);
   try {
-    checkSchedule(p.schedule ?? ({} as ExitSchedule));
-  } catch (e) {
-    fail(path, `policy.schedule: ${(e as Error).message}`);
-  }
-  try {
-    policyFromExitFile(f); // builds the classifier: validates its parameters
+    policyFromExitFile(f); // builds the classifier: the lengths the schema cannot check
   } catch (e) {
     fail(path, `policy: ${(e as Error).message}`);
   }
@@ -88,5 +88,5 @@ export function loadExitFile(path: string, model?: { fingerprint: string; name: 
 export function policyFromExitFile(f: ExitFile): ExitPolicy {
   const p = f.policy;
   if (p.kind === 'threshold') return thresholdPolicy(p.feature ?? 'gap', p.threshold, p.schedule, p.lens);
-  return classifierPolicy(loadClassifier(p.classifier), p.threshold, p.schedule, p.lens);
+  return classifierPolicy(loadClassifier(p.classifier, 'policy.classifier'), p.threshold, p.schedule, p.lens);
 }

@@ -10,6 +10,7 @@
 import { AdaInferError, OptionError } from '../errors';
 import {
   checkFeatureRow,
+  checkLength,
   checkFeatures,
   checkLabel,
   checkSeed,
@@ -18,11 +19,6 @@ import {
   type FeatureName,
   fitStandardization,
   jsonError,
-  readMatrix,
-  readNumber,
-  readStandardization,
-  readVector,
-  rejectUnknownFields,
   type SerializedLinearSvm,
   type SerializedRbfSvm,
   seededRandom,
@@ -164,37 +160,22 @@ export function svmFromLibsvmModel(
   );
 }
 
-/** @internal Rebuilds an SVM from its toJSON() form; loadClassifier's 'svm' / 'svm-rbf' branch. */
-export function svmFromJSON(obj: Record<string, unknown>, path: string): ExitClassifier {
-  const { features, mean, std } = readStandardization(obj, path);
+/**
+ * @internal Rebuilds an SVM from its toJSON() form, already checked against CLASSIFIER_SCHEMA
+ * (loadClassifier); checks the lengths that depend on the feature count.
+ */
+export function svmFromJSON(obj: SerializedLinearSvm | SerializedRbfSvm, path: string): ExitClassifier {
+  const n = obj.features.length;
+  checkLength(obj.mean, n, `${path}.mean`);
+  checkLength(obj.std, n, `${path}.std`);
+  const features = Object.freeze([...obj.features]) as FeatureName[];
   if (obj.kind === 'svm') {
-    rejectUnknownFields(obj, ['kind', 'features', 'mean', 'std', 'weights', 'bias'], path);
-    return new LinearSvmClassifier(
-      features,
-      mean,
-      std,
-      readVector(obj, 'weights', path, features.length),
-      readNumber(obj, 'bias', path),
-    );
+    checkLength(obj.weights, n, `${path}.weights`);
+    return new LinearSvmClassifier(features, obj.mean, obj.std, obj.weights, obj.bias);
   }
-  if (obj.kind === 'svm-rbf') {
-    rejectUnknownFields(
-      obj,
-      ['kind', 'features', 'mean', 'std', 'gamma', 'supportVectors', 'coefficients', 'bias'],
-      path,
-    );
-    const supportVectors = readMatrix(obj, 'supportVectors', path, undefined, features.length);
-    return new RbfSvmClassifier(
-      features,
-      mean,
-      std,
-      readNumber(obj, 'gamma', path, true),
-      supportVectors,
-      readVector(obj, 'coefficients', path, supportVectors.length),
-      readNumber(obj, 'bias', path),
-    );
-  }
-  throw jsonError(`${path}.kind must be "svm" or "svm-rbf", got ${describeValue(obj.kind)}`);
+  obj.supportVectors.forEach((sv, i) => checkLength(sv, n, `${path}.supportVectors[${i}]`));
+  checkLength(obj.coefficients, obj.supportVectors.length, `${path}.coefficients`);
+  return new RbfSvmClassifier(features, obj.mean, obj.std, obj.gamma, obj.supportVectors, obj.coefficients, obj.bias);
 }
 
 // ---------------------------------------------------------------------------------------------------

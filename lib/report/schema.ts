@@ -1,6 +1,6 @@
 /**
- * results.json of `adainfer eval-tasks`: its types and a structural validator (used before writing, and by
- * the tests). JSON has no Infinity: a threshold that never fires is written as null.
+ * results.json of `adainfer eval-tasks`: its types and its JSON Schema (RESULTS_SCHEMA, published as
+ * docs/schemas/results.schema.json), checked by ajv before writing and by the tests. JSON has no Infinity: a threshold that never fires is written as null.
  *
  *   { "format": "adainfer.eval-tasks/1",
  *     "model":    { name, fingerprint, layers, path, vocab, contextLength, tokenizer },
@@ -14,6 +14,7 @@
  * task; speedup = secondsFull / secondsExit; exitHistogram[i] = examples that ran i + 1 layers.
  */
 
+import { compileSchema, schemaErrors, Validator } from '../schema/validate';
 import type { SweepPoint, TaskMeasurement } from '../tasks/evaluate';
 
 export type { SweepPoint };
@@ -106,72 +107,44 @@ export interface Results {
   tasks: Record<string, TaskResult>;
 }
 
-type Check = (v: unknown) => string | undefined;
+// --- the schema (docs/schemas/results.schema.json), checked by ajv ------------------------------------
 
-const num: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? undefined : 'a finite number');
-const int: Check = (v) => (Number.isSafeInteger(v) && (v as number) >= 0 ? undefined : 'a non-negative integer');
-const share: Check = (v) => (typeof v === 'number' && v >= 0 && v <= 1 ? undefined : 'a number in [0, 1]');
-const str: Check = (v) => (typeof v === 'string' ? undefined : 'a string');
-const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'a boolean');
-const nullable =
-  (c: Check): Check =>
-  (v) =>
-    v === null ? undefined : c(v) && `null or ${c(v)}`;
-const oneOf =
-  (...xs: string[]): Check =>
-  (v) =>
-    xs.includes(v as string) ? undefined : `one of ${xs.join(', ')}`;
-const arrayOf =
-  (c: Check): Check =>
-  (v) => {
-    if (!Array.isArray(v)) return 'an array';
-    for (let i = 0; i < v.length; i++) {
-      const e = c(v[i]);
-      if (e) return `an array whose [${i}] is ${e}`;
-    }
-    return undefined;
-  };
+const num = { type: 'number', description: 'a finite number' } as const;
+const int = { type: 'integer', minimum: 0, description: 'a non-negative integer' } as const;
+const share = { type: 'number', minimum: 0, maximum: 1, description: 'a number in [0, 1]' } as const;
+const str = { type: 'string', description: 'a string' } as const;
+const bool = { type: 'boolean', description: 'a boolean' } as const;
+const strings = { type: 'array', items: str, description: 'an array of strings' } as const;
+const nullable = <T extends { type: string; description: string }>(x: T) => ({ ...x, type: [x.type, 'null'], description: `null or ${x.description}` });
+const object = (properties: Record<string, object>, description = 'an object') => ({
+  type: 'object',
+  description,
+  required: Object.keys(properties),
+  properties,
+});
 
-type Shape = Record<string, Check>;
-
-function object(shape: Shape, where: string, v: unknown, errors: string[]): Record<string, unknown> | undefined {
-  if (!v || typeof v !== 'object' || Array.isArray(v)) {
-    errors.push(`${where} must be an object`);
-    return undefined;
-  }
-  const o = v as Record<string, unknown>;
-  for (const [key, check] of Object.entries(shape)) {
-    if (!(key in o)) errors.push(`${where}.${key} is missing`);
-    else {
-      const e = check(o[key]);
-      if (e) errors.push(`${where}.${key} must be ${e}`);
-    }
-  }
-  return o;
-}
-
-const MODEL: Shape = { name: str, fingerprint: str, layers: int, path: str, vocab: int, contextLength: int, tokenizer: str };
-const SETTINGS: Shape = {
-  shots: int,
-  seed: int,
-  exit: str,
-  mode: oneOf('fast', 'faithful'),
-  classifier: nullable(str),
-  target: nullable(share),
-  label: nullable(str),
-  limit: nullable(int),
-  trainLimit: nullable(int),
-  minLayer: int,
-  checkEvery: int,
-  threads: int,
-  dataDir: str,
-  tasks: arrayOf(str),
-  splitSeed: int,
-  createdAt: str,
+const LABEL = object({ word: str, token: int, piece: str, pieces: strings, multiToken: bool });
+const POINT = object({ threshold: nullable(num), agreement: share, accuracy: share, meanLayers: num, pruningRatio: num });
+const TASK_EXIT = {
+  ...object({
+    kind: { enum: ['never', 'threshold', 'svm', 'svm-rbf', 'crf'], description: 'one of never, threshold, svm, svm-rbf, crf' },
+    threshold: nullable(num),
+    score: str,
+    training: {
+      type: ['object', 'null'],
+      description: 'null or an object',
+      properties: {
+        examples: int,
+        fitExamples: int,
+        calibrationExamples: int,
+        positiveRate: share,
+        calibrationAgreement: share,
+        calibrationPruningRatio: num,
+      },
+    },
+  }),
 };
-const LABEL: Shape = { word: str, token: int, piece: str, pieces: arrayOf(str), multiToken: bool };
-const POINT: Shape = { threshold: nullable(num), agreement: share, accuracy: share, meanLayers: num, pruningRatio: num };
-const TASK: Shape = {
+const TASK = object({
   title: str,
   n: int,
   accuracyFull: share,
@@ -182,7 +155,7 @@ const TASK: Shape = {
   secondsFull: num,
   secondsExit: num,
   speedup: num,
-  exitHistogram: arrayOf(int),
+  exitHistogram: { type: 'array', items: int, description: 'an array of non-negative integers' },
   chance: share,
   shots: int,
   meanPromptTokens: num,
@@ -190,36 +163,73 @@ const TASK: Shape = {
   skipped: int,
   shotsReduced: int,
   tokenizationMismatches: int,
-  labelBoundary: oneOf('joined', 'space-in-prompt'),
-  sharedPrefix: arrayOf(str),
-  labels: (v) => (Array.isArray(v) && v.length >= 2 ? undefined : 'an array of at least two labels'),
-  exit: (v) => (v && typeof v === 'object' ? undefined : 'an object'),
-  sweep: (v) => (v === null || Array.isArray(v) ? undefined : 'null or an array'),
-  sweepAtThreshold: (v) => (v === null || (typeof v === 'object' && !Array.isArray(v)) ? undefined : 'null or an object'),
-  sources: (v) => (v && typeof v === 'object' ? undefined : 'an object'),
-  notes: arrayOf(str),
+  labelBoundary: { enum: ['joined', 'space-in-prompt'], description: 'one of joined, space-in-prompt' },
+  sharedPrefix: strings,
+  labels: { type: 'array', minItems: 2, items: LABEL, description: 'an array of at least two labels' },
+  exit: TASK_EXIT,
+  sweep: { type: ['array', 'null'], items: POINT, description: 'null or an array' },
+  sweepAtThreshold: {
+    type: ['object', 'null'],
+    description: 'null or an object',
+    properties: { agreement: share, accuracy: share, meanLayers: num },
+  },
+  sources: object({ demo: str, eval: str }),
+  notes: strings,
+});
+
+/**
+ * The JSON Schema of results.json. Fields beyond those listed are allowed (a task's measurement carries
+ * details). What a schema cannot say — one histogram entry per layer, histogram sums, meanLayers within the
+ * model's layers — validateResults checks after it.
+ */
+export const RESULTS_SCHEMA = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  $id: 'urn:adainfer:schema:results:1',
+  title: 'adainfer eval-tasks results (adainfer.eval-tasks/1)',
+  ...object({
+    format: { const: RESULTS_FORMAT, description: JSON.stringify(RESULTS_FORMAT) },
+    model: object({ name: str, fingerprint: str, layers: int, path: str, vocab: int, contextLength: int, tokenizer: str }),
+    settings: object({
+      shots: int,
+      seed: int,
+      exit: str,
+      mode: { enum: ['fast', 'faithful'], description: 'one of fast, faithful' },
+      classifier: nullable(str),
+      target: nullable(share),
+      label: nullable(str),
+      limit: nullable(int),
+      trainLimit: nullable(int),
+      minLayer: int,
+      checkEvery: int,
+      threads: int,
+      dataDir: str,
+      tasks: strings,
+      splitSeed: int,
+      createdAt: str,
+    }),
+    tasks: { type: 'object', description: 'an object', additionalProperties: TASK },
+  }),
 };
 
-/** Every structural problem of a results object (empty when it is valid). */
+let validator: Validator | undefined;
+
+/**
+ * Every problem of a results object (empty when it is valid): the schema's, each naming its field
+ * (tasks.sst2.accuracyFull must be a number in [0, 1]), then the cross-field checks.
+ */
 export function validateResults(v: unknown): string[] {
-  const errors: string[] = [];
-  const r = object({ format: (x) => (x === RESULTS_FORMAT ? undefined : JSON.stringify(RESULTS_FORMAT)), model: () => undefined, settings: () => undefined, tasks: () => undefined }, 'results', v, errors);
-  if (!r) return errors;
-  const model = object(MODEL, 'model', r.model, errors);
-  object(SETTINGS, 'settings', r.settings, errors);
+  validator ??= compileSchema(RESULTS_SCHEMA);
+  const errors = schemaErrors(validator, v, { root: 'results', withValue: false, rootOnlyAtTop: true });
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return errors;
+  const r = v as Record<string, unknown>;
+  const model = r.model as Record<string, unknown> | undefined;
   const tasks = r.tasks;
-  if (!tasks || typeof tasks !== 'object' || Array.isArray(tasks)) {
-    errors.push('tasks must be an object');
-    return errors;
-  }
+  if (!tasks || typeof tasks !== 'object' || Array.isArray(tasks)) return errors;
   const layers = model && Number.isSafeInteger(model.layers) ? (model.layers as number) : undefined;
   for (const [name, t] of Object.entries(tasks as Record<string, unknown>)) {
+    if (!t || typeof t !== 'object') continue;
     const where = `tasks.${name}`;
-    const o = object(TASK, where, t, errors);
-    if (!o) continue;
-    if (Array.isArray(o.labels)) o.labels.forEach((l, i) => object(LABEL, `${where}.labels[${i}]`, l, errors));
-    if (Array.isArray(o.sweep)) o.sweep.forEach((p, i) => object(POINT, `${where}.sweep[${i}]`, p, errors));
-    object({ kind: oneOf('never', 'threshold', 'svm', 'svm-rbf', 'crf'), threshold: nullable(num), score: str, training: () => undefined }, `${where}.exit`, o.exit, errors);
+    const o = t as Record<string, unknown>;
     const h = o.exitHistogram;
     if (Array.isArray(h) && layers !== undefined) {
       if (h.length !== layers) errors.push(`${where}.exitHistogram has ${h.length} entries, expected one per layer (${layers})`);

@@ -6,7 +6,8 @@
  */
 import * as fs from 'fs';
 import { AdaInferError, OptionError } from '../errors';
-import { ExitClassifier, loadClassifier } from '../exit/classifier';
+import { ExitClassifier } from '../exit/classifier';
+import { loadClassifier } from '../exit/load_classifier';
 import { ExitFile, loadExitFile } from '../exit/exit_file';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, neverPolicy, thresholdPolicy } from '../exit/policy';

@@ -64,20 +64,23 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     const int64_t lens_candidates = option_int(opt, "lensMaxCandidates", 1, n_vocab);
 
     // Activation buffers are JS ArrayBuffers (V8 memory, never moved), exposed as typed-array views.
+    // The views are read-only properties: reassigning one would silently disconnect TypeScript from native.
     Napi::Object self = info.This().As<Napi::Object>();
-    Napi::Object keep = Napi::Object::New(env);
     HostBuffers io;
+    auto define = [&](const char* name, Napi::Value value) {
+      self.DefineProperty(Napi::PropertyDescriptor::Value(name, value, napi_enumerable));
+    };
     auto f32 = [&](const char* name, int64_t n, float** out) {
       Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * sizeof(float));
       *out = static_cast<float*>(ab.Data());
-      keep.Set(name, ab);
-      self.Set(name, Napi::Float32Array::New(env, static_cast<size_t>(n), ab, 0));
+      buffers_.emplace_back(name, Napi::Persistent(ab));
+      define(name, Napi::Float32Array::New(env, static_cast<size_t>(n), ab, 0));
     };
     auto i32 = [&](const char* name, int64_t n, int32_t** out) {
       Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(n) * sizeof(int32_t));
       *out = static_cast<int32_t*>(ab.Data());
-      keep.Set(name, ab);
-      self.Set(name, Napi::Int32Array::New(env, static_cast<size_t>(n), ab, 0));
+      buffers_.emplace_back(name, Napi::Persistent(ab));
+      define(name, Napi::Int32Array::New(env, static_cast<size_t>(n), ab, 0));
     };
     i32("tokens", n_batch, &io.tokens);
     i32("rowSeq", n_batch, &io.row_seq);
@@ -89,7 +92,6 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     f32("lensProbs", lens_k, &io.lens_probs);
     f32("lensFeatures", 4, &io.lens_features);
     io.lens_k = lens_k;
-    buffers_ = Napi::Persistent(keep);
     if (auto opt_weights = model->opt_weights(env))
       blocks_ = std::make_unique<OptState>(opt_weights, n_seq, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
     else if (auto cuda = model->cuda_weights())
@@ -97,15 +99,19 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     else
       blocks_ = std::make_unique<LlamaState>(model->weights(env), n_seq, n_ctx, n_batch, static_cast<int>(threads),
                                              model->kernels(), io);
-    self.Set("backend", Napi::String::New(env, blocks_->backend()));
-    self.Set("kernels", Napi::String::New(env, model->kernels().name));
-    self.Set("threads", Napi::Number::New(env, static_cast<double>(threads)));
+    define("backend", Napi::String::New(env, blocks_->backend()));
+    define("kernels", Napi::String::New(env, model->kernels().name));
+    define("threads", Napi::Number::New(env, static_cast<double>(threads)));
     return 0;
   });
 }
 
 Blocks& JsContext::blocks(Napi::Env env) {
   if (!blocks_) throw js_error(env, "DISPOSED", "the context has been disposed");
+  for (const auto& [name, buffer] : buffers_)
+    if (buffer.Value().IsDetached())
+      throw js_error(env, "BUFFER_DETACHED",
+                     "the context's " + name + " buffer was detached (transferred); the context can no longer be used");
   return *blocks_;
 }
 
@@ -233,7 +239,7 @@ Napi::Value JsContext::Noop(const Napi::CallbackInfo& info) { return info.Env().
 
 Napi::Value JsContext::Dispose(const Napi::CallbackInfo& info) {
   blocks_.reset();
-  buffers_.Reset();
+  buffers_.clear();
   return info.Env().Undefined();
 }
 

@@ -5,6 +5,9 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "blocks/llama_blocks.h"
 
@@ -17,6 +20,8 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   explicit JsContext(const Napi::CallbackInfo& info);
 
  private:
+  // The blocks, for a call that may touch the host buffers: refuses a disposed context (DISPOSED) and one whose
+  // buffers JS has detached (BUFFER_DETACHED). Every block method starts with it.
   Blocks& blocks(Napi::Env env);
   Napi::Value Embed(const Napi::CallbackInfo& info);           // embed(n)
   Napi::Value Attention(const Napi::CallbackInfo& info);       // attention(layer, n)
@@ -33,8 +38,11 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::unique_ptr<Blocks> blocks_;
-  // The JS ArrayBuffers behind the zero-copy views; referenced so they outlive every native use.
-  Napi::Reference<Napi::Object> buffers_;
+  // The JS ArrayBuffers behind the zero-copy views (HostBuffers points into them), by property name. Held so
+  // they outlive every native use; checked before every call, because JS can still detach one
+  // (structuredClone(b, { transfer: [b] }), b.transfer()): its memory then belongs to another ArrayBuffer and
+  // may be freed with it, so a block must not write there.
+  std::vector<std::pair<std::string, Napi::Reference<Napi::ArrayBuffer>>> buffers_;
 };
 
 }  // namespace adainfer

@@ -24,6 +24,10 @@ struct ModelError : std::runtime_error {
 };
 
 // Host buffers shared with JS (ArrayBuffers the addon allocates). Sizes are fixed when the context is made.
+// The pointers are valid during a block call only: JS can detach an ArrayBuffer between two calls (its memory
+// then belongs to whoever received it), so the addon checks every buffer is still attached before each call
+// (JsContext::blocks, error BUFFER_DETACHED), and a backend finishes every access to them before the call
+// returns (a GPU waits for its device-to-host copies into them; it never keeps one of them queued).
 struct HostBuffers {
   int32_t* tokens = nullptr;   // [n_batch]  token id of each row, read by embed()
   int32_t* row_seq = nullptr;  // [n_batch]  sequence (KV cache slot) of each row

@@ -11,10 +11,11 @@ import { Sequence } from '../../lib/engine/sequence';
 import { collectTraces } from '../../lib/exit/collect';
 import { loadExamples } from '../../lib/exit/data';
 import { EXIT_FILE_FORMAT, ExitFile, loadExitFile, policyFromExitFile, saveExitFile } from '../../lib/exit/exit_file';
-import { ExitDecider as EarlyExitRunner } from '../../lib/exit/decider';
+import { ExitDecider } from '../../lib/exit/decider';
 import { ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
 import { trainPolicy } from '../../lib/exit/train';
 import { BUNDLED_MODEL, BUNDLED_PLAIN_MODEL, describeShared, tmpDir } from '../helpers';
+import { argmaxOf, headLogits, softmaxAt, weightReader } from '../reference';
 
 /** p1, p2, gap, entropy of softmax(z) in float64: the reference the native lens is held to. */
 function softmaxFeatures(z: ArrayLike<number>): { top1: number; p1: number; p2: number; gap: number; entropy: number } {
@@ -33,11 +34,30 @@ function generateTokens(ctx: ReturnType<LlamaModel['createContext']>, prompt: nu
     maxTokens: n,
     stopAtEos: false,
     sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 },
-    exit: policy && new EarlyExitRunner(ctx, policy),
+    exit: policy && new ExitDecider(ctx, policy),
   });
   let r = run.next();
   while (!r.done) r = run.next();
   return r.value;
+}
+
+/**
+ * Label probabilities of `text` after `layers` layers of the bundled model, independently of classify(): the
+ * hidden state of the prompt's last row, then the final norm and head in float64 from the file's weights.
+ */
+function classifyReference(text: string, labelTokens: number[], layers: number): { probs: number[]; index: number } {
+  const model = LlamaModel.load(BUNDLED_MODEL);
+  const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
+  const { nEmbd, nVocab, rmsEps } = model.config;
+  const tokens = model.tokenizer.encode(text);
+  tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
+  expect(ctx.forward(tokens.length, 0, (layer) => layer + 1 === layers)).toBe(layers);
+  const h = new Float32Array(nEmbd);
+  ctx.native.readHidden(tokens.length - 1, 1, h);
+  ctx.dispose();
+  model.dispose();
+  const probs = softmaxAt(headLogits(weightReader(BUNDLED_MODEL), h, nEmbd, nVocab, rmsEps, true), labelTokens);
+  return { probs, index: argmaxOf(probs) };
 }
 
 describeShared('lens features against independent references', (shared) => {
@@ -121,16 +141,74 @@ describe('exits that must reproduce full depth', () => {
     expect(r.tokens).toEqual(full.tokens);
   });
 
-  test('an exit forced at the last layer is full depth', () => {
-    // minLayer = L: the only layer a policy could stop at is the last, which is the model's own output.
-    const r = generateTokens(ctx, prompt, 48, thresholdPolicy('p1', -Infinity, { minLayer: model.config.nLayer, checkEvery: 1 }));
-    expect(r.tokens).toEqual(full.tokens);
-    // and the lens read after the last layer is exactly the head's output
+  test('a policy that fires at the last checked layer is consulted there, and the token is that layer\'s', () => {
+    // The last layer is never checked (reaching it is full depth), so the last checked layer is L − 1: a
+    // policy firing there must see every checked layer of every token and stop each token after L − 1 layers.
+    const nLayer = model.config.nLayer;
+    const lastChecked = nLayer - 2; // 0-based index of layer L − 1
+    const consulted: number[][] = [];
+    const policy: ExitPolicy = {
+      kind: 'threshold',
+      schedule: { minLayer: 1, checkEvery: 1 },
+      lens: { mode: 'faithful' },
+      begin: () => void consulted.push([]),
+      shouldExit: (layer) => {
+        consulted[consulted.length - 1].push(layer);
+        return layer === lastChecked;
+      },
+    };
+    const n = 8;
+    const r = generateTokens(ctx, prompt, n, policy);
+    expect(r.exitLayers).toEqual(new Array(n).fill(nLayer - 1));
+    expect(consulted).toEqual(new Array(n).fill(Array.from({ length: nLayer - 1 }, (_, l) => l)));
+    // The first token is the greedy token of the hidden state after L − 1 layers, from the head itself
+    // (not the lens the runner read).
+    prompt.forEach((t, i) => (ctx.native.tokens[i] = t));
+    expect(ctx.forward(prompt.length, 0, (layer) => layer === lastChecked)).toBe(nLayer - 1);
+    expect(r.tokens[0]).toBe(argmaxOf(ctx.logits(prompt.length - 1)));
+  });
+
+  test('the lens read after the last layer is exactly the head\'s output', () => {
     prompt.forEach((t, i) => (ctx.native.tokens[i] = t));
     ctx.forward(prompt.length, 0);
     const head = Float32Array.from(ctx.logits(prompt.length - 1));
     ctx.native.logitLens(prompt.length - 1, 1);
     expect(Buffer.from(ctx.lensLogits().buffer).equals(Buffer.from(head.buffer))).toBe(true);
+  });
+
+  test('classify: label probabilities are the softmax of a float64 head at the exit layer', async () => {
+    // An exit file whose threshold policy always fires at its first check (minLayer 3): classify must report
+    // layer 3 and the probabilities of the head applied after 3 layers, which are computed here in float64
+    // from the hidden state and the file's weights.
+    const dir = tmpDir('adainfer-classify-');
+    const file = path.join(dir, 'exit3.json');
+    saveExitFile(file, {
+      format: EXIT_FILE_FORMAT,
+      model: { fingerprint: model.fingerprint, name: model.config.name, nLayer: model.config.nLayer },
+      policy: { kind: 'threshold', schedule: { minLayer: 3, checkEvery: 1 }, lens: { mode: 'faithful' }, threshold: -Infinity, feature: 'p1' },
+      training: { label: 'final', data: 'none', examples: 0, window: 0, target: 1, seed: 0, createdAt: 'test' },
+      metrics: {},
+    });
+    const text = 'The sun was hot and the sky was';
+    const labels = [' blue', ' green', ' big'];
+    const m = await loadModel(BUNDLED_MODEL, { threads: 1 });
+    const s = await m.createSession();
+    const early = await s.classify(text, labels, { exit: file });
+    const full = await s.classify(text, labels);
+    await m.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+
+    for (const [r, layers] of [
+      [early, 3],
+      [full, model.config.nLayer],
+    ] as const) {
+      expect(r.exitLayer).toBe(layers);
+      const ref = classifyReference(text, r.labelTokens, layers);
+      ref.probs.forEach((p, i) => expect(Math.abs(r.probs[i] - p)).toBeLessThan(1e-4));
+      expect(r.label).toBe(labels[ref.index]);
+    }
+    // the exit changes the answer's distribution: the two are not the same numbers
+    expect(early.probs).not.toEqual(full.probs);
   });
 
   test('an exit that always fires stops after minLayer and reports it', () => {
@@ -230,6 +308,12 @@ describeShared('training, exit files and the API', (shared) => {
     expect(c.exitLayer).toBeGreaterThanOrEqual(1);
     const full = await s.classify('The sun was hot and the sky was', [' blue', ' green']);
     expect(full.exitLayer).toBe(10);
+    // both answers are the float64 head's at the layer each reports
+    for (const r of [c, full]) {
+      const ref = classifyReference('The sun was hot and the sky was', r.labelTokens, r.exitLayer);
+      ref.probs.forEach((p, i) => expect(Math.abs(r.probs[i] - p)).toBeLessThan(1e-4));
+      expect(r.label).toBe([' blue', ' green'][ref.index]);
+    }
     await expect(s.generate('x', { exit: path.join(dir, 'missing.json') })).rejects.toMatchObject({ code: 'EXIT_FILE' });
     await m.dispose();
   });

@@ -9,6 +9,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { skipForMissingShared } from '../helpers';
 import { createTokenizer, DecodeOptions, Tokenizer, TokenizerMetadata, TokenType } from '../../lib/tokenizer';
 
 interface GoldenCase {
@@ -60,7 +61,7 @@ const ROOT = repoRoot();
 const SHARED = path.join(ROOT, '..', 'shared');
 const GOLDEN_DIR = path.join(SHARED, 'reference', 'tokenizer');
 const HAVE_GOLDENS = fs.existsSync(GOLDEN_DIR);
-if (!HAVE_GOLDENS) console.warn(`tokenizer goldens skipped: ${GOLDEN_DIR} does not exist`);
+if (!HAVE_GOLDENS) skipForMissingShared(GOLDEN_DIR);
 const describeGoldens = HAVE_GOLDENS ? describe : describe.skip;
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
@@ -248,7 +249,7 @@ describeGoldens('tokenizer vs llama.cpp goldens', () => {
   });
 
   const gguf = path.join(SHARED, 'models', 'stories260K.gguf');
-  if (!fs.existsSync(gguf)) console.warn(`GGUF cross-check skipped: ${gguf} does not exist`);
+  if (!fs.existsSync(gguf)) skipForMissingShared(gguf);
   (fs.existsSync(gguf) ? test : test.skip)('stories260K.gguf metadata gives the same tokenizer as the dump', () => {
     const golden = JSON.parse(fs.readFileSync(path.join(GOLDEN_DIR, 'stories260K.json'), 'utf8')) as TokenizerGolden;
     const tok = createTokenizer(metadataFromGguf(gguf));

@@ -8,12 +8,12 @@ import {
   ExitClassifier,
   FEATURE_NAMES,
   FeatureName,
-  loadClassifier,
   SerializedCrf,
   SerializedLinearSvm,
   SerializedRbfSvm,
   seededRandom,
 } from '../../lib/exit/classifier';
+import { loadClassifier } from '../../lib/exit/load_classifier';
 import { crfObjective, crfParameterCount, CrfSequence, fitCrf, trainCrf } from '../../lib/exit/crf';
 import { svmFromLibsvmModel, trainSvm } from '../../lib/exit/svm';
 

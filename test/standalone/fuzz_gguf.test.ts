@@ -24,7 +24,7 @@ import {
   PARSER_CODES,
   RawGGUF,
 } from '../fuzz/gguf_mutate';
-import { BUNDLED_MODEL, sharedDir, tmpDir } from '../helpers';
+import { BUNDLED_MODEL, sharedDir, skipForMissingShared, tmpDir } from '../helpers';
 import { fuzzRuns } from '../fuzz/config';
 
 /** Per-parse limits: far above what any input takes (a few ms), far below a hang or a runaway allocation. */
@@ -32,6 +32,7 @@ const MAX_PARSE_MS = 1500;
 const MAX_HEAP_GROWTH = 256 * 1024 * 1024;
 
 const shared = sharedDir();
+if (!shared) skipForMissingShared('../shared (its reference models are mutated too)');
 const referenceModels = shared
   ? [
       ...fs

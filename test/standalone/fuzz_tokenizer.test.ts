@@ -18,7 +18,7 @@ import { tokenizerMetadataFromGGUF } from '../../lib/model/gguf_tokenizer';
 import { cleanSpacesBatch, createTokenizer, SUPPORTED_PRE_TOKENIZERS, Tokenizer, TokenizerMetadata, TokenType } from '../../lib/tokenizer';
 import { BYTE_TO_CHAR } from '../../lib/tokenizer/bpe';
 import { wellFormed } from '../../lib/tokenizer/types';
-import { BUNDLED_MODEL, sharedDir } from '../helpers';
+import { BUNDLED_MODEL, sharedDir, skipForMissingShared } from '../helpers';
 import { fuzzRuns } from '../fuzz/config';
 
 const MAX_CASE_MS = 2000;
@@ -61,6 +61,7 @@ function bpeMeta(pre: string): TokenizerMetadata {
 }
 
 const shared = sharedDir();
+if (!shared) skipForMissingShared('../shared (its reference tokenizers are fuzzed too)');
 const referenceTokenizers: [string, TokenizerMetadata][] = shared
   ? [path.join(shared, 'models', 'stories260K.gguf'), path.join(shared, 'reference', 'models', 'rand-gqa-f32.gguf')]
       .filter((f) => fs.existsSync(f))

@@ -10,6 +10,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { skipForMissingShared } from '../helpers';
 import { ModelFileError, type ErrorCode } from '../../lib/errors';
 import {
   GGMLType,
@@ -65,9 +66,7 @@ const STORIES = path.join(SHARED, 'models', 'stories260K.gguf');
 const REFERENCE_DIR = path.join(SHARED, 'reference', 'models');
 const SHIP_DIR = path.join(SHARED, 'models', 'ship');
 const HAVE_SHARED = fs.existsSync(STORIES) && fs.existsSync(path.join(REFERENCE_DIR, 'MANIFEST.json'));
-if (!HAVE_SHARED) {
-  console.warn(`gguf.test: ${SHARED} is absent — skipping the tests that read the shared model files`);
-}
+if (!HAVE_SHARED) skipForMissingShared(`${STORIES} or ${path.join(REFERENCE_DIR, 'MANIFEST.json')}`);
 const describeShared = HAVE_SHARED ? describe : describe.skip;
 
 let tmpDir: string;

@@ -3,10 +3,11 @@
  */
 import { Sequence, KvFill } from '../../lib/engine/sequence';
 import { argmax } from '../../lib/engine/sampling';
-import { ExitDecider as EarlyExitRunner } from '../../lib/exit/decider';
+import { ExitDecider } from '../../lib/exit/decider';
 import { ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
 import { LlamaModel } from '../../lib/model/llama';
 import { BUNDLED_MODEL } from '../helpers';
+import { argmaxOf, headLogits, softmaxAt, weightReader } from '../reference';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
@@ -30,7 +31,7 @@ describe('kvFill', () => {
       maxTokens: n,
       stopAtEos: false,
       sampling: GREEDY,
-      exit: policy && new EarlyExitRunner(ctx, policy),
+      exit: policy && new ExitDecider(ctx, policy),
     });
     let r = run.next();
     while (!r.done) r = run.next();
@@ -56,7 +57,7 @@ describe('kvFill', () => {
     // Replay: the prompt plus the tokens generated so far, all at full depth, then the policy at the last
     // position. With exact K/V for every earlier position, exit layer and token must be the same.
     const ctx = model.createContext({ contextSize: 128, batchSize: 128, threads: 1 });
-    const runner = new EarlyExitRunner(ctx, exiting());
+    const runner = new ExitDecider(ctx, exiting());
     const mismatches: string[] = [];
     for (let s = 0; s < r.tokens.length; s++) {
       const prefix = [...prompt, ...r.tokens.slice(0, s)];
@@ -71,14 +72,51 @@ describe('kvFill', () => {
     expect(mismatches).toEqual([]);
   });
 
-  test('all three agree on the first token, which comes from the prompt alone', () => {
-    const none = generate('none', exiting(), 40);
-    const propagate = generate('propagate', exiting(), 40);
-    const recompute = generate('recompute', exiting(), 40);
-    // The first token comes from the prompt alone, identical for all three.
-    expect(none.tokens[0]).toBe(recompute.tokens[0]);
-    expect(propagate.tokens[0]).toBe(recompute.tokens[0]);
-    expect(none.tokens.length).toBe(40);
+  test('the first token and its exit come from the prompt alone (float64 reference); the K/V fill then matters', () => {
+    // Each mode in a fresh context, so no earlier run's K/V sit in the cache.
+    const fresh = (kvFill: KvFill) => {
+      const ctx = model.createContext({ contextSize: 128, batchSize: 128, threads: 1 });
+      const run = new Sequence(ctx, kvFill).generate(prompt, { maxTokens: 40, stopAtEos: false, sampling: GREEDY, exit: new ExitDecider(ctx, exiting()) });
+      let r = run.next();
+      while (!r.done) r = run.next();
+      ctx.dispose();
+      return r.value;
+    };
+    const runs = { none: fresh('none'), propagate: fresh('propagate'), recompute: fresh('recompute') };
+
+    // Reference: the hidden state of the prompt's last row after each layer, the final norm and head in
+    // float64 from the file's weights, and the policy's rule (gap >= 0.3 from layer 2 on) applied to that.
+    const { nEmbd, nVocab, rmsEps } = model.config;
+    const weight = weightReader(BUNDLED_MODEL);
+    const ctx = model.createContext({ contextSize: 128, batchSize: 128, threads: 1 });
+    prompt.forEach((t, i) => (ctx.native.tokens[i] = t));
+    let exitLayer = nLayer;
+    let token = -1;
+    const headAt = () => {
+      const h = new Float32Array(nEmbd);
+      ctx.native.readHidden(prompt.length - 1, 1, h);
+      return headLogits(weight, h, nEmbd, nVocab, rmsEps, true);
+    };
+    ctx.forward(prompt.length, 0, (layer) => {
+      if (layer + 1 < 2) return false;
+      const z = headAt();
+      const p = softmaxAt(z, Array.from({ length: nVocab }, (_, i) => i)).sort((a, b) => b - a);
+      if (p[0] - p[1] < 0.3) return false;
+      exitLayer = layer + 1;
+      token = argmaxOf(z);
+      return true;
+    });
+    if (token < 0) token = argmaxOf(headAt());
+    ctx.dispose();
+    expect(exitLayer).toBeLessThan(nLayer); // the prompt itself exits early
+    for (const [mode, r] of Object.entries(runs)) {
+      expect([mode, r.exitLayers[0], r.tokens[0]]).toEqual([mode, exitLayer, token]);
+      expect(r.tokens).toHaveLength(40);
+    }
+    // Past the first token the modes see different K/V at the skipped layers: zeros (none, fresh cache), the
+    // exit state's projection (propagate), exact values (recompute). If a fill did nothing, two would agree.
+    expect(runs.none.tokens).not.toEqual(runs.propagate.tokens);
+    expect(runs.none.tokens).not.toEqual(runs.recompute.tokens);
   });
 
   test('recompute needs a batch as large as the context', () => {

@@ -1,0 +1,143 @@
+/**
+ * The JSON Schema of exit files (adainfer.exit/1) and of the serialized classifiers inside them, as stored
+ * on disk: JSON has no Infinity, so a threshold that never fires is the string "Infinity". Published as
+ * docs/schemas/exit-file.schema.json (`npm run schemas` writes it; a test checks it is current). What a schema
+ * cannot say — array lengths that must equal the number of features, the file's model being the one loaded —
+ * is checked by the code that reads the file (exit_file.ts, svm.ts, crf.ts).
+ */
+import { FEATURE_NAMES } from './classifier';
+
+const finite = { type: 'number' } as const;
+const vector = { type: 'array', items: finite } as const;
+const positiveVector = { type: 'array', items: { type: 'number', exclusiveMinimum: 0 } } as const;
+const pair = { type: 'array', items: finite, minItems: 2, maxItems: 2 } as const;
+
+/** features, mean, std: common to every classifier. */
+const standardization = {
+  features: {
+    type: 'array',
+    minItems: 1,
+    uniqueItems: true,
+    items: { title: 'feature', enum: [...FEATURE_NAMES] },
+  },
+  mean: vector,
+  std: positiveVector,
+} as const;
+
+export const CLASSIFIER_SCHEMA = {
+  type: 'object',
+  title: 'classifier',
+  required: ['kind'],
+  properties: { kind: { enum: ['svm', 'svm-rbf', 'crf'], description: '"svm", "svm-rbf" or "crf"' } },
+  discriminator: { propertyName: 'kind' },
+  oneOf: [
+    {
+      title: 'classifier',
+      type: 'object',
+      required: ['kind', 'features', 'mean', 'std', 'weights', 'bias'],
+      additionalProperties: false,
+      properties: { kind: { const: 'svm' }, ...standardization, weights: vector, bias: finite },
+    },
+    {
+      title: 'classifier',
+      type: 'object',
+      required: ['kind', 'features', 'mean', 'std', 'gamma', 'supportVectors', 'coefficients', 'bias'],
+      additionalProperties: false,
+      properties: {
+        kind: { const: 'svm-rbf' },
+        ...standardization,
+        gamma: { type: 'number', exclusiveMinimum: 0 },
+        supportVectors: { type: 'array', items: vector },
+        coefficients: vector,
+        bias: finite,
+      },
+    },
+    {
+      title: 'classifier',
+      type: 'object',
+      required: ['kind', 'features', 'mean', 'std', 'emission', 'emissionBias', 'transition', 'start'],
+      additionalProperties: false,
+      properties: {
+        kind: { const: 'crf' },
+        ...standardization,
+        emission: { type: 'array', items: vector, minItems: 2, maxItems: 2 },
+        emissionBias: pair,
+        transition: { type: 'array', items: pair, minItems: 2, maxItems: 2 },
+        start: pair,
+      },
+    },
+  ],
+} as const;
+
+const count = { type: 'integer', minimum: 0 } as const;
+
+export const EXIT_FILE_SCHEMA = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  $id: 'urn:adainfer:schema:exit-file:1',
+  title: 'adainfer exit file (adainfer.exit/1)',
+  type: 'object',
+  required: ['format', 'model', 'policy', 'training', 'metrics'],
+  additionalProperties: false,
+  properties: {
+    format: { const: 'adainfer.exit/1', description: '"adainfer.exit/1"' },
+    model: {
+      type: 'object',
+      required: ['fingerprint', 'name', 'nLayer'],
+      additionalProperties: false,
+      properties: { fingerprint: { type: 'string' }, name: { type: 'string' }, nLayer: { type: 'integer', minimum: 1 } },
+    },
+    policy: {
+      type: 'object',
+      required: ['kind', 'schedule', 'lens', 'threshold'],
+      additionalProperties: false,
+      properties: {
+        kind: { enum: ['threshold', 'svm', 'svm-rbf', 'crf'], description: 'one of threshold, svm, svm-rbf, crf' },
+        schedule: {
+          type: 'object',
+          required: ['minLayer', 'checkEvery'],
+          additionalProperties: false,
+          properties: { minLayer: { type: 'integer', minimum: 1 }, checkEvery: { type: 'integer', minimum: 1 } },
+        },
+        lens: {
+          type: 'object',
+          required: ['mode'],
+          additionalProperties: false,
+          properties: {
+            mode: { enum: ['faithful', 'fast'], description: 'faithful or fast' },
+            candidates: { type: 'array', items: count },
+            topK: { type: 'integer', minimum: 1 },
+          },
+        },
+        threshold: {
+          description: 'a number, or "Infinity" / "-Infinity"',
+          anyOf: [{ type: 'number' }, { enum: ['Infinity', '-Infinity'] }],
+        },
+        feature: { enum: ['p1', 'gap'], description: 'p1 or gap' },
+        classifier: { $ref: '#/definitions/classifier' },
+        features: { type: 'array', items: { enum: [...FEATURE_NAMES] } },
+      },
+      // a classifier policy carries its classifier
+      if: { properties: { kind: { enum: ['svm', 'svm-rbf', 'crf'] } } },
+      then: { required: ['classifier'] },
+    },
+    training: {
+      type: 'object',
+      required: ['label', 'data', 'examples', 'window', 'target', 'seed', 'createdAt'],
+      additionalProperties: false,
+      properties: {
+        label: { enum: ['final', 'gold'], description: 'final or gold' },
+        data: { type: 'string' },
+        examples: count,
+        window: count,
+        target: { type: 'number' },
+        seed: { type: 'integer' },
+        createdAt: { type: 'string' },
+      },
+    },
+    metrics: { type: 'object' },
+  },
+  definitions: { classifier: CLASSIFIER_SCHEMA },
+} as const;
+
+/** The classifier schema on its own (loadClassifier), with the same definitions. */
+export const STANDALONE_CLASSIFIER_SCHEMA = { $id: 'adainfer.classifier', ...CLASSIFIER_SCHEMA } as const;
