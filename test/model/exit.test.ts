@@ -73,7 +73,8 @@ describeShared('lens features against independent references', (shared) => {
     };
     const norm = f32('output_norm.weight');
     const out = f32('output.weight');
-    const { nEmbd: d, nVocab: V, rmsEps } = model.config;
+    const { nEmbd: d, nVocab: V } = model.config;
+    const rmsEps = model.config.rmsEps as number;
     const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
     const n = golden.tokens.length;
     golden.tokens.forEach((t: number, i: number) => (ctx.native.tokens[i] = t));
