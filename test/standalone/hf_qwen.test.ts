@@ -8,9 +8,13 @@
  * Tolerances as hf_models.test.ts: max |Δlogit| over every prompt position ≤ 1e-4, lens p1/p2/entropy after every
  * layer ≤ 1e-5, greedy continuations equal (smallest top-1/top-2 gap along them: 0.065 / 1.5).
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { loadModel } from '../../lib';
 import { native } from '../../lib/bindings/native';
 import { LlamaModel } from '../../lib/model/llama';
+import { runCli } from '../page/tasks_fixture';
+import { tmpDir } from '../helpers';
 import { checkModel } from './hf_check';
 import { expected, QWEN2, QWEN3, QWEN_FIXTURES } from './hf_fixtures';
 
@@ -129,4 +133,37 @@ describe.each([
       await model.dispose();
     }
   });
+});
+
+test('exit files on qwen3: train-exit, then a batch with the file; a file of another model is refused', async () => {
+  const dir = tmpDir('adainfer-qwen-exit-');
+  try {
+    const text = path.join(dir, 'stories.txt');
+    fs.writeFileSync(text, 'Once upon a time there was a little cat. The cat liked to play in the garden with the dog.\n<|endoftext|>\n'.repeat(4));
+    const exitFile = path.join(dir, 'exit.json');
+    const trained = await runCli(['train-exit', '-m', QWEN3, '--data', text, '--limit', '60', '--classifier', 'svm', '--target', '0.9', '--threads', '1', '-o', exitFile]);
+    expect(trained.code).toBe(0);
+    const file = JSON.parse(fs.readFileSync(exitFile, 'utf8'));
+    expect(file.model).toMatchObject({ name: 'qwen3', nLayer: 2 });
+    expect(file.policy.kind).toBe('svm');
+
+    const input = path.join(dir, 'in.jsonl');
+    fs.writeFileSync(input, ['Once upon a time', 'The dog', 'Hello world!', 'The cat was happy'].map((p, i) => JSON.stringify({ id: `p${i}`, prompt: p })).join('\n') + '\n');
+    const out = path.join(dir, 'out.jsonl');
+    const r = await runCli(['batch', '-m', QWEN3, '--in', input, '--out', out, '--exit', exitFile, '--max-tokens', '6', '--batch-size', '2', '--temp', '0', '--threads', '1']);
+    expect(r.code).toBe(0);
+    const recs = fs.readFileSync(out, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { tokens: number[]; exitLayers: number[] });
+    expect(recs).toHaveLength(4);
+    for (const x of recs) {
+      expect(x.tokens).toHaveLength(6);
+      expect(x.exitLayers).toHaveLength(6);
+      expect(x.exitLayers.every((l) => l === 1 || l === 2)).toBe(true);
+    }
+
+    const bad = await runCli(['batch', '-m', QWEN2, '--in', input, '--out', path.join(dir, 'bad.jsonl'), '--exit', exitFile, '--threads', '1']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/EXIT_FILE/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
