@@ -29,16 +29,6 @@ CpuBlocks::CpuBlocks(const CpuBlocksDims& dims, const BlocksShape& shape, const 
   top_ids_.assign(static_cast<size_t>(std::max<int64_t>(io_.lens_k, 2)), 0);
 }
 
-void CpuBlocks::scatter_kv(int64_t layer, const float* k_rows, const float* v_rows, int64_t n) {
-  const int64_t kv = dims_.kv_dim;
-  const size_t row_bytes = static_cast<size_t>(kv) * sizeof(float);
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
-    std::memcpy(k_cache_at(layer, seq) + pos * kv, k_rows + t * kv, row_bytes);
-    std::memcpy(v_cache_at(layer, seq) + pos * kv, v_rows + t * kv, row_bytes);
-  }
-}
-
 void CpuBlocks::head(int64_t row) {
   const float* x = head_input(row);
   const WeightView& w = head_matrix();

@@ -5,6 +5,7 @@
 // implement embed, attention_block, fill_kv, mlp_block and head_input.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "blocks/block_common.h"
@@ -78,7 +79,15 @@ class CpuBlocks : public Blocks {
     check_row_positions(io_, n, n_seq_, n_ctx_);
   }
   // Copies the K and V rows of the n rows ([n][kv_dim] each) to their sequence's position in layer l's caches.
-  void scatter_kv(int64_t layer, const float* k_rows, const float* v_rows, int64_t n);
+  void scatter_kv(int64_t layer, const float* k_rows, const float* v_rows, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) store_kv_row(layer, t, k_rows + t * dims_.kv_dim, v_rows + t * dims_.kv_dim);
+  }
+  // The same for row t alone (an architecture that finishes K row by row stores each while it is in cache).
+  void store_kv_row(int64_t layer, int64_t t, const float* k, const float* v) {
+    const int64_t kv = dims_.kv_dim, seq = io_.row_seq[t], pos = io_.row_pos[t];
+    std::memcpy(k_cache_at(layer, seq) + pos * kv, k, static_cast<size_t>(kv) * sizeof(float));
+    std::memcpy(v_cache_at(layer, seq) + pos * kv, v, static_cast<size_t>(kv) * sizeof(float));
+  }
   // Causal attention of rows [0, n) over layer l's caches (attention_rows in block_common.h).
   void attend(int64_t layer, int64_t n, int64_t n_head, int64_t n_kv_head, int64_t head_dim, const float* q, float* out) {
     attention_rows(pool_, k_, io_, n, n_head, n_kv_head, head_dim, q, out, k_cache_at(layer, 0), v_cache_at(layer, 0),

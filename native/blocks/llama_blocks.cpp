@@ -176,8 +176,11 @@ void LlamaState::norm_and_write_kv(int64_t layer, int64_t n) {
   }
   if (!L.k_norm.empty()) head_norm_rows(k_new_.data(), L.k_norm, hp.n_kv_head, n);
   const float* ff = w_->rope_freqs.empty() ? nullptr : w_->rope_freqs.data();
-  for (int64_t t = 0; t < n; ++t) rope_row(hp, ff, k_new_.data() + t * kv_dim_, hp.n_kv_head, io_.row_pos[t]);
-  scatter_kv(layer, k_new_.data(), v_new_.data(), n);
+  for (int64_t t = 0; t < n; ++t) {
+    float* k = k_new_.data() + t * kv_dim_;
+    rope_row(hp, ff, k, hp.n_kv_head, io_.row_pos[t]);
+    store_kv_row(layer, t, k, v_new_.data() + t * kv_dim_);
+  }
 }
 
 void LlamaState::fill_kv(int64_t layer, int64_t n) {
