@@ -46,5 +46,6 @@ export interface Architecture {
   readonly cuda: boolean;
   /** GGUF metadata → the runtime config; absent when the runtime reads no GGUF file of this architecture. */
   readonly gguf?: (file: GGUFFile) => LlamaConfig;
-  readonly hf?: HfMapping<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** (Each plugin types its mapping on its own config: HfMapping's methods take it bivariantly.) */
+  readonly hf?: HfMapping;
 }
