@@ -27,6 +27,7 @@ export function goldenLogitRows(goldenDir: string, g: LogitsGolden): ArrayLike<n
 }
 
 export interface GreedyGolden {
+  prompt: string;
   prompt_tokens: number[];
   generated: number[];
   steps: { margin: number }[];

@@ -73,6 +73,8 @@ describeShared('llama.cpp goldens, quantized models', (shared) => {
 
       test('greedy continuation through the KV cache', () => {
         const g: GreedyGolden = JSON.parse(fs.readFileSync(path.join(goldenDir, 'greedy_once_upon.json'), 'utf8'));
+        // The model's own tokenizer (from the GGUF) gives the golden's prompt ids (BOS or none, as the file says).
+        expect(model.tokenizer.encode(g.prompt)).toEqual(g.prompt_tokens);
         const stepLogits = readF32Rows(path.join(goldenDir, 'greedy_once_upon.f32'), model.config.nVocab);
         const seq = new Sequence(ctx);
         const run = seq.generate(g.prompt_tokens, {
