@@ -10,8 +10,14 @@
       "native/core/quantize.cpp",
       "native/cpu/generic/kernels_generic.cpp",
       "native/blocks/block_common.cpp",
+      "native/blocks/cpu_blocks.cpp",
+      "native/blocks/architecture.cpp",
       "native/blocks/llama_blocks.cpp",
-      "native/blocks/opt_blocks.cpp"
+      "native/blocks/opt_blocks.cpp",
+      "native/architectures/llama.cpp",
+      "native/architectures/opt.cpp",
+      "native/architectures/qwen2.cpp",
+      "native/architectures/qwen3.cpp"
     ],
     "avx2_sources": [
       "native/cpu/x86/kernels_avx2.cpp"

@@ -7,45 +7,20 @@
  */
 import { AdaInferError, ErrorCode } from '../errors';
 
+/** A value of the hyper-parameters the native Model reads: numbers, flags, strings, one level of nested object. */
+export type NativeHParamValue = number | boolean | string | undefined | { [key: string]: number | boolean | string | undefined };
+
+/**
+ * The hyper-parameters of a native Model. `architecture` names the native architecture (native/blocks/architecture.cpp:
+ * 'llama', 'opt', 'qwen2', 'qwen3'); the other keys are the ones that architecture reads (native/architectures/*.cpp;
+ * lib/model/architectures/*.ts writes them): a nested object's keys are read as "outer.inner".
+ */
 export interface NativeHParams {
+  architecture: string;
   nLayer: number;
   nEmbd: number;
-  nHead: number;
-  nKvHead: number;
-  headDim: number;
-  nFf: number;
   nVocab: number;
-  nRot: number;
-  rmsEps: number;
-  ropeBase: number;
-  /** RoPE pairs (x[i], x[i + nRot/2]) (Hugging Face llama layout) instead of adjacent pairs (GGUF); default false. */
-  ropeNeox?: boolean;
-  /**
-   * The blocks to build (default 'llama'). 'opt' reads nLayer, nEmbd, nHead, headDim, nFf, nVocab and `opt`; the
-   * llama-only keys (nKvHead = nHead, nRot, rmsEps, ropeBase) are ignored.
-   */
-  architecture?: NativeArchitecture;
-  /** OPT's own hyper-parameters (architecture 'opt'). */
-  opt?: NativeOptParams;
-}
-
-/** Architectures the native blocks implement (the CUDA backend: llama only). */
-export type NativeArchitecture = 'llama' | 'opt';
-
-export interface NativeOptParams {
-  /** word_embed_proj_dim: the embedding's width (project_in / project_out when it is not nEmbd). */
-  embedDim: number;
-  /** Rows of position_embd.weight: max_position_embeddings + posOffset. */
-  nPos: number;
-  /** Position p reads row p + posOffset (2 for OPT). */
-  posOffset: number;
-  /** do_layer_norm_before: pre-LN blocks (else post-LN, OPT-350m). */
-  preLayerNorm: boolean;
-  /** The decoder's final_layer_norm (output_norm) exists and precedes the head. */
-  finalLayerNorm: boolean;
-  /** The attention and MLP linears have biases. */
-  bias: boolean;
-  lnEps: number;
+  [key: string]: NativeHParamValue;
 }
 
 export interface NativeTensorSpec {
@@ -74,7 +49,7 @@ export interface NativeModel {
   dispose(): void;
   info(): {
     kernels: string;
-    architecture: NativeArchitecture;
+    architecture: string;
     mappedBytes: number;
     tiedOutput: boolean;
     backend: NativeBackend;

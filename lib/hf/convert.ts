@@ -58,10 +58,10 @@ export function convertHfToGGUF(dir: string, out: string, options: ConvertOption
   const log = options.log ?? (() => undefined);
   const target = options.type ?? 'F16';
   const folder = readHfFolder(dir);
-  const c = folder.config;
-  if (c.modelType !== 'llama') {
-    throw new ModelFileError('UNSUPPORTED_ARCHITECTURE', dir, `convert writes llama GGUF files; model_type '${c.modelType}' has no llama.cpp architecture`);
+  if (folder.config.modelType !== 'llama') {
+    throw new ModelFileError('UNSUPPORTED_ARCHITECTURE', dir, `convert writes llama GGUF files; model_type '${folder.config.modelType}' is not converted`);
   }
+  const c = folder.config as HfLlamaConfig;
   const writer = new GGUFWriter();
   writeLlamaMetadata(writer, c, target);
   writeTokenizer(writer, folder.tokenizer, dir);

@@ -7,10 +7,8 @@
  * a tensor missing (MISSING_TENSOR), a dtype the kernels cannot read (UNSUPPORTED_TENSOR_TYPE), a shape that
  * disagrees with config.json (SHAPE_MISMATCH), data not aligned to its element size (BAD_SAFETENSORS).
  *
- * Names: Llama's model.embed_tokens / model.layers.N.self_attn.q_proj / ... / lm_head (absent when
- * tie_word_embeddings); OPT's [model.]decoder.embed_tokens / embed_positions / project_in / project_out /
- * layers.N.{self_attn.{q,k,v,out}_proj, self_attn_layer_norm, fc1, fc2, final_layer_norm} / final_layer_norm,
- * with the LM head tied to embed_tokens (a lm_head.weight in the checkpoint is ignored, as transformers ties it).
+ * Which checkpoint tensor is which runtime tensor, the folder's architecture says (lib/model/architectures/*.ts,
+ * HfMapping.tensors).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -18,7 +16,8 @@ import { ModelFileError } from '../errors';
 import { GGMLType } from '../gguf/types';
 import { CheckpointTensor, ggmlTypeOfDType, readCheckpoint, SafetensorsCheckpoint } from '../safetensors/reader';
 import { HfTokenizer } from '../tokenizer/hf';
-import { HfConfig, HfLlamaConfig, HfOptConfig, readHfConfig } from './config';
+import { architectureOfModelType, HfMapping } from '../model/architectures';
+import { HfConfig, readHfConfig } from './config';
 
 /** A tensor as the native loader takes it, plus where it came from. */
 export interface HfTensor {
@@ -65,7 +64,7 @@ export function readHfFolder(dir: string): HfFolder {
   const config = readHfConfig(dir);
   const checkpoint = readCheckpoint(dir);
   const tokenizer = readHfTokenizer(dir, config);
-  const wanted = config.modelType === 'llama' ? llamaTensors(config) : optTensors(config, optPrefix(checkpoint, dir));
+  const wanted = mappingOf(config).tensors(config, checkpoint, dir);
   const tensors: HfTensor[] = [];
   for (const w of wanted) {
     const t = checkpoint.tensors.get(w.hfName);
@@ -104,11 +103,13 @@ export function readHfFolder(dir: string): HfFolder {
   };
 }
 
+/** The folder's architecture's mapping (readHfConfig only returns configs of architectures that have one). */
+function mappingOf(c: HfConfig): HfMapping {
+  return architectureOfModelType(c.modelType)!.hf!;
+}
+
 function describe(c: HfConfig): string {
-  const base = `hidden_size ${c.nEmbd}, ${c.nLayer} layers, ${c.nHead} heads`;
-  return c.modelType === 'llama'
-    ? `${base}, ${c.nKvHead} KV heads, head_dim ${c.headDim}, intermediate_size ${c.nFf}, vocab_size ${c.nVocab}`
-    : `${base}, ffn_dim ${c.nFf}, word_embed_proj_dim ${c.embedDim}, vocab_size ${c.nVocab}, max_position_embeddings ${c.contextLength}`;
+  return mappingOf(c).describe(c);
 }
 
 /** Element alignment: the kernels read F32 as floats and F16/BF16 as halves, in place. */
@@ -121,87 +122,6 @@ function checkAlignment(file: string, t: CheckpointTensor): void {
       `tensor "${t.name}" (${t.dtype}) data at file offset ${t.absoluteOffset} is not aligned to ${need} bytes, so it cannot be read in place`,
     );
   }
-}
-
-interface Wanted {
-  name: string;
-  hfName: string;
-  /** HF (row-major) shape. */
-  shape: number[];
-  neoxRows?: boolean;
-}
-
-function llamaTensors(c: HfLlamaConfig): Wanted[] {
-  const out: Wanted[] = [{ name: 'token_embd.weight', hfName: 'model.embed_tokens.weight', shape: [c.nVocab, c.nEmbd] }];
-  const q = c.nHead * c.headDim;
-  const kv = c.nKvHead * c.headDim;
-  for (let l = 0; l < c.nLayer; l++) {
-    const hf = `model.layers.${l}.`;
-    const g = `blk.${l}.`;
-    out.push(
-      { name: g + 'attn_norm.weight', hfName: hf + 'input_layernorm.weight', shape: [c.nEmbd] },
-      { name: g + 'attn_q.weight', hfName: hf + 'self_attn.q_proj.weight', shape: [q, c.nEmbd], neoxRows: true },
-      { name: g + 'attn_k.weight', hfName: hf + 'self_attn.k_proj.weight', shape: [kv, c.nEmbd], neoxRows: true },
-      { name: g + 'attn_v.weight', hfName: hf + 'self_attn.v_proj.weight', shape: [kv, c.nEmbd] },
-      { name: g + 'attn_output.weight', hfName: hf + 'self_attn.o_proj.weight', shape: [c.nEmbd, q] },
-      { name: g + 'ffn_norm.weight', hfName: hf + 'post_attention_layernorm.weight', shape: [c.nEmbd] },
-      { name: g + 'ffn_gate.weight', hfName: hf + 'mlp.gate_proj.weight', shape: [c.nFf, c.nEmbd] },
-      { name: g + 'ffn_up.weight', hfName: hf + 'mlp.up_proj.weight', shape: [c.nFf, c.nEmbd] },
-      { name: g + 'ffn_down.weight', hfName: hf + 'mlp.down_proj.weight', shape: [c.nEmbd, c.nFf] },
-    );
-  }
-  out.push({ name: 'output_norm.weight', hfName: 'model.norm.weight', shape: [c.nEmbd] });
-  if (!c.tiedOutput) out.push({ name: 'output.weight', hfName: 'lm_head.weight', shape: [c.nVocab, c.nEmbd] });
-  return out;
-}
-
-/** "model.decoder." or "decoder." (some OPT checkpoints lack "model."). */
-function optPrefix(ck: SafetensorsCheckpoint, dir: string): string {
-  for (const p of ['model.decoder.', 'decoder.']) if (ck.tensors.has(p + 'embed_tokens.weight')) return p;
-  throw new ModelFileError('MISSING_TENSOR', ck.indexPath ?? ck.files[0]?.path ?? dir, 'the checkpoint has no "model.decoder.embed_tokens.weight" (nor "decoder.embed_tokens.weight")');
-}
-
-/**
- * OPT's tensors under the runtime's names: token_embd, position_embd, project_in / project_out (when
- * word_embed_proj_dim != hidden_size), blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
- * ffn_up (fc1), ffn_down (fc2)} with .weight and .bias, output_norm (the decoder's final_layer_norm).
- */
-function optTensors(c: HfOptConfig, p: string): Wanted[] {
-  const d = c.nEmbd;
-  const out: Wanted[] = [
-    { name: 'token_embd.weight', hfName: p + 'embed_tokens.weight', shape: [c.nVocab, c.embedDim] },
-    { name: 'position_embd.weight', hfName: p + 'embed_positions.weight', shape: [c.contextLength + c.positionOffset, d] },
-  ];
-  if (c.embedDim !== d) {
-    out.push(
-      { name: 'project_in.weight', hfName: p + 'project_in.weight', shape: [d, c.embedDim] },
-      { name: 'project_out.weight', hfName: p + 'project_out.weight', shape: [c.embedDim, d] },
-    );
-  }
-  const linear = (name: string, hfName: string, nOut: number, nIn: number): Wanted[] => [
-    { name: name + '.weight', hfName: hfName + '.weight', shape: [nOut, nIn] },
-    ...(c.bias ? [{ name: name + '.bias', hfName: hfName + '.bias', shape: [nOut] }] : []),
-  ];
-  const norm = (name: string, hfName: string): Wanted[] => [
-    { name: name + '.weight', hfName: hfName + '.weight', shape: [d] },
-    { name: name + '.bias', hfName: hfName + '.bias', shape: [d] },
-  ];
-  for (let l = 0; l < c.nLayer; l++) {
-    const hf = `${p}layers.${l}.`;
-    const g = `blk.${l}.`;
-    out.push(
-      ...norm(g + 'attn_norm', hf + 'self_attn_layer_norm'),
-      ...linear(g + 'attn_q', hf + 'self_attn.q_proj', d, d),
-      ...linear(g + 'attn_k', hf + 'self_attn.k_proj', d, d),
-      ...linear(g + 'attn_v', hf + 'self_attn.v_proj', d, d),
-      ...linear(g + 'attn_output', hf + 'self_attn.out_proj', d, d),
-      ...norm(g + 'ffn_norm', hf + 'final_layer_norm'),
-      ...linear(g + 'ffn_up', hf + 'fc1', c.nFf, d),
-      ...linear(g + 'ffn_down', hf + 'fc2', d, c.nFf),
-    );
-  }
-  if (c.finalLayerNorm) out.push(...norm('output_norm', p + 'final_layer_norm'));
-  return out;
 }
 
 export const TOKENIZER_FILE = 'tokenizer.json';
@@ -267,8 +187,7 @@ export function readHfTokenizer(dir: string, config: HfConfig): HfTokenizer {
       tokenizerConfig,
       config: config.raw,
       vocabSize: config.nVocab,
-      // LlamaTokenizer and OPT's GPT2Tokenizer (add_bos_token) prepend BOS.
-      defaultAddBos: true,
+      defaultAddBos: mappingOf(config).addBos,
     });
   } catch (err) {
     if (err instanceof ModelFileError) throw err;

@@ -1,10 +1,9 @@
 /**
- * The Llama architecture (GGUF `general.architecture = "llama"`: Llama 1/2/3, TinyLlama, Mistral-style,
- * SmolLM): hyper-parameters from GGUF metadata, weights mapped by the native addon, and the layer loop.
- * A Hugging Face folder (lib/hf) loads here too: a `llama` one onto the same blocks (NEOX RoPE on the unpermuted
- * Q/K), an `opt` one onto the native OPT blocks — config.architecture picks them; the loop does not change.
+ * A model of any registered architecture (lib/model/architectures: llama, opt, qwen2, qwen3), from a GGUF file or a
+ * Hugging Face folder: its config (read by the architecture's plugin), tokenizer, weights mapped by the native addon,
+ * and the layer loop. The loop is the same for every architecture; config.architecture only picks the native blocks.
  *
- * The whole forward pass of one batch of tokens is `forward()` below:
+ * The whole forward pass of one batch of tokens is `forwardRows()` below:
  *   embed -> for each layer: attention block, MLP block, [exit decision] -> head
  * Each block is one native call working in place on the context's buffers.
  */
@@ -12,114 +11,57 @@ import { AdaInferError, ModelFileError } from '../errors';
 import {
   fromNativeError,
   native,
-  NativeArchitecture,
   NativeBackend,
   NativeContext,
   NativeHParams,
   NativeModel,
   NativeTensorSpec,
 } from '../bindings/native';
-import { getInteger, getNumber, getString, GGMLType, GGUFFile, readGGUF } from '../gguf';
+import { getString, GGMLType, GGUFFile, readGGUF } from '../gguf';
 import { createTokenizer, Tokenizer } from '../tokenizer';
 import { tokenizerMetadataFromGGUF } from './gguf_tokenizer';
 import { fingerprintGGUF, fingerprintHfFolder } from './fingerprint';
 import { HfConfig } from '../hf/config';
+import { Architecture, architectureByName, architectureOfGGUF, architectureOfModelType, GGUF_ARCHITECTURES } from './architectures';
 import { HfFolder, isModelFolder, readHfFolder } from '../hf/folder';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 
 export interface LlamaConfig extends NativeHParams {
   /** `general.name`, or the file name (the folder name for a Hugging Face folder). */
   name: string;
-  /** Context length the model was trained with (`llama.context_length`, max_position_embeddings). */
+  /** Context length the model was trained with (`<arch>.context_length`, max_position_embeddings). */
   contextLength: number;
   /**
-   * The blocks the layer loop drives: 'llama' (GGUF files, Hugging Face llama folders) or 'opt' (Hugging Face OPT
-   * folders). The loop itself is the same for both (embed, then attention and MLP per layer, then the head).
+   * The architecture (lib/model/architectures): it read this config and its native half builds the blocks the layer
+   * loop drives. The loop itself is the same for all (embed, then attention and MLP per layer, then the head).
    */
-  architecture: NativeArchitecture;
-}
-
-/** Reads the hyper-parameters of a `llama` GGUF, rejecting what this runtime cannot run. */
-export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
-  const required = { required: true } as const;
-  const arch = getString(file, 'general.architecture', required);
-  if (arch !== 'llama') {
-    throw new ModelFileError(
-      'UNSUPPORTED_ARCHITECTURE',
-      file.path,
-      `architecture '${arch}' is not supported (supported: llama)`,
-    );
-  }
-  const int = (key: string, fallback?: number): number =>
-    fallback === undefined ? getInteger(file, 'llama.' + key, required) : getInteger(file, 'llama.' + key) ?? fallback;
-  const float = (key: string, fallback: number): number => getNumber(file, 'llama.' + key) ?? fallback;
-
-  // Sessions default to the trained context: a length below 1 would only fail later, as a session option.
-  const contextLength = int('context_length');
-  if (contextLength < 1) {
-    throw new ModelFileError('GGUF_CORRUPT', file.path, `metadata key "llama.context_length" is ${contextLength}; it must be at least 1`);
-  }
-  const nEmbd = int('embedding_length');
-  const nHead = int('attention.head_count');
-  const headDim = int('attention.key_length', nHead > 0 ? Math.floor(nEmbd / nHead) : 0);
-  const tokens = file.metadata.get('tokenizer.ggml.tokens');
-  const embd = file.tensorsByName.get('token_embd.weight');
-  const nVocab = int('vocab_size', Array.isArray(tokens) ? tokens.length : embd?.dims[1] ?? 0);
-  const scaling = getString(file, 'llama.rope.scaling.type');
-  if (scaling !== undefined && scaling !== 'none') {
-    throw new ModelFileError('UNSUPPORTED_ARCHITECTURE', file.path, `rope scaling '${scaling}' is not supported yet`);
-  }
-  const valueLength = int('attention.value_length', headDim);
-  if (valueLength !== headDim) {
-    throw new ModelFileError(
-      'UNSUPPORTED_ARCHITECTURE',
-      file.path,
-      `attention.value_length ${valueLength} differs from key_length ${headDim}`,
-    );
-  }
-  return {
-    name: getString(file, 'general.name') ?? file.path.split('/').pop() ?? file.path,
-    architecture: 'llama',
-    contextLength,
-    nLayer: int('block_count'),
-    nEmbd,
-    nHead,
-    nKvHead: int('attention.head_count_kv', nHead),
-    headDim,
-    nFf: int('feed_forward_length'),
-    nVocab,
-    nRot: int('rope.dimension_count', headDim),
-    rmsEps: float('attention.layer_norm_rms_epsilon', 1e-5),
-    ropeBase: float('rope.freq_base', 10000),
-  };
+  architecture: string;
+  nHead: number;
+  nKvHead: number;
+  headDim: number;
+  nFf: number;
 }
 
 /**
- * The runtime's hyper-parameters of a Hugging Face folder's config.json. Llama weights are used as Hugging Face
- * stores them: Q/K rows in rotate-half order, so RoPE pairs (i, i + headDim/2) (ropeNeox).
+ * Reads the hyper-parameters of a GGUF file through the plugin of its general.architecture, rejecting what this
+ * runtime cannot run (UNSUPPORTED_ARCHITECTURE).
  */
-export function configFromHf(c: HfConfig): LlamaConfig {
-  const common = { name: c.name, contextLength: c.contextLength, nLayer: c.nLayer, nEmbd: c.nEmbd, nHead: c.nHead, nKvHead: c.nKvHead, headDim: c.headDim, nFf: c.nFf, nVocab: c.nVocab };
-  if (c.modelType === 'llama') {
-    return { ...common, architecture: 'llama', nRot: c.nRot, rmsEps: c.rmsEps, ropeBase: c.ropeBase, ropeNeox: true };
+export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
+  const arch = getString(file, 'general.architecture', { required: true });
+  const plugin = architectureOfGGUF(arch);
+  if (!plugin?.gguf) {
+    throw new ModelFileError(
+      'UNSUPPORTED_ARCHITECTURE',
+      file.path,
+      `architecture '${arch}' is not supported (supported: ${GGUF_ARCHITECTURES.join(', ')})`,
+    );
   }
-  return {
-    ...common,
-    architecture: 'opt',
-    // not used by the OPT blocks (no RoPE, LayerNorm): kept so the config has one shape
-    nRot: c.headDim,
-    rmsEps: c.lnEps,
-    ropeBase: 10000,
-    opt: {
-      embedDim: c.embedDim,
-      nPos: c.contextLength + c.positionOffset,
-      posOffset: c.positionOffset,
-      preLayerNorm: c.preLayerNorm,
-      finalLayerNorm: c.finalLayerNorm,
-      bias: c.bias,
-      lnEps: c.lnEps,
-    },
-  };
+  return plugin.gguf(file);
+}
+
+/** The runtime's hyper-parameters of a Hugging Face folder's config.json (through its architecture's plugin). */
+export function configFromHf(c: HfConfig): LlamaConfig {
+  return architectureOfModelType(c.modelType)!.hf!.config(c);
 }
 
 /** Bytes an element (or a quantized block's scale) of a ggml type must be aligned to when read in place. */
@@ -183,8 +125,7 @@ function tryCudaThenCpu(make: (backend: NativeBackend) => NativeModel): NativeMo
 
 /**
  * Creates the native model (its weights mapped from `paths`) on the chosen backend. `where` names the model in
- * errors. The CUDA blocks implement llama only: 'auto' runs another architecture on the CPU, 'cuda' refuses it
- * (BACKEND_UNAVAILABLE).
+ * errors. An architecture without CUDA blocks runs on the CPU under 'auto'; 'cuda' refuses it (BACKEND_UNAVAILABLE).
  */
 function createNativeModel(where: string, paths: string | string[], config: LlamaConfig, tensors: NativeTensorSpec[], options: LoadOptions): NativeModel {
   const make = (backend: NativeBackend): NativeModel => {
@@ -198,11 +139,12 @@ function createNativeModel(where: string, paths: string | string[], config: Llam
     }
   };
   const backend = options.backend ?? 'cpu';
-  if (config.architecture !== 'llama') {
+  const arch: Architecture | undefined = architectureByName(config.architecture);
+  if (!arch?.cuda) {
     if (backend === 'cuda') {
       throw new AdaInferError(
         'BACKEND_UNAVAILABLE',
-        `${where}: the CUDA backend runs llama models only; this ${config.architecture} model runs on the CPU (backend 'cpu' or 'auto')`,
+        `${where}: the CUDA backend does not run ${config.architecture} models; this one runs on the CPU (backend 'cpu' or 'auto')`,
       );
     }
     return make('cpu');
@@ -237,7 +179,7 @@ export class LlamaModel {
     this.nativeModel = nativeModel;
   }
 
-  /** A GGUF file, or a Hugging Face model folder (config.json, safetensors, tokenizer.json: llama or opt). */
+  /** A GGUF file, or a Hugging Face model folder (config.json, safetensors, tokenizer.json) of a registered architecture. */
   static load(path: string, options: LoadOptions = {}): LlamaModel {
     if (isModelFolder(path)) return LlamaModel.loadFolder(path, options);
     const gguf = readGGUF(path);

@@ -54,7 +54,8 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
         !info[0].As<Napi::Object>().CheckTypeTag(&JsModel::kTypeTag))
       throw js_error(env, "INVALID_OPTION", "Context(model, options) expected");
     JsModel* model = JsModel::Unwrap(info[0].As<Napi::Object>());
-    const int64_t n_vocab = model->n_vocab(env);
+    std::shared_ptr<const ModelWeights> weights = model->weights(env);
+    const int64_t n_vocab = weights->vocabulary();
     Napi::Object opt = info[1].As<Napi::Object>();
     const int64_t n_ctx = option_int(opt, "nCtx", 1, int64_t(1) << 24);
     const int64_t n_seq = opt.Has("nSeq") ? option_int(opt, "nSeq", 1, 4096) : 1;
@@ -92,13 +93,11 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     f32("lensProbs", lens_k, &io.lens_probs);
     f32("lensFeatures", 4, &io.lens_features);
     io.lens_k = lens_k;
-    if (auto opt_weights = model->opt_weights(env))
-      blocks_ = std::make_unique<OptState>(opt_weights, n_seq, n_ctx, n_batch, static_cast<int>(threads), model->kernels(), io);
-    else if (auto cuda = model->cuda_weights())
+    if (auto cuda = model->cuda_weights())
       blocks_ = make_cuda_blocks(cuda, n_seq, n_ctx, n_batch, model->kernels(), io);
     else
-      blocks_ = std::make_unique<LlamaState>(model->weights(env), n_seq, n_ctx, n_batch, static_cast<int>(threads),
-                                             model->kernels(), io);
+      blocks_ = model->architecture().cpu_blocks(weights, BlocksShape{n_seq, n_ctx, n_batch, static_cast<int>(threads)},
+                                                 model->kernels(), io);
     define("backend", Napi::String::New(env, blocks_->backend()));
     define("kernels", Napi::String::New(env, model->kernels().name));
     define("threads", Napi::Number::New(env, static_cast<double>(threads)));

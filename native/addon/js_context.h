@@ -1,5 +1,5 @@
 // JS class `Context`: the KV caches, residual stream and scratch of one or more sequences over a Model, on the
-// Model's architecture and backend (Blocks: CPU LlamaState or OptState, or the CUDA llama blocks). The blocks are synchronous; the TypeScript side
+// Model's architecture and backend (Blocks: the architecture's CPU blocks, or the CUDA blocks). The blocks are synchronous; the TypeScript side
 // calls them from a worker thread, never the main loop.
 #pragma once
 #include <napi.h>

@@ -15,47 +15,28 @@ int64_t get_int(const Napi::Object& o, const char* key) {
   return static_cast<int64_t>(d);
 }
 
-LlamaHParams parse_hparams(const Napi::Object& o) {
-  LlamaHParams hp;
-  hp.n_layer = get_int(o, "nLayer");
-  hp.n_embd = get_int(o, "nEmbd");
-  hp.n_head = get_int(o, "nHead");
-  hp.n_kv_head = get_int(o, "nKvHead");
-  hp.head_dim = get_int(o, "headDim");
-  hp.n_ff = get_int(o, "nFf");
-  hp.n_vocab = get_int(o, "nVocab");
-  hp.n_rot = get_int(o, "nRot");
-  hp.rms_eps = o.Get("rmsEps").As<Napi::Number>().FloatValue();
-  hp.rope_base = o.Get("ropeBase").As<Napi::Number>().FloatValue();
-  hp.rope_neox = o.Get("ropeNeox").ToBoolean().Value();
-  return hp;
-}
-
-bool get_bool(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsBoolean()) throw js_error(o.Env(), "INVALID_OPTION", std::string("hparams.opt.") + key + " must be a boolean");
-  return v.As<Napi::Boolean>().Value();
-}
-
-// OPT: the common keys plus hparams.opt = { embedDim, nPos, posOffset, preLayerNorm, finalLayerNorm, bias, lnEps }.
-OptHParams parse_opt_hparams(const Napi::Object& o) {
-  OptHParams hp;
-  hp.n_layer = get_int(o, "nLayer");
-  hp.n_embd = get_int(o, "nEmbd");
-  hp.n_head = get_int(o, "nHead");
-  hp.head_dim = get_int(o, "headDim");
-  hp.n_ff = get_int(o, "nFf");
-  hp.n_vocab = get_int(o, "nVocab");
-  if (!o.Get("opt").IsObject()) throw js_error(o.Env(), "INVALID_OPTION", "hparams.opt must be an object for an OPT model");
-  Napi::Object p = o.Get("opt").As<Napi::Object>();
-  hp.n_embd_in = get_int(p, "embedDim");
-  hp.n_pos = get_int(p, "nPos");
-  hp.pos_offset = get_int(p, "posOffset");
-  hp.pre_ln = get_bool(p, "preLayerNorm");
-  hp.final_ln = get_bool(p, "finalLayerNorm");
-  hp.bias = get_bool(p, "bias");
-  if (!p.Get("lnEps").IsNumber()) throw js_error(o.Env(), "INVALID_OPTION", "hparams.opt.lnEps must be a number");
-  hp.ln_eps = p.Get("lnEps").As<Napi::Number>().FloatValue();
+// hparams as the architecture reads them: numbers, booleans and strings by key, a nested object's keys as
+// "outer.inner" (one level); other values (undefined, null, arrays) are left out, so a missing key is the
+// architecture's INVALID_OPTION.
+HParams parse_hparams(const Napi::Object& o, const std::string& prefix = "") {
+  HParams hp;
+  Napi::Array keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    const std::string key = keys.Get(i).ToString().Utf8Value();
+    Napi::Value v = o.Get(key);
+    if (v.IsNumber()) {
+      hp.numbers[prefix + key] = v.As<Napi::Number>().DoubleValue();
+    } else if (v.IsBoolean()) {
+      hp.flags[prefix + key] = v.As<Napi::Boolean>().Value();
+    } else if (v.IsString()) {
+      hp.strings[prefix + key] = v.As<Napi::String>().Utf8Value();
+    } else if (v.IsObject() && !v.IsArray() && prefix.empty()) {
+      HParams inner = parse_hparams(v.As<Napi::Object>(), key + ".");
+      hp.numbers.insert(inner.numbers.begin(), inner.numbers.end());
+      hp.flags.insert(inner.flags.begin(), inner.flags.end());
+      hp.strings.insert(inner.strings.begin(), inner.strings.end());
+    }
+  }
   return hp;
 }
 
@@ -123,11 +104,13 @@ JsModel::JsModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsModel>(inf
     const int64_t device = device_value.IsUndefined() ? 0 : device_value.As<Napi::Number>().Int64Value();
     Napi::Object hparams = info[1].As<Napi::Object>();
     Napi::Value arch_value = hparams.Get("architecture");
-    const std::string arch = arch_value.IsString() ? arch_value.As<Napi::String>().Utf8Value() : "llama";
-    if (arch != "llama" && arch != "opt")
-      throw js_error(env, "INVALID_OPTION", "hparams.architecture must be 'llama' or 'opt', got '" + arch + "'");
-    if (arch == "opt" && backend == "cuda")
-      throw ModelError("BACKEND_UNAVAILABLE", "the CUDA backend runs llama models only: run this OPT model on the CPU (backend 'cpu')");
+    if (!arch_value.IsString()) throw js_error(env, "INVALID_OPTION", "hparams.architecture must be a string");
+    const std::string arch = arch_value.As<Napi::String>().Utf8Value();
+    arch_ = find_architecture(arch);
+    if (!arch_)
+      throw js_error(env, "INVALID_OPTION", "hparams.architecture '" + arch + "' is not one of " + architecture_names());
+    if (backend == "cuda" && !arch_->cuda_upload)
+      throw ModelError("BACKEND_UNAVAILABLE", "the CUDA backend does not run " + arch + " models: run this model on the CPU (backend 'cpu')");
     std::vector<TensorSpec> tensors = parse_tensors(info[2].As<Napi::Array>());
     std::vector<std::shared_ptr<MappedFile>> files;
     for (const std::string& path : paths) {
@@ -137,38 +120,22 @@ JsModel::JsModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsModel>(inf
         throw js_error(env, "FILE_READ", e.what());
       }
     }
-    if (arch == "opt") {
-      opt_ = std::make_shared<const OptWeights>(load_opt_weights(std::move(files), parse_opt_hparams(hparams), tensors, *kernels_));
-      return 0;
-    }
-    LlamaHParams hp = parse_hparams(hparams);
-    weights_ = std::make_shared<const LlamaWeights>(load_llama_weights(std::move(files), hp, tensors, *kernels_));
+    weights_ = arch_->load(parse_hparams(hparams), std::move(files), tensors, *kernels_);
     if (backend == "cuda") {
       if (device < 0 || device > 1024) throw js_error(env, "INVALID_OPTION", "device must be a device index");
-      cuda_ = cuda_upload_weights(weights_, static_cast<int>(device));
+      cuda_ = arch_->cuda_upload(weights_, static_cast<int>(device));
     }
     return 0;
   });
 }
 
-std::shared_ptr<const LlamaWeights> JsModel::weights(Napi::Env env) const {
-  if (!weights_ && !opt_) throw js_error(env, "DISPOSED", "the model has been disposed");
+std::shared_ptr<const ModelWeights> JsModel::weights(Napi::Env env) const {
+  if (!weights_) throw js_error(env, "DISPOSED", "the model has been disposed");
   return weights_;
-}
-
-std::shared_ptr<const OptWeights> JsModel::opt_weights(Napi::Env env) const {
-  if (!weights_ && !opt_) throw js_error(env, "DISPOSED", "the model has been disposed");
-  return opt_;
-}
-
-int64_t JsModel::n_vocab(Napi::Env env) const {
-  if (auto o = opt_weights(env)) return o->hp.n_vocab;
-  return weights(env)->hp.n_vocab;
 }
 
 Napi::Value JsModel::Dispose(const Napi::CallbackInfo& info) {
   weights_.reset();
-  opt_.reset();
   cuda_.reset();
   return info.Env().Undefined();
 }
@@ -176,16 +143,15 @@ Napi::Value JsModel::Dispose(const Napi::CallbackInfo& info) {
 Napi::Value JsModel::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto w = weights(env);
-  auto opt = opt_weights(env);
   Napi::Object o = Napi::Object::New(env);
   o.Set("kernels", kernels_->name);
-  o.Set("architecture", opt ? "opt" : "llama");
+  o.Set("architecture", arch_->name);
   double mapped = 0;
-  for (const auto& f : opt ? opt->files : w->files) mapped += static_cast<double>(f->size());
+  for (const auto& f : w->files) mapped += static_cast<double>(f->size());
   o.Set("mappedBytes", Napi::Number::New(env, mapped));
   o.Set("backend", cuda_ ? "cuda" : "cpu");
   o.Set("deviceBytes", Napi::Number::New(env, cuda_ ? static_cast<double>(cuda_weight_bytes(*cuda_)) : 0.0));
-  o.Set("tiedOutput", Napi::Boolean::New(env, opt ? true : w->output.data == w->tok_embd.data));
+  o.Set("tiedOutput", Napi::Boolean::New(env, w->tied_output()));
   return o;
 }
 

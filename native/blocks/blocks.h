@@ -1,7 +1,8 @@
 // The block API that the TypeScript layer loop drives, whatever computes it:
 //   embed -> for each layer l: attention_block(l), mlp_block(l) [-> exit?] -> head / logit_lens
-// One implementation per backend and architecture: LlamaState (CPU, llama_blocks.h), CudaLlamaBlocks
-// (native/cuda/, when built with CUDA). The exit policy lives in TypeScript; nothing here decides anything.
+// One implementation per backend and block kind: on the CPU, classes on CpuBlocks (cpu_blocks.h: LlamaState for the
+// Llama block of llama / qwen2 / qwen3, OptState), made by the architecture registry (architecture.h); on CUDA,
+// CudaLlamaBlocks (native/cuda/, when built with CUDA). The exit policy lives in TypeScript; nothing here decides.
 //
 // "Rows" are the tokens of the current batch. The residual stream of the rows (`hidden`, [n_batch][n_embd])
 // is owned by the backend — host memory on the CPU, device memory on a GPU — so activations stay where they are

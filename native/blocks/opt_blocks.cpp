@@ -77,22 +77,46 @@ OptWeights load_opt_weights(std::vector<std::shared_ptr<MappedFile>> files, cons
   return w;
 }
 
+namespace {
+
+CpuBlocksDims dims_of(const OptWeights& w) {
+  CpuBlocksDims d;
+  d.n_layer = w.hp.n_layer;
+  d.n_embd = w.hp.n_embd;
+  d.kv_dim = w.hp.n_embd;  // as many K/V heads as query heads
+  d.n_vocab = w.hp.n_vocab;
+  return d;
+}
+
+}  // namespace
+
+OptHParams opt_hparams(const HParams& p) {
+  OptHParams hp;
+  hp.n_layer = p.integer("nLayer");
+  hp.n_embd = p.integer("nEmbd");
+  hp.n_head = p.integer("nHead");
+  hp.head_dim = p.integer("headDim");
+  hp.n_ff = p.integer("nFf");
+  hp.n_vocab = p.integer("nVocab");
+  hp.n_embd_in = p.integer("opt.embedDim");
+  hp.n_pos = p.integer("opt.nPos");
+  hp.pos_offset = p.integer("opt.posOffset");
+  hp.pre_ln = p.flag("opt.preLayerNorm");
+  hp.final_ln = p.flag("opt.finalLayerNorm");
+  hp.bias = p.flag("opt.bias");
+  hp.ln_eps = p.real("opt.lnEps");
+  return hp;
+}
+
 OptState::OptState(std::shared_ptr<const OptWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch,
                    int n_threads, const KernelTable& kernels, const HostBuffers& io)
-    : w_(std::move(weights)), k_(kernels), n_seq_(n_seq), n_ctx_(n_ctx), n_batch_(n_batch), d_(w_->hp.n_embd),
-      pool_(n_threads), io_(io), mm_(pool_, kernels) {
+    : CpuBlocks(dims_of(*weights), BlocksShape{n_seq, n_ctx, n_batch, n_threads}, kernels, io), w_(std::move(weights)) {
   const OptHParams& hp = w_->hp;
-  if (n_seq <= 0 || n_ctx <= 0 || n_batch <= 0)
-    throw ModelError("INVALID_OPTION", "sequences, context size and batch size must be positive");
   if (n_ctx > hp.n_pos - hp.pos_offset)
     throw ModelError("INVALID_OPTION", "context size " + std::to_string(n_ctx) + " exceeds the " +
                                            std::to_string(hp.n_pos - hp.pos_offset) +
                                            " positions this OPT model has embeddings for (max_position_embeddings)");
-  const size_t cache = static_cast<size_t>(hp.n_layer) * n_seq * n_ctx * d_;
   const size_t rows = static_cast<size_t>(n_batch);
-  hidden_.assign(rows * d_, 0.f);
-  k_cache_.assign(cache, 0.f);
-  v_cache_.assign(cache, 0.f);
   xb_.assign(rows * std::max(d_, hp.n_embd_in), 0.f);
   emb_.assign(rows * hp.n_embd_in, 0.f);
   q_.assign(rows * d_, 0.f);
@@ -101,9 +125,6 @@ OptState::OptState(std::shared_ptr<const OptWeights> weights, int64_t n_seq, int
   att_.assign(rows * d_, 0.f);
   out_.assign(rows * d_, 0.f);
   up_.assign(rows * hp.n_ff, 0.f);
-  runs_.assign(rows + 1, 0);
-  scratch_.assign(static_cast<size_t>(pool_.size()) * n_ctx, 0.f);
-  top_ids_.assign(static_cast<size_t>(std::max<int64_t>(io_.lens_k, 2)), 0);
 }
 
 // nn.LayerNorm: (x - mean) / sqrt(var + eps) * w + b, biased variance; sums in double (rows are short).
@@ -126,11 +147,6 @@ void OptState::layer_norm_rows(const float* x, const std::vector<float>& w, cons
     const float m = static_cast<float>(mean);
     for (int64_t i = 0; i < d; ++i) o[i] = (xr[i] - m) * inv * w[i] + b[i];
   }
-}
-
-void OptState::add_bias(float* y, const std::vector<float>& bias, int64_t n, int64_t width) {
-  if (bias.empty()) return;
-  for (int64_t t = 0; t < n; ++t) k_.add(y + t * width, bias.data(), width);
 }
 
 void OptState::embed(int64_t n) {
@@ -169,25 +185,16 @@ void OptState::write_kv(int64_t layer, const float* x, int64_t n) {
   mm_(L.wv, x, d_, n, v_new_.data(), d_, /*same_input=*/true);
   add_bias(k_new_.data(), L.bk, n, d_);
   add_bias(v_new_.data(), L.bv, n, d_);
-  const size_t row_bytes = static_cast<size_t>(d_) * sizeof(float);
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t seq = io_.row_seq[t], pos = io_.row_pos[t];
-    std::memcpy(k_cache_at(layer, seq) + pos * d_, k_new_.data() + t * d_, row_bytes);
-    std::memcpy(v_cache_at(layer, seq) + pos * d_, v_new_.data() + t * d_, row_bytes);
-  }
+  scatter_kv(layer, k_new_.data(), v_new_.data(), n);
 }
 
 void OptState::fill_kv(int64_t layer, int64_t n) {
-  check_layer(layer, w_->hp.n_layer);
-  check_rows(n, n_batch_);
-  check_row_positions(io_, n, n_seq_, n_ctx_);
+  check_cache_rows(layer, n);
   write_kv(layer, attn_input(layer, n), n);
 }
 
 void OptState::attention_block(int64_t layer, int64_t n) {
-  check_layer(layer, w_->hp.n_layer);
-  check_rows(n, n_batch_);
-  check_row_positions(io_, n, n_seq_, n_ctx_);
+  check_cache_rows(layer, n);
   const OptHParams& hp = w_->hp;
   const OptLayer& L = w_->layers[layer];
   const float* x = attn_input(layer, n);
@@ -196,8 +203,7 @@ void OptState::attention_block(int64_t layer, int64_t n) {
   add_bias(q_.data(), L.bq, n, d_);
 
   // OPT has as many K/V heads as query heads.
-  attention_rows(pool_, k_, io_, n, hp.n_head, hp.n_head, hp.head_dim, q_.data(), att_.data(), k_cache_at(layer, 0),
-                 v_cache_at(layer, 0), n_ctx_, runs_.data(), scratch_.data());
+  attend(layer, n, hp.n_head, hp.n_head, hp.head_dim, q_.data(), att_.data());
 
   mm_(L.wo, att_.data(), d_, n, out_.data(), d_);
   add_bias(out_.data(), L.bo, n, d_);
@@ -237,48 +243,6 @@ const float* OptState::head_input(int64_t row) {
   }
   std::memcpy(xb_.data(), x, static_cast<size_t>(d_) * sizeof(float));
   return xb_.data();
-}
-
-void OptState::head(int64_t row) {
-  const float* x = head_input(row);
-  mm_(w_->tok_embd, x, w_->hp.n_embd_in, 1, io_.logits, w_->hp.n_vocab);
-}
-
-void OptState::logit_lens(int64_t row, int64_t k) {
-  check_top_k(k, io_);
-  head(row);
-  lens_statistics(io_, nullptr, w_->hp.n_vocab, k, top_ids_.data());
-}
-
-void OptState::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
-  check_row(row, n_batch_);
-  check_top_k(k, io_);
-  check_candidates(io_, m, w_->hp.n_vocab);
-  const int64_t V = w_->hp.n_vocab;
-  const float* x = head_input(row);
-  const WeightView& e = w_->tok_embd;
-  MatmulFn fn = k_.matmul[e.type];
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t id = io_.lens_candidates[i];
-    fn(e.data, e.ne0, x, e.ne0, 1, io_.logits, V, id, id + 1);
-  }
-  lens_statistics(io_, io_.lens_candidates, m, k, top_ids_.data());
-}
-
-void OptState::read_hidden(int64_t row0, int64_t n, float* dst) {
-  check_row_range(row0, n);
-  std::memcpy(dst, hidden_.data() + row0 * d_, static_cast<size_t>(n * d_) * sizeof(float));
-}
-
-void OptState::write_hidden(int64_t row0, int64_t n, const float* src) {
-  check_row_range(row0, n);
-  std::memcpy(hidden_.data() + row0 * d_, src, static_cast<size_t>(n * d_) * sizeof(float));
-}
-
-void OptState::move_hidden(int64_t dst_row, int64_t src_row, int64_t n) {
-  check_row_range(dst_row, n);
-  check_row_range(src_row, n);
-  std::memmove(hidden_.data() + dst_row * d_, hidden_.data() + src_row * d_, static_cast<size_t>(n * d_) * sizeof(float));
 }
 
 }  // namespace adainfer

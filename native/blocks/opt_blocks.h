@@ -19,8 +19,10 @@
 #include <string>
 #include <vector>
 
+#include "blocks/architecture.h"
 #include "blocks/block_common.h"
 #include "blocks/blocks.h"
+#include "blocks/cpu_blocks.h"
 #include "core/kernels.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
@@ -54,8 +56,7 @@ struct OptLayer {
   std::vector<float> b_down;                     // [n_embd]
 };
 
-struct OptWeights {
-  std::vector<std::shared_ptr<MappedFile>> files;
+struct OptWeights : ModelWeights {
   OptHParams hp;
   WeightView tok_embd;     // [n_embd_in] x n_vocab (also the LM head)
   WeightView pos_embd;     // [n_embd] x n_pos
@@ -63,7 +64,14 @@ struct OptWeights {
   WeightView project_out;  // [n_embd] -> [n_embd_in], data == nullptr when absent
   std::vector<float> output_norm_w, output_norm_b;  // empty without final_ln
   std::vector<OptLayer> layers;
+
+  int64_t vocabulary() const override { return hp.n_vocab; }
+  bool tied_output() const override { return true; }
 };
+
+// The keys of an OPT model: nLayer, nEmbd, nHead, headDim, nFf, nVocab and opt.{embedDim, nPos, posOffset,
+// preLayerNorm, finalLayerNorm, bias, lnEps}. Throws ModelError INVALID_OPTION naming a missing key.
+OptHParams opt_hparams(const HParams& p);
 
 // Builds the weights from the tensor table with the same checks as load_llama_weights (every tensor present,
 // a type the kernels compute, the shape the hyper-parameters imply, data inside its file and aligned).
@@ -71,60 +79,40 @@ struct OptWeights {
 OptWeights load_opt_weights(std::vector<std::shared_ptr<MappedFile>> files, const OptHParams& hp,
                             const std::vector<TensorSpec>& tensors, const KernelTable& kernels);
 
-class OptState final : public Blocks {
+class OptState final : public CpuBlocks {
  public:
   // n_ctx may not exceed the learned positions (n_pos - pos_offset): INVALID_OPTION.
   OptState(std::shared_ptr<const OptWeights> weights, int64_t n_seq, int64_t n_ctx, int64_t n_batch, int n_threads,
            const KernelTable& kernels, const HostBuffers& io);
 
-  const char* backend() const override { return "cpu"; }
-  int64_t n_embd() const override { return w_->hp.n_embd; }
-  int64_t n_batch() const override { return n_batch_; }
   const OptHParams& hp() const { return w_->hp; }
 
   void embed(int64_t n) override;
   void attention_block(int64_t layer, int64_t n) override;
   void fill_kv(int64_t layer, int64_t n) override;
   void mlp_block(int64_t layer, int64_t n) override;
-  void head(int64_t row) override;
-  void logit_lens(int64_t row, int64_t k) override;
-  void logit_lens_candidates(int64_t row, int64_t m, int64_t k) override;
-  void sync_logits() override {}
-  void read_hidden(int64_t row0, int64_t n, float* dst) override;
-  void write_hidden(int64_t row0, int64_t n, const float* src) override;
-  void move_hidden(int64_t dst_row, int64_t src_row, int64_t n) override;
 
  private:
+  // The head's input for one row, in xb_ (the final LN and project_out applied): n_embd_in floats. The head is the
+  // token embedding.
+  const float* head_input(int64_t row) override;
+  const WeightView& head_matrix() const override { return w_->tok_embd; }
   // out = LayerNorm(x) for n rows of n_embd.
   void layer_norm_rows(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* out, int64_t n);
   // y[t] += bias for n rows of width `width` (no-op without biases).
-  void add_bias(float* y, const std::vector<float>& bias, int64_t n, int64_t width);
+  void add_bias(float* y, const std::vector<float>& bias, int64_t n, int64_t width) {
+    if (!bias.empty()) add_rows(y, bias.data(), n, width);
+  }
   // The attention block's input: LN_attn(hidden) (pre-LN) or hidden itself (post-LN), in xb_.
   const float* attn_input(int64_t layer, int64_t n);
   void write_kv(int64_t layer, const float* x, int64_t n);
-  // The head's input for one row, in xb_ (the final LN and project_out applied): n_embd_in floats.
-  const float* head_input(int64_t row);
-  float* k_cache_at(int64_t layer, int64_t seq) { return k_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * d_; }
-  float* v_cache_at(int64_t layer, int64_t seq) { return v_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * d_; }
 
   std::shared_ptr<const OptWeights> w_;
-  const KernelTable& k_;
-  int64_t n_seq_, n_ctx_, n_batch_;
-  int64_t d_;  // n_embd
-  ThreadPool pool_;
-  HostBuffers io_;
-  MatmulRunner mm_;
-  std::vector<float> hidden_;   // [n_batch][n_embd]
-  std::vector<float> k_cache_;  // [n_layer][n_seq][n_ctx][n_embd]
-  std::vector<float> v_cache_;
   std::vector<float> xb_;       // [n_batch][max(n_embd, n_embd_in)]
   std::vector<float> emb_;      // [n_batch][n_embd_in] embedding rows before project_in
   std::vector<float> q_, k_new_, v_new_, att_;  // [n_batch][n_embd]
   std::vector<float> out_;      // [n_batch][n_embd]
   std::vector<float> up_;       // [n_batch][n_ff]
-  std::vector<int64_t> runs_;
-  std::vector<float> scratch_;  // [n_threads][n_ctx]
-  std::vector<int32_t> top_ids_;  // [max(lens_k, 2)] logit-lens top-k
 };
 
 }  // namespace adainfer

@@ -1,4 +1,4 @@
-// The CUDA backend of the llama blocks (cuda_backend.h): weights uploaded once per model, and per context a
+// The CUDA backend of the Llama block (cuda_backend.h; the architectures llama, qwen2, qwen3): weights uploaded once per model, and per context a
 // KV cache, the residual stream and the scratch activations on the device. Each block call queues its kernels
 // on the context's stream and returns; the host waits only where it reads results (head, logit lens,
 // read_hidden), so a run of layers streams without a round trip per layer. Inputs the host owns (token ids,
@@ -144,6 +144,11 @@ struct DeviceLayer {
   DeviceMatrix wq, wk, wv, wo;
   const float* ffn_norm = nullptr;   // [n_embd]
   DeviceMatrix w_gate, w_up, w_down;
+  const float* bq = nullptr;      // [q_dim], with bk, bv [kv_dim]: Q/K/V biases (qwen2), else nullptr
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  const float* q_norm = nullptr;  // [head_dim], with k_norm: per-head Q/K RMSNorm (qwen3), else nullptr
+  const float* k_norm = nullptr;
 };
 
 class CudaWeights {
@@ -169,6 +174,8 @@ class CudaWeights {
   const float* upload(const std::vector<float>& v) {
     return static_cast<const float*>(upload_bytes(v.data(), v.size() * sizeof(float)));
   }
+  // An optional vector (empty: absent, nullptr).
+  const float* upload_optional(const std::vector<float>& v) { return v.empty() ? nullptr : upload(v); }
   const void* upload_bytes(const void* src, size_t n) {
     DeviceArray<uint8_t> a(n);
     check(cudaMemcpy(a.get(), src, n, cudaMemcpyHostToDevice), "uploading weights");
@@ -215,6 +222,11 @@ std::shared_ptr<CudaWeights> cuda_upload_weights(std::shared_ptr<const LlamaWeig
     d.w_gate = w->upload(L.w_gate);
     d.w_up = w->upload(L.w_up);
     d.w_down = w->upload(L.w_down);
+    d.bq = w->upload_optional(L.bq);
+    d.bk = w->upload_optional(L.bk);
+    d.bv = w->upload_optional(L.bv);
+    d.q_norm = w->upload_optional(L.q_norm);
+    d.k_norm = w->upload_optional(L.k_norm);
     w->layers.push_back(d);
   }
   w->output_norm = w->upload(weights->output_norm);
@@ -320,6 +332,8 @@ class CudaLlamaBlocks final : public Blocks {
     const DeviceLayer& L = w_->layers[layer];
     norm_and_write_kv(layer, n);
     matmul(L.wq, xb_.get(), hp_.n_embd, n, q_.get(), q_dim_);
+    if (L.bq) cuda::add_bias(stream_, q_.get(), L.bq, n, q_dim_);
+    if (L.q_norm) cuda::head_rms_norm(stream_, q_.get(), L.q_norm, n * hp_.n_head, hp_.head_dim, hp_.rms_eps);
     cuda::rope(stream_, q_.get(), q_dim_, n, row_pos_.get(), hp_.n_head, hp_.head_dim, hp_.n_rot, hp_.rope_base,
                w_->rope_freqs, hp_.rope_neox);
     int64_t max_pos = 0;
@@ -459,13 +473,18 @@ class CudaLlamaBlocks final : public Blocks {
     cuda::matmul(stream_, m.type, m.data, m.row_bytes, m.n_in, m.n_out, x, ldx, n, y, ldy, accumulate);
   }
 
-  // xb = RMSNorm_l(hidden); K/V of layer l for the n rows into the cache (RoPE applied to K).
+  // xb = RMSNorm_l(hidden); K/V of layer l for the n rows into the cache (biases, K norm and RoPE applied to K).
   void norm_and_write_kv(int64_t layer, int64_t n) {
     const DeviceLayer& L = w_->layers[layer];
     const int64_t d = hp_.n_embd;
     cuda::rms_norm(stream_, hidden_.get(), L.attn_norm, xb_.get(), n, d, hp_.rms_eps);
     matmul(L.wk, xb_.get(), d, n, k_new_.get(), kv_dim_);
     matmul(L.wv, xb_.get(), d, n, v_new_.get(), kv_dim_);
+    if (L.bk) {
+      cuda::add_bias(stream_, k_new_.get(), L.bk, n, kv_dim_);
+      cuda::add_bias(stream_, v_new_.get(), L.bv, n, kv_dim_);
+    }
+    if (L.k_norm) cuda::head_rms_norm(stream_, k_new_.get(), L.k_norm, n * hp_.n_kv_head, hp_.head_dim, hp_.rms_eps);
     cuda::rope(stream_, k_new_.get(), kv_dim_, n, row_pos_.get(), hp_.n_kv_head, hp_.head_dim, hp_.n_rot, hp_.rope_base,
                w_->rope_freqs, hp_.rope_neox);
     cuda::kv_store(stream_, k_new_.get(), v_new_.get(), n, row_seq_.get(), row_pos_.get(), k_layer(layer),

@@ -707,6 +707,30 @@ __global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
   if (i < n) y[i] += x[i];
 }
 
+// One thread per element of the n_rows x width block.
+__global__ void add_bias_kernel(float* y, const float* __restrict__ bias, int64_t width, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += bias[i % width];
+}
+
+// One warp per head (heads are short: 64 or 128 floats), in place; the sum of squares in double, as the CPU
+// reference (rms_norm_kernel's arithmetic on a row of head_dim floats).
+constexpr int kHeadNormWarps = 8;
+__global__ void __launch_bounds__(kHeadNormWarps * 32)
+head_rms_norm_kernel(float* x, const float* __restrict__ w, int64_t n_heads, int64_t head_dim, float eps) {
+  const int64_t h = static_cast<int64_t>(blockIdx.x) * kHeadNormWarps + threadIdx.x / 32;
+  if (h >= n_heads) return;  // the whole warp
+  float* xr = x + h * head_dim;
+  const int lane = threadIdx.x & 31;
+  double s = 0.0;
+  for (int64_t i = lane; i < head_dim; i += 32) s += static_cast<double>(xr[i] * xr[i]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const float mean = static_cast<float>(s / static_cast<double>(head_dim));
+  const float scale = 1.0f / sqrtf(mean + eps);
+  for (int64_t i = lane; i < head_dim; i += 32) xr[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+}
+
 // ---- logit-lens statistics: one block of 1024 threads ------------------------------------------------------
 constexpr int kLensThreads = 1024;
 
@@ -1169,6 +1193,19 @@ void add(Stream s, float* y, const float* x, int64_t n) {
   if (n <= 0) return;
   add_kernel<<<blocks_for(n, 256), 256, 0, s>>>(y, x, n);
   check_launch("add");
+}
+
+void add_bias(Stream s, float* y, const float* bias, int64_t n_rows, int64_t width) {
+  const int64_t n = n_rows * width;
+  if (n <= 0) return;
+  add_bias_kernel<<<blocks_for(n, 256), 256, 0, s>>>(y, bias, width, n);
+  check_launch("add_bias");
+}
+
+void head_rms_norm(Stream s, float* x, const float* w, int64_t n_heads, int64_t head_dim, float eps) {
+  if (n_heads <= 0) return;
+  head_rms_norm_kernel<<<blocks_for(n_heads, kHeadNormWarps), kHeadNormWarps * 32, 0, s>>>(x, w, n_heads, head_dim, eps);
+  check_launch("head_rms_norm");
 }
 
 void lens_stats(Stream s, const float* logits, const int32_t* ids, int64_t m, int64_t k, int32_t* out_ids,

@@ -60,6 +60,11 @@ int64_t attention_max_ctx(int device);
 void swiglu(Stream s, float* gate, const float* up, int64_t n);
 // y[i] += x[i]
 void add(Stream s, float* y, const float* x, int64_t n);
+// y[r][i] += bias[i] for n_rows rows of `width` floats (contiguous): the Q/K/V biases (qwen2).
+void add_bias(Stream s, float* y, const float* bias, int64_t n_rows, int64_t width);
+// x[h] = (x[h] * scale_h) * w in place, scale_h = 1 / sqrt(mean(x[h]^2) + eps), for n_heads contiguous heads of
+// head_dim floats (every head of every row): the per-head RMSNorm of Q and K before RoPE (qwen3).
+void head_rms_norm(Stream s, float* x, const float* w, int64_t n_heads, int64_t head_dim, float eps);
 // Softmax statistics over logits[ids[i]] for i < m (ids == nullptr: logits[0..m)): the top k (>= 1) ids by
 // (logit desc, id asc) and their probabilities, then p1, p2, p1 - p2 and the entropy in nats. k <= m; the
 // top 2 are always ranked for p2 (so out_ids / out_probs need max(k, 2) entries).

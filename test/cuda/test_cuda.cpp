@@ -318,6 +318,25 @@ void test_vector_ops() {
     cuda::add(nullptr, dy.p, Dev<float>(g).p, n);
     report(max_abs_diff(y, dy.down(), n) == 0, "add: bit-identical");
   }
+  {  // Q/K/V biases (qwen2): every row plus the same bias
+    const int64_t rows = 7, width = 320;
+    const auto y = randn(rows * width), bias = randn(width);
+    std::vector<float> cpu = y;
+    for (int64_t r = 0; r < rows; ++r) ref.add(cpu.data() + r * width, bias.data(), width);
+    Dev<float> dy(y), db(bias);
+    cuda::add_bias(nullptr, dy.p, db.p, rows, width);
+    report(max_abs_diff(cpu, dy.down(), cpu.size()) == 0, "add_bias: bit-identical");
+  }
+  for (int64_t head_dim : {64, 128, 40}) {  // per-head Q/K RMSNorm (qwen3), in place; 40: a head not a multiple of 32
+    const int64_t heads = 5 * 8;             // 5 rows of 8 heads
+    const auto x = randn(heads * head_dim, 3.f), w = randn(head_dim);
+    std::vector<float> cpu = x;
+    for (int64_t h = 0; h < heads; ++h) ref.rms_norm(cpu.data() + h * head_dim, w.data(), cpu.data() + h * head_dim, head_dim, 1e-6f);
+    Dev<float> dx(x), dw(w);
+    cuda::head_rms_norm(nullptr, dx.p, dw.p, heads, head_dim, 1e-6f);
+    const double d = max_abs_diff(cpu, dx.down(), cpu.size());
+    report(d <= 1e-5, "head_rms_norm head_dim %3lld: max |gpu - cpu| = %.2e", (long long)head_dim, d);
+  }
 }
 
 void test_attention() {
@@ -514,6 +533,15 @@ struct HostModel {
       L.w_gate = matrix(type, hp.n_embd, hp.n_ff, 0.05f, random_bytes);
       L.w_up = matrix(type, hp.n_embd, hp.n_ff, 0.05f, random_bytes);
       L.w_down = matrix(type, hp.n_ff, hp.n_embd, 0.05f, random_bytes);
+      if (hp.qkv_bias) {
+        L.bq = randn(q_dim, 0.3f);
+        L.bk = randn(kv_dim, 0.3f);
+        L.bv = randn(kv_dim, 0.1f);
+      }
+      if (hp.qk_norm) {
+        L.q_norm = norm(hp.head_dim);
+        L.k_norm = norm(hp.head_dim);
+      }
       w->layers.push_back(std::move(L));
     }
   }
@@ -562,20 +590,32 @@ struct Io {
   }
 };
 
+// What a test_blocks model adds to the plain Llama block: the architectures on it (llama, qwen2, qwen3).
+struct BlockVariant {
+  const char* name;
+  bool neox = false;
+  bool qkv_bias = false;  // qwen2
+  bool qk_norm = false;   // qwen3
+  int64_t head_dim = 32;  // 64: q width 512 != n_embd 256 (qwen3)
+};
+
 // The same call sequence on the CPU blocks (scalar reference kernels) and the CUDA blocks: a prefill of two
 // sequences in one batch, the logit lens after layer 0, an early exit with K/V propagation, a decode step, a
 // batch compaction; logits and lens features compared after each.
-void test_blocks(int32_t type, bool neox) {
+void test_blocks(int32_t type, const BlockVariant& variant) {
   LlamaHParams hp;
   hp.n_layer = 3;
   hp.n_embd = 256;
   hp.n_head = 8;
   hp.n_kv_head = 2;
-  hp.head_dim = 32;
+  hp.head_dim = variant.head_dim;
   hp.n_ff = 512;
   hp.n_vocab = 300;
-  hp.n_rot = 32;
-  hp.rope_neox = neox;
+  hp.n_rot = variant.head_dim;
+  hp.rope_neox = variant.neox;
+  hp.qkv_bias = variant.qkv_bias;
+  hp.qk_norm = variant.qk_norm;
+  hp.rms_eps = variant.qk_norm ? 1e-6f : 1e-5f;
   HostModel model(hp, type, false);
   std::shared_ptr<const LlamaWeights> w = model.w;
   std::vector<std::vector<float>> f32_store;
@@ -690,7 +730,7 @@ void test_blocks(int32_t type, bool neox) {
   compare_logits("decode after an exit with K/V propagation");
   report(worst <= tol && lens_ok && dh <= tol * 10,
          "blocks %-5s %-8s CUDA vs CPU (F32 of the same weights): max |logit delta| / max|logit| = %.2e (%s), hidden %.1e, lens %s (tol %.0e)",
-         type_name(type), neox ? "neox" : "adjacent", worst, where.c_str(), dh, lens_ok ? "agree" : "DISAGREE", tol);
+         type_name(type), variant.name, worst, where.c_str(), dh, lens_ok ? "agree" : "DISAGREE", tol);
 }
 
 void test_errors() {
@@ -1008,8 +1048,14 @@ int main(int argc, char** argv) {
     test_vector_ops();
     test_attention();
     test_lens();
-    for (int32_t type : {0, 1, 30, 8, 2, 12, 14}) test_blocks(type, false);
-    test_blocks(0, true);
+    const BlockVariant llama_adjacent{"adjacent"}, llama_neox{"neox", true};
+    const BlockVariant qwen2{"qwen2", true, true, false, 32}, qwen3{"qwen3", true, false, true, 64};
+    for (int32_t type : {0, 1, 30, 8, 2, 12, 14}) test_blocks(type, llama_adjacent);
+    test_blocks(0, llama_neox);
+    for (int32_t type : {0, 8}) {
+      test_blocks(type, qwen2);
+      test_blocks(type, qwen3);
+    }
     test_errors();
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());

@@ -48,7 +48,8 @@ function generateTokens(ctx: ReturnType<LlamaModel['createContext']>, prompt: nu
 function classifyReference(text: string, labelTokens: number[], layers: number): { probs: number[]; index: number } {
   const model = LlamaModel.load(BUNDLED_MODEL);
   const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
-  const { nEmbd, nVocab, rmsEps } = model.config;
+  const { nEmbd, nVocab } = model.config;
+  const rmsEps = model.config.rmsEps as number;
   const tokens = model.tokenizer.encode(text);
   tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
   expect(ctx.forward(tokens.length, 0, (layer) => layer + 1 === layers)).toBe(layers);
@@ -94,7 +95,8 @@ describeShared('lens features against independent references', (shared) => {
     };
     const norm = f32('output_norm.weight');
     const out = f32('output.weight');
-    const { nEmbd: d, nVocab: V, rmsEps } = model.config;
+    const { nEmbd: d, nVocab: V } = model.config;
+    const rmsEps = model.config.rmsEps as number;
     const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
     const n = golden.tokens.length;
     golden.tokens.forEach((t: number, i: number) => (ctx.native.tokens[i] = t));

@@ -2,16 +2,32 @@
  * Comparing our logits with llama.cpp's goldens (../shared/reference, README sections 2 and 3.5), shared by
  * the F32/F16 and the quantized golden tests.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { argmax } from '../../lib/engine/sampling';
+import { readF32Rows } from '../helpers';
 
 export interface LogitsGolden {
   text: string;
   tokens: number[];
   n_vocab: number;
-  logits: number[][];
+  /** Inline rows (logits_inline), else in the `logits_file` sidecar (vocabularies above 1024, README section 2). */
+  logits_inline?: boolean;
+  logits?: number[][];
+  logits_file?: string;
+}
+
+/** The golden's logits, one row per token: inline or from its .f32 sidecar (checked to hold exactly n_tokens rows). */
+export function goldenLogitRows(goldenDir: string, g: LogitsGolden): ArrayLike<number>[] {
+  if (g.logits_inline !== false) return g.logits!;
+  const file = path.join(goldenDir, g.logits_file!);
+  const bytes = fs.statSync(file).size;
+  if (bytes !== g.tokens.length * g.n_vocab * 4) throw new Error(`${file}: ${bytes} bytes, expected ${g.tokens.length} rows of ${g.n_vocab} floats`);
+  return readF32Rows(file, g.n_vocab);
 }
 
 export interface GreedyGolden {
+  prompt: string;
   prompt_tokens: number[];
   generated: number[];
   steps: { margin: number }[];

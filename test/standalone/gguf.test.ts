@@ -313,8 +313,13 @@ interface ManifestEntry {
 }
 
 describeShared('shared GGUF files', () => {
+  // MANIFEST.json, and the manifests of later additions in the same format (MANIFEST-qwen.json).
   const manifest: ManifestEntry[] = HAVE_SHARED
-    ? JSON.parse(fs.readFileSync(path.join(REFERENCE_DIR, 'MANIFEST.json'), 'utf8'))
+    ? fs
+        .readdirSync(REFERENCE_DIR)
+        .filter((f) => /^MANIFEST(-[\w-]+)?\.json$/.test(f))
+        .sort()
+        .flatMap((f) => JSON.parse(fs.readFileSync(path.join(REFERENCE_DIR, f), 'utf8')) as ManifestEntry[])
     : [];
   const allFiles = HAVE_SHARED ? [STORIES, ...ggufFilesIn(SHIP_DIR), ...ggufFilesIn(REFERENCE_DIR)] : [];
 

@@ -11,6 +11,10 @@ export const OPT_PRE = path.join(HF_FIXTURES, 'opt-pre');
 export const OPT_POST = path.join(HF_FIXTURES, 'opt-post');
 export const LLAMA = path.join(HF_FIXTURES, 'llama');
 export const ALL_FIXTURES = { 'opt-pre': OPT_PRE, 'opt-post': OPT_POST, llama: LLAMA };
+/** Qwen2ForCausalLM (q/k/v biases, untied head, F32) and Qwen3ForCausalLM (q/k norms, head_dim 32 with hidden 64, tied, F16). */
+export const QWEN2 = path.join(HF_FIXTURES, 'qwen2');
+export const QWEN3 = path.join(HF_FIXTURES, 'qwen3');
+export const QWEN_FIXTURES = { qwen2: QWEN2, qwen3: QWEN3 };
 
 export interface LensExpected {
   layer: number;

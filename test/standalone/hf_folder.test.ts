@@ -67,7 +67,7 @@ describe('Hugging Face model folders', () => {
   const cases: { name: string; from: string; edit: (d: string) => void; code: string; message: RegExp }[] = [
     { name: 'no config.json', from: OPT_PRE, edit: (d) => fs.rmSync(path.join(d, 'config.json')), code: 'FILE_NOT_FOUND', message: /config\.json.*has no config\.json/ },
     { name: 'config.json not JSON', from: OPT_PRE, edit: (d) => fs.writeFileSync(path.join(d, 'config.json'), '{"model_type": '), code: 'BAD_CONFIG', message: /not valid JSON/ },
-    { name: 'unknown model_type', from: OPT_PRE, edit: (d) => editJson(path.join(d, 'config.json'), (j) => (j.model_type = 'gpt_neox')), code: 'UNSUPPORTED_ARCHITECTURE', message: /model_type 'gpt_neox' is not supported \(supported: llama, opt\)/ },
+    { name: 'unknown model_type', from: OPT_PRE, edit: (d) => editJson(path.join(d, 'config.json'), (j) => (j.model_type = 'gpt_neox')), code: 'UNSUPPORTED_ARCHITECTURE', message: /model_type 'gpt_neox' is not supported \(supported: llama, opt, qwen2, qwen3\)/ },
     { name: 'no model_type', from: LLAMA, edit: (d) => editJson(path.join(d, 'config.json'), (j) => delete j.model_type), code: 'BAD_CONFIG', message: /"model_type" is missing/ },
     { name: 'a required key missing', from: LLAMA, edit: (d) => editJson(path.join(d, 'config.json'), (j) => delete j.hidden_size), code: 'BAD_CONFIG', message: /"hidden_size" is missing/ },
     { name: 'a key of the wrong type', from: OPT_PRE, edit: (d) => editJson(path.join(d, 'config.json'), (j) => (j.num_hidden_layers = '3')), code: 'BAD_CONFIG', message: /"num_hidden_layers" must be an integer/ },

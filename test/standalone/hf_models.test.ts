@@ -156,7 +156,7 @@ describe('Hugging Face folders against the reference', () => {
     expect(codeOf(make(specs().map((t) => (t.name === 'token_embd.weight' ? { ...t, file: 3 } : t))))).toBe('TENSOR_OUT_OF_BOUNDS');
     expect(codeOf(make(specs().map((t) => (t.name === 'blk.0.attn_k.weight' ? { ...t, type: 24 } : t))))).toBe('UNSUPPORTED_TENSOR_TYPE');
     expect(codeOf(make(specs(), { ...cfg, opt: undefined }))).toBe('INVALID_OPTION');
-    expect(codeOf(make(specs(), { ...cfg, opt: { ...cfg.opt!, posOffset: 1000 } }))).toBe('SHAPE_MISMATCH');
+    expect(codeOf(make(specs(), { ...cfg, opt: { ...(cfg.opt as object), posOffset: 1000 } }))).toBe('SHAPE_MISMATCH');
     // OPT needs the CPU blocks
     expect(codeOf(() => new (native().Model)(hf.files, cfg, specs(), { backend: 'cuda' }))).toBe('BACKEND_UNAVAILABLE');
   });

@@ -86,7 +86,8 @@ describe('kvFill', () => {
 
     // Reference: the hidden state of the prompt's last row after each layer, the final norm and head in
     // float64 from the file's weights, and the policy's rule (gap >= 0.3 from layer 2 on) applied to that.
-    const { nEmbd, nVocab, rmsEps } = model.config;
+    const { nEmbd, nVocab } = model.config;
+    const rmsEps = model.config.rmsEps as number;
     const weight = weightReader(BUNDLED_MODEL);
     const ctx = model.createContext({ contextSize: 128, batchSize: 128, threads: 1 });
     prompt.forEach((t, i) => (ctx.native.tokens[i] = t));

@@ -38,20 +38,24 @@ describe("kvFill 'propagate' against K/V computed independently", () => {
   const cfg = model.config;
   const { nEmbd: d, nHead, nKvHead, headDim, nLayer } = cfg;
   const kvDim = nKvHead * headDim;
+  // The Llama block's keys (lib/model/architectures/llama.ts): the config is a flat record of what the native half reads.
+  const rmsEps = cfg.rmsEps as number;
+  const nRot = cfg.nRot as number;
+  const ropeBase = cfg.ropeBase as number;
   const weight = weightReader(BUNDLED_MODEL);
   afterAll(() => model.dispose());
 
   /** K and V of layer l for hidden state h at position pos. */
   function kv(l: number, h: ArrayLike<number>, pos: number): { k: Float64Array; v: Float64Array } {
-    const x = rmsNorm(h, weight(`blk.${l}.attn_norm.weight`), cfg.rmsEps);
-    const k = rope(matvec(weight(`blk.${l}.attn_k.weight`), x, d, kvDim), nKvHead, headDim, cfg.nRot, pos, cfg.ropeBase);
+    const x = rmsNorm(h, weight(`blk.${l}.attn_norm.weight`), rmsEps);
+    const k = rope(matvec(weight(`blk.${l}.attn_k.weight`), x, d, kvDim), nKvHead, headDim, nRot, pos, ropeBase);
     return { k, v: matvec(weight(`blk.${l}.attn_v.weight`), x, d, kvDim) };
   }
 
   /** hidden + attention block of layer l for a row at position `pos` over cached K/V of positions 0..pos−1. */
   function attentionRow(l: number, hidden: Float32Array, pos: number, cache: { k: Float64Array; v: Float64Array }[]): Float64Array {
-    const x = rmsNorm(hidden, weight(`blk.${l}.attn_norm.weight`), cfg.rmsEps);
-    const q = rope(matvec(weight(`blk.${l}.attn_q.weight`), x, d, nHead * headDim), nHead, headDim, cfg.nRot, pos, cfg.ropeBase);
+    const x = rmsNorm(hidden, weight(`blk.${l}.attn_norm.weight`), rmsEps);
+    const q = rope(matvec(weight(`blk.${l}.attn_q.weight`), x, d, nHead * headDim), nHead, headDim, nRot, pos, ropeBase);
     const all = [...cache, kv(l, hidden, pos)];
     const heads = new Float64Array(nHead * headDim);
     for (let h = 0; h < nHead; h++) {

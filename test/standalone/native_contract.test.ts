@@ -51,6 +51,17 @@ describe('native Model validates the tensor table', () => {
     expect(modelError(table(), { ...config, ...patch })).toMatchObject({ code: expect.stringMatching(/SHAPE_MISMATCH|INVALID_OPTION|MISSING_TENSOR/) });
   });
 
+  test('the architecture registry: an unknown architecture, a missing or ill-typed key, named', () => {
+    expect(modelError(table(), { ...config, architecture: 'gpt_neox' })).toMatchObject({
+      code: 'INVALID_OPTION',
+      message: expect.stringMatching(/hparams\.architecture 'gpt_neox' is not one of llama, opt, qwen2, qwen3/),
+    });
+    expect(modelError(table(), { ...config, nRot: undefined })).toMatchObject({ code: 'INVALID_OPTION', message: 'hparams.nRot must be a number' });
+    expect(modelError(table(), { ...config, nHead: 2.5 })).toMatchObject({ code: 'INVALID_OPTION', message: 'hparams.nHead must be an integer' });
+    // qwen3 on a llama file: the Q/K norms it needs are not there
+    expect(modelError(table(), { ...config, architecture: 'qwen3' })).toMatchObject({ code: 'MISSING_TENSOR', message: expect.stringMatching(/attn_q_norm/) });
+  });
+
   test('tensors spread over several files (shards) load from their own file', () => {
     // Two mappings of the same file: every tensor read from the second must give the same model.
     const t = table().map((x, i) => ({ ...x, file: i % 2 }));

@@ -220,26 +220,33 @@ bool llama_hparams_from_table(const GgufTable& t, adainfer::LlamaHParams* hp, st
     if (why) *why = w;
     return false;
   };
+  // The architectures on the Llama block (lib/model/architectures/{llama,qwen2,qwen3}.ts, native/architectures/):
+  // their keys under "<arch>.", and what qwen2 / qwen3 fix (native/architectures/qwen2.cpp, qwen3.cpp).
   auto arch = t.strings.find("general.architecture");
-  if (arch == t.strings.end() || arch->second != "llama") return fail("not a llama model");
+  if (arch == t.strings.end() || (arch->second != "llama" && arch->second != "qwen2" && arch->second != "qwen3"))
+    return fail("not a model on the Llama block (llama, qwen2, qwen3)");
+  const std::string prefix = arch->second + ".";
+  hp->rope_neox = arch->second != "llama";
+  hp->qkv_bias = arch->second == "qwen2";
+  hp->qk_norm = arch->second == "qwen3";
   auto get = [&](const char* key, int64_t* v) {
-    auto it = t.ints.find(std::string("llama.") + key);
+    auto it = t.ints.find(prefix + key);
     if (it == t.ints.end()) return false;
     *v = it->second;
     return true;
   };
   auto need = [&](const char* key, int64_t* v) { return get(key, v); };
   auto num = [&](const char* key, float fallback) {
-    const std::string k = std::string("llama.") + key;
+    const std::string k = prefix + key;
     if (auto f = t.floats.find(k); f != t.floats.end()) return static_cast<float>(f->second);
     if (auto i = t.ints.find(k); i != t.ints.end()) return static_cast<float>(i->second);
     return fallback;
   };
   if (!need("embedding_length", &hp->n_embd) || !need("attention.head_count", &hp->n_head) ||
       !need("block_count", &hp->n_layer) || !need("feed_forward_length", &hp->n_ff))
-    return fail("a required llama.* key is missing");
+    return fail("a required " + prefix + "* key is missing");
   int64_t ctx = 0;
-  if (!need("context_length", &ctx)) return fail("llama.context_length is missing");
+  if (!need("context_length", &ctx)) return fail(prefix + "context_length is missing");
   hp->head_dim = hp->n_head > 0 ? hp->n_embd / hp->n_head : 0;
   get("attention.key_length", &hp->head_dim);
   hp->n_kv_head = hp->n_head;

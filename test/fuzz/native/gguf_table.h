@@ -34,8 +34,9 @@ struct GgufTable {
 bool parse_gguf_table(const uint8_t* data, size_t size, GgufTable* out, std::string* why);
 
 // The hyper-parameters lib/model/llama.ts llamaConfigFromGGUF would pass to the native Model (same keys,
-// same defaults). Returns false when the TypeScript side would have refused the file before the native call
-// (architecture not llama, a required key missing).
+// same defaults) for the architectures on the Llama block (llama, qwen2, qwen3; with what qwen2 / qwen3 fix:
+// NEOX RoPE, Q/K/V biases, Q/K norms). Returns false when the TypeScript side would have refused the file before the
+// native call (another architecture, a required key missing).
 bool llama_hparams_from_table(const GgufTable& t, adainfer::LlamaHParams* hp, std::string* why);
 
 }  // namespace adafuzz
