@@ -16,6 +16,8 @@
 //    blocks is unpacked to unsigned codes once and multiplied with T tokens' int8 activations (vpdpbusd, or
 //    vpmaddubsw + vpmaddwd without VNNI). Types whose values are code - offset (Q4_0: 8, Q5_0: 16, Q8_0 with
 //    VNNI: 128, Q6_K: 32) subtract offset * sum(activation codes), which the activation rows carry.
+//    A few rows (2 .. kFewRowsMax, matmul_act_few: speculative verify steps) go through it all at once, in one
+//    pass over the weights like decode (matmul_act_few_q).
 //  - prefill without VNNI: the row kernel on tiles of 4 tokens, rows and tokens blocked so that a row stays
 //    in L1 and 64 tokens' activations in L2.
 //  - prefill with VNNI: 16 weight rows are unpacked into a panel (codes of 4 consecutive elements of the 16
