@@ -8,6 +8,7 @@ import * as path from 'path';
 import { DEFAULT_MODEL } from '../../lib/api';
 import { BUNDLED_MODEL, BUNDLED_PLAIN_MODEL, repoRoot, sharedDir, skipForMissingShared, tmpDir } from '../helpers';
 import { writeFixtureData } from '../page/tasks_fixture';
+import * as adainfer from '../../lib/index';
 
 const CLI = path.join(repoRoot(), 'dist', 'lib', 'cli', 'main.js');
 
@@ -186,4 +187,10 @@ describe('generate --exit FILE|auto|never', () => {
     expectUserError(cli(['generate', '-p', 'Once', '-n', '2', '--exit', other]), 'EXIT_FILE', /made for model 'adainfer-tinystories-10L'/);
     fs.rmSync(dir, { recursive: true, force: true });
   });
+});
+
+test("the README's systemInfo() is exported by the package (defect 7)", () => {
+  const info = adainfer.systemInfo();
+  expect(info.physicalCores).toBeGreaterThan(0);
+  expect(typeof info.cuda.available).toBe('boolean');
 });
