@@ -1,6 +1,6 @@
 /** `adainfer generate`: text generation from a prompt, streamed to stdout or printed as one JSON object. */
 import { Command } from 'commander';
-import { loadModel } from '../api';
+import { GenerateOptions, loadModel, Model } from '../api';
 import { OptionError } from '../errors';
 import { ExitChoice, resolveExitChoice } from './exit_choice';
 import { addBackendOptions, BackendFlags, floatOption, hiddenAlias, intOption, modelOption } from './options';
@@ -69,7 +69,7 @@ export function registerGenerate(program: Command): void {
             promptTokens: r.promptTokens,
             stopReason: r.stopReason,
             ...(r.speculative && { speculative: r.speculative }),
-            exit: exit.file === undefined ? exitSummaryNone(exit, model.info.nLayer) : await exitSummary(exit.file, exit.source, r, model.info.nLayer, () => session.generate(flags.prompt, { ...options, exit: 'never' })),
+            exit: exit.file === undefined ? exitSummaryNone(exit, model.info.nLayer) : await exitSummary(exit.file, exit.source, r, model.info.nLayer, () => generateAtFullDepth(model, flags.ctx, flags.prompt, options)),
             model: {
               path: model.info.path,
               name: model.info.name,
@@ -99,6 +99,19 @@ export function registerGenerate(program: Command): void {
     });
 }
 
+/**
+ * The same request at full depth in a fresh session: the first session's cache holds the prompt's K/V as the
+ * exit run left it (a prompt that exited early has propagated K/V), which a reused prefix would carry over.
+ */
+async function generateAtFullDepth(model: Model, contextSize: number | undefined, prompt: string, options: GenerateOptions): Promise<Generated> {
+  const session = await model.createSession({ contextSize });
+  try {
+    return await session.generate(prompt, { ...options, exit: 'never' });
+  } finally {
+    await session.dispose();
+  }
+}
+
 type Generated = { exitLayers: number[]; tokens: number[]; timings: { decodeMs: number; prefillMs: number } };
 
 /** `exit` of --json at full depth: no exit file (why), every token ran all layers. */
@@ -109,7 +122,7 @@ function exitSummaryNone(exit: ExitChoice, nLayer: number) {
 /**
  * `exit` of --json with an exit file: mean layers per generated token, the histogram (exitHistogram[i] =
  * tokens that ran i + 1 layers), the layer-count speedup nLayer / meanLayers, and the measured speedup: the
- * same request again at full depth (same seed), time per token of the full run / of the exit run.
+ * same request again at full depth (same seed, fresh session), time per token of the full run / of the exit run.
  */
 async function exitSummary(file: string, source: string, r: Generated, nLayer: number, runFull: () => Promise<Generated>) {
   const exitHistogram = new Array<number>(nLayer).fill(0);
