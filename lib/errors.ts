@@ -7,6 +7,8 @@ export type ErrorCode =
   // files
   | 'FILE_NOT_FOUND'
   | 'FILE_READ'
+  /** An output path (a file or folder a command writes) cannot be written. */
+  | 'OUTPUT_PATH'
   | 'GGUF_BAD_MAGIC'
   | 'GGUF_UNSUPPORTED_VERSION'
   | 'GGUF_TRUNCATED'
@@ -35,6 +37,8 @@ export type ErrorCode =
   | 'ABORTED'
   // compute backends
   | 'BACKEND_UNAVAILABLE'
+  /** An optional package a feature needs (vega for report.html) is not installed. */
+  | 'MISSING_PACKAGE'
   | 'OUT_OF_MEMORY'
   | 'NATIVE'
   | 'INTERNAL';

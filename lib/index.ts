@@ -30,6 +30,8 @@ export type { ErrorCode } from './errors';
 export { LlamaModel, LlamaContext } from './model/llama';
 export { readGGUF } from './gguf';
 export { native } from './bindings/native';
+export type { SystemInfo } from './bindings/native';
+export { systemInfo } from './bindings/system_info';
 /** Hugging Face checkpoints: safetensors headers, model folders, conversion to GGUF. */
 export { readSafetensors, readCheckpoint } from './safetensors/reader';
 export { readHfFolder } from './hf/folder';

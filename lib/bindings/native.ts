@@ -5,6 +5,8 @@
  * a Context whose buffer was detached (transferred to another thread or owner) refuses every block call with
  * BUFFER_DETACHED rather than write memory it no longer owns.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { AdaInferError, ErrorCode } from '../errors';
 
 /** A value of the hyper-parameters the native Model reads: numbers, flags, strings, one level of nested object. */
@@ -153,18 +155,65 @@ export interface NativeAddon {
 
 let addon: NativeAddon | undefined;
 
-/** Loads build/Release/adainfer.node (built by `npm install`) once per thread. */
+/** The optional package holding the CUDA build of the addon for this platform (`npm run build:cuda` makes it). */
+export const CUDA_PACKAGE = `@adainfer/cuda-${process.platform}-${process.arch}`;
+
+/** The package's root: the nearest folder above this file that holds binding.gyp (the repository, or the installed package). */
+function packageRoot(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'binding.gyp'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new AdaInferError('NATIVE', `no binding.gyp above ${__dirname}: the adainfer package is incomplete`);
+    dir = parent;
+  }
+  return dir;
+}
+
+/**
+ * The CUDA build from the optional per-platform package, when it is installed, loads (its CUDA runtime
+ * libraries are found) and sees a usable device; otherwise undefined and the CPU addon is used. Set
+ * ADAINFER_NO_CUDA_PACKAGE=1 to ignore an installed one.
+ */
+function loadCudaPackage(): NativeAddon | undefined {
+  if (process.env.ADAINFER_NO_CUDA_PACKAGE === '1') return undefined;
+  let file: string;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    file = (require(CUDA_PACKAGE) as { addonPath: string }).addonPath;
+  } catch {
+    return undefined; // not installed: the usual case
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const cuda = require(file) as NativeAddon;
+    return cuda.systemInfo().cuda.available ? cuda : undefined;
+  } catch {
+    return undefined; // no CUDA runtime on this machine: the CPU addon serves
+  }
+}
+
+/**
+ * Loads the addon once per thread: the CUDA package's (see loadCudaPackage), else, through node-gyp-build,
+ * a local build (build/Release, from `npm install` compiling from source or `npm run build`) or the prebuilt
+ * addon shipped in prebuilds/<platform>-<arch>/ for this platform and libc. Every build holds all CPU kernel
+ * variants and picks one from CPUID at run time.
+ */
 export function native(): NativeAddon {
   if (!addon) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      addon = require('bindings')('adainfer') as NativeAddon;
-    } catch (err) {
-      throw new AdaInferError(
-        'NATIVE',
-        `the native addon is not built (run \`npm install\` or \`npx node-gyp rebuild\`): ${(err as Error).message}`,
-        { cause: err },
-      );
+    addon = loadCudaPackage();
+    if (!addon) {
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        addon = (require('node-gyp-build') as (dir: string) => unknown)(packageRoot()) as NativeAddon;
+      } catch (err) {
+        if (err instanceof AdaInferError) throw err;
+        throw new AdaInferError(
+          'NATIVE',
+          `no native addon for ${process.platform}-${process.arch}: no prebuilt one fits and none was compiled ` +
+            `(run \`npm rebuild adainfer\` with a C++ compiler, make and python3): ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
     }
   }
   return addon;

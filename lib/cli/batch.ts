@@ -12,12 +12,14 @@
  */
 import * as fs from 'fs';
 import { Command } from 'commander';
-import { DEFAULT_MODEL, loadModel } from '../api';
+import { loadModel } from '../api';
 import type { BatchSequenceResult } from '../engine/batch';
 import { AdaInferError, OptionError } from '../errors';
 import { loadExitFile } from '../exit/exit_file';
-import { addBackendOptions, BackendFlags, floatOption, intOption } from './options';
+import { addBackendOptions, BackendFlags, floatOption, intOption, modelOption } from './options';
 import { progressBar } from './progress';
+import { resolveExitChoice } from './exit_choice';
+import { checkWritableFile, warnIfBeyondTrainedContext } from './output';
 
 interface BatchFlags extends BackendFlags {
   model: string;
@@ -162,12 +164,12 @@ export function batchRecord(input: BatchInput, r: BatchSequenceResult): Record<s
 export function registerBatch(program: Command): void {
   addBackendOptions(program.command('batch'))
     .description('generate for every prompt of a JSONL file, many sequences at a time (resumable)')
-    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
+    .addOption(modelOption())
     .requiredOption('--in <file>', 'JSONL input: { "id", "prompt", "maxTokens"? } per line')
-    .requiredOption('--out <file>', 'JSONL results, appended; rerunning skips the ids already there')
-    .option('--exit <file|never>', "exit file made by train-exit for this model, or 'never' (full depth)", 'never')
+    .requiredOption('-o, --out <file>', 'JSONL results, appended; rerunning skips the ids already there')
+    .option('--exit <file|auto|never>', "exit file made by train-exit for this model, 'auto' (the exit file shipped for the model, else full depth) or 'never'", 'never')
     .option('--batch-size <b>', 'sequences run together', intOption('--batch-size', 1, 4096), 16)
-    .option('--max-tokens <n>', "tokens to generate per prompt (a line's maxTokens wins)", intOption('--max-tokens', 0), 128)
+    .option('-n, --max-tokens <n>', "tokens to generate per prompt (a line's maxTokens wins)", intOption('-n/--max-tokens', 0), 128)
     .option('--kv-fill <mode>', "K/V of the layers an exit skipped: 'none' or 'propagate'", 'propagate')
     .option('--temp <t>', 'temperature (0 = greedy)', floatOption('--temp', 0), 0.8)
     .option('--top-k <k>', 'top-k (0 = off)', intOption('--top-k', 0), 40)
@@ -179,7 +181,8 @@ export function registerBatch(program: Command): void {
     .action(async (flags: BatchFlags) => {
       if (flags.kvFill !== 'none' && flags.kvFill !== 'propagate')
         throw new OptionError('--kv-fill', `must be 'none' or 'propagate' in batch mode ('recompute' is single-sequence only), got '${flags.kvFill}'`);
-      if (flags.exit !== 'never') loadExitFile(flags.exit); // a missing or corrupt file fails before anything runs
+      if (flags.exit !== 'never' && flags.exit !== 'auto') loadExitFile(flags.exit); // a missing or corrupt file fails before anything runs
+      checkWritableFile(flags.out, '--out');
       const inputs = readBatchInput(flags.in);
       const state = recoverOutput(flags.out);
       if (state.truncatedBytes > 0) process.stderr.write(`batch: dropped a torn last line (${state.truncatedBytes} bytes) from ${flags.out}\n`);
@@ -192,6 +195,8 @@ export function registerBatch(program: Command): void {
       const model = await loadModel(flags.model, { threads: flags.threads, backend: flags.backend, device: flags.device });
       let fd: number | undefined;
       try {
+        warnIfBeyondTrainedContext(flags.ctx, model.info.contextLength);
+        const exit = resolveExitChoice(flags.exit, { ...model.info });
         // Tokenize first: a prompt that cannot fit is reported by id before anything runs.
         const prompts = await Promise.all(todo.map((r) => model.tokenize(r.prompt)));
         const limit = flags.ctx ?? model.info.contextLength;
@@ -219,7 +224,7 @@ export function registerBatch(program: Command): void {
             batchSize: flags.batchSize,
             maxTokens: flags.maxTokens,
             contextSize: flags.ctx,
-            exit: flags.exit,
+            exit: exit.file ?? 'never',
             kvFill: flags.kvFill,
             compaction: flags.compaction,
             temperature: flags.temp,

@@ -9,7 +9,7 @@ import { loadModel, type Model } from '../api';
 import { native } from '../bindings/native';
 import { OptionError } from '../errors';
 import { llamaFileTypeName } from '../gguf/types';
-import { addBackendOptions, BackendFlags, intOption } from './options';
+import { addBackendOptions, BackendFlags, intOption, modelOption } from './options';
 
 interface BenchFlags extends BackendFlags {
   model: string;
@@ -72,7 +72,7 @@ function params(n: number): string {
 export function registerBench(program: Command): void {
   addBackendOptions(program.command('bench'))
     .description('prompt processing (pp) and text generation (tg) tokens/s, as llama-bench')
-    .requiredOption('-m, --model <path>', 'GGUF model file or Hugging Face model folder')
+    .addOption(modelOption())
     .option('-p, --prompt <n>', 'prompt tokens of the pp test (0: skip)', intOption('-p', 0), 512)
     .option('-n, --gen <n>', 'generated tokens of the tg test (0: skip)', intOption('-n', 0), 128)
     .option('-t, --threads <t>', 'threads (default: physical cores)', intOption('--threads', 1, 1024))

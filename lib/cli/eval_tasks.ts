@@ -5,7 +5,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, Option } from 'commander';
-import { DEFAULT_MODEL } from '../api';
 import { native } from '../bindings/native';
 import { AdaInferError, OptionError } from '../errors';
 import { ClassifierKind, LabelKind } from '../exit/train';
@@ -13,8 +12,9 @@ import { buildReportHtml } from '../report/html';
 import { Results, validateResults } from '../report/schema';
 import { TASK_NAMES, TaskName } from '../tasks/formats';
 import { parseExitSpec, runEvalTasks } from '../tasks/run';
-import { floatOption, intOption } from './options';
+import { floatOption, intOption, modelOption } from './options';
 import { progressBar } from './progress';
+import { checkWritableDir } from './output';
 
 interface EvalTasksFlags {
   model: string;
@@ -65,18 +65,29 @@ export function formatTable(r: Results): string {
     pct(t.pruningRatio),
     `${t.secondsFull.toFixed(3)}s`,
     `${t.secondsExit.toFixed(3)}s`,
-    `${t.speedup.toFixed(2)}x`,
+    t.speedup === null ? '-' : `${t.speedup.toFixed(2)}x`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(head), ...rows.map(line)].join('\n');
 }
 
+/**
+ * Where the data sets are when --data-dir is not given: $ADAINFER_DATA_DIR, else shared/datasets beside the
+ * adainfer folder (the development layout: ../shared next to the checkout). Resolved from this file, not the
+ * working directory, so the command works from anywhere.
+ */
+export function defaultDataDir(): string {
+  const fromEnv = process.env.ADAINFER_DATA_DIR;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  return path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'datasets');
+}
+
 export function registerEvalTasks(program: Command): void {
   program
     .command('eval-tasks')
     .description("the paper's tasks (SST-2, AG News, CommonsenseQA, MMLU, COPA): accuracy, layers and wall clock, full depth vs exit")
-    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
+    .addOption(modelOption())
     .option('--tasks <list>', `comma-separated tasks (${TASK_NAMES.join(', ')})`, TASK_NAMES.join(','))
     .option('--shots <k>', 'demonstrations per prompt, drawn with the seed from the demo part', intOption('--shots', 0, 64), 0)
     .option('--limit <n>', 'examples evaluated per task (seeded draw; default: all)', intOption('--limit', 1))
@@ -90,7 +101,12 @@ export function registerEvalTasks(program: Command): void {
     .addOption(new Option('--mode <m>', 'lens features over the label tokens (fast) or the whole vocabulary').choices(['fast', 'faithful']).default('fast'))
     .option('--min-layer <l>', 'layers before the first check', intOption('--min-layer', 1), 1)
     .option('--check-every <c>', 'layers between checks', intOption('--check-every', 1), 1)
-    .option('--data-dir <dir>', 'the data sets, laid out as ../shared/datasets', path.join('..', 'shared', 'datasets'))
+    .addOption(
+      new Option('--data-dir <dir>', 'the data sets (not shipped: see "Task data" in the README), laid out as sst2/, agnews/, csqa/, mmlu/, copa/').default(
+        defaultDataDir(),
+        '$ADAINFER_DATA_DIR, else shared/datasets beside the adainfer folder',
+      ),
+    )
     .option('--out <dir>', 'where results.json and report.html go', 'eval-tasks-report')
     .option('--no-sweep', 'skip the threshold sweep (one untimed extra pass per example)')
     .option('--json', 'print the results object')
@@ -104,7 +120,13 @@ export function registerEvalTasks(program: Command): void {
       const unknown = tasks.filter((t) => !TASK_NAMES.includes(t as TaskName));
       if (tasks.length === 0 || unknown.length > 0) throw new OptionError('--tasks', `unknown task(s) ${unknown.join(', ')}; known: ${TASK_NAMES.join(', ')}`);
       const dataDir = path.resolve(flags.dataDir);
-      if (!fs.existsSync(dataDir)) throw new OptionError('--data-dir', `${dataDir} does not exist (point it at a copy of ../shared/datasets)`);
+      if (!fs.existsSync(dataDir))
+        throw new OptionError(
+          '--data-dir',
+          `${dataDir} does not exist. The task data sets (SST-2, AG News, CommonsenseQA, MMLU, COPA) do not ship with adainfer; ` +
+            'get them as the README\'s "Task data" says and give their folder with --data-dir or ADAINFER_DATA_DIR',
+        );
+      checkWritableDir(flags.out, '--out');
       const exit = flags.trainExit ? { kind: 'never' as const } : parseExitSpec(flags.exit);
       if (flags.trainExit && flags.exit !== 'never') throw new OptionError('--exit', 'give either --exit or --train-exit, not both');
       const t0 = performance.now();

@@ -1,11 +1,10 @@
 /** What train-exit and eval-exit share: loading the model and the examples. */
 import { Command } from 'commander';
-import { DEFAULT_MODEL } from '../api';
 import { native } from '../bindings/native';
 import { OptionError } from '../errors';
 import { Example, loadExamples } from '../exit/data';
 import { LlamaContext, LlamaModel } from '../model/llama';
-import { intOption } from './options';
+import { intOption, modelOption } from './options';
 
 export interface ExampleFlags {
   model: string;
@@ -18,7 +17,7 @@ export interface ExampleFlags {
 
 export function addExampleOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
+    .addOption(modelOption())
     .requiredOption('--data <file>', 'JSONL {prompt, answer?} lines, or plain text with <|endoftext|> between documents')
     .option('--window <w>', 'plain text: tokens of context before each position', intOption('--window', 1), 64)
     .option('--limit <n>', 'examples drawn (seeded) from the data', intOption('--limit', 1))

@@ -1,13 +1,18 @@
 /** `adainfer generate`: text generation from a prompt, streamed to stdout or printed as one JSON object. */
 import { Command } from 'commander';
-import { DEFAULT_MODEL, loadModel } from '../api';
+import { GenerateOptions, loadModel, Model } from '../api';
 import { OptionError } from '../errors';
-import { addBackendOptions, BackendFlags, floatOption, intOption } from './options';
+import { ExitChoice, resolveExitChoice } from './exit_choice';
+import { addBackendOptions, BackendFlags, floatOption, hiddenAlias, intOption, modelOption } from './options';
+import { warnIfBeyondTrainedContext } from './output';
 
 interface GenerateFlags extends BackendFlags {
   model: string;
   prompt: string;
-  n: number;
+  maxTokens: number;
+  /** The old spelling `--n` (hidden alias of --max-tokens). */
+  n?: number;
+  exit: string;
   temp: number;
   topK: number;
   topP: number;
@@ -25,9 +30,11 @@ interface GenerateFlags extends BackendFlags {
 export function registerGenerate(program: Command): void {
   addBackendOptions(program.command('generate'))
     .description('generate text from a prompt')
-    .option('-m, --model <path>', 'GGUF model file or Hugging Face model folder (default: the bundled model)', DEFAULT_MODEL)
+    .addOption(modelOption())
     .requiredOption('-p, --prompt <text>', 'prompt text')
-    .option('-n, --n <tokens>', 'tokens to generate at most', intOption('-n', 0), 128)
+    .option('-n, --max-tokens <tokens>', 'tokens to generate at most', intOption('-n/--max-tokens', 0), 128)
+    .addOption(hiddenAlias('--n <tokens>', intOption('--n', 0)))
+    .option('--exit <file|auto|never>', "early exit: an exit file of train-exit, 'auto' (the exit file shipped for the model, else full depth) or 'never'", 'never')
     .option('--temp <t>', 'temperature (0 = greedy)', floatOption('--temp', 0), 0.8)
     .option('--top-k <k>', 'top-k (0 = off)', intOption('--top-k', 0), 40)
     .option('--top-p <p>', 'top-p (1 = off)', floatOption('--top-p', 0, 1), 0.95)
@@ -43,13 +50,17 @@ export function registerGenerate(program: Command): void {
       if (flags.speculative && flags.draftLayer === undefined) throw new OptionError('--speculative', 'needs --draft-layer N');
       if (!flags.speculative && (flags.draftLayer !== undefined || flags.maxDraft !== undefined))
         throw new OptionError('--draft-layer', '--draft-layer and --max-draft need --speculative');
+      const maxTokens = flags.n ?? flags.maxTokens;
+      if (flags.speculative && flags.exit !== 'never') throw new OptionError('--exit', 'cannot be combined with --speculative');
       const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
       try {
+        warnIfBeyondTrainedContext(flags.ctx, model.info.contextLength);
+        const exit = resolveExitChoice(flags.exit, { ...model.info });
         const session = await model.createSession({ contextSize: flags.ctx });
         const speculative = flags.speculative ? { layer: flags.draftLayer!, maxDraft: flags.maxDraft } : undefined;
         // Speculative decoding is greedy: without an explicit --temp it samples at temperature 0.
         const temperature = speculative && command.getOptionValueSource('temp') === 'default' ? 0 : flags.temp;
-        const options = { maxTokens: flags.n, temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, speculative };
+        const options = { maxTokens, temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, speculative, exit: exit.file ?? 'never' };
         if (flags.json) {
           const r = await session.generate(flags.prompt, options);
           const out = {
@@ -58,6 +69,7 @@ export function registerGenerate(program: Command): void {
             promptTokens: r.promptTokens,
             stopReason: r.stopReason,
             ...(r.speculative && { speculative: r.speculative }),
+            exit: exit.file === undefined ? exitSummaryNone(exit, model.info.nLayer) : await exitSummary(exit.file, exit.source, r, model.info.nLayer, () => generateAtFullDepth(model, flags.ctx, flags.prompt, options)),
             model: {
               path: model.info.path,
               name: model.info.name,
@@ -85,4 +97,47 @@ export function registerGenerate(program: Command): void {
         await model.dispose();
       }
     });
+}
+
+/**
+ * The same request at full depth in a fresh session: the first session's cache holds the prompt's K/V as the
+ * exit run left it (a prompt that exited early has propagated K/V), which a reused prefix would carry over.
+ */
+async function generateAtFullDepth(model: Model, contextSize: number | undefined, prompt: string, options: GenerateOptions): Promise<Generated> {
+  const session = await model.createSession({ contextSize });
+  try {
+    return await session.generate(prompt, { ...options, exit: 'never' });
+  } finally {
+    await session.dispose();
+  }
+}
+
+type Generated = { exitLayers: number[]; tokens: number[]; timings: { decodeMs: number; prefillMs: number } };
+
+/** `exit` of --json at full depth: no exit file (why), every token ran all layers. */
+function exitSummaryNone(exit: ExitChoice, nLayer: number) {
+  return { file: null, source: exit.source, meanLayers: nLayer, exitHistogram: null, layerSpeedup: 1, speedup: null };
+}
+
+/**
+ * `exit` of --json with an exit file: mean layers per generated token, the histogram (exitHistogram[i] =
+ * tokens that ran i + 1 layers), the layer-count speedup nLayer / meanLayers, and the measured speedup: the
+ * same request again at full depth (same seed, fresh session), time per token of the full run / of the exit run.
+ */
+async function exitSummary(file: string, source: string, r: Generated, nLayer: number, runFull: () => Promise<Generated>) {
+  const exitHistogram = new Array<number>(nLayer).fill(0);
+  for (const l of r.exitLayers) exitHistogram[l - 1]++;
+  const n = r.exitLayers.length;
+  const meanLayers = n > 0 ? r.exitLayers.reduce((a, b) => a + b, 0) / n : nLayer;
+  const full = await runFull();
+  const msPerToken = (g: Generated) => (g.timings.prefillMs + g.timings.decodeMs) / Math.max(1, g.tokens.length);
+  return {
+    file,
+    source,
+    meanLayers,
+    exitHistogram,
+    layerSpeedup: nLayer / meanLayers,
+    speedup: n > 0 && full.tokens.length > 0 ? msPerToken(full) / msPerToken(r) : null,
+    fullDepth: { tokens: full.tokens.length, prefillMs: full.timings.prefillMs, decodeMs: full.timings.decodeMs },
+  };
 }

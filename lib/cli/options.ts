@@ -1,5 +1,6 @@
 /** Parsers for numeric command-line options, failing with an OptionError that names the flag. */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { DEFAULT_MODEL } from '../api';
 import { OptionError } from '../errors';
 import { BackendChoice, BACKENDS } from '../model/llama';
 
@@ -37,4 +38,24 @@ function backendOption(value: string): BackendChoice {
   if (!(BACKENDS as readonly string[]).includes(value))
     throw new OptionError('--backend', `expected one of ${BACKENDS.join(', ')}, got '${value}'`);
   return value as BackendChoice;
+}
+
+/**
+ * `-m, --model <path>`, the same in every command: defaults to the bundled model, shown in --help as
+ * "(default: the bundled model, <file name>)" once rather than as a long absolute path.
+ */
+export function modelOption(): Option {
+  return new Option('-m, --model <path>', 'GGUF model file or Hugging Face model folder').default(
+    DEFAULT_MODEL,
+    `the bundled model, ${DEFAULT_MODEL.split(/[\\/]/).pop()}`,
+  );
+}
+
+/**
+ * An old spelling of an option, still accepted so existing scripts keep working, but left out of --help.
+ * The command reads `flags[attribute] ?? flags[<new attribute>]`.
+ */
+export function hiddenAlias(flags: string, parse?: (value: string) => unknown): Option {
+  const o = new Option(flags).hideHelp();
+  return parse ? o.argParser(parse) : o;
 }

@@ -4,6 +4,7 @@ import { OptionError } from '../errors';
 import { ggmlTypeName } from '../gguf/types';
 import { QUANT_TARGETS, parseQuantTarget, quantizeModel } from '../quant/quantize_model';
 import { intOption } from './options';
+import { checkWritableFile } from './output';
 
 interface QuantizeFlags {
   keepOutputF16?: boolean;
@@ -31,6 +32,7 @@ export function registerQuantize(program: Command): void {
     .action((input: string, output: string, type: string, flags: QuantizeFlags) => {
       if (flags.keepOutputF16 && flags.pure) throw new OptionError('--pure', 'cannot be combined with --keep-output-f16');
       const target = parseQuantTarget(type);
+      checkWritableFile(output, '<out>');
       const threads = flags.threads ?? defaultThreads();
       const log = flags.quiet ? () => undefined : (m: string) => process.stderr.write(`${m}\n`);
       const r = quantizeModel(input, output, target, { keepOutputF16: flags.keepOutputF16, pure: flags.pure, threads, log });

@@ -9,8 +9,10 @@ import { DEFAULT_FAST_TOP_K } from '../defaults';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule } from '../exit/policy';
 import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
+import { OptionError } from '../errors';
 import { addExampleOptions, ExampleFlags, loadForExit } from './exit_common';
-import { floatOption, intOption } from './options';
+import { floatOption, hiddenAlias, intOption } from './options';
+import { checkWritableFile } from './output';
 import { progressBar } from './progress';
 
 interface TrainFlags extends ExampleFlags {
@@ -22,7 +24,9 @@ interface TrainFlags extends ExampleFlags {
   topK: number;
   minLayer: number;
   checkEvery: number;
-  output: string;
+  out?: string;
+  /** The old spelling `--output` (hidden alias of --out). */
+  output?: string;
   json?: boolean;
 }
 
@@ -37,9 +41,13 @@ export function registerTrainExit(program: Command): void {
     .option('--top-k <k>', 'fast mode: candidates kept from the first check', intOption('--top-k', 2, 1024), DEFAULT_FAST_TOP_K)
     .option('--min-layer <l>', 'layers before the first check', intOption('--min-layer', 1), 1)
     .option('--check-every <c>', 'layers between checks', intOption('--check-every', 1), 1)
-    .requiredOption('-o, --output <file>', 'exit file to write')
+    .option('-o, --out <file>', 'exit file to write (required)')
+    .addOption(hiddenAlias('--output <file>'))
     .option('--json', 'print the summary as JSON')
     .action((flags: TrainFlags) => {
+      const output = flags.out ?? flags.output;
+      if (output === undefined) throw new OptionError('--out', 'is required: the exit file to write');
+      checkWritableFile(output, '--out');
       const t0 = performance.now();
       const lens: LensOptions = flags.mode === 'fast' ? { mode: 'fast', topK: flags.topK } : { mode: 'faithful' };
       const schedule = checkSchedule({ minLayer: flags.minLayer, checkEvery: flags.checkEvery });
@@ -89,13 +97,13 @@ export function registerTrainExit(program: Command): void {
             seconds: (performance.now() - t0) / 1000,
           },
         };
-        saveExitFile(flags.output, file);
-        const summary = { output: flags.output, classifier: trained.kind, threshold: trained.threshold, ...file.metrics };
+        saveExitFile(output, file);
+        const summary = { output, classifier: trained.kind, threshold: trained.threshold, ...file.metrics };
         if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
         else {
           const c = trained.metrics.calibration;
           process.stdout.write(
-            `wrote ${flags.output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
+            `wrote ${output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
               `${trained.metrics.calibrationExamples} calibration), threshold ${trained.threshold}\n` +
               `held-out: agreement ${(c.agreement * 100).toFixed(2)}%, mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
               `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,

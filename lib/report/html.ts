@@ -8,16 +8,40 @@
  *   - the exit-layer histogram of each task;
  *   - wall-clock speedup vs pruning ratio, per task, beside the layer-count ideal L / (L − pruned).
  */
-import * as vega from 'vega';
-import { compile, TopLevelSpec } from 'vega-lite';
+import type * as Vega from 'vega';
+import type * as VegaLite from 'vega-lite';
+import { AdaInferError } from '../errors';
+import { Results, TaskResult } from './schema';
 
 /** A Vega-Lite specification as plain JSON (checked by vega-lite's compiler when rendered). */
 export type Spec = Record<string, unknown>;
-import { Results, TaskResult } from './schema';
+
+/**
+ * vega and vega-lite (~27 MB) are optional peer dependencies: only this report uses them, so an installed
+ * adainfer does not carry them. Loaded on first use; absent, the report fails with MISSING_PACKAGE naming them.
+ */
+function loadVega(): { vega: typeof Vega; vegaLite: typeof VegaLite } {
+  const load = (name: string): unknown => {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require(name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+      throw new AdaInferError(
+        'MISSING_PACKAGE',
+        `report.html is drawn with vega and vega-lite, which are optional and not installed (package '${name}' is missing): ` +
+          'run `npm install vega vega-lite` beside adainfer',
+        { cause: err },
+      );
+    }
+  };
+  return { vega: load('vega') as typeof Vega, vegaLite: load('vega-lite') as typeof VegaLite };
+}
 
 /** Renders a Vega-Lite specification to an SVG string. */
 export async function renderSvg(spec: Spec): Promise<string> {
-  const view = new vega.View(vega.parse(compile(spec as unknown as TopLevelSpec).spec), { renderer: 'none' });
+  const { vega, vegaLite } = loadVega();
+  const view = new vega.View(vega.parse(vegaLite.compile(spec as unknown as VegaLite.TopLevelSpec).spec), { renderer: 'none' });
   try {
     return await view.toSVG();
   } finally {
@@ -50,14 +74,18 @@ export function accuracySpec(r: Results): Spec {
     legend: { orient: 'bottom', columns: 2, labelLimit: 320 },
   };
   const only = (...series: string[]) => ({ filter: { field: 'series', oneOf: series } });
+  // Up to three facets a row, sized so that a row fills 600-1000 px, never narrower than the two-column
+  // legend below it (~580 px): one task gets one wide plot, not a 220 px strip.
+  const columns = Math.max(1, Math.min(3, Object.keys(r.tasks).length));
+  const facetWidth = [600, 440, 300][columns - 1];
   return {
     title: 'Accuracy vs pruning ratio across thresholds',
     config: CONFIG,
     data: { values },
     facet: { field: 'task', type: 'nominal', title: null },
-    columns: 3,
+    columns,
     spec: {
-      width: 220,
+      width: facetWidth,
       height: 160,
       layer: [
         {
@@ -89,7 +117,9 @@ export function histogramSpec(name: string, t: TaskResult): Spec {
 }
 
 export function speedupSpec(r: Results): Spec {
-  const points = Object.entries(r.tasks).map(([name, t]) => ({ task: name, pruningRatio: t.pruningRatio, speedup: t.speedup }));
+  const points = Object.entries(r.tasks)
+    .filter(([, t]) => t.speedup !== null)
+    .map(([name, t]) => ({ task: name, pruningRatio: t.pruningRatio, speedup: t.speedup }));
   const maxR = Math.min(0.9, Math.max(0.5, ...points.map((p) => p.pruningRatio + 0.05)));
   const ideal = Array.from({ length: 41 }, (_, i) => {
     const pr = (maxR * i) / 40;
@@ -145,13 +175,14 @@ function table(r: Results): string {
       pct(t.tokenWeightedPruningRatio),
       `${t.secondsFull.toFixed(3)} s`,
       `${t.secondsExit.toFixed(3)} s`,
-      `${t.speedup.toFixed(2)}×`,
+      t.speedup === null ? '—' : `${t.speedup.toFixed(2)}×`,
       escapeHtml(policy),
       escapeHtml(labels),
     ];
     return `<tr data-task="${escapeHtml(name)}">${cells.map((c) => `<td>${c}</td>`).join('')}</tr>`;
   });
-  return `<table id="results"><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${rows.join('')}</tbody></table>`;
+  // In a scrolling box of its own: on a narrow window the wide table scrolls, not the page.
+  return `<div class="table-scroll"><table id="results"><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${rows.join('')}</tbody></table></div>`;
 }
 
 function notes(r: Results): string {
@@ -170,9 +201,11 @@ const CSS = `
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .dim { color: #777; } .settings { color: #444; }
-table { border-collapse: collapse; font-size: 13px; } th, td { border: 1px solid #ddd; padding: 4px 7px; text-align: right; }
+table { border-collapse: collapse; font-size: 13px; }
+.table-scroll { max-width: 100%; overflow-x: auto; } th, td { border: 1px solid #ddd; padding: 4px 7px; text-align: right; }
 th { background: #f3f3f3; } td { white-space: nowrap; } td:last-child { white-space: normal; min-width: 16em; } td:first-child, td:nth-last-child(-n+2), th:first-child, th:nth-last-child(-n+2) { text-align: left; }
-figure.plot { display: inline-block; margin: 8px 16px 8px 0; vertical-align: top; }
+figure.plot { display: inline-block; margin: 8px 16px 8px 0; vertical-align: top; max-width: 100%; }
+figure.plot svg { max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: #555; max-width: 560px; }
 .warn { background: #fff7e0; border: 1px solid #f0d48a; padding: 8px 12px; }
 .notes { font-size: 13px; }`;

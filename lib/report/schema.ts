@@ -11,7 +11,7 @@
  * Definitions: accuracy* = share of examples whose answer is the gold label (full depth / with the exit
  * policy); agreement = share whose exit answer equals the full-depth answer; meanLayers = mean layers run with
  * the policy; pruningRatio = (layers − meanLayers) / layers; seconds* = wall-clock of all timed runs of the
- * task; speedup = secondsFull / secondsExit; exitHistogram[i] = examples that ran i + 1 layers.
+ * task; speedup = secondsFull / secondsExit (null when the exit policy is 'never': nothing to compare); exitHistogram[i] = examples that ran i + 1 layers.
  */
 
 import { compileSchema, schemaErrors, Validator } from '../schema/validate';
@@ -154,7 +154,7 @@ const TASK = object({
   pruningRatio: num,
   secondsFull: num,
   secondsExit: num,
-  speedup: num,
+  speedup: nullable(num),
   exitHistogram: { type: 'array', items: int, description: 'an array of non-negative integers' },
   chance: share,
   shots: int,

@@ -107,8 +107,10 @@ export interface TaskMeasurement {
   meanLayers: number;
   pruningRatio: number;
   secondsFull: number;
+  /** With the policy 'never' the exit run is the full-depth run: secondsExit = secondsFull. */
   secondsExit: number;
-  speedup: number;
+  /** secondsFull / secondsExit; null with the policy 'never', which has no exit run to time (a ratio would be timing noise). */
+  speedup: number | null;
   exitHistogram: number[];
   meanPromptTokens: number;
   /**
@@ -162,8 +164,11 @@ export function measureTask(
     seq.reset();
     seq.classify(examples[0].tokens, labelTokens, decider);
   }
+  const neverExits = policy.kind === 'never';
   examples.forEach((ex, i) => {
-    const [full, exit] = runAlternating(i, () => runFull(ex), () => runExit(ex));
+    let full, exit;
+    if (neverExits) full = exit = runFull(ex);
+    else [full, exit] = runAlternating(i, () => runFull(ex), () => runExit(ex));
     if (full.index === ex.gold) right++;
     if (exit.index === ex.gold) rightExit++;
     if (exit.index === full.index) agree++;
@@ -183,8 +188,8 @@ export function measureTask(
     meanLayers,
     pruningRatio: (nLayer - meanLayers) / nLayer,
     secondsFull: msFull / 1000,
-    secondsExit: msExit / 1000,
-    speedup: msExit > 0 ? msFull / msExit : 0,
+    secondsExit: (neverExits ? msFull : msExit) / 1000,
+    speedup: neverExits ? null : msExit > 0 ? msFull / msExit : 0,
     exitHistogram,
     meanPromptTokens: n > 0 ? tokenSum / n : 0,
     tokenWeightedPruningRatio: tokenSum > 0 ? skippedWork / (tokenSum * nLayer) : 0,

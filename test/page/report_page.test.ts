@@ -86,6 +86,43 @@ if (!CHROMIUM) {
       fs.rmSync(dir, { recursive: true, force: true });
     });
 
+    // Issue 17, defect 12: at 1400 px the accuracy plot of one task was a 220 px strip narrower than its own
+    // legend; at 700 px the table pushed the whole page sideways.
+    async function layoutAt(file: string, width: number) {
+      const page = await browser.newPage({ viewport: { width, height: 900 } });
+      await page.goto('file://' + file, { waitUntil: 'load' });
+      const m = (await page.evaluate(`(() => {
+        const fig = document.querySelector('figure#plot-accuracy');
+        const w = (el) => (el ? el.getBoundingClientRect().width : 0);
+        const cells = Array.from(fig.querySelectorAll('g.mark-group.role-scope.cell path.background')).map((e) => e.getBoundingClientRect());
+        return {
+          plots: cells.length === 0 ? 0 : Math.max(...cells.map((c) => c.right)) - Math.min(...cells.map((c) => c.left)),
+          legend: w(fig.querySelector('g.role-legend')),
+          figure: w(fig.querySelector('svg')),
+          pageScroll: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+        };
+      })()`)) as { plots: number; legend: number; figure: number; pageScroll: number };
+      await page.close();
+      return m;
+    }
+
+    test('layout: the accuracy plots span at least their legend at 1400 px; nothing scrolls the page at 700 px', async () => {
+      const dir = tmpDir('adainfer-page-');
+      for (const tasks of [['sst2'], ['sst2', 'agnews', 'csqa', 'mmlu', 'copa']]) {
+        const file = path.join(dir, `report-${tasks.length}.html`);
+        fs.writeFileSync(file, await buildReportHtml(syntheticResults(tasks)));
+        const wide = await layoutAt(file, 1400);
+        expect(wide.legend).toBeGreaterThan(100);
+        // The facets' row (one plot for one task) spans at least its legend and 40% of the page.
+        expect({ tasks: tasks.length, atLeastLegend: wide.plots >= wide.legend, wide: wide.plots >= 0.4 * 1400 }).toEqual({ tasks: tasks.length, atLeastLegend: true, wide: true });
+        expect(wide.pageScroll).toBe(0);
+        const narrow = await layoutAt(file, 700);
+        expect({ tasks: tasks.length, pageScroll: narrow.pageScroll }).toEqual({ tasks: tasks.length, pageScroll: 0 });
+        expect(narrow.figure).toBeLessThanOrEqual(700);
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
     test('a real eval-tasks run on the bundled model renders the same way', async () => {
       const data = writeFixtureData(tmpDir('adainfer-page-data-'));
       const out = tmpDir('adainfer-page-out-');

@@ -37,7 +37,7 @@ describe('results.json schema', () => {
     r.tasks.sst2.exitHistogram = [1, 2, 3];
     expect(validateResults(r)).toEqual([
       'tasks.sst2.accuracyFull must be a number in [0, 1]',
-      'tasks.sst2.speedup must be a finite number',
+      'tasks.sst2.speedup must be null or a finite number', // null: the policy 'never' (issue 17, defect 10)
       'tasks.sst2.exitHistogram has 3 entries, expected one per layer (10)',
       'tasks.sst2.exitHistogram sums to 6, expected n = 20',
     ]);
