@@ -1,6 +1,6 @@
 /** `adainfer generate`: text generation from a prompt, streamed to stdout or printed as one JSON object. */
 import { Command } from 'commander';
-import { DEFAULT_MODEL, loadModel } from '../api';
+import { DEFAULT_MODEL, type KernelVariant, loadModel } from '../api';
 import { OptionError } from '../errors';
 import { addBackendOptions, BackendFlags, floatOption, intOption } from './options';
 
@@ -14,7 +14,7 @@ interface GenerateFlags extends BackendFlags {
   seed?: number;
   threads?: number;
   ctx?: number;
-  kernels?: string;
+  kernels?: KernelVariant;
   json?: boolean;
   speculative?: boolean;
   draftLayer?: number;
