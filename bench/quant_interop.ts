@@ -40,6 +40,7 @@ function adainferGreedy(file: string, prompt: number[], n: number, margins: numb
     const run = seq.generate(prompt, { maxTokens: n, stopAtEos: false, sampling: { temperature: 0, topK: 0, topP: 1, seed: 0 } });
     const out: number[] = [];
     for (let s = run.next(); !s.done; s = run.next()) {
+      if (!s.value) continue; // between two prompt chunks: no token
       out.push(s.value.token);
       const l = ctx.native.logits;
       let a = -Infinity;

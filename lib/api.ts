@@ -12,9 +12,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
-import { native } from './bindings/native';
+import { KERNEL_VARIANTS, KernelVariant, native } from './bindings/native';
 import { BackendChoice, BACKENDS } from './model/llama';
-import { AdaInferError, deserializeError, ModelFileError, OptionError } from './errors';
+import { AbortError, AdaInferError, deserializeError, ModelFileError, OptionError } from './errors';
 import {
   BenchRequest,
   BenchResult,
@@ -23,6 +23,7 @@ import {
   ExitSpec,
   Request,
   ResponseMessage,
+  THRESHOLD_SPEC_KEYS,
   WorkerGenerateOptions,
 } from './engine/protocol';
 import { SamplingOptions } from './engine/sampling';
@@ -40,6 +41,7 @@ import {
   BatchKvFill,
   checkBatchKvFill,
   checkBoolean,
+  checkKnownOptions,
   checkKvFill,
   checkLabels,
   checkMaxTokens,
@@ -47,6 +49,7 @@ import {
   checkSeed,
   checkSpeculative,
   KvFill,
+  optionNames,
 } from './engine/options';
 
 export type { ModelInfo, BenchResult, ClassifyResult, ExitSpec } from './engine/protocol';
@@ -54,6 +57,7 @@ export type { BatchClassifyItem, BatchClassifyResult, BatchGenerateResult, Batch
 export type { BatchSequenceResult, BatchStats, BatchTimings } from './engine/batch';
 export type { TokenEvent, StopReason, Timings, SpeculativeOptions, SpeculativeStats } from './engine/sequence';
 export type { BatchKvFill, KvFill } from './engine/options';
+export type { KernelVariant } from './bindings/native';
 
 /** The bundled default model (trained for this project with an early-exit loss). */
 export const DEFAULT_MODEL = path.resolve(__dirname, '..', '..', 'models', 'adainfer-tinystories-10L-ee.f16.gguf');
@@ -61,8 +65,8 @@ export const DEFAULT_MODEL = path.resolve(__dirname, '..', '..', 'models', 'adai
 export interface ModelOptions {
   /** Threads for the kernels of every session (default: physical cores). */
   threads?: number;
-  /** Kernel variant: 'generic' | 'avx2' | 'avx512' (default: the best this CPU runs). */
-  kernels?: string;
+  /** Kernel variant (default: the best this CPU runs). */
+  kernels?: KernelVariant;
   /**
    * Where the blocks run (default 'auto'): 'auto' uses a CUDA device when one is usable and the model's weight
    * types have CUDA kernels, else the CPU; 'cuda' insists (BACKEND_UNAVAILABLE if it cannot); 'cpu' never
@@ -81,9 +85,11 @@ export interface SessionOptions {
   /** Overrides the model's thread count for this session. */
   threads?: number;
   /**
-   * K/V of the layers an early exit skipped (default 'propagate'): 'none' (the paper's), 'propagate' (CALM:
-   * K/V projections of the exit state) or 'recompute' (exact: skipped positions rejoin later tokens' batches;
-   * sets the batch size to the context size).
+   * K/V of the layers an early exit skipped (default 'propagate'): 'none' (the paper's: nothing is written, so a
+   * later token reads at a skipped layer what that cache row last held — this session's earlier K/V at that
+   * position, from another prompt too, or zeros in a fresh session; positions from the first exit on are never
+   * reused as a prompt prefix), 'propagate' (CALM: K/V projections of the exit state) or 'recompute' (exact:
+   * skipped positions rejoin later tokens' batches; sets the batch size to the context size).
    */
   kvFill?: KvFill;
 }
@@ -95,6 +101,7 @@ export interface GenerateOptions extends SamplingOptions {
   stopAtEos?: boolean;
   /** Prepend BOS when the tokenizer asks for it (default true). */
   addBos?: boolean;
+  /** Cancels the generation: the call (or the stream) rejects with an AbortError (code 'ABORTED'). */
   signal?: AbortSignal;
   /**
    * Early exit (default 'never'): an exit file made by `adainfer train-exit` for this model, or
@@ -113,6 +120,8 @@ export interface GenerateOptions extends SamplingOptions {
 export interface ClassifyOptions {
   addBos?: boolean;
   exit?: ExitSpec;
+  /** Cancels the classification (checked between layers): the call rejects with an AbortError. */
+  signal?: AbortSignal;
 }
 
 /** Options of Model.generateBatch / classifyBatch (lib/engine/batch.ts). */
@@ -128,7 +137,7 @@ export interface BatchOptions {
   exit?: ExitSpec;
   /** Remove exited rows from the batch between layers (default true); false keeps them computing, ignored. */
   compaction?: boolean;
-  /** Stops the batch between two steps: the call rejects with ABORTED (results already passed to onResult stay). */
+  /** Stops the batch between two steps: the call rejects with an AbortError (results already passed to onResult stay). */
   signal?: AbortSignal;
 }
 
@@ -147,6 +156,35 @@ export interface ClassifyBatchOptions extends BatchOptions {
 
 export interface GenerateResult extends SequenceResult {
   timings: SequenceResult['timings'] & { loadMs: number };
+}
+
+// Every options object of the API, by name: a key that is not one of these is refused (plain JavaScript has no
+// compiler to catch `{ maxTokenz: 5 }`).
+const MODEL_OPTIONS = optionNames<ModelOptions>({ threads: true, kernels: true, backend: true, device: true });
+const SESSION_OPTIONS = optionNames<SessionOptions>({ contextSize: true, batchSize: true, threads: true, kvFill: true });
+const GENERATE_OPTIONS = optionNames<GenerateOptions>({
+  ...{ temperature: true, topK: true, topP: true, seed: true },
+  ...{ maxTokens: true, stopAtEos: true, addBos: true, signal: true, exit: true, speculative: true },
+});
+const CLASSIFY_OPTIONS = optionNames<ClassifyOptions>({ addBos: true, exit: true, signal: true });
+const BATCH_OPTIONS = { batchSize: true, contextSize: true, threads: true, addBos: true, exit: true, compaction: true, signal: true } as const;
+const GENERATE_BATCH_OPTIONS = optionNames<GenerateBatchOptions>({
+  ...BATCH_OPTIONS,
+  ...{ temperature: true, topK: true, topP: true, seed: true },
+  ...{ maxTokens: true, stopAtEos: true, kvFill: true, onResult: true },
+});
+const CLASSIFY_BATCH_OPTIONS = optionNames<ClassifyBatchOptions>({ ...BATCH_OPTIONS, onResult: true });
+const TOKENIZE_OPTIONS = ['addSpecial', 'parseSpecial'] as const;
+const PROMPT_SPEC_KEYS = ['prompt', 'maxTokens', 'seed'] as const;
+
+/** An exit spec's object form has only the keys of a threshold spec (the rest is checked by the worker). */
+function checkExitSpec(exit: unknown): void {
+  if (exit !== null && typeof exit === 'object' && !Array.isArray(exit)) checkKnownOptions(exit, THRESHOLD_SPEC_KEYS, 'a threshold exit spec');
+}
+
+/** The rejection of a cancelled call: an AbortError whose cause is the signal's reason. */
+function abortError(what: string, signal: AbortSignal | undefined, when = ''): AbortError {
+  return new AbortError(`the ${what} was aborted${when}`, signal?.aborted ? { cause: signal.reason } : undefined);
 }
 
 type Pending = {
@@ -262,9 +300,11 @@ function checkOptionsObject(options: unknown, option = 'options'): void {
 }
 
 /** The options every batch takes (Model.generateBatch, Model.classifyBatch), checked; `prompts` must be an array. */
-function checkBatchCommon(prompts: unknown, options: BatchOptions): void {
+function checkBatchCommon(prompts: unknown, options: BatchOptions, known: readonly string[], where: string): void {
   if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
   checkOptionsObject(options);
+  checkKnownOptions(options, known, where);
+  checkExitSpec(options.exit);
   checkBoolean(options.compaction, 'compaction');
   checkBoolean(options.addBos, 'addBos');
   checkPositiveInt(options.contextSize, 'contextSize', 1 << 20);
@@ -276,6 +316,7 @@ function checkBatchPromptSpecs(prompts: BatchPromptSpec[]): void {
     if (typeof spec === 'string' || Array.isArray(spec)) return;
     if (!spec || typeof spec !== 'object' || (typeof spec.prompt !== 'string' && !Array.isArray(spec.prompt)))
       throw new OptionError('prompts', `prompt ${i} must be a string, token ids, or { prompt, maxTokens?, seed? }`);
+    checkKnownOptions(spec, PROMPT_SPEC_KEYS, `prompt ${i}`);
     if (spec.maxTokens !== undefined) checkMaxTokens(spec.maxTokens, `prompt ${i}: `);
     if (spec.seed !== undefined) checkSeed(spec.seed, `prompt ${i}: `);
   });
@@ -288,9 +329,10 @@ function checkBatchPromptSpecs(prompts: BatchPromptSpec[]): void {
 export async function loadModel(modelPath: string = DEFAULT_MODEL, options: ModelOptions = {}): Promise<Model> {
   if (typeof modelPath !== 'string' || modelPath.length === 0) throw new OptionError('path', 'must be a non-empty string');
   if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+  checkKnownOptions(options, MODEL_OPTIONS, 'loadModel');
   const threads = checkThreads(options.threads) ?? native().systemInfo().physicalCores;
-  if (options.kernels !== undefined && !['generic', 'avx2', 'avx512'].includes(options.kernels))
-    throw new OptionError('kernels', `must be 'generic', 'avx2' or 'avx512', got ${String(options.kernels)}`);
+  if (options.kernels !== undefined && !KERNEL_VARIANTS.includes(options.kernels))
+    throw new OptionError('kernels', `must be one of ${KERNEL_VARIANTS.join(', ')}, got ${String(options.kernels)}`);
   const backend = options.backend ?? 'auto';
   if (!BACKENDS.includes(backend)) throw new OptionError('backend', `must be one of ${BACKENDS.join(', ')}, got ${String(backend)}`);
   if (options.device !== undefined && (!Number.isInteger(options.device) || options.device < 0))
@@ -339,7 +381,7 @@ export class Model {
    */
   async generateBatch(prompts: BatchPromptSpec[], options: GenerateBatchOptions = {}): Promise<BatchGenerateResult> {
     this.check();
-    checkBatchCommon(prompts, options);
+    checkBatchCommon(prompts, options, GENERATE_BATCH_OPTIONS, 'generateBatch');
     checkBatchPromptSpecs(prompts);
     checkBoolean(options.stopAtEos, 'stopAtEos');
     const { signal: rawSignal, onResult, batchSize, threads, maxTokens, kvFill, ...rest } = options;
@@ -360,7 +402,7 @@ export class Model {
    */
   async classifyBatch(prompts: (string | number[])[], labels: string[], options: ClassifyBatchOptions = {}): Promise<BatchClassifyResult> {
     this.check();
-    checkBatchCommon(prompts, options);
+    checkBatchCommon(prompts, options, CLASSIFY_BATCH_OPTIONS, 'classifyBatch');
     prompts.forEach((p, i) => {
       if (typeof p !== 'string' && !Array.isArray(p)) throw new OptionError('prompts', `prompt ${i} must be a string or token ids`);
     });
@@ -384,12 +426,17 @@ export class Model {
     signal: AbortSignal | undefined,
     onResult: ((r: never) => void) | undefined,
   ): Promise<T> {
-    if (signal?.aborted) throw new AdaInferError('ABORTED', 'the batch was aborted before it started');
+    if (signal?.aborted) throw abortError('batch', signal, ' before it started');
     const flag = new Int32Array(req.abort);
     const onAbort = () => Atomics.store(flag, 0, 1);
     signal?.addEventListener('abort', onAbort, { once: true });
+    // After an abort, results still queued from the worker are not passed on.
+    const forward = onResult && ((r: unknown) => Atomics.load(flag, 0) === 0 && (onResult as (r: unknown) => void)(r));
     try {
-      return await this.request<T>(req, undefined, onResult as ((r: unknown) => void) | undefined);
+      return await this.request<T>(req, undefined, forward);
+    } catch (err) {
+      if (err instanceof AdaInferError && err.code === 'ABORTED') throw abortError('batch', signal);
+      throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -398,6 +445,7 @@ export class Model {
   async tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<number[]> {
     if (typeof text !== 'string') throw new OptionError('text', 'must be a string');
     checkOptionsObject(options);
+    checkKnownOptions(options, TOKENIZE_OPTIONS, 'tokenize');
     checkBoolean(options.addSpecial, 'addSpecial');
     checkBoolean(options.parseSpecial, 'parseSpecial');
     return this.request({ op: 'tokenize', text, addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false });
@@ -411,6 +459,7 @@ export class Model {
   async createSession(options: SessionOptions = {}): Promise<Session> {
     this.check();
     checkOptionsObject(options);
+    checkKnownOptions(options, SESSION_OPTIONS, 'createSession');
     const contextSize = checkPositiveInt(options.contextSize, 'contextSize', 1 << 20) ?? Math.min(this.info.contextLength, 2048);
     const kvFill = checkKvFill(options.kvFill);
     const batchSize =
@@ -442,7 +491,7 @@ export class Model {
 
 export class Session {
   private disposed = false;
-  /** Generations in flight: their abort flags, and their ends. */
+  /** Calls in flight (generations, streams, classifications): their abort flags, and their ends. */
   private readonly running = new Set<{ flag: Int32Array; done: Promise<unknown> }>();
 
   /** @internal use Model.createSession() */
@@ -461,16 +510,25 @@ export class Session {
     return this.run(prompt, options, undefined);
   }
 
-  /** The same generation as an async iterator of token events. */
+  /**
+   * The same generation as an async iterator of token events. Leaving the loop early (`break`, `return`, a throw
+   * in its body) stops the generation; the session is free again once the loop has left.
+   */
   stream(prompt: string | number[], options: GenerateOptions = {}): AsyncIterableIterator<TokenEvent> {
     const queue: TokenEvent[] = [];
     let wake: (() => void) | undefined;
     let finished = false;
     let failure: unknown;
-    const done = this.run(prompt, options, (e) => {
-      queue.push(e);
-      wake?.();
-    }).then(
+    const control: { flag?: Int32Array } = {};
+    const done = this.run(
+      prompt,
+      options,
+      (e) => {
+        queue.push(e);
+        wake?.();
+      },
+      control,
+    ).then(
       () => {
         finished = true;
         wake?.();
@@ -486,9 +544,18 @@ export class Session {
       next: async () => {
         while (queue.length === 0 && !finished) await new Promise<void>((r) => (wake = r));
         wake = undefined;
+        // Aborted (signal, dispose): events received before the abort but not yet read are dropped too.
+        if (control.flag && Atomics.load(control.flag, 0) !== 0) queue.length = 0;
         if (queue.length > 0) return { value: queue.shift()!, done: false };
         await done;
         if (failure) throw failure;
+        return { value: undefined, done: true };
+      },
+      // Called by `for await` when the loop is left early: stop the generation and wait for the worker to end it.
+      return: async () => {
+        if (!finished && control.flag) Atomics.store(control.flag, 0, 1);
+        queue.length = 0;
+        await done;
         return { value: undefined, done: true };
       },
     };
@@ -496,8 +563,8 @@ export class Session {
   }
 
   /**
-   * Frees the session's KV cache. A generation in flight is aborted first (it resolves with stopReason
-   * 'aborted'). Idempotent, and a no-op once the model is disposed (that freed every session).
+   * Frees the session's KV cache. A call in flight is aborted first (it rejects with an AbortError). Idempotent,
+   * and a no-op once the model is disposed (that freed every session).
    */
   async dispose(): Promise<void> {
     if (this.disposed) return;
@@ -511,45 +578,85 @@ export class Session {
     }
   }
 
-  private async run(prompt: string | number[], options: GenerateOptions, onToken: ((e: TokenEvent) => void) | undefined): Promise<GenerateResult> {
-    this.check();
-    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompt', 'must be a string or an array of token ids');
-    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
-    const maxTokens = checkMaxTokens(options.maxTokens);
-    if (options.speculative !== undefined) {
-      checkSpeculative(options.speculative, this.model.info.nLayer, options.temperature, options.exit !== undefined && options.exit !== 'never');
-    }
-    const { signal: rawSignal, ...rest } = options;
-    const signal = checkSignal(rawSignal);
-    checkBoolean(options.stopAtEos, 'stopAtEos');
-    checkBoolean(options.addBos, 'addBos');
-    if (signal?.aborted) throw new AdaInferError('ABORTED', 'the generation was aborted before it started');
+  /**
+   * Runs one request of this session with its abort flag: refuses a fired signal, sets the flag when the signal
+   * fires (or dispose() does), and turns every way the worker reports a cancellation into one AbortError.
+   */
+  private async withAbort<T>(what: string, signal: AbortSignal | undefined, send: (abort: SharedArrayBuffer, flag: Int32Array) => Promise<T>): Promise<T> {
+    if (signal?.aborted) throw abortError(what, signal, ' before it started');
     const abort = new SharedArrayBuffer(4);
     const flag = new Int32Array(abort);
     const onAbort = () => Atomics.store(flag, 0, 1);
     signal?.addEventListener('abort', onAbort, { once: true });
-    const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens };
-    const done = this.model.request<SequenceResult>({ op: 'generate', sessionId: this.id, prompt, options: workerOptions, abort }, onToken);
+    const done = send(abort, flag);
     const entry = { flag, done };
     this.running.add(entry);
     try {
-      const result = await done;
-      return { ...result, timings: { ...result.timings, loadMs: this.model.info.loadMs } };
+      return await done;
+    } catch (err) {
+      if (err instanceof AdaInferError && err.code === 'ABORTED') throw abortError(what, signal);
+      throw err;
     } finally {
       this.running.delete(entry);
       signal?.removeEventListener('abort', onAbort);
     }
   }
 
+  private async run(
+    prompt: string | number[],
+    options: GenerateOptions,
+    onToken: ((e: TokenEvent) => void) | undefined,
+    /** Receives the abort flag once the request is sent (a stream sets it when its loop is left). */
+    control?: { flag?: Int32Array },
+  ): Promise<GenerateResult> {
+    this.check();
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompt', 'must be a string or an array of token ids');
+    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+    checkKnownOptions(options, GENERATE_OPTIONS, onToken ? 'stream' : 'generate');
+    const maxTokens = checkMaxTokens(options.maxTokens);
+    if (options.speculative !== undefined) {
+      checkSpeculative(options.speculative, this.model.info.nLayer, options.temperature, options.exit !== undefined && options.exit !== 'never');
+    }
+    checkExitSpec(options.exit);
+    const { signal: rawSignal, ...rest } = options;
+    const signal = checkSignal(rawSignal);
+    checkBoolean(options.stopAtEos, 'stopAtEos');
+    checkBoolean(options.addBos, 'addBos');
+    const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens };
+    const result = await this.withAbort('generation', signal, (abort, flag) => {
+      if (control) control.flag = flag;
+      return this.model
+        .request<SequenceResult>(
+          { op: 'generate', sessionId: this.id, prompt, options: workerOptions, abort },
+          // Token events the worker sent before it saw the abort are dropped: none arrives after abort().
+          onToken && ((e) => Atomics.load(flag, 0) === 0 && onToken(e)),
+        )
+        .then((r) => {
+          if (r.stopReason === 'aborted') throw new AbortError('the generation was aborted');
+          return r;
+        });
+    });
+    return { ...result, timings: { ...result.timings, loadMs: this.model.info.loadMs } };
+  }
+
   /**
    * Single-token classification (the paper's setting): the label whose first token after the prompt has the
-   * highest logit at the last position, at the exit layer when a policy stops early.
+   * highest logit at the last position, at the exit layer when a policy stops early. A label's token is the first
+   * token its text adds after the prompt's tokens (lib/tasks/labels.ts), also where the tokenizer would merge the
+   * end of the prompt with the start of the label.
    */
   async classify(prompt: string | number[], labels: string[], options: ClassifyOptions = {}): Promise<ClassifyResult> {
     this.check();
     checkLabels(labels);
     checkOptionsObject(options);
-    return this.model.request({ op: 'classify', sessionId: this.id, prompt, labels, options });
+    checkKnownOptions(options, CLASSIFY_OPTIONS, 'classify');
+    checkBoolean(options.addBos, 'addBos');
+    checkExitSpec(options.exit);
+    const { signal: rawSignal, ...rest } = options;
+    const signal = checkSignal(rawSignal);
+    return this.withAbort('classification', signal, (abort) =>
+      this.model.request<ClassifyResult>({ op: 'classify', sessionId: this.id, prompt, labels, options: rest, abort }),
+    );
   }
 
   /** @internal llama-bench style measurement on this session's context (random tokens). */

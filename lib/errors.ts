@@ -80,6 +80,20 @@ export class ContextOverflowError extends AdaInferError {
   }
 }
 
+/**
+ * A call was cancelled (an AbortSignal fired, a stream was left early, the session was disposed while it ran).
+ * Every cancelled call of the API rejects with this error, however far it got: before it started, mid-prompt,
+ * mid-generation, mid-batch or mid-classification. It is an AdaInferError with code 'ABORTED' and, as Node's own
+ * cancellations (fetch, timers/promises, fs), has the name 'AbortError'; `cause` is the signal's reason when a
+ * signal fired.
+ */
+export class AbortError extends AdaInferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ABORTED', message, options);
+    this.name = 'AbortError';
+  }
+}
+
 /** Serializable form, for crossing the worker boundary. */
 export interface SerializedError {
   name: string;
@@ -116,6 +130,10 @@ export function deserializeError(e: SerializedError): AdaInferError {
       err = new ContextOverflowError(e.message);
       break;
     default:
+      if (e.code === 'ABORTED') {
+        err = new AbortError(e.message);
+        break;
+      }
       err = new AdaInferError(e.code, e.message);
   }
   return err;

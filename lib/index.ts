@@ -23,8 +23,9 @@ export type {
   BatchKvFill,
   BatchStats,
   BatchTimings,
+  KernelVariant,
 } from './api';
-export { AdaInferError, ModelFileError, OptionError, ContextOverflowError } from './errors';
+export { AdaInferError, AbortError, ModelFileError, OptionError, ContextOverflowError } from './errors';
 export type { ErrorCode } from './errors';
 /** Low-level, synchronous access (blocks the calling thread): the layer loop and native blocks. */
 export { LlamaModel, LlamaContext } from './model/llama';

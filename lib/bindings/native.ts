@@ -35,12 +35,16 @@ export interface NativeTensorSpec {
   file?: number;
 }
 
+/** The CPU kernel variants (native/cpu): the scalar reference and the x86 SIMD ones, chosen at run time. */
+export type KernelVariant = 'generic' | 'avx2' | 'avx512';
+export const KERNEL_VARIANTS: readonly KernelVariant[] = ['generic', 'avx2', 'avx512'];
+
 /** Compute backends of the native blocks. */
 export type NativeBackend = 'cpu' | 'cuda';
 
 export interface NativeModelOptions {
   /** CPU kernel variant (default: the best this CPU runs); also converts embedding rows for the CUDA backend. */
-  kernels?: string;
+  kernels?: KernelVariant;
   /** Default 'cpu'. 'cuda' uploads the weights to the device here, once. */
   backend?: NativeBackend;
   /** CUDA device index (default 0). */
@@ -133,7 +137,7 @@ export interface SystemInfo {
   /** The kernel variant chosen for this CPU. */
   kernels: string;
   /** Every variant this CPU can run. */
-  available: string[];
+  available: KernelVariant[];
   cuda: CudaInfo;
 }
 

@@ -5,7 +5,7 @@
  * Each test runs once unmeasured, then --reps times; tokens/s as mean ± sample standard deviation.
  */
 import { Command } from 'commander';
-import { loadModel, type Model } from '../api';
+import { type KernelVariant, loadModel, type Model } from '../api';
 import { native } from '../bindings/native';
 import { OptionError } from '../errors';
 import { llamaFileTypeName } from '../gguf/types';
@@ -17,7 +17,7 @@ interface BenchFlags extends BackendFlags {
   gen: number;
   threads?: number;
   reps: number;
-  kernels?: string;
+  kernels?: KernelVariant;
   json?: boolean;
 }
 

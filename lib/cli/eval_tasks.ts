@@ -12,11 +12,11 @@ import { buildReportHtml } from '../report/html';
 import { Results, validateResults } from '../report/schema';
 import { TASK_NAMES, TaskName } from '../tasks/formats';
 import { parseExitSpec, runEvalTasks } from '../tasks/run';
-import { floatOption, intOption, modelOption } from './options';
+import { addBackendOptions, BackendFlags, floatOption, intOption, modelOption } from './options';
 import { progressBar } from './progress';
 import { checkWritableDir } from './output';
 
-interface EvalTasksFlags {
+interface EvalTasksFlags extends BackendFlags {
   model: string;
   tasks: string;
   shots: number;
@@ -84,34 +84,36 @@ export function defaultDataDir(): string {
 }
 
 export function registerEvalTasks(program: Command): void {
-  program
-    .command('eval-tasks')
-    .description("the paper's tasks (SST-2, AG News, CommonsenseQA, MMLU, COPA): accuracy, layers and wall clock, full depth vs exit")
-    .addOption(modelOption())
-    .option('--tasks <list>', `comma-separated tasks (${TASK_NAMES.join(', ')})`, TASK_NAMES.join(','))
-    .option('--shots <k>', 'demonstrations per prompt, drawn with the seed from the demo part', intOption('--shots', 0, 64), 0)
-    .option('--limit <n>', 'examples evaluated per task (seeded draw; default: all)', intOption('--limit', 1))
-    .option('--exit <policy|file>', "exit policy: never, threshold:<p1|gap>:<value>, or an exit file of train-exit", 'never')
-    .option('--train-exit', "train the exit classifier on each task's demo part, then evaluate with it")
-    .addOption(new Option('--classifier <kind>', '--train-exit: classifier').choices(['svm', 'svm-rbf', 'crf', 'threshold']).default('svm'))
-    .option('--target <a>', '--train-exit: agreement with full depth to reach on held-out training examples', floatOption('--target', 0, 1), 0.99)
-    .addOption(new Option('--label <kind>', '--train-exit: what a layer must match to count as "stop"').choices(['final', 'gold']).default('final'))
-    .addOption(new Option('--feature <f>', '--train-exit with --classifier threshold: the feature compared').choices(['p1', 'gap']).default('gap'))
-    .option('--train-limit <n>', '--train-exit: training examples per task', intOption('--train-limit', 4), 200)
-    .addOption(new Option('--mode <m>', 'lens features over the label tokens (fast) or the whole vocabulary').choices(['fast', 'faithful']).default('fast'))
-    .option('--min-layer <l>', 'layers before the first check', intOption('--min-layer', 1), 1)
-    .option('--check-every <c>', 'layers between checks', intOption('--check-every', 1), 1)
-    .addOption(
-      new Option('--data-dir <dir>', 'the data sets (not shipped: see "Task data" in the README), laid out as sst2/, agnews/, csqa/, mmlu/, copa/').default(
-        defaultDataDir(),
-        '$ADAINFER_DATA_DIR, else shared/datasets beside the adainfer folder',
-      ),
-    )
-    .option('--out <dir>', 'where results.json and report.html go', 'eval-tasks-report')
-    .option('--no-sweep', 'skip the threshold sweep (one untimed extra pass per example)')
-    .option('--json', 'print the results object')
-    .option('--seed <s>', 'seed of the demonstrations and example draws', intOption('--seed', 0, 0xffffffff), 1)
-    .option('--threads <t>', 'threads (default: physical cores)', intOption('--threads', 1, 1024))
+  addBackendOptions(
+    program
+      .command('eval-tasks')
+      .description("the paper's tasks (SST-2, AG News, CommonsenseQA, MMLU, COPA): accuracy, layers and wall clock, full depth vs exit")
+      .addOption(modelOption())
+      .option('--tasks <list>', `comma-separated tasks (${TASK_NAMES.join(', ')})`, TASK_NAMES.join(','))
+      .option('--shots <k>', 'demonstrations per prompt, drawn with the seed from the demo part', intOption('--shots', 0, 64), 0)
+      .option('--limit <n>', 'examples evaluated per task (seeded draw; default: all)', intOption('--limit', 1))
+      .option('--exit <policy|file>', "exit policy: never, threshold:<p1|gap>:<value>, or an exit file of train-exit", 'never')
+      .option('--train-exit', "train the exit classifier on each task's demo part, then evaluate with it")
+      .addOption(new Option('--classifier <kind>', '--train-exit: classifier').choices(['svm', 'svm-rbf', 'crf', 'threshold']).default('svm'))
+      .option('--target <a>', '--train-exit: agreement with full depth to reach on held-out training examples', floatOption('--target', 0, 1), 0.99)
+      .addOption(new Option('--label <kind>', '--train-exit: what a layer must match to count as "stop"').choices(['final', 'gold']).default('final'))
+      .addOption(new Option('--feature <f>', '--train-exit with --classifier threshold: the feature compared').choices(['p1', 'gap']).default('gap'))
+      .option('--train-limit <n>', '--train-exit: training examples per task', intOption('--train-limit', 4), 200)
+      .addOption(new Option('--mode <m>', 'lens features over the label tokens (fast) or the whole vocabulary').choices(['fast', 'faithful']).default('fast'))
+      .option('--min-layer <l>', 'layers before the first check', intOption('--min-layer', 1), 1)
+      .option('--check-every <c>', 'layers between checks', intOption('--check-every', 1), 1)
+      .addOption(
+        new Option('--data-dir <dir>', 'the data sets (not shipped: see "Task data" in the README), laid out as sst2/, agnews/, csqa/, mmlu/, copa/').default(
+          defaultDataDir(),
+          '$ADAINFER_DATA_DIR, else shared/datasets beside the adainfer folder',
+        ),
+      )
+      .option('--out <dir>', 'where results.json and report.html go', 'eval-tasks-report')
+      .option('--no-sweep', 'skip the threshold sweep (one untimed extra pass per example)')
+      .option('--json', 'print the results object')
+      .option('--seed <s>', 'seed of the demonstrations and example draws', intOption('--seed', 0, 0xffffffff), 1)
+      .option('--threads <t>', 'threads (default: physical cores)', intOption('--threads', 1, 1024)),
+  )
     .action(async (flags: EvalTasksFlags) => {
       const tasks = flags.tasks
         .split(',')
@@ -144,6 +146,8 @@ export function registerEvalTasks(program: Command): void {
         schedule: { minLayer: flags.minLayer, checkEvery: flags.checkEvery },
         dataDir,
         threads: flags.threads ?? native().systemInfo().physicalCores,
+        backend: flags.backend,
+        device: flags.device,
         sweep: flags.sweep,
         progress: (task, total) => progressBar(task.padEnd(6), total),
         log: flags.json ? undefined : (line) => process.stderr.write(line + '\n'),

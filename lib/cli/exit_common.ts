@@ -4,9 +4,9 @@ import { native } from '../bindings/native';
 import { OptionError } from '../errors';
 import { Example, loadExamples } from '../exit/data';
 import { LlamaContext, LlamaModel } from '../model/llama';
-import { intOption, modelOption } from './options';
+import { addBackendOptions, BackendFlags, intOption, modelOption } from './options';
 
-export interface ExampleFlags {
+export interface ExampleFlags extends BackendFlags {
   model: string;
   data: string;
   window: number;
@@ -16,7 +16,7 @@ export interface ExampleFlags {
 }
 
 export function addExampleOptions(cmd: Command): Command {
-  return cmd
+  return addBackendOptions(cmd)
     .addOption(modelOption())
     .requiredOption('--data <file>', 'JSONL {prompt, answer?} lines, or plain text with <|endoftext|> between documents')
     .option('--window <w>', 'plain text: tokens of context before each position', intOption('--window', 1), 64)
@@ -32,7 +32,7 @@ export interface Loaded {
 }
 
 export function loadForExit(flags: ExampleFlags, lensK: number): Loaded {
-  const model = LlamaModel.load(flags.model);
+  const model = LlamaModel.load(flags.model, { backend: flags.backend, device: flags.device });
   if (flags.window >= model.config.contextLength)
     throw new OptionError('--window', `must be below the model's context length ${model.config.contextLength}`);
   const examples = loadExamples(flags.data, model.tokenizer, { window: flags.window, limit: flags.limit, seed: flags.seed });

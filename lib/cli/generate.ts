@@ -1,6 +1,6 @@
 /** `adainfer generate`: text generation from a prompt, streamed to stdout or printed as one JSON object. */
 import { Command } from 'commander';
-import { GenerateOptions, loadModel, Model } from '../api';
+import { GenerateOptions, type KernelVariant, loadModel, Model } from '../api';
 import { OptionError } from '../errors';
 import { ExitChoice, resolveExitChoice } from './exit_choice';
 import { addBackendOptions, BackendFlags, floatOption, hiddenAlias, intOption, modelOption } from './options';
@@ -19,7 +19,7 @@ interface GenerateFlags extends BackendFlags {
   seed?: number;
   threads?: number;
   ctx?: number;
-  kernels?: string;
+  kernels?: KernelVariant;
   json?: boolean;
   speculative?: boolean;
   draftLayer?: number;

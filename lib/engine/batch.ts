@@ -21,7 +21,7 @@
  * Runs synchronously on the thread that owns the context; the generators yield after every step so that the
  * model worker can post finished results and let other requests in.
  */
-import { ContextOverflowError, AdaInferError, OptionError } from '../errors';
+import { AbortError, ContextOverflowError, OptionError } from '../errors';
 import { ExitDecider } from '../exit/decider';
 import { ExitPolicy, withLabelCandidates } from '../exit/policy';
 import { LlamaContext } from '../model/llama';
@@ -60,7 +60,7 @@ interface BatchCommonOptions {
   exit?: BatchExit;
   /** Remove exited rows from the batch between layers (default true). */
   compaction?: boolean;
-  /** Checked between steps; when it returns true the run throws an ABORTED error. */
+  /** Checked between steps; when it returns true the run throws an AbortError (code ABORTED). */
   aborted?: () => boolean;
 }
 
@@ -222,7 +222,7 @@ function* schedule<J extends Job>(
   const t0 = performance.now();
 
   while (nextPrompt < count || live.length > 0) {
-    if (options.aborted?.()) throw new AdaInferError('ABORTED', 'the batch was aborted');
+    if (options.aborted?.()) throw new AbortError('the batch was aborted');
     const finishedNow: number[] = [];
     // Admit prompts into free slots.
     while (freeSlots.length > 0 && nextPrompt < count) {

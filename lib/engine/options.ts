@@ -7,8 +7,11 @@ import { OptionError } from '../errors';
 
 /**
  * What happens to the K/V of the layers an early exit skipped, for the positions that exited:
- *  - none:       nothing (the paper's behaviour; exact only when a single token is generated) — later tokens
- *                read whatever those cache rows hold;
+ *  - none:       nothing (the paper's behaviour; exact only when a single token is generated). A later token
+ *                attending at a skipped layer reads what that cache row last held: the K/V this session (or
+ *                batch slot) last computed at that layer and position — an earlier generation's, possibly of
+ *                another prompt — or zeros if none ever was. Positions from the first exited one on are never
+ *                reused as a prefix: a later prompt through them recomputes them (Sequence.prefill);
  *  - propagate:  the exit hidden state computes the K/V of every skipped layer (only the K and V projections),
  *                as CALM does — cheap, approximate;
  *  - recompute:  the exited position's hidden state is kept, and the position rejoins the batch at the layer
@@ -68,6 +71,7 @@ export function checkBoolean(value: unknown, option: string): void {
  */
 export function checkSpeculative(spec: unknown, nLayer: number, temperature: unknown, withExit: boolean): { layer: number; maxDraft: number } {
   if (spec === null || typeof spec !== 'object') throw new OptionError('speculative', 'must be an object { layer, maxDraft? }');
+  checkKnownOptions(spec, ['layer', 'maxDraft'], 'speculative');
   const { layer, maxDraft = 4 } = spec as { layer?: unknown; maxDraft?: unknown };
   if (typeof layer !== 'number' || !Number.isInteger(layer) || layer < 1 || layer >= nLayer)
     throw new OptionError('speculative', `layer must be an integer in [1, ${nLayer - 1}], got ${String(layer)}`);
@@ -83,4 +87,36 @@ export function checkLabels(labels: unknown): string[] {
   if (!Array.isArray(labels) || labels.length < 2 || labels.some((l) => typeof l !== 'string' || l.length === 0))
     throw new OptionError('labels', 'must be at least two non-empty strings');
   return labels as string[];
+}
+
+/**
+ * The names of an options type, written out so that plain JavaScript callers get their typos refused: the
+ * `Record<keyof T, true>` argument makes the compiler fail when the list and the interface drift apart.
+ */
+export function optionNames<T>(names: Record<keyof T, true>): readonly string[] {
+  return Object.keys(names);
+}
+
+/**
+ * Refuses an options object with a key that is not one of `known` (`{ maxTokenz: 5 }`): an OptionError naming
+ * the key (and the option it is closest to, when one is close). `where` names the object in the message.
+ */
+export function checkKnownOptions(options: object, known: readonly string[], where: string): void {
+  for (const key of Object.keys(options)) {
+    if (known.includes(key)) continue;
+    const near = known.map((k) => ({ k, d: editDistance(key.toLowerCase(), k.toLowerCase()) })).sort((a, b) => a.d - b.d)[0];
+    const hint = near && near.d <= Math.max(1, Math.floor(key.length / 3)) ? ` (did you mean ${near.k}?)` : '';
+    throw new OptionError(key, `is not an option of ${where}${hint}; the options are ${known.join(', ')}`);
+  }
+}
+
+/** Levenshtein distance (short option names only). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
 }

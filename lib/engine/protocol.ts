@@ -1,14 +1,14 @@
 /** Messages between the API (main thread) and the model worker (lib/engine/worker.ts). */
 import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
-import type { NativeBackend } from '../bindings/native';
+import type { KernelVariant, NativeBackend } from '../bindings/native';
 import type { BackendChoice } from '../model/llama';
 import { SpeculativeOptions, TokenEvent } from './sequence';
 import type { BatchKvFill, KvFill } from './options';
 import type { BatchSequenceResult, BatchStats } from './batch';
 
 export interface WorkerLoadOptions {
-  kernels?: string;
+  kernels?: KernelVariant;
   backend: BackendChoice;
   device?: number;
 }
@@ -49,6 +49,9 @@ export interface WorkerClassifyOptions {
   exit?: ExitSpec;
 }
 
+/** The keys of a threshold exit spec (checked in plain JavaScript: a misspelt key is refused). */
+export const THRESHOLD_SPEC_KEYS = ['kind', 'feature', 'value', 'minLayer', 'checkEvery', 'mode'] as const;
+
 export interface ClassifyResult {
   /** Index of the winning label. */
   index: number;
@@ -87,7 +90,15 @@ export type Request =
       /** Int32Array(1) on a SharedArrayBuffer: set to 1 by the main thread to abort. */
       abort: SharedArrayBuffer;
     }
-  | { op: 'classify'; sessionId: number; prompt: string | number[]; labels: string[]; options: WorkerClassifyOptions }
+  | {
+      op: 'classify';
+      sessionId: number;
+      prompt: string | number[];
+      labels: string[];
+      options: WorkerClassifyOptions;
+      /** As generate's. */
+      abort: SharedArrayBuffer;
+    }
   | { op: 'bench'; sessionId: number; request: BenchRequest }
   | { op: 'disposeSession'; sessionId: number }
   | { op: 'dispose' }

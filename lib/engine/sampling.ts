@@ -83,6 +83,10 @@ function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
+/** The first sorted prefix sampleUnbounded() takes (the vocabulary is sorted whole only when it is small). */
+const UNBOUNDED_FIRST_PREFIX = 64;
+const UNBOUNDED_SECOND_PREFIX = 512;
+
 /** A sampler with its own generator state; one per generation. */
 export class Sampler {
   private readonly rng: Rng;
@@ -96,17 +100,19 @@ export class Sampler {
   sample(logits: Float32Array): number {
     const { temperature, topK, topP } = this.options;
     if (temperature === 0) return argmax(logits);
-    const n = this.candidates(logits, topK > 0 ? Math.min(topK, logits.length) : logits.length);
+    const n = logits.length;
+    if (topK === 0 && n > 4 * UNBOUNDED_FIRST_PREFIX) return this.sampleUnbounded(logits);
+    const k = this.candidates(logits, topK > 0 ? Math.min(topK, n) : n);
     // candidates are sorted by logit, best first; softmax at temperature 1 for top-p
     const ids = this.ids;
     const p = this.probs;
     const max = logits[ids[0]];
     let sum = 0;
-    for (let i = 0; i < n; i++) sum += (p[i] = Math.exp(logits[ids[i]] - max));
-    let keep = n;
+    for (let i = 0; i < k; i++) sum += (p[i] = Math.exp(logits[ids[i]] - max));
+    let keep = k;
     if (topP < 1) {
       let cum = 0;
-      for (let i = 0; i < n; i++) {
+      for (let i = 0; i < k; i++) {
         cum += p[i] / sum;
         if (cum >= topP) {
           keep = i + 1;
@@ -122,6 +128,50 @@ export class Sampler {
       r -= p[i];
       if (r < 0) return ids[i];
     }
+    return ids[keep - 1];
+  }
+
+  /**
+   * topK 0 (every token a candidate) without sorting the vocabulary: the same walk as sample() — top-p over the
+   * candidates best first, then the draw best first — over a sorted prefix of the candidates (64, then 512, then
+   * all) that grows only when the walk needs more of it: a model's distribution rarely needs more than the first. The sums over the whole vocabulary are taken in id order instead of best
+   * first, so a draw differs from a full sort's only when it falls within rounding of a boundary.
+   */
+  private sampleUnbounded(logits: Float32Array): number {
+    const { temperature, topP } = this.options;
+    const n = logits.length;
+    const max = logits[argmax(logits)];
+    // top-p needs the softmax's sum at temperature 1; without top-p the draw needs the tempered total.
+    let sum = 0;
+    let total = 0;
+    if (topP < 1) for (let i = 0; i < n; i++) sum += Math.exp(logits[i] - max);
+    else for (let i = 0; i < n; i++) total += Math.exp((logits[i] - max) / temperature);
+    let m = this.candidates(logits, UNBOUNDED_FIRST_PREFIX);
+    // One larger prefix by insertion (cheap while short), then the whole vocabulary sorted.
+    const grow = () => (m = this.candidates(logits, m < UNBOUNDED_SECOND_PREFIX ? UNBOUNDED_SECOND_PREFIX : n));
+    const ids = this.ids;
+    // top-p: the smallest best-first prefix whose probability reaches topP
+    let keep = n;
+    if (topP < 1) {
+      let cum = 0;
+      for (let i = 0; i < n; i++) {
+        if (i === m) grow();
+        cum += Math.exp(logits[ids[i]] - max) / sum;
+        if (cum >= topP) {
+          keep = i + 1;
+          break;
+        }
+      }
+      total = 0;
+      for (let i = 0; i < keep; i++) total += Math.exp((logits[ids[i]] - max) / temperature);
+    }
+    let r = this.rng.next() * total;
+    for (let i = 0; i < keep; i++) {
+      if (i === m) grow();
+      r -= Math.exp((logits[ids[i]] - max) / temperature);
+      if (r < 0) return ids[i];
+    }
+    if (keep > m) grow();
     return ids[keep - 1];
   }
 

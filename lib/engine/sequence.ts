@@ -5,7 +5,7 @@
  * The KV cache keeps the tokens of the previous generation: a new prompt that starts with the same tokens
  * reuses their cache entries (as llama.cpp's server does with cache_prompt) and only the rest is processed.
  */
-import { AdaInferError, ContextOverflowError, OptionError } from '../errors';
+import { AbortError, AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { LlamaContext } from '../model/llama';
 import { ExitDecider } from '../exit/decider';
 import { fixedDepthPolicy } from '../exit/policy';
@@ -117,7 +117,7 @@ export class Sequence {
       compaction: true,
       scratchSlot: -1,
       betweenLayers: () => {
-        if (this.aborted?.()) throw new AdaInferError('ABORTED', 'the generation was aborted');
+        if (this.aborted?.()) throw new AbortError('the generation was aborted');
       },
     });
   }
@@ -127,10 +127,11 @@ export class Sequence {
   }
 
   /**
-   * Generates from `prompt` (token ids, BOS included when wanted). Yields each new token; returns the
-   * result when the generation stops.
+   * Generates from `prompt` (token ids, BOS included when wanted). Yields each new token, and `null` between two
+   * prompt chunks (a point where the caller may let other work run: a long prefill does not hold the thread);
+   * returns the result when the generation stops.
    */
-  *generate(prompt: number[], options: SequenceGenerateOptions): Generator<TokenEvent, SequenceResult> {
+  *generate(prompt: number[], options: SequenceGenerateOptions): Generator<TokenEvent | null, SequenceResult> {
     const { maxTokens } = options;
     this.checkPrompt(prompt);
     const ctxSize = this.context.contextSize;
@@ -145,7 +146,7 @@ export class Sequence {
     let reused = 0;
     let layers: number;
     try {
-      ({ reused, layers } = this.prefill(prompt, options.exit, output));
+      ({ reused, layers } = yield* this.prefill(prompt, options.exit, output));
     } catch (e) {
       if (!(e instanceof AdaInferError && e.code === 'ABORTED')) throw e;
       return this.emptyResult(prompt.length, 'aborted', performance.now() - t0);
@@ -295,10 +296,23 @@ export class Sequence {
    * Returns the winning label's index, the softmax over the labels' logits, and the layers run.
    */
   classify(prompt: number[], labelTokens: number[], exit?: ExitDecider): { index: number; probs: number[]; layers: number } {
+    return drain(this.classifySteps(prompt, labelTokens, exit));
+  }
+
+  /**
+   * classify() in steps: yields `null` between two prompt chunks. `aborted` is checked between layers; when it
+   * returns true the run throws an ABORTED error and the step's tokens are not part of the sequence.
+   */
+  *classifySteps(
+    prompt: number[],
+    labelTokens: number[],
+    exit?: ExitDecider,
+    aborted?: () => boolean,
+  ): Generator<null, { index: number; probs: number[]; layers: number }> {
     this.checkPrompt(prompt);
     const scores = new LabelScores(labelTokens);
-    this.aborted = undefined;
-    const { layers } = this.prefill(prompt, exit, scores);
+    this.aborted = aborted;
+    const { layers } = yield* this.prefill(prompt, exit, scores);
     return { ...scores.result(), layers };
   }
 
@@ -351,7 +365,7 @@ export class Sequence {
    * Brings the cache to exactly `prompt`, reusing the longest common prefix of exact positions. Returns the
    * reused count and the layers run for the last step.
    */
-  private prefill(prompt: number[], exit: ExitDecider | undefined, output: RowOutput | undefined): { reused: number; layers: number } {
+  private *prefill(prompt: number[], exit: ExitDecider | undefined, output: RowOutput | undefined): Generator<null, { reused: number; layers: number }> {
     const exact = Math.min(this.cached.length, this.firstInexact);
     let common = 0;
     while (common < exact && common < prompt.length && this.cached[common] === prompt[common]) common++;
@@ -360,7 +374,7 @@ export class Sequence {
     this.cached.length = reused;
     if (this.group.pending) this.group.pending.length = 0;
     this.firstInexact = Infinity;
-    return { reused, layers: this.evaluate(prompt.slice(reused), exit, output) };
+    return { reused, layers: yield* this.evaluateSteps(prompt.slice(reused), exit, output) };
   }
 
   /**
@@ -369,6 +383,11 @@ export class Sequence {
    * says so; the tokens of that step are then not part of the sequence.
    */
   private evaluate(tokens: number[], exit: ExitDecider | undefined, output: RowOutput | undefined): number {
+    return drain(this.evaluateSteps(tokens, exit, output));
+  }
+
+  /** evaluate() in steps: yields `null` after every step but the last. */
+  private *evaluateSteps(tokens: number[], exit: ExitDecider | undefined, output: RowOutput | undefined): Generator<null, number> {
     const { batchSize } = this.context;
     const g = this.group;
     const nLayer = this.context.model.config.nLayer;
@@ -383,9 +402,18 @@ export class Sequence {
       this.engine.run([g]);
       for (let i = start; i < start + g.count; i++) this.cached.push(tokens[i]);
       if (g.layers < nLayer && this.kvFill !== 'recompute') this.firstInexact = Math.min(this.firstInexact, g.pos);
+      if (!last) yield null;
     }
     if (g.pending) this.firstInexact = g.pending.length > 0 ? Math.min(...g.pending.map((p) => p.pos)) : Infinity;
     g.tokens = [];
     return g.layers;
+  }
+}
+
+/** Runs a stepwise computation to its end in one go. */
+function drain<R>(steps: Generator<null, R>): R {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
   }
 }

@@ -10,6 +10,8 @@ import { native } from '../bindings/native';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
 import { ExitDecider } from '../exit/decider';
 import { ExitPolicy, thresholdPolicy, withLabelCandidates } from '../exit/policy';
+import { labelTokensAfter, noSpaceTokenizer } from '../tasks/labels';
+import { checkKnownOptions } from './options';
 import {
   BenchRequest,
   BenchResult,
@@ -19,6 +21,7 @@ import {
   Request,
   RequestMessage,
   ResponseMessage,
+  THRESHOLD_SPEC_KEYS,
   WorkerClassifyOptions,
   WorkerGenerateOptions,
 } from './protocol';
@@ -114,6 +117,7 @@ function policyFor(spec: ExitSpec | undefined): ExitPolicy | undefined {
       const file = loadExitFile(spec, { fingerprint: m.fingerprint, name: m.config.name, nLayer: m.config.nLayer });
       policy = policyFromExitFile(file);
     } else if (spec && typeof spec === 'object' && spec.kind === 'threshold') {
+      checkKnownOptions(spec, THRESHOLD_SPEC_KEYS, 'a threshold exit spec');
       policy = thresholdPolicy(
         spec.feature,
         spec.value,
@@ -164,8 +168,8 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
       checkOpen();
       const step = run.next();
       if (step.done) return step.value;
-      post({ id, kind: 'token', event: step.value });
-      // Let other sessions' requests in between tokens.
+      if (step.value) post({ id, kind: 'token', event: step.value });
+      // Let other sessions' requests in between tokens, and between the chunks of a long prompt.
       await yieldToEventLoop();
     }
   } finally {
@@ -173,31 +177,51 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
   }
 }
 
+let noSpace: ReturnType<typeof noSpaceTokenizer> | undefined;
+
 /**
- * The prompt's tokens and the token each label is scored by: its first token after the prompt (so a leading space
- * folds in as the tokenizer does it). `where` names the prompt in errors.
+ * The prompt's tokens and the token each label is scored by: its first token after the prompt's tokens (so a
+ * leading space folds in as the tokenizer does it, and a prompt whose end the tokenizer would merge with the label
+ * is followed by the label's own tokens: lib/tasks/labels.ts). `where` names the prompt in errors.
  */
 function promptAndLabelTokens(prompt: string | number[], labels: string[], addBos: boolean | undefined, where = ''): { tokens: number[]; labelTokens: number[] } {
   const m = requireModel();
   const tokens = promptTokens(prompt, { maxTokens: 0, addBos });
+  noSpace ??= noSpaceTokenizer(m);
   const labelTokens = labels.map((label) => {
     if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
-    const full = m.tokenizer.encode(prompt + label, { addSpecial: addBos ?? true });
-    return full[Math.min(tokens.length, full.length - 1)];
+    return labelTokensAfter(m.tokenizer, noSpace!, prompt, tokens, label, addBos ?? true).tokens[0];
   });
   if (new Set(labelTokens).size !== labelTokens.length)
     throw new OptionError('labels', `${where}two labels start with the same token (${labelTokens.join(', ')}); they cannot be told apart`);
   return { tokens, labelTokens };
 }
 
-/** Scores each label by its first token after the prompt; fast-mode lenses use the label tokens as candidates. */
-function classify(sessionId: number, prompt: string | number[], labels: string[], options: WorkerClassifyOptions): ClassifyResult {
+/**
+ * Scores each label by its first token after the prompt; fast-mode lenses use the label tokens as candidates.
+ * Yields between prompt chunks (other sessions run meanwhile); the abort flag is read between layers.
+ */
+async function classify(sessionId: number, prompt: string | number[], labels: string[], options: WorkerClassifyOptions, abort: SharedArrayBuffer): Promise<ClassifyResult> {
   const s = requireSession(sessionId);
   if (s.busy) throw new AdaInferError('BUSY', 'the session is generating; wait for it or use another session');
-  const { tokens, labelTokens } = promptAndLabelTokens(prompt, labels, options.addBos);
-  const policy = withLabelCandidates(policyFor(options.exit), labelTokens);
-  const r = s.sequence.classify(tokens, labelTokens, policy && new ExitDecider(s.context, policy));
-  return { index: r.index, label: labels[r.index], probs: r.probs, exitLayer: r.layers, labelTokens };
+  s.busy = true;
+  try {
+    const { tokens, labelTokens } = promptAndLabelTokens(prompt, labels, options.addBos);
+    const policy = withLabelCandidates(policyFor(options.exit), labelTokens);
+    const flag = new Int32Array(abort);
+    const run = s.sequence.classifySteps(tokens, labelTokens, policy && new ExitDecider(s.context, policy), () => Atomics.load(flag, 0) !== 0);
+    for (;;) {
+      checkOpen();
+      const step = run.next();
+      if (step.done) {
+        const r = step.value;
+        return { index: r.index, label: labels[r.index], probs: r.probs, exitLayer: r.layers, labelTokens };
+      }
+      await yieldToEventLoop();
+    }
+  } finally {
+    s.busy = false;
+  }
 }
 
 /** llama-bench style: prefill `promptTokens` random tokens, then decode `genTokens` one by one. */
@@ -256,7 +280,7 @@ async function handle(msg: RequestMessage): Promise<unknown> {
     case 'generate':
       return generate(msg.id, req.sessionId, req.prompt, req.options, req.abort);
     case 'classify':
-      return classify(req.sessionId, req.prompt, req.labels, req.options);
+      return classify(req.sessionId, req.prompt, req.labels, req.options, req.abort);
     case 'bench':
       return bench(req.sessionId, req.request);
     case 'generateBatch':
@@ -381,7 +405,7 @@ async function classifyBatchOp(
 
 parentPort!.on('message', (msg: RequestMessage) => {
   const done = handle(msg);
-  if (msg.op === 'generate' || msg.op === 'generateBatch' || msg.op === 'classifyBatch') {
+  if (msg.op === 'generate' || msg.op === 'classify' || msg.op === 'generateBatch' || msg.op === 'classifyBatch') {
     inflight.add(done);
     done.then(
       () => inflight.delete(done),

@@ -10,6 +10,7 @@
 import { AdaInferError, ModelFileError } from '../errors';
 import {
   fromNativeError,
+  KernelVariant,
   native,
   NativeBackend,
   NativeContext,
@@ -105,8 +106,8 @@ export type BackendChoice = 'auto' | NativeBackend;
 export const BACKENDS: readonly BackendChoice[] = ['auto', 'cpu', 'cuda'];
 
 export interface LoadOptions {
-  /** Kernel variant: 'generic' | 'avx2' | 'avx512'; default: the best this CPU runs. */
-  kernels?: string;
+  /** Kernel variant; default: the best this CPU runs. */
+  kernels?: KernelVariant;
   /** Default 'cpu' here ('auto' in the public API, lib/api.ts). */
   backend?: BackendChoice;
   /** CUDA device index (default 0). */

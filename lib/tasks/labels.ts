@@ -18,7 +18,9 @@
  *    names the labels.
  */
 import { AdaInferError } from '../errors';
-import { Tokenizer } from '../tokenizer';
+import { createTokenizer, Tokenizer } from '../tokenizer';
+import type { LlamaModel } from '../model/llama';
+import { tokenizerMetadataFromGGUF } from '../model/gguf_tokenizer';
 
 export type LabelBoundary = 'joined' | 'space-in-prompt';
 
@@ -46,6 +48,15 @@ export interface LabelScheme {
 }
 
 const show = (t: Tokenizer, ids: number[]) => ids.map((id) => t.tokenText(id)).join('|');
+
+/**
+ * The tokenizer without SentencePiece's space prefix (BPE: the same as the model's; a Hugging Face tokenizer
+ * is used as it is).
+ */
+export function noSpaceTokenizer(model: LlamaModel): Tokenizer {
+  if (model.tokenizer.model !== 'llama' || !model.gguf) return model.tokenizer;
+  return createTokenizer({ ...tokenizerMetadataFromGGUF(model.gguf), addSpacePrefix: false });
+}
 
 function startsWith(a: number[], prefix: number[]): boolean {
   if (a.length < prefix.length) return false;
@@ -131,6 +142,26 @@ export function resolveLabels(tokenizer: Tokenizer, noSpace: Tokenizer, probe: s
     'TOKENIZER',
     `${task}: labels cannot be told apart by one token: with the leading space ${joined.join('; ')}; without it ${moved.join('; ')}. Choose other label words in lib/tasks/formats.ts`,
   );
+}
+
+/**
+ * The tokens `label` adds after a prompt, its text written verbatim after the prompt's (Session.classify, where
+ * the caller chose the boundary): the joined text's tokens after the prompt's when the prompt's tokens are a
+ * prefix of them ('joined'), else — the tokenizer merged the end of the prompt with the start of the label
+ * ("Answer: " + "yes": "▁" then "▁yes") — the label's own tokens without a space prefix, which is what follows
+ * the prompt's tokens as the model runs them (the space-in-prompt boundary of resolveLabels).
+ */
+export function labelTokensAfter(
+  tokenizer: Tokenizer,
+  noSpace: Tokenizer,
+  promptText: string,
+  promptIds: number[],
+  label: string,
+  addSpecial: boolean,
+): { tokens: number[]; boundary: LabelBoundary } {
+  const full = tokenizer.encode(promptText + label, { addSpecial });
+  if (startsWith(full, promptIds) && full.length > promptIds.length) return { tokens: full.slice(promptIds.length), boundary: 'joined' };
+  return { tokens: noSpace.encode(label, { addSpecial: false }), boundary: 'space-in-prompt' };
 }
 
 /** The tokens of a prompt under a label scheme: the text (BOS included as the tokenizer adds it), then the shared prefix. */

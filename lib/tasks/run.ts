@@ -13,13 +13,12 @@ import { LensOptions } from '../exit/lens';
 import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, neverPolicy, thresholdPolicy } from '../exit/policy';
 import { Trace } from '../exit/collect';
 import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
-import { LlamaModel } from '../model/llama';
-import { tokenizerMetadataFromGGUF } from '../model/gguf_tokenizer';
-import { createTokenizer, Tokenizer } from '../tokenizer';
+import { BackendChoice, LlamaModel } from '../model/llama';
+import { Tokenizer } from '../tokenizer';
 import { LabelInfo, Results, RESULTS_FORMAT, TaskExitInfo, TaskResult } from '../report/schema';
 import { collectTaskTraces, measureTask, Scorer, sweep } from './evaluate';
 import { buildPrompt, PROMPT_FORMATS, TASK_NAMES, TaskName } from './formats';
-import { LabelScheme, resolveLabels } from './labels';
+import { LabelScheme, noSpaceTokenizer, resolveLabels } from './labels';
 import { demoPicker, prepareExamples, PreparedSet } from './prepare';
 import { loadTaskData, SPLIT_SEED } from './tasks';
 
@@ -62,6 +61,10 @@ export interface EvalTasksOptions {
   schedule: ExitSchedule;
   dataDir: string;
   threads: number;
+  /** Where the blocks run (default 'cpu'; the CLI's --backend defaults to 'auto'). */
+  backend?: BackendChoice;
+  /** CUDA device index (default 0). */
+  device?: number;
   /** Collect traces on the evaluated examples for the threshold sweep (default true). */
   sweep?: boolean;
   /** A progress sink per task (units: training examples + evaluated examples × (1 + sweep)). */
@@ -142,15 +145,6 @@ function filePolicy(f: ExitFile, fastLens: LensOptions): TaskPolicy {
   return { policy: classifierPolicy(c, p.threshold, p.schedule, lens), scorer: classifierScorer(c), threshold: p.threshold, info: { kind: c.kind, threshold: finite(p.threshold), score: `${c.kind} score`, training: null } };
 }
 
-/**
- * The tokenizer without SentencePiece's space prefix (BPE: the same as the model's; a Hugging Face tokenizer
- * is used as it is).
- */
-function noSpaceTokenizer(model: LlamaModel): Tokenizer {
-  if (model.tokenizer.model !== 'llama' || !model.gguf) return model.tokenizer;
-  return createTokenizer({ ...tokenizerMetadataFromGGUF(model.gguf), addSpacePrefix: false });
-}
-
 /** 1 or 0 when every check of every trace has the same training label (this layer gives the answer), else undefined. */
 function singleClass(traces: Trace[], label: LabelKind): 0 | 1 | undefined {
   let pos = 0;
@@ -171,7 +165,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
   for (const t of o.tasks) if (!TASK_NAMES.includes(t)) throw new OptionError('--tasks', `unknown task '${t}' (known: ${TASK_NAMES.join(', ')})`);
   if (!Number.isInteger(o.shots) || o.shots < 0) throw new OptionError('--shots', `must be an integer >= 0, got ${String(o.shots)}`);
   const log = o.log ?? (() => undefined);
-  const model = LlamaModel.load(o.modelPath);
+  const model = LlamaModel.load(o.modelPath, { backend: o.backend, device: o.device });
   try {
     const nLayer = model.config.nLayer;
     const identity = { fingerprint: model.fingerprint, name: model.config.name, nLayer };

@@ -3,11 +3,13 @@
  * 'cuda' is a BACKEND_UNAVAILABLE error that says why, for the API and the CLI, and a bad backend name is an
  * option error. (On a GPU machine test/gpu/run.sh checks the CUDA backend itself.)
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { loadModel } from '../../lib';
 import { native } from '../../lib/bindings/native';
-import { repoRoot } from '../helpers';
+import { repoRoot, tmpDir } from '../helpers';
+import { writeFixtureData } from '../page/tasks_fixture';
 
 const CLI = path.join(repoRoot(), 'dist', 'lib', 'cli', 'main.js');
 const cuda = native().systemInfo().cuda;
@@ -57,6 +59,31 @@ noGpu('without a usable CUDA device', () => {
     );
     expect(ok.status).toBe(0);
     expect(JSON.parse(ok.stdout).model.backend).toBe('cpu');
+  });
+
+  test('the offline commands take --backend too: train-exit, eval-exit and eval-tasks (cuda refused, cpu runs)', () => {
+    const dir = tmpDir('adainfer-backend-');
+    try {
+      const text = path.join(dir, 'stories.txt');
+      fs.writeFileSync(text, 'Once upon a time there was a little dog. The dog liked to play in the park.\n<|endoftext|>\n'.repeat(3));
+      const exitFile = path.join(dir, 'exit.json');
+      const data = writeFixtureData(path.join(dir, 'tasks'));
+      const run = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120000 });
+      const train = ['train-exit', '--data', text, '--limit', '40', '--classifier', 'threshold', '--threads', '1', '-o', exitFile];
+      const evalExit = ['eval-exit', '--data', text, '--limit', '20', '--exit', exitFile, '--threads', '1', '--json'];
+      const evalTasks = ['eval-tasks', '--data-dir', data, '--tasks', 'sst2', '--limit', '2', '--no-sweep', '--out', path.join(dir, 'out'), '--threads', '1', '--json'];
+      expect(run([...train, '--backend', 'cpu']).status).toBe(0);
+      for (const args of [train, evalExit, evalTasks]) {
+        const bad = run([...args, '--backend', 'cuda']);
+        expect(bad.stderr).toContain('[BACKEND_UNAVAILABLE]');
+        expect(bad.status).toBe(1);
+        expect(run([...args, '--backend', 'tpu']).status).toBe(2);
+      }
+      expect(run([...evalExit, '--backend', 'cpu']).status).toBe(0);
+      expect(run([...evalTasks, '--backend', 'cpu']).status).toBe(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -120,6 +120,32 @@ describe('kvFill', () => {
     expect(runs.none.tokens).not.toEqual(runs.recompute.tokens);
   });
 
+  test("'none' in a session: positions from the first exit on are never reused as a prefix (their K/V are stale)", () => {
+    // Chunks of 8: the prompt's first chunk runs at full depth, its last chunk decides (and exits).
+    const ctx = model.createContext({ contextSize: 128, batchSize: 8, threads: 1 });
+    const seq = new Sequence(ctx, 'none');
+    const drain = <R>(run: Generator<unknown, R>): R => {
+      let r = run.next();
+      while (!r.done) r = run.next();
+      return r.value;
+    };
+    const first = drain(seq.generate(prompt, { maxTokens: 12, stopAtEos: false, sampling: GREEDY, exit: new ExitDecider(ctx, exiting()) }));
+    // The cache holds the prompt and every generated token but the last (it was never run). Where the first
+    // inexact position is: the start of the prompt's last chunk when the prompt exited, else the position of the
+    // first generated token whose step exited (token j >= 1 was produced by the step at position |prompt| + j - 1).
+    const lastChunkStart = Math.floor((prompt.length - 1) / 8) * 8;
+    const j = first.exitLayers.findIndex((l, i) => i >= 1 && l < nLayer);
+    const firstInexact = first.exitLayers[0] < nLayer ? lastChunkStart : j >= 1 ? prompt.length + j - 1 : Infinity;
+    expect(firstInexact).toBeLessThan(prompt.length + first.tokens.length - 1); // something did exit
+    const replay = [...prompt, ...first.tokens];
+    const second = drain(seq.generate(replay, { maxTokens: 1, sampling: GREEDY }));
+    expect(second.reusedPromptTokens).toBe(firstInexact);
+    // A full-depth run leaves exact K/V: everything but the last prompt token is reused next time.
+    const third = drain(seq.generate(replay, { maxTokens: 1, sampling: GREEDY }));
+    expect(third.reusedPromptTokens).toBe(replay.length - 1);
+    ctx.dispose();
+  });
+
   test('recompute needs a batch as large as the context', () => {
     const ctx = model.createContext({ contextSize: 64, batchSize: 16, threads: 1 });
     expect(() => new Sequence(ctx, 'recompute')).toThrow(expect.objectContaining({ code: 'INVALID_OPTION', option: 'kvFill' }));
