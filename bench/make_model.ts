@@ -12,6 +12,12 @@
  * The file is streamed tensor by tensor (GGUFWriter): memory stays at a few chunks of rows, whatever the size.
  * Values: uniform with the standard deviation of the reference recipe (0.02; attn_q / attn_k 0.08), norm
  * weights 1 + small noise, from a seeded xorshift generator (the same seed gives the same file).
+ *
+ * --depth-decay D (0 < D <= 1) makes a file where drafting from early layers pays (issue 15): layer l's output
+ * projections (attn_output, ffn_down: what each block adds to the residual stream) get D^l times the standard
+ * deviation, so later layers change the prediction less and a share of positions settles before the last layer.
+ * Random weights otherwise never agree across layers. The share is measured, not assumed:
+ * `node dist/bench/draft_acceptance.js --model FILE` prints it per layer. Default output name: ...-decayD.gguf.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -140,12 +146,26 @@ export interface MakeModelOptions {
   seed?: number;
   threads?: number;
   pure?: boolean;
+  /** Layer l's attn_output and ffn_down get depthDecay^l times their standard deviation (default 1: none). */
+  depthDecay?: number;
   log?: (m: string) => void;
+}
+
+/** The factor on a tensor's standard deviation for --depth-decay: decay^l for layer l's output projections. */
+export function depthDecayFactor(tensorName: string, decay: number): number {
+  const m = /^blk\.(\d+)\.(attn_output|ffn_down)\.weight$/.exec(tensorName);
+  return m ? Math.pow(decay, Number(m[1])) : 1;
+}
+
+function checkDepthDecay(decay: number | undefined): void {
+  if (decay !== undefined && !(decay > 0 && decay <= 1)) throw new Error(`--depth-decay must be in (0, 1], got ${decay}`);
 }
 
 /** Writes the model; returns the file size. */
 export function makeModel(o: MakeModelOptions): number {
   const g = o.geometry;
+  checkDepthDecay(o.depthDecay);
+  const decay = o.depthDecay ?? 1;
   const log = o.log ?? (() => undefined);
   const threads = o.threads ?? 1;
   const tensors = llamaTensors(g);
@@ -167,6 +187,7 @@ export function makeModel(o: MakeModelOptions): number {
   w.setF32('llama.rope.freq_base', g.ropeBase);
   w.setU32('llama.vocab_size', g.nVocab);
   w.setU32('general.file_type', targetFileType(o.target));
+  if (decay !== 1) w.setF32('adainfer.bench.depth_decay', decay);
   if (![GGMLType.F32, GGMLType.F16, GGMLType.BF16].includes(targetBaseType(o.target))) w.setU32('general.quantization_version', 2);
   w.setString('tokenizer.ggml.model', 'llama');
   w.setArray('tokenizer.ggml.tokens', GGUFValueType.STRING, vocab.tokens);
@@ -193,7 +214,7 @@ export function makeModel(o: MakeModelOptions): number {
           rng.fill(f32, 0.1);
           for (let k = 0; k < f32.length; k++) f32[k] += 1;
         } else {
-          rng.fill(f32, t.std * Math.sqrt(3));  // uniform with standard deviation t.std
+          rng.fill(f32, t.std * depthDecayFactor(t.name, decay) * Math.sqrt(3));  // uniform with standard deviation t.std (times the decay)
         }
         yield type === GGMLType.F32 ? new Uint8Array(f32.buffer.slice(0, f32.byteLength)) : quantizeRows(type, f32, rows, nPerRow, threads);
       }
@@ -205,21 +226,36 @@ export function makeModel(o: MakeModelOptions): number {
   return w.write(o.out).fileSize;
 }
 
-export function defaultModelPath(geometry: string, target: string, pure = false): string {
-  return path.join(repoRoot(), 'bench', 'models', `${geometry}-${target}${pure ? '-pure' : ''}.gguf`);
+export function defaultModelPath(geometry: string, target: string, pure = false, depthDecay?: number): string {
+  const decay = depthDecay !== undefined && depthDecay !== 1 ? `-decay${depthDecay}` : '';
+  return path.join(repoRoot(), 'bench', 'models', `${geometry}-${target}${pure ? '-pure' : ''}${decay}.gguf`);
 }
 
 /** Makes the model unless the file exists (and `force` is not set); returns its path. */
-export function ensureModel(geometry: string, target: string, options: { force?: boolean; threads?: number; seed?: number; pure?: boolean; out?: string; log?: (m: string) => void } = {}): string {
+export function ensureModel(
+  geometry: string,
+  target: string,
+  options: { force?: boolean; threads?: number; seed?: number; pure?: boolean; depthDecay?: number; out?: string; log?: (m: string) => void } = {},
+): string {
   const g = GEOMETRIES[geometry];
   if (!g) throw new Error(`unknown geometry '${geometry}'; known: ${Object.keys(GEOMETRIES).join(', ')}`);
   const t = parseQuantTarget(target);
-  const out = options.out ?? defaultModelPath(geometry, t, options.pure);
+  checkDepthDecay(options.depthDecay);
+  const out = options.out ?? defaultModelPath(geometry, t, options.pure, options.depthDecay);
   if (!options.force && fs.existsSync(out)) return out;
   const log = options.log ?? ((m: string) => process.stderr.write(m + '\n'));
   const t0 = Date.now();
   log(`[make_model] writing ${out} (${geometry}, ${t}) ...`);
-  const size = makeModel({ geometry: g, target: t, out, seed: options.seed, threads: options.threads, pure: options.pure, log });
+  const size = makeModel({
+    geometry: g,
+    target: t,
+    out,
+    seed: options.seed,
+    threads: options.threads,
+    pure: options.pure,
+    depthDecay: options.depthDecay,
+    log,
+  });
   log(`[make_model] ${out}: ${(size / 2 ** 30).toFixed(2)} GiB in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   return out;
 }
@@ -242,13 +278,16 @@ if (require.main === module) {
     const args = parseArgs(process.argv.slice(2));
     if (args.help || !args.geometry || !args.type) {
       process.stderr.write(
-        'usage: node dist/bench/make_model.js --geometry tiny|tinyllama-1.1b|llama2-7b --type TYPE [--out FILE] [--seed N] [--threads T] [--pure] [--force]\n',
+        'usage: node dist/bench/make_model.js --geometry tiny|tinyllama-1.1b|llama2-7b --type TYPE [--out FILE] [--seed N] [--threads T] [--pure] [--depth-decay D] [--force]\n' +
+          '  --depth-decay D: layer l\'s attn_output and ffn_down scaled by D^l (0 < D <= 1), so that early layers settle the\n' +
+          '                   prediction for a share of positions (measure it: node dist/bench/draft_acceptance.js --model FILE)\n',
       );
       process.exitCode = args.help ? 0 : 2;
     } else {
       const file = ensureModel(String(args.geometry), String(args.type), {
         force: Boolean(args.force),
         pure: Boolean(args.pure),
+        depthDecay: typeof args['depth-decay'] === 'string' ? Number(args['depth-decay']) : undefined,
         out: typeof args.out === 'string' ? args.out : undefined,
         seed: typeof args.seed === 'string' ? Number(args.seed) : undefined,
         threads: typeof args.threads === 'string' ? Number(args.threads) : 2,

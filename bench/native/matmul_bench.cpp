@@ -3,7 +3,9 @@
 //   decode: one token through the 7 matrices of each of 22 layers (~1.1 GB of F16, far beyond the caches),
 //           reported as GB/s of weights streamed;
 //   prefill: N tokens through one layer's matrices, reported as GMAC/s (multiply-adds per second).
-// usage: adainfer_matmul_bench TYPE [decode|prefill] [--tokens N] [--threads T] [--isa NAME] [--reps R]
+//   few rows: decode mode with --tokens 2..16 streams all 22 layers with the few-row kernels (matmul_act_few),
+//           as MatmulRunner does; --no-few takes the prefill kernels instead.
+// usage: adainfer_matmul_bench TYPE [decode|prefill|hot] [--tokens N] [--threads T] [--isa NAME] [--reps R] [--no-few]
 //   TYPE: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K Q8_K;  NAME: generic avx2 avx512 avx512_plain
 #include <algorithm>
 #include <chrono>
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
   std::string mode = argc > 2 && argv[2][0] != '-' ? argv[2] : "decode";
   int64_t n_tok = mode == "decode" ? 1 : 512;
   int threads = 1, reps = 5;
+  bool no_few = false;
   std::string isa = "avx512";
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -61,6 +64,7 @@ int main(int argc, char** argv) {
     if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     if (a == "--isa" && i + 1 < argc) isa = argv[++i];
     if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    if (a == "--no-few") no_few = true;
   }
   const KernelTable* k = isa == "avx512_plain" ? kernels_avx512_plain() : kernels_by_name(isa.c_str());
   if (type < 0 || !k || !k->matmul[type]) {
@@ -98,6 +102,9 @@ int main(int argc, char** argv) {
   std::vector<float> x(static_cast<size_t>(n_tok * max_in)), y(static_cast<size_t>(n_tok * max_out));
   for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.001f * static_cast<float>(i));
   const int32_t format = k->act_format[type];
+  // as MatmulRunner: the few-row kernel for 2 .. kFewRowsMax rows where the table has one
+  const bool few = !no_few && n_tok >= 2 && n_tok <= kFewRowsMax && k->matmul_act_few[type];
+  const MatmulActFn act_fn = few ? k->matmul_act_few[type] : k->matmul_act[type];
   std::vector<uint8_t> act;
   ThreadPool pool(threads);
 
@@ -111,7 +118,7 @@ int main(int argc, char** argv) {
         uint8_t* a = act.data() + (64 - reinterpret_cast<uintptr_t>(act.data()) % 64) % 64;  // as the blocks: aligned
         for (int64_t t = 0; t < n_tok; ++t) k->quantize_act[format](x.data() + t * s.cols, a + t * lda, s.cols);
         pool.parallel_for(s.rows, 48, [&](int64_t r0, int64_t r1, int) {
-          k->matmul_act[type](mats[m].data(), s.cols, a, static_cast<int64_t>(lda), n_tok, y.data(), s.rows, r0, r1);
+          act_fn(mats[m].data(), s.cols, a, static_cast<int64_t>(lda), n_tok, y.data(), s.rows, r0, r1);
         });
       } else {
         pool.parallel_for(s.rows, 48, [&](int64_t r0, int64_t r1, int) {
@@ -133,8 +140,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 7; ++i) macs += static_cast<double>(kLayer[i].rows) * kLayer[i].cols;
   macs *= static_cast<double>(layers) * n_tok * hot_reps;
   total *= hot_reps;
-  std::printf("%s %s isa=%s threads=%d tokens=%lld: %.2f ms, %.1f GB/s of weights, %.1f GMAC/s\n", argv[1], mode.c_str(),
-              k == kernels_avx512_vnni() ? "avx512+vnni" : k->name, threads, (long long)n_tok, med * 1e3,
+  std::printf("%s %s%s isa=%s threads=%d tokens=%lld: %.2f ms, %.1f GB/s of weights, %.1f GMAC/s\n", argv[1], mode.c_str(),
+              few ? " (few-row kernel)" : "", k == kernels_avx512_vnni() ? "avx512+vnni" : k->name, threads, (long long)n_tok, med * 1e3,
               total / med / 1e9, macs / med / 1e9);
   return 0;
 }

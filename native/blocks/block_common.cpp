@@ -22,6 +22,16 @@ int row_split_override() {  // 0: auto, 1: static, 2: dynamic
   return mode;
 }
 
+// ADAINFER_FEW_ROWS=0 turns the few-row kernels off (every batch takes the prefill path), to measure one against
+// the other (bench/verify_cost.ts).
+bool few_rows_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("ADAINFER_FEW_ROWS");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return enabled;
+}
+
 // Calls fn(r0, r1) on chunks covering rows [0, n), chunk boundaries multiples of `align`.
 //  - static (decode): parallel_for, one contiguous range per thread, streamed front to back in a few
 //    sub-chunks; a thread done early takes over what another has not reached, and a worker that is late
@@ -98,9 +108,13 @@ void MatmulRunner::operator()(const WeightView& w, const float* x, int64_t ldx, 
     a.n_in = w.ne0;
     a.n = n;
   }
-  MatmulActFn fn = k_.matmul_act[w.type];
+  // By row count: one row (decode) and 2 .. kFewRowsMax rows (a speculative verify step, a few decoding
+  // sequences) stream the weights once from memory, split statically like decode; larger batches are
+  // compute-bound prefill, split dynamically.
+  const bool few = n >= 2 && n <= kFewRowsMax && k_.matmul_act_few[w.type] && few_rows_enabled();
+  MatmulActFn fn = few ? k_.matmul_act_few[w.type] : k_.matmul_act[w.type];
   const uint8_t* rows = aligned_rows(a);
-  split_rows(pool_, w.ne1, 48, n > 1, [&](int64_t r0, int64_t r1) {
+  split_rows(pool_, w.ne1, 48, n > 1 && !few, [&](int64_t r0, int64_t r1) {
     fn(w.data, w.ne0, rows, static_cast<int64_t>(lda), n, y, ldy, r0, r1);
   });
 }

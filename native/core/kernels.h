@@ -109,6 +109,8 @@ static inline int64_t act_qk_pos(int64_t i) {
 // the activations were already converted by quantize_act[act_format[type]]: row t at A + t * lda bytes.
 using MatmulActFn = void (*)(const void* W, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y,
                              int64_t ldy, int64_t row_begin, int64_t row_end);
+// Most activation rows a matmul_act_few kernel takes.
+constexpr int64_t kFewRowsMax = 16;
 // x: n floats -> one activation row (act_row_bytes(format, n) bytes at out).
 using QuantizeActFn = void (*)(const float* x, uint8_t* out, int64_t n);
 
@@ -149,6 +151,11 @@ struct KernelTable {
   // per call; the blocks quantize once and reuse the rows across matmuls that share an input).
   int32_t act_format[kMaxType];
   MatmulActFn matmul_act[kMaxType];
+  // The same product for a few activation rows (2 .. kFewRowsMax: the verify step of speculative decoding,
+  // a few sequences decoding together), where the weights are still streamed from memory as in decode: each
+  // weight block is read and unpacked once and multiplied with every row, in one pass over the matrix.
+  // nullptr where a variant has none for a type (matmul_act then serves every row count).
+  MatmulActFn matmul_act_few[kMaxType];
   QuantizeActFn quantize_act[kActFormats];
 
   AttentionFn attention;

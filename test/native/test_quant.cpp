@@ -11,7 +11,9 @@
 #include "core/cpu_features.h"
 #include "core/ggml_types.h"
 #include "core/kernels.h"
+#include "blocks/block_common.h"
 #include "core/quantize.h"
+#include "core/thread_pool.h"
 #include "test_harness.h"
 
 using namespace adainfer;
@@ -477,6 +479,115 @@ TEST(quant_matmul_simd_matches_generic) {
               }
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// The few-row kernels (matmul_act_few, rows 2 .. kFewRowsMax): present for exactly the types of 32-element
+// blocks in every table, the generic one bit-identical to the generic matmul_act (same sums, same order),
+// every SIMD table within the tolerance of quant_matmul_simd_matches_generic, writing only its rows and range.
+TEST(quant_matmul_few_tables) {
+  for (const KernelTable* t : all_tables()) {
+    for (GgmlType type : kQuantTypes) {
+      CHECK_MSG((t->matmul_act_few[id_of(type)] != nullptr) == !is_k(type), "%s %s", table_label(t), name_of(type));
+    }
+  }
+}
+
+TEST(quant_matmul_few_matches_generic) {
+  Rng rng(23);
+  for (GgmlType type : kQuantTypes) {
+    if (is_k(type)) continue;
+    // block counts below, at and around the AVX2 kernel's groups of 8 blocks and AVX-512's 16
+    for (int64_t n_in : {32, 96, 256, 288, 544, 2080}) {
+      for (int64_t n_tok : {2, 3, 4, 5, 7, 8, 9, 12, 16}) {
+        const int64_t row_begin = n_tok % 3, rows = 5 + n_tok;  // unaligned ranges, partial 16-row blocks
+        const int64_t row_end = row_begin + rows, total = row_end + 2;
+        const QWeights w = make_qweights(type, total, n_in, rng);
+        const size_t lda = act_row_bytes(kActQ8_0, n_in);
+        // activation rows 64-byte aligned, as MatmulRunner makes them, and one row past n_tok that must stay unread
+        std::vector<uint8_t> act_mem(lda * static_cast<size_t>(n_tok + 1) + 64);
+        uint8_t* act = act_mem.data() + (64 - reinterpret_cast<uintptr_t>(act_mem.data()) % 64) % 64;
+        std::vector<float> x(static_cast<size_t>(n_in));
+        for (int64_t t = 0; t <= n_tok; ++t) {
+          for (auto& v : x) v = rng.normal();
+          kernels_generic().quantize_act[kActQ8_0](x.data(), act + t * lda, n_in);
+        }
+        const int64_t ldy = total + 1;
+        std::vector<float> want(static_cast<size_t>((n_tok + 1) * ldy), 7.f);
+        kernels_generic().matmul_act[id_of(type)](w.bytes.data(), n_in, act, static_cast<int64_t>(lda), n_tok,
+                                                  want.data(), ldy, row_begin, row_end);
+        for (const KernelTable* t : all_tables()) {
+          std::vector<float> got(static_cast<size_t>((n_tok + 1) * ldy), 7.f);
+          t->matmul_act_few[id_of(type)](w.bytes.data(), n_in, act, static_cast<int64_t>(lda), n_tok, got.data(), ldy,
+                                         row_begin, row_end);
+          const bool generic = t == &kernels_generic();
+          int reported = 0;
+          for (int64_t tok = 0; tok <= n_tok; ++tok) {
+            const std::vector<double> xv = act_values(kActQ8_0, act + tok * lda, n_in);
+            for (int64_t r = 0; r < ldy; ++r) {
+              const float g = got[tok * ldy + r], e = want[tok * ldy + r];
+              if (tok == n_tok || r < row_begin || r >= row_end) {
+                if (g != 7.f && reported++ < 3)
+                  CHECK_MSG(false, "%s %s n_tok=%lld wrote row %lld of token %lld outside the range", table_label(t),
+                            name_of(type), (long long)n_tok, (long long)r, (long long)tok);
+                continue;
+              }
+              double a = 0;
+              for (int64_t i = 0; i < n_in; ++i) a += fabs(w.values[r * n_in + i] * xv[i]);
+              const bool ok = generic ? std::memcmp(&g, &e, sizeof g) == 0 : fabs(g - e) <= 4e-6 * a + 1e-9;
+              if (!ok && reported++ < 3) {
+                CHECK_MSG(false, "%s %s n=%lld tok=%lld/%lld r=%lld: %.9g vs generic matmul_act %.9g (sum|wx| %g)",
+                          table_label(t), name_of(type), (long long)n_in, (long long)tok, (long long)n_tok,
+                          (long long)r, g, e, a);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// MatmulRunner picks the kernel by row count (one row, a few, a batch) and splits the rows over the pool: each
+// count gives what the generic matmul_act gives, for the best table and two threads.
+TEST(matmul_runner_every_row_count) {
+  Rng rng(24);
+  ThreadPool pool(2);
+  const KernelTable& k = kernels_best();
+  MatmulRunner mm(pool, k);
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const int64_t n_in = 512, rows = 100;
+    const QWeights w = make_qweights(type, rows, n_in, rng);
+    WeightView view;
+    view.data = w.bytes.data();
+    view.type = id_of(type);
+    view.ne0 = n_in;
+    view.ne1 = rows;
+    view.row_bytes = w.rb;
+    const int32_t format = is_k(type) ? kActQ8_K : kActQ8_0;
+    const size_t lda = act_row_bytes(format, n_in);
+    for (int64_t n : {1, 2, 3, 8, 9, 16, 17, 33}) {
+      std::vector<float> x(static_cast<size_t>(n * n_in));
+      for (auto& v : x) v = rng.normal();
+      std::vector<uint8_t> act(lda * static_cast<size_t>(n));
+      for (int64_t t = 0; t < n; ++t) kernels_generic().quantize_act[format](&x[t * n_in], &act[t * lda], n_in);
+      std::vector<float> want(static_cast<size_t>(n * rows)), got(static_cast<size_t>(n * rows), 7.f);
+      kernels_generic().matmul_act[id_of(type)](w.bytes.data(), n_in, act.data(), static_cast<int64_t>(lda), n,
+                                                want.data(), rows, 0, rows);
+      mm(view, x.data(), n_in, n, got.data(), rows);
+      int reported = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        const std::vector<double> xv = act_values(format, &act[t * lda], n_in);
+        for (int64_t r = 0; r < rows; ++r) {
+          double a = 0;
+          for (int64_t i = 0; i < n_in; ++i) a += fabs(w.values[r * n_in + i] * xv[i]);
+          const float g = got[t * rows + r], e = want[t * rows + r];
+          if (!(fabs(g - e) <= 4e-6 * a + 1e-9) && reported++ < 3)
+            CHECK_MSG(false, "%s %s n=%lld t=%lld r=%lld: %.9g vs %.9g", k.name, name_of(type), (long long)n,
+                      (long long)t, (long long)r, g, e);
         }
       }
     }

@@ -232,6 +232,38 @@ describe('`adainfer bench` and the benchmark model generator', () => {
     expect(await main(['node', 'adainfer', 'bench', '-m', BUNDLED_PLAIN_MODEL, '-p', '0', '-n', '0'])).toBe(2);
   });
 
+  test('make_model --depth-decay scales layer l\'s attn_output and ffn_down by D^l and nothing else', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { GEOMETRIES, makeModel, depthDecayFactor } = require('../../bench/make_model') as typeof import('../../bench/make_model');
+    expect(depthDecayFactor('blk.3.ffn_down.weight', 0.5)).toBe(0.125);
+    expect(depthDecayFactor('blk.0.attn_output.weight', 0.5)).toBe(1);
+    expect(depthDecayFactor('blk.3.attn_q.weight', 0.5)).toBe(1);
+    expect(() => makeModel({ geometry: GEOMETRIES.tiny, target: 'F32', out: path.join(dir, 'bad.gguf'), depthDecay: 1.5 })).toThrow(/depth-decay/);
+    const plainFile = path.join(dir, 'tiny-f32.gguf');
+    const decayFile = path.join(dir, 'tiny-f32-decay.gguf');
+    makeModel({ geometry: GEOMETRIES.tiny, target: 'F32', out: plainFile, seed: 7 });
+    makeModel({ geometry: GEOMETRIES.tiny, target: 'F32', out: decayFile, seed: 7, depthDecay: 0.5 });
+    const plain = readGGUF(plainFile);
+    const decay = readGGUF(decayFile);
+    expect(decay.metadata.get('adainfer.bench.depth_decay')).toBeCloseTo(0.5);
+    const values = (file: string, t: { absoluteOffset: number; byteSize: number }): Float32Array => {
+      const fd = fs.openSync(file, 'r');
+      const buf = Buffer.alloc(t.byteSize);
+      fs.readSync(fd, buf, 0, t.byteSize, t.absoluteOffset);
+      fs.closeSync(fd);
+      return new Float32Array(buf.buffer, buf.byteOffset, t.byteSize / 4);
+    };
+    // the same random stream: halving is exact in binary floating point, so the values compare exactly
+    for (const [name, factor] of [['blk.0.ffn_down.weight', 1], ['blk.1.ffn_down.weight', 0.5], ['blk.1.attn_output.weight', 0.5], ['blk.1.attn_q.weight', 1], ['blk.1.ffn_up.weight', 1]] as const) {
+      const a = values(plainFile, plain.tensorsByName.get(name)!);
+      const b = values(decayFile, decay.tensorsByName.get(name)!);
+      expect(b.length).toBe(a.length);
+      let mismatches = 0;
+      for (let i = 0; i < a.length; i++) if (b[i] !== a[i] * factor) mismatches++;
+      expect({ name, mismatches }).toEqual({ name, mismatches: 0 });
+    }
+  });
+
   test('make_model writes a loadable random model with a 32000-token SentencePiece vocabulary', async () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { GEOMETRIES, makeModel, syntheticVocab } = require('../../bench/make_model') as typeof import('../../bench/make_model');

@@ -91,72 +91,116 @@ int q5_code(const uint8_t* qs, uint32_t qh, int j) {
 }
 
 // ---- dot products of one weight row with one activation row (n elements) ----
+// The types of 32-element blocks, each as its block's integer codes (value = d * code [+ m]) and how ggml
+// scales a block's integer sum: the one-row dot (dot_q) and the few-row matmul (matmul_act_few) share both,
+// so they give the same bits.
 
-float dot_q4_0(const void* w, const uint8_t* act, int64_t n) {
-  const BlockQ4_0* x = static_cast<const BlockQ4_0*>(w);
+struct GQ4_0 {
+  static constexpr GgmlType kType = GgmlType::Q4_0;
+  using Block = BlockQ4_0;
+  static void codes(const Block& b, int* c) {
+    for (int j = 0; j < 16; ++j) {
+      c[j] = (b.qs[j] & 0xF) - 8;
+      c[j + 16] = (b.qs[j] >> 4) - 8;
+    }
+  }
+  static float scaled(const Block& b, int sumi, const ActQ8_0Row& y, int64_t ib) {
+    return static_cast<float>(sumi) * h2f(b.d) * y.d[ib];
+  }
+};
+
+struct GQ4_1 {
+  static constexpr GgmlType kType = GgmlType::Q4_1;
+  using Block = BlockQ4_1;
+  static void codes(const Block& b, int* c) {
+    for (int j = 0; j < 16; ++j) {
+      c[j] = b.qs[j] & 0xF;
+      c[j + 16] = b.qs[j] >> 4;
+    }
+  }
+  static float scaled(const Block& b, int sumi, const ActQ8_0Row& y, int64_t ib) {
+    return (h2f(b.d) * y.d[ib]) * static_cast<float>(sumi) + h2f(b.m) * y.s[ib];
+  }
+};
+
+struct GQ5_0 {
+  static constexpr GgmlType kType = GgmlType::Q5_0;
+  using Block = BlockQ5_0;
+  static void codes(const Block& b, int* c) {
+    const uint32_t qh = load_qh(b.qh);
+    for (int j = 0; j < 32; ++j) c[j] = q5_code(b.qs, qh, j) - 16;
+  }
+  static float scaled(const Block& b, int sumi, const ActQ8_0Row& y, int64_t ib) {
+    return (h2f(b.d) * y.d[ib]) * static_cast<float>(sumi);
+  }
+};
+
+struct GQ5_1 {
+  static constexpr GgmlType kType = GgmlType::Q5_1;
+  using Block = BlockQ5_1;
+  static void codes(const Block& b, int* c) {
+    const uint32_t qh = load_qh(b.qh);
+    for (int j = 0; j < 32; ++j) c[j] = q5_code(b.qs, qh, j);
+  }
+  static float scaled(const Block& b, int sumi, const ActQ8_0Row& y, int64_t ib) {
+    return (h2f(b.d) * y.d[ib]) * static_cast<float>(sumi) + h2f(b.m) * y.s[ib];
+  }
+};
+
+struct GQ8_0 {
+  static constexpr GgmlType kType = GgmlType::Q8_0;
+  using Block = BlockQ8_0;
+  static void codes(const Block& b, int* c) {
+    for (int j = 0; j < 32; ++j) c[j] = b.qs[j];
+  }
+  static float scaled(const Block& b, int sumi, const ActQ8_0Row& y, int64_t ib) {
+    return static_cast<float>(sumi) * (h2f(b.d) * y.d[ib]);
+  }
+};
+
+// sum of codes[j] * q[j] over one block of 32
+int block_sum(const int* codes, const int8_t* q) {
+  int sumi = 0;
+  for (int j = 0; j < 32; ++j) sumi += codes[j] * q[j];
+  return sumi;
+}
+
+// ggml's vec_dot_<type>_q8_0 / _q8_1: integer sum per block, scaled and added in block order.
+template <class Ty>
+float dot_q(const void* w, const uint8_t* act, int64_t n) {
+  const typename Ty::Block* x = static_cast<const typename Ty::Block*>(w);
   const ActQ8_0Row y = act_q8_0_row(act, n);
   float sumf = 0.f;
   for (int64_t ib = 0; ib < n / 32; ++ib) {
-    const int8_t* q = y.q + 32 * ib;
-    int sumi = 0;
-    for (int j = 0; j < 16; ++j) sumi += ((x[ib].qs[j] & 0xF) - 8) * q[j] + ((x[ib].qs[j] >> 4) - 8) * q[j + 16];
-    sumf += static_cast<float>(sumi) * h2f(x[ib].d) * y.d[ib];
+    int codes[32];
+    Ty::codes(x[ib], codes);
+    sumf += Ty::scaled(x[ib], block_sum(codes, y.q + 32 * ib), y, ib);
   }
   return sumf;
 }
 
-float dot_q4_1(const void* w, const uint8_t* act, int64_t n) {
-  const BlockQ4_1* x = static_cast<const BlockQ4_1*>(w);
-  const ActQ8_0Row y = act_q8_0_row(act, n);
-  float sumf = 0.f;
-  for (int64_t ib = 0; ib < n / 32; ++ib) {
-    const int8_t* q = y.q + 32 * ib;
-    int sumi = 0;
-    for (int j = 0; j < 16; ++j) sumi += (x[ib].qs[j] & 0xF) * q[j] + (x[ib].qs[j] >> 4) * q[j + 16];
-    sumf += (h2f(x[ib].d) * y.d[ib]) * static_cast<float>(sumi) + h2f(x[ib].m) * y.s[ib];
+// MatmulActFn for a few activation rows (n_tok <= kFewRowsMax): each weight block is unpacked once and used for
+// every row, the order in which the SIMD variants read the weights; per row the same sums as dot_q, in the same
+// order, so the result is bit-identical to matmul_act.
+template <class Ty>
+void matmul_act_few(const void* W, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y, int64_t ldy,
+                    int64_t row_begin, int64_t row_end) {
+  const size_t rb = row_bytes(static_cast<int32_t>(Ty::kType), n_in);
+  ActQ8_0Row y[kFewRowsMax];
+  float sumf[kFewRowsMax];
+  const int64_t rows = n_tok < kFewRowsMax ? n_tok : kFewRowsMax;  // callers keep n_tok <= kFewRowsMax
+  for (int64_t t = 0; t < rows; ++t) y[t] = act_q8_0_row(A + t * lda, n_in);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const typename Ty::Block* x =
+        reinterpret_cast<const typename Ty::Block*>(static_cast<const uint8_t*>(W) + static_cast<size_t>(r) * rb);
+    for (int64_t t = 0; t < rows; ++t) sumf[t] = 0.f;
+    for (int64_t ib = 0; ib < n_in / 32; ++ib) {
+      int codes[32];
+      Ty::codes(x[ib], codes);
+      for (int64_t t = 0; t < rows; ++t) sumf[t] += Ty::scaled(x[ib], block_sum(codes, y[t].q + 32 * ib), y[t], ib);
+    }
+    for (int64_t t = 0; t < rows; ++t) Y[t * ldy + r] = sumf[t];
   }
-  return sumf;
-}
-
-float dot_q5_0(const void* w, const uint8_t* act, int64_t n) {
-  const BlockQ5_0* x = static_cast<const BlockQ5_0*>(w);
-  const ActQ8_0Row y = act_q8_0_row(act, n);
-  float sumf = 0.f;
-  for (int64_t ib = 0; ib < n / 32; ++ib) {
-    const int8_t* q = y.q + 32 * ib;
-    const uint32_t qh = load_qh(x[ib].qh);
-    int sumi = 0;
-    for (int j = 0; j < 32; ++j) sumi += (q5_code(x[ib].qs, qh, j) - 16) * q[j];
-    sumf += (h2f(x[ib].d) * y.d[ib]) * static_cast<float>(sumi);
-  }
-  return sumf;
-}
-
-float dot_q5_1(const void* w, const uint8_t* act, int64_t n) {
-  const BlockQ5_1* x = static_cast<const BlockQ5_1*>(w);
-  const ActQ8_0Row y = act_q8_0_row(act, n);
-  float sumf = 0.f;
-  for (int64_t ib = 0; ib < n / 32; ++ib) {
-    const int8_t* q = y.q + 32 * ib;
-    const uint32_t qh = load_qh(x[ib].qh);
-    int sumi = 0;
-    for (int j = 0; j < 32; ++j) sumi += q5_code(x[ib].qs, qh, j) * q[j];
-    sumf += (h2f(x[ib].d) * y.d[ib]) * static_cast<float>(sumi) + h2f(x[ib].m) * y.s[ib];
-  }
-  return sumf;
-}
-
-float dot_q8_0(const void* w, const uint8_t* act, int64_t n) {
-  const BlockQ8_0* x = static_cast<const BlockQ8_0*>(w);
-  const ActQ8_0Row y = act_q8_0_row(act, n);
-  float sumf = 0.f;
-  for (int64_t ib = 0; ib < n / 32; ++ib) {
-    const int8_t* q = y.q + 32 * ib;
-    int sumi = 0;
-    for (int j = 0; j < 32; ++j) sumi += x[ib].qs[j] * q[j];
-    sumf += static_cast<float>(sumi) * (h2f(x[ib].d) * y.d[ib]);
-  }
-  return sumf;
 }
 
 // Q4_K / Q5_K: the integer products of each 32-element sub-block weighted by its 6-bit scale, accumulated in
@@ -349,11 +393,16 @@ constexpr KernelTable make_table() {
   t.act_format[static_cast<int>(GgmlType::TYPE)] = FORMAT;                                              \
   t.matmul_act[static_cast<int>(GgmlType::TYPE)] = &matmul_act<DOT, GgmlType::TYPE>;                    \
   t.matmul[static_cast<int>(GgmlType::TYPE)] = &matmul_quantized<DOT, GgmlType::TYPE, FORMAT, QUANTIZE>;
-  ADAINFER_QUANT(Q4_0, dot_q4_0, dequant_row_q4_0, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q4_1, dot_q4_1, dequant_row_q4_1, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q5_0, dot_q5_0, dequant_row_q5_0, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q5_1, dot_q5_1, dequant_row_q5_1, kActQ8_0, quantize_act_q8_0_ref)
-  ADAINFER_QUANT(Q8_0, dot_q8_0, dequant_row_q8_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q4_0, dot_q<GQ4_0>, dequant_row_q4_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q4_1, dot_q<GQ4_1>, dequant_row_q4_1, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q5_0, dot_q<GQ5_0>, dequant_row_q5_0, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q5_1, dot_q<GQ5_1>, dequant_row_q5_1, kActQ8_0, quantize_act_q8_0_ref)
+  ADAINFER_QUANT(Q8_0, dot_q<GQ8_0>, dequant_row_q8_0, kActQ8_0, quantize_act_q8_0_ref)
+  t.matmul_act_few[static_cast<int>(GgmlType::Q4_0)] = &matmul_act_few<GQ4_0>;
+  t.matmul_act_few[static_cast<int>(GgmlType::Q4_1)] = &matmul_act_few<GQ4_1>;
+  t.matmul_act_few[static_cast<int>(GgmlType::Q5_0)] = &matmul_act_few<GQ5_0>;
+  t.matmul_act_few[static_cast<int>(GgmlType::Q5_1)] = &matmul_act_few<GQ5_1>;
+  t.matmul_act_few[static_cast<int>(GgmlType::Q8_0)] = &matmul_act_few<GQ8_0>;
   ADAINFER_QUANT(Q4_K, dot_q45_k<false>, dequant_row_q4_k, kActQ8_K, quantize_act_q8_k_ref)
   ADAINFER_QUANT(Q5_K, dot_q45_k<true>, dequant_row_q5_k, kActQ8_K, quantize_act_q8_k_ref)
   ADAINFER_QUANT(Q6_K, dot_q6_k, dequant_row_q6_k, kActQ8_K, quantize_act_q8_k_ref)
