@@ -72,7 +72,7 @@ function main(): void {
     const name = c ? `layer ${c.layer}, draft ${c.maxDraft}` : 'full depth';
     const acc = c ? `${((100 * accepted[i]) / Math.max(1, drafted[i])).toFixed(1)}%` : '';
     const len = c ? (drafted[i] / Math.max(1, steps[i])).toFixed(2) : '';
-    console.log(`${name.padEnd(22)} ${tps.toFixed(0).padStart(12)}   ${(tps / base).toFixed(3).padStart(6)}x  ${acc.padStart(10)}   ${len.padStart(10)}`);
+    console.log(`${name.padEnd(22)} ${tps.toFixed(tps < 100 ? 2 : 0).padStart(12)}   ${(tps / base).toFixed(3).padStart(6)}x  ${acc.padStart(10)}   ${len.padStart(10)}`);
   });
   ctx.dispose();
   model.dispose();
