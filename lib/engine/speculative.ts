@@ -114,6 +114,7 @@ export class Speculation {
     layer: number,
   ) {
     this.group.pending = [];
+    if (adaptive) this.fallback = Speculation.PROBE;
     this.sampling = sampler.options.temperature > 0;
     this.draft = new DraftOutput(sampler);
     this.verify = new VerifyOutput(sampler);
@@ -138,10 +139,15 @@ export class Speculation {
   }
 
   /**
-   * Adaptive drafting: whether the next tokens should be decoded plainly (speculation measured slower than plain
-   * decoding); `plainStep` reports a plain step's time so both are measured.
+   * Adaptive drafting: whether the next token should be decoded plainly — the first PROBE tokens (to measure plain
+   * decoding), then `fallbackTokens` after a round measured slower per token than plain decoding, doubling while
+   * rounds keep losing (up to MAX_BACKOFF times), so the probes cost little where speculation never pays.
+   * `plainStep` reports a plain step's time.
    */
+  private static readonly PROBE = 4;
+  private static readonly MAX_BACKOFF = 16;
   private fallback = 0;
+  private backoff = 1;
   shouldDecodePlainly(): boolean {
     if (this.fallback > 0) {
       this.fallback--;
@@ -216,8 +222,11 @@ export class Speculation {
       const msPerToken = (t2 - t0) / out.tokens.length;
       this.specMsPerToken = this.specMsPerToken === 0 ? msPerToken : 0.8 * this.specMsPerToken + 0.2 * msPerToken;
       if (this.plainMsPerToken > 0 && this.specMsPerToken > this.plainMsPerToken) {
-        this.fallback = this.adaptive.fallbackTokens;
+        this.fallback = this.adaptive.fallbackTokens * this.backoff;
+        this.backoff = Math.min(2 * this.backoff, Speculation.MAX_BACKOFF);
         this.specMsPerToken = 0; // the next probe is measured afresh
+      } else {
+        this.backoff = 1;
       }
     }
     return out;
