@@ -176,6 +176,28 @@ describe('self-speculative decoding', () => {
     expect(chiSquareRejects(drawn, target, n)).toBe(true);
   });
 
+  test('Sampler.distribution is what sample() draws from: top-k, top-p, temperature; one-hot when greedy', () => {
+    const logits = Float32Array.from({ length: 50 }, (_, i) => Math.sin(i * 1.7) * 3);
+    const out = new Float64Array(50);
+    const options = { temperature: 0.7, topK: 8, topP: 0.9, seed: 3 };
+    new Sampler(options).distribution(logits, out);
+    const kept = [...out.keys()].filter((i) => out[i] > 0);
+    expect(out.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 12);
+    expect(kept.length).toBeGreaterThan(1);
+    expect(kept.length).toBeLessThanOrEqual(8);
+    const sampler = new Sampler(options);
+    const counts = new Map<number, number>();
+    const n = 20000;
+    for (let i = 0; i < n; i++) {
+      const t = sampler.sample(logits);
+      counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    for (const t of counts.keys()) expect(out[t]).toBeGreaterThan(0);
+    expect(chiSquareRejects(counts, out, n)).toBe(false);
+    new Sampler({ ...options, temperature: 0 }).distribution(logits, out);
+    expect([...out.keys()].filter((i) => out[i] > 0)).toEqual([argmaxOf(logits)]);
+  });
+
   test('options: draft layer out of range, maxDraft above the batch, with an exit policy, a bad adaptive', () => {
     withContext(32, (ctx) => {
       const seq = new Sequence(ctx);
@@ -217,4 +239,10 @@ function chiSquareRejects(counts: Map<number, number>, dist: Float64Array, n: nu
   const z = 3.09; // the 99.9% quantile of the standard normal
   const critical = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
   return stat > critical;
+}
+
+function argmaxOf(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
 }
