@@ -72,4 +72,19 @@ describe('speculative decoding through the API and the CLI', () => {
     expect(neither.status).not.toBe(0);
     expect(neither.stderr).toMatch(/--draft-layer N and --draft-exit FILE/);
   });
+
+  test('adainfer bench --speculative: full depth and speculative alternating, measured and predicted speedup', () => {
+    const r = spawnSync(process.execPath, [MAIN, 'bench', '-m', path.join(repoRoot(), 'models', 'adainfer-tinystories-10L-ee.f16.gguf'), '-t', '1', '-n', '16', '-r', '2', '--speculative', '--draft-layer', '6', '--json'], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(r.status).toBe(0);
+    const b = JSON.parse(r.stdout);
+    expect(b.full.samples).toHaveLength(2);
+    expect(b.speculative.samples).toHaveLength(2);
+    expect(b.speedup).toBeCloseTo(b.speculative.mean / b.full.mean, 10);
+    expect(b.predictedSpeedup).toBeGreaterThan(0);
+    expect(b.acceptanceRate).toBeGreaterThanOrEqual(0);
+    expect(b.acceptanceRate).toBeLessThanOrEqual(1);
+  });
 });
