@@ -49,7 +49,9 @@ class DraftOutput implements RowOutput {
   constructor(private readonly sampler: Sampler) {}
   atExit(decider: ExitDecider, context: LlamaContext): void {
     this.p1 = decider.lens.reading.p1;
-    this.choose(context.lensLogits());
+    // A fast lens's logits cover only its candidates: its top-1 is the greedy draft (sampling needs a faithful lens).
+    if (decider.policy.lens.mode === 'fast') this.token = decider.lens.reading.top1;
+    else this.choose(context.lensLogits());
   }
   atFullDepth(logits: Float32Array): void {
     this.p1 = 1;
