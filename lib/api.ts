@@ -21,6 +21,7 @@ import {
   ModelInfo,
   ClassifyResult,
   ExitSpec,
+  SpeculativeSpec,
   Request,
   ResponseMessage,
   THRESHOLD_SPEC_KEYS,
@@ -36,7 +37,7 @@ import type {
   WorkerBatchGenerateOptions,
   WorkerBatchOptions,
 } from './engine/protocol';
-import { SequenceResult, SpeculativeOptions, TokenEvent } from './engine/sequence';
+import { SequenceResult, TokenEvent } from './engine/sequence';
 import {
   BatchKvFill,
   checkBatchKvFill,
@@ -55,7 +56,8 @@ import {
 export type { ModelInfo, BenchResult, ClassifyResult, ExitSpec } from './engine/protocol';
 export type { BatchClassifyItem, BatchClassifyResult, BatchGenerateResult, BatchPromptSpec } from './engine/protocol';
 export type { BatchSequenceResult, BatchStats, BatchTimings } from './engine/batch';
-export type { TokenEvent, StopReason, Timings, SpeculativeOptions, SpeculativeStats } from './engine/sequence';
+export type { TokenEvent, StopReason, Timings, SpeculativeStats } from './engine/sequence';
+export type { SpeculativeSpec } from './engine/protocol';
 export type { BatchKvFill, KvFill } from './engine/options';
 export type { KernelVariant } from './bindings/native';
 
@@ -110,11 +112,13 @@ export interface GenerateOptions extends SamplingOptions {
    */
   exit?: ExitSpec;
   /**
-   * Self-speculative decoding (greedy: needs temperature 0; not with `exit`): tokens drafted from the first
-   * `layer` layers, up to `maxDraft` (default 4) at a time, checked together by the remaining layers. The output
-   * is the full-depth greedy output; the result's `speculative` reports acceptance.
+   * Self-speculative decoding (not with `exit`): tokens drafted by the first layers — `draft` is `{ layer: n }`,
+   * an exit file or a threshold spec (its policy decides each draft's depth) — up to `maxDraft` (default 4) at a
+   * time, checked together by the whole model. Greedy: the output is the verifier's greedy output (README);
+   * sampling: speculative sampling, the full model's distribution. `adaptive` (default on) ends a round at an
+   * unsure draft and decodes plainly while speculation measures slower. The result's `speculative` reports it.
    */
-  speculative?: SpeculativeOptions;
+  speculative?: SpeculativeSpec;
 }
 
 export interface ClassifyOptions {
@@ -615,7 +619,7 @@ export class Session {
     checkKnownOptions(options, GENERATE_OPTIONS, onToken ? 'stream' : 'generate');
     const maxTokens = checkMaxTokens(options.maxTokens);
     if (options.speculative !== undefined) {
-      checkSpeculative(options.speculative, this.model.info.nLayer, options.temperature, options.exit !== undefined && options.exit !== 'never');
+      checkSpeculative(options.speculative, this.model.info.nLayer, options.exit !== undefined && options.exit !== 'never');
     }
     checkExitSpec(options.exit);
     const { signal: rawSignal, ...rest } = options;

@@ -109,6 +109,8 @@ export interface NativeContext {
   mlp(layer: number, n: number): void;
   /** logits = LM head (final norm + output) of hidden[row]. */
   head(row: number): void;
+  /** The head of rows [row0, row0 + n) into dst ([n][nVocab]): one pass over the head matrix for all rows. */
+  headRows(row0: number, n: number, dst: Float32Array): void;
   /** head(row), then top-k and softmax features into lensIds / lensProbs / lensFeatures. */
   logitLens(row: number, k: number): void;
   /**

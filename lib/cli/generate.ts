@@ -23,6 +23,7 @@ interface GenerateFlags extends BackendFlags {
   json?: boolean;
   speculative?: boolean;
   draftLayer?: number;
+  draftExit?: string;
   maxDraft?: number;
 }
 
@@ -43,13 +44,15 @@ export function registerGenerate(program: Command): void {
     .option('-c, --ctx <n>', 'context size (default: model context, at most 2048)', intOption('--ctx', 1))
     .option('--kernels <isa>', 'kernel variant: generic, avx2, avx512 (default: best for this CPU)')
     .option('--json', 'print one JSON object instead of streaming text')
-    .option('--speculative', 'self-speculative decoding: drafts from the first layers, checked by the rest (greedy; --temp defaults to 0)')
+    .option('--speculative', 'self-speculative decoding: drafts from the first layers, checked by the whole model (--temp defaults to 0; sampling keeps the full model\'s distribution)')
     .option('--draft-layer <n>', 'speculative: layers each drafted token runs', intOption('--draft-layer', 1))
+    .option('--draft-exit <file>', 'speculative: an exit file (train-exit) decides each drafted token\'s depth')
     .option('--max-draft <k>', 'speculative: drafted tokens per verification step (default 4)', intOption('--max-draft', 1))
     .action(async (flags: GenerateFlags, command: Command) => {
-      if (flags.speculative && flags.draftLayer === undefined) throw new OptionError('--speculative', 'needs --draft-layer N');
-      if (!flags.speculative && (flags.draftLayer !== undefined || flags.maxDraft !== undefined))
-        throw new OptionError('--draft-layer', '--draft-layer and --max-draft need --speculative');
+      if (flags.speculative && (flags.draftLayer === undefined) === (flags.draftExit === undefined))
+        throw new OptionError('--speculative', 'needs one of --draft-layer N and --draft-exit FILE');
+      if (!flags.speculative && (flags.draftLayer !== undefined || flags.draftExit !== undefined || flags.maxDraft !== undefined))
+        throw new OptionError('--draft-layer', '--draft-layer, --draft-exit and --max-draft need --speculative');
       const maxTokens = flags.n ?? flags.maxTokens;
       if (flags.speculative && flags.exit !== 'never') throw new OptionError('--exit', 'cannot be combined with --speculative');
       const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
@@ -57,8 +60,9 @@ export function registerGenerate(program: Command): void {
         warnIfBeyondTrainedContext(flags.ctx, model.info.contextLength);
         const exit = resolveExitChoice(flags.exit, { ...model.info });
         const session = await model.createSession({ contextSize: flags.ctx });
-        const speculative = flags.speculative ? { layer: flags.draftLayer!, maxDraft: flags.maxDraft } : undefined;
-        // Speculative decoding is greedy: without an explicit --temp it samples at temperature 0.
+        const draft = flags.draftExit !== undefined ? flags.draftExit : { layer: flags.draftLayer! };
+        const speculative = flags.speculative ? { draft, maxDraft: flags.maxDraft } : undefined;
+        // Speculative decoding checks the full model's greedy output: without an explicit --temp it is greedy.
         const temperature = speculative && command.getOptionValueSource('temp') === 'default' ? 0 : flags.temp;
         const options = { maxTokens, temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, speculative, exit: exit.file ?? 'never' };
         if (flags.json) {

@@ -65,21 +65,49 @@ export function checkBoolean(value: unknown, option: string): void {
   if (value !== undefined && value !== null && typeof value !== 'boolean') throw new OptionError(option, `must be a boolean, got ${String(value)}`);
 }
 
+/** Drafted tokens per verification step when `maxDraft` is not given. */
+export const DEFAULT_MAX_DRAFT = 4;
+/** Adaptive drafting's defaults: a round stops after a draft whose exit-layer p1 is below MIN_P1; FALLBACK_TOKENS plain tokens after speculation measured slower. */
+export const DEFAULT_ADAPTIVE = { minP1: 0.3, fallbackTokens: 16 };
+
+export interface CheckedAdaptive {
+  minP1: number;
+  fallbackTokens: number;
+}
+
 /**
- * Self-speculative decoding: `{ layer, maxDraft? }` with 1 <= layer < nLayer (what lib/engine/sequence.ts runs),
- * greedy (`temperature` 0) and without an exit policy of its own.
+ * Self-speculative decoding: `{ draft, maxDraft?, adaptive? }`. `draft` is `{ layer }` with 1 <= layer < nLayer
+ * (checked here), or something the caller resolves to an exit policy (an exit file, a threshold spec, a policy).
+ * Not with an exit policy of the generation's own (the output is the full model's). Returns maxDraft and adaptive
+ * with their defaults (adaptive: on unless `false`).
  */
-export function checkSpeculative(spec: unknown, nLayer: number, temperature: unknown, withExit: boolean): { layer: number; maxDraft: number } {
-  if (spec === null || typeof spec !== 'object') throw new OptionError('speculative', 'must be an object { layer, maxDraft? }');
-  checkKnownOptions(spec, ['layer', 'maxDraft'], 'speculative');
-  const { layer, maxDraft = 4 } = spec as { layer?: unknown; maxDraft?: unknown };
-  if (typeof layer !== 'number' || !Number.isInteger(layer) || layer < 1 || layer >= nLayer)
-    throw new OptionError('speculative', `layer must be an integer in [1, ${nLayer - 1}], got ${String(layer)}`);
+export function checkSpeculative(spec: unknown, nLayer: number, withExit: boolean): { maxDraft: number; adaptive: CheckedAdaptive | undefined } {
+  if (spec === null || typeof spec !== 'object') throw new OptionError('speculative', 'must be an object { draft, maxDraft?, adaptive? }');
+  checkKnownOptions(spec, ['draft', 'maxDraft', 'adaptive'], 'speculative');
+  const { draft, maxDraft = DEFAULT_MAX_DRAFT, adaptive = true } = spec as { draft?: unknown; maxDraft?: unknown; adaptive?: unknown };
+  if (draft === undefined || draft === null || (typeof draft !== 'object' && typeof draft !== 'string'))
+    throw new OptionError('speculative', 'draft must be { layer: n }, an exit file path or an exit policy');
+  if (typeof draft === 'object' && 'layer' in draft) {
+    const { layer } = draft as { layer: unknown };
+    if (typeof layer !== 'number' || !Number.isInteger(layer) || layer < 1 || layer >= nLayer)
+      throw new OptionError('speculative', `draft.layer must be an integer in [1, ${nLayer - 1}], got ${String(layer)}`);
+  }
   if (typeof maxDraft !== 'number' || !Number.isInteger(maxDraft) || maxDraft < 1)
     throw new OptionError('speculative', `maxDraft must be an integer >= 1, got ${String(maxDraft)}`);
-  if (temperature !== 0) throw new OptionError('speculative', 'speculative decoding is greedy only for now: pass temperature 0');
-  if (withExit) throw new OptionError('speculative', 'speculative decoding drafts with its own layer; it does not take an exit policy');
-  return { layer, maxDraft };
+  if (withExit) throw new OptionError('speculative', 'speculative decoding drafts with its own draft policy; it does not take an exit policy');
+  return { maxDraft, adaptive: checkAdaptive(adaptive) };
+}
+
+function checkAdaptive(adaptive: unknown): CheckedAdaptive | undefined {
+  if (adaptive === false) return undefined;
+  if (adaptive === true) return { ...DEFAULT_ADAPTIVE };
+  if (adaptive === null || typeof adaptive !== 'object') throw new OptionError('speculative', 'adaptive must be a boolean or { minP1?, fallbackTokens? }');
+  checkKnownOptions(adaptive, ['minP1', 'fallbackTokens'], 'speculative.adaptive');
+  const { minP1 = DEFAULT_ADAPTIVE.minP1, fallbackTokens = DEFAULT_ADAPTIVE.fallbackTokens } = adaptive as { minP1?: unknown; fallbackTokens?: unknown };
+  if (typeof minP1 !== 'number' || !(minP1 >= 0 && minP1 <= 1)) throw new OptionError('speculative', `adaptive.minP1 must be a number in [0, 1], got ${String(minP1)}`);
+  if (typeof fallbackTokens !== 'number' || !Number.isInteger(fallbackTokens) || fallbackTokens < 0)
+    throw new OptionError('speculative', `adaptive.fallbackTokens must be an integer >= 0, got ${String(fallbackTokens)}`);
+  return { minP1, fallbackTokens };
 }
 
 /** Labels of a classification: at least two non-empty strings. */

@@ -3,7 +3,7 @@ import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
 import type { KernelVariant, NativeBackend } from '../bindings/native';
 import type { BackendChoice } from '../model/llama';
-import { SpeculativeOptions, TokenEvent } from './sequence';
+import { TokenEvent } from './sequence';
 import type { BatchKvFill, KvFill } from './options';
 import type { BatchSequenceResult, BatchStats } from './batch';
 
@@ -36,12 +36,22 @@ export type ExitSpec =
       mode?: 'faithful' | 'fast';
     };
 
+/**
+ * Self-speculative decoding as the API names it: the drafter is `{ layer }` (a fixed depth) or an exit spec (an
+ * exit file made by train-exit, a threshold): the exit policy decides each drafted token's depth.
+ */
+export interface SpeculativeSpec {
+  draft: { layer: number } | Exclude<ExitSpec, 'never'>;
+  maxDraft?: number;
+  adaptive?: boolean | { minP1?: number; fallbackTokens?: number };
+}
+
 export interface WorkerGenerateOptions extends SamplingOptions {
   maxTokens: number;
   stopAtEos?: boolean;
   addBos?: boolean;
   exit?: ExitSpec;
-  speculative?: SpeculativeOptions;
+  speculative?: SpeculativeSpec;
 }
 
 export interface WorkerClassifyOptions {

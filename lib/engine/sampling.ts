@@ -98,10 +98,60 @@ export class Sampler {
   }
 
   sample(logits: Float32Array): number {
+    if (this.options.temperature === 0) return argmax(logits);
+    if (this.options.topK === 0 && logits.length > 4 * UNBOUNDED_FIRST_PREFIX) return this.sampleUnbounded(logits);
+    const { keep, total } = this.weigh(logits);
+    const ids = this.ids;
+    const p = this.probs;
+    let r = this.rng.next() * total;
+    for (let i = 0; i < keep; i++) {
+      r -= p[i];
+      if (r < 0) return ids[i];
+    }
+    return ids[keep - 1];
+  }
+
+  /**
+   * The probability sample(logits) draws each token with (top-k, top-p, temperature; one-hot at the argmax at
+   * temperature 0), into out[0..logits.length) — what speculative sampling compares (lib/engine/speculative.ts).
+   */
+  distribution(logits: Float32Array, out: Float64Array): void {
+    out.fill(0, 0, logits.length);
+    if (this.options.temperature === 0) {
+      out[argmax(logits)] = 1;
+      return;
+    }
+    const { keep, total } = this.weigh(logits);
+    for (let i = 0; i < keep; i++) out[this.ids[i]] = this.probs[i] / total;
+  }
+
+  /** Uniform in [0, 1) from this sampler's generator. */
+  uniform(): number {
+    return this.rng.next();
+  }
+
+  /** An index drawn with probability weights[i] / Σ weights (weights >= 0 over [0, n), Σ > 0). */
+  draw(weights: Float64Array, n: number): number {
+    let total = 0;
+    for (let i = 0; i < n; i++) total += weights[i];
+    let r = this.rng.next() * total;
+    let last = 0;
+    for (let i = 0; i < n; i++) {
+      if (weights[i] <= 0) continue;
+      last = i;
+      r -= weights[i];
+      if (r < 0) return i;
+    }
+    return last;
+  }
+
+  /**
+   * The kept candidates (this.ids[0..keep), best first) and their tempered weights (this.probs), whose sum is
+   * `total`: top-k, then top-p on the untempered distribution, then temperature. Temperature > 0.
+   */
+  private weigh(logits: Float32Array): { keep: number; total: number } {
     const { temperature, topK, topP } = this.options;
-    if (temperature === 0) return argmax(logits);
     const n = logits.length;
-    if (topK === 0 && n > 4 * UNBOUNDED_FIRST_PREFIX) return this.sampleUnbounded(logits);
     const k = this.candidates(logits, topK > 0 ? Math.min(topK, n) : n);
     // candidates are sorted by logit, best first; softmax at temperature 1 for top-p
     const ids = this.ids;
@@ -120,15 +170,10 @@ export class Sampler {
         }
       }
     }
-    // temperature, then draw
+    // temperature
     let total = 0;
     for (let i = 0; i < keep; i++) total += (p[i] = Math.exp((logits[ids[i]] - max) / temperature));
-    let r = this.rng.next() * total;
-    for (let i = 0; i < keep; i++) {
-      r -= p[i];
-      if (r < 0) return ids[i];
-    }
-    return ids[keep - 1];
+    return { keep, total };
   }
 
   /**

@@ -8,8 +8,9 @@
 import { AbortError, AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { LlamaContext } from '../model/llama';
 import { ExitDecider } from '../exit/decider';
-import { fixedDepthPolicy } from '../exit/policy';
+import { ExitPolicy, fixedDepthPolicy } from '../exit/policy';
 import { checkKvFill, checkSpeculative, KvFill } from './options';
+import { Speculation, SpeculativeStats } from './speculative';
 import { argmax, ResolvedSampling, Sampler } from './sampling';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine } from './step';
 
@@ -47,28 +48,20 @@ export interface SequenceResult {
 }
 
 /**
- * Self-speculative decoding (greedy): tokens are drafted from the first `layer` layers (the exit layer's lens),
- * up to `maxDraft` at a time; one step then runs the remaining layers on every drafted position (each starts
- * from its saved exit state) and the last draft at full depth, and keeps the drafts the full model agrees with,
- * plus the full model's own next token. The output is the full-depth greedy output.
+ * Self-speculative decoding (lib/engine/speculative.ts): tokens drafted by the first layers, up to `maxDraft` at a
+ * time, verified together by the whole model in one step. Greedy: the output is the verifier's greedy output;
+ * sampling: speculative sampling, so every token has the full model's sampling distribution.
  */
 export interface SpeculativeOptions {
-  /** Draft depth: layers each drafted token runs before its token is read (1 <= layer < nLayer). */
-  layer: number;
+  /** The drafter: a fixed depth (1 <= layer < nLayer), or an exit policy deciding each drafted token's depth. */
+  draft: { layer: number } | ExitPolicy;
   /** Drafted tokens per verification step (default 4). */
   maxDraft?: number;
+  /** Adaptive drafting (default on): stop a round at an unsure draft; decode plainly while speculation is slower. */
+  adaptive?: boolean | { minP1?: number; fallbackTokens?: number };
 }
 
-export interface SpeculativeStats {
-  layer: number;
-  /** Tokens drafted, and of them accepted by the full model. */
-  drafted: number;
-  accepted: number;
-  acceptanceRate: number;
-  /** Verification steps, and the mean drafted tokens each checked. */
-  verifySteps: number;
-  meanDraftLength: number;
-}
+export type { SpeculativeStats } from './speculative';
 
 export interface SequenceGenerateOptions {
   maxTokens: number;
@@ -83,7 +76,7 @@ export interface SequenceGenerateOptions {
    * are never reused by a later prompt.
    */
   exit?: ExitDecider;
-  /** Self-speculative decoding (greedy only; not with `exit`). */
+  /** Self-speculative decoding (not with `exit`). */
   speculative?: SpeculativeOptions;
 }
 
@@ -102,7 +95,7 @@ export class Sequence {
   private readonly engine: StepEngine;
   private aborted: (() => boolean) | undefined;
   /** Self-speculative decoding: drafted rows keep their exit states (kvFill 'recompute') until verified. */
-  private speculation: { engine: StepEngine; group: RowGroup } | undefined;
+  private speculationEngine: StepEngine | undefined;
 
   constructor(
     readonly context: LlamaContext,
@@ -136,11 +129,14 @@ export class Sequence {
     this.checkPrompt(prompt);
     const ctxSize = this.context.contextSize;
     const tokenizer = this.context.model.tokenizer;
-    const next = new NextToken(new Sampler(options.sampling));
+    // One generator for the whole generation: plain steps, drafts and acceptance draw from one stream (two
+    // generators of one seed would repeat each other's draws, correlating the first token and the first draft).
+    const sampler = new Sampler(options.sampling);
+    const next = new NextToken(sampler);
     const output = maxTokens > 0 ? next : undefined;
     const stopAtEos = options.stopAtEos ?? true;
     this.aborted = options.aborted;
-    const spec = options.speculative && this.startSpeculation(options);
+    const spec = options.speculative && this.startSpeculation(options, sampler);
 
     const t0 = performance.now();
     let reused = 0;
@@ -176,9 +172,15 @@ export class Sequence {
         const last = ready[emitted - 1];
         ready.length = emitted = 0;
         try {
-          if (spec) this.speculate(last, Math.min(spec.maxDraft, maxTokens - out.length - 1), spec, ready);
-          else {
+          if (spec && !spec.shouldDecodePlainly()) {
+            const pos = this.cached.length;
+            const round = spec.round(last, pos, maxTokens - out.length - 1);
+            this.cached.push(last, ...round.tokens.slice(0, round.accepted));
+            ready.push(...round.tokens);
+          } else {
+            const t = performance.now();
             layers = this.evaluate([last], options.exit, next);
+            spec?.plainStep(performance.now() - t);
             ready.push(next.token);
           }
         } catch (e) {
@@ -221,73 +223,19 @@ export class Sequence {
     };
   }
 
-  /** Checks the speculative options against this context; the drafter's state for one generation. */
-  private startSpeculation(options: SequenceGenerateOptions) {
-    const { layer, maxDraft } = checkSpeculative(options.speculative, this.context.model.config.nLayer, options.sampling.temperature, options.exit !== undefined);
+  /** Checks the speculative options against this context; the drafter and verifier of one generation. */
+  private startSpeculation(options: SequenceGenerateOptions, sampler: Sampler): Speculation {
+    const nLayer = this.context.model.config.nLayer;
+    const spec = options.speculative!;
+    const { maxDraft, adaptive } = checkSpeculative(spec, nLayer, options.exit !== undefined);
     if (maxDraft >= this.context.batchSize)
       throw new OptionError('speculative', `maxDraft must be an integer in [1, ${this.context.batchSize - 1}] (the verification step's rows), got ${String(maxDraft)}`);
-    if (!this.speculation) {
-      const engine = new StepEngine(this.context, { kvFill: 'recompute', compaction: true, scratchSlot: -1, betweenLayers: this.engine.options.betweenLayers });
-      const group = newRowGroup(0);
-      group.pending = [];
-      this.speculation = { engine, group };
-    }
-    const greedy = { ...options.sampling, temperature: 0 };
-    return {
-      maxDraft,
-      drafter: new ExitDecider(this.context, fixedDepthPolicy(layer)),
-      draft: new NextToken(new Sampler(greedy)),
-      verify: new NextToken(new Sampler(greedy)),
-      /** The full model's greedy token after each drafted position of the verification step. */
-      verified: [] as number[],
-      stats: { layer, drafted: 0, accepted: 0, acceptanceRate: 0, verifySteps: 0, meanDraftLength: 0 } as SpeculativeStats,
-    };
-  }
-
-  /**
-   * One round of self-speculative decoding from `last` (the last emitted token, at the next position): up to
-   * `maxDraft` drafts, each row stopping after the draft layer and keeping its exit state; then one step runs the
-   * last draft at full depth while the drafted positions rejoin it at the draft layer. Pushes the accepted drafts
-   * and the full model's next token to `ready`; the cache keeps exactly the accepted positions.
-   */
-  private speculate(last: number, maxDraft: number, spec: NonNullable<ReturnType<Sequence['startSpeculation']>>, ready: number[]): void {
-    const { engine, group: g } = this.speculation!;
-    const pos = this.cached.length;
-    // The verification step holds the drafts and the last one: positions pos..pos+k must fit the context.
-    const k = Math.max(0, Math.min(maxDraft, this.context.contextSize - pos - 1));
-    g.pending!.length = 0;
-    const drafts = [last];
-    g.output = spec.draft;
-    g.decider = spec.drafter;
-    g.onRejoined = undefined;
-    g.count = 1;
-    g.from = 0;
-    for (let j = 0; j < k; j++) {
-      g.tokens = [drafts[j]];
-      g.pos = pos + j;
-      engine.run([g]);
-      drafts.push(spec.draft.token);
-    }
-    const verified = spec.verified;
-    verified.length = k;
-    g.tokens = [drafts[k]];
-    g.pos = pos + k;
-    g.output = spec.verify;
-    g.decider = undefined;
-    g.onRejoined = (p, logits) => (verified[p - pos] = argmax(logits));
-    engine.run([g]);
-    verified[k] = spec.verify.token;
-    let accepted = 0;
-    while (accepted < k && verified[accepted] === drafts[accepted + 1]) accepted++;
-    for (let j = 0; j <= accepted; j++) this.cached.push(drafts[j]);
-    for (let j = 1; j <= accepted; j++) ready.push(drafts[j]);
-    ready.push(verified[accepted]);
-    const s = spec.stats;
-    s.drafted += k;
-    s.accepted += accepted;
-    s.verifySteps++;
-    s.acceptanceRate = s.drafted > 0 ? s.accepted / s.drafted : 0;
-    s.meanDraftLength = s.drafted / s.verifySteps;
+    const layer = 'layer' in spec.draft ? spec.draft.layer : 0;
+    const policy = 'layer' in spec.draft ? fixedDepthPolicy(layer) : spec.draft;
+    if (policy.lens.mode === 'fast' && options.sampling.temperature > 0)
+      throw new OptionError('speculative', "sampling needs the drafter's whole distribution: a draft policy with a faithful lens");
+    this.speculationEngine ??= new StepEngine(this.context, { kvFill: 'recompute', compaction: true, scratchSlot: -1, betweenLayers: this.engine.options.betweenLayers });
+    return new Speculation(this.speculationEngine, new ExitDecider(this.context, policy), sampler, maxDraft, adaptive, layer);
   }
 
   /**

@@ -96,8 +96,9 @@ export interface RowGroup {
    */
   pending: PendingRow[] | undefined;
   /**
-   * Called after a full-depth step for each pending row that rejoined it, with the head's logits at its
-   * position (the verification of drafted positions in self-speculative decoding); undefined: not read.
+   * Called after a full-depth step with an output for each pending row that rejoined it, with the head's logits at
+   * its position (the verification of drafted positions in self-speculative decoding); undefined: not read. The
+   * logits of the group's last row and of its rejoined rows come from one head call (readFullDepth).
    */
   onRejoined: ((pos: number, logits: Float32Array) => void) | undefined;
   /** Set by the step: the group's first row (moved by compaction). */
@@ -196,12 +197,29 @@ export class StepEngine {
     this.stats.rowLayersFull += rows * this.nLayer;
     this.stats.steps++;
 
-    for (const g of groups) if (g.output && g.layers === this.nLayer) g.output.atFullDepth(this.context.logits(g.rowStart + g.count - 1));
+    for (const g of groups) if (g.output && g.layers === this.nLayer) this.readFullDepth(g);
     if (this.options.kvFill === 'recompute') {
       if (groups.length === 1 && groups[0].pending) this.keepPending(groups[0]);
     } else if (this.options.kvFill === 'propagate' && this.undecided < this.deciding.length) {
       this.propagate();
     }
+  }
+
+  /**
+   * The head's logits at a full-depth group's last row, and — when the group reads its rejoined rows (onRejoined),
+   * which follow that row — at each of them, in one head call: the rows share each read of the head matrix.
+   */
+  private readFullDepth(g: RowGroup): void {
+    const last = g.rowStart + g.count - 1;
+    const joined = g.onRejoined && g.pending ? this.joined.length : 0;
+    if (joined === 0) {
+      g.output!.atFullDepth(this.context.logits(last));
+      return;
+    }
+    const vocab = this.context.model.config.nVocab;
+    const logits = this.context.logitsRows(last, 1 + joined);
+    g.output!.atFullDepth(logits.subarray(0, vocab));
+    this.joined.forEach((p, i) => g.onRejoined!(p.pos, logits.subarray((i + 1) * vocab, (i + 2) * vocab)));
   }
 
   /** After layer `layer` ran on `rows` rows: exits, compaction, rejoins. Returns the rows that go on. */
@@ -331,7 +349,7 @@ export class StepEngine {
   private keepPending(g: RowGroup): void {
     const pending = g.pending!;
     if (g.layers === this.nLayer) {
-      if (g.onRejoined) this.joined.forEach((p, i) => g.onRejoined!(p.pos, this.context.logits(g.rowStart + g.count + i)));
+      // onRejoined was called with the group's output (readFullDepth).
       if (this.joined.length > 0) {
         const done = new Set(this.joined);
         let w = 0;

@@ -22,6 +22,7 @@ import {
   RequestMessage,
   ResponseMessage,
   THRESHOLD_SPEC_KEYS,
+  SpeculativeSpec,
   WorkerClassifyOptions,
   WorkerGenerateOptions,
 } from './protocol';
@@ -132,6 +133,14 @@ function policyFor(spec: ExitSpec | undefined): ExitPolicy | undefined {
   return policy;
 }
 
+/** A speculative drafter: a fixed depth as it is, an exit spec as its policy. */
+function draftPolicy(draft: SpeculativeSpec['draft']): { layer: number } | ExitPolicy {
+  if (typeof draft === 'object' && 'layer' in draft) return draft;
+  const policy = draft === ('never' as string) ? undefined : policyFor(draft);
+  if (!policy) throw new OptionError('speculative', "draft must be { layer: n }, an exit file path or a threshold spec, not 'never'");
+  return policy;
+}
+
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
@@ -162,7 +171,7 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
       stopAtEos: options.stopAtEos,
       aborted: () => Atomics.load(abortFlag, 0) !== 0,
       exit: policy && new ExitDecider(s.context, policy),
-      speculative: options.speculative,
+      speculative: options.speculative && { ...options.speculative, draft: draftPolicy(options.speculative.draft) },
     });
     for (;;) {
       checkOpen();

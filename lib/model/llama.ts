@@ -275,6 +275,8 @@ export type AfterLayer = (layer: number, rows: number) => number;
 /** One or more sequences: KV caches, the native buffers and the layer loop. */
 export class LlamaContext {
   readonly native: NativeContext;
+  /** logitsRows' buffer, grown to the most rows asked for. */
+  private rowsLogits = new Float32Array(0);
   readonly contextSize: number;
   readonly batchSize: number;
   readonly sequences: number;
@@ -359,6 +361,22 @@ export class LlamaContext {
       throw fromNativeError(err);
     }
     return this.native.logits;
+  }
+
+  /**
+   * The logits of hidden rows [row0, row0 + n), row i at [i * nVocab, (i + 1) * nVocab) of the returned view (valid
+   * until the next call): one head call for all rows, so a few rows share each read of the head matrix.
+   */
+  logitsRows(row0: number, n: number): Float32Array {
+    const size = n * this.model.config.nVocab;
+    if (this.rowsLogits.length < size) this.rowsLogits = new Float32Array(size);
+    const view = this.rowsLogits.subarray(0, size);
+    try {
+      this.native.headRows(row0, n, view);
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+    return view;
   }
 
   dispose(): void {

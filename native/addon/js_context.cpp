@@ -36,6 +36,7 @@ Napi::Function JsContext::Init(Napi::Env env) {
                          InstanceMethod("mlp", &JsContext::Mlp),
                          InstanceMethod("fillKv", &JsContext::FillKv),
                          InstanceMethod("head", &JsContext::Head),
+                         InstanceMethod("headRows", &JsContext::HeadRows),
                          InstanceMethod("logitLens", &JsContext::LogitLens),
                          InstanceMethod("logitLensCandidates", &JsContext::LogitLensCandidates),
                          InstanceMethod("syncLogits", &JsContext::SyncLogits),
@@ -56,6 +57,7 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     JsModel* model = JsModel::Unwrap(info[0].As<Napi::Object>());
     std::shared_ptr<const ModelWeights> weights = model->weights(env);
     const int64_t n_vocab = weights->vocabulary();
+    n_vocab_ = n_vocab;
     Napi::Object opt = info[1].As<Napi::Object>();
     const int64_t n_ctx = option_int(opt, "nCtx", 1, int64_t(1) << 24);
     const int64_t n_seq = opt.Has("nSeq") ? option_int(opt, "nSeq", 1, 4096) : 1;
@@ -211,6 +213,18 @@ Napi::Value JsContext::Head(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     blocks(env).head(arg_int(info, 0, "row"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::HeadRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Blocks& b = blocks(env);
+    const int64_t row0 = arg_int(info, 0, "row0"), n = arg_int(info, 1, "n");
+    if (n < 0 || n > b.n_batch()) throw std::out_of_range("row count " + std::to_string(n) + " out of range");
+    b.head_rows(row0, n, float_rows_arg(info, 2, n * n_vocab_));
     return 0;
   });
   return env.Undefined();

@@ -28,6 +28,7 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   Napi::Value FillKv(const Napi::CallbackInfo& info);          // fillKv(layer, n)
   Napi::Value Mlp(const Napi::CallbackInfo& info);             // mlp(layer, n)
   Napi::Value Head(const Napi::CallbackInfo& info);            // head(row)
+  Napi::Value HeadRows(const Napi::CallbackInfo& info);        // headRows(row0, n, dst): [n][nVocab] logits
   Napi::Value LogitLens(const Napi::CallbackInfo& info);       // logitLens(row, k)
   Napi::Value LogitLensCandidates(const Napi::CallbackInfo& info);  // logitLensCandidates(row, m, k)
   Napi::Value SyncLogits(const Napi::CallbackInfo& info);      // syncLogits()
@@ -38,6 +39,7 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::unique_ptr<Blocks> blocks_;
+  int64_t n_vocab_ = 0;  // floats of one row of logits (headRows' rows)
   // The JS ArrayBuffers behind the zero-copy views (HostBuffers points into them), by property name. Held so
   // they outlive every native use; checked before every call, because JS can still detach one
   // (structuredClone(b, { transfer: [b] }), b.transfer()): its memory then belongs to another ArrayBuffer and

@@ -106,6 +106,9 @@ class Blocks {
   virtual void mlp_block(int64_t layer, int64_t n) = 0;
   // logits = output(Norm_final(hidden[row])), written to the host buffer.
   virtual void head(int64_t row) = 0;
+  // The head of rows [row0, row0 + n) into dst ([n][n_vocab] floats, caller-owned): one pass over the head matrix
+  // for all rows (the verification step of speculative decoding reads the logits at every drafted position).
+  virtual void head_rows(int64_t row0, int64_t n, float* dst) = 0;
   // The head of one row, then softmax statistics into the lens buffers: top-k ids and probs, p1, p2, gap,
   // entropy. The logits themselves stay with the backend until sync_logits() (a GPU copies k ids, k probs and
   // 4 features per check, not the vocabulary).

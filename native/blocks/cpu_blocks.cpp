@@ -30,9 +30,18 @@ CpuBlocks::CpuBlocks(const CpuBlocksDims& dims, const BlocksShape& shape, const 
 }
 
 void CpuBlocks::head(int64_t row) {
-  const float* x = head_input(row);
+  check_row(row, n_batch_);
+  const float* x = head_input(row, 1);
   const WeightView& w = head_matrix();
   matmul(w, x, w.ne0, 1, io_.logits, dims_.n_vocab);
+}
+
+void CpuBlocks::head_rows(int64_t row0, int64_t n, float* dst) {
+  check_row_range(row0, n);
+  if (n == 0) return;
+  const float* x = head_input(row0, n);
+  const WeightView& w = head_matrix();
+  matmul(w, x, w.ne0, n, dst, dims_.n_vocab);
 }
 
 void CpuBlocks::logit_lens(int64_t row, int64_t k) {
@@ -45,7 +54,7 @@ void CpuBlocks::logit_lens_candidates(int64_t row, int64_t m, int64_t k) {
   check_row(row, n_batch_);
   check_top_k(k, io_);
   check_candidates(io_, m, dims_.n_vocab);
-  const float* x = head_input(row);
+  const float* x = head_input(row, 1);
   const WeightView& w = head_matrix();
   // One head row per candidate, written at its own index of logits (the matmul writes columns [id, id+1)).
   MatmulFn fn = k_.matmul[w.type];

@@ -43,6 +43,8 @@ class CpuBlocks : public Blocks {
 
   // logits = head matrix · head_input(row), written to the host buffer.
   void head(int64_t row) final;
+  // head_input of the n rows, then one matmul of n rows (2..16 rows take the few-row kernels: one weight read).
+  void head_rows(int64_t row0, int64_t n, float* dst) final;
   void logit_lens(int64_t row, int64_t k) final;
   // One head row per candidate, written at its own index of logits.
   void logit_lens_candidates(int64_t row, int64_t m, int64_t k) final;
@@ -57,9 +59,9 @@ class CpuBlocks : public Blocks {
   // Throws INVALID_OPTION unless the shape is positive.
   CpuBlocks(const CpuBlocksDims& dims, const BlocksShape& shape, const KernelTable& kernels, const HostBuffers& io);
 
-  // The input of the head for one row (final norm and whatever the architecture applies; checks the row), and the
-  // matrix that turns it into logits ([ne0] -> [n_vocab]).
-  virtual const float* head_input(int64_t row) = 0;
+  // The input of the head for rows [row0, row0 + n) (final norm and whatever the architecture applies; checks the
+  // rows): n consecutive rows of head_matrix().ne0 floats. And the matrix that turns one into logits ([ne0] -> [n_vocab]).
+  virtual const float* head_input(int64_t row0, int64_t n) = 0;
   virtual const WeightView& head_matrix() const = 0;
 
   // y = W x for n rows. same_input: x holds the very rows of the previous matmul call (same pointer, shape and

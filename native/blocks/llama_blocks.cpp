@@ -222,9 +222,10 @@ void LlamaState::mlp_block(int64_t layer, int64_t n) {
   for (int64_t t = 0; t < n; ++t) k_.add(hidden_row(t), xb_.data() + t * d, d);
 }
 
-const float* LlamaState::head_input(int64_t row) {
-  check_row(row, n_batch_);
-  k_.rms_norm(hidden_row(row), w_->output_norm.data(), xb_.data(), w_->hp.n_embd, w_->hp.rms_eps);
+const float* LlamaState::head_input(int64_t row0, int64_t n) {
+  check_row_range(row0, n);
+  const int64_t d = w_->hp.n_embd;
+  for (int64_t t = 0; t < n; ++t) k_.rms_norm(hidden_row(row0 + t), w_->output_norm.data(), xb_.data() + t * d, d, w_->hp.rms_eps);
   return xb_.data();
 }
 

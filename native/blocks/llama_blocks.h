@@ -118,7 +118,7 @@ class LlamaState final : public CpuBlocks {
 
  private:
   // RMSNorm_final of the row, in xb_; the head is output.weight (token_embd when tied).
-  const float* head_input(int64_t row) override;
+  const float* head_input(int64_t row0, int64_t n) override;
   const WeightView& head_matrix() const override { return w_->output; }
   void rms_norm_rows(const float* x, const float* w, float* out, int64_t n);
   // The per-head RMSNorm of rows [0, n) of x ([n][n_heads * head_dim]), in place (qk_norm).

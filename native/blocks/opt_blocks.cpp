@@ -230,18 +230,18 @@ void OptState::mlp_block(int64_t layer, int64_t n) {
   if (!hp.pre_ln) layer_norm_rows(hidden_.data(), L.ffn_norm_w, L.ffn_norm_b, hidden_.data(), n);
 }
 
-const float* OptState::head_input(int64_t row) {
-  check_row(row, n_batch_);
-  const float* x = hidden_.data() + row * d_;
+const float* OptState::head_input(int64_t row0, int64_t n) {
+  check_row_range(row0, n);
+  const float* x = hidden_.data() + row0 * d_;
   if (w_->hp.final_ln) {
-    layer_norm_rows(x, w_->output_norm_w, w_->output_norm_b, out_.data(), 1);
+    layer_norm_rows(x, w_->output_norm_w, w_->output_norm_b, out_.data(), n);
     x = out_.data();
   }
   if (w_->project_out.data) {
-    mm_(w_->project_out, x, d_, 1, xb_.data(), w_->hp.n_embd_in);
+    mm_(w_->project_out, x, d_, n, xb_.data(), w_->hp.n_embd_in);
     return xb_.data();
   }
-  std::memcpy(xb_.data(), x, static_cast<size_t>(d_) * sizeof(float));
+  std::memcpy(xb_.data(), x, static_cast<size_t>(n * d_) * sizeof(float));
   return xb_.data();
 }
 

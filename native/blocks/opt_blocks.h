@@ -95,7 +95,7 @@ class OptState final : public CpuBlocks {
  private:
   // The head's input for one row, in xb_ (the final LN and project_out applied): n_embd_in floats. The head is the
   // token embedding.
-  const float* head_input(int64_t row) override;
+  const float* head_input(int64_t row0, int64_t n) override;
   const WeightView& head_matrix() const override { return w_->tok_embd; }
   // out = LayerNorm(x) for n rows of n_embd.
   void layer_norm_rows(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* out, int64_t n);

@@ -375,6 +375,16 @@ class CudaLlamaBlocks final : public Blocks {
     check(cudaStreamSynchronize(stream_), "head");
   }
 
+  // Row by row (the CUDA backend's decode is not where the verify step's weight reads are shared today).
+  void head_rows(int64_t row0, int64_t n, float* dst) override {
+    check_row_range(row0, n);
+    for (int64_t t = 0; t < n; ++t) {
+      device_head(row0 + t);
+      check(cudaMemcpyAsync(dst + t * hp_.n_vocab, logits_.get(), logits_.bytes(), cudaMemcpyDeviceToHost, stream_), "head_rows");
+    }
+    check(cudaStreamSynchronize(stream_), "head_rows");
+  }
+
   void logit_lens(int64_t row, int64_t k) override {
     check_top_k(k, io_);
     device_head(row);

@@ -139,6 +139,9 @@ describe('native Context validates block calls', () => {
       },
     ],
     ['head row past the batch', (c) => c.head(8)],
+    ['headRows past the batch', (c) => c.headRows(6, 3, new Float32Array(3 * config.nVocab))],
+    ['headRows into too small a buffer', (c) => c.headRows(0, 2, new Float32Array(2 * config.nVocab - 1))],
+    ['headRows with a negative count', (c) => c.headRows(0, -1, new Float32Array(0))],
     ['top-k above lensK', (c) => c.logitLens(0, 5)],
     ['more candidates than the buffer', (c) => c.logitLensCandidates(0, 17, 1)],
     [
@@ -183,6 +186,35 @@ describe('native Context validates block calls', () => {
     expect(ctx.lensFeatures[1]).toBeCloseTo(order[1][0], 6);
     expect(ctx.lensFeatures[2]).toBeCloseTo(order[0][0] - order[1][0], 6);
     expect(ctx.lensFeatures[3]).toBeCloseTo(entropy, 4);
+  });
+
+  test('headRows: the logits of several rows in one call are each row\'s head', () => {
+    // Four positions through the whole model (each row a different token), then their heads one by one and at once.
+    for (let t = 0; t < 4; t++) {
+      ctx.tokens[t] = 3 + 17 * t;
+      ctx.rowSeq[t] = 0;
+      ctx.rowPos[t] = t;
+    }
+    ctx.embed(4);
+    for (let l = 0; l < config.nLayer; l++) {
+      ctx.attention(l, 4);
+      ctx.mlp(l, 4);
+    }
+    const one = [0, 1, 2, 3].map((t) => {
+      ctx.head(t);
+      return Float32Array.from(ctx.logits);
+    });
+    expect(one[1]).not.toEqual(one[2]);
+    const rows = new Float32Array(3 * config.nVocab);
+    ctx.headRows(1, 3, rows);
+    for (let i = 0; i < 3; i++) {
+      const got = rows.subarray(i * config.nVocab, (i + 1) * config.nVocab);
+      // F16 head: the row count may change the kernel's summation order, not the result beyond float rounding.
+      let worst = 0;
+      for (let v = 0; v < config.nVocab; v++) worst = Math.max(worst, Math.abs(got[v] - one[i + 1][v]));
+      expect(worst).toBeLessThan(1e-4 * (1 + Math.max(...one[i + 1].map(Math.abs))));
+    }
+    ctx.headRows(0, 0, new Float32Array(0)); // no rows: nothing to do
   });
 
   test('logit lens over candidates: the full-vocabulary logits of those ids, renormalised', () => {

@@ -1,0 +1,270 @@
+/**
+ * Self-speculative decoding on one sequence (lib/engine/sequence.ts runs it): tokens drafted by the first layers
+ * (a fixed depth, or an exit policy deciding per token), verified in one step by the whole model, the drafted
+ * positions rejoining that step at their draft depth (kvFill 'recompute': every layer of an accepted position is
+ * computed once). Greedy: a draft is kept while it equals the verifier's argmax. Sampling: speculative sampling
+ * (Leviathan et al. 2023, Chen et al. 2023) — draft x ~ q, kept with probability min(1, p(x)/q(x)), else the
+ * token is drawn from the residual max(0, p − q) normalised; after k kept drafts the next token is drawn from p —
+ * so every emitted token has the full model's sampling distribution p (top-k / top-p / temperature applied to
+ * both p and q).
+ */
+import { AdaInferError } from '../errors';
+import { ExitDecider } from '../exit/decider';
+import { LlamaContext } from '../model/llama';
+import { argmax, Sampler } from './sampling';
+import { newRowGroup, RowGroup, RowOutput, StepEngine } from './step';
+
+export interface SpeculativeStats {
+  /** The draft depth of a fixed-depth drafter; 0 when an exit policy decides per token. */
+  layer: number;
+  /** Tokens drafted, and of them accepted by the full model. */
+  drafted: number;
+  accepted: number;
+  acceptanceRate: number;
+  /** Verification steps, and the mean drafted tokens each checked. */
+  verifySteps: number;
+  meanDraftLength: number;
+  /** Layers computed per generated token (row-layers of drafts and verifications over the tokens they gave). */
+  layersPerToken: number;
+  /** Tokens given by plain decoding steps while adaptive drafting had fallen back. */
+  fallbackTokens: number;
+  /** Measured mean cost of one draft step and of one verification step, in ms. */
+  draftStepMs: number;
+  verifyStepMs: number;
+}
+
+/** Adaptive drafting: how a round's length and the fallback to plain decoding are decided. */
+export interface AdaptiveDrafting {
+  /** A round stops drafting after a draft whose exit-layer top-1 probability is below this. */
+  minP1: number;
+  /** When the measured time per token of speculation exceeds plain decoding's, decode plainly for this many tokens. */
+  fallbackTokens: number;
+}
+
+/** The distribution and token of one drafted position (sampling), or its token alone (greedy). */
+class DraftOutput implements RowOutput {
+  token = -1;
+  p1 = 1;
+  q: Float64Array | undefined;
+  constructor(private readonly sampler: Sampler) {}
+  atExit(decider: ExitDecider, context: LlamaContext): void {
+    this.p1 = decider.lens.reading.p1;
+    // A fast lens's logits cover only its candidates: its top-1 is the greedy draft (sampling needs a faithful lens).
+    if (decider.policy.lens.mode === 'fast') this.token = decider.lens.reading.top1;
+    else this.choose(context.lensLogits());
+  }
+  atFullDepth(logits: Float32Array): void {
+    this.p1 = 1;
+    this.choose(logits);
+  }
+  private choose(logits: Float32Array): void {
+    if (this.q === undefined) {
+      this.token = this.sampler.options.temperature === 0 ? argmax(logits) : this.sampler.sample(logits);
+      return;
+    }
+    this.sampler.distribution(logits, this.q);
+    this.token = this.sampler.draw(this.q, logits.length);
+  }
+}
+
+/** The verifier's distribution at the last draft (sampling), or its argmax (greedy). */
+class VerifyOutput implements RowOutput {
+  token = -1;
+  p: Float64Array | undefined;
+  constructor(private readonly sampler: Sampler) {}
+  atExit(): void {
+    throw new AdaInferError('INTERNAL', 'the verification step runs at full depth');
+  }
+  atFullDepth(logits: Float32Array): void {
+    if (this.p) this.sampler.distribution(logits, this.p);
+    else this.token = argmax(logits);
+  }
+}
+
+/** One sequence's drafter and verifier (slot 0 of the context), for one generation. */
+export class Speculation {
+  readonly stats: SpeculativeStats;
+  private readonly group: RowGroup = newRowGroup(0);
+  private readonly draft: DraftOutput;
+  private readonly verify: VerifyOutput;
+  private readonly sampling: boolean;
+  private readonly vocab: number;
+  private readonly nLayer: number;
+  /** Sampling: q of each drafted position, p of each verified one (k + 1), reused across rounds. */
+  private readonly q: Float64Array[] = [];
+  private readonly p: Float64Array[] = [];
+  /** Greedy: the verifier's argmax after each drafted position. */
+  private readonly verified: number[] = [];
+  /** Per draft of the round: it ran the whole model (an exit policy did not stop it), so it is exact. */
+  private readonly complete: boolean[] = [];
+  /** Tokens the rounds gave, and the row-layers they computed. */
+  private tokens = 0;
+  private rowLayers = 0;
+  private draftMs = 0;
+  private draftSteps = 0;
+  private verifyMs = 0;
+  /** Adaptive fallback: measured ms per token of speculative rounds and of plain steps (exponential means). */
+  private specMsPerToken = 0;
+  private plainMsPerToken = 0;
+
+  constructor(
+    readonly engine: StepEngine,
+    private readonly drafter: ExitDecider,
+    private readonly sampler: Sampler,
+    readonly maxDraft: number,
+    readonly adaptive: AdaptiveDrafting | undefined,
+    layer: number,
+  ) {
+    this.group.pending = [];
+    if (adaptive) this.fallback = Speculation.PROBE;
+    this.sampling = sampler.options.temperature > 0;
+    this.draft = new DraftOutput(sampler);
+    this.verify = new VerifyOutput(sampler);
+    this.vocab = engine.context.model.config.nVocab;
+    this.nLayer = engine.context.model.config.nLayer;
+    if (this.sampling) {
+      for (let j = 0; j <= maxDraft; j++) this.p.push(new Float64Array(this.vocab));
+      for (let j = 0; j < maxDraft; j++) this.q.push(new Float64Array(this.vocab));
+    }
+    this.stats = {
+      layer,
+      drafted: 0,
+      accepted: 0,
+      acceptanceRate: 0,
+      verifySteps: 0,
+      meanDraftLength: 0,
+      layersPerToken: 0,
+      fallbackTokens: 0,
+      draftStepMs: 0,
+      verifyStepMs: 0,
+    };
+  }
+
+  /**
+   * Adaptive drafting: whether the next token should be decoded plainly — the first PROBE tokens (to measure plain
+   * decoding), then `fallbackTokens` after a round measured slower per token than plain decoding, doubling while
+   * rounds keep losing (up to MAX_BACKOFF times), so the probes cost little where speculation never pays.
+   * `plainStep` reports a plain step's time.
+   */
+  private static readonly PROBE = 4;
+  private static readonly MAX_BACKOFF = 16;
+  private fallback = 0;
+  private backoff = 1;
+  shouldDecodePlainly(): boolean {
+    if (this.fallback > 0) {
+      this.fallback--;
+      this.stats.fallbackTokens++;
+      return true;
+    }
+    return false;
+  }
+  plainStep(ms: number): void {
+    this.plainMsPerToken = this.plainMsPerToken === 0 ? ms : 0.8 * this.plainMsPerToken + 0.2 * ms;
+  }
+
+  /**
+   * One round from `last` (the last emitted token) at position `pos`, with up to `maxDraft` drafts (fewer where
+   * the context ends: positions pos..pos+k must fit). Returns the emitted tokens: the accepted drafts and the full
+   * model's next; the cache holds positions up to pos + accepted (the caller records `last` and the accepted drafts).
+   */
+  round(last: number, pos: number, maxDraft: number): { tokens: number[]; accepted: number } {
+    const t0 = performance.now();
+    const g = this.group;
+    const ctxSize = this.engine.context.contextSize;
+    const k0 = Math.max(0, Math.min(maxDraft, this.maxDraft, ctxSize - pos - 1));
+    g.pending!.length = 0;
+    const drafts = [last];
+    g.output = this.draft;
+    g.decider = this.drafter;
+    // Drafted positions are verified where they rejoin a full-depth step: the verification step, or a draft an exit
+    // policy ran to full depth (earlier drafts waiting at a shallower depth rejoin it).
+    g.onRejoined = this.sampling
+      ? (p, logits) => this.sampler.distribution(logits, this.p[p - pos])
+      : (p, logits) => (this.verified[p - pos] = argmax(logits));
+    g.count = 1;
+    g.from = 0;
+    const rowLayers0 = this.engine.stats.rowLayers;
+    this.verified.length = 0;
+    let k = 0;
+    while (k < k0) {
+      g.tokens = [drafts[k]];
+      g.pos = pos + k;
+      this.draft.q = this.sampling ? this.q[k] : undefined;
+      this.engine.run([g]);
+      this.complete[k] = g.layers === this.nLayer;
+      drafts.push(this.draft.token);
+      k++;
+      if (this.adaptive && this.draft.p1 < this.adaptive.minP1) break;
+    }
+    const t1 = performance.now();
+    g.tokens = [drafts[k]];
+    g.pos = pos + k;
+    g.output = this.verify;
+    g.decider = undefined;
+    this.verify.p = this.sampling ? this.p[k] : undefined;
+    this.engine.run([g]);
+    const out = this.sampling ? this.acceptSampled(drafts, k) : this.acceptGreedy(drafts, k);
+    const t2 = performance.now();
+
+    const s = this.stats;
+    s.drafted += k;
+    s.accepted += out.accepted;
+    s.verifySteps++;
+    s.acceptanceRate = s.drafted > 0 ? s.accepted / s.drafted : 0;
+    s.meanDraftLength = s.drafted / s.verifySteps;
+    this.tokens += out.tokens.length;
+    this.rowLayers += this.engine.stats.rowLayers - rowLayers0;
+    s.layersPerToken = this.rowLayers / this.tokens;
+    this.draftMs += t1 - t0;
+    this.draftSteps += k;
+    this.verifyMs += t2 - t1;
+    s.draftStepMs = this.draftSteps > 0 ? this.draftMs / this.draftSteps : 0;
+    s.verifyStepMs = this.verifyMs / s.verifySteps;
+    if (this.adaptive) {
+      const msPerToken = (t2 - t0) / out.tokens.length;
+      this.specMsPerToken = this.specMsPerToken === 0 ? msPerToken : 0.8 * this.specMsPerToken + 0.2 * msPerToken;
+      if (this.plainMsPerToken > 0 && this.specMsPerToken > this.plainMsPerToken) {
+        this.fallback = this.adaptive.fallbackTokens * this.backoff;
+        this.backoff = Math.min(2 * this.backoff, Speculation.MAX_BACKOFF);
+        this.specMsPerToken = 0; // the next probe is measured afresh
+      } else {
+        this.backoff = 1;
+      }
+    }
+    return out;
+  }
+
+  /** Greedy: drafts are kept while each equals the verifier's argmax; then the verifier's own token. */
+  private acceptGreedy(drafts: number[], k: number): { tokens: number[]; accepted: number } {
+    let accepted = 0;
+    while (accepted < k && (this.complete[accepted] || this.verified[accepted] === drafts[accepted + 1])) accepted++;
+    const tokens = drafts.slice(1, accepted + 1);
+    tokens.push(accepted < k ? this.verified[accepted] : this.verify.token);
+    return { tokens, accepted };
+  }
+
+  /**
+   * Speculative sampling: draft j + 1 (drawn from q_j) is kept with probability min(1, p_j(x) / q_j(x)); the first
+   * rejected one is replaced by a draw from max(0, p_j − q_j) normalised; when all are kept the next is drawn
+   * from p_k. A draft that ran the whole model was drawn from p_j itself: kept.
+   */
+  private acceptSampled(drafts: number[], k: number): { tokens: number[]; accepted: number } {
+    const tokens: number[] = [];
+    for (let j = 0; j < k; j++) {
+      const x = drafts[j + 1];
+      const p = this.p[j];
+      const q = this.q[j];
+      if (this.complete[j] || this.sampler.uniform() * q[x] < p[x]) {
+        tokens.push(x);
+        continue;
+      }
+      let mass = 0;
+      for (let i = 0; i < this.vocab; i++) mass += q[i] = Math.max(0, p[i] - q[i]);
+      // p = q up to rounding where x was rejected: the residual is empty, p itself is the distribution.
+      tokens.push(this.sampler.draw(mass > 1e-12 ? q : p, this.vocab));
+      return { tokens, accepted: j };
+    }
+    tokens.push(this.sampler.draw(this.p[k], this.vocab));
+    return { tokens, accepted: k };
+  }
+}
