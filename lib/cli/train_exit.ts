@@ -9,7 +9,8 @@ import { DEFAULT_FAST_TOP_K } from '../defaults';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule } from '../exit/policy';
 import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
-import { addExampleOptions, ExampleFlags, loadForExit } from './exit_common';
+import { DocumentPart } from '../exit/data';
+import { addExampleOptions, docPartOption, ExampleFlags, loadForExit } from './exit_common';
 import { floatOption, intOption } from './options';
 import { progressBar } from './progress';
 
@@ -24,6 +25,9 @@ interface TrainFlags extends ExampleFlags {
   checkEvery: number;
   output: string;
   json?: boolean;
+  calibrationData?: string;
+  calibrationDocPart?: DocumentPart;
+  calibrationLimit?: number;
 }
 
 export function registerTrainExit(program: Command): void {
@@ -31,7 +35,15 @@ export function registerTrainExit(program: Command): void {
   addExampleOptions(cmd)
     .addOption(new Option('--label <kind>', 'what a layer must match to count as "stop"').choices(['final', 'gold']).default('final'))
     .addOption(new Option('--classifier <kind>', 'classifier').choices(['svm', 'svm-rbf', 'crf', 'threshold']).default('svm'))
-    .option('--target <a>', 'agreement with full depth to reach on held-out examples', floatOption('--target', 0, 1), 0.99)
+    .option(
+      '--target <a>',
+      "agreement with full depth promised on unseen documents: the calibration agreement's 95% lower confidence bound must reach it",
+      floatOption('--target', 0, 1),
+      0.99,
+    )
+    .option('--calibration-data <file>', 'calibrate on this data (fit on all of --data); default: a seeded 20% of --data\'s documents')
+    .option('--calibration-doc-part <i/n>', 'only part i of n of the calibration data\'s documents (as --doc-part)', docPartOption('--calibration-doc-part'))
+    .option('--calibration-limit <n>', 'calibration examples drawn (seeded)', intOption('--calibration-limit', 1))
     .addOption(new Option('--feature <f>', 'threshold classifier: the feature compared').choices(['p1', 'gap']).default('gap'))
     .addOption(new Option('--mode <m>', 'lens over the whole vocabulary, or a candidate set').choices(['faithful', 'fast']).default('faithful'))
     .option('--top-k <k>', 'fast mode: candidates kept from the first check', intOption('--top-k', 2, 1024), DEFAULT_FAST_TOP_K)
@@ -43,10 +55,12 @@ export function registerTrainExit(program: Command): void {
       const t0 = performance.now();
       const lens: LensOptions = flags.mode === 'fast' ? { mode: 'fast', topK: flags.topK } : { mode: 'faithful' };
       const schedule = checkSchedule({ minLayer: flags.minLayer, checkEvery: flags.checkEvery });
-      const { model, ctx, examples } = loadForExit(flags, Math.max(8, flags.topK));
+      const second = flags.calibrationData ? { data: flags.calibrationData, limit: flags.calibrationLimit, docPart: flags.calibrationDocPart } : undefined;
+      const { model, ctx, examples, secondExamples } = loadForExit(flags, Math.max(8, flags.topK), second);
       try {
-        const bar = progressBar('features', examples.length);
+        const bar = progressBar('features', examples.length + (secondExamples?.length ?? 0));
         const traces = collectTraces(ctx, examples, schedule, lens, (d) => bar.update(d));
+        const calibrationTraces = secondExamples && collectTraces(ctx, secondExamples, schedule, lens, (d) => bar.update(examples.length + d));
         bar.stop();
         const trained = trainPolicy(traces, schedule, lens, {
           classifier: flags.classifier,
@@ -54,6 +68,7 @@ export function registerTrainExit(program: Command): void {
           target: flags.target,
           seed: flags.seed,
           feature: flags.feature,
+          calibrationTraces,
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
@@ -74,6 +89,9 @@ export function registerTrainExit(program: Command): void {
             data: flags.data,
             examples: examples.length,
             window: flags.window,
+            docPart: flags.docPart,
+            calibrationData: flags.calibrationData,
+            calibrationDocPart: flags.calibrationDocPart,
             target: flags.target,
             seed: flags.seed,
             createdAt: new Date().toISOString(),
@@ -97,7 +115,7 @@ export function registerTrainExit(program: Command): void {
           process.stdout.write(
             `wrote ${flags.output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
               `${trained.metrics.calibrationExamples} calibration), threshold ${trained.threshold}\n` +
-              `held-out: agreement ${(c.agreement * 100).toFixed(2)}%, mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
+              `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}%), mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
               `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,
           );
         }

@@ -7,10 +7,11 @@
 import { argmax } from '../engine/sampling';
 import { LlamaContext } from '../model/llama';
 import { Example } from './data';
+import { exitBounds, ExitBounds, oraclePruning, OracleTrace } from './bounds';
 import { ExitDecider } from './decider';
-import { ExitPolicy } from './policy';
+import { DEFAULT_SCHEDULE, ExitPolicy, observingPolicy } from './policy';
 
-export interface EvalReport {
+export interface EvalReport extends ExitBounds {
   examples: number;
   layers: number;
   /** Share of examples whose exit answer equals the full-depth answer. */
@@ -19,6 +20,8 @@ export interface EvalReport {
   accuracy: number | null;
   /** Accuracy of full depth against gold (null without gold). */
   accuracyFull: number | null;
+  /** accuracyFull − accuracy: the paper's criterion (null without gold). */
+  accuracyDrop: number | null;
   meanLayers: number;
   /** (L - meanLayers) / L */
   pruningRatio: number;
@@ -43,9 +46,20 @@ export function runAlternating<F, E>(i: number, full: () => F, exit: () => E): [
   return [full(), e];
 }
 
+/**
+ * Evaluates `policy` against full depth on `examples`. Besides the timed runs, each example runs once more,
+ * untimed, with the faithful lens read after every layer: the oracles' bounds (lib/exit/bounds.ts) on the same
+ * examples.
+ */
 export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
   const nLayer = ctx.model.config.nLayer;
   const decider = new ExitDecider(ctx, policy);
+  let oracleChecks: { layer: number; top1: number }[] = [];
+  const observer = new ExitDecider(
+    ctx,
+    observingPolicy(DEFAULT_SCHEDULE, { mode: 'faithful' }, (layer, r) => oracleChecks.push({ layer, top1: r.top1 })),
+  );
+  const oracleTraces: OracleTrace[] = [];
   const histogram = new Array<number>(nLayer).fill(0);
   let agree = 0;
   let correct = 0;
@@ -83,22 +97,31 @@ export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: E
     }
     layerSum += exit.layers;
     histogram[exit.layers - 1]++;
+    oracleChecks = [];
+    load(ex);
+    observer.forward(ex.tokens.length, 0);
+    oracleTraces.push({ nLayer, final: full, checks: oracleChecks });
     onProgress?.(i + 1);
   });
 
   const n = examples.length;
   const meanLayers = layerSum / n;
+  const pruningRatio = (nLayer - meanLayers) / nLayer;
+  const accuracy = withGold > 0 ? correct / withGold : null;
+  const accuracyFull = withGold > 0 ? correctFull / withGold : null;
   return {
     examples: n,
     layers: nLayer,
     agreement: agree / n,
-    accuracy: withGold > 0 ? correct / withGold : null,
-    accuracyFull: withGold > 0 ? correctFull / withGold : null,
+    accuracy,
+    accuracyFull,
+    accuracyDrop: accuracy !== null && accuracyFull !== null ? accuracyFull - accuracy : null,
     meanLayers,
-    pruningRatio: (nLayer - meanLayers) / nLayer,
+    pruningRatio,
     secondsFull: msFull / 1000,
     secondsExit: msExit / 1000,
     speedup: msExit > 0 ? msFull / msExit : 0,
     histogram,
+    ...exitBounds(agree, n, pruningRatio, oraclePruning(oracleTraces)),
   };
 }

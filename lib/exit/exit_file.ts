@@ -34,6 +34,11 @@ export interface ExitFile {
     data: string;
     examples: number;
     window: number;
+    /** The part of --data's documents used (--doc-part). */
+    docPart?: { part: number; parts: number; seed: number };
+    /** Calibration data other than --data (--calibration-data), and its part. */
+    calibrationData?: string;
+    calibrationDocPart?: { part: number; parts: number; seed: number };
     target: number;
     seed: number;
     createdAt: string;

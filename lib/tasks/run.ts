@@ -10,7 +10,7 @@ import { ExitClassifier } from '../exit/classifier';
 import { loadClassifier } from '../exit/load_classifier';
 import { ExitFile, loadExitFile } from '../exit/exit_file';
 import { LensOptions } from '../exit/lens';
-import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, neverPolicy, thresholdPolicy } from '../exit/policy';
+import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, labelLens, neverPolicy, thresholdPolicy } from '../exit/policy';
 import { Trace } from '../exit/collect';
 import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
 import { LlamaModel } from '../model/llama';
@@ -130,10 +130,10 @@ function trainedPolicy(traces: Trace[], o: TrainExitOptions, schedule: ExitSched
   return { policy: thresholdPolicy(feature, t.threshold, schedule, lens), scorer: featureScorer(feature), threshold: t.threshold, info: { kind: 'threshold', threshold: finite(t.threshold), score: feature, training } };
 }
 
-/** --exit FILE: the file's policy, its fast lens over the task's label tokens (as Session.classify does). */
-function filePolicy(f: ExitFile, fastLens: LensOptions): TaskPolicy {
+/** --exit FILE: the file's policy, its lens over the task's label tokens as Session.classify reads it (labelLens). */
+function filePolicy(f: ExitFile, labelTokens: number[]): TaskPolicy {
   const p = f.policy;
-  const lens: LensOptions = p.lens.mode === 'fast' ? fastLens : { mode: 'faithful' };
+  const lens = labelLens(p.lens, labelTokens);
   if (p.kind === 'threshold') {
     const feature = p.feature ?? 'gap';
     return { policy: thresholdPolicy(feature, p.threshold, p.schedule, lens), scorer: featureScorer(feature), threshold: p.threshold, info: { kind: 'threshold', threshold: finite(p.threshold), score: feature, training: null } };
@@ -243,7 +243,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
           done += trainSet.examples.length;
           tp = trainedPolicy(traces, o.train, o.schedule, lens, o.seed);
         } else if (exitFile) {
-          tp = filePolicy(exitFile, fastLens);
+          tp = filePolicy(exitFile, labelTokens);
         } else if (o.exit.kind === 'threshold') {
           const { feature, value } = o.exit;
           tp = { policy: thresholdPolicy(feature, value, o.schedule, lens), scorer: featureScorer(feature), threshold: value, info: { kind: 'threshold', threshold: value, score: feature, training: null } };
