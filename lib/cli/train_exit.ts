@@ -8,7 +8,9 @@ import { EXIT_FILE_FORMAT, ExitFile, saveExitFile } from '../exit/exit_file';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule } from '../exit/policy';
-import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
+import { FeatureName } from '../exit/classifier';
+import { ClassifierKind, DEFAULT_FEATURES, LabelKind, PAPER_PRESET, trainPolicy } from '../exit/train';
+import { OptionError } from '../errors';
 import { DocumentPart } from '../exit/data';
 import { addExampleOptions, docPartOption, ExampleFlags, loadForExit } from './exit_common';
 import { floatOption, intOption } from './options';
@@ -28,6 +30,18 @@ interface TrainFlags extends ExampleFlags {
   calibrationData?: string;
   calibrationDocPart?: DocumentPart;
   calibrationLimit?: number;
+  preset?: 'paper';
+  features?: FeatureName[];
+}
+
+const LENS_FEATURES: FeatureName[] = ['p1', 'p2', 'gap', 'entropy', 'layer'];
+
+function featuresOption(value: string): FeatureName[] {
+  const names = value.split(',').map((s) => s.trim());
+  const bad = names.filter((n) => !(LENS_FEATURES as string[]).includes(n));
+  if (names.length === 0 || bad.length > 0) throw new OptionError('--features', `unknown feature(s) ${bad.join(', ')}; known: ${LENS_FEATURES.join(', ')}`);
+  if (new Set(names).size !== names.length) throw new OptionError('--features', `a feature is named twice in '${value}'`);
+  return names as FeatureName[];
 }
 
 export function registerTrainExit(program: Command): void {
@@ -49,10 +63,28 @@ export function registerTrainExit(program: Command): void {
     .option('--top-k <k>', 'fast mode: candidates kept from the first check', intOption('--top-k', 2, 1024), DEFAULT_FAST_TOP_K)
     .option('--min-layer <l>', 'layers before the first check', intOption('--min-layer', 1), 1)
     .option('--check-every <c>', 'layers between checks', intOption('--check-every', 1), 1)
+    .addOption(
+      new Option('--preset <p>', "paper: the paper's method as published (faithful lens, p1 + gap, linear SVM, the SVM's own sign; no calibrated threshold)").choices([
+        'paper',
+      ]),
+    )
+    .option('--features <a,b,c>', `classifier features (${LENS_FEATURES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
     .requiredOption('-o, --output <file>', 'exit file to write')
     .option('--json', 'print the summary as JSON')
     .action((flags: TrainFlags) => {
       const t0 = performance.now();
+      if (flags.preset === 'paper') {
+        // The preset fixes these; an explicit other choice is a contradiction, not something to override quietly.
+        for (const [flag, key, value] of [
+          ['--classifier', 'classifier', PAPER_PRESET.classifier],
+          ['--mode', 'mode', PAPER_PRESET.lens.mode],
+        ] as const)
+          if (cmd.getOptionValueSource(key) === 'cli' && flags[key] !== value) throw new OptionError(flag, `--preset paper uses ${value}, got ${flags[key]}`);
+        if (flags.features) throw new OptionError('--features', '--preset paper uses p1,gap');
+        flags.classifier = PAPER_PRESET.classifier;
+        flags.mode = PAPER_PRESET.lens.mode;
+        flags.features = PAPER_PRESET.features;
+      }
       const lens: LensOptions = flags.mode === 'fast' ? { mode: 'fast', topK: flags.topK } : { mode: 'faithful' };
       const schedule = checkSchedule({ minLayer: flags.minLayer, checkEvery: flags.checkEvery });
       const second = flags.calibrationData ? { data: flags.calibrationData, limit: flags.calibrationLimit, docPart: flags.calibrationDocPart } : undefined;
@@ -69,6 +101,8 @@ export function registerTrainExit(program: Command): void {
           seed: flags.seed,
           feature: flags.feature,
           calibrationTraces,
+          features: flags.features,
+          decision: flags.preset === 'paper' ? PAPER_PRESET.decision : 'calibrated',
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
@@ -93,6 +127,7 @@ export function registerTrainExit(program: Command): void {
             calibrationData: flags.calibrationData,
             calibrationDocPart: flags.calibrationDocPart,
             target: flags.target,
+            preset: flags.preset,
             seed: flags.seed,
             createdAt: new Date().toISOString(),
           },

@@ -42,6 +42,13 @@ export interface ExitClassifier {
   score(x: ArrayLike<number>): number;
   /** Plain JSON (numbers round-trip exactly through JSON.stringify / JSON.parse). */
   toJSON(): SerializedClassifier;
+  /**
+   * SVMs fresh from libsvm: the threshold at which `score(x) >= t` is libsvm's own predict (its sign decision,
+   * --preset paper). libsvm predicts its first label when f > 0 and the other when f <= 0, and the score is f
+   * re-signed so that positive means stop: t is 0 when the first label is 0 (stop when f <= 0, i.e. score >= 0)
+   * and the smallest positive number when it is 1 (stop when f > 0). Undefined for a loaded classifier.
+   */
+  readonly signThreshold?: number;
 }
 
 /**

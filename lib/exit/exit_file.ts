@@ -40,6 +40,8 @@ export interface ExitFile {
     calibrationData?: string;
     calibrationDocPart?: { part: number; parts: number; seed: number };
     target: number;
+    /** --preset paper: the SVM's own sign decides (threshold = its sign threshold), target is not used. */
+    preset?: 'paper';
     seed: number;
     createdAt: string;
   };

@@ -146,6 +146,7 @@ export const EXIT_FILE_SCHEMA = {
         calibrationData: { type: 'string' },
         calibrationDocPart: DOC_PART,
         target: { type: 'number' },
+        preset: { enum: ['paper'], description: 'paper' },
         seed: { type: 'integer' },
         createdAt: { type: 'string' },
       },
