@@ -4,6 +4,7 @@ import { DEFAULT_MODEL } from '../api';
 import { native } from '../bindings/native';
 import { OptionError } from '../errors';
 import { DocumentPart, Example, loadExamples } from '../exit/data';
+import { FEATURE_NAMES, FeatureName } from '../exit/classifier';
 import { LlamaContext, LlamaModel } from '../model/llama';
 import { intOption } from './options';
 
@@ -74,4 +75,13 @@ export function loadForExit(flags: ExampleFlags, lensK: number, second?: SecondD
     lensK,
   });
   return { model, ctx, examples, secondExamples };
+}
+
+/** `--features a,b,c`: the classifier's features (lib/exit/classifier.ts lists them), each once. */
+export function featuresOption(value: string): FeatureName[] {
+  const names = value.split(',').map((s) => s.trim());
+  const bad = names.filter((n) => !(FEATURE_NAMES as readonly string[]).includes(n));
+  if (bad.length > 0) throw new OptionError('--features', `unknown feature(s) ${bad.join(', ')}; known: ${FEATURE_NAMES.join(', ')}`);
+  if (new Set(names).size !== names.length) throw new OptionError('--features', `a feature is named twice in '${value}'`);
+  return names as FeatureName[];
 }

@@ -8,11 +8,11 @@ import { EXIT_FILE_FORMAT, ExitFile, saveExitFile } from '../exit/exit_file';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule } from '../exit/policy';
-import { FeatureName } from '../exit/classifier';
+import { FEATURE_NAMES, FeatureName } from '../exit/classifier';
 import { ClassifierKind, DEFAULT_FEATURES, LabelKind, PAPER_PRESET, trainPolicy } from '../exit/train';
 import { OptionError } from '../errors';
 import { DocumentPart } from '../exit/data';
-import { addExampleOptions, docPartOption, ExampleFlags, loadForExit } from './exit_common';
+import { addExampleOptions, docPartOption, ExampleFlags, featuresOption, loadForExit } from './exit_common';
 import { floatOption, intOption } from './options';
 import { progressBar } from './progress';
 
@@ -34,15 +34,6 @@ interface TrainFlags extends ExampleFlags {
   features?: FeatureName[];
 }
 
-const LENS_FEATURES: FeatureName[] = ['p1', 'p2', 'gap', 'entropy', 'layer'];
-
-function featuresOption(value: string): FeatureName[] {
-  const names = value.split(',').map((s) => s.trim());
-  const bad = names.filter((n) => !(LENS_FEATURES as string[]).includes(n));
-  if (names.length === 0 || bad.length > 0) throw new OptionError('--features', `unknown feature(s) ${bad.join(', ')}; known: ${LENS_FEATURES.join(', ')}`);
-  if (new Set(names).size !== names.length) throw new OptionError('--features', `a feature is named twice in '${value}'`);
-  return names as FeatureName[];
-}
 
 export function registerTrainExit(program: Command): void {
   const cmd = program.command('train-exit').description('train and calibrate an exit classifier, save it as an exit file');
@@ -68,7 +59,7 @@ export function registerTrainExit(program: Command): void {
         'paper',
       ]),
     )
-    .option('--features <a,b,c>', `classifier features (${LENS_FEATURES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
+    .option('--features <a,b,c>', `classifier features (${FEATURE_NAMES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
     .requiredOption('-o, --output <file>', 'exit file to write')
     .option('--json', 'print the summary as JSON')
     .action((flags: TrainFlags) => {

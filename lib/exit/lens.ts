@@ -127,26 +127,59 @@ export class LensReader {
   }
 }
 
-/** Writes the named features of a reading after layer `layer` (0-based) into `out`. */
-export function featureVector(r: LensReading, layer: number, nLayer: number, names: FeatureName[], out: Float64Array): Float64Array {
-  for (let i = 0; i < names.length; i++) {
-    switch (names[i]) {
-      case 'p1':
-        out[i] = r.p1;
-        break;
-      case 'p2':
-        out[i] = r.p2;
-        break;
-      case 'gap':
-        out[i] = r.gap;
-        break;
-      case 'entropy':
-        out[i] = r.entropy;
-        break;
-      case 'layer':
-        out[i] = (layer + 1) / nLayer;
-        break;
-    }
+/**
+ * The feature vectors of one token's checks, in layer order (classifier.ts lists the features). Features that
+ * look back (streak, dp1) keep the previous check's reading here: begin() at each new token, then next() once
+ * per check, in order — at run time (classifierPolicy) and over a trace (training) alike.
+ */
+export class FeatureExtractor {
+  readonly out: Float64Array;
+  private prevTop1 = -1;
+  private prevP1 = 0;
+  private streak = 0;
+
+  constructor(readonly names: readonly FeatureName[]) {
+    this.out = new Float64Array(names.length);
   }
-  return out;
+
+  begin(): void {
+    this.prevTop1 = -1;
+    this.streak = 0;
+  }
+
+  /** The features of reading `r` after layer `layer` (0-based) of `nLayer`, in `out` (reused: copy to keep). */
+  next(r: LensReading, layer: number, nLayer: number): Float64Array {
+    const first = this.streak === 0;
+    this.streak = !first && r.top1 === this.prevTop1 ? this.streak + 1 : 1;
+    const out = this.out;
+    const names = this.names;
+    for (let i = 0; i < names.length; i++) {
+      switch (names[i]) {
+        case 'p1':
+          out[i] = r.p1;
+          break;
+        case 'p2':
+          out[i] = r.p2;
+          break;
+        case 'gap':
+          out[i] = r.gap;
+          break;
+        case 'entropy':
+          out[i] = r.entropy;
+          break;
+        case 'layer':
+          out[i] = (layer + 1) / nLayer;
+          break;
+        case 'streak':
+          out[i] = this.streak;
+          break;
+        case 'dp1':
+          out[i] = first ? 0 : r.p1 - this.prevP1;
+          break;
+      }
+    }
+    this.prevTop1 = r.top1;
+    this.prevP1 = r.p1;
+    return out;
+  }
 }

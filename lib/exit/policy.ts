@@ -11,8 +11,8 @@
  * layers. The last layer is never checked: reaching it is full depth, whose output is the model's own.
  */
 import { AdaInferError, OptionError } from '../errors';
-import { ExitClassifier, FeatureName } from './classifier';
-import { featureVector, LensOptions, LensReading } from './lens';
+import { ExitClassifier } from './classifier';
+import { FeatureExtractor, LensOptions, LensReading } from './lens';
 
 export interface ExitSchedule {
   /** Layers that must run before the first check (>= 1). */
@@ -125,13 +125,15 @@ export function thresholdPolicy(feature: 'p1' | 'gap', value: number, schedule =
 
 export function classifierPolicy(classifier: ExitClassifier, threshold: number, schedule = DEFAULT_SCHEDULE, lens: LensOptions = { mode: 'faithful' }): ExitPolicy {
   checkSchedule(schedule);
-  const x = new Float64Array(classifier.features.length);
-  const names: FeatureName[] = classifier.features;
+  const features = new FeatureExtractor(classifier.features);
   return {
     kind: classifier.kind,
     schedule,
     lens,
-    begin: () => classifier.begin(),
-    shouldExit: (layer, r, nLayer) => classifier.score(featureVector(r, layer, nLayer, names, x)) >= threshold,
+    begin: () => {
+      classifier.begin();
+      features.begin();
+    },
+    shouldExit: (layer, r, nLayer) => classifier.score(features.next(r, layer, nLayer)) >= threshold,
   };
 }

@@ -20,7 +20,7 @@ import { Trace } from './collect';
 import { trainCrf } from './crf';
 import { clopperPearsonLower, DEFAULT_CONFIDENCE } from './bounds';
 import { splitByDocument } from './data';
-import { featureVector, LensOptions } from './lens';
+import { FeatureExtractor, LensOptions } from './lens';
 import { ExitSchedule } from './policy';
 import { trainSvm } from './svm';
 
@@ -75,8 +75,9 @@ export interface TrainedPolicy {
 /** Scores of every check of a trace, in order (the classifier's state runs across the layers). */
 export function scoreTrace(t: Trace, score: (x: Float64Array) => number, begin: () => void, features: FeatureName[]): number[] {
   begin();
-  const x = new Float64Array(features.length);
-  return t.checks.map((c) => score(featureVector(c, c.layer, t.nLayer, features, x)));
+  const x = new FeatureExtractor(features);
+  x.begin();
+  return t.checks.map((c) => score(x.next(c, c.layer, t.nLayer)));
 }
 
 export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensOptions, o: TrainOptions): TrainedPolicy {
@@ -105,10 +106,12 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
     const X: number[][] = [];
     const y: (0 | 1)[] = [];
     const sequences: { x: number[][]; y: (0 | 1)[] }[] = [];
+    const extractor = new FeatureExtractor(features);
     for (const t of fit) {
       const seq = { x: [] as number[][], y: [] as (0 | 1)[] };
+      extractor.begin();
       for (const c of t.checks) {
-        const row = Array.from(featureVector(c, c.layer, t.nLayer, features, new Float64Array(features.length)));
+        const row = Array.from(extractor.next(c, c.layer, t.nLayer));
         const label = c.top1 === target(t) ? 1 : 0;
         X.push(row);
         y.push(label);

@@ -6,7 +6,7 @@
  */
 import * as fs from 'fs';
 import { AdaInferError, OptionError } from '../errors';
-import { ExitClassifier } from '../exit/classifier';
+import { ExitClassifier, FeatureName } from '../exit/classifier';
 import { loadClassifier } from '../exit/load_classifier';
 import { ExitFile, loadExitFile } from '../exit/exit_file';
 import { LensOptions } from '../exit/lens';
@@ -47,6 +47,8 @@ export interface TrainExitOptions {
   feature: 'p1' | 'gap';
   /** Training examples drawn from the demo part. */
   limit: number;
+  /** Classifier features (default: train.ts DEFAULT_FEATURES). */
+  features?: FeatureName[];
 }
 
 export interface EvalTasksOptions {
@@ -113,7 +115,7 @@ function trainedPolicy(traces: Trace[], o: TrainExitOptions, schedule: ExitSched
           note: `${what}; the policy never stops early`,
         };
   }
-  const t = trainPolicy(traces, schedule, lens, { classifier: o.classifier, label: o.label, target: o.target, seed, feature: o.feature });
+  const t = trainPolicy(traces, schedule, lens, { classifier: o.classifier, label: o.label, target: o.target, seed, feature: o.feature, features: o.features });
   const training = {
     examples: traces.length,
     fitExamples: t.metrics.fitExamples,
