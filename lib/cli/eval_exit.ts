@@ -37,6 +37,7 @@ export function registerEvalExit(program: Command): void {
             `mean layers         ${report.meanLayers.toFixed(3)} / ${report.layers}   pruning ratio ${pct(report.pruningRatio)}`,
             `oracles (pruning)   first ${pct(report.oracleFirst)}  stay ${pct(report.oracleStay)}  this policy reaches ${pct(report.oracleFraction)} of stay`,
             `wall clock          full ${report.secondsFull.toFixed(3)} s  exit ${report.secondsExit.toFixed(3)} s  speedup ${report.speedup.toFixed(3)}x (ideal ${report.idealSpeedup.toFixed(3)}x)`,
+            `classifier cost     ${report.classifierMicrosPerCheck.toFixed(3)} µs per check (lens read excluded)`,
             `exit layer histogram ${report.histogram.map((c, i) => `${i + 1}:${c}`).join(' ')}`,
           ].join('\n') + '\n',
         );

@@ -7,6 +7,7 @@
 import { argmax } from '../engine/sampling';
 import { LlamaContext } from '../model/llama';
 import { Example } from './data';
+import { LensReading } from './lens';
 import { exitBounds, ExitBounds, oraclePruning, OracleTrace } from './bounds';
 import { ExitDecider } from './decider';
 import { DEFAULT_SCHEDULE, ExitPolicy, observingPolicy } from './policy';
@@ -31,6 +32,32 @@ export interface EvalReport extends ExitBounds {
   speedup: number;
   /** histogram[i] = examples that used i + 1 layers. */
   histogram: number[];
+  /** The policy's own cost per check, without the lens read (classifierCostPerCheck), in microseconds. */
+  classifierMicrosPerCheck: number;
+}
+
+/**
+ * What the policy itself costs per check, the lens read excluded: its decision replayed over recorded readings
+ * (every check of every trace, each trace from begin(), as between layers), in microseconds per check. Repeated
+ * until at least 20 ms have been timed, so that the clock's resolution does not dominate.
+ */
+export function classifierMicrosPerCheck(policy: ExitPolicy, traces: { nLayer: number; checks: ({ layer: number } & LensReading)[] }[]): number {
+  let checks = 0;
+  for (const t of traces) checks += t.checks.length;
+  if (checks === 0) return 0;
+  let rounds = 0;
+  let sink = 0;
+  const t0 = performance.now();
+  let elapsed = 0;
+  do {
+    for (const t of traces) {
+      policy.begin();
+      for (const c of t.checks) if (policy.shouldExit(c.layer, c, t.nLayer)) sink++;
+    }
+    rounds++;
+    elapsed = performance.now() - t0;
+  } while (elapsed < 20);
+  return sink >= 0 ? (elapsed * 1000) / (rounds * checks) : 0;
 }
 
 /**
@@ -54,12 +81,12 @@ export function runAlternating<F, E>(i: number, full: () => F, exit: () => E): [
 export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
   const nLayer = ctx.model.config.nLayer;
   const decider = new ExitDecider(ctx, policy);
-  let oracleChecks: { layer: number; top1: number }[] = [];
+  let oracleChecks: ({ layer: number } & LensReading)[] = [];
   const observer = new ExitDecider(
     ctx,
-    observingPolicy(DEFAULT_SCHEDULE, { mode: 'faithful' }, (layer, r) => oracleChecks.push({ layer, top1: r.top1 })),
+    observingPolicy(DEFAULT_SCHEDULE, { mode: 'faithful' }, (layer, r) => oracleChecks.push({ layer, ...r })),
   );
-  const oracleTraces: OracleTrace[] = [];
+  const oracleTraces: (OracleTrace & { checks: ({ layer: number } & LensReading)[] })[] = [];
   const histogram = new Array<number>(nLayer).fill(0);
   let agree = 0;
   let correct = 0;
@@ -122,6 +149,7 @@ export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: E
     secondsExit: msExit / 1000,
     speedup: msExit > 0 ? msFull / msExit : 0,
     histogram,
+    classifierMicrosPerCheck: classifierMicrosPerCheck(policy, oracleTraces),
     ...exitBounds(agree, n, pruningRatio, oraclePruning(oracleTraces)),
   };
 }

@@ -15,7 +15,7 @@
  * agreementLower = 95% one-sided Clopper–Pearson lower bound on agreement; oracleFirst / oracleStay = pruning
  * ratios of the oracles that stop at the first layer answering as full depth / from which it keeps answering so
  * (faithful lens after every layer, same examples); oracleFraction = pruningRatio / oracleStay; idealSpeedup =
- * 1 / (1 − pruningRatio).
+ * 1 / (1 − pruningRatio); classifierMicrosPerCheck = the policy's own decision per check, lens read excluded.
  */
 
 import { compileSchema, schemaErrors, Validator } from '../schema/validate';
@@ -169,6 +169,7 @@ const TASK = object({
   oracleStay: num,
   oracleFraction: num,
   idealSpeedup: num,
+  classifierMicrosPerCheck: num,
   skipped: int,
   shotsReduced: int,
   tokenizationMismatches: int,

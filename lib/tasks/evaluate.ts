@@ -14,7 +14,7 @@ import { Sequence } from '../engine/sequence';
 import { simulateExit, thresholdSweep, CalibrationExample } from '../exit/calibrate';
 import { FeatureName } from '../exit/classifier';
 import { collectTraces, Trace } from '../exit/collect';
-import { runAlternating } from '../exit/evaluate';
+import { classifierMicrosPerCheck, runAlternating } from '../exit/evaluate';
 import { LensOptions } from '../exit/lens';
 import { ExitDecider } from '../exit/decider';
 import { DEFAULT_SCHEDULE, ExitPolicy, ExitSchedule } from '../exit/policy';
@@ -118,6 +118,8 @@ export interface TaskMeasurement extends ExitBounds {
    * clock gains more than pruningRatio, a per-example mean, suggests — and less in the opposite case.
    */
   tokenWeightedPruningRatio: number;
+  /** The policy's own cost per check, lens read excluded (lib/exit/evaluate.ts), in microseconds. */
+  classifierMicrosPerCheck: number;
 }
 
 /**
@@ -179,7 +181,8 @@ export function measureTask(
   const n = examples.length;
   const meanLayers = n > 0 ? layerSum / n : nLayer;
   const pruningRatio = (nLayer - meanLayers) / nLayer;
-  const oracle = oraclePruning(collectTaskTraces(ctx, examples, labelTokens, DEFAULT_SCHEDULE, { mode: 'faithful' }));
+  const oracleTraces = collectTaskTraces(ctx, examples, labelTokens, DEFAULT_SCHEDULE, { mode: 'faithful' });
+  const oracle = oraclePruning(oracleTraces);
   const bounds: ExitBounds =
     n > 0 ? exitBounds(agree, n, pruningRatio, oracle) : { agreementLower: 0, oracleFirst: 0, oracleStay: 0, oracleFraction: 0, idealSpeedup: 1 };
   return {
@@ -195,6 +198,7 @@ export function measureTask(
     exitHistogram,
     meanPromptTokens: n > 0 ? tokenSum / n : 0,
     tokenWeightedPruningRatio: tokenSum > 0 ? skippedWork / (tokenSum * nLayer) : 0,
+    classifierMicrosPerCheck: classifierMicrosPerCheck(policy, oracleTraces),
     ...bounds,
   };
 }

@@ -138,6 +138,7 @@ export function syntheticResults(tasks = ['sst2', 'agnews', 'csqa', 'mmlu', 'cop
       oracleStay: 0.5,
       oracleFraction: (layers - meanLayers) / layers / 0.5,
       idealSpeedup: layers / meanLayers,
+      classifierMicrosPerCheck: 0.05,
       skipped: 0,
       shotsReduced: 1,
       tokenizationMismatches: 0,
