@@ -32,10 +32,12 @@ export function registerEvalExit(program: Command): void {
           [
             `model ${model.config.name} (${report.layers} layers), exit ${flags.exit} (${file.policy.kind}, ${file.policy.lens.mode})`,
             `examples            ${report.examples}`,
-            `agreement w/ full   ${pct(report.agreement)}`,
-            `accuracy (gold)     exit ${pct(report.accuracy)}  full ${pct(report.accuracyFull)}`,
+            `agreement w/ full   ${pct(report.agreement)}  (95% lower bound ${pct(report.agreementLower)})`,
+            `accuracy (gold)     exit ${pct(report.accuracy)}  full ${pct(report.accuracyFull)}  drop ${report.accuracyDrop === null ? 'n/a' : (report.accuracyDrop * 100).toFixed(2) + ' points'}`,
             `mean layers         ${report.meanLayers.toFixed(3)} / ${report.layers}   pruning ratio ${pct(report.pruningRatio)}`,
-            `wall clock          full ${report.secondsFull.toFixed(3)} s  exit ${report.secondsExit.toFixed(3)} s  speedup ${report.speedup.toFixed(3)}x`,
+            `oracles (pruning)   first ${pct(report.oracleFirst)}  stay ${pct(report.oracleStay)}  this policy reaches ${pct(report.oracleFraction)} of stay`,
+            `wall clock          full ${report.secondsFull.toFixed(3)} s  exit ${report.secondsExit.toFixed(3)} s  speedup ${report.speedup.toFixed(3)}x (ideal ${report.idealSpeedup.toFixed(3)}x)`,
+            `classifier cost     ${report.classifierMicrosPerCheck.toFixed(3)} µs per check (lens read excluded)`,
             `exit layer histogram ${report.histogram.map((c, i) => `${i + 1}:${c}`).join(' ')}`,
           ].join('\n') + '\n',
         );

@@ -7,11 +7,13 @@ import * as path from 'path';
 import { Command, Option } from 'commander';
 import { native } from '../bindings/native';
 import { AdaInferError, OptionError } from '../errors';
+import { FEATURE_NAMES, FeatureName } from '../exit/classifier';
 import { ClassifierKind, LabelKind } from '../exit/train';
 import { buildReportHtml } from '../report/html';
 import { Results, validateResults } from '../report/schema';
 import { TASK_NAMES, TaskName } from '../tasks/formats';
 import { parseExitSpec, runEvalTasks } from '../tasks/run';
+import { featuresOption } from './exit_common';
 import { addBackendOptions, BackendFlags, floatOption, intOption, modelOption } from './options';
 import { progressBar } from './progress';
 import { checkWritableDir } from './output';
@@ -27,6 +29,7 @@ interface EvalTasksFlags extends BackendFlags {
   target: number;
   label: LabelKind;
   feature: 'p1' | 'gap';
+  features?: FeatureName[];
   trainLimit: number;
   mode: 'fast' | 'faithful';
   minLayer: number;
@@ -97,6 +100,7 @@ export function registerEvalTasks(program: Command): void {
       .addOption(new Option('--classifier <kind>', '--train-exit: classifier').choices(['svm', 'svm-rbf', 'crf', 'threshold']).default('svm'))
       .option('--target <a>', '--train-exit: agreement with full depth to reach on held-out training examples', floatOption('--target', 0, 1), 0.99)
       .addOption(new Option('--label <kind>', '--train-exit: what a layer must match to count as "stop"').choices(['final', 'gold']).default('final'))
+      .option('--features <a,b,c>', `--train-exit: the classifier's features (${FEATURE_NAMES.join(', ')})`, featuresOption)
       .addOption(new Option('--feature <f>', '--train-exit with --classifier threshold: the feature compared').choices(['p1', 'gap']).default('gap'))
       .option('--train-limit <n>', '--train-exit: training examples per task', intOption('--train-limit', 4), 200)
       .addOption(new Option('--mode <m>', 'lens features over the label tokens (fast) or the whole vocabulary').choices(['fast', 'faithful']).default('fast'))
@@ -140,7 +144,7 @@ export function registerEvalTasks(program: Command): void {
         seed: flags.seed,
         exit,
         train: flags.trainExit
-          ? { classifier: flags.classifier, target: flags.target, label: flags.label, feature: flags.feature, limit: flags.trainLimit }
+          ? { classifier: flags.classifier, target: flags.target, label: flags.label, feature: flags.feature, limit: flags.trainLimit, features: flags.features }
           : undefined,
         mode: flags.mode,
         schedule: { minLayer: flags.minLayer, checkEvery: flags.checkEvery },

@@ -8,9 +8,11 @@ import { EXIT_FILE_FORMAT, ExitFile, saveExitFile } from '../exit/exit_file';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule } from '../exit/policy';
-import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
+import { FEATURE_NAMES, FeatureName } from '../exit/classifier';
+import { ClassifierKind, DEFAULT_FEATURES, LabelKind, PAPER_PRESET, trainPolicy } from '../exit/train';
 import { OptionError } from '../errors';
-import { addExampleOptions, ExampleFlags, loadForExit } from './exit_common';
+import { DocumentPart } from '../exit/data';
+import { addExampleOptions, docPartOption, ExampleFlags, featuresOption, loadForExit } from './exit_common';
 import { floatOption, hiddenAlias, intOption } from './options';
 import { checkWritableFile } from './output';
 import { progressBar } from './progress';
@@ -28,19 +30,39 @@ interface TrainFlags extends ExampleFlags {
   /** The old spelling `--output` (hidden alias of --out). */
   output?: string;
   json?: boolean;
+  calibrationData?: string;
+  calibrationDocPart?: DocumentPart;
+  calibrationLimit?: number;
+  preset?: 'paper';
+  features?: FeatureName[];
 }
+
 
 export function registerTrainExit(program: Command): void {
   const cmd = program.command('train-exit').description('train and calibrate an exit classifier, save it as an exit file');
   addExampleOptions(cmd)
     .addOption(new Option('--label <kind>', 'what a layer must match to count as "stop"').choices(['final', 'gold']).default('final'))
     .addOption(new Option('--classifier <kind>', 'classifier').choices(['svm', 'svm-rbf', 'crf', 'threshold']).default('svm'))
-    .option('--target <a>', 'agreement with full depth to reach on held-out examples', floatOption('--target', 0, 1), 0.99)
+    .option(
+      '--target <a>',
+      "agreement with full depth promised on unseen documents: the calibration agreement's 95% lower confidence bound must reach it",
+      floatOption('--target', 0, 1),
+      0.99,
+    )
+    .option('--calibration-data <file>', 'calibrate on this data (fit on all of --data); default: a seeded 20% of --data\'s documents')
+    .option('--calibration-doc-part <i/n>', 'only part i of n of the calibration data\'s documents (as --doc-part)', docPartOption('--calibration-doc-part'))
+    .option('--calibration-limit <n>', 'calibration examples drawn (seeded)', intOption('--calibration-limit', 1))
     .addOption(new Option('--feature <f>', 'threshold classifier: the feature compared').choices(['p1', 'gap']).default('gap'))
     .addOption(new Option('--mode <m>', 'lens over the whole vocabulary, or a candidate set').choices(['faithful', 'fast']).default('faithful'))
     .option('--top-k <k>', 'fast mode: candidates kept from the first check', intOption('--top-k', 2, 1024), DEFAULT_FAST_TOP_K)
     .option('--min-layer <l>', 'layers before the first check', intOption('--min-layer', 1), 1)
     .option('--check-every <c>', 'layers between checks', intOption('--check-every', 1), 1)
+    .addOption(
+      new Option('--preset <p>', "paper: the paper's method as published (faithful lens, p1 + gap, linear SVM, the SVM's own sign; no calibrated threshold)").choices([
+        'paper',
+      ]),
+    )
+    .option('--features <a,b,c>', `classifier features (${FEATURE_NAMES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
     .option('-o, --out <file>', 'exit file to write (required)')
     .addOption(hiddenAlias('--output <file>'))
     .option('--json', 'print the summary as JSON')
@@ -49,12 +71,26 @@ export function registerTrainExit(program: Command): void {
       if (output === undefined) throw new OptionError('--out', 'is required: the exit file to write');
       checkWritableFile(output, '--out');
       const t0 = performance.now();
+      if (flags.preset === 'paper') {
+        // The preset fixes these; an explicit other choice is a contradiction, not something to override quietly.
+        for (const [flag, key, value] of [
+          ['--classifier', 'classifier', PAPER_PRESET.classifier],
+          ['--mode', 'mode', PAPER_PRESET.lens.mode],
+        ] as const)
+          if (cmd.getOptionValueSource(key) === 'cli' && flags[key] !== value) throw new OptionError(flag, `--preset paper uses ${value}, got ${flags[key]}`);
+        if (flags.features) throw new OptionError('--features', '--preset paper uses p1,gap');
+        flags.classifier = PAPER_PRESET.classifier;
+        flags.mode = PAPER_PRESET.lens.mode;
+        flags.features = PAPER_PRESET.features;
+      }
       const lens: LensOptions = flags.mode === 'fast' ? { mode: 'fast', topK: flags.topK } : { mode: 'faithful' };
       const schedule = checkSchedule({ minLayer: flags.minLayer, checkEvery: flags.checkEvery });
-      const { model, ctx, examples } = loadForExit(flags, Math.max(8, flags.topK));
+      const second = flags.calibrationData ? { data: flags.calibrationData, limit: flags.calibrationLimit, docPart: flags.calibrationDocPart } : undefined;
+      const { model, ctx, examples, secondExamples } = loadForExit(flags, Math.max(8, flags.topK), second);
       try {
-        const bar = progressBar('features', examples.length);
+        const bar = progressBar('features', examples.length + (secondExamples?.length ?? 0));
         const traces = collectTraces(ctx, examples, schedule, lens, (d) => bar.update(d));
+        const calibrationTraces = secondExamples && collectTraces(ctx, secondExamples, schedule, lens, (d) => bar.update(examples.length + d));
         bar.stop();
         const trained = trainPolicy(traces, schedule, lens, {
           classifier: flags.classifier,
@@ -62,6 +98,9 @@ export function registerTrainExit(program: Command): void {
           target: flags.target,
           seed: flags.seed,
           feature: flags.feature,
+          calibrationTraces,
+          features: flags.features,
+          decision: flags.preset === 'paper' ? PAPER_PRESET.decision : 'calibrated',
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
@@ -82,7 +121,11 @@ export function registerTrainExit(program: Command): void {
             data: flags.data,
             examples: examples.length,
             window: flags.window,
+            docPart: flags.docPart,
+            calibrationData: flags.calibrationData,
+            calibrationDocPart: flags.calibrationDocPart,
             target: flags.target,
+            preset: flags.preset,
             seed: flags.seed,
             createdAt: new Date().toISOString(),
           },
@@ -105,7 +148,7 @@ export function registerTrainExit(program: Command): void {
           process.stdout.write(
             `wrote ${output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
               `${trained.metrics.calibrationExamples} calibration), threshold ${trained.threshold}\n` +
-              `held-out: agreement ${(c.agreement * 100).toFixed(2)}%, mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
+              `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}%), mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
               `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,
           );
         }

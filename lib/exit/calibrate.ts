@@ -9,6 +9,7 @@
  * meanLayers = (Σ layers used) / (examples).
  */
 import { OptionError } from '../errors';
+import { clopperPearsonLower } from './bounds';
 
 export interface CalibrationExample {
   nLayer: number;
@@ -55,7 +56,10 @@ export function simulateExit(
 
 /**
  * Smallest-cost threshold whose agreement on `examples` is >= target (maximizes pruning subject to the
- * constraint); +Infinity if none (= never exit). Cost is meanLayers, which can only fall as the threshold
+ * constraint); +Infinity if none (= never exit). With `confidence`, the constraint is on the one-sided
+ * Clopper–Pearson lower bound of the agreement at that confidence instead of the agreement itself (the bound
+ * must reach target: a held-out promise rather than an in-sample one; at +Infinity the bound is
+ * (1 − confidence)^(1/n), so small sets may not reach a high target and never exit). Cost is meanLayers, which can only fall as the threshold
  * falls; among thresholds of equal cost the largest is returned, the most conservative on unseen data.
  * The returned threshold is always one of the scores (or +Infinity), so "score >= threshold" reproduces
  * the reported agreement and meanLayers exactly on these examples. Since agreement at +Infinity is 1, any
@@ -64,18 +68,20 @@ export function simulateExit(
 export function calibrateThreshold(
   examples: CalibrationExample[],
   target: number,
+  confidence?: number,
 ): { threshold: number; agreement: number; meanLayers: number } {
   checkExamples(examples);
   if (typeof target !== 'number' || !(target >= 0 && target <= 1)) {
     throw new OptionError('target', `must be a number in [0, 1], got ${String(target)}`);
   }
   const n = examples.length;
+  const needed = confidence === undefined ? 0 : agreeingNeeded(n, target, confidence);
   let best: ThresholdPoint | undefined;
   let bestTotalLayers = Infinity;
   sweepThresholds(examples, (threshold, agreeCount, totalLayers) => {
     const agreement = agreeCount / n;
     // Thresholds arrive in decreasing order, so strict < keeps the largest threshold of a cost tie.
-    if (agreement >= target && totalLayers < bestTotalLayers) {
+    if (totalLayers < bestTotalLayers && (confidence === undefined ? agreement >= target : agreeCount >= needed)) {
       bestTotalLayers = totalLayers;
       best = { threshold, agreement, meanLayers: totalLayers / n };
     }
@@ -163,6 +169,18 @@ function sweepThresholds(
     }
     visit(threshold, agreeCount, totalLayers);
   }
+}
+
+/** The fewest agreeing examples of n whose lower bound reaches target (n + 1: none does). The bound rises with the count. */
+function agreeingNeeded(n: number, target: number, confidence: number): number {
+  let lo = 0;
+  let hi = n + 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (mid <= n && clopperPearsonLower(mid, n, confidence) >= target) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }
 
 function meanFullDepth(examples: CalibrationExample[]): number {

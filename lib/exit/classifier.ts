@@ -17,16 +17,19 @@ import { describeValue } from '../schema/validate';
 export { describeValue };
 
 /** Names of the per-layer features, in the order of a feature vector. */
-export type FeatureName = 'p1' | 'p2' | 'gap' | 'entropy' | 'layer';
+export type FeatureName = 'p1' | 'p2' | 'gap' | 'entropy' | 'layer' | 'streak' | 'dp1';
 
 /**
  * Every known feature, with its meaning (probabilities are of the logit-lens next-token distribution):
  *  - p1: the top probability; p2: the second probability; gap: p1 − p2;
  *  - entropy: −Σ p log p (natural log);
- *  - layer: (l + 1) / nLayer for the 0-based layer index l, so the last layer is 1.
+ *  - layer: (l + 1) / nLayer for the 0-based layer index l, so the last layer is 1;
+ *  - streak: how many consecutive checks, this one included, have had this check's top-1 (1 at a change);
+ *  - dp1: p1 minus the previous check's p1 (0 at a token's first check).
+ * streak and dp1 use what the earlier checks of the same token already read: no extra head cost.
  * A classifier's `features` list says which of them, in which order, its feature vectors hold.
  */
-export const FEATURE_NAMES: readonly FeatureName[] = Object.freeze(['p1', 'p2', 'gap', 'entropy', 'layer']);
+export const FEATURE_NAMES: readonly FeatureName[] = Object.freeze(['p1', 'p2', 'gap', 'entropy', 'layer', 'streak', 'dp1']);
 
 export interface ExitClassifier {
   readonly kind: 'svm' | 'svm-rbf' | 'crf';
@@ -42,6 +45,13 @@ export interface ExitClassifier {
   score(x: ArrayLike<number>): number;
   /** Plain JSON (numbers round-trip exactly through JSON.stringify / JSON.parse). */
   toJSON(): SerializedClassifier;
+  /**
+   * SVMs fresh from libsvm: the threshold at which `score(x) >= t` is libsvm's own predict (its sign decision,
+   * --preset paper). libsvm predicts its first label when f > 0 and the other when f <= 0, and the score is f
+   * re-signed so that positive means stop: t is 0 when the first label is 0 (stop when f <= 0, i.e. score >= 0)
+   * and the smallest positive number when it is 1 (stop when f > 0). Undefined for a loaded classifier.
+   */
+  readonly signThreshold?: number;
 }
 
 /**

@@ -3,6 +3,7 @@
  * full-depth answer and the gold token. Training, calibration and the oracle bound all read these traces.
  */
 import { argmax } from '../engine/sampling';
+import { oraclePruning } from './bounds';
 import { LlamaContext } from '../model/llama';
 import { Example } from './data';
 import { ExitDecider } from './decider';
@@ -19,6 +20,8 @@ export interface Trace {
   /** The full-depth answer (argmax of the model's logits at the last position). */
   final: number;
   gold?: number;
+  /** The example's document (Example.doc): fit and calibration are split by it. */
+  doc: number;
   checks: Check[];
 }
 
@@ -51,24 +54,13 @@ export function collectTraces(
     const logits = ctx.logits(n - 1);
     const final = answerOf ? answerOf(logits) : argmax(logits);
     onProgress?.(i + 1);
-    return { nLayer, final, gold: ex.gold, checks };
+    return { nLayer, final, gold: ex.gold, doc: ex.doc, checks };
   });
 }
 
-/**
- * The oracle bound: stopping at the first layer whose top-1 equals the full-depth answer ("first"), or
- * from which it stays equal to the end ("stay"). Needs traces checked at every layer in faithful mode.
- */
+/** The oracles' mean layers (lib/exit/bounds.ts: oraclePruning, of which this is the layer count form). */
 export function oracleBound(traces: Trace[]): { first: number; stay: number } {
-  let first = 0;
-  let stay = 0;
-  for (const t of traces) {
-    const f = t.checks.find((c) => c.top1 === t.final);
-    first += f ? f.layer + 1 : t.nLayer;
-    let s = t.nLayer;
-    for (let i = t.checks.length - 1; i >= 0 && t.checks[i].top1 === t.final; i--) s = t.checks[i].layer + 1;
-    stay += s;
-  }
-  const n = Math.max(1, traces.length);
-  return { first: first / n, stay: stay / n };
+  const { oracleFirst, oracleStay } = oraclePruning(traces);
+  const nLayer = traces[0]?.nLayer ?? 0;
+  return { first: nLayer * (1 - oracleFirst), stay: nLayer * (1 - oracleStay) };
 }

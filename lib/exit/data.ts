@@ -8,7 +8,11 @@
  *  - plain text, documents separated by a line `<|endoftext|>`: every position of every document is an
  *    example whose prompt is the preceding `window` tokens (BOS included at a document's start) and whose
  *    gold token is the token at that position (teacher forcing).
- * `limit` draws that many examples uniformly with a seed, so any subset is reproducible.
+ * Every example carries its document (`doc`: the document's index in plain text, the line's in JSONL), so that
+ * fit and calibration can be split by document (splitByDocument): overlapping windows of one story then never
+ * land on both sides. `documents` keeps only a seeded part of the documents (`{ part, parts, seed }`: the
+ * documents whose seeded draw falls in part `part` of `parts`), so one file yields disjoint calibration and
+ * evaluation sets. `limit` draws that many examples uniformly with a seed, so any subset is reproducible.
  */
 import * as fs from 'fs';
 import { AdaInferError } from '../errors';
@@ -18,12 +22,22 @@ import { Rng } from '../engine/sampling';
 export interface Example {
   tokens: number[];
   gold?: number;
+  /** The document the example comes from (index in its file). */
+  doc: number;
+}
+
+/** A seeded part of a file's documents: those of part `part` (0-based) of `parts` equal parts. */
+export interface DocumentPart {
+  part: number;
+  parts: number;
+  seed: number;
 }
 
 export interface ExampleOptions {
   window: number;
   limit?: number;
   seed: number;
+  documents?: DocumentPart;
 }
 
 const DOC_SEPARATOR = '<|endoftext|>';
@@ -38,7 +52,8 @@ export function loadExamples(path: string, tokenizer: Tokenizer, options: Exampl
   if (!Number.isInteger(options.window) || options.window < 1)
     throw new AdaInferError('INVALID_OPTION', `window must be an integer >= 1, got ${String(options.window)}`);
   const firstLine = text.slice(0, text.indexOf('\n') >>> 0).trim();
-  const all = firstLine.startsWith('{') ? jsonlExamples(path, text, tokenizer, options.window) : textExamples(text, tokenizer, options.window);
+  let all = firstLine.startsWith('{') ? jsonlExamples(path, text, tokenizer, options.window) : textExamples(text, tokenizer, options.window);
+  if (options.documents) all = documentPart(all, options.documents);
   if (all.length === 0) throw new AdaInferError('DATA_FILE', `${path}: no examples`);
   return options.limit !== undefined ? sample(all, options.limit, options.seed) : all;
 }
@@ -63,18 +78,20 @@ function jsonlExamples(path: string, text: string, tokenizer: Tokenizer, window:
       const prompt = tokenizer.encode(row.prompt);
       gold = full.length > prompt.length ? full[prompt.length] : undefined;
     }
-    out.push({ tokens, gold });
+    out.push({ tokens, gold, doc: i });
   });
   return out;
 }
 
 function textExamples(text: string, tokenizer: Tokenizer, window: number): Example[] {
   const out: Example[] = [];
+  let docIndex = 0;
   for (const doc of text.split(/^<\|endoftext\|>\s*$/m)) {
     const trimmed = doc.trim();
     if (!trimmed || trimmed === DOC_SEPARATOR) continue;
     const ids = tokenizer.encode(trimmed);
-    for (let i = 1; i < ids.length; i++) out.push({ tokens: ids.slice(Math.max(0, i - window), i), gold: ids[i] });
+    for (let i = 1; i < ids.length; i++) out.push({ tokens: ids.slice(Math.max(0, i - window), i), gold: ids[i], doc: docIndex });
+    docIndex++;
   }
   return out;
 }
@@ -100,4 +117,33 @@ export function split<T>(items: T[], firstFraction: number, seed: number): [T[],
   const n = Math.round(items.length * firstFraction);
   const first = new Set(sample(Array.from(items.keys()), Math.max(1, n), seed));
   return [items.filter((_, i) => first.has(i)), items.filter((_, i) => !first.has(i))];
+}
+
+/**
+ * Splits items into two parts by document: a seeded `firstFraction` of the documents (at least one, and at
+ * least one left when there are two or more) goes first, every item with its document. No document is on
+ * both sides.
+ */
+export function splitByDocument<T extends { doc: number }>(items: T[], firstFraction: number, seed: number): [T[], T[]] {
+  const docs = Array.from(new Set(items.map((t) => t.doc))).sort((a, b) => a - b);
+  const n = Math.min(Math.max(1, Math.round(docs.length * firstFraction)), Math.max(1, docs.length - 1));
+  const first = new Set(sample(docs, n, seed));
+  return [items.filter((t) => first.has(t.doc)), items.filter((t) => !first.has(t.doc))];
+}
+
+/** The examples of one seeded part of the documents (DocumentPart). */
+export function documentPart<T extends { doc: number }>(items: T[], p: DocumentPart): T[] {
+  if (!Number.isInteger(p.parts) || p.parts < 1 || !Number.isInteger(p.part) || p.part < 0 || p.part >= p.parts)
+    throw new AdaInferError('INVALID_OPTION', `document part must be i/n with 0 <= i < n, got ${String(p.part)}/${String(p.parts)}`);
+  const docs = Array.from(new Set(items.map((t) => t.doc))).sort((a, b) => a - b);
+  // A seeded shuffle of the documents, cut into `parts` runs of equal size (±1).
+  const rng = new Rng(p.seed);
+  for (let i = docs.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [docs[i], docs[j]] = [docs[j], docs[i]];
+  }
+  const begin = Math.floor((p.part * docs.length) / p.parts);
+  const end = Math.floor(((p.part + 1) * docs.length) / p.parts);
+  const keep = new Set(docs.slice(begin, end));
+  return items.filter((t) => keep.has(t.doc));
 }

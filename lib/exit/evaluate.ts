@@ -7,10 +7,12 @@
 import { argmax } from '../engine/sampling';
 import { LlamaContext } from '../model/llama';
 import { Example } from './data';
+import { LensReading } from './lens';
+import { exitBounds, ExitBounds, oraclePruning, OracleTrace } from './bounds';
 import { ExitDecider } from './decider';
-import { ExitPolicy } from './policy';
+import { DEFAULT_SCHEDULE, ExitPolicy, observingPolicy } from './policy';
 
-export interface EvalReport {
+export interface EvalReport extends ExitBounds {
   examples: number;
   layers: number;
   /** Share of examples whose exit answer equals the full-depth answer. */
@@ -19,6 +21,8 @@ export interface EvalReport {
   accuracy: number | null;
   /** Accuracy of full depth against gold (null without gold). */
   accuracyFull: number | null;
+  /** accuracyFull − accuracy: the paper's criterion (null without gold). */
+  accuracyDrop: number | null;
   meanLayers: number;
   /** (L - meanLayers) / L */
   pruningRatio: number;
@@ -28,6 +32,32 @@ export interface EvalReport {
   speedup: number;
   /** histogram[i] = examples that used i + 1 layers. */
   histogram: number[];
+  /** The policy's own cost per check, without the lens read (classifierCostPerCheck), in microseconds. */
+  classifierMicrosPerCheck: number;
+}
+
+/**
+ * What the policy itself costs per check, the lens read excluded: its decision replayed over recorded readings
+ * (every check of every trace, each trace from begin(), as between layers), in microseconds per check. Repeated
+ * until at least 20 ms have been timed, so that the clock's resolution does not dominate.
+ */
+export function classifierMicrosPerCheck(policy: ExitPolicy, traces: { nLayer: number; checks: ({ layer: number } & LensReading)[] }[]): number {
+  let checks = 0;
+  for (const t of traces) checks += t.checks.length;
+  if (checks === 0) return 0;
+  let rounds = 0;
+  let sink = 0;
+  const t0 = performance.now();
+  let elapsed = 0;
+  do {
+    for (const t of traces) {
+      policy.begin();
+      for (const c of t.checks) if (policy.shouldExit(c.layer, c, t.nLayer)) sink++;
+    }
+    rounds++;
+    elapsed = performance.now() - t0;
+  } while (elapsed < 20);
+  return sink >= 0 ? (elapsed * 1000) / (rounds * checks) : 0;
 }
 
 /**
@@ -43,9 +73,20 @@ export function runAlternating<F, E>(i: number, full: () => F, exit: () => E): [
   return [full(), e];
 }
 
+/**
+ * Evaluates `policy` against full depth on `examples`. Besides the timed runs, each example runs once more,
+ * untimed, with the faithful lens read after every layer: the oracles' bounds (lib/exit/bounds.ts) on the same
+ * examples.
+ */
 export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
   const nLayer = ctx.model.config.nLayer;
   const decider = new ExitDecider(ctx, policy);
+  let oracleChecks: ({ layer: number } & LensReading)[] = [];
+  const observer = new ExitDecider(
+    ctx,
+    observingPolicy(DEFAULT_SCHEDULE, { mode: 'faithful' }, (layer, r) => oracleChecks.push({ layer, ...r })),
+  );
+  const oracleTraces: (OracleTrace & { checks: ({ layer: number } & LensReading)[] })[] = [];
   const histogram = new Array<number>(nLayer).fill(0);
   let agree = 0;
   let correct = 0;
@@ -83,22 +124,32 @@ export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: E
     }
     layerSum += exit.layers;
     histogram[exit.layers - 1]++;
+    oracleChecks = [];
+    load(ex);
+    observer.forward(ex.tokens.length, 0);
+    oracleTraces.push({ nLayer, final: full, checks: oracleChecks });
     onProgress?.(i + 1);
   });
 
   const n = examples.length;
   const meanLayers = layerSum / n;
+  const pruningRatio = (nLayer - meanLayers) / nLayer;
+  const accuracy = withGold > 0 ? correct / withGold : null;
+  const accuracyFull = withGold > 0 ? correctFull / withGold : null;
   return {
     examples: n,
     layers: nLayer,
     agreement: agree / n,
-    accuracy: withGold > 0 ? correct / withGold : null,
-    accuracyFull: withGold > 0 ? correctFull / withGold : null,
+    accuracy,
+    accuracyFull,
+    accuracyDrop: accuracy !== null && accuracyFull !== null ? accuracyFull - accuracy : null,
     meanLayers,
-    pruningRatio: (nLayer - meanLayers) / nLayer,
+    pruningRatio,
     secondsFull: msFull / 1000,
     secondsExit: msExit / 1000,
     speedup: msExit > 0 ? msFull / msExit : 0,
     histogram,
+    classifierMicrosPerCheck: classifierMicrosPerCheck(policy, oracleTraces),
+    ...exitBounds(agree, n, pruningRatio, oraclePruning(oracleTraces)),
   };
 }

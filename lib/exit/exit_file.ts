@@ -34,7 +34,14 @@ export interface ExitFile {
     data: string;
     examples: number;
     window: number;
+    /** The part of --data's documents used (--doc-part). */
+    docPart?: { part: number; parts: number; seed: number };
+    /** Calibration data other than --data (--calibration-data), and its part. */
+    calibrationData?: string;
+    calibrationDocPart?: { part: number; parts: number; seed: number };
     target: number;
+    /** --preset paper: the SVM's own sign decides (threshold = its sign threshold), target is not used. */
+    preset?: 'paper';
     seed: number;
     createdAt: string;
   };

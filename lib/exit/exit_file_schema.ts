@@ -70,6 +70,13 @@ export const CLASSIFIER_SCHEMA = {
 } as const;
 
 const count = { type: 'integer', minimum: 0 } as const;
+/** A seeded part of a data file's documents (--doc-part i/n:seed). */
+const DOC_PART = {
+  type: 'object',
+  required: ['part', 'parts', 'seed'],
+  additionalProperties: false,
+  properties: { part: count, parts: { type: 'integer', minimum: 1 }, seed: count },
+} as const;
 
 export const EXIT_FILE_SCHEMA = {
   $schema: 'http://json-schema.org/draft-07/schema#',
@@ -107,6 +114,12 @@ export const EXIT_FILE_SCHEMA = {
             candidates: { type: 'array', items: count },
             topK: { type: 'integer', minimum: 1 },
           },
+          // where a fast lens's candidates come from: a fixed set or the first check's top-k, one of the two
+          if: { properties: { mode: { const: 'fast' } } },
+          then: {
+            oneOf: [{ required: ['candidates'] }, { required: ['topK'] }],
+            description: 'a fast lens records where its candidates come from: candidates (a fixed set) or topK, not both',
+          },
         },
         threshold: {
           description: 'a number, or "Infinity" / "-Infinity"',
@@ -129,7 +142,11 @@ export const EXIT_FILE_SCHEMA = {
         data: { type: 'string' },
         examples: count,
         window: count,
+        docPart: DOC_PART,
+        calibrationData: { type: 'string' },
+        calibrationDocPart: DOC_PART,
         target: { type: 'number' },
+        preset: { enum: ['paper'], description: 'paper' },
         seed: { type: 'integer' },
         createdAt: { type: 'string' },
       },

@@ -10,9 +10,9 @@
  * Every policy has a schedule: the first exit may come after `minLayer` layers, then every `checkEvery`
  * layers. The last layer is never checked: reaching it is full depth, whose output is the model's own.
  */
-import { OptionError } from '../errors';
-import { ExitClassifier, FeatureName } from './classifier';
-import { featureVector, LensOptions, LensReading } from './lens';
+import { AdaInferError, OptionError } from '../errors';
+import { ExitClassifier } from './classifier';
+import { FeatureExtractor, LensOptions, LensReading } from './lens';
 
 export interface ExitSchedule {
   /** Layers that must run before the first check (>= 1). */
@@ -72,9 +72,30 @@ export function observingPolicy(schedule: ExitSchedule, lens: LensOptions, obser
   };
 }
 
-/** Classification: a fast lens reads the label tokens only (its candidates); other policies are returned as they are. */
+/**
+ * The lens of a classification over `labelTokens`, keeping where a fast lens's candidates come from (LensOptions):
+ * a lens with no source reads the label tokens only; a top-k lens keeps its top-k for the features and reads the
+ * labels beside (answerTokens); a fixed set must be these label tokens — a classifier trained on other candidates
+ * would see features of another kind, so that is an EXIT_FILE error. Faithful lenses are returned as they are.
+ */
+export function labelLens(lens: LensOptions, labelTokens: number[]): LensOptions {
+  if (lens.mode !== 'fast') return lens;
+  if (lens.candidates !== undefined) {
+    const same = lens.candidates.length === labelTokens.length && lens.candidates.every((t, i) => t === labelTokens[i]);
+    if (!same)
+      throw new AdaInferError(
+        'EXIT_FILE',
+        `the exit policy's fast lens was trained on the candidates [${lens.candidates.join(', ')}], but this classification's label tokens are [${labelTokens.join(', ')}]`,
+      );
+    return lens;
+  }
+  if (lens.topK !== undefined) return { mode: 'fast', topK: lens.topK, answerTokens: labelTokens };
+  return { mode: 'fast', candidates: labelTokens };
+}
+
+/** Classification: the policy with its lens over the label tokens (labelLens); undefined stays undefined. */
 export function withLabelCandidates(policy: ExitPolicy | undefined, labelTokens: number[]): ExitPolicy | undefined {
-  return policy?.lens.mode === 'fast' ? { ...policy, lens: { mode: 'fast', candidates: labelTokens } } : policy;
+  return policy && policy.lens.mode === 'fast' ? { ...policy, lens: labelLens(policy.lens, labelTokens) } : policy;
 }
 
 /** Stops every token after `depth` layers (a fixed draft depth of self-speculative decoding). */
@@ -104,13 +125,15 @@ export function thresholdPolicy(feature: 'p1' | 'gap', value: number, schedule =
 
 export function classifierPolicy(classifier: ExitClassifier, threshold: number, schedule = DEFAULT_SCHEDULE, lens: LensOptions = { mode: 'faithful' }): ExitPolicy {
   checkSchedule(schedule);
-  const x = new Float64Array(classifier.features.length);
-  const names: FeatureName[] = classifier.features;
+  const features = new FeatureExtractor(classifier.features);
   return {
     kind: classifier.kind,
     schedule,
     lens,
-    begin: () => classifier.begin(),
-    shouldExit: (layer, r, nLayer) => classifier.score(featureVector(r, layer, nLayer, names, x)) >= threshold,
+    begin: () => {
+      classifier.begin();
+      features.begin();
+    },
+    shouldExit: (layer, r, nLayer) => classifier.score(features.next(r, layer, nLayer)) >= threshold,
   };
 }

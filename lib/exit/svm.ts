@@ -135,12 +135,15 @@ export function svmFromLibsvmModel(
     for (let i = 0; i < model.coefficients.length; i++) {
       for (let j = 0; j < nFeatures; j++) weights[j] += model.coefficients[i] * model.supportVectors[i][j];
     }
-    return new LinearSvmClassifier(
-      features,
-      spec.mean,
-      spec.std,
-      weights.map((w) => sign * w),
-      -sign * model.rho,
+    return Object.assign(
+      new LinearSvmClassifier(
+        features,
+        spec.mean,
+        spec.std,
+        weights.map((w) => sign * w),
+        -sign * model.rho,
+      ),
+      { signThreshold: sign === 1 ? Number.MIN_VALUE : 0 },
     );
   }
   const gamma = spec.gamma ?? model.gamma;
@@ -149,14 +152,17 @@ export function svmFromLibsvmModel(
   if (model.gamma !== undefined && Math.abs(model.gamma - gamma) > 1e-5 * gamma) {
     throw libsvmError(`gamma is ${model.gamma}, expected ${gamma}`);
   }
-  return new RbfSvmClassifier(
-    features,
-    spec.mean,
-    spec.std,
-    gamma,
-    model.supportVectors,
-    model.coefficients.map((c) => sign * c),
-    -sign * model.rho,
+  return Object.assign(
+    new RbfSvmClassifier(
+      features,
+      spec.mean,
+      spec.std,
+      gamma,
+      model.supportVectors,
+      model.coefficients.map((c) => sign * c),
+      -sign * model.rho,
+    ),
+    { signThreshold: sign === 1 ? Number.MIN_VALUE : 0 },
   );
 }
 

@@ -2,16 +2,25 @@
  * Training an exit policy from traces (lib/exit/collect.ts), as in the paper: every checked layer is an
  * example labelled by whether its top-1 token is already the answer — the full-depth answer (`final`,
  * default: needs no gold labels) or the gold token (`gold`). A classifier is fitted on one part of the traces
- * and its decision threshold calibrated on the other, so that the exits agree with full depth on at least
- * `target` of the held-out examples.
+ * and its decision threshold calibrated on the other — split by document, so that no document (no overlapping
+ * window of one story) is on both sides — or on traces of separate calibration data.
+ *
+ * What `target` promises: the threshold is the cheapest one at which the 95% one-sided Clopper–Pearson lower
+ * bound of the agreement with full depth, counted over the calibration examples, is >= target. So on new
+ * examples from the same distribution as the calibration documents, agreement is >= target with about 95%
+ * confidence. "About": the threshold is chosen on the same examples it is checked on, and the positions of one
+ * document are not independent, so the confidence is nominal; examples of another distribution get no promise.
+ * Too few calibration examples for the bound to reach target (at full agreement the bound is 0.05^(1/n): n >= 299
+ * for 0.99) give the threshold +Infinity: never exit.
  */
 import { AdaInferError, OptionError } from '../errors';
-import { calibrateThreshold, CalibrationExample } from './calibrate';
+import { calibrateThreshold, CalibrationExample, simulateExit } from './calibrate';
 import { ExitClassifier, FeatureName } from './classifier';
 import { Trace } from './collect';
 import { trainCrf } from './crf';
-import { split } from './data';
-import { featureVector, LensOptions } from './lens';
+import { clopperPearsonLower, DEFAULT_CONFIDENCE } from './bounds';
+import { splitByDocument } from './data';
+import { FeatureExtractor, LensOptions } from './lens';
 import { ExitSchedule } from './policy';
 import { trainSvm } from './svm';
 
@@ -29,9 +38,21 @@ export interface TrainOptions {
   /** threshold classifier: the feature compared with the threshold. */
   feature?: 'p1' | 'gap';
   features?: FeatureName[];
-  /** Share of traces used to fit (the rest calibrates). */
+  /** Share of the documents whose traces fit (the rest calibrate); ignored with `calibrationTraces`. */
   fitFraction?: number;
+  /** Calibrate on these traces (of other documents) and fit on all of `traces`. */
+  calibrationTraces?: Trace[];
+  /** Confidence of the lower bound that must reach `target` (default 0.95). */
+  confidence?: number;
+  /**
+   * 'calibrated' (default): the threshold calibrated to `target`. 'sign': an SVM's own stop/continue sign, as
+   * libsvm predicts (the paper's decision, --preset paper); the calibration part is then only measured.
+   */
+  decision?: 'calibrated' | 'sign';
 }
+
+/** `--preset paper`: the paper's method as published — faithful lens, p1 and gap, linear SVM, its own sign. */
+export const PAPER_PRESET = { classifier: 'svm' as const, features: ['p1', 'gap'] as FeatureName[], decision: 'sign' as const, lens: { mode: 'faithful' as const } };
 
 export interface TrainedPolicy {
   kind: ClassifierKind;
@@ -45,15 +66,18 @@ export interface TrainedPolicy {
     fitExamples: number;
     calibrationExamples: number;
     positiveRate: number;
-    calibration: { agreement: number; meanLayers: number; pruningRatio: number };
+    calibration: { agreement: number; agreementLower: number; meanLayers: number; pruningRatio: number };
+    fitDocuments: number;
+    calibrationDocuments: number;
   };
 }
 
 /** Scores of every check of a trace, in order (the classifier's state runs across the layers). */
 export function scoreTrace(t: Trace, score: (x: Float64Array) => number, begin: () => void, features: FeatureName[]): number[] {
   begin();
-  const x = new Float64Array(features.length);
-  return t.checks.map((c) => score(featureVector(c, c.layer, t.nLayer, features, x)));
+  const x = new FeatureExtractor(features);
+  x.begin();
+  return t.checks.map((c) => score(x.next(c, c.layer, t.nLayer)));
 }
 
 export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensOptions, o: TrainOptions): TrainedPolicy {
@@ -61,7 +85,10 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
   const target = (t: Trace) => (o.label === 'gold' ? t.gold : t.final);
   const usable = traces.filter((t) => target(t) !== undefined && t.checks.length > 0);
   if (usable.length < 4) throw new AdaInferError('DATA_FILE', `only ${usable.length} usable examples (with ${o.label} labels and checks); need at least 4`);
-  const [fit, calib] = split(usable, o.fitFraction ?? 0.8, o.seed);
+  const [fit, calib] = o.calibrationTraces
+    ? [usable, o.calibrationTraces.filter((t) => t.checks.length > 0)]
+    : splitByDocument(usable, o.fitFraction ?? 0.8, o.seed);
+  if (fit.length === 0 || calib.length === 0) throw new AdaInferError('DATA_FILE', `no ${fit.length === 0 ? 'fit' : 'calibration'} examples with checks`);
   const features = o.features ?? DEFAULT_FEATURES;
 
   let classifier: ExitClassifier | undefined;
@@ -79,10 +106,12 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
     const X: number[][] = [];
     const y: (0 | 1)[] = [];
     const sequences: { x: number[][]; y: (0 | 1)[] }[] = [];
+    const extractor = new FeatureExtractor(features);
     for (const t of fit) {
       const seq = { x: [] as number[][], y: [] as (0 | 1)[] };
+      extractor.begin();
       for (const c of t.checks) {
-        const row = Array.from(featureVector(c, c.layer, t.nLayer, features, new Float64Array(features.length)));
+        const row = Array.from(extractor.next(c, c.layer, t.nLayer));
         const label = c.top1 === target(t) ? 1 : 0;
         X.push(row);
         y.push(label);
@@ -105,7 +134,14 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
     const scores = scoreTrace(t, score, () => classifier?.begin(), scoreFeatures);
     return { nLayer: t.nLayer, checks: t.checks.map((c, i) => ({ layer: c.layer, score: scores[i], agrees: c.top1 === t.final })) };
   });
-  const cal = calibrateThreshold(examples, o.target);
+  const confidence = o.confidence ?? DEFAULT_CONFIDENCE;
+  let cal: { threshold: number; agreement: number; meanLayers: number };
+  if (o.decision === 'sign') {
+    if (classifier?.signThreshold === undefined) throw new OptionError('decision', `'sign' needs an SVM classifier, got ${o.classifier}`);
+    const sim = simulateExit(examples, classifier.signThreshold);
+    cal = { threshold: classifier.signThreshold, agreement: sim.agreement, meanLayers: sim.meanLayers };
+  } else cal = calibrateThreshold(examples, o.target, confidence);
+  const agreeing = Math.round(cal.agreement * examples.length);
   const nLayer = traces[0].nLayer;
   return {
     kind: o.classifier,
@@ -119,7 +155,14 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
       fitExamples: fit.length,
       calibrationExamples: calib.length,
       positiveRate: total > 0 ? positives / total : 0,
-      calibration: { agreement: cal.agreement, meanLayers: cal.meanLayers, pruningRatio: (nLayer - cal.meanLayers) / nLayer },
+      calibration: {
+        agreement: cal.agreement,
+        agreementLower: clopperPearsonLower(agreeing, examples.length, confidence),
+        meanLayers: cal.meanLayers,
+        pruningRatio: (nLayer - cal.meanLayers) / nLayer,
+      },
+      fitDocuments: new Set(fit.map((t) => t.doc)).size,
+      calibrationDocuments: new Set(calib.map((t) => t.doc)).size,
     },
   };
 }

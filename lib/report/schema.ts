@@ -11,7 +11,12 @@
  * Definitions: accuracy* = share of examples whose answer is the gold label (full depth / with the exit
  * policy); agreement = share whose exit answer equals the full-depth answer; meanLayers = mean layers run with
  * the policy; pruningRatio = (layers − meanLayers) / layers; seconds* = wall-clock of all timed runs of the
- * task; speedup = secondsFull / secondsExit (null when the exit policy is 'never': nothing to compare); exitHistogram[i] = examples that ran i + 1 layers.
+ * task; speedup = secondsFull / secondsExit (null when the exit policy is 'never': nothing to compare);
+ * exitHistogram[i] = examples that ran i + 1 layers;
+ * agreementLower = 95% one-sided Clopper–Pearson lower bound on agreement; oracleFirst / oracleStay = pruning
+ * ratios of the oracles that stop at the first layer answering as full depth / from which it keeps answering so
+ * (faithful lens after every layer, same examples); oracleFraction = pruningRatio / oracleStay; idealSpeedup =
+ * 1 / (1 − pruningRatio); classifierMicrosPerCheck = the policy's own decision per check, lens read excluded.
  */
 
 import { compileSchema, schemaErrors, Validator } from '../schema/validate';
@@ -160,6 +165,12 @@ const TASK = object({
   shots: int,
   meanPromptTokens: num,
   tokenWeightedPruningRatio: num,
+  agreementLower: share,
+  oracleFirst: num,
+  oracleStay: num,
+  oracleFraction: num,
+  idealSpeedup: num,
+  classifierMicrosPerCheck: num,
   skipped: int,
   shotsReduced: int,
   tokenizationMismatches: int,

@@ -14,10 +14,11 @@ import { Sequence } from '../engine/sequence';
 import { simulateExit, thresholdSweep, CalibrationExample } from '../exit/calibrate';
 import { FeatureName } from '../exit/classifier';
 import { collectTraces, Trace } from '../exit/collect';
-import { runAlternating } from '../exit/evaluate';
+import { classifierMicrosPerCheck, runAlternating } from '../exit/evaluate';
 import { LensOptions } from '../exit/lens';
 import { ExitDecider } from '../exit/decider';
-import { ExitPolicy, ExitSchedule } from '../exit/policy';
+import { DEFAULT_SCHEDULE, ExitPolicy, ExitSchedule } from '../exit/policy';
+import { exitBounds, ExitBounds, oraclePruning } from '../exit/bounds';
 import { scoreTrace } from '../exit/train';
 import { LlamaContext } from '../model/llama';
 import { PreparedExample } from './prepare';
@@ -44,7 +45,7 @@ export function collectTaskTraces(
   lens: LensOptions,
   onProgress?: (done: number) => void,
 ): Trace[] {
-  const asLabelTokens = examples.map((ex) => ({ tokens: ex.tokens, gold: labelTokens[ex.gold] }));
+  const asLabelTokens = examples.map((ex, i) => ({ tokens: ex.tokens, gold: labelTokens[ex.gold], doc: i }));
   return collectTraces(ctx, asLabelTokens, schedule, lens, onProgress, (logits) => labelTokens[labelArgmax(logits, labelTokens)]);
 }
 
@@ -99,7 +100,7 @@ export function sweep(traces: Trace[], scorer: Scorer, at: number, maxPoints = 4
   return { points, atThreshold: { agreement: sim.agreement, accuracy: accuracyAt(at), meanLayers: sim.meanLayers } };
 }
 
-export interface TaskMeasurement {
+export interface TaskMeasurement extends ExitBounds {
   n: number;
   accuracyFull: number;
   accuracyExit: number;
@@ -119,11 +120,15 @@ export interface TaskMeasurement {
    * clock gains more than pruningRatio, a per-example mean, suggests — and less in the opposite case.
    */
   tokenWeightedPruningRatio: number;
+  /** The policy's own cost per check, lens read excluded (lib/exit/evaluate.ts), in microseconds. */
+  classifierMicrosPerCheck: number;
 }
 
 /**
  * Full depth and the exit policy on every example, alternating which runs first; times cover the whole
- * classify call (prompt through the layer loop, label scoring). One untimed warm-up of each first.
+ * classify call (prompt through the layer loop, label scoring). One untimed warm-up of each first. Then, untimed,
+ * every example once more with the faithful lens after every layer, the answer read over the label tokens: the
+ * oracles' bounds on the same examples (lib/exit/bounds.ts).
  */
 export function measureTask(
   ctx: LlamaContext,
@@ -180,18 +185,25 @@ export function measureTask(
   });
   const n = examples.length;
   const meanLayers = n > 0 ? layerSum / n : nLayer;
+  const pruningRatio = (nLayer - meanLayers) / nLayer;
+  const oracleTraces = collectTaskTraces(ctx, examples, labelTokens, DEFAULT_SCHEDULE, { mode: 'faithful' });
+  const oracle = oraclePruning(oracleTraces);
+  const bounds: ExitBounds =
+    n > 0 ? exitBounds(agree, n, pruningRatio, oracle) : { agreementLower: 0, oracleFirst: 0, oracleStay: 0, oracleFraction: 0, idealSpeedup: 1 };
   return {
     n,
     accuracyFull: n > 0 ? right / n : 0,
     accuracyExit: n > 0 ? rightExit / n : 0,
     agreement: n > 0 ? agree / n : 1,
     meanLayers,
-    pruningRatio: (nLayer - meanLayers) / nLayer,
+    pruningRatio,
     secondsFull: msFull / 1000,
     secondsExit: (neverExits ? msFull : msExit) / 1000,
     speedup: neverExits ? null : msExit > 0 ? msFull / msExit : 0,
     exitHistogram,
     meanPromptTokens: n > 0 ? tokenSum / n : 0,
     tokenWeightedPruningRatio: tokenSum > 0 ? skippedWork / (tokenSum * nLayer) : 0,
+    classifierMicrosPerCheck: classifierMicrosPerCheck(policy, oracleTraces),
+    ...bounds,
   };
 }

@@ -6,11 +6,11 @@
  */
 import * as fs from 'fs';
 import { AdaInferError, OptionError } from '../errors';
-import { ExitClassifier } from '../exit/classifier';
+import { ExitClassifier, FeatureName } from '../exit/classifier';
 import { loadClassifier } from '../exit/load_classifier';
 import { ExitFile, loadExitFile } from '../exit/exit_file';
 import { LensOptions } from '../exit/lens';
-import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, neverPolicy, thresholdPolicy } from '../exit/policy';
+import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, labelLens, neverPolicy, thresholdPolicy } from '../exit/policy';
 import { Trace } from '../exit/collect';
 import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
 import { BackendChoice, LlamaModel } from '../model/llama';
@@ -46,6 +46,8 @@ export interface TrainExitOptions {
   feature: 'p1' | 'gap';
   /** Training examples drawn from the demo part. */
   limit: number;
+  /** Classifier features (default: train.ts DEFAULT_FEATURES). */
+  features?: FeatureName[];
 }
 
 export interface EvalTasksOptions {
@@ -116,7 +118,7 @@ function trainedPolicy(traces: Trace[], o: TrainExitOptions, schedule: ExitSched
           note: `${what}; the policy never stops early`,
         };
   }
-  const t = trainPolicy(traces, schedule, lens, { classifier: o.classifier, label: o.label, target: o.target, seed, feature: o.feature });
+  const t = trainPolicy(traces, schedule, lens, { classifier: o.classifier, label: o.label, target: o.target, seed, feature: o.feature, features: o.features });
   const training = {
     examples: traces.length,
     fitExamples: t.metrics.fitExamples,
@@ -133,10 +135,10 @@ function trainedPolicy(traces: Trace[], o: TrainExitOptions, schedule: ExitSched
   return { policy: thresholdPolicy(feature, t.threshold, schedule, lens), scorer: featureScorer(feature), threshold: t.threshold, info: { kind: 'threshold', threshold: finite(t.threshold), score: feature, training } };
 }
 
-/** --exit FILE: the file's policy, its fast lens over the task's label tokens (as Session.classify does). */
-function filePolicy(f: ExitFile, fastLens: LensOptions): TaskPolicy {
+/** --exit FILE: the file's policy, its lens over the task's label tokens as Session.classify reads it (labelLens). */
+function filePolicy(f: ExitFile, labelTokens: number[]): TaskPolicy {
   const p = f.policy;
-  const lens: LensOptions = p.lens.mode === 'fast' ? fastLens : { mode: 'faithful' };
+  const lens = labelLens(p.lens, labelTokens);
   if (p.kind === 'threshold') {
     const feature = p.feature ?? 'gap';
     return { policy: thresholdPolicy(feature, p.threshold, p.schedule, lens), scorer: featureScorer(feature), threshold: p.threshold, info: { kind: 'threshold', threshold: finite(p.threshold), score: feature, training: null } };
@@ -237,7 +239,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
           done += trainSet.examples.length;
           tp = trainedPolicy(traces, o.train, o.schedule, lens, o.seed);
         } else if (exitFile) {
-          tp = filePolicy(exitFile, fastLens);
+          tp = filePolicy(exitFile, labelTokens);
         } else if (o.exit.kind === 'threshold') {
           const { feature, value } = o.exit;
           tp = { policy: thresholdPolicy(feature, value, o.schedule, lens), scorer: featureScorer(feature), threshold: value, info: { kind: 'threshold', threshold: value, score: feature, training: null } };
