@@ -16,7 +16,7 @@ import * as path from 'path';
 import { BatchExit, BatchKvFill, BatchStats, classifyBatch, generateBatch, runBatchToEnd } from '../lib/engine/batch';
 import { loadExitFile, policyFromExitFile } from '../lib/exit/exit_file';
 import { thresholdPolicy } from '../lib/exit/policy';
-import { LlamaContext, LlamaModel } from '../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine, repoRoot } from './machine';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
@@ -58,7 +58,7 @@ function main(): void {
     .option('--json', 'also print a JSON object')
     .parse(process.argv)
     .opts();
-  const model = LlamaModel.load(o.model);
+  const model = TransformerModel.load(o.model);
   const nLayer = model.config.nLayer;
   const threads = Number(o.threads);
   const reps = Number(o.reps);
@@ -98,7 +98,7 @@ function main(): void {
   for (const workload of workloads) {
     for (const b of batchSizes) {
       // One context per configuration, reused by its reps (compaction off needs a scratch slot).
-      const ctxs = new Map<Config, LlamaContext>(
+      const ctxs = new Map<Config, TransformerContext>(
         CONFIGS.map((c) => [
           c,
           model.createContext({

@@ -12,7 +12,7 @@
  * (capped at 8): the accepted length a draft of up to 8 tokens from layer L would reach on average.
  */
 import { Command } from 'commander';
-import { LlamaModel } from '../lib/model/llama';
+import { TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine } from './machine';
 
 interface LayerStats {
@@ -48,7 +48,7 @@ function main(): void {
     .option('--json', 'print one JSON object instead of the table')
     .parse(process.argv)
     .opts();
-  const model = LlamaModel.load(o.model);
+  const model = TransformerModel.load(o.model);
   const nLayer = model.config.nLayer;
   const layers: number[] = o.layers
     ? String(o.layers)

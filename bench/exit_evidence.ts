@@ -15,7 +15,7 @@ import { evaluatePolicy } from '../lib/exit/evaluate';
 import { LensOptions } from '../lib/exit/lens';
 import { classifierPolicy, ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
 import { ClassifierKind, trainPolicy } from '../lib/exit/train';
-import { LlamaContext, LlamaModel } from '../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine, repoRoot } from './machine';
 
 interface Row {
@@ -39,7 +39,7 @@ function median(xs: number[]): number {
 }
 
 /** Median µs of a layer (attention + MLP on `n` rows) and of a lens check on the last row, both modes. */
-function checkCost(ctx: LlamaContext, n: number): { layerUs: number; faithfulUs: number; fastUs: number } {
+function checkCost(ctx: TransformerContext, n: number): { layerUs: number; faithfulUs: number; fastUs: number } {
   const c = ctx.native;
   for (let i = 0; i < n; i++) c.tokens[i] = i % ctx.model.config.nVocab;
   for (let i = 0; i < n; i++) (c.rowSeq[i] = 0), (c.rowPos[i] = i);
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
   const modes: LensOptions[] = [{ mode: 'faithful' }, { mode: 'fast', topK: 16 }];
   const schedule = { minLayer: 1, checkEvery: 1 };
   for (const file of (o.models as string).split(',')) {
-    const model = LlamaModel.load(file);
+    const model = TransformerModel.load(file);
     const name = model.config.name;
     const ctx = model.createContext({ contextSize: window, batchSize: window, threads, lensK: 16 });
     const trainEx = loadExamples(o.train, model.tokenizer, { window, limit, seed: 1 });

@@ -17,7 +17,7 @@ import { evaluatePolicy, EvalReport } from '../lib/exit/evaluate';
 import { LensOptions } from '../lib/exit/lens';
 import { classifierPolicy, ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
 import { ClassifierKind, PAPER_PRESET, trainPolicy } from '../lib/exit/train';
-import { LlamaModel } from '../lib/model/llama';
+import { TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine, repoRoot } from './machine';
 
 interface Config {
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
   ];
   const pct = (x: number) => (x * 100).toFixed(2) + '%';
   for (const file of (o.models as string).split(',')) {
-    const model = LlamaModel.load(file);
+    const model = TransformerModel.load(file);
     const name = model.config.name;
     const ctx = model.createContext({ contextSize: window, batchSize: window, threads, lensK: 16 });
     const fitEx = loadExamples(o.train, model.tokenizer, { window, limit, seed: 1 });

@@ -19,7 +19,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { argmax } from '../lib/engine/sampling';
 import { convertHfToGGUF } from '../lib/hf/convert';
-import { LlamaModel } from '../lib/model/llama';
+import { TransformerModel } from '../lib/model/transformer';
 import { QuantTarget } from '../lib/quant/quantize_model';
 import { LlamaCppPeer } from './peer';
 import { repoRoot } from './machine';
@@ -51,7 +51,7 @@ function compare(a: Float64Array[], b: Float64Array[]): { maxAbsLogProb: number;
   return { maxAbsLogProb: maxAbs, top1Agree: agree, positions: a.length };
 }
 
-function adainferRows(model: LlamaModel, exp: Expected): { rows: Float64Array[]; greedy: number[] } {
+function adainferRows(model: TransformerModel, exp: Expected): { rows: Float64Array[]; greedy: number[] } {
   const n = exp.prompt.length;
   const ctx = model.createContext({ contextSize: n + exp.greedy.length + 1, batchSize: n, threads: 1 });
   try {
@@ -96,7 +96,7 @@ async function main(): Promise<void> {
       const cpp32 = await runner32.logProbs(exp.prompt, nVocab);
       await runner32.dispose();
       await lm.dispose();
-      const ours = LlamaModel.load(gguf);
+      const ours = TransformerModel.load(gguf);
       const a = adainferRows(ours, exp);
       ours.dispose();
       report[type] = {
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
     }
     // The folder itself, when this build's loader reads Hugging Face folders.
     try {
-      const direct = LlamaModel.load(folder);
+      const direct = TransformerModel.load(folder);
       const a = adainferRows(direct, exp);
       direct.dispose();
       report['folder (F32 as stored)'] = { 'adainfer(folder) vs reference': compare(a.rows, reference), greedy: a.greedy };

@@ -13,12 +13,12 @@ import { KvFill, Sequence, SequenceResult } from '../lib/engine/sequence';
 import { loadExitFile, policyFromExitFile } from '../lib/exit/exit_file';
 import { ExitDecider } from '../lib/exit/decider';
 import { ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
-import { LlamaContext, LlamaModel } from '../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine, repoRoot } from './machine';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
-function run(ctx: LlamaContext, kvFill: KvFill, prompt: number[], n: number, policy?: ExitPolicy): SequenceResult {
+function run(ctx: TransformerContext, kvFill: KvFill, prompt: number[], n: number, policy?: ExitPolicy): SequenceResult {
   const gen = new Sequence(ctx, kvFill).generate(prompt, { maxTokens: n, stopAtEos: false, sampling: GREEDY, exit: policy && new ExitDecider(ctx, policy) });
   let r = gen.next();
   while (!r.done) r = gen.next();
@@ -26,7 +26,7 @@ function run(ctx: LlamaContext, kvFill: KvFill, prompt: number[], n: number, pol
 }
 
 /** Mean negative log-likelihood per generated token under the full model. */
-function nll(ctx: LlamaContext, prompt: number[], tokens: number[]): number {
+function nll(ctx: TransformerContext, prompt: number[], tokens: number[]): number {
   const all = [...prompt, ...tokens];
   all.forEach((t, i) => (ctx.native.tokens[i] = t));
   ctx.forward(all.length, 0);
@@ -57,7 +57,7 @@ function main(): void {
     .option('--threads <t>', 'threads', '1')
     .parse(process.argv)
     .opts();
-  const model = LlamaModel.load(o.model);
+  const model = TransformerModel.load(o.model);
   const nLayer = model.config.nLayer;
   const n = Number(o.tokens);
   const policy = o.exit

@@ -14,7 +14,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { readGGUF } from '../lib/gguf';
 import { ggmlTypeName } from '../lib/gguf/types';
-import { LlamaModel } from '../lib/model/llama';
+import { TransformerModel } from '../lib/model/transformer';
 import { Sequence } from '../lib/engine/sequence';
 import { parseQuantTarget, quantizeModel } from '../lib/quant/quantize_model';
 import { repoRoot } from './machine';
@@ -33,7 +33,7 @@ interface Row {
 
 /** Greedy tokens and, per step, the gap between the two largest logits (how close a call the step was). */
 function adainferGreedy(file: string, prompt: number[], n: number, margins: number[]): number[] {
-  const model = LlamaModel.load(file);
+  const model = TransformerModel.load(file);
   const ctx = model.createContext({ contextSize: 256, batchSize: 64, threads: 2 });
   try {
     const seq = new Sequence(ctx);

@@ -12,12 +12,12 @@ import { Command } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Sequence, SequenceResult, SpeculativeOptions } from '../lib/engine/sequence';
-import { LlamaContext, LlamaModel } from '../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine, repoRoot } from './machine';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
-function run(ctx: LlamaContext, prompt: number[], n: number, speculative?: SpeculativeOptions): SequenceResult {
+function run(ctx: TransformerContext, prompt: number[], n: number, speculative?: SpeculativeOptions): SequenceResult {
   const gen = new Sequence(ctx).generate(prompt, { maxTokens: n, stopAtEos: false, sampling: GREEDY, speculative });
   let r = gen.next();
   while (!r.done) r = gen.next();
@@ -37,7 +37,7 @@ function main(): void {
     .option('--adaptive <list>', 'adaptive drafting: on, off or both', 'off,on')
     .parse(process.argv)
     .opts();
-  const model = LlamaModel.load(o.model);
+  const model = TransformerModel.load(o.model);
   const n = Number(o.tokens);
   const stories = fs.existsSync(o.data)
     ? fs.readFileSync(o.data, 'utf8').split(/^<\|endoftext\|>\s*$/m).map((s) => s.trim()).filter(Boolean)

@@ -449,12 +449,12 @@ export interface OverheadResult {
 
 /**
  * Times 1e6 ctx.native.noop() calls (the bare cost of crossing N-API from JS) and one attention + MLP call
- * pair at decode (n = 1) on an in-process LlamaModel (the main thread, synchronous; no worker messages).
+ * pair at decode (n = 1) on an in-process TransformerModel (the main thread, synchronous; no worker messages).
  */
 async function measureOverhead(modelPath: string, threadsList: number[], position: number, log: (m: string) => void): Promise<OverheadResult> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { LlamaModel } = require('../lib/model/llama') as typeof import('../lib/model/llama');
-  const model = LlamaModel.load(modelPath);
+  const { TransformerModel } = require('../lib/model/transformer') as typeof import('../lib/model/transformer');
+  const model = TransformerModel.load(modelPath);
   const cfg = model.config;
   const calls = 1_000_000;
   const trials = 5;
@@ -623,7 +623,7 @@ function formatSummary(results: ConfigResult[]): string[] {
 
 function formatOverhead(o: OverheadResult): string[] {
   const out = [
-    `  model ${displayPath(o.model)} (${o.nLayer} layers), in-process LlamaModel on the main thread`,
+    `  model ${displayPath(o.model)} (${o.nLayer} layers), in-process TransformerModel on the main thread`,
     `  ctx.native.noop()                ${fmtNs(o.noopNs)}/call (median of ${o.trials} x ${o.calls.toLocaleString('en-US')} calls; ${fmtNs(o.noopNsRange[0])} - ${fmtNs(o.noopNsRange[1])})`,
   ];
   for (const t of o.perThreads) {

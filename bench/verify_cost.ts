@@ -1,6 +1,6 @@
 /**
  * The cost of an n-row step relative to a 1-row (decode) step, at a decode position, through the layer loop
- * (LlamaContext.forwardRows: embedding, attention and MLP blocks of every layer; the LM head separately). This is
+ * (TransformerContext.forwardRows: embedding, attention and MLP blocks of every layer; the LM head separately). This is
  * the verify step of self-speculative decoding (issue 15): k drafted rows through the layers should cost about one
  * decode step, since decode is bound by reading the weights and a few rows can share each weight read
  * (the few-row kernels, KernelTable::matmul_act_few). Target: <= 1.5x for 8 rows, Q8_0 and Q4_0.
@@ -15,7 +15,7 @@
  */
 import { spawnSync } from 'child_process';
 import { Command } from 'commander';
-import { LlamaModel } from '../lib/model/llama';
+import { TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine } from './machine';
 import { ensureModel } from './make_model';
 
@@ -34,7 +34,7 @@ const median = (v: number[]): number => {
 };
 
 function child(model: string, threads: number, rows: number[], pos: number, reps: number): ChildResult {
-  const m = LlamaModel.load(model);
+  const m = TransformerModel.load(model);
   const maxRows = Math.max(...rows);
   const ctx = m.createContext({ contextSize: pos + maxRows, batchSize: maxRows, threads });
   const c = ctx.native;
@@ -144,7 +144,7 @@ function main(): void {
     console.log(`${r.type.padEnd(5)} ${String(r.threads).padStart(7)} ${r.kernels.padEnd(7)} ${r.path.padEnd(36)} ${cells} ${r.headMs.toFixed(1).padStart(8)}ms`);
   }
   console.log(
-    '\nThe LM head is one row per call (LlamaContext.logits): a verify step that needs logits for n rows pays n head calls on top.',
+    '\nThe LM head is one row per call (TransformerContext.logits): a verify step that needs logits for n rows pays n head calls on top.',
   );
   if (o.json) console.log(JSON.stringify({ machine, geometry: o.geometry, pos: Number(o.pos), results }));
 }

@@ -13,7 +13,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { KERNEL_VARIANTS, KernelVariant, native } from './bindings/native';
-import { BackendChoice, BACKENDS } from './model/llama';
+import { BackendChoice, BACKENDS } from './model/transformer';
 import { AbortError, AdaInferError, deserializeError, ModelFileError, OptionError } from './errors';
 import {
   BenchRequest,

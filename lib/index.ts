@@ -28,7 +28,7 @@ export type {
 export { AdaInferError, AbortError, ModelFileError, OptionError, ContextOverflowError } from './errors';
 export type { ErrorCode } from './errors';
 /** Low-level, synchronous access (blocks the calling thread): the layer loop and native blocks. */
-export { LlamaModel, LlamaContext } from './model/llama';
+export { TransformerModel, TransformerContext } from './model/transformer';
 export { readGGUF } from './gguf';
 export { native } from './bindings/native';
 export type { SystemInfo } from './bindings/native';

@@ -4,7 +4,7 @@ import { native } from '../bindings/native';
 import { OptionError } from '../errors';
 import { DocumentPart, Example, loadExamples } from '../exit/data';
 import { FEATURE_NAMES, FeatureName } from '../exit/classifier';
-import { LlamaContext, LlamaModel } from '../model/llama';
+import { TransformerContext, TransformerModel } from '../model/transformer';
 import { addBackendOptions, BackendFlags, intOption, modelOption } from './options';
 
 export interface ExampleFlags extends BackendFlags {
@@ -43,8 +43,8 @@ export function addExampleOptions(cmd: Command): Command {
 }
 
 export interface Loaded {
-  model: LlamaModel;
-  ctx: LlamaContext;
+  model: TransformerModel;
+  ctx: TransformerContext;
   examples: Example[];
   /** The examples of `second`, when given (train-exit's calibration data). */
   secondExamples?: Example[];
@@ -58,7 +58,7 @@ export interface SecondData {
 }
 
 export function loadForExit(flags: ExampleFlags, lensK: number, second?: SecondData): Loaded {
-  const model = LlamaModel.load(flags.model, { backend: flags.backend, device: flags.device });
+  const model = TransformerModel.load(flags.model, { backend: flags.backend, device: flags.device });
   if (flags.window >= model.config.contextLength)
     throw new OptionError('--window', `must be below the model's context length ${model.config.contextLength}`);
   const examples = loadExamples(flags.data, model.tokenizer, { window: flags.window, limit: flags.limit, seed: flags.seed, documents: flags.docPart });

@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { DEFAULT_MODEL } from '../api';
 import { OptionError } from '../errors';
-import { BackendChoice, BACKENDS } from '../model/llama';
+import { BackendChoice, BACKENDS } from '../model/transformer';
 
 export function intOption(flag: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {

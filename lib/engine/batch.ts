@@ -1,5 +1,5 @@
 /**
- * Batched execution: many sequences together in one LlamaContext (one KV cache slot per sequence), with
+ * Batched execution: many sequences together in one TransformerContext (one KV cache slot per sequence), with
  * AdaInfer early exit decided per sequence and row compaction between layers.
  *
  * Scheduling (continuous batching): the context's `sequences` slots are filled with prompts in input order;
@@ -24,7 +24,7 @@
 import { AbortError, ContextOverflowError, OptionError } from '../errors';
 import { ExitDecider } from '../exit/decider';
 import { ExitPolicy, withLabelCandidates } from '../exit/policy';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { StreamDecoder } from '../tokenizer/types';
 import { BatchKvFill, checkBatchKvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
@@ -154,7 +154,7 @@ interface JobKind<J extends Job> {
   finish(job: J, now: number): void;
 }
 
-function checkContext(ctx: LlamaContext): void {
+function checkContext(ctx: TransformerContext): void {
   if (ctx.batchSize <= ctx.sequences)
     throw new OptionError(
       'batchSize',
@@ -162,7 +162,7 @@ function checkContext(ctx: LlamaContext): void {
     );
 }
 
-function checkPromptTokens(tokens: unknown, i: number, ctx: LlamaContext): number[] {
+function checkPromptTokens(tokens: unknown, i: number, ctx: TransformerContext): number[] {
   if (!Array.isArray(tokens) || tokens.length === 0) throw new OptionError('prompts', `prompt ${i} has no tokens (not even BOS)`);
   const nVocab = ctx.model.config.nVocab;
   for (const t of tokens)
@@ -197,7 +197,7 @@ function newJob(index: number, tokens: number[], slot: number, output: RowOutput
  * the indices of the prompts finished in it.
  */
 function* schedule<J extends Job>(
-  ctx: LlamaContext,
+  ctx: TransformerContext,
   count: number,
   kind: JobKind<J>,
   options: BatchCommonOptions & { kvFill: BatchKvFill },
@@ -319,7 +319,7 @@ interface GenJob extends Job {
  * input order.
  */
 export function* generateBatch(
-  ctx: LlamaContext,
+  ctx: TransformerContext,
   prompts: BatchPrompt[],
   options: BatchGenerateOptions,
   onResult?: (result: BatchSequenceResult) => void,
@@ -432,7 +432,7 @@ interface ClassJob extends Job {
  * the prompt's label tokens as candidates. K/V of skipped layers are never needed (nothing follows).
  */
 export function* classifyBatch(
-  ctx: LlamaContext,
+  ctx: TransformerContext,
   prompts: BatchClassifyPrompt[],
   options: BatchClassifyOptions,
   onResult?: (result: BatchClassifyRow) => void,

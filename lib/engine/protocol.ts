@@ -2,7 +2,7 @@
 import { SerializedError } from '../errors';
 import { SamplingOptions } from './sampling';
 import type { KernelVariant, NativeBackend } from '../bindings/native';
-import type { BackendChoice } from '../model/llama';
+import type { BackendChoice } from '../model/transformer';
 import { TokenEvent } from './sequence';
 import type { BatchKvFill, KvFill } from './options';
 import type { BatchSequenceResult, BatchStats } from './batch';

@@ -1,12 +1,12 @@
 /**
- * One sequence on a LlamaContext: prompt processing (in batches), decoding token by token, sampling and
+ * One sequence on a TransformerContext: prompt processing (in batches), decoding token by token, sampling and
  * stopping. Runs synchronously on the thread that owns the context (the model worker).
  *
  * The KV cache keeps the tokens of the previous generation: a new prompt that starts with the same tokens
  * reuses their cache entries (as llama.cpp's server does with cache_prompt) and only the rest is processed.
  */
 import { AbortError, AdaInferError, ContextOverflowError, OptionError } from '../errors';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { ExitDecider } from '../exit/decider';
 import { ExitPolicy, fixedDepthPolicy } from '../exit/policy';
 import { checkKvFill, checkSpeculative, KvFill } from './options';
@@ -98,7 +98,7 @@ export class Sequence {
   private speculationEngine: StepEngine | undefined;
 
   constructor(
-    readonly context: LlamaContext,
+    readonly context: TransformerContext,
     readonly kvFill: KvFill = 'propagate',
   ) {
     checkKvFill(kvFill);

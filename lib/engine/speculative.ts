@@ -10,7 +10,7 @@
  */
 import { AdaInferError } from '../errors';
 import { ExitDecider } from '../exit/decider';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { argmax, Sampler } from './sampling';
 import { newRowGroup, RowGroup, RowOutput, StepEngine } from './step';
 
@@ -47,7 +47,7 @@ class DraftOutput implements RowOutput {
   p1 = 1;
   q: Float64Array | undefined;
   constructor(private readonly sampler: Sampler) {}
-  atExit(decider: ExitDecider, context: LlamaContext): void {
+  atExit(decider: ExitDecider, context: TransformerContext): void {
     this.p1 = decider.lens.reading.p1;
     // A fast lens's logits cover only its candidates: its top-1 is the greedy draft (sampling needs a faithful lens).
     if (decider.policy.lens.mode === 'fast') this.token = decider.lens.reading.top1;

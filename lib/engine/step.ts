@@ -1,5 +1,5 @@
 /**
- * The step engine: one batch of rows through the layer loop (LlamaContext.forwardRows) with everything that
+ * The step engine: one batch of rows through the layer loop (TransformerContext.forwardRows) with everything that
  * happens between two layers and after the last one. The schedulers decide what a step holds — a Session
  * (lib/engine/sequence.ts: one cache slot, prefix reuse, 'recompute') and batches (lib/engine/batch.ts: many
  * slots, continuous batching) — and read each group's output; the step does the rest:
@@ -22,14 +22,14 @@
 import { fromNativeError } from '../bindings/native';
 import { AdaInferError } from '../errors';
 import { ExitDecider } from '../exit/decider';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { KvFill } from './options';
 import { Sampler } from './sampling';
 
 /** Where a group's output goes: read once, at the exit layer's lens or from the model's logits. */
 export interface RowOutput {
   /** The group exited: `decider.lens.reading` and `context.lensLogits()` are the exit layer's. */
-  atExit(decider: ExitDecider, context: LlamaContext): void;
+  atExit(decider: ExitDecider, context: TransformerContext): void;
   /** Full depth: the head's logits of the group's last row. */
   atFullDepth(logits: Float32Array): void;
 }
@@ -42,7 +42,7 @@ export interface RowOutput {
 export class NextToken implements RowOutput {
   token = -1;
   constructor(private readonly sampler: Sampler) {}
-  atExit(decider: ExitDecider, context: LlamaContext): void {
+  atExit(decider: ExitDecider, context: TransformerContext): void {
     this.token = decider.policy.lens.mode === 'fast' ? decider.lens.reading.top1 : this.sampler.sample(context.lensLogits());
   }
   atFullDepth(logits: Float32Array): void {
@@ -54,7 +54,7 @@ export class NextToken implements RowOutput {
 export class LabelScores implements RowOutput {
   logits: number[] = [];
   constructor(readonly labelTokens: readonly number[]) {}
-  atExit(_decider: ExitDecider, context: LlamaContext): void {
+  atExit(_decider: ExitDecider, context: TransformerContext): void {
     this.atFullDepth(context.lensLogits());
   }
   atFullDepth(logits: Float32Array): void {
@@ -154,7 +154,7 @@ export class StepEngine {
   private readonly afterLayer: (layer: number, rows: number) => number;
 
   constructor(
-    readonly context: LlamaContext,
+    readonly context: TransformerContext,
     readonly options: StepOptions,
   ) {
     this.nLayer = context.model.config.nLayer;

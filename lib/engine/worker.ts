@@ -5,7 +5,7 @@
  */
 import { parentPort } from 'worker_threads';
 import { AdaInferError, OptionError, serializeError } from '../errors';
-import { LlamaContext, LlamaModel } from '../model/llama';
+import { TransformerContext, TransformerModel } from '../model/transformer';
 import { native } from '../bindings/native';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
 import { ExitDecider } from '../exit/decider';
@@ -41,19 +41,19 @@ import {
 } from './protocol';
 
 interface SessionState {
-  context: LlamaContext;
+  context: TransformerContext;
   sequence: Sequence;
   busy: boolean;
 }
 
-let model: LlamaModel | undefined;
+let model: TransformerModel | undefined;
 const sessions = new Map<number, SessionState>();
 
 function post(message: ResponseMessage): void {
   parentPort!.postMessage(message);
 }
 
-function requireModel(): LlamaModel {
+function requireModel(): TransformerModel {
   if (!model) throw new AdaInferError('DISPOSED', 'the model is not loaded or has been disposed');
   return model;
 }
@@ -66,7 +66,7 @@ function requireSession(id: number): SessionState {
 
 function load(path: string, options: WorkerLoadOptions): ModelInfo {
   const t0 = performance.now();
-  model = LlamaModel.load(path, options);
+  model = TransformerModel.load(path, options);
   const nativeInfo = model.native.info();
   const device = nativeInfo.backend === 'cuda' ? native().systemInfo().cuda.devices[options.device ?? 0]?.name : undefined;
   const c = model.config;
@@ -333,7 +333,7 @@ function batchExitFor(spec: ExitSpec | undefined): BatchExit | undefined {
 }
 
 /** The batch context: `slots` sequences (+1 scratch slot without compaction), rows for prompt chunks, lens size. */
-function batchContext(o: WorkerBatchOptions, slots: number, contextSize: number, exit: BatchExit | undefined): LlamaContext {
+function batchContext(o: WorkerBatchOptions, slots: number, contextSize: number, exit: BatchExit | undefined): TransformerContext {
   const sample = typeof exit === 'function' ? exit() : exit;
   const lensK = Math.max(8, sample?.lens.mode === 'fast' && !sample.lens.candidates ? sample.lens.topK ?? DEFAULT_FAST_TOP_K : 0);
   return requireModel().createContext({

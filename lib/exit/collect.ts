@@ -4,7 +4,7 @@
  */
 import { argmax } from '../engine/sampling';
 import { oraclePruning } from './bounds';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { Example } from './data';
 import { ExitDecider } from './decider';
 import { LensOptions, LensReading } from './lens';
@@ -33,7 +33,7 @@ export interface Trace {
 export type AnswerOf = (logits: Float32Array) => number;
 
 export function collectTraces(
-  ctx: LlamaContext,
+  ctx: TransformerContext,
   examples: Example[],
   schedule: ExitSchedule,
   lens: LensOptions,

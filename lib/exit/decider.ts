@@ -4,7 +4,7 @@
  * (lib/engine/step.ts: sessions and batches, one decider per sequence) and trace collection (lib/exit/collect.ts,
  * with an observing policy) decide through it.
  */
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { LensReader } from './lens';
 import { ExitPolicy, isCheckedLayer } from './policy';
 
@@ -25,7 +25,7 @@ export class ExitDecider {
   private readonly nLayer: number;
 
   constructor(
-    readonly context: LlamaContext,
+    readonly context: TransformerContext,
     readonly policy: ExitPolicy,
   ) {
     this.lens = new LensReader(context, policy.lens);

@@ -5,7 +5,7 @@
  * and cache warmth fall on both alike.
  */
 import { argmax } from '../engine/sampling';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { Example } from './data';
 import { LensReading } from './lens';
 import { exitBounds, ExitBounds, oraclePruning, OracleTrace } from './bounds';
@@ -78,7 +78,7 @@ export function runAlternating<F, E>(i: number, full: () => F, exit: () => E): [
  * untimed, with the faithful lens read after every layer: the oracles' bounds (lib/exit/bounds.ts) on the same
  * examples.
  */
-export function evaluatePolicy(ctx: LlamaContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
+export function evaluatePolicy(ctx: TransformerContext, examples: Example[], policy: ExitPolicy, onProgress?: (done: number) => void): EvalReport {
   const nLayer = ctx.model.config.nLayer;
   const decider = new ExitDecider(ctx, policy);
   let oracleChecks: ({ layer: number } & LensReading)[] = [];

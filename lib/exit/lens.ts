@@ -9,7 +9,7 @@
  * Features of the two modes are not interchangeable: a classifier is trained and used in one mode.
  */
 import { OptionError } from '../errors';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { FeatureName } from './classifier';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 
@@ -61,7 +61,7 @@ export class LensReader {
   private active = 0;
 
   constructor(
-    private readonly ctx: LlamaContext,
+    private readonly ctx: TransformerContext,
     readonly options: LensOptions,
   ) {
     const c = ctx.native;

@@ -5,7 +5,7 @@
  *  - tensors under the GGUF names (token_embd, blk.N.attn_q, ..., output_norm, output — absent when the head is
  *    tied), data as HF stores it (a [out, in] row-major Linear weight is GGUF's [in, out]) except the Q and K
  *    weights, whose rows are permuted from Hugging Face's rotate-half order to GGUF's adjacent pairs
- *    (LlamaModel.permute: within each head, row 2i + j comes from row j * headDim/2 + i);
+ *    (TransformerModel.permute: within each head, row 2i + j comes from row j * headDim/2 + i);
  *  - the llama.* hyper-parameters, general.architecture / name / file_type;
  *  - the tokenizer: a byte-level BPE tokenizer.json becomes tokenizer.ggml.model "gpt2" with its tokens
  *    (padded with unused [PAD<id>] tokens up to vocab_size), token types, merges, special ids, add_bos/add_eos,
@@ -271,7 +271,7 @@ function* convertTensor(fd: number, t: HfTensor, to: GGMLType, c: HfLlamaConfig,
 
 /**
  * Hugging Face rotate-half rows → GGUF adjacent-pair rows, per head of `headDim` rows:
- * out row 2i + j = in row j * headDim/2 + i (llama.cpp's LlamaModel.permute).
+ * out row 2i + j = in row j * headDim/2 + i (llama.cpp's TransformerModel.permute).
  */
 export function permuteRows(src: Uint8Array, rowBytes: number, nRows: number, headDim: number): Uint8Array {
   if (nRows % headDim !== 0) throw new OptionError('tensor', `${nRows} rows are not whole heads of ${headDim}`);

@@ -20,7 +20,7 @@ import { ExitDecider } from '../exit/decider';
 import { DEFAULT_SCHEDULE, ExitPolicy, ExitSchedule } from '../exit/policy';
 import { exitBounds, ExitBounds, oraclePruning } from '../exit/bounds';
 import { scoreTrace } from '../exit/train';
-import { LlamaContext } from '../model/llama';
+import { TransformerContext } from '../model/transformer';
 import { PreparedExample } from './prepare';
 
 /** Index of the largest of `logits[ids[i]]` (lowest index on ties, as Sequence.classify). */
@@ -38,7 +38,7 @@ export function labelArgmax(logits: ArrayLike<number>, ids: number[]): number {
  * equals the answer" is "this layer gives the same label".
  */
 export function collectTaskTraces(
-  ctx: LlamaContext,
+  ctx: TransformerContext,
   examples: PreparedExample[],
   labelTokens: number[],
   schedule: ExitSchedule,
@@ -131,7 +131,7 @@ export interface TaskMeasurement extends ExitBounds {
  * oracles' bounds on the same examples (lib/exit/bounds.ts).
  */
 export function measureTask(
-  ctx: LlamaContext,
+  ctx: TransformerContext,
   examples: PreparedExample[],
   labelTokens: number[],
   policy: ExitPolicy,

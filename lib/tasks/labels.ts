@@ -19,7 +19,7 @@
  */
 import { AdaInferError } from '../errors';
 import { createTokenizer, Tokenizer } from '../tokenizer';
-import type { LlamaModel } from '../model/llama';
+import type { TransformerModel } from '../model/transformer';
 import { tokenizerMetadataFromGGUF } from '../model/gguf_tokenizer';
 
 export type LabelBoundary = 'joined' | 'space-in-prompt';
@@ -53,7 +53,7 @@ const show = (t: Tokenizer, ids: number[]) => ids.map((id) => t.tokenText(id)).j
  * The tokenizer without SentencePiece's space prefix (BPE: the same as the model's; a Hugging Face tokenizer
  * is used as it is).
  */
-export function noSpaceTokenizer(model: LlamaModel): Tokenizer {
+export function noSpaceTokenizer(model: TransformerModel): Tokenizer {
   if (model.tokenizer.model !== 'llama' || !model.gguf) return model.tokenizer;
   return createTokenizer({ ...tokenizerMetadataFromGGUF(model.gguf), addSpacePrefix: false });
 }

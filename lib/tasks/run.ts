@@ -13,7 +13,7 @@ import { LensOptions } from '../exit/lens';
 import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, labelLens, neverPolicy, thresholdPolicy } from '../exit/policy';
 import { Trace } from '../exit/collect';
 import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
-import { BackendChoice, LlamaModel } from '../model/llama';
+import { BackendChoice, TransformerModel } from '../model/transformer';
 import { Tokenizer } from '../tokenizer';
 import { LabelInfo, Results, RESULTS_FORMAT, TaskExitInfo, TaskResult } from '../report/schema';
 import { collectTaskTraces, measureTask, Scorer, sweep } from './evaluate';
@@ -167,7 +167,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
   for (const t of o.tasks) if (!TASK_NAMES.includes(t)) throw new OptionError('--tasks', `unknown task '${t}' (known: ${TASK_NAMES.join(', ')})`);
   if (!Number.isInteger(o.shots) || o.shots < 0) throw new OptionError('--shots', `must be an integer >= 0, got ${String(o.shots)}`);
   const log = o.log ?? (() => undefined);
-  const model = LlamaModel.load(o.modelPath, { backend: o.backend, device: o.device });
+  const model = TransformerModel.load(o.modelPath, { backend: o.backend, device: o.device });
   try {
     const nLayer = model.config.nLayer;
     const identity = { fingerprint: model.fingerprint, name: model.config.name, nLayer };

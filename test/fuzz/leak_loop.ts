@@ -1,19 +1,19 @@
 /**
  * Load/dispose cycles in a fresh process (run with --expose-gc), reporting resident memory along the way:
- *   node --expose-gc dist/test/fuzz/leak_loop.js sync 1000     LlamaModel.load + context + 2 tokens + dispose
+ *   node --expose-gc dist/test/fuzz/leak_loop.js sync 1000     TransformerModel.load + context + 2 tokens + dispose
  *   node --expose-gc dist/test/fuzz/leak_loop.js async 100     loadModel (worker) + session + 2 tokens + dispose
  * Prints one JSON line: { mode, cycles, ms, rss: { [cycle]: bytes }, heap: { [cycle]: bytes }, external: {...} }.
  * Memory is sampled after a full GC at cycles 1, 10, 100 and every 100 after that (and the last one).
  */
 import { loadModel } from '../../lib/api';
 import { Sequence } from '../../lib/engine/sequence';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
 function syncCycle(): void {
-  const model = LlamaModel.load(BUNDLED_MODEL, { kernels: 'generic' });
+  const model = TransformerModel.load(BUNDLED_MODEL, { kernels: 'generic' });
   const ctx = model.createContext({ contextSize: 32, batchSize: 8, threads: 1 });
   const run = new Sequence(ctx).generate(model.tokenizer.encode('Once upon a time'), {
     maxTokens: 2,

@@ -1,6 +1,6 @@
 /**
  * The child process of the full-load fuzzing test (test/standalone/fuzz_load.test.ts): loads each file it is
- * sent through LlamaModel.load (parser, hyper-parameters, tokenizer, native weights), and when that works runs
+ * sent through TransformerModel.load (parser, hyper-parameters, tokenizer, native weights), and when that works runs
  * a short generation on it. A native crash kills this process, not jest: the parent sees the exit and fails
  * with the input that caused it.
  *
@@ -9,7 +9,7 @@
  */
 import { AdaInferError } from '../../lib/errors';
 import { Sequence } from '../../lib/engine/sequence';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 
 export interface LoadRequest {
   id: number;
@@ -35,9 +35,9 @@ function describe(err: unknown): { name: string; code?: string; message: string;
 
 function handle(req: LoadRequest): LoadReply {
   const t0 = performance.now();
-  let model: LlamaModel;
+  let model: TransformerModel;
   try {
-    model = LlamaModel.load(req.file);
+    model = TransformerModel.load(req.file);
   } catch (err) {
     return { id: req.id, ok: false, stage: 'load', error: describe(err), rss: process.memoryUsage().rss, ms: performance.now() - t0 };
   }

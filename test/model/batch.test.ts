@@ -14,12 +14,12 @@ import { LensOptions } from '../../lib/exit/lens';
 import { ExitDecider } from '../../lib/exit/decider';
 import { ExitPolicy } from '../../lib/exit/policy';
 import { trainPolicy } from '../../lib/exit/train';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL, describeShared } from '../helpers';
 
 describeShared('batched execution with trained exit policies', (shared) => {
   const data = path.join(shared, 'datasets', 'tinystories', 'train.txt');
-  const model = LlamaModel.load(BUNDLED_MODEL);
+  const model = TransformerModel.load(BUNDLED_MODEL);
   const nLayer = model.config.nLayer;
   afterAll(() => model.dispose());
 

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModel } from '../../lib';
 import { readGGUF } from '../../lib/gguf';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { Sequence } from '../../lib/engine/sequence';
 import { collectTraces } from '../../lib/exit/collect';
 import { loadExamples } from '../../lib/exit/data';
@@ -29,7 +29,7 @@ function softmaxFeatures(z: ArrayLike<number>): { top1: number; p1: number; p2: 
   return { top1: order[0], p1: p[order[0]], p2: p[order[1]], gap: p[order[0]] - p[order[1]], entropy };
 }
 
-function generateTokens(ctx: ReturnType<LlamaModel['createContext']>, prompt: number[], n: number, policy?: ExitPolicy) {
+function generateTokens(ctx: ReturnType<TransformerModel['createContext']>, prompt: number[], n: number, policy?: ExitPolicy) {
   const run = new Sequence(ctx).generate(prompt, {
     maxTokens: n,
     stopAtEos: false,
@@ -46,7 +46,7 @@ function generateTokens(ctx: ReturnType<LlamaModel['createContext']>, prompt: nu
  * hidden state of the prompt's last row, then the final norm and head in float64 from the file's weights.
  */
 function classifyReference(text: string, labelTokens: number[], layers: number): { probs: number[]; index: number } {
-  const model = LlamaModel.load(BUNDLED_MODEL);
+  const model = TransformerModel.load(BUNDLED_MODEL);
   const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
   const { nEmbd, nVocab } = model.config;
   const rmsEps = model.config.rmsEps as number;
@@ -66,7 +66,7 @@ describeShared('lens features against independent references', (shared) => {
   const golden = JSON.parse(fs.readFileSync(path.join(shared, 'reference', 'golden', 'stories260K', 'lily_tom.json'), 'utf8'));
 
   test('after the last layer: equal to a float64 softmax of the llama.cpp golden logits', () => {
-    const model = LlamaModel.load(modelPath);
+    const model = TransformerModel.load(modelPath);
     const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
     golden.tokens.forEach((t: number, i: number) => (ctx.native.tokens[i] = t));
     ctx.forward(golden.tokens.length, 0);
@@ -85,7 +85,7 @@ describeShared('lens features against independent references', (shared) => {
   });
 
   test('after every layer: equal to final norm + head computed in TypeScript from the hidden state', () => {
-    const model = LlamaModel.load(modelPath);
+    const model = TransformerModel.load(modelPath);
     const gguf = readGGUF(modelPath);
     const bytes = fs.readFileSync(modelPath);
     const f32 = (name: string) => {
@@ -123,7 +123,7 @@ describeShared('lens features against independent references', (shared) => {
 });
 
 describe('exits that must reproduce full depth', () => {
-  const model = LlamaModel.load(BUNDLED_MODEL);
+  const model = TransformerModel.load(BUNDLED_MODEL);
   const ctx = model.createContext({ contextSize: 256, batchSize: 64, threads: 1 });
   const prompt = model.tokenizer.encode('Once upon a time');
   const full = generateTokens(ctx, prompt, 48);
@@ -225,7 +225,7 @@ describeShared('training, exit files and the API', (shared) => {
   const data = path.join(shared, 'datasets', 'tinystories', 'train.txt');
 
   function train(modelPath: string, classifier: 'svm' | 'crf' | 'threshold', seed: number): ExitFile {
-    const model = LlamaModel.load(modelPath);
+    const model = TransformerModel.load(modelPath);
     const examples = loadExamples(data, model.tokenizer, { window: 32, limit: 160, seed });
     const ctx = model.createContext({ contextSize: 32, batchSize: 32, threads: 1 });
     const schedule = { minLayer: 1, checkEvery: 1 };
@@ -251,7 +251,7 @@ describeShared('training, exit files and the API', (shared) => {
     const loaded = loadExitFile(file, a.model);
     expect(loaded).toEqual(a);
     // the loaded policy decides exactly as the trained one on fresh examples
-    const model = LlamaModel.load(BUNDLED_MODEL);
+    const model = TransformerModel.load(BUNDLED_MODEL);
     const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
     const prompt = model.tokenizer.encode('The little dog');
     const first = generateTokens(ctx, prompt, 16, policyFromExitFile(a));
@@ -266,7 +266,7 @@ describeShared('training, exit files and the API', (shared) => {
     const a = train(BUNDLED_MODEL, 'threshold', 1);
     const file = path.join(dir, 'threshold.json');
     saveExitFile(file, a);
-    const plain = LlamaModel.load(BUNDLED_PLAIN_MODEL);
+    const plain = TransformerModel.load(BUNDLED_PLAIN_MODEL);
     expect(() => loadExitFile(file, { fingerprint: plain.fingerprint, name: plain.config.name, nLayer: plain.config.nLayer })).toThrow(
       expect.objectContaining({ code: 'EXIT_FILE', message: expect.stringMatching(/made for model 'adainfer-tinystories-10L-ee'/) }),
     );

@@ -10,7 +10,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Sequence } from '../../lib/engine/sequence';
-import { LlamaContext, LlamaModel } from '../../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../../lib/model/transformer';
 import { native } from '../../lib/bindings/native';
 import { describeShared, readF32Rows, testBackend } from '../helpers';
 import { compareRow, goldenLogitRows, GreedyGolden, LogitsGolden, Tolerance } from './golden_compare';
@@ -37,10 +37,10 @@ describeShared('llama.cpp goldens', (shared) => {
 
     // Every kernel variant the CPU runs must reproduce the goldens, not only the fastest.
     describe.each(kernels)(`${m.name} [%s kernels]`, (isa) => {
-      let model: LlamaModel;
-      let ctx: LlamaContext;
+      let model: TransformerModel;
+      let ctx: TransformerContext;
       beforeAll(() => {
-        model = LlamaModel.load(m.file(shared), { kernels: isa, backend: testBackend() });
+        model = TransformerModel.load(m.file(shared), { kernels: isa, backend: testBackend() });
         ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
       });
       afterAll(() => {

@@ -15,7 +15,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Sequence } from '../../lib/engine/sequence';
-import { LlamaContext, LlamaModel } from '../../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../../lib/model/transformer';
 import { native } from '../../lib/bindings/native';
 import { describeShared, readF32Rows, testBackend } from '../helpers';
 import { compareRow, goldenLogitRows, GreedyGolden, LogitsGolden, Tolerance } from './golden_compare';
@@ -42,10 +42,10 @@ describeShared('llama.cpp goldens, quantized models', (shared) => {
     const cases = fs.readdirSync(goldenDir).filter((f) => f.endsWith('.json') && !f.startsWith('greedy'));
 
     describe.each(kernels)(`${m.name} [%s kernels]`, (isa) => {
-      let model: LlamaModel;
-      let ctx: LlamaContext;
+      let model: TransformerModel;
+      let ctx: TransformerContext;
       beforeAll(() => {
-        model = LlamaModel.load(file, { kernels: isa, backend: testBackend() });
+        model = TransformerModel.load(file, { kernels: isa, backend: testBackend() });
         ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
       });
       afterAll(() => {

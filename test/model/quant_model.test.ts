@@ -11,7 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { readGGUF, type GGUFFile } from '../../lib/gguf';
 import { GGMLType } from '../../lib/gguf/types';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { dequantizeRows } from '../../lib/quant/native_quant';
 import { quantizeModel, type QuantTarget } from '../../lib/quant/quantize_model';
 import { describeShared, tmpDir } from '../helpers';
@@ -104,7 +104,7 @@ describeShared('adainfer quantize vs llama-quantize', (shared) => {
     if (!fs.existsSync(out)) quantizeModel(ref('f32'), out, 'Q4_K_M', { threads: 2 });
     const f32Dir = path.join(shared, 'reference', 'golden', 'rand-gqa-f32');
     const q4Dir = path.join(shared, 'reference', 'golden', 'rand-gqa-q4_k_m');
-    const model = LlamaModel.load(out);
+    const model = TransformerModel.load(out);
     const ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
     let ours = 0;
     let theirs = 0;

@@ -3,7 +3,7 @@
  * event loop staying free while the worker computes.
  */
 import { AdaInferError, loadModel, Model } from '../../lib';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { Sequence } from '../../lib/engine/sequence';
 import { BUNDLED_MODEL } from '../helpers';
 
@@ -44,7 +44,7 @@ describe('API on the bundled model', () => {
     expect(text).toBe(result.text);
 
     // The same generation synchronously, in this thread, through the low-level classes.
-    const direct = LlamaModel.load(BUNDLED_MODEL);
+    const direct = TransformerModel.load(BUNDLED_MODEL);
     const ctx = direct.createContext({ contextSize: 256, batchSize: 64, threads: 1 });
     const run = new Sequence(ctx).generate(direct.tokenizer.encode('Once upon a time'), {
       maxTokens: 24,
@@ -205,7 +205,7 @@ describe('the event loop stays free', () => {
     expect(maxLateMs).toBeLessThan(100);
 
     // Control: the same work on this thread does block the timer, so the check above can fail.
-    const direct = LlamaModel.load(BUNDLED_MODEL, { kernels: 'generic' });
+    const direct = TransformerModel.load(BUNDLED_MODEL, { kernels: 'generic' });
     const ctx = direct.createContext({ contextSize: 256, batchSize: 64, threads: 1 });
     const blocked = await timerLateness(() => {
       const run = new Sequence(ctx).generate(direct.tokenizer.encode('Once upon a time'), {

@@ -20,7 +20,7 @@ import { Sequence, SequenceResult } from '../../lib/engine/sequence';
 import { EXIT_FILE_FORMAT, ExitFile, policyFromExitFile, saveExitFile } from '../../lib/exit/exit_file';
 import { ExitDecider } from '../../lib/exit/decider';
 import { ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
-import { LlamaContext, LlamaModel } from '../../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL, tmpDir } from '../helpers';
 
 const TEXTS = [
@@ -33,7 +33,7 @@ const TEXTS = [
   'Mom said',
 ];
 
-const model = LlamaModel.load(BUNDLED_MODEL);
+const model = TransformerModel.load(BUNDLED_MODEL);
 const PROMPTS = TEXTS.map((t) => model.tokenizer.encode(t));
 const NLAYER = model.config.nLayer;
 afterAll(() => model.dispose());
@@ -73,7 +73,7 @@ function crfExitFile(): ExitFile {
   };
 }
 
-function fresh(options: { sequences?: number; lensK?: number } = {}): LlamaContext {
+function fresh(options: { sequences?: number; lensK?: number } = {}): TransformerContext {
   return model.createContext({ contextSize: 80, batchSize: 80, threads: 1, sequences: options.sequences, lensK: options.lensK ?? 16 });
 }
 

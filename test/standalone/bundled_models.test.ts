@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Sequence } from '../../lib/engine/sequence';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL, BUNDLED_PLAIN_MODEL, repoRoot } from '../helpers';
 
 /** The quoted PyTorch continuations of models/README.md, in the order the README gives them (-ee, plain). */
@@ -26,7 +26,7 @@ describe('bundled models reproduce their reference text', () => {
     ['adainfer-tinystories-10L', BUNDLED_PLAIN_MODEL, plain],
   ])('%s: 60 greedy tokens', (_, file, expected) => {
     expect(expected).toMatch(/^Once upon a time, there was/);
-    const model = LlamaModel.load(file);
+    const model = TransformerModel.load(file);
     const ctx = model.createContext({ contextSize: 256, batchSize: 64, threads: 1 });
     const prompt = model.tokenizer.encode('Once upon a time');
     expect(prompt).toEqual([1, 391, 408, 261, 372]);

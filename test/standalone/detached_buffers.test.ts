@@ -8,11 +8,11 @@
 import { fromNativeError, native, NativeContext, NativeModel, NativeTensorSpec } from '../../lib/bindings/native';
 import { AdaInferError } from '../../lib/errors';
 import { readGGUF } from '../../lib/gguf';
-import { LlamaModel, llamaConfigFromGGUF } from '../../lib/model/llama';
+import { TransformerModel, configFromGGUF } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 const gguf = readGGUF(BUNDLED_MODEL);
-const config = llamaConfigFromGGUF(gguf);
+const config = configFromGGUF(gguf);
 const table = (): NativeTensorSpec[] =>
   gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: [...t.dims], offset: t.absoluteOffset }));
 
@@ -138,9 +138,9 @@ describe('a Context whose buffer is detached refuses every block call', () => {
   });
 });
 
-describe('through LlamaContext', () => {
+describe('through TransformerContext', () => {
   test('forward on a context whose tokens were transferred is an AdaInferError BUFFER_DETACHED', () => {
-    const model = LlamaModel.load(BUNDLED_MODEL);
+    const model = TransformerModel.load(BUNDLED_MODEL);
     const ctx = model.createContext({ contextSize: 16, batchSize: 4, threads: 1 });
     ctx.native.tokens[0] = 1;
     ctx.forward(1, 0);

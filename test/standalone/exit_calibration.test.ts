@@ -11,7 +11,7 @@ import { documentPart, loadExamples, splitByDocument } from '../../lib/exit/data
 import { ExitDecider } from '../../lib/exit/decider';
 import { EXIT_FILE_FORMAT, ExitFile, loadExitFile, saveExitFile } from '../../lib/exit/exit_file';
 import { labelLens, thresholdPolicy, withLabelCandidates } from '../../lib/exit/policy';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 describe('split by document', () => {
@@ -43,7 +43,7 @@ describe('split by document', () => {
     expect(() => documentPart(items, { part: 3, parts: 3, seed: 1 })).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
   });
   test('plain text examples carry their document, so the halves of a file share no story', () => {
-    const model = LlamaModel.load(BUNDLED_MODEL);
+    const model = TransformerModel.load(BUNDLED_MODEL);
     try {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adainfer-docs-'));
       const file = path.join(dir, 'stories.txt');
@@ -108,7 +108,7 @@ describe('fast-lens candidate sources', () => {
 
   test('a fast exit file records its source: one of candidates / topK, not both, not neither', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adainfer-src-'));
-    const model = LlamaModel.load(BUNDLED_MODEL);
+    const model = TransformerModel.load(BUNDLED_MODEL);
     try {
       const base: ExitFile = {
         format: EXIT_FILE_FORMAT,
@@ -130,7 +130,7 @@ describe('fast-lens candidate sources', () => {
   });
 
   test('a top-k lens in classification: the same features as without labels, and the labels’ logits after each read', () => {
-    const model = LlamaModel.load(BUNDLED_MODEL);
+    const model = TransformerModel.load(BUNDLED_MODEL);
     const ctx = model.createContext({ contextSize: 32, batchSize: 32, threads: 1 });
     try {
       const prompt = model.tokenizer.encode('Once upon a time there was a little girl who');

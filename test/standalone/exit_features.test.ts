@@ -12,7 +12,7 @@ import { EXIT_FILE_FORMAT, loadExitFile, policyFromExitFile, saveExitFile } from
 import { FeatureExtractor } from '../../lib/exit/lens';
 import { classifierPolicy, observingPolicy } from '../../lib/exit/policy';
 import { trainPolicy } from '../../lib/exit/train';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 /** p1 and the top-1 of a softmax over logits, in float64. */
@@ -26,7 +26,7 @@ function softmaxTop(logits: Float32Array): { p1: number; top1: number } {
 
 describe('features that look back', () => {
   test('streak and dp1 against float64 from the lens logits, over every layer of several prompts', () => {
-    const model = LlamaModel.load(BUNDLED_MODEL);
+    const model = TransformerModel.load(BUNDLED_MODEL);
     const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 1 });
     try {
       const nLayer = model.config.nLayer;

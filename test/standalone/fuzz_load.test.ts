@@ -1,5 +1,5 @@
 /**
- * Full-load fuzzing: mutated copies of the bundled model through LlamaModel.load — parser, hyper-parameters,
+ * Full-load fuzzing: mutated copies of the bundled model through TransformerModel.load — parser, hyper-parameters,
  * tokenizer, the native loader — and, when the load succeeds, a short generation on the native blocks. It
  * runs in a child process (test/fuzz/load_child.ts), so a native crash is detected as a failure of this test
  * (with the input kept on disk) instead of killing jest. Every input must end in a typed error with a load

@@ -4,7 +4,7 @@
  */
 import { argmax } from '../../lib/engine/sampling';
 import { LensReader } from '../../lib/exit/lens';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { Expected, maxAbsDiff } from './hf_fixtures';
 
 export interface CheckResult {
@@ -16,7 +16,7 @@ export interface CheckResult {
   lensTop1Agree: boolean;
 }
 
-export function checkModel(model: LlamaModel, exp: Expected, threads = 1): CheckResult {
+export function checkModel(model: TransformerModel, exp: Expected, threads = 1): CheckResult {
   const n = exp.prompt.length;
   const ctx = model.createContext({ contextSize: n + exp.greedy.length + 1, batchSize: n, threads });
   try {

@@ -14,7 +14,7 @@ import * as path from 'path';
 import { GGMLType, readGGUF } from '../../lib/gguf';
 import { convertHfToGGUF, permuteRows, preTokenizerName } from '../../lib/hf/convert';
 import { readHfFolder } from '../../lib/hf/folder';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { argmax } from '../../lib/engine/sampling';
 import { createTokenizer } from '../../lib/tokenizer';
 import { tokenizerMetadataFromGGUF } from '../../lib/model/gguf_tokenizer';
@@ -29,7 +29,7 @@ describe('convert (Hugging Face Llama folder -> GGUF)', () => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   const exp = expected(LLAMA);
 
-  test('permuteRows: rotate-half rows to adjacent pairs, head by head (llama.cpp LlamaModel.permute)', () => {
+  test('permuteRows: rotate-half rows to adjacent pairs, head by head (llama.cpp TransformerModel.permute)', () => {
     // 2 heads of 4 rows, one byte per row: HF row order per head is [x0, x1, y0, y1] (pairs (i, i + 2));
     // GGUF wants [x0, y0, x1, y1].
     const src = Uint8Array.from([0, 1, 2, 3, 10, 11, 12, 13]);
@@ -42,7 +42,7 @@ describe('convert (Hugging Face Llama folder -> GGUF)', () => {
     const out = path.join(dir, 'llama-f32.gguf');
     const r = convertHfToGGUF(LLAMA, out, { type: 'F32' });
     expect(r.plans.every((p) => p.to === GGMLType.F32)).toBe(true);
-    const model = LlamaModel.load(out);
+    const model = TransformerModel.load(out);
     try {
       const c = checkModel(model, exp);
       expect(c.maxLogitDiff).toBeLessThanOrEqual(1e-3);
@@ -89,7 +89,7 @@ describe('convert (Hugging Face Llama folder -> GGUF)', () => {
       expect(ggufTok.encode(t.text)).toEqual(hfTok.encode(t.text));
     }
 
-    const model = LlamaModel.load(out);
+    const model = TransformerModel.load(out);
     try {
       const c = checkModel(model, exp);
       expect(c.maxLogitDiff).toBeLessThanOrEqual(2e-2);
@@ -107,7 +107,7 @@ describe('convert (Hugging Face Llama folder -> GGUF)', () => {
     expect(g.metadata.get('general.quantization_version')).toBe(2);
     expect(g.tensorsByName.get('blk.0.ffn_up.weight')!.type).toBe(GGMLType.Q8_0);
     expect(g.tensorsByName.get('output_norm.weight')!.type).toBe(GGMLType.F32);
-    const model = LlamaModel.load(out);
+    const model = TransformerModel.load(out);
     const ctx = model.createContext({ contextSize: 32, batchSize: 32, threads: 1 });
     try {
       exp.prompt.forEach((t, i) => (ctx.native.tokens[i] = t));

@@ -27,7 +27,7 @@ import { loadModel } from '../../lib';
 import { argmax } from '../../lib/engine/sampling';
 import { readGGUF } from '../../lib/gguf';
 import { convertHfToGGUF, spmScores, spmSpacePrefix } from '../../lib/hf/convert';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { tokenizerMetadataFromGGUF } from '../../lib/model/gguf_tokenizer';
 import { createTokenizer, Tokenizer, TokenType } from '../../lib/tokenizer';
 import { tmpDir } from '../helpers';
@@ -293,8 +293,8 @@ describe('convert: SentencePiece-style tokenizer.json -> tokenizer.ggml.model "l
     const { dir, gguf, json } = folders.legacy;
     const ref = new HfLibTokenizer(json, TOKENIZER_CONFIG);
     const prompt = ref.encode('once upon a time the little llama walked to the river').ids;
-    const a = LlamaModel.load(dir);
-    const b = LlamaModel.load(gguf);
+    const a = TransformerModel.load(dir);
+    const b = TransformerModel.load(gguf);
     try {
       expect(b.config.nVocab).toBe(folders.legacy.size);
       const ca = a.createContext({ contextSize: 64, batchSize: 32, threads: 1 });

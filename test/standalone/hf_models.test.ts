@@ -14,7 +14,7 @@ import * as path from 'path';
 import { AdaInferError, loadModel } from '../../lib';
 import { native } from '../../lib/bindings/native';
 import { convertHfToGGUF } from '../../lib/hf/convert';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { tmpDir } from '../helpers';
 import { checkModel } from './hf_check';
 import { ALL_FIXTURES, LLAMA, OPT_POST, OPT_PRE, StEntry, copyFixture, expected, maxAbsDiff, readRawSafetensors, writeRawSafetensors } from './hf_fixtures';
@@ -28,7 +28,7 @@ afterAll(() => {
 describe('Hugging Face folders against the reference', () => {
   for (const [name, dir] of Object.entries(ALL_FIXTURES)) {
     test(`${name}: logits, greedy continuation and logit lens after every layer`, () => {
-      const model = LlamaModel.load(dir);
+      const model = TransformerModel.load(dir);
       try {
         expect(model.config.architecture).toBe(name === 'llama' ? 'llama' : 'opt');
         expect(model.gguf).toBeUndefined();
@@ -50,7 +50,7 @@ describe('Hugging Face folders against the reference', () => {
   test('every kernel variant this CPU runs gives the reference logits (OPT post-LN, F16)', () => {
     const exp = expected(OPT_POST);
     for (const kernels of native().systemInfo().available) {
-      const model = LlamaModel.load(OPT_POST, { kernels });
+      const model = TransformerModel.load(OPT_POST, { kernels });
       try {
         const c = checkModel(model, exp);
         observed[`opt-post (${kernels})`] = c.maxLogitDiff;
@@ -67,8 +67,8 @@ describe('Hugging Face folders against the reference', () => {
     try {
       const gguf = path.join(dir, 'llama.gguf');
       convertHfToGGUF(LLAMA, gguf, { type: 'F32' });
-      const a = LlamaModel.load(LLAMA);
-      const b = LlamaModel.load(gguf);
+      const a = TransformerModel.load(LLAMA);
+      const b = TransformerModel.load(gguf);
       const exp = expected(LLAMA);
       const n = exp.prompt.length;
       const ca = a.createContext({ contextSize: 32, batchSize: 32, threads: 1 });
@@ -118,7 +118,7 @@ describe('Hugging Face folders against the reference', () => {
         offset += bf.length;
       }
       writeRawSafetensors(file, next, Buffer.concat(parts));
-      const model = LlamaModel.load(out);
+      const model = TransformerModel.load(out);
       try {
         expect(model.hf!.tensors.every((t) => t.type === 30)).toBe(true);
         const exp = expected(OPT_PRE);
@@ -135,7 +135,7 @@ describe('Hugging Face folders against the reference', () => {
   });
 
   test('the native loader checks OPT tensors itself (missing, shape, file bounds, type)', () => {
-    const model = LlamaModel.load(OPT_PRE);
+    const model = TransformerModel.load(OPT_PRE);
     const hf = model.hf!;
     model.dispose();
     const specs = () => hf.tensors.map((t) => ({ name: t.name, type: t.type, dims: [...t.dims], offset: t.offset, file: t.file }));
@@ -162,7 +162,7 @@ describe('Hugging Face folders against the reference', () => {
   });
 
   test('a context longer than the learned positions of an OPT model is refused', () => {
-    const model = LlamaModel.load(OPT_PRE);
+    const model = TransformerModel.load(OPT_PRE);
     try {
       expect(() => model.createContext({ contextSize: 65, batchSize: 8, threads: 1 })).toThrow(/exceeds the 64 positions/);
       model.createContext({ contextSize: 64, batchSize: 8, threads: 1 }).dispose();

@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModel } from '../../lib';
 import { native } from '../../lib/bindings/native';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { runCli } from '../page/tasks_fixture';
 import { tmpDir } from '../helpers';
 import { checkModel } from './hf_check';
@@ -34,7 +34,7 @@ describe.each(Object.entries(QWEN_FIXTURES))('%s folder', (name, dir) => {
   const exp = expected(dir);
 
   test.each(native().systemInfo().available)('logits, greedy continuation and logit lens against the reference [%s kernels]', (kernels) => {
-    const model = LlamaModel.load(dir, { kernels });
+    const model = TransformerModel.load(dir, { kernels });
     try {
       expect(model.config.architecture).toBe(name);
       expect(model.native.info()).toMatchObject({ architecture: name, tiedOutput: name === 'qwen3' });
@@ -52,7 +52,7 @@ describe.each(Object.entries(QWEN_FIXTURES))('%s folder', (name, dir) => {
   });
 
   test("tokenizer: Qwen2's pre-tokenizer, special tokens, no BOS", () => {
-    const model = LlamaModel.load(dir);
+    const model = TransformerModel.load(dir);
     try {
       const tok = model.tokenizer;
       expect(tok.model).toBe('gpt2');
@@ -75,7 +75,7 @@ test('the native loader checks the Qwen tensors itself (biases, Q/K norms)', () 
     [QWEN2, 'blk.1.attn_k.bias', [16]],
     [QWEN3, 'blk.0.attn_q_norm.weight', [16]],
   ] as const) {
-    const model = LlamaModel.load(dir);
+    const model = TransformerModel.load(dir);
     const hf = model.hf!;
     const cfg = model.config;
     model.dispose();

@@ -5,17 +5,17 @@ import { Sequence, KvFill } from '../../lib/engine/sequence';
 import { argmax } from '../../lib/engine/sampling';
 import { ExitDecider } from '../../lib/exit/decider';
 import { ExitPolicy, neverPolicy, thresholdPolicy } from '../../lib/exit/policy';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 import { argmaxOf, headLogits, softmaxAt, weightReader } from '../reference';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 describe('kvFill', () => {
-  const model = LlamaModel.load(BUNDLED_MODEL);
+  const model = TransformerModel.load(BUNDLED_MODEL);
   const nLayer = model.config.nLayer;
   const prompt = model.tokenizer.encode('Once upon a time, there was a little girl');
-  const contexts = new Map<KvFill, ReturnType<LlamaModel['createContext']>>();
+  const contexts = new Map<KvFill, ReturnType<TransformerModel['createContext']>>();
   const ctxFor = (kvFill: KvFill) => {
     if (!contexts.has(kvFill)) contexts.set(kvFill, model.createContext({ contextSize: 128, batchSize: 128, threads: 1 }));
     return contexts.get(kvFill)!;
@@ -156,7 +156,7 @@ describe('kvFill', () => {
 
 describe('abort between two layers', () => {
   test('a prompt being processed stops at the next layer boundary, and the sequence stays usable', () => {
-    const model = LlamaModel.load(BUNDLED_MODEL);
+    const model = TransformerModel.load(BUNDLED_MODEL);
     const ctx = model.createContext({ contextSize: 256, batchSize: 256, threads: 1 });
     const seq = new Sequence(ctx);
     const prompt = model.tokenizer.encode('Once upon a time, there was a little girl named Lily who loved to play.');

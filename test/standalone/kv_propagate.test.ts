@@ -15,7 +15,7 @@
 import { Sequence } from '../../lib/engine/sequence';
 import { ExitDecider } from '../../lib/exit/decider';
 import { ExitPolicy } from '../../lib/exit/policy';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 import { matvec, rmsNorm, weightReader } from '../reference';
 
@@ -34,7 +34,7 @@ function rope(x: Float64Array, nHeads: number, headDim: number, nRot: number, po
 }
 
 describe("kvFill 'propagate' against K/V computed independently", () => {
-  const model = LlamaModel.load(BUNDLED_MODEL);
+  const model = TransformerModel.load(BUNDLED_MODEL);
   const cfg = model.config;
   const { nEmbd: d, nHead, nKvHead, headDim, nLayer } = cfg;
   const kvDim = nKvHead * headDim;

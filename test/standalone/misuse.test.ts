@@ -302,9 +302,9 @@ describe('resident memory over load/dispose cycles', () => {
       .map(([k, v]) => `${k}:${(v / MB).toFixed(1)}`)
       .join(' ');
 
-  test('1,000 cycles of LlamaModel.load + context + dispose: RSS at cycle 1000 within 8 MB of cycle 100', () => {
+  test('1,000 cycles of TransformerModel.load + context + dispose: RSS at cycle 1000 within 8 MB of cycle 100', () => {
     const r = run('sync', 1000);
-    console.log(`LlamaModel load/dispose x1000 in ${(r.ms / 1000).toFixed(1)} s, RSS MB by cycle: ${trend(r)}`);
+    console.log(`TransformerModel load/dispose x1000 in ${(r.ms / 1000).toFixed(1)} s, RSS MB by cycle: ${trend(r)}`);
     expect(Math.abs(r.rss['1000'] - r.rss['100'])).toBeLessThan(8 * MB);
     expect(Math.abs(r.heap['1000'] - r.heap['100'])).toBeLessThan(2 * MB);
   });

@@ -5,11 +5,11 @@
  */
 import { native, NativeContext, NativeModel, NativeTensorSpec } from '../../lib/bindings/native';
 import { readGGUF } from '../../lib/gguf';
-import { llamaConfigFromGGUF } from '../../lib/model/llama';
+import { configFromGGUF } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 const gguf = readGGUF(BUNDLED_MODEL);
-const config = llamaConfigFromGGUF(gguf);
+const config = configFromGGUF(gguf);
 const table = (): NativeTensorSpec[] =>
   gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: [...t.dims], offset: t.absoluteOffset }));
 

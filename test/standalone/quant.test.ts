@@ -7,7 +7,7 @@ import * as path from 'path';
 import { main } from '../../lib/cli/main';
 import { readGGUF } from '../../lib/gguf';
 import { GGMLType, LlamaFileType, rowBytes } from '../../lib/gguf/types';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { dequantizeRows, quantizeRows } from '../../lib/quant/native_quant';
 import { QUANT_TARGETS, planTensorTypes, quantizeModel, type QuantTarget, type TensorDesc } from '../../lib/quant/quantize_model';
 import { BUNDLED_PLAIN_MODEL, tmpDir } from '../helpers';
@@ -111,7 +111,7 @@ describe('quantized copies of the bundled model', () => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   function logitsOf(file: string, toks: number[]): Float32Array[] {
-    const model = LlamaModel.load(file);
+    const model = TransformerModel.load(file);
     const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 2 });
     try {
       toks.forEach((t, i) => (ctx.native.tokens[i] = t));
@@ -279,7 +279,7 @@ describe('`adainfer bench` and the benchmark model generator', () => {
     expect(f.tensorsByName.get('output.weight')?.type).toBe(GGMLType.Q6_K);
     expect(f.tensorsByName.get('blk.1.ffn_norm.weight')?.type).toBe(GGMLType.F32);
     expect(f.metadata.get('general.file_type')).toBe(LlamaFileType.MOSTLY_Q4_K_S);
-    const model = LlamaModel.load(file);
+    const model = TransformerModel.load(file);
     const ctx = model.createContext({ contextSize: 32, batchSize: 8, threads: 2 });
     try {
       [1, 500, 9000, 31999].forEach((t, i) => (ctx.native.tokens[i] = t));

@@ -8,13 +8,13 @@ import { Sequence, SequenceGenerateOptions, SequenceResult } from '../../lib/eng
 import { Rng, Sampler } from '../../lib/engine/sampling';
 import { ExitDecider } from '../../lib/exit/decider';
 import { fixedDepthPolicy, thresholdPolicy } from '../../lib/exit/policy';
-import { LlamaContext, LlamaModel } from '../../lib/model/llama';
+import { TransformerContext, TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 describe('self-speculative decoding', () => {
-  const model = LlamaModel.load(BUNDLED_MODEL);
+  const model = TransformerModel.load(BUNDLED_MODEL);
   const nLayer = model.config.nLayer;
   const prompts = ['Once upon a time', 'The little dog was', 'Lily and Tom went to the park. They', 'One day, a big red ball'].map((t) =>
     model.tokenizer.encode(t),
@@ -27,7 +27,7 @@ describe('self-speculative decoding', () => {
     while (!r.done) r = gen.next();
     return r.value;
   };
-  const withContext = <T>(contextSize: number, fn: (ctx: LlamaContext) => T): T => {
+  const withContext = <T>(contextSize: number, fn: (ctx: TransformerContext) => T): T => {
     const ctx = model.createContext({ contextSize, batchSize: Math.min(64, contextSize), threads: 1 });
     try {
       return fn(ctx);

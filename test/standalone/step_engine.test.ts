@@ -9,13 +9,13 @@ import { fixedDepthPolicy, thresholdPolicy } from '../../lib/exit/policy';
 import { argmax, Sampler } from '../../lib/engine/sampling';
 import { Sequence } from '../../lib/engine/sequence';
 import { newRowGroup, NextToken, StepEngine } from '../../lib/engine/step';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 describe('step engine', () => {
-  const model = LlamaModel.load(BUNDLED_MODEL);
+  const model = TransformerModel.load(BUNDLED_MODEL);
   const nLayer = model.config.nLayer;
   const prompt = model.tokenizer.encode('Once upon a time, there was a little girl');
   afterAll(() => model.dispose());

@@ -5,7 +5,7 @@
  * tokenizer merges the end of the prompt with the label (point 6, the logic of lib/tasks/labels.ts).
  */
 import { loadModel, Model } from '../../lib';
-import { LlamaModel } from '../../lib/model/llama';
+import { TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL } from '../helpers';
 
 const LONG_PROMPT = Array.from({ length: 30 }, (_, i) => `Tom had ${i} red balls and a blue box.`).join(' ');
@@ -65,7 +65,7 @@ describe('one model, several sessions', () => {
 });
 
 describe('Session.classify label tokens', () => {
-  const direct = LlamaModel.load(BUNDLED_MODEL);
+  const direct = TransformerModel.load(BUNDLED_MODEL);
   const t = direct.tokenizer;
   /** The id of a vocabulary piece, looked up in the vocabulary itself (independent of the label code). */
   const pieceId = (piece: string) => {

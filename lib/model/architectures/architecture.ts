@@ -2,14 +2,14 @@
  * What an architecture plugin is. One file per architecture in this folder (llama.ts, opt.ts, qwen2.ts, qwen3.ts),
  * listed once in index.ts; its native half is native/architectures/<name>.cpp, listed once in
  * native/blocks/architecture.cpp. A plugin says how a GGUF file's metadata and a Hugging Face folder's config.json
- * become the runtime's config (LlamaConfig: the geometry the TypeScript side uses plus the keys the native
+ * become the runtime's config (TransformerConfig: the geometry the TypeScript side uses plus the keys the native
  * architecture reads), and which checkpoint tensor is which runtime (GGUF-style) tensor. Nothing outside this folder
  * branches on an architecture's name.
  */
 import type { GGUFFile } from '../../gguf';
 import type { ConfigReader, HfConfigBase } from '../../hf/config_reader';
 import type { SafetensorsCheckpoint } from '../../safetensors/reader';
-import type { LlamaConfig } from '../llama';
+import type { TransformerConfig } from '../transformer';
 
 /** A tensor an architecture needs from a Hugging Face checkpoint. */
 export interface HfWantedTensor {
@@ -32,7 +32,7 @@ export interface HfMapping<C extends HfConfigBase = HfConfigBase> {
   /** config.json → the architecture's config (BAD_CONFIG / UNSUPPORTED_ARCHITECTURE through `c`). */
   read(c: ConfigReader, name: string): C;
   /** The runtime config of that folder. */
-  config(c: C): LlamaConfig;
+  config(c: C): TransformerConfig;
   /** Every tensor the blocks need, under the runtime's names, with the shape config.json implies. */
   tensors(c: C, checkpoint: SafetensorsCheckpoint, dir: string): HfWantedTensor[];
   /** The hyper-parameters, for error messages. */
@@ -45,7 +45,7 @@ export interface Architecture {
   /** The CUDA backend runs it (else 'auto' runs it on the CPU and 'cuda' refuses it). */
   readonly cuda: boolean;
   /** GGUF metadata → the runtime config; absent when the runtime reads no GGUF file of this architecture. */
-  readonly gguf?: (file: GGUFFile) => LlamaConfig;
+  readonly gguf?: (file: GGUFFile) => TransformerConfig;
   /** (Each plugin types its mapping on its own config: HfMapping's methods take it bivariantly.) */
   readonly hf?: HfMapping;
 }

@@ -6,14 +6,14 @@
 import { ModelFileError } from '../../errors';
 import { getInteger, getNumber, getString, GGUFFile } from '../../gguf';
 import { ConfigReader, HfConfigBase } from '../../hf/config_reader';
-import type { LlamaConfig } from '../llama';
+import type { TransformerConfig } from '../transformer';
 import { Architecture, HfWantedTensor } from './architecture';
 
 /**
  * The hyper-parameters of a GGUF on the Llama block, read from `<arch>.*` keys, rejecting what the blocks cannot run
  * (rope scaling, value length != key length).
  */
-export function llamaFamilyFromGGUF(file: GGUFFile, arch: string): LlamaConfig {
+export function llamaFamilyFromGGUF(file: GGUFFile, arch: string): TransformerConfig {
   const required = { required: true } as const;
   const int = (key: string, fallback?: number): number =>
     fallback === undefined ? getInteger(file, `${arch}.${key}`, required) : getInteger(file, `${arch}.${key}`) ?? fallback;
@@ -78,7 +78,7 @@ export interface LlamaFamilyHf {
 }
 
 /**
- * config.json of a model on the Llama block (transformers' LlamaConfig keys and defaults, which Qwen2Config and
+ * config.json of a model on the Llama block (transformers' TransformerConfig keys and defaults, which Qwen2Config and
  * Qwen3Config share). Rope scaling, partial rotary, MLP biases and an activation other than SiLU are refused.
  */
 export function llamaFamilyHfConfig(c: ConfigReader, name: string, modelType: string, o: LlamaFamilyHf): HfLlamaConfig {
@@ -118,7 +118,7 @@ export function llamaFamilyHfConfig(c: ConfigReader, name: string, modelType: st
 }
 
 /** The runtime config of a Llama-block folder (its Q/K rows in rotate-half order: NEOX RoPE). */
-export function llamaFamilyConfigFromHf(c: HfLlamaConfig, architecture: string): LlamaConfig {
+export function llamaFamilyConfigFromHf(c: HfLlamaConfig, architecture: string): TransformerConfig {
   return {
     name: c.name,
     architecture,

@@ -6,7 +6,7 @@
 import { ConfigReader, HfConfigBase } from '../../hf/config_reader';
 import type { SafetensorsCheckpoint } from '../../safetensors/reader';
 import { ModelFileError } from '../../errors';
-import type { LlamaConfig } from '../llama';
+import type { TransformerConfig } from '../transformer';
 import { Architecture, HfWantedTensor } from './architecture';
 
 export interface HfOptConfig extends HfConfigBase {
@@ -54,7 +54,7 @@ function read(c: ConfigReader, name: string): HfOptConfig {
   };
 }
 
-function config(c: HfOptConfig): LlamaConfig {
+function config(c: HfOptConfig): TransformerConfig {
   return {
     name: c.name,
     architecture: 'opt',

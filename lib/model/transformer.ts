@@ -27,7 +27,7 @@ import { Architecture, architectureByName, architectureOfGGUF, architectureOfMod
 import { HfFolder, isModelFolder, readHfFolder } from '../hf/folder';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 
-export interface LlamaConfig extends NativeHParams {
+export interface TransformerConfig extends NativeHParams {
   /** `general.name`, or the file name (the folder name for a Hugging Face folder). */
   name: string;
   /** Context length the model was trained with (`<arch>.context_length`, max_position_embeddings). */
@@ -47,7 +47,7 @@ export interface LlamaConfig extends NativeHParams {
  * Reads the hyper-parameters of a GGUF file through the plugin of its general.architecture, rejecting what this
  * runtime cannot run (UNSUPPORTED_ARCHITECTURE).
  */
-export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
+export function configFromGGUF(file: GGUFFile): TransformerConfig {
   const arch = getString(file, 'general.architecture', { required: true });
   const plugin = architectureOfGGUF(arch);
   if (!plugin?.gguf) {
@@ -61,7 +61,7 @@ export function llamaConfigFromGGUF(file: GGUFFile): LlamaConfig {
 }
 
 /** The runtime's hyper-parameters of a Hugging Face folder's config.json (through its architecture's plugin). */
-export function configFromHf(c: HfConfig): LlamaConfig {
+export function configFromHf(c: HfConfig): TransformerConfig {
   return architectureOfModelType(c.modelType)!.hf!.config(c);
 }
 
@@ -128,7 +128,7 @@ function tryCudaThenCpu(make: (backend: NativeBackend) => NativeModel): NativeMo
  * Creates the native model (its weights mapped from `paths`) on the chosen backend. `where` names the model in
  * errors. An architecture without CUDA blocks runs on the CPU under 'auto'; 'cuda' refuses it (BACKEND_UNAVAILABLE).
  */
-function createNativeModel(where: string, paths: string | string[], config: LlamaConfig, tensors: NativeTensorSpec[], options: LoadOptions): NativeModel {
+function createNativeModel(where: string, paths: string | string[], config: TransformerConfig, tensors: NativeTensorSpec[], options: LoadOptions): NativeModel {
   const make = (backend: NativeBackend): NativeModel => {
     try {
       return new (native().Model)(paths, config, tensors, { kernels: options.kernels, backend, device: options.device });
@@ -162,7 +162,7 @@ function createNativeModel(where: string, paths: string | string[], config: Llam
  * A loaded model: parsed header (GGUF) or folder (Hugging Face), tokenizer and mapped weights. Synchronous; see
  * lib/index.ts for the async API.
  */
-export class LlamaModel {
+export class TransformerModel {
   private nativeModel: NativeModel | undefined;
 
   private constructor(
@@ -171,7 +171,7 @@ export class LlamaModel {
     readonly gguf: GGUFFile | undefined,
     /** The Hugging Face folder (config, checkpoint, tensor mapping); undefined for a GGUF file. */
     readonly hf: HfFolder | undefined,
-    readonly config: LlamaConfig,
+    readonly config: TransformerConfig,
     readonly tokenizer: Tokenizer,
     nativeModel: NativeModel,
     /** Identity of the weights, for files derived from a model (exit classifiers). */
@@ -181,10 +181,10 @@ export class LlamaModel {
   }
 
   /** A GGUF file, or a Hugging Face model folder (config.json, safetensors, tokenizer.json) of a registered architecture. */
-  static load(path: string, options: LoadOptions = {}): LlamaModel {
-    if (isModelFolder(path)) return LlamaModel.loadFolder(path, options);
+  static load(path: string, options: LoadOptions = {}): TransformerModel {
+    if (isModelFolder(path)) return TransformerModel.loadFolder(path, options);
     const gguf = readGGUF(path);
-    const config = llamaConfigFromGGUF(gguf);
+    const config = configFromGGUF(gguf);
     const tokenizer = createTokenizer(tokenizerMetadataFromGGUF(gguf));
     if (tokenizer.vocabSize !== config.nVocab) {
       throw new ModelFileError(
@@ -196,16 +196,16 @@ export class LlamaModel {
     checkElementAlignment(gguf);
     const tensors = gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.absoluteOffset }));
     const nativeModel = createNativeModel(path, path, config, tensors, options);
-    return new LlamaModel(path, gguf, undefined, config, tokenizer, nativeModel, fingerprintGGUF(gguf));
+    return new TransformerModel(path, gguf, undefined, config, tokenizer, nativeModel, fingerprintGGUF(gguf));
   }
 
   /** A Hugging Face folder: its safetensors files are mapped as they are (every shard, zero-copy). */
-  private static loadFolder(dir: string, options: LoadOptions): LlamaModel {
+  private static loadFolder(dir: string, options: LoadOptions): TransformerModel {
     const hf = readHfFolder(dir);
     const config = configFromHf(hf.config);
     const tensors = hf.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, offset: t.offset, file: t.file }));
     const nativeModel = createNativeModel(dir, hf.files, config, tensors, options);
-    return new LlamaModel(dir, undefined, hf, config, hf.tokenizer, nativeModel, fingerprintHfFolder(hf));
+    return new TransformerModel(dir, undefined, hf, config, hf.tokenizer, nativeModel, fingerprintHfFolder(hf));
   }
 
   /** Bytes of the weight tensors the model runs with. */
@@ -235,8 +235,8 @@ export class LlamaModel {
     return this.nativeModel === undefined;
   }
 
-  createContext(options: ContextOptions): LlamaContext {
-    return new LlamaContext(this, options);
+  createContext(options: ContextOptions): TransformerContext {
+    return new TransformerContext(this, options);
   }
 
   dispose(): void {
@@ -273,7 +273,7 @@ export type ExitCheck = (layer: number, n: number) => boolean;
 export type AfterLayer = (layer: number, rows: number) => number;
 
 /** One or more sequences: KV caches, the native buffers and the layer loop. */
-export class LlamaContext {
+export class TransformerContext {
   readonly native: NativeContext;
   /** logitsRows' buffer, grown to the most rows asked for. */
   private rowsLogits = new Float32Array(0);
@@ -282,7 +282,7 @@ export class LlamaContext {
   readonly sequences: number;
 
   constructor(
-    readonly model: LlamaModel,
+    readonly model: TransformerModel,
     options: ContextOptions,
   ) {
     this.contextSize = options.contextSize;
