@@ -16,7 +16,7 @@ import { LensOptions } from '../lib/exit/lens';
 import { classifierPolicy, ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
 import { ClassifierKind, trainPolicy } from '../lib/exit/train';
 import { TransformerContext, TransformerModel } from '../lib/model/transformer';
-import { describeMachine, formatMachine, repoRoot } from './machine';
+import { describeMachine, formatMachine, exitEvidenceModels, repoRoot } from './machine';
 
 interface Row {
   model: string;
@@ -68,15 +68,7 @@ async function main(): Promise<void> {
   const program = new Command('exit_evidence')
     .option('--train <file>', 'training text', path.join(shared, 'datasets', 'tinystories', 'train.txt'))
     .option('--valid <file>', 'evaluation text', path.join(shared, 'datasets', 'tinystories', 'valid.txt'))
-    .option(
-      '--models <list>',
-      'GGUF files, comma-separated',
-      [
-        path.join(repoRoot(), 'models', 'adainfer-tinystories-10L-ee.f16.gguf'),
-        path.join(repoRoot(), 'models', 'adainfer-tinystories-10L.f16.gguf'),
-        path.join(shared, 'models', 'stories260K.gguf'),
-      ].join(','),
-    )
+    .option('--models <list>', 'GGUF files, comma-separated', exitEvidenceModels().join(','))
     .option('--limit <n>', 'examples drawn from each file', '2000')
     .option('--window <w>', 'prompt tokens per example', '64')
     .option('--threads <t>', 'threads', '1')

@@ -18,7 +18,7 @@ import { LensOptions } from '../lib/exit/lens';
 import { classifierPolicy, ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
 import { ClassifierKind, PAPER_PRESET, trainPolicy } from '../lib/exit/train';
 import { TransformerModel } from '../lib/model/transformer';
-import { describeMachine, formatMachine, repoRoot } from './machine';
+import { describeMachine, formatMachine, exitEvidenceModels, repoRoot } from './machine';
 
 interface Config {
   name: string;
@@ -52,15 +52,7 @@ async function main(): Promise<void> {
   const program = new Command('exit_table')
     .option('--train <file>', 'fit text', path.join(shared, 'datasets', 'tinystories', 'train.txt'))
     .option('--valid <file>', 'calibration and evaluation text (halves by story)', path.join(shared, 'datasets', 'tinystories', 'valid.txt'))
-    .option(
-      '--models <list>',
-      'GGUF files, comma-separated',
-      [
-        path.join(repoRoot(), 'models', 'adainfer-tinystories-10L-ee.f16.gguf'),
-        path.join(repoRoot(), 'models', 'adainfer-tinystories-10L.f16.gguf'),
-        path.join(shared, 'models', 'stories260K.gguf'),
-      ].join(','),
-    )
+    .option('--models <list>', 'GGUF files, comma-separated', exitEvidenceModels().join(','))
     .option('--limit <n>', 'examples drawn from each of fit, calibration, evaluation', '2000')
     .option('--window <w>', 'prompt tokens per example', '64')
     .option('--target <a>', 'train-exit --target', '0.99')

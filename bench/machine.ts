@@ -155,3 +155,13 @@ export function repoRoot(): string {
     dir = parent;
   }
 }
+
+/** The models the early-exit evidence scripts measure by default: both bundled models and ../shared's stories260K. */
+export function exitEvidenceModels(): string[] {
+  const root = repoRoot();
+  return [
+    path.join(root, 'models', 'adainfer-tinystories-10L-ee.f16.gguf'),
+    path.join(root, 'models', 'adainfer-tinystories-10L.f16.gguf'),
+    path.join(root, '..', 'shared', 'models', 'stories260K.gguf'),
+  ];
+}
