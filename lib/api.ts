@@ -119,6 +119,11 @@ export interface GenerateOptions extends SamplingOptions {
    * unsure draft and decodes plainly while speculation measures slower. The result's `speculative` reports it.
    */
   speculative?: SpeculativeSpec;
+  /**
+   * generate() only: called with each token event as it arrives, before the result (which `stream` does not
+   * give: its timings, `speculative` stats). Latency harnesses time the events and keep the result.
+   */
+  onToken?: (event: TokenEvent) => void;
 }
 
 export interface ClassifyOptions {
@@ -168,7 +173,7 @@ const MODEL_OPTIONS = optionNames<ModelOptions>({ threads: true, kernels: true, 
 const SESSION_OPTIONS = optionNames<SessionOptions>({ contextSize: true, batchSize: true, threads: true, kvFill: true });
 const GENERATE_OPTIONS = optionNames<GenerateOptions>({
   ...{ temperature: true, topK: true, topP: true, seed: true },
-  ...{ maxTokens: true, stopAtEos: true, addBos: true, signal: true, exit: true, speculative: true },
+  ...{ maxTokens: true, stopAtEos: true, addBos: true, signal: true, exit: true, speculative: true, onToken: true },
 });
 const CLASSIFY_OPTIONS = optionNames<ClassifyOptions>({ addBos: true, exit: true, signal: true });
 const BATCH_OPTIONS = { batchSize: true, contextSize: true, threads: true, addBos: true, exit: true, compaction: true, signal: true } as const;
@@ -609,20 +614,24 @@ export class Session {
   private async run(
     prompt: string | number[],
     options: GenerateOptions,
-    onToken: ((e: TokenEvent) => void) | undefined,
+    /** stream()'s queue (generate() takes the caller's `onToken` option instead). */
+    streamOnToken: ((e: TokenEvent) => void) | undefined,
     /** Receives the abort flag once the request is sent (a stream sets it when its loop is left). */
     control?: { flag?: Int32Array },
   ): Promise<GenerateResult> {
     this.check();
     if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompt', 'must be a string or an array of token ids');
     if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
-    checkKnownOptions(options, GENERATE_OPTIONS, onToken ? 'stream' : 'generate');
+    checkKnownOptions(options, GENERATE_OPTIONS, streamOnToken ? 'stream' : 'generate');
     const maxTokens = checkMaxTokens(options.maxTokens);
     if (options.speculative !== undefined) {
       checkSpeculative(options.speculative, this.model.info.nLayer, options.exit !== undefined && options.exit !== 'never');
     }
     checkExitSpec(options.exit);
-    const { signal: rawSignal, ...rest } = options;
+    const { signal: rawSignal, onToken: optionOnToken, ...rest } = options;
+    if (optionOnToken !== undefined && (streamOnToken || typeof optionOnToken !== 'function'))
+      throw new OptionError('onToken', streamOnToken ? 'is an option of generate(): stream() yields the events itself' : 'must be a function');
+    const onToken = streamOnToken ?? optionOnToken;
     const signal = checkSignal(rawSignal);
     checkBoolean(options.stopAtEos, 'stopAtEos');
     checkBoolean(options.addBos, 'addBos');
