@@ -25,6 +25,7 @@ import { loadModel } from '../lib/api';
 import { findShippedExitFile } from '../lib/cli/exit_choice';
 import { ExitDecider } from '../lib/exit/decider';
 import { loadExitFile, policyFromExitFile } from '../lib/exit/exit_file';
+import { isCheckedLayer } from '../lib/exit/policy';
 import { STORY_PROMPTS } from '../lib/latency/prompts';
 import { LatencyReport } from '../lib/latency/report';
 import { runLatencyBench } from '../lib/latency/run';
@@ -154,9 +155,11 @@ function runMicro(modelPath: string): MicroResult {
       ctx.logits(0);
     }, timing);
     let decider: ExitDecider | undefined;
-    const layer = Math.max(0, Math.floor(cfg.nLayer / 2) - 1);
-    if (shipped) {
-      const policy = policyFromExitFile(loadExitFile(shipped));
+    const policy = shipped ? policyFromExitFile(loadExitFile(shipped)) : undefined;
+    // A layer the policy's schedule checks, from the middle of the model on (an unchecked layer costs nothing).
+    const layers = Array.from({ length: cfg.nLayer }, (_, l) => (l + Math.floor(cfg.nLayer / 2) - 1 + cfg.nLayer) % cfg.nLayer);
+    const layer = policy ? layers.find((l) => isCheckedLayer(policy.schedule, l, cfg.nLayer)) : undefined;
+    if (policy && layer !== undefined) {
       decider = new ExitDecider(ctx, policy);
       const d = decider;
       // After a one-row forward the hidden row 0 is there to read; the decision runs whether it stops or not.
