@@ -98,9 +98,12 @@ export interface SoakReport {
   rssMB: {
     start: number;
     /** At --rss-checkpoint seconds into serving (default minute 5); null when the run was shorter. */
-    checkpoint: { t: number; rssMB: number } | null;
-    end: { t: number; rssMB: number };
-    /** end − checkpoint (MB), and per minute between them; null without a checkpoint. */
+    checkpoint: { t: number; rssMB: number; heapMB: number } | null;
+    end: { t: number; rssMB: number; heapMB: number };
+    /**
+     * end − checkpoint (MB), and per minute between them; null without a checkpoint. Two samples of a sawtooth (the
+     * JS heap grows between collections): slopeMBPerMin, a least-squares fit over every sample, is the leak signal.
+     */
     growthMB: number | null;
     growthMBPerMin: number | null;
     max: number;
@@ -307,8 +310,8 @@ export async function soak(o: Options): Promise<SoakReport> {
   const servingFrom = (start - t0) / 1000;
   const serving = rss.filter((s) => s.t >= servingFrom);
   const checkpointSample = o.rssCheckpoint < elapsed ? serving.find((s) => s.t - servingFrom >= o.rssCheckpoint) : undefined;
-  const end = { t: endSample.t - servingFrom, rssMB: endSample.rssMB };
-  const checkpoint = checkpointSample ? { t: checkpointSample.t - servingFrom, rssMB: checkpointSample.rssMB } : null;
+  const end = { t: endSample.t - servingFrom, rssMB: endSample.rssMB, heapMB: endSample.heapMB };
+  const checkpoint = checkpointSample ? { t: checkpointSample.t - servingFrom, rssMB: checkpointSample.rssMB, heapMB: checkpointSample.heapMB } : null;
   return {
     machine: describeMachine(),
     model: o.model,
@@ -366,8 +369,8 @@ export function formatReport(r: SoakReport): string {
     `  classify exit   ${r.classifyExitFile ? `${path.basename(r.classifyExitFile)} on every other request` : 'none (full depth)'}`,
     `  errors          ${r.errors}${r.errors > 0 ? `   e.g. ${r.errorSamples.join(' | ')}` : ''}`,
     `  event loop      worst delay ${f(r.eventLoopMaxDelayMs)} ms`,
-    `  RSS MB          start ${f(m.start)}   at ${m.checkpoint ? `${f(m.checkpoint.t, 0)} s ${f(m.checkpoint.rssMB)}` : 'checkpoint: run too short'}   at end (${f(m.end.t, 0)} s) ${f(m.end.rssMB)}   growth ${m.growthMB === null ? '-' : `${f(m.growthMB)} MB (${f(m.growthMBPerMin, 3)} MB/min)`}`,
-    `                  max ${f(m.max)}   trend ${f(m.slopeMBPerMin, 2)} MB/min   after dispose ${f(m.afterDispose)}`,
+    `  RSS MB          start ${f(m.start)}   at ${m.checkpoint ? `${f(m.checkpoint.t, 0)} s ${f(m.checkpoint.rssMB)} (heap ${f(m.checkpoint.heapMB)})` : 'checkpoint: run too short'}   at end (${f(m.end.t, 0)} s) ${f(m.end.rssMB)} (heap ${f(m.end.heapMB)})   growth ${m.growthMB === null ? '-' : `${f(m.growthMB)} MB (${f(m.growthMBPerMin, 3)} MB/min)`}`,
+    `                  max ${f(m.max)}   trend (least squares past warm-up) ${f(m.slopeMBPerMin, 2)} MB/min   after dispose ${f(m.afterDispose)}`,
     '',
     '  RSS over time (MB, one sample per second):',
   ];
