@@ -179,7 +179,7 @@ function params(n: number): string {
 
 export function registerBench(program: Command): void {
   addBackendOptions(program.command('bench'))
-    .description('prompt processing (pp) and text generation (tg) tokens/s, as llama-bench')
+    .description('prompt processing (pp) and text generation (tg) tokens/s, as llama-bench; with --exit, the latency report (TTFT, per-token percentiles, layers per token against full depth)')
     .addOption(modelOption())
     .option('-p, --prompt <n>', 'prompt tokens of the pp test (0: skip)', intOption('-p', 0), 512)
     .option('-n, --gen <n>', 'generated tokens of the tg test (0: skip)', intOption('-n', 0), 128)
@@ -193,7 +193,7 @@ export function registerBench(program: Command): void {
     .option('--max-draft <k>', 'speculative: drafted tokens per verification step (default 4)', intOption('--max-draft', 1))
     .option('--text <prompt>', 'speculative / latency: the one prompt text', 'Once upon a time, there was a little girl named Lily.')
     .option('--exit <file|auto|never>', "latency report: full depth against this exit policy (an exit file, 'auto' for the model's shipped one, 'never' for full depth alone), and against --speculative if given, interleaved on the same prompts")
-    .option('--prompts <file>', 'latency report: prompts, one per line (default: 8 short stories openings)')
+    .option('--prompts <file>', 'latency report: prompts, one per line (default: 8 short story openings)')
     .option('--warmup <w>', 'latency report: unmeasured requests per arm first', intOption('--warmup', 0, 1000), 1)
     .action(async (flags: BenchFlags, command: Command) => {
       if (flags.prompt === 0 && flags.gen === 0) throw new OptionError('-p/-n', 'nothing to measure');
