@@ -1,20 +1,30 @@
 /**
- * Soak test: concurrent sessions on one model for a fixed time, as a server holding a model would run them.
- * Each session issues generation requests back to back (prompts and lengths drawn from a seeded generator,
- * sampled at temperature 0.8 with a per-request seed, streamed so the time to first token is measured);
- * every request is checked (tokens, text, stop reason). Reports throughput (tokens/s, requests/s), latency
- * per request (p50 / p99 / max, and time to first token), errors (must be 0: the exit code is 1 otherwise),
- * the event loop's worst delay, and resident memory sampled each second.
+ * Soak test (issue 20): on one model, for a fixed time, what a server holding the model runs at once —
+ *   - `--sessions` sessions (default 4), each issuing generation requests back to back (prompts and lengths drawn
+ *     from a seeded generator, sampled at temperature 0.8 with a per-request seed, streamed so the time to first
+ *     token is measured);
+ *   - a `generateBatch` loop (a few prompts per batch, sampled, seeded);
+ *   - a `session.classify` loop on a session of its own (two labels; every other request with the model's shipped
+ *     exit file, when it has one).
+ * Every request is checked (token counts, stop reasons, probabilities; one request in eight is repeated and must
+ * give the same result). Reports per workload kind: requests, tokens, latency p50 / p99 / max (nearest rank,
+ * lib/latency/quantiles.ts) and errors (must be 0: the exit code is 1 otherwise); the event loop's worst delay;
+ * resident memory sampled each second, reported at the checkpoint (`--rss-checkpoint`, default minute 5) and at
+ * the end, with the growth between them.
  *
  *   npx tsc -p tsconfig.json && node dist/bench/soak.js [--seconds 30] [--sessions 4] [--model PATH]
- *       [--threads N] [--max-tokens 48] [--context 256] [--seed 1] [--json]
+ *       [--threads N] [--max-tokens 48] [--context 256] [--batch-prompts 3] [--rss-checkpoint 300] [--seed 1] [--json]
  *
- * This is a benchmark, not a test: nothing in `npm test` runs it (.ci/run runs a short one).
+ * The issue's soak: `--seconds 1800` on a quiet machine (RSS at minute 5 and minute 30). This is a benchmark, not
+ * a test: nothing in `npm test` runs it (.ci/run runs a short one).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadModel, Model, Session, TokenEvent } from '../lib/api';
+import { findShippedExitFile } from '../lib/cli/exit_choice';
+import { STORY_PROMPTS } from '../lib/latency/prompts';
+import { Distribution, distribution } from '../lib/latency/quantiles';
 import { describeMachine, formatMachine, MachineInfo, repoRoot } from './machine';
 
 interface Options {
@@ -24,11 +34,19 @@ interface Options {
   threads: number | undefined;
   maxTokens: number;
   context: number | undefined;
+  batchPrompts: number;
+  rssCheckpoint: number;
   seed: number;
   json: boolean;
 }
 
+/** The concurrent workloads: generation sessions, a generateBatch loop, a classify loop. */
+type WorkloadKind = 'session' | 'batch' | 'classify';
+const KINDS: WorkloadKind[] = ['session', 'batch', 'classify'];
+
 interface RequestRecord {
+  kind: WorkloadKind;
+  /** Session number (kind 'session'), else 0. */
   session: number;
   startMs: number;
   latencyMs: number;
@@ -43,6 +61,17 @@ interface RssSample {
   heapMB: number;
 }
 
+/** One workload kind's figures. Latency: per request (a whole generation, batch or classification), ms. */
+export interface WorkloadReport {
+  requests: number;
+  /** Generated tokens (classify: 0). */
+  tokens: number;
+  requestsPerSecond: number;
+  latencyMs: Distribution;
+  errors: number;
+  errorSamples: string[];
+}
+
 export interface SoakReport {
   machine: MachineInfo;
   model: string;
@@ -50,37 +79,41 @@ export interface SoakReport {
   seconds: number;
   threads: number;
   kernels: string;
+  /** The classify loop's exit file on its odd requests (null: full depth only). */
+  classifyExitFile: string | null;
   requests: number;
   tokens: number;
   requestsPerSecond: number;
   tokensPerSecond: number;
-  latencyMs: { p50: number; p99: number; max: number; mean: number };
-  firstTokenMs: { p50: number; p99: number; max: number };
+  /** Generation sessions' requests (as before the other workloads were added). */
+  latencyMs: Distribution;
+  firstTokenMs: Distribution;
+  workloads: Record<WorkloadKind, WorkloadReport>;
   perSession: { session: number; requests: number; tokens: number }[];
   stopReasons: Record<string, number>;
   errors: number;
   errorSamples: string[];
   eventLoopMaxDelayMs: number;
   rss: RssSample[];
-  rssMB: { start: number; end: number; max: number; afterDispose: number; slopeMBPerMin: number };
+  rssMB: {
+    start: number;
+    /** At --rss-checkpoint seconds into serving (default minute 5); null when the run was shorter. */
+    checkpoint: { t: number; rssMB: number; heapMB: number } | null;
+    end: { t: number; rssMB: number; heapMB: number };
+    /**
+     * end − checkpoint (MB), and per minute between them; null without a checkpoint. Two samples of a sawtooth (the
+     * JS heap grows between collections): slopeMBPerMin, a least-squares fit over every sample, is the leak signal.
+     */
+    growthMB: number | null;
+    growthMBPerMin: number | null;
+    max: number;
+    afterDispose: number;
+    slopeMBPerMin: number;
+  };
 }
 
-const PROMPTS = [
-  'Once upon a time',
-  'One day, a little girl named Lily',
-  'Tom and his dog went to the park.',
-  'The sun was shining and the birds were singing.',
-  'There was a big red ball in the garden',
-  'Mom said, "Time for bed!"',
-  'Ben wanted to build a tall tower',
-  'A small cat lived in a house near the sea.',
-];
-
-/** Nearest-rank quantile of sorted values. */
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
+const PROMPTS = STORY_PROMPTS;
+const CLASSIFY_LABELS = [' happy', ' sad'];
 
 /** xorshift32: the same request mix for a given --seed. */
 function rng(seed: number): () => number {
@@ -115,7 +148,7 @@ async function sessionLoop(
   deadline: number,
   t0: number,
   records: RequestRecord[],
-  errors: string[],
+  errors: SoakError[],
 ): Promise<void> {
   const random = rng(o.seed * 7919 + id);
   while (performance.now() < deadline) {
@@ -140,9 +173,80 @@ async function sessionLoop(
       }
       if (events.length === 0 || events.length > maxTokens) throw new Error(`${events.length} tokens for maxTokens ${maxTokens}`);
       const latency = performance.now() - start;
-      records.push({ session: id, startMs: start - t0, latencyMs: latency, firstTokenMs: first, tokens: events.length, stopReason: events.length === maxTokens ? 'maxTokens' : 'eos' });
+      records.push({ kind: 'session', session: id, startMs: start - t0, latencyMs: latency, firstTokenMs: first, tokens: events.length, stopReason: events.length === maxTokens ? 'maxTokens' : 'eos' });
     } catch (err) {
-      errors.push(`session ${id}: ${err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err)}`);
+      errors.push({ kind: 'session', message: `session ${id}: ${describeError(err)}` });
+    }
+  }
+}
+
+function describeError(err: unknown): string {
+  return err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err);
+}
+
+interface SoakError {
+  kind: WorkloadKind;
+  message: string;
+}
+
+/** generateBatch back to back: `batchPrompts` sampled prompts a batch; one batch in eight is repeated and must match. */
+async function batchLoop(model: Model, o: Options, deadline: number, t0: number, records: RequestRecord[], errors: SoakError[]): Promise<void> {
+  const random = rng(o.seed * 104729 + 17);
+  while (performance.now() < deadline) {
+    const prompts = Array.from({ length: o.batchPrompts }, () => ({ prompt: PROMPTS[Math.floor(random() * PROMPTS.length)], maxTokens: 1 + Math.floor(random() * o.maxTokens) }));
+    const seed = Math.floor(random() * 2 ** 32);
+    const start = performance.now();
+    try {
+      const options = { temperature: 0.8, seed, batchSize: o.batchPrompts, ...(o.context !== undefined && { contextSize: o.context }) };
+      const r = await model.generateBatch(prompts, options);
+      if (r.results.length !== prompts.length) throw new Error(`${r.results.length} results for ${prompts.length} prompts`);
+      r.results.forEach((res, i) => {
+        if (res.index !== i) throw new Error(`result ${i} has index ${res.index}`);
+        if (res.tokens.length > prompts[i].maxTokens || (res.tokens.length < prompts[i].maxTokens && res.stopReason !== 'eos'))
+          throw new Error(`prompt ${i}: ${res.tokens.length} tokens for maxTokens ${prompts[i].maxTokens}, stop ${res.stopReason}`);
+      });
+      if (random() < 0.125) {
+        const again = await model.generateBatch(prompts, options);
+        const a = again.results.map((x) => x.tokens.join(',')).join('|');
+        const b = r.results.map((x) => x.tokens.join(',')).join('|');
+        if (a !== b) throw new Error('a repeated batch gave different tokens');
+      }
+      const tokens = r.results.reduce((a, x) => a + x.tokens.length, 0);
+      records.push({ kind: 'batch', session: 0, startMs: start - t0, latencyMs: performance.now() - start, firstTokenMs: undefined, tokens, stopReason: 'batch' });
+    } catch (err) {
+      errors.push({ kind: 'batch', message: `batch: ${describeError(err)}` });
+    }
+  }
+}
+
+/**
+ * session.classify back to back on a session of its own: a prompt and two labels, every other request through the
+ * model's shipped exit file (when it has one); one in eight repeated, which must give the same exit layer and
+ * probabilities (to 1e-4: the repeat reuses the cached prefix).
+ */
+async function classifyLoop(session: Session, exitFile: string | undefined, o: Options, deadline: number, t0: number, records: RequestRecord[], errors: SoakError[]): Promise<void> {
+  const random = rng(o.seed * 15485863 + 29);
+  let n = 0;
+  while (performance.now() < deadline) {
+    const prompt = `${PROMPTS[Math.floor(random() * PROMPTS.length)]} The end. The story was`;
+    const options = exitFile !== undefined && n++ % 2 === 1 ? { exit: exitFile } : {};
+    const start = performance.now();
+    try {
+      const r = await session.classify(prompt, CLASSIFY_LABELS, options);
+      const sum = r.probs.reduce((a, b) => a + b, 0);
+      if (r.probs.length !== CLASSIFY_LABELS.length || !(Math.abs(sum - 1) < 1e-4)) throw new Error(`probabilities ${JSON.stringify(r.probs)} do not sum to 1`);
+      if (r.label !== CLASSIFY_LABELS[r.index] || r.probs[r.index] !== Math.max(...r.probs)) throw new Error(`label ${r.index} is not the most probable of ${JSON.stringify(r.probs)}`);
+      if (random() < 0.125) {
+        // The repeat reuses the cached prompt prefix and runs only the last row: the same figures up to rounding
+        // (the rows are grouped differently), so probabilities agree to 1e-4, not bit for bit.
+        const again = await session.classify(prompt, CLASSIFY_LABELS, options);
+        const diff = Math.max(...again.probs.map((p, i) => Math.abs(p - r.probs[i])));
+        if (!(diff <= 1e-4) || again.exitLayer !== r.exitLayer)
+          throw new Error(`a repeated classification gave another result: probabilities ${JSON.stringify(again.probs)} vs ${JSON.stringify(r.probs)}, exit layer ${again.exitLayer} vs ${r.exitLayer}`);
+      }
+      records.push({ kind: 'classify', session: 0, startMs: start - t0, latencyMs: performance.now() - start, firstTokenMs: undefined, tokens: 0, stopReason: 'classify' });
+    } catch (err) {
+      errors.push({ kind: 'classify', message: `classify: ${describeError(err)}` });
     }
   }
 }
@@ -167,16 +271,23 @@ export async function soak(o: Options): Promise<SoakReport> {
 
   const model: Model = await loadModel(o.model, o.threads !== undefined ? { threads: o.threads } : {});
   const records: RequestRecord[] = [];
-  const errors: string[] = [];
+  const errors: SoakError[] = [];
   const sessions: Session[] = [];
-  for (let i = 0; i < o.sessions; i++) sessions.push(await model.createSession(o.context !== undefined ? { contextSize: o.context } : {}));
+  const sessionOptions = o.context !== undefined ? { contextSize: o.context } : {};
+  for (let i = 0; i < o.sessions; i++) sessions.push(await model.createSession(sessionOptions));
+  const classifySession = await model.createSession(sessionOptions);
+  const classifyExitFile = findShippedExitFile({ ...model.info });
   const start = performance.now();
   const deadline = start + o.seconds * 1000;
-  await Promise.all(sessions.map((s, i) => sessionLoop(i, s, o, deadline, t0, records, errors)));
+  await Promise.all([
+    ...sessions.map((s, i) => sessionLoop(i, s, o, deadline, t0, records, errors)),
+    batchLoop(model, o, deadline, t0, records, errors),
+    classifyLoop(classifySession, classifyExitFile, o, deadline, t0, records, errors),
+  ]);
   const elapsed = (performance.now() - start) / 1000;
   sample();
-  const endRss = rss[rss.length - 1].rssMB;
-  for (const s of sessions) await s.dispose();
+  const endSample = rss[rss.length - 1];
+  for (const s of [...sessions, classifySession]) await s.dispose();
   const kernels = model.info.kernels;
   const threads = model.threads;
   await model.dispose();
@@ -184,13 +295,23 @@ export async function soak(o: Options): Promise<SoakReport> {
   clearInterval(ticker);
   const afterDispose = process.memoryUsage().rss / 2 ** 20;
 
-  const lat = records.map((r) => r.latencyMs).sort((a, b) => a - b);
-  const ttft = records.map((r) => r.firstTokenMs).filter((v): v is number => v !== undefined).sort((a, b) => a - b);
+  const sessionRecords = records.filter((r) => r.kind === 'session');
   const tokens = records.reduce((a, r) => a + r.tokens, 0);
   const stopReasons: Record<string, number> = {};
-  for (const r of records) stopReasons[r.stopReason] = (stopReasons[r.stopReason] ?? 0) + 1;
+  for (const r of sessionRecords) stopReasons[r.stopReason] = (stopReasons[r.stopReason] ?? 0) + 1;
+  const workloads = Object.fromEntries(
+    KINDS.map((kind): [WorkloadKind, WorkloadReport] => {
+      const rs = records.filter((r) => r.kind === kind);
+      const es = errors.filter((e) => e.kind === kind);
+      return [kind, { requests: rs.length, tokens: rs.reduce((a, r) => a + r.tokens, 0), requestsPerSecond: rs.length / elapsed, latencyMs: distribution(rs.map((r) => r.latencyMs)), errors: es.length, errorSamples: es.slice(0, 5).map((e) => e.message) }];
+    }),
+  ) as Record<WorkloadKind, WorkloadReport>;
   // Memory while serving: from the first sample after the model loaded to the end of the run.
-  const serving = rss.filter((s) => s.t >= (start - t0) / 1000);
+  const servingFrom = (start - t0) / 1000;
+  const serving = rss.filter((s) => s.t >= servingFrom);
+  const checkpointSample = o.rssCheckpoint < elapsed ? serving.find((s) => s.t - servingFrom >= o.rssCheckpoint) : undefined;
+  const end = { t: endSample.t - servingFrom, rssMB: endSample.rssMB, heapMB: endSample.heapMB };
+  const checkpoint = checkpointSample ? { t: checkpointSample.t - servingFrom, rssMB: checkpointSample.rssMB, heapMB: checkpointSample.heapMB } : null;
   return {
     machine: describeMachine(),
     model: o.model,
@@ -198,25 +319,30 @@ export async function soak(o: Options): Promise<SoakReport> {
     seconds: elapsed,
     threads,
     kernels,
+    classifyExitFile: classifyExitFile ?? null,
     requests: records.length,
     tokens,
     requestsPerSecond: records.length / elapsed,
     tokensPerSecond: tokens / elapsed,
-    latencyMs: { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), max: lat[lat.length - 1] ?? NaN, mean: lat.reduce((a, v) => a + v, 0) / Math.max(1, lat.length) },
-    firstTokenMs: { p50: quantile(ttft, 0.5), p99: quantile(ttft, 0.99), max: ttft[ttft.length - 1] ?? NaN },
+    latencyMs: distribution(sessionRecords.map((r) => r.latencyMs)),
+    firstTokenMs: distribution(sessionRecords.map((r) => r.firstTokenMs).filter((v): v is number => v !== undefined)),
+    workloads,
     perSession: sessions.map((_, i) => ({
       session: i,
-      requests: records.filter((r) => r.session === i).length,
-      tokens: records.filter((r) => r.session === i).reduce((a, r) => a + r.tokens, 0),
+      requests: sessionRecords.filter((r) => r.session === i).length,
+      tokens: sessionRecords.filter((r) => r.session === i).reduce((a, r) => a + r.tokens, 0),
     })),
     stopReasons,
     errors: errors.length,
-    errorSamples: errors.slice(0, 5),
+    errorSamples: errors.slice(0, 5).map((e) => e.message),
     eventLoopMaxDelayMs: maxDelay,
     rss,
     rssMB: {
       start: serving[0]?.rssMB ?? NaN,
-      end: endRss,
+      checkpoint,
+      end,
+      growthMB: checkpoint ? end.rssMB - checkpoint.rssMB : null,
+      growthMBPerMin: checkpoint && end.t > checkpoint.t ? ((end.rssMB - checkpoint.rssMB) * 60) / (end.t - checkpoint.t) : null,
       max: Math.max(...rss.map((s) => s.rssMB)),
       afterDispose,
       slopeMBPerMin: slope(serving.length >= 5 ? serving.slice(Math.floor(serving.length / 5)) : serving), // past warm-up
@@ -225,20 +351,26 @@ export async function soak(o: Options): Promise<SoakReport> {
 }
 
 export function formatReport(r: SoakReport): string {
-  const f = (v: number, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : '-');
+  const f = (v: number | null, d = 1) => (v !== null && Number.isFinite(v) ? v.toFixed(d) : '-');
+  const m = r.rssMB;
   const lines = [
     ...formatMachine(r.machine),
-    `soak: ${path.basename(r.model)}, ${r.sessions} sessions on one model, ${f(r.seconds)} s, threads ${r.threads}, kernels ${r.kernels}`,
+    `soak: ${path.basename(r.model)}, ${r.sessions} sessions + a generateBatch loop + a classify loop on one model, ${f(r.seconds)} s, threads ${r.threads}, kernels ${r.kernels}`,
     '',
     `  requests        ${String(r.requests).padStart(8)}   ${f(r.requestsPerSecond, 2)} /s`,
     `  tokens          ${String(r.tokens).padStart(8)}   ${f(r.tokensPerSecond, 1)} /s`,
-    `  latency ms      p50 ${f(r.latencyMs.p50)}   p99 ${f(r.latencyMs.p99)}   max ${f(r.latencyMs.max)}   mean ${f(r.latencyMs.mean)}`,
-    `  first token ms  p50 ${f(r.firstTokenMs.p50)}   p99 ${f(r.firstTokenMs.p99)}   max ${f(r.firstTokenMs.max)}`,
+    ...KINDS.map((k) => {
+      const w = r.workloads[k];
+      return `  ${k.padEnd(9)} ${String(w.requests).padStart(6)} req  ${String(w.tokens).padStart(7)} tok   latency ms p50 ${f(w.latencyMs.p50)}  p99 ${f(w.latencyMs.p99)}  max ${f(w.latencyMs.max)}   errors ${w.errors}`;
+    }),
+    `  first token ms  p50 ${f(r.firstTokenMs.p50)}   p99 ${f(r.firstTokenMs.p99)}   max ${f(r.firstTokenMs.max)}  (sessions)`,
     `  per session     ${r.perSession.map((s) => `#${s.session}: ${s.requests} req / ${s.tokens} tok`).join(', ')}`,
     `  stop reasons    ${Object.entries(r.stopReasons).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  classify exit   ${r.classifyExitFile ? `${path.basename(r.classifyExitFile)} on every other request` : 'none (full depth)'}`,
     `  errors          ${r.errors}${r.errors > 0 ? `   e.g. ${r.errorSamples.join(' | ')}` : ''}`,
     `  event loop      worst delay ${f(r.eventLoopMaxDelayMs)} ms`,
-    `  RSS MB          start ${f(r.rssMB.start)}   end ${f(r.rssMB.end)}   max ${f(r.rssMB.max)}   trend ${f(r.rssMB.slopeMBPerMin, 2)} MB/min   after dispose ${f(r.rssMB.afterDispose)}`,
+    `  RSS MB          start ${f(m.start)}   at ${m.checkpoint ? `${f(m.checkpoint.t, 0)} s ${f(m.checkpoint.rssMB)} (heap ${f(m.checkpoint.heapMB)})` : 'checkpoint: run too short'}   at end (${f(m.end.t, 0)} s) ${f(m.end.rssMB)} (heap ${f(m.end.heapMB)})   growth ${m.growthMB === null ? '-' : `${f(m.growthMB)} MB (${f(m.growthMBPerMin, 3)} MB/min)`}`,
+    `                  max ${f(m.max)}   trend (least squares past warm-up) ${f(m.slopeMBPerMin, 2)} MB/min   after dispose ${f(m.afterDispose)}`,
     '',
     '  RSS over time (MB, one sample per second):',
   ];
@@ -259,22 +391,24 @@ function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
 function parseOptions(argv: string[]): Options {
   const program = new Command()
     .name('node dist/bench/soak.js')
-    .description('concurrent sessions on one model for a fixed time: throughput, latency, errors, resident memory')
+    .description('concurrent sessions, a generateBatch loop and a classify loop on one model for a fixed time: throughput, latency per workload, errors, resident memory')
     .option('--model <path>', 'GGUF model (default: the bundled model)')
     .option('--seconds <n>', 'how long to run', intArg('--seconds', 1, 7 * 24 * 3600), 30)
     .option('--sessions <n>', 'concurrent sessions', intArg('--sessions', 1, 256), 4)
     .option('--threads <n>', 'kernel threads (default: physical cores)', intArg('--threads', 1, 1024))
     .option('--max-tokens <n>', 'each request generates 1..n tokens', intArg('--max-tokens', 1), 48)
     .option('--context <n>', 'context size of each session (default: the model context, at most 2048)', intArg('--context', 1))
+    .option('--batch-prompts <n>', 'prompts per generateBatch call', intArg('--batch-prompts', 1, 256), 3)
+    .option('--rss-checkpoint <s>', 'seconds into serving at which RSS is reported (growth is measured from there to the end)', intArg('--rss-checkpoint', 1), 300)
     .option('--seed <n>', 'seed of the request mix', intArg('--seed', 0), 1)
     .option('--json', 'print a JSON object on stdout (the table goes to stderr)')
     .showHelpAfterError('(run with --help for usage)')
     .parse(argv);
-  const o = program.opts<{ model?: string; seconds: number; sessions: number; threads?: number; maxTokens: number; context?: number; seed: number; json?: boolean }>();
+  const o = program.opts<{ model?: string; seconds: number; sessions: number; threads?: number; maxTokens: number; context?: number; batchPrompts: number; rssCheckpoint: number; seed: number; json?: boolean }>();
   if (program.args.length > 0) program.error(`unexpected argument(s): ${program.args.join(' ')}`);
   const model = path.resolve(o.model ?? path.join(repoRoot(), 'models', 'adainfer-tinystories-10L-ee.f16.gguf'));
   if (!fs.existsSync(model)) program.error(`error: model file not found: ${model}`);
-  return { model, seconds: o.seconds, sessions: o.sessions, threads: o.threads, maxTokens: o.maxTokens, context: o.context, seed: o.seed, json: o.json === true };
+  return { model, seconds: o.seconds, sessions: o.sessions, threads: o.threads, maxTokens: o.maxTokens, context: o.context, batchPrompts: o.batchPrompts, rssCheckpoint: o.rssCheckpoint, seed: o.seed, json: o.json === true };
 }
 
 async function main(): Promise<void> {
@@ -287,7 +421,8 @@ async function main(): Promise<void> {
   } else {
     process.stdout.write(table + '\n');
   }
-  if (report.errors > 0 || report.requests === 0) process.exitCode = 1;
+  // Every workload must have run and none may have failed.
+  if (report.errors > 0 || KINDS.some((k) => report.workloads[k].requests === 0)) process.exitCode = 1;
 }
 
 if (require.main === module) {

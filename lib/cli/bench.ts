@@ -3,12 +3,20 @@
  *   pp<N>: N random tokens prefilled in one batch from an empty KV cache;
  *   tg<N>: N tokens decoded one at a time from an empty KV cache (each computes its logits).
  * Each test runs once unmeasured, then --reps times; tokens/s as mean ± sample standard deviation.
+ * `--speculative` alone: greedy tg tokens/s at full depth and speculative, alternating.
+ * `--exit FILE|auto|never [--speculative …]`: the latency report (lib/latency): time to first token, per-token
+ * latency percentiles, layers per token and ratios to full depth, every arm interleaved on the same prompts.
  */
+import * as fs from 'fs';
 import { Command } from 'commander';
-import { type KernelVariant, loadModel, type Model, type SpeculativeSpec } from '../api';
+import { type KernelVariant, loadModel, type Model, type SpeculativeSpec, type SpeculativeStats } from '../api';
 import { native } from '../bindings/native';
-import { AdaInferError, OptionError } from '../errors';
+import { OptionError } from '../errors';
 import { llamaFileTypeName } from '../gguf/types';
+import { measureArms, RunRecord } from '../latency/measure';
+import { STORY_PROMPTS } from '../latency/prompts';
+import { LatencyReport } from '../latency/report';
+import { runLatencyBench } from '../latency/run';
 import { addBackendOptions, BackendFlags, intOption, modelOption } from './options';
 
 interface BenchFlags extends BackendFlags {
@@ -24,6 +32,9 @@ interface BenchFlags extends BackendFlags {
   draftExit?: string;
   maxDraft?: number;
   text: string;
+  exit?: string;
+  prompts?: string;
+  warmup: number;
 }
 
 export interface BenchStat {
@@ -81,63 +92,81 @@ export interface SpeculativeBench {
 }
 
 export async function runSpeculativeBench(model: Model, text: string, n: number, reps: number, speculative: SpeculativeSpec): Promise<SpeculativeBench> {
-  const session = await model.createSession();
+  // The latency harness's interleaved requests (it also checks that the outputs are equal), summed as tokens/s.
+  const records = await measureArms(model, { prompts: [text], maxTokens: n, reps, warmup: 1, arms: [{ kind: 'full' }, { kind: 'speculative', speculative }] });
+  const tokensPerSecond = (r: RunRecord) => ((r.tokens.length - 1) * 1000) / r.decodeMs;
+  const fullRuns = records.filter((r) => r.arm === 'full');
+  const specs = records.map((r) => r.speculative).filter((s) => s !== undefined);
+  const sum = (f: (s: SpeculativeStats) => number) => specs.reduce((a, s) => a + f(s), 0);
+  const drafted = sum((s) => s.drafted);
+  const accepted = sum((s) => s.accepted);
+  const rounds = sum((s) => s.verifySteps);
+  const draftMs = sum((s) => s.draftStepMs * s.drafted);
+  const verifyMs = sum((s) => s.verifyStepMs * s.verifySteps);
+  const fullStep = fullRuns.reduce((a, r) => a + r.decodeMs, 0) / Math.max(1, fullRuns.reduce((a, r) => a + r.tokens.length - 1, 0));
+  const perRound = (accepted + rounds) / Math.max(1, rounds);
+  const roundCost = ((draftMs / Math.max(1, drafted)) * (drafted / Math.max(1, rounds)) + verifyMs / Math.max(1, rounds)) / fullStep;
+  const f = stat(n, fullRuns.map(tokensPerSecond));
+  const sp = stat(n, records.filter((r) => r.arm === 'speculative').map(tokensPerSecond));
+  return {
+    full: f,
+    speculative: sp,
+    speedup: sp.mean / f.mean,
+    predictedSpeedup: perRound / roundCost,
+    acceptanceRate: drafted > 0 ? accepted / drafted : 0,
+    meanDraftLength: drafted / Math.max(1, rounds),
+    layersPerToken: sum((s) => s.layersPerToken) / reps,
+    draftStepMs: draftMs / Math.max(1, drafted),
+    verifyStepMs: verifyMs / Math.max(1, rounds),
+  };
+}
+
+/** The latency report's prompts: a file's non-empty lines, --text alone, or the default story openings. */
+function latencyPrompts(file: string | undefined, text: string | undefined): string[] {
+  if (text !== undefined) return [text];
+  if (file === undefined) return [...STORY_PROMPTS];
+  let content: string;
   try {
-    const greedy = { maxTokens: n, temperature: 0, stopAtEos: false };
-    const full: number[] = [];
-    const spec: number[] = [];
-    let drafted = 0;
-    let accepted = 0;
-    let rounds = 0;
-    let draftMs = 0;
-    let verifyMs = 0;
-    let layers = 0;
-    let fullMs = 0;
-    let fullTokens = 0;
-    for (let r = -1; r < reps; r++) {
-      // Alternate which goes first, so machine noise falls on both alike.
-      const order = r % 2 === 0 ? [false, true] : [true, false];
-      const outs: number[][] = [];
-      for (const isSpec of order) {
-        const res = await session.generate(text, isSpec ? { ...greedy, speculative } : greedy);
-        outs.push(res.tokens);
-        if (r < 0) continue;
-        (isSpec ? spec : full).push(res.timings.decodeTokensPerSecond);
-        const s = res.speculative;
-        if (s) {
-          drafted += s.drafted;
-          accepted += s.accepted;
-          rounds += s.verifySteps;
-          draftMs += s.draftStepMs * s.drafted;
-          verifyMs += s.verifyStepMs * s.verifySteps;
-          layers += s.layersPerToken;
-        } else {
-          fullMs += res.timings.decodeMs;
-          fullTokens += Math.max(0, res.tokens.length - 1);
-        }
-      }
-      if (outs[0].join() !== outs[1].join())
-        throw new AdaInferError('INTERNAL', 'the speculative output differs from the full-depth greedy output (a failure, not a figure)');
-    }
-    const fullStep = fullMs / Math.max(1, fullTokens);
-    const perRound = (accepted + rounds) / Math.max(1, rounds);
-    const roundCost = ((draftMs / Math.max(1, drafted)) * (drafted / Math.max(1, rounds)) + verifyMs / Math.max(1, rounds)) / fullStep;
-    const f = stat(n, full);
-    const sp = stat(n, spec);
-    return {
-      full: f,
-      speculative: sp,
-      speedup: sp.mean / f.mean,
-      predictedSpeedup: perRound / roundCost,
-      acceptanceRate: drafted > 0 ? accepted / drafted : 0,
-      meanDraftLength: drafted / Math.max(1, rounds),
-      layersPerToken: layers / reps,
-      draftStepMs: draftMs / Math.max(1, drafted),
-      verifyStepMs: verifyMs / Math.max(1, rounds),
-    };
-  } finally {
-    await session.dispose();
+    content = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new OptionError('--prompts', `cannot read ${file}: ${(err as Error).message}`);
   }
+  const lines = content.split(/\r?\n/).filter((l) => l.trim() !== '');
+  if (lines.length === 0) throw new OptionError('--prompts', `${file} holds no prompt (one per line)`);
+  return lines;
+}
+
+/** The latency report as a table: one row per arm. */
+export function formatLatencyReport(r: LatencyReport): string {
+  const f = (v: number | null, d = 2) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(d));
+  const s = r.settings;
+  const head = ['arm', 'ttft p50/p90/p99 ms', 'token p50/p90/p99 ms', 'ms/token', 'layers/token', 'layers vs full', 'token p50 vs full', 'speedup', 'agreement'];
+  const rows = r.arms.map((a) => [
+    a.arm === 'exit' ? 'exit policy' : a.arm === 'speculative' ? `speculative (${s.speculative?.draft})` : 'full depth',
+    `${f(a.ttftMs.p50)} / ${f(a.ttftMs.p90)} / ${f(a.ttftMs.p99)}`,
+    `${f(a.tokenMs.p50, 3)} / ${f(a.tokenMs.p90, 3)} / ${f(a.tokenMs.p99, 3)}`,
+    f(a.msPerToken, 3),
+    f(a.layersPerToken),
+    `${(100 * a.ratioToFull.layers).toFixed(1)}%`,
+    f(a.ratioToFull.tokenP50, 3),
+    `${a.speedup.toFixed(3)}x`,
+    `${(100 * a.tokenAgreement).toFixed(1)}%`,
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ') + ' |';
+  const exit = s.exit.file !== null ? `${s.exit.file} (${s.exit.source})` : s.exit.source === 'auto-none' ? 'none shipped for this model (auto): full depth only' : 'never';
+  const spec = r.arms.find((a) => a.speculative !== null)?.speculative;
+  return [
+    `${r.model.name || 'model'} (${r.model.nLayer} layers), ${r.model.threads} threads, ${r.model.backend === 'cuda' ? `cuda (${r.model.device})` : r.model.kernels}; cpu features: ${r.model.cpuFeatures}`,
+    `${s.prompts.length} prompt(s) x ${s.reps} reps, ${s.maxTokens} tokens each, greedy, arms interleaved; exit: ${exit}`,
+    line(head),
+    '| ' + widths.map((w, i) => (i === 0 ? '-'.repeat(w) : '-'.repeat(w - 1) + ':')).join(' | ') + ' |',
+    ...rows.map(line),
+    ...(spec
+      ? [`speculative: acceptance ${(100 * spec.acceptanceRate).toFixed(1)}%, mean draft ${spec.meanDraftLength.toFixed(2)}, draft step ${spec.draftStepMs.toFixed(3)} ms, verify step ${spec.verifyStepMs.toFixed(3)} ms, ${spec.fallbackTokens} fallback tokens`]
+      : []),
+    'ttft: call to first token (fresh session: the whole prefill); token: gap between consecutive tokens as the caller receives them (speculative rounds arrive in bursts).',
+  ].join('\n') + '\n';
 }
 
 function size(bytes: number): string {
@@ -150,7 +179,7 @@ function params(n: number): string {
 
 export function registerBench(program: Command): void {
   addBackendOptions(program.command('bench'))
-    .description('prompt processing (pp) and text generation (tg) tokens/s, as llama-bench')
+    .description('prompt processing (pp) and text generation (tg) tokens/s, as llama-bench; with --exit, the latency report (TTFT, per-token percentiles, layers per token against full depth)')
     .addOption(modelOption())
     .option('-p, --prompt <n>', 'prompt tokens of the pp test (0: skip)', intOption('-p', 0), 512)
     .option('-n, --gen <n>', 'generated tokens of the tg test (0: skip)', intOption('-n', 0), 128)
@@ -162,18 +191,41 @@ export function registerBench(program: Command): void {
     .option('--draft-layer <n>', 'speculative: layers each drafted token runs', intOption('--draft-layer', 1))
     .option('--draft-exit <file>', "speculative: an exit file (train-exit) decides each drafted token's depth")
     .option('--max-draft <k>', 'speculative: drafted tokens per verification step (default 4)', intOption('--max-draft', 1))
-    .option('--text <prompt>', 'speculative: the prompt text', 'Once upon a time, there was a little girl named Lily.')
-    .action(async (flags: BenchFlags) => {
+    .option('--text <prompt>', 'speculative / latency: the one prompt text', 'Once upon a time, there was a little girl named Lily.')
+    .option('--exit <file|auto|never>', "latency report: full depth against this exit policy (an exit file, 'auto' for the model's shipped one, 'never' for full depth alone), and against --speculative if given, interleaved on the same prompts")
+    .option('--prompts <file>', 'latency report: prompts, one per line (default: 8 short story openings)')
+    .option('--warmup <w>', 'latency report: unmeasured requests per arm first', intOption('--warmup', 0, 1000), 1)
+    .action(async (flags: BenchFlags, command: Command) => {
       if (flags.prompt === 0 && flags.gen === 0) throw new OptionError('-p/-n', 'nothing to measure');
       if (flags.speculative && (flags.draftLayer === undefined) === (flags.draftExit === undefined))
         throw new OptionError('--speculative', 'needs one of --draft-layer N and --draft-exit FILE');
       if (!flags.speculative && (flags.draftLayer !== undefined || flags.draftExit !== undefined || flags.maxDraft !== undefined))
         throw new OptionError('--draft-layer', '--draft-layer, --draft-exit and --max-draft need --speculative');
+      const given = (name: string) => command.getOptionValueSource(name) === 'cli';
+      const latency = flags.exit !== undefined;
+      if (!latency && (flags.prompts !== undefined || given('warmup'))) throw new OptionError(flags.prompts !== undefined ? '--prompts' : '--warmup', 'belongs to the latency report: add --exit FILE|auto|never');
+      if (latency && given('prompt')) throw new OptionError('-p', 'does not apply to the latency report (--exit): it generates -n tokens from each prompt (--prompts FILE or --text)');
+      if (latency && flags.gen < 2) throw new OptionError('-n', 'the latency report needs at least 2 generated tokens per request (one gap between two tokens)');
+      if (flags.prompts !== undefined && given('text')) throw new OptionError('--prompts', 'give either --prompts FILE or --text, not both');
+      const prompts = latency ? latencyPrompts(flags.prompts, given('text') ? flags.text : undefined) : [];
       const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
       try {
         const info = model.info;
+        const speculativeSpec = (): SpeculativeSpec => ({ draft: flags.draftExit !== undefined ? flags.draftExit : { layer: flags.draftLayer! }, maxDraft: flags.maxDraft });
+        if (latency) {
+          const report = await runLatencyBench(model, {
+            exit: flags.exit!,
+            speculative: flags.speculative ? speculativeSpec() : undefined,
+            prompts,
+            maxTokens: flags.gen,
+            reps: flags.reps,
+            warmup: flags.warmup,
+          });
+          process.stdout.write(flags.json ? JSON.stringify(report) + '\n' : formatLatencyReport(report));
+          return;
+        }
         if (flags.speculative) {
-          const draft = flags.draftExit !== undefined ? flags.draftExit : { layer: flags.draftLayer! };
+          const draft = speculativeSpec().draft;
           const s = await runSpeculativeBench(model, flags.text, flags.gen || 128, flags.reps, { draft, maxDraft: flags.maxDraft });
           if (flags.json) {
             process.stdout.write(JSON.stringify({ model: info.path, threads: model.threads, kernels: info.kernels, backend: info.backend, reps: flags.reps, ...s }) + '\n');

@@ -49,7 +49,8 @@ export async function renderSvg(spec: Spec): Promise<string> {
   }
 }
 
-const CONFIG = { font: 'sans-serif', view: { stroke: '#ccc' }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 11 } };
+/** The plots' shared look (fonts, axes), for every page drawn with renderSvg. */
+export const CONFIG = { font: 'sans-serif', view: { stroke: '#ccc' }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 11 } };
 
 export function accuracySpec(r: Results): Spec {
   const values: Record<string, unknown>[] = [];
@@ -193,11 +194,13 @@ function notes(r: Results): string {
   return `<ul class="notes">${items.join('')}</ul>`;
 }
 
-function figure(id: string, svg: string, caption: string): string {
+/** A rendered plot with its caption. */
+export function figure(id: string, svg: string, caption: string): string {
   return `<figure class="plot" id="${escapeHtml(id)}">${svg}<figcaption>${escapeHtml(caption)}</figcaption></figure>`;
 }
 
-const CSS = `
+/** The pages' stylesheet (inline: a page must open offline). */
+export const CSS = `
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .dim { color: #777; } .settings { color: #444; }

@@ -19,6 +19,7 @@
  * 1 / (1 − pruningRatio); classifierMicrosPerCheck = the policy's own decision per check, lens read excluded.
  */
 
+import { bool, int, nullable, num, object, share, str, strings } from '../schema/build';
 import { compileSchema, schemaErrors, Validator } from '../schema/validate';
 import type { SweepPoint, TaskMeasurement } from '../tasks/evaluate';
 
@@ -113,20 +114,6 @@ export interface Results {
 }
 
 // --- the schema (docs/schemas/results.schema.json), checked by ajv ------------------------------------
-
-const num = { type: 'number', description: 'a finite number' } as const;
-const int = { type: 'integer', minimum: 0, description: 'a non-negative integer' } as const;
-const share = { type: 'number', minimum: 0, maximum: 1, description: 'a number in [0, 1]' } as const;
-const str = { type: 'string', description: 'a string' } as const;
-const bool = { type: 'boolean', description: 'a boolean' } as const;
-const strings = { type: 'array', items: str, description: 'an array of strings' } as const;
-const nullable = <T extends { type: string; description: string }>(x: T) => ({ ...x, type: [x.type, 'null'], description: `null or ${x.description}` });
-const object = (properties: Record<string, object>, description = 'an object') => ({
-  type: 'object',
-  description,
-  required: Object.keys(properties),
-  properties,
-});
 
 const LABEL = object({ word: str, token: int, piece: str, pieces: strings, multiToken: bool });
 const POINT = object({ threshold: nullable(num), agreement: share, accuracy: share, meanLayers: num, pruningRatio: num });

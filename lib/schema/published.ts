@@ -6,11 +6,13 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { EXIT_FILE_SCHEMA } from '../exit/exit_file_schema';
+import { LATENCY_REPORT_SCHEMA } from '../latency/report';
 import { RESULTS_SCHEMA } from '../report/schema';
 
 export const PUBLISHED_SCHEMAS: Record<string, object> = {
   'exit-file.schema.json': EXIT_FILE_SCHEMA,
   'results.schema.json': RESULTS_SCHEMA,
+  'bench-latency.schema.json': LATENCY_REPORT_SCHEMA,
 };
 
 /** The text of a published schema file. */
