@@ -13,6 +13,7 @@ import {
   BatchSequenceResult,
   classifyBatch,
   generateBatch,
+  OpenBatch,
   runBatchToEnd,
 } from '../../lib/engine/batch';
 import { ResolvedSampling } from '../../lib/engine/sampling';
@@ -227,6 +228,100 @@ describe('batched generation equals one-by-one', () => {
     const narrow = model.createContext({ contextSize: 16, batchSize: 4, threads: 1, sequences: 4 });
     expect(() => runBatchToEnd(generateBatch(narrow, [], { maxTokens: 1, sampling: GREEDY }))).toThrow(/more rows than sequences/);
     narrow.dispose();
+  });
+});
+
+describe('open batch: requests join and leave the running batch', () => {
+  /** One prompt alone through Sequence on a fresh context. */
+  function alone(prompt: number[], maxTokens: number, sampling: ResolvedSampling, policy?: ExitPolicy): SequenceResult {
+    const ctx = fresh();
+    const run = new Sequence(ctx).generate(prompt, { maxTokens, sampling, exit: policy && new ExitDecider(ctx, policy) });
+    let r = run.next();
+    while (!r.done) r = run.next();
+    ctx.dispose();
+    return r.value;
+  }
+
+  test('rows admitted mid-run, each with its own sampler, exit and limit, equal the same request alone; a cancelled one frees its slot', () => {
+    const ctx = fresh({ sequences: 3 });
+    const batch = new OpenBatch(ctx);
+    const ends = new Map<number, BatchSequenceResult>();
+    const streamed = new Map<number, number[]>();
+    let cancelOne = false;
+    const requests = [
+      { prompt: 0, maxTokens: 30, sampling: GREEDY, exit: undefined as (() => ExitPolicy) | undefined, at: 0 },
+      { prompt: 1, maxTokens: 40, sampling: GREEDY, exit: undefined, at: 0, cancel: true },
+      { prompt: 2, maxTokens: 25, sampling: SAMPLED, exit: gap, at: 3 },
+      { prompt: 3, maxTokens: 20, sampling: GREEDY, exit: crf, at: 5 },
+      { prompt: 4, maxTokens: 12, sampling: { ...SAMPLED, seed: 77 }, exit: gapFast, at: 5 },
+      { prompt: 5, maxTokens: 18, sampling: GREEDY, exit: undefined, at: 9 },
+    ];
+    const submit = (r: (typeof requests)[number]) => {
+      const index = batch.submit({
+        tokens: PROMPTS[r.prompt],
+        maxTokens: r.maxTokens,
+        sampling: r.sampling,
+        exit: r.exit,
+        onToken: (e) => streamed.get(index)!.push(e.token),
+        onEnd: (result) => ends.set(index, result),
+        cancelled: r.cancel ? () => cancelOne : undefined,
+      });
+      streamed.set(index, []);
+      return index;
+    };
+    const indexOf = new Map<number, number>();
+    const run = batch.run();
+    let step = 0;
+    let idleLooks = 0;
+    for (;;) {
+      for (const r of requests) if (r.at === step) indexOf.set(r.prompt, submit(r));
+      if (step === 6) cancelOne = true; // leaves before step 7, its slot goes to the next request
+      const s = run.next();
+      if (s.done) break;
+      if (batch.active === 0 && batch.waiting === 0 && step > 9) {
+        // idle while open (after the step that finished the last request): empty lists until closed
+        if (idleLooks > 0) expect(s.value).toEqual([]);
+        idleLooks++;
+        if (idleLooks === 3) batch.close();
+      }
+      step++;
+    }
+    ctx.dispose();
+    expect(idleLooks).toBe(3);
+    for (const r of requests) {
+      const got = ends.get(indexOf.get(r.prompt)!)!;
+      const want = alone(PROMPTS[r.prompt], r.maxTokens, r.sampling, r.exit?.());
+      expect(streamed.get(indexOf.get(r.prompt)!)).toEqual(got.tokens);
+      if (r.cancel) {
+        expect(got.stopReason).toBe('aborted');
+        expect(got.tokens.length).toBeGreaterThan(0);
+        expect(got.tokens.length).toBeLessThan(want.tokens.length);
+        expect(want.tokens.slice(0, got.tokens.length)).toEqual(got.tokens);
+      } else {
+        expect([got.tokens, got.exitLayers, got.text, got.stopReason]).toEqual([want.tokens, want.exitLayers, want.text, want.stopReason]);
+      }
+    }
+    expect(requests.some((r) => r.exit && ends.get(indexOf.get(r.prompt)!)!.exitLayers.some((l) => l < NLAYER))).toBe(true);
+  });
+
+  test('a request cancelled while it waits never takes a slot; a closed batch refuses requests', () => {
+    const ctx = fresh({ sequences: 1 });
+    const batch = new OpenBatch(ctx);
+    const ends: BatchSequenceResult[] = [];
+    batch.submit({ tokens: PROMPTS[0], maxTokens: 5, sampling: GREEDY, onEnd: (r) => ends.push(r) });
+    batch.submit({ tokens: PROMPTS[1], maxTokens: 5, sampling: GREEDY, onEnd: (r) => ends.push(r), cancelled: () => true });
+    batch.close();
+    expect(() => batch.submit({ tokens: PROMPTS[2], maxTokens: 5, sampling: GREEDY })).toThrow(expect.objectContaining({ code: 'DISPOSED' }));
+    const run = batch.run();
+    while (!run.next().done);
+    ctx.dispose();
+    expect(ends.map((r) => [r.index, r.stopReason, r.tokens.length])).toEqual([
+      [0, 'maxTokens', 5],
+      [1, 'aborted', 0],
+    ]);
+    const two = fresh({ sequences: 2 });
+    expect(() => new OpenBatch(two, { kvFill: 'recompute' as BatchKvFill })).toThrow(/'recompute'/);
+    two.dispose();
   });
 });
 
