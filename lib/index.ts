@@ -1,5 +1,5 @@
 /** adainfer: LLM inference for Node.js with AdaInfer early exit. */
-export { loadModel, Model, Session, DEFAULT_MODEL } from './api';
+export { loadModel, Model, Session, ContinuousBatch, DEFAULT_MODEL } from './api';
 export type {
   ModelOptions,
   SessionOptions,
@@ -23,6 +23,9 @@ export type {
   BatchKvFill,
   BatchStats,
   BatchTimings,
+  OpenBatchOptions,
+  BatchRequestOptions,
+  BatchRequestStream,
   KernelVariant,
 } from './api';
 export { AdaInferError, AbortError, ModelFileError, OptionError, ContextOverflowError } from './errors';

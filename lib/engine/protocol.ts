@@ -113,7 +113,17 @@ export type Request =
   | { op: 'disposeSession'; sessionId: number }
   | { op: 'dispose' }
   | { op: 'generateBatch'; prompts: BatchPromptSpec[]; options: WorkerBatchGenerateOptions; abort: SharedArrayBuffer }
-  | { op: 'classifyBatch'; prompts: (string | number[])[]; labels: string[]; options: WorkerBatchOptions; abort: SharedArrayBuffer };
+  | { op: 'classifyBatch'; prompts: (string | number[])[]; labels: string[]; options: WorkerBatchOptions; abort: SharedArrayBuffer }
+  | { op: 'openBatch'; batchId: number; options: WorkerOpenBatchOptions }
+  | {
+      op: 'batchSubmit';
+      batchId: number;
+      prompt: string | number[];
+      options: WorkerBatchSubmitOptions;
+      /** As generate's: set to 1 to make the request leave the batch at the next step. */
+      abort: SharedArrayBuffer;
+    }
+  | { op: 'closeBatch'; batchId: number };
 
 export type RequestMessage = Request & { id: number };
 
@@ -191,4 +201,25 @@ export interface BatchClassifyResult {
   /** In prompt order. */
   results: BatchClassifyItem[];
   stats: BatchStats;
+}
+
+// --- open batches (lib/engine/batch.ts OpenBatch): a long-running batch that takes requests while it runs ------
+
+export interface WorkerOpenBatchOptions {
+  /** Sequences run together (KV cache slots). */
+  slots: number;
+  /** Positions per sequence. */
+  contextSize: number;
+  threads: number;
+  kvFill: BatchKvFill;
+  compaction?: boolean;
+  /** The exit files requests may name (their fast lens's top-k sizes the context's lens buffer). */
+  exitFiles?: string[];
+}
+
+export interface WorkerBatchSubmitOptions extends SamplingOptions {
+  maxTokens: number;
+  stopAtEos?: boolean;
+  addBos?: boolean;
+  exit?: ExitSpec;
 }

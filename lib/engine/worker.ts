@@ -4,7 +4,7 @@
  * run one at a time on the worker, interleaved token by token.
  */
 import { parentPort } from 'worker_threads';
-import { AdaInferError, OptionError, serializeError } from '../errors';
+import { AbortError, AdaInferError, OptionError, serializeError } from '../errors';
 import { TransformerContext, TransformerModel } from '../model/transformer';
 import { native } from '../bindings/native';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
@@ -28,7 +28,7 @@ import {
 } from './protocol';
 import { resolveSampling } from './sampling';
 import { Sequence, SequenceResult } from './sequence';
-import { BatchExit, BatchPrompt, classifyBatch, generateBatch } from './batch';
+import { BatchExit, BatchPrompt, BatchSequenceResult, classifyBatch, generateBatch, OpenBatch } from './batch';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import {
   BatchClassifyItem,
@@ -37,7 +37,9 @@ import {
   BatchPromptSpec,
   WorkerBatchGenerateOptions,
   WorkerBatchOptions,
+  WorkerBatchSubmitOptions,
   WorkerLoadOptions,
+  WorkerOpenBatchOptions,
 } from './protocol';
 
 interface SessionState {
@@ -296,6 +298,12 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       return generateBatchOp(msg.id, req.prompts, req.options, req.abort);
     case 'classifyBatch':
       return classifyBatchOp(msg.id, req.prompts, req.labels, req.options, req.abort);
+    case 'openBatch':
+      return openBatchOp(req.batchId, req.options);
+    case 'batchSubmit':
+      return batchSubmitOp(msg.id, req.batchId, req.prompt, req.options, req.abort);
+    case 'closeBatch':
+      return closeBatchOp(req.batchId);
     case 'disposeSession': {
       const s = sessions.get(req.sessionId);
       if (s?.busy) throw new AdaInferError('BUSY', 'the session is generating; abort it before disposing');
@@ -305,6 +313,8 @@ async function handle(msg: RequestMessage): Promise<unknown> {
     }
     case 'dispose':
       closing = true;
+      for (const b of openBatches.values()) b.wake?.(); // an idle open batch sees `closing` and ends
+
       await Promise.allSettled([...inflight]);
       for (const s of sessions.values()) s.context.dispose();
       sessions.clear();
@@ -410,6 +420,124 @@ async function classifyBatchOp(
   } finally {
     ctx.dispose();
   }
+}
+
+// --- open batches: one long-running OpenBatch per request of 'openBatch', fed by 'batchSubmit' ----------------
+
+interface OpenBatchState {
+  batch: OpenBatch;
+  /** The fast-lens top-k the context's lens buffer holds. */
+  lensK: number;
+  /** Submissions not yet answered, by message id. */
+  pending: Map<number, { resolve: (r: BatchSequenceResult) => void; reject: (e: unknown) => void }>;
+  /** Resolves the driver's wait while the batch is idle. */
+  wake?: () => void;
+  /** The driver: ends when the batch is closed and empty, or fails. */
+  done: Promise<void>;
+}
+
+const openBatches = new Map<number, OpenBatchState>();
+
+function requireOpenBatch(batchId: number): OpenBatchState {
+  const b = openBatches.get(batchId);
+  if (!b || b.batch.closed) throw new AdaInferError('DISPOSED', 'the batch is closed');
+  return b;
+}
+
+/** The top-k a policy's fast lens asks of the context (0: none). */
+function lensTopK(policy: ExitPolicy | undefined): number {
+  return policy?.lens.mode === 'fast' && !policy.lens.candidates ? policy.lens.topK ?? DEFAULT_FAST_TOP_K : 0;
+}
+
+function openBatchOp(batchId: number, o: WorkerOpenBatchOptions): null {
+  const m = requireModel();
+  const lensK = Math.max(8, DEFAULT_FAST_TOP_K, ...(o.exitFiles ?? []).map((f) => lensTopK(requestExit(f)?.())));
+  const ctx = m.createContext({
+    contextSize: o.contextSize,
+    sequences: o.slots + (o.compaction === false ? 1 : 0),
+    batchSize: o.slots + 512, // decode rows + prompt chunks of 512 rows (lib/engine/batch.ts)
+    threads: o.threads,
+    lensK,
+  });
+  let batch: OpenBatch;
+  try {
+    batch = new OpenBatch(ctx, { kvFill: o.kvFill, compaction: o.compaction });
+  } catch (e) {
+    ctx.dispose();
+    throw e;
+  }
+  const state: OpenBatchState = { batch, lensK, pending: new Map(), done: Promise.resolve() };
+  state.done = (async () => {
+    const run = batch.run();
+    try {
+      for (;;) {
+        checkOpen();
+        const step = run.next();
+        if (step.done) return;
+        // Idle and open: wait for a submission (or close, or dispose); else let messages in between two steps.
+        if (batch.active === 0 && batch.waiting === 0 && !batch.closed && !closing) await new Promise<void>((r) => (state.wake = r));
+        else await yieldToEventLoop();
+        state.wake = undefined;
+      }
+    } catch (err) {
+      for (const p of state.pending.values()) p.reject(err);
+      state.pending.clear();
+    } finally {
+      batch.close();
+      ctx.dispose();
+      openBatches.delete(batchId);
+    }
+  })();
+  inflight.add(state.done);
+  void state.done.then(() => inflight.delete(state.done));
+  openBatches.set(batchId, state);
+  return null;
+}
+
+/** The exit of one request: undefined (full depth), a shared stateless policy, or a factory (an exit file: one policy per request). */
+function requestExit(spec: ExitSpec | undefined): (() => ExitPolicy) | undefined {
+  const exit = batchExitFor(spec);
+  if (exit === undefined) return undefined;
+  return typeof exit === 'function' ? exit : () => exit;
+}
+
+function batchSubmitOp(id: number, batchId: number, prompt: string | number[], o: WorkerBatchSubmitOptions, abort: SharedArrayBuffer): Promise<BatchSequenceResult> {
+  const state = requireOpenBatch(batchId);
+  const tokens = promptTokens(prompt, { maxTokens: o.maxTokens, addBos: o.addBos });
+  const sampling = resolveSampling(o);
+  const exit = requestExit(o.exit);
+  const needK = lensTopK(exit?.());
+  if (needK > state.lensK)
+    throw new OptionError('exit', `the exit policy's fast lens reads the top ${needK} tokens; this batch was opened for at most ${state.lensK} (name its exit file when opening the batch)`);
+  const flag = new Int32Array(abort);
+  return new Promise<BatchSequenceResult>((resolve, reject) => {
+    state.batch.submit({
+      tokens,
+      maxTokens: o.maxTokens,
+      sampling,
+      stopAtEos: o.stopAtEos,
+      exit,
+      onToken: (event) => post({ id, kind: 'token', event }),
+      onEnd: (result) => {
+        state.pending.delete(id);
+        if (result.stopReason === 'aborted') reject(closing ? new AdaInferError('DISPOSED', 'the model has been disposed') : new AbortError('the request was cancelled'));
+        else resolve(result);
+      },
+      cancelled: () => closing || Atomics.load(flag, 0) !== 0,
+    });
+    state.pending.set(id, { resolve, reject });
+    state.wake?.();
+  });
+}
+
+/** No more submissions; answers once every request in the batch has finished (cancel them first to hurry it). */
+async function closeBatchOp(batchId: number): Promise<null> {
+  const state = openBatches.get(batchId);
+  if (!state) return null;
+  state.batch.close();
+  state.wake?.();
+  await state.done;
+  return null;
 }
 
 parentPort!.on('message', (msg: RequestMessage) => {
