@@ -27,7 +27,8 @@ import {
   THRESHOLD_SPEC_KEYS,
   WorkerGenerateOptions,
 } from './engine/protocol';
-import { SamplingOptions } from './engine/sampling';
+import { resolveSampling, SamplingOptions } from './engine/sampling';
+import { checkStop } from './engine/stop';
 import type { BatchSequenceResult } from './engine/batch';
 import type {
   BatchClassifyItem,
@@ -100,10 +101,18 @@ export interface SessionOptions {
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most (default 128). */
   maxTokens?: number;
-  /** Stop at an end-of-generation token (default true). */
+  /** Stop at an end-of-generation token (EOS, and end-of-turn tokens such as <|im_end|>, <|eot_id|>; default true). */
   stopAtEos?: boolean;
+  /**
+   * Stop strings: the generation ends where its text first contains one (across token boundaries); the text ends
+   * before it, stopReason is 'stop' and `stopString` names it. A stream holds back text that could be the start
+   * of one until the next token rules it out.
+   */
+  stop?: string[];
   /** Prepend BOS when the tokenizer asks for it (default true). */
   addBos?: boolean;
+  /** A text prompt's control-token texts (`<|im_start|>`, `</s>`, ...) become those tokens (default false: plain text). */
+  parseSpecial?: boolean;
   /** Cancels the generation: the call (or the stream) rejects with an AbortError (code 'ABORTED'). */
   signal?: AbortSignal;
   /**
@@ -150,6 +159,10 @@ export interface GenerateBatchOptions extends BatchOptions, SamplingOptions {
   /** Tokens to generate at most per prompt (default 128; a prompt's own maxTokens wins). */
   maxTokens?: number;
   stopAtEos?: boolean;
+  /** Stop strings, as Session.generate's. */
+  stop?: string[];
+  /** As Session.generate's. */
+  parseSpecial?: boolean;
   /** K/V of the layers an exit skipped (default 'propagate'); 'recompute' is single-sequence only. */
   kvFill?: BatchKvFill;
   onResult?: (result: BatchSequenceResult) => void;
@@ -180,7 +193,11 @@ export interface BatchRequestOptions extends SamplingOptions {
   /** Tokens to generate at most (default 128). */
   maxTokens?: number;
   stopAtEos?: boolean;
+  /** Stop strings, as Session.generate's (token events hold back a possible start of one, as a Session stream does). */
+  stop?: string[];
   addBos?: boolean;
+  /** As Session.generate's. */
+  parseSpecial?: boolean;
   /** This request's early exit, as for Session.generate (an exit file gives it its own policy instance). */
   exit?: ExitSpec;
   /** Cancels the request: it leaves the batch at the next step (its slot is free), and rejects with an AbortError. */
@@ -201,22 +218,26 @@ export interface GenerateResult extends SequenceResult {
 // compiler to catch `{ maxTokenz: 5 }`).
 const MODEL_OPTIONS = optionNames<ModelOptions>({ threads: true, kernels: true, backend: true, device: true });
 const SESSION_OPTIONS = optionNames<SessionOptions>({ contextSize: true, batchSize: true, threads: true, kvFill: true });
-const GENERATE_OPTIONS = optionNames<GenerateOptions>({
+const SAMPLING_OPTIONS = optionNames<SamplingOptions>({
   ...{ temperature: true, topK: true, topP: true, seed: true },
-  ...{ maxTokens: true, stopAtEos: true, addBos: true, signal: true, exit: true, speculative: true },
+  ...{ repeatPenalty: true, repeatLastN: true, presencePenalty: true, frequencyPenalty: true },
+});
+const GENERATE_OPTIONS = optionNames<GenerateOptions>({
+  ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
+  ...{ maxTokens: true, stopAtEos: true, stop: true, addBos: true, parseSpecial: true, signal: true, exit: true, speculative: true },
 });
 const CLASSIFY_OPTIONS = optionNames<ClassifyOptions>({ addBos: true, exit: true, signal: true });
 const BATCH_OPTIONS = { batchSize: true, contextSize: true, threads: true, addBos: true, exit: true, compaction: true, signal: true } as const;
 const GENERATE_BATCH_OPTIONS = optionNames<GenerateBatchOptions>({
   ...BATCH_OPTIONS,
-  ...{ temperature: true, topK: true, topP: true, seed: true },
-  ...{ maxTokens: true, stopAtEos: true, kvFill: true, onResult: true },
+  ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
+  ...{ maxTokens: true, stopAtEos: true, stop: true, parseSpecial: true, kvFill: true, onResult: true },
 });
 const CLASSIFY_BATCH_OPTIONS = optionNames<ClassifyBatchOptions>({ ...BATCH_OPTIONS, onResult: true });
 const OPEN_BATCH_OPTIONS = optionNames<OpenBatchOptions>({ slots: true, contextSize: true, threads: true, kvFill: true, compaction: true, exitFiles: true });
 const BATCH_REQUEST_OPTIONS = optionNames<BatchRequestOptions>({
-  ...{ temperature: true, topK: true, topP: true, seed: true },
-  ...{ maxTokens: true, stopAtEos: true, addBos: true, exit: true, signal: true },
+  ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
+  ...{ maxTokens: true, stopAtEos: true, stop: true, addBos: true, parseSpecial: true, exit: true, signal: true },
 });
 const TOKENIZE_OPTIONS = ['addSpecial', 'parseSpecial'] as const;
 const PROMPT_SPEC_KEYS = ['prompt', 'maxTokens', 'seed'] as const;
@@ -428,11 +449,14 @@ export class Model {
     checkBatchCommon(prompts, options, GENERATE_BATCH_OPTIONS, 'generateBatch');
     checkBatchPromptSpecs(prompts);
     checkBoolean(options.stopAtEos, 'stopAtEos');
-    const { signal: rawSignal, onResult, batchSize, threads, maxTokens, kvFill, ...rest } = options;
+    checkBoolean(options.parseSpecial, 'parseSpecial');
+    resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    const { signal: rawSignal, onResult, batchSize, threads, maxTokens, kvFill, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchGenerateOptions = {
       ...rest,
       maxTokens: checkMaxTokens(maxTokens),
+      stop: checkStop(stop),
       kvFill: checkBatchKvFill(kvFill),
       batchSize: checkPositiveInt(batchSize, 'batchSize', 4096) ?? 16,
       threads: checkThreads(threads) ?? this.threads,
@@ -693,11 +717,15 @@ export class Session {
       checkSpeculative(options.speculative, this.model.info.nLayer, options.exit !== undefined && options.exit !== 'never');
     }
     checkExitSpec(options.exit);
-    const { signal: rawSignal, ...rest } = options;
+    const { signal: rawSignal, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
     checkBoolean(options.stopAtEos, 'stopAtEos');
     checkBoolean(options.addBos, 'addBos');
-    const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens };
+    checkBoolean(options.parseSpecial, 'parseSpecial');
+    const sampling = resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    if (sampling.penalties && options.speculative !== undefined)
+      throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
+    const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens, stop: checkStop(stop) };
     const result = await this.withAbort('generation', signal, (abort, flag) => {
       if (control) control.flag = flag;
       return this.model
@@ -776,9 +804,11 @@ export class ContinuousBatch {
     checkExitSpec(options.exit);
     checkBoolean(options.stopAtEos, 'stopAtEos');
     checkBoolean(options.addBos, 'addBos');
-    const { signal: rawSignal, ...rest } = options;
+    checkBoolean(options.parseSpecial, 'parseSpecial');
+    resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    const { signal: rawSignal, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
-    const workerOptions: WorkerBatchSubmitOptions = { ...rest, maxTokens: checkMaxTokens(options.maxTokens) };
+    const workerOptions: WorkerBatchSubmitOptions = { ...rest, maxTokens: checkMaxTokens(options.maxTokens), stop: checkStop(stop) };
     const abort = new SharedArrayBuffer(4);
     const flag = new Int32Array(abort);
     const cancel = () => Atomics.store(flag, 0, 1);

@@ -28,6 +28,9 @@ export type {
   BatchRequestStream,
   KernelVariant,
 } from './api';
+/** Chat: templates (lib/chat/template.ts). */
+export { ChatTemplate, BUILTIN_TEMPLATES } from './chat/template';
+export type { ChatMessage, ChatTemplateTokens, ChatTemplateSource, RenderOptions } from './chat/template';
 export { AdaInferError, AbortError, ModelFileError, OptionError, ContextOverflowError } from './errors';
 export type { ErrorCode } from './errors';
 /** Low-level, synchronous access (blocks the calling thread): the layer loop and native blocks. */

@@ -32,6 +32,7 @@ import { StreamDecoder } from '../tokenizer/types';
 import { BatchKvFill, checkBatchKvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
 import type { StopReason, TokenEvent } from './sequence';
+import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine, StepStats } from './step';
 
 export type { BatchKvFill } from './options';
@@ -72,6 +73,8 @@ export interface BatchGenerateOptions extends BatchCommonOptions {
   /** Prompt i samples with seed `sampling.seed + i` (modulo 2^32) unless it has its own seed. */
   sampling: ResolvedSampling;
   stopAtEos?: boolean;
+  /** Stop strings, as Sequence's (lib/engine/stop.ts). */
+  stop?: readonly string[];
   /** Default 'propagate'. */
   kvFill?: BatchKvFill;
 }
@@ -98,6 +101,8 @@ export interface BatchSequenceResult {
   exitLayers: number[];
   promptTokens: number;
   stopReason: StopReason;
+  /** The stop string the text ended at (stopReason 'stop'). */
+  stopString?: string;
   timings: BatchTimings;
 }
 
@@ -337,9 +342,15 @@ export interface OpenBatchRequest {
   sampling: ResolvedSampling;
   /** Default true. */
   stopAtEos?: boolean;
+  /** Stop strings, as Sequence's (lib/engine/stop.ts): the text ends before the first one, stopReason 'stop'. */
+  stop?: readonly string[];
   /** Its exit policy (a factory is called when it is admitted, for its own instance); undefined: full depth. */
   exit?: BatchExit;
-  /** Each token as soon as the step that sampled it ends (not the end-of-generation token). */
+  /**
+   * Each token as soon as the step that sampled it ends (not the end-of-generation token). With stop strings, as
+   * Sequence's stream: an event whose text ends with a possible start of one waits, and the held-back text joins
+   * the event that releases it (the next token's, or the last one's when the generation ends).
+   */
   onToken?: (event: TokenEvent) => void;
   /** Its result, once: when it finishes, or with stopReason 'aborted' after `cancelled` said true. */
   onEnd?: (result: BatchSequenceResult) => void;
@@ -366,6 +377,10 @@ interface GenJob extends Job {
   text: string;
   stopReason: StopReason;
   submittedAt: number;
+  stopper: StopMatcher | undefined;
+  stopString: string | undefined;
+  /** The last token's event while the stop matcher holds text back. */
+  deferred: TokenEvent | undefined;
 }
 
 /**
@@ -428,7 +443,8 @@ export class OpenBatch {
     const tokenizer = ctx.model.tokenizer;
     const queue = this.queue;
     const result = (job: GenJob, now: number): BatchSequenceResult => {
-      const text = job.text + job.decoder.flush();
+      const rest = job.decoder.flush(); // an incomplete UTF-8 sequence at the end: U+FFFD in the text, in no event
+      const text = job.text + (job.stopReason === 'stop' ? '' : rest);
       const started = job.firstAt >= 0;
       const prefillMs = started ? job.firstAt - job.admittedAt : now - job.admittedAt;
       const decodeMs = started ? now - job.firstAt : 0;
@@ -440,6 +456,7 @@ export class OpenBatch {
         exitLayers: job.outLayers,
         promptTokens: job.tokens.length,
         stopReason: job.stopReason,
+        ...(job.stopString !== undefined && { stopString: job.stopString }),
         timings: {
           queuedMs: job.admittedAt - job.submittedAt,
           prefillMs,
@@ -470,7 +487,10 @@ export class OpenBatch {
           return undefined;
         }
         const policy = requestPolicy(r.exit);
-        const output = new NextToken(new Sampler(r.sampling));
+        const sampler = new Sampler(r.sampling);
+        // The repetition penalties see the prompt, then each generated token.
+        if (sampler.penalties) for (const t of r.tokens) sampler.accept(t);
+        const output = new NextToken(sampler);
         this.running++;
         return {
           ...newJob(index, r.tokens, slot, output, policy && new ExitDecider(ctx, policy), now),
@@ -483,6 +503,9 @@ export class OpenBatch {
           text: '',
           stopReason: 'maxTokens',
           submittedAt: at,
+          stopper: r.stop && r.stop.length > 0 ? new StopMatcher(r.stop) : undefined,
+          stopString: undefined,
+          deferred: undefined,
         };
       },
       advance(job) {
@@ -492,11 +515,26 @@ export class OpenBatch {
           return true;
         }
         const exitLayer = job.group.layers;
-        const piece = job.decoder.push(token);
         job.out.push(token);
         job.outLayers.push(exitLayer);
+        job.output.sampler.accept(token);
+        let piece = job.decoder.push(token);
+        if (job.stopper) {
+          const pushed = job.stopper.push(piece);
+          piece = pushed.text;
+          job.stopString = pushed.stop;
+        }
         job.text += piece;
-        job.request.onToken?.({ token, text: piece, exitLayer });
+        const event: TokenEvent = { token, text: piece, exitLayer };
+        if (job.deferred) job.request.onToken?.(job.deferred);
+        job.deferred = undefined;
+        if (job.stopString !== undefined) {
+          job.stopReason = 'stop';
+          job.request.onToken?.(event);
+          return true;
+        }
+        if (job.stopper?.holding) job.deferred = event;
+        else job.request.onToken?.(event);
         if (job.out.length >= job.maxTokens) {
           job.stopReason = 'maxTokens';
           return true;
@@ -510,6 +548,13 @@ export class OpenBatch {
       },
       finish: (job, now) => {
         this.running--;
+        // Text held back for a stop string that did not come: it ends the text, in the last event.
+        const rest = job.stopper && job.stopReason !== 'stop' ? job.stopper.flush() : '';
+        job.text += rest;
+        if (job.deferred) {
+          job.deferred.text += rest;
+          job.request.onToken?.(job.deferred);
+        }
         job.request.onEnd?.(result(job, now));
       },
       cancelled: (job) => job.request.cancelled?.() ?? false,
@@ -543,6 +588,7 @@ export function* generateBatch(
       maxTokens: p.maxTokens ?? options.maxTokens,
       sampling: { ...options.sampling, seed: p.seed ?? (options.sampling.seed + i) % 0x100000000 },
       stopAtEos: options.stopAtEos,
+      stop: options.stop,
       exit: options.exit,
       onEnd: (r) => {
         results[i] = r;
