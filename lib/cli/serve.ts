@@ -4,6 +4,7 @@
  * on SIGTERM or SIGINT: stops accepting, lets requests in flight finish for --grace seconds, cancels the rest,
  * frees the model and exits 0.
  */
+import * as fs from 'fs';
 import { Command } from 'commander';
 import { type KernelVariant, loadModel } from '../api';
 import { OptionError } from '../errors';
@@ -24,6 +25,7 @@ interface ServeFlags extends BackendFlags {
   context?: number;
   kernels?: KernelVariant;
   modelId?: string;
+  template?: string;
   grace: number;
 }
 
@@ -40,6 +42,7 @@ export function registerServe(program: Command): void {
     .option('--threads <t>', 'threads (default: physical cores)', intOption('--threads', 1, 1024))
     .option('-c, --context <n>', 'positions per request, prompt and generated tokens (default: model context, at most 2048)', intOption('--context', 1))
     .option('--kernels <isa>', 'kernel variant: generic, avx2, avx512 (default: best for this CPU)')
+    .option('--template <file|name>', "the chat template of /v1/chat/completions when the model has none (or to replace its own): a Jinja file, or a built-in name (chatml, llama3, llama2)")
     .option('--model-id <name>', 'the model name clients pass (default: the model file name without .gguf)')
     .option('--grace <s>', 'seconds requests in flight may run on after SIGTERM before they are cancelled', intOption('--grace', 0, 3600), 10)
     .action(async (flags: ServeFlags) => {
@@ -60,6 +63,7 @@ export function registerServe(program: Command): void {
           autoExitFile: findShippedExitFile({ ...model.info }),
           apiKey,
           threads: flags.threads,
+          template: flags.template === undefined ? undefined : templateText(flags.template),
         });
         const url = await server.listen(flags.host, flags.port);
         process.stdout.write(`adainfer: listening on ${url} (model ${server.modelId}, ${flags.parallel} slots, exit ${exit.file ?? 'never'}, kernels ${model.info.kernels})\n`);
@@ -75,4 +79,14 @@ export function registerServe(program: Command): void {
       }
       process.stdout.write('adainfer: stopped\n');
     });
+}
+
+/** `--template`: a file's text when the path exists, else the value itself (a built-in name or Jinja text). */
+function templateText(value: string): string {
+  if (!fs.existsSync(value)) return value;
+  try {
+    return fs.readFileSync(value, 'utf8');
+  } catch (e) {
+    throw new OptionError('--template', `cannot read ${value}: ${(e as Error).message}`);
+  }
 }

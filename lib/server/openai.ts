@@ -67,10 +67,13 @@ const commonProperties = {
   n: nullable({ type: 'integer', minimum: 1, maximum: 16 }),
   stream: nullable({ type: 'boolean' }),
   stream_options: nullable({ type: 'object', properties: { include_usage: { type: 'boolean' } } }),
-  stop: nullable({ anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, maxItems: 4 }] }),
+  stop: nullable({ anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 4 }] }),
   seed: nullable({ type: 'integer' }),
   presence_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
   frequency_penalty: nullable({ type: 'number', minimum: -2, maximum: 2 }),
+  /** Not OpenAI's (llama.cpp's server has them): the repeat penalty (1 = off) and the penalties' window (-1: all). */
+  repeat_penalty: nullable({ type: 'number', exclusiveMinimum: 0 }),
+  repeat_last_n: nullable({ type: 'integer', minimum: -1 }),
   logit_bias: nullable({ type: 'object' }),
   user: { type: 'string' },
   adainfer: adainferSchema,
@@ -141,6 +144,8 @@ export interface CommonBody {
   seed?: number | null;
   presence_penalty?: number | null;
   frequency_penalty?: number | null;
+  repeat_penalty?: number | null;
+  repeat_last_n?: number | null;
   logit_bias?: Record<string, unknown> | null;
   user?: string;
   adainfer?: { exit?: 'default' | 'auto' | 'never' | ThresholdExit; speculative?: unknown } | null;

@@ -36,11 +36,11 @@ import {
   Usage,
 } from './openai';
 import { ServerMetrics } from './metrics';
-import { StopScanner } from './stop';
+import { ChatTemplate } from '../chat/template';
 
-/** Renders a conversation into the prompt text the model continues (the model's chat template). */
+/** Renders a conversation into the prompt text the model continues: a ChatTemplate (lib/chat/template.ts). */
 export interface ChatRenderer {
-  render(messages: { role: string; content: string }[]): string | Promise<string>;
+  render(messages: { role: string; content: string }[], options?: { addGenerationPrompt?: boolean }): string;
 }
 
 export interface ServerOptions {
@@ -59,8 +59,13 @@ export interface ServerOptions {
   autoExitFile?: string;
   /** Clients must send `Authorization: Bearer <apiKey>` to /v1/* (default: no key). */
   apiKey?: string;
-  /** The chat template; without one /v1/chat/completions answers 400 chat_template_missing. */
+  /**
+   * The chat template: a ChatRenderer, or undefined for the model's own (ChatTemplate.fromModel). A model without
+   * one makes /v1/chat/completions answer 400 chat_template_missing, naming the fix (`template`, --template).
+   */
   chat?: ChatRenderer;
+  /** Overrides the model's chat template: a built-in name (chatml, llama3, llama2) or Jinja text. */
+  template?: string;
   /** Largest request body in bytes (default 1 MiB; more is 413). */
   bodyLimit?: number;
   threads?: number;
@@ -75,7 +80,6 @@ interface Choice {
   options: BatchRequestOptions;
   controller: AbortController;
   stream?: BatchRequestStream;
-  stop: StopScanner;
   text: string;
   exitLayers: number[];
   finish?: 'stop' | 'length';
@@ -89,11 +93,14 @@ export class AdaInferServer {
   private readonly created = Math.floor(Date.now() / 1000);
   /** The AbortControllers of requests in flight (shutdown cancels them after the grace period). */
   private readonly inflight = new Set<AbortController>();
+  /** The chat template, or why there is none (the message of /v1/chat/completions' 400). */
+  private readonly chat: ChatRenderer | { missing: string };
 
   private constructor(
     private readonly options: ServerOptions & { parallel: number; maxQueue: number },
     private readonly batch: ContinuousBatch,
   ) {
+    this.chat = options.chat ?? chatTemplateOf(options.model, options.template);
     const model = options.model;
     this.modelId = options.modelId ?? path.basename(model.info.path).replace(/\.gguf$/i, '');
     this.metrics = new ServerMetrics({
@@ -209,7 +216,8 @@ export class AdaInferServer {
     if (this.batch.inFlight + count > this.options.parallel + this.options.maxQueue)
       throw new ApiError(503, `the server is busy: ${this.batch.inFlight} generations in flight (${this.options.parallel} slots, ${this.options.maxQueue} queued at most); retry later`, 'server_error', null, 'server_overloaded');
 
-    const stops = body.stop === undefined || body.stop === null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+    const stop = body.stop === undefined || body.stop === null ? undefined : typeof body.stop === 'string' ? [body.stop] : body.stop;
+    if (stop?.some((s) => s.length === 0)) throw invalidRequest('stop strings must not be empty', 'stop');
     const request = new AbortController();
     const choices: Choice[] = [];
     prompts.forEach((tokens, p) => {
@@ -225,11 +233,15 @@ export class AdaInferServer {
             topP: body.top_p ?? 1,
             topK: body.top_k ?? 0,
             seed,
+            stop,
+            presencePenalty: body.presence_penalty ?? 0,
+            frequencyPenalty: body.frequency_penalty ?? 0,
+            repeatPenalty: body.repeat_penalty ?? 1,
+            repeatLastN: body.repeat_last_n ?? 64,
             exit,
             signal: AbortSignal.any([request.signal, controller.signal]),
           },
           controller,
-          stop: new StopScanner(stops),
           text: '',
           exitLayers: [],
         });
@@ -365,19 +377,16 @@ export class AdaInferServer {
   }
 
   private async chatPrompt(body: ChatBody): Promise<number[]> {
-    const chat = this.options.chat;
-    if (!chat)
-      throw invalidRequest(
-        `the model '${this.modelId}' has no chat template (GGUF tokenizer.chat_template): /v1/chat/completions needs one; start the server with --template FILE, or use /v1/completions`,
-        'messages',
-        'chat_template_missing',
-      );
+    const chat = this.chat;
+    if ('missing' in chat) throw invalidRequest(`the model '${this.modelId}': ${chat.missing}`, 'messages', 'chat_template_missing');
     const messages = body.messages.map((m: ChatMessage) => ({
       role: m.role,
       content: typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((part) => part.text ?? '').join('') : '',
     }));
-    const text = await chat.render(messages);
-    return this.options.model.tokenize(text, { addSpecial: false, parseSpecial: true });
+    const text = chat.render(messages, { addGenerationPrompt: true });
+    // The template writes the control tokens as text; the tokenizer adds BOS where the model wants it (the
+    // template's own leading BOS text was dropped by render()).
+    return this.options.model.tokenize(text, { addSpecial: true, parseSpecial: true });
   }
 
   /** The exit spec of a request and how the response names it. */
@@ -397,29 +406,35 @@ export class AdaInferServer {
 /** The last event of a stream. */
 const DONE = '[DONE]';
 
-/** Reads a choice's token events (through its stop strings) to its end; `finish` is set when it returns. */
+/** Reads a choice's token events to its end; `finish` is set when it returns. */
 async function runChoice(c: Choice, onToken: (exitLayer: number) => void, onText?: (text: string) => void): Promise<void> {
   const stream = c.stream!;
   for await (const e of stream) {
     c.exitLayers.push(e.exitLayer);
     onToken(e.exitLayer);
-    const text = c.stop.push(e.text);
-    if (text) {
-      c.text += text;
-      onText?.(text);
-    }
-    if (c.stop.stopped) {
-      c.finish = 'stop';
-      return; // leaving the loop cancels the generation: it leaves the batch at the next step
+    if (e.text) {
+      c.text += e.text;
+      onText?.(e.text);
     }
   }
   const r = await stream.result;
-  const rest = c.stop.flush();
-  if (rest) {
-    c.text += rest;
+  // The result's text is the events' text, and an incomplete UTF-8 sequence at the very end (U+FFFD), if any.
+  if (r.text.length > c.text.length && r.text.startsWith(c.text)) {
+    const rest = r.text.slice(c.text.length);
+    c.text = r.text;
     onText?.(rest);
   }
   c.finish = finishReason(r);
+}
+
+/** The model's chat template, the override, or why there is none. */
+function chatTemplateOf(model: Model, template: string | undefined): ChatRenderer | { missing: string } {
+  try {
+    return ChatTemplate.fromModel(model, template);
+  } catch (err) {
+    if (err instanceof AdaInferError && err.code === 'NO_CHAT_TEMPLATE') return { missing: err.message };
+    throw err;
+  }
 }
 
 /** What the server does not implement is refused by name rather than ignored. */
@@ -430,8 +445,6 @@ function refuseUnsupported(endpoint: Endpoint, body: CompletionBody | ChatBody):
       'adainfer.speculative',
       'unsupported',
     );
-  if (body.presence_penalty) throw invalidRequest('presence_penalty is not supported yet (0 only)', 'presence_penalty', 'unsupported');
-  if (body.frequency_penalty) throw invalidRequest('frequency_penalty is not supported yet (0 only)', 'frequency_penalty', 'unsupported');
   if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw invalidRequest('logit_bias is not supported', 'logit_bias', 'unsupported');
   if (endpoint === 'completions') {
     const c = body as CompletionBody;
@@ -477,7 +490,8 @@ function toApiError(err: unknown): ApiError {
   if (err instanceof AdaInferError) {
     const option = (err as { option?: string }).option ?? null;
     if (err.code === 'CONTEXT_OVERFLOW') return new ApiError(413, err.message, 'invalid_request_error', 'prompt', 'context_length_exceeded');
-    if (err.code === 'INVALID_OPTION' || err.code === 'EXIT_FILE' || err.code === 'TOKENIZER') return invalidRequest(err.message, option, err.code.toLowerCase());
+    if (err.code === 'INVALID_OPTION' || err.code === 'EXIT_FILE' || err.code === 'TOKENIZER' || err.code === 'CHAT_TEMPLATE')
+      return invalidRequest(err.message, option, err.code.toLowerCase());
     if (err.code === 'DISPOSED' || err.code === 'ABORTED') return new ApiError(503, err.message, 'server_error', null, 'shutting_down');
     return new ApiError(500, err.message, 'server_error', null, err.code.toLowerCase());
   }

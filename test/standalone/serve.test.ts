@@ -8,7 +8,8 @@ import { spawn } from 'child_process';
 import * as path from 'path';
 import OpenAI from 'openai';
 import { loadModel, Model } from '../../lib';
-import { AdaInferServer, ChatRenderer } from '../../lib/server/server';
+import { AdaInferServer } from '../../lib/server/server';
+import { ChatTemplate } from '../../lib/chat/template';
 import { findShippedExitFile } from '../../lib/cli/exit_choice';
 import { BUNDLED_MODEL, repoRoot } from '../helpers';
 
@@ -26,8 +27,6 @@ const TEXTS = [
   'There was a big tree',
 ];
 
-/** A plain template for the tests' chat requests: the bundled models have none (a real one comes with --template). */
-const testChat: ChatRenderer = { render: (messages) => messages.map((m) => `${m.role}: ${m.content}\n`).join('') + 'assistant:' };
 
 let model: Model;
 let server: AdaInferServer;
@@ -38,7 +37,7 @@ let autoExit: string;
 beforeAll(async () => {
   model = await loadModel(BUNDLED_MODEL, { threads: 1 });
   autoExit = findShippedExitFile({ ...model.info })!;
-  server = await AdaInferServer.create({ model, parallel: 8, maxQueue: 64, contextSize: 256, apiKey: KEY, chat: testChat, autoExitFile: autoExit, bodyLimit: 64 * 1024 });
+  server = await AdaInferServer.create({ model, parallel: 8, maxQueue: 64, contextSize: 256, apiKey: KEY, template: 'chatml', autoExitFile: autoExit, bodyLimit: 64 * 1024 });
   base = `${await server.listen('127.0.0.1', 0)}`;
   client = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0, timeout: 60_000 });
 });
@@ -49,10 +48,14 @@ afterAll(async () => {
 });
 
 /** The same request alone: a fresh session, greedy unless a seed and temperature are given. */
-async function alone(prompt: string | number[], o: { maxTokens: number; exit?: string; temperature?: number; seed?: number; topP?: number; topK?: number }) {
+async function alone(
+  prompt: string | number[],
+  o: { maxTokens: number; exit?: string; temperature?: number; seed?: number; topP?: number; topK?: number; presencePenalty?: number; frequencyPenalty?: number; stop?: string[] },
+) {
   const s = await model.createSession({ contextSize: 256 });
   try {
-    return await s.generate(prompt, { maxTokens: o.maxTokens, temperature: o.temperature ?? 0, seed: o.seed, topP: o.topP ?? 1, topK: o.topK ?? 0, exit: o.exit });
+    const { maxTokens, exit, temperature, topP, topK, ...rest } = o;
+    return await s.generate(prompt, { maxTokens, temperature: temperature ?? 0, topP: topP ?? 1, topK: topK ?? 0, exit, ...rest });
   } finally {
     await s.dispose();
   }
@@ -122,11 +125,20 @@ describe('completions', () => {
     expect((await raw.text()).trimEnd().endsWith('data: [DONE]')).toBe(true);
   });
 
+  test('presence and frequency penalties: as the request alone with the same penalties (and not as without them)', async () => {
+    const r = await client.completions.create({ model: MODEL_ID, prompt: TEXTS[5], max_tokens: 40, temperature: 0, presence_penalty: 1.5, frequency_penalty: 0.5 });
+    const want = await alone(TEXTS[5], { maxTokens: 40, presencePenalty: 1.5, frequencyPenalty: 0.5 });
+    const plain = await alone(TEXTS[5], { maxTokens: 40 });
+    expect(r.choices[0].text).toBe(want.text);
+    expect(want.text).not.toBe(plain.text);
+  });
+
   test('stop strings end the text before them (plain and streamed)', async () => {
     const full = await alone(TEXTS[0], { maxTokens: 40 });
     const stop = ' girl';
     expect(full.text).toContain(stop);
     const want = full.text.slice(0, full.text.indexOf(stop));
+    expect((await alone(TEXTS[0], { maxTokens: 40, stop: [stop] })).text).toBe(want);
     const r = await client.completions.create({ model: MODEL_ID, prompt: TEXTS[0], max_tokens: 40, temperature: 0, stop: [stop, 'zzz'] });
     expect(r.choices[0].text).toBe(want);
     expect(r.choices[0].finish_reason).toBe('stop');
@@ -165,11 +177,11 @@ describe('chat completions', () => {
     { role: 'system' as const, content: 'You tell stories.' },
     { role: 'user' as const, content: 'Once upon a time' },
   ];
-  const rendered = testChat.render(messages) as string;
+  const rendered = () => ChatTemplate.fromModel(model, 'chatml').render(messages);
 
   test('the rendered conversation continued as the prompt alone; streamed deltas add up to the message', async () => {
     const r = await client.chat.completions.create({ model: MODEL_ID, messages, max_tokens: 20, temperature: 0 });
-    const want = await alone(await model.tokenize(rendered, { addSpecial: false, parseSpecial: true }), { maxTokens: 20 });
+    const want = await alone(await model.tokenize(rendered(), { addSpecial: true, parseSpecial: true }), { maxTokens: 20 });
     expect(r.object).toBe('chat.completion');
     expect(r.choices[0].message).toEqual(expect.objectContaining({ role: 'assistant', content: want.text }));
     expect(r.usage?.completion_tokens).toBe(want.tokens.length);
