@@ -76,7 +76,11 @@ type Endpoint = 'completions' | 'chat';
 /** One generation of a request: a prompt (one of its prompts, one of its n choices) submitted to the batch. */
 interface Choice {
   index: number;
-  tokens: number[];
+  /** Text (tokenized on the worker as the request is admitted) or token ids. */
+  prompt: string | number[];
+  /** Its prompt's first choice (the one whose prompt tokens `usage` counts). */
+  firstOfPrompt: boolean;
+  promptTokens: number;
   options: BatchRequestOptions;
   controller: AbortController;
   stream?: BatchRequestStream;
@@ -206,12 +210,11 @@ export class AdaInferServer {
       throw new ApiError(404, `the model '${body.model}' does not exist; this server serves '${this.modelId}'`, 'invalid_request_error', 'model', 'model_not_found');
     refuseUnsupported(endpoint, body);
     const { spec: exit, label: exitLabel } = this.exitOf(body);
-    const prompts = endpoint === 'chat' ? [await this.chatPrompt(body as ChatBody)] : await this.completionPrompts(body as CompletionBody);
+    // Prompts go to the worker as they are (text is tokenized there, as the request is submitted: no extra round
+    // trip); one longer than the context is refused there (CONTEXT_OVERFLOW: 413) before it takes a slot.
+    const prompts = endpoint === 'chat' ? [this.chatPrompt(body as ChatBody)] : completionPrompts(body as CompletionBody);
     const n = body.n ?? 1;
     const maxTokens = (endpoint === 'chat' ? (body as ChatBody).max_completion_tokens : undefined) ?? body.max_tokens ?? (endpoint === 'chat' ? this.batch.contextSize : 16);
-    for (const p of prompts)
-      if (p.length > this.batch.contextSize)
-        throw new ApiError(413, `the prompt has ${p.length} tokens but the context holds ${this.batch.contextSize} per request`, 'invalid_request_error', endpoint === 'chat' ? 'messages' : 'prompt', 'context_length_exceeded');
     const count = prompts.length * n;
     if (this.batch.inFlight + count > this.options.parallel + this.options.maxQueue)
       throw new ApiError(503, `the server is busy: ${this.batch.inFlight} generations in flight (${this.options.parallel} slots, ${this.options.maxQueue} queued at most); retry later`, 'server_error', null, 'server_overloaded');
@@ -220,13 +223,15 @@ export class AdaInferServer {
     if (stop?.some((s) => s.length === 0)) throw invalidRequest('stop strings must not be empty', 'stop');
     const request = new AbortController();
     const choices: Choice[] = [];
-    prompts.forEach((tokens, p) => {
+    prompts.forEach((prompt, p) => {
       for (let j = 0; j < n; j++) {
         const controller = new AbortController();
         const seed = body.seed === undefined || body.seed === null ? undefined : (((body.seed + j) % 0x100000000) + 0x100000000) % 0x100000000;
         choices.push({
           index: p * n + j,
-          tokens,
+          prompt,
+          firstOfPrompt: j === 0,
+          promptTokens: 0,
           options: {
             maxTokens,
             temperature: body.temperature ?? 1,
@@ -239,6 +244,9 @@ export class AdaInferServer {
             repeatPenalty: body.repeat_penalty ?? 1,
             repeatLastN: body.repeat_last_n ?? 64,
             exit,
+            // chat: the template wrote the control tokens as text; the tokenizer adds BOS where the model wants it
+            // (render() dropped the template's own leading BOS text)
+            parseSpecial: endpoint === 'chat',
             signal: AbortSignal.any([request.signal, controller.signal]),
           },
           controller,
@@ -247,8 +255,6 @@ export class AdaInferServer {
         });
       }
     });
-    const promptTokens = prompts.reduce((s, p) => s + p.length, 0);
-    this.metrics.prompt(promptTokens);
     // A client that goes away cancels its generations: they leave the batch at the next step.
     reply.raw.on('close', () => {
       if (!reply.raw.writableFinished) request.abort(new ApiError(499, 'the client closed the connection', 'invalid_request_error'));
@@ -265,12 +271,14 @@ export class AdaInferServer {
       }
     };
     const usage = (): Usage => {
+      const prompt = choices.reduce((s, c) => s + (c.firstOfPrompt ? c.promptTokens : 0), 0);
       const completion = choices.reduce((s, c) => s + c.exitLayers.length, 0);
-      return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
+      this.metrics.prompt(prompt);
+      return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
     };
     const report = () => adainferReport(this.options.model.info.nLayer, exitLabel, choices);
     try {
-      for (const c of choices) c.stream = this.batch.submit(c.tokens, c.options);
+      for (const c of choices) c.stream = this.batch.submit(c.prompt, c.options);
       if (body.stream) await this.streamAnswer(endpoint, body, reply, choices, { id, created, onToken, usage, report, request });
       else {
         await Promise.all(choices.map((c) => runChoice(c, onToken)));
@@ -320,9 +328,13 @@ export class AdaInferServer {
   ): Promise<void> {
     const res = reply.raw;
     reply.hijack();
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    // The status line waits for the first event: a request refused before its first token (a prompt longer than
+    // the context, a shutdown) still gets its error status and JSON body.
     const send = (data: unknown) => {
-      if (!res.writableEnded && !res.destroyed) res.write(`data: ${data === DONE ? DONE : JSON.stringify(data)}\n\n`);
+      if (res.writableEnded || res.destroyed) return;
+      if (!res.headersSent)
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      res.write(`data: ${data === DONE ? DONE : JSON.stringify(data)}\n\n`);
     };
     const chat = endpoint === 'chat';
     const chunk = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
@@ -353,40 +365,26 @@ export class AdaInferServer {
       const reason = s.request.signal.aborted ? s.request.signal.reason : undefined;
       const e = reason instanceof ApiError ? reason : toApiError(err);
       this.metrics.request(endpoint, e.status);
-      send(e.body());
+      if (res.headersSent) send(e.body());
+      else if (!res.destroyed) {
+        res.writeHead(e.status, { 'content-type': 'application/json; charset=utf-8', ...(e.status === 503 && { 'retry-after': '1' }) });
+        res.write(JSON.stringify(e.body()));
+      }
     } finally {
       if (!res.writableEnded) res.end();
     }
     void body;
   }
 
-  // The prompt of a request, as token ids (tokenized on the worker: the count decides 413 before anything runs).
-
-  private async completionPrompts(body: CompletionBody): Promise<number[][]> {
-    const p = body.prompt;
-    const model = this.options.model;
-    const vocab = model.info.nVocab;
-    const checkIds = (ids: number[]) => {
-      for (const t of ids) if (t >= vocab) throw invalidRequest(`token id ${t} is outside the vocabulary [0, ${vocab})`, 'prompt');
-      return ids;
-    };
-    if (typeof p === 'string') return [await model.tokenize(p)];
-    if (typeof p[0] === 'number') return [checkIds(p as number[])];
-    if (typeof p[0] === 'string') return Promise.all((p as string[]).map((t) => model.tokenize(t)));
-    return (p as number[][]).map(checkIds);
-  }
-
-  private async chatPrompt(body: ChatBody): Promise<number[]> {
+  /** The conversation rendered by the chat template. */
+  private chatPrompt(body: ChatBody): string {
     const chat = this.chat;
     if ('missing' in chat) throw invalidRequest(`the model '${this.modelId}': ${chat.missing}`, 'messages', 'chat_template_missing');
     const messages = body.messages.map((m: ChatMessage) => ({
       role: m.role,
       content: typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((part) => part.text ?? '').join('') : '',
     }));
-    const text = chat.render(messages, { addGenerationPrompt: true });
-    // The template writes the control tokens as text; the tokenizer adds BOS where the model wants it (the
-    // template's own leading BOS text was dropped by render()).
-    return this.options.model.tokenize(text, { addSpecial: true, parseSpecial: true });
+    return chat.render(messages, { addGenerationPrompt: true });
   }
 
   /** The exit spec of a request and how the response names it. */
@@ -418,6 +416,7 @@ async function runChoice(c: Choice, onToken: (exitLayer: number) => void, onText
     }
   }
   const r = await stream.result;
+  c.promptTokens = r.promptTokens;
   // The result's text is the events' text, and an incomplete UTF-8 sequence at the very end (U+FFFD), if any.
   if (r.text.length > c.text.length && r.text.startsWith(c.text)) {
     const rest = r.text.slice(c.text.length);
@@ -425,6 +424,13 @@ async function runChoice(c: Choice, onToken: (exitLayer: number) => void, onText
     onText?.(rest);
   }
   c.finish = finishReason(r);
+}
+
+/** The prompts of a completion request: one text or token-id list per prompt. */
+function completionPrompts(body: CompletionBody): (string | number[])[] {
+  const p = body.prompt;
+  if (typeof p === 'string' || typeof p[0] === 'number') return [p as string | number[]];
+  return p as string[] | number[][];
 }
 
 /** The model's chat template, the override, or why there is none. */

@@ -246,6 +246,8 @@ describe('errors are OpenAI error JSON with the right status', () => {
 
   test('413: a prompt longer than the context, a body over the limit', async () => {
     await expect(client.completions.create({ model: MODEL_ID, prompt: new Array(300).fill(5) })).rejects.toMatchObject({ status: 413, code: 'context_length_exceeded' });
+    // streamed too: the status waits for the first event
+    await expect(client.completions.create({ model: MODEL_ID, prompt: 'Once upon a time '.repeat(80), stream: true })).rejects.toMatchObject({ status: 413 });
     const big = await post('/v1/completions', JSON.stringify({ model: MODEL_ID, prompt: 'x'.repeat(100 * 1024) }));
     expect(big.status).toBe(413);
     expect(big.body.error?.code).toBe('body_too_large');
