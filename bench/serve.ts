@@ -6,7 +6,9 @@
  * For each: generated tokens/s over the run (the usage of every response, all clients together), request latency
  * p50/p99 (autocannon's, first byte sent to last byte received) and time to first token p50/p99 (first body
  * bytes of each response: the server writes its headers with the first token's chunk), and mean layers per token.
- * Each client sends `--requests` requests one after the other (autocannon `amount`, pipelining 1); prompts rotate
+ * Both servers run side by side (an idle one costs nothing); every configuration runs `--reps` times, the reps
+ * interleaved in rotated order so that the machine's drift falls on all alike; tokens/s and latency are medians
+ * over the reps, TTFT percentiles are over every request. Each client sends `--requests` requests one after the other (autocannon `amount`, pipelining 1); prompts rotate
  * over a few TinyStories openings, greedy, `--tokens` tokens each (a story may end earlier at EOS: tokens/s counts
  * what was generated).
  *
@@ -14,7 +16,7 @@
  * their p99 time to first token stays within 5x of a lone request's (the median TTFT with 1 client, same server).
  *
  *   node dist/bench/serve.js [--model M] [--threads 2] [--tokens 64] [--requests 4] [--clients 1,4,16]
- *       [--parallel 1,16] [--json]
+ *       [--parallel 1,16] [--reps 3] [--json]
  */
 import { ChildProcess, spawn } from 'child_process';
 import * as path from 'path';
@@ -78,7 +80,18 @@ async function stopServer(child: ChildProcess): Promise<number | null> {
 }
 
 /** One autocannon run: `clients` streaming clients, `requests` requests each. */
-async function load(url: string, modelId: string, exit: 'never' | 'auto', clients: number, requests: number, tokens: number): Promise<Omit<Row, 'parallel' | 'exit' | 'clients'>> {
+interface Run {
+  requests: number;
+  errors: number;
+  tokens: number;
+  layers: number;
+  seconds: number;
+  latencyP50: number;
+  latencyP99: number;
+  ttft: number[];
+}
+
+async function load(url: string, modelId: string, exit: 'never' | 'auto', clients: number, requests: number, tokens: number): Promise<Run> {
   const ttft: number[] = [];
   let generated = 0;
   let layers = 0;
@@ -138,15 +151,15 @@ async function load(url: string, modelId: string, exit: 'never' | 'auto', client
     requests: result.requests.total,
     errors: result.errors + result.non2xx + result.timeouts,
     tokens: generated,
+    layers,
     seconds,
-    tokensPerSecond: generated / seconds,
     latencyP50: result.latency.p50,
     latencyP99: result.latency.p99,
-    ttftP50: percentile(ttft, 50),
-    ttftP99: percentile(ttft, 99),
-    meanLayers: generated > 0 ? layers / generated : 0,
+    ttft,
   };
 }
+
+const median = (xs: number[]) => percentile(xs, 50);
 
 async function main(): Promise<void> {
   const o = new Command('serve')
@@ -157,6 +170,7 @@ async function main(): Promise<void> {
     .option('--clients <list>', 'concurrent streaming clients', '1,4,16')
     .option('--parallel <list>', 'batch slots of the servers compared', '1,16')
     .option('--context <n>', 'positions per request', '256')
+    .option('--reps <r>', 'runs of every configuration (interleaved)', '3')
     .option('--json', 'also print a JSON object')
     .parse(process.argv)
     .opts();
@@ -168,28 +182,59 @@ async function main(): Promise<void> {
   console.log(`model     ${o.model}`);
   console.log(`server    adainfer serve --threads ${o.threads} --context ${o.context}; client: autocannon in this process (pipelining 1), ${o.requests} requests per client, max_tokens ${o.tokens}, greedy, streamed`);
   console.log('note      the machine is shared with other jobs: absolute figures are noisy; compare rows of this run');
-  const rows: Row[] = [];
-  for (const parallel of parallelList) {
-    const { child, url, banner } = await startServer(o.model, parallel, Number(o.threads), Number(o.context));
-    console.log(`\n${banner}`);
-    try {
-      // warm-up: the exit file's first load, the first allocations
-      await load(url, modelId, 'auto', 1, 1, 8);
-      for (const exit of ['never', 'auto'] as const)
-        for (const clients of clientsList) {
-          const r = await load(url, modelId, exit, clients, Number(o.requests), Number(o.tokens));
-          rows.push({ parallel, exit, clients, ...r });
-          console.log(
-            `parallel ${String(parallel).padStart(2)}  exit ${exit.padEnd(5)}  clients ${String(clients).padStart(2)}: ` +
-              `${r.tokensPerSecond.toFixed(0).padStart(5)} tok/s  latency p50 ${r.latencyP50.toFixed(0)} p99 ${r.latencyP99.toFixed(0)} ms  ` +
-              `TTFT p50 ${r.ttftP50.toFixed(1)} p99 ${r.ttftP99.toFixed(1)} ms  layers/token ${r.meanLayers.toFixed(2)}  (${r.requests} requests, ${r.tokens} tokens, ${r.errors} errors)`,
-          );
-        }
-    } finally {
-      const code = await stopServer(child);
-      if (code !== 0) console.log(`server exited with ${code}`);
+  const servers: { parallel: number; child: ChildProcess; url: string }[] = [];
+  const configs: { parallel: number; exit: 'never' | 'auto'; clients: number }[] = [];
+  for (const parallel of parallelList) for (const exit of ['never', 'auto'] as const) for (const clients of clientsList) configs.push({ parallel, exit, clients });
+  const runs = new Map<string, Run[]>();
+  const key = (c: { parallel: number; exit: string; clients: number }) => `${c.parallel}/${c.exit}/${c.clients}`;
+  try {
+    for (const parallel of parallelList) {
+      const { child, url, banner } = await startServer(o.model, parallel, Number(o.threads), Number(o.context));
+      servers.push({ parallel, child, url });
+      console.log(banner);
+      await load(url, modelId, 'auto', 1, 1, 8); // warm-up: the exit file's first load, the first allocations
+    }
+    // Every configuration once per rep, in an order rotated by the rep, so that the machine's drift falls on all.
+    for (let rep = 0; rep < Number(o.reps); rep++) {
+      for (let i = 0; i < configs.length; i++) {
+        const c = configs[(i + rep * 5) % configs.length];
+        const server = servers.find((x) => x.parallel === c.parallel)!;
+        const r = await load(server.url, modelId, c.exit, c.clients, Number(o.requests), Number(o.tokens));
+        runs.set(key(c), [...(runs.get(key(c)) ?? []), r]);
+      }
+      process.stderr.write(`rep ${rep + 1}/${o.reps} done\n`);
+    }
+  } finally {
+    for (const s of servers) {
+      const code = await stopServer(s.child);
+      if (code !== 0) console.log(`server --parallel ${s.parallel} exited with ${code}`);
     }
   }
+  const rows: Row[] = configs.map((c) => {
+    const rs = runs.get(key(c)) ?? [];
+    const tokens = rs.reduce((a, r) => a + r.tokens, 0);
+    const ttft = rs.flatMap((r) => r.ttft);
+    return {
+      ...c,
+      requests: rs.reduce((a, r) => a + r.requests, 0),
+      errors: rs.reduce((a, r) => a + r.errors, 0),
+      tokens,
+      seconds: rs.reduce((a, r) => a + r.seconds, 0),
+      tokensPerSecond: median(rs.map((r) => r.tokens / r.seconds)),
+      latencyP50: median(rs.map((r) => r.latencyP50)),
+      latencyP99: median(rs.map((r) => r.latencyP99)),
+      ttftP50: percentile(ttft, 50),
+      ttftP99: percentile(ttft, 99),
+      meanLayers: tokens > 0 ? rs.reduce((a, r) => a + r.layers, 0) / tokens : 0,
+    };
+  });
+  console.log(`\nmedians over ${o.reps} reps (tokens/s, latency percentiles); TTFT percentiles over every request of the reps`);
+  for (const r of rows)
+    console.log(
+      `parallel ${String(r.parallel).padStart(2)}  exit ${r.exit.padEnd(5)}  clients ${String(r.clients).padStart(2)}: ` +
+        `${r.tokensPerSecond.toFixed(0).padStart(5)} tok/s  latency p50 ${r.latencyP50.toFixed(0)} p99 ${r.latencyP99.toFixed(0)} ms  ` +
+        `TTFT p50 ${r.ttftP50.toFixed(1)} p99 ${r.ttftP99.toFixed(1)} ms  layers/token ${r.meanLayers.toFixed(2)}  (${r.requests} requests, ${r.tokens} tokens, ${r.errors} errors)`,
+    );
 
   const find = (parallel: number, exit: string, clients: number) => rows.find((r) => r.parallel === parallel && r.exit === exit && r.clients === clients);
   const maxClients = Math.max(...clientsList);
