@@ -355,6 +355,40 @@ describe('batched classification equals one-by-one', () => {
   });
 });
 
+describe('API: Model.openBatch (ContinuousBatch)', () => {
+  test('requests submitted while others run equal Session.generate; a signal cancels one; dispose rejects the rest', async () => {
+    const m = await loadModel(BUNDLED_MODEL, { threads: 1 });
+    try {
+      const batch = await m.openBatch({ slots: 2, contextSize: 80 });
+      const first = batch.submit(TEXTS[0], { maxTokens: 30, temperature: 0 });
+      const streamed: string[] = [];
+      for await (const e of first) {
+        streamed.push(e.text);
+        if (streamed.length === 5) break; // leaving the loop cancels it
+      }
+      await expect(first.result).rejects.toMatchObject({ name: 'AbortError', code: 'ABORTED' });
+      const controller = new AbortController();
+      const cancelled = batch.submit(TEXTS[1], { maxTokens: 60, temperature: 0, signal: controller.signal });
+      const later = [2, 3, 4].map((i) => batch.submit(TEXTS[i], { maxTokens: 12, temperature: 0.7, seed: 9 + i }));
+      controller.abort('enough');
+      await expect(cancelled.result).rejects.toMatchObject({ name: 'AbortError', cause: 'enough' });
+      const results = await Promise.all(later.map((r) => r.result));
+      const s = await m.createSession({ contextSize: 80 });
+      for (const [k, i] of [2, 3, 4].entries()) expect(results[k].text).toBe((await s.generate(TEXTS[i], { maxTokens: 12, temperature: 0.7, seed: 9 + i })).text);
+      const full = await s.generate(TEXTS[0], { maxTokens: 30, temperature: 0 });
+      expect(full.text.startsWith(streamed.join(''))).toBe(true);
+      await s.dispose();
+      expect(batch.inFlight).toBe(0);
+      const pending = batch.submit(TEXTS[5], { maxTokens: 200, temperature: 0, stopAtEos: false });
+      await m.dispose();
+      await expect(pending.result).rejects.toMatchObject({ code: 'DISPOSED' });
+      await expect(batch.submit('x').result).rejects.toMatchObject({ code: 'DISPOSED' });
+    } finally {
+      await m.dispose();
+    }
+  });
+});
+
 describe('API: Model.generateBatch / classifyBatch', () => {
   const dir = tmpDir('adainfer-batch-');
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
