@@ -29,6 +29,8 @@ import {
 } from './engine/protocol';
 import { resolveSampling, SamplingOptions } from './engine/sampling';
 import { checkStop } from './engine/stop';
+import { ChatTemplate } from './chat/template';
+import { ChatSession } from './chat/session';
 import type { BatchSequenceResult } from './engine/batch';
 import type {
   BatchClassifyItem,
@@ -131,6 +133,17 @@ export interface GenerateOptions extends SamplingOptions {
   speculative?: SpeculativeSpec;
 }
 
+/** Options of Model.createChatSession: the session's, the system prompt and the template. */
+export interface ChatSessionOptions extends SessionOptions {
+  /** The first message of the history, with role 'system'. */
+  systemPrompt?: string;
+  /**
+   * The chat template: Jinja text or a built-in name (chatml, llama3, llama2); default: the model's own
+   * (NO_CHAT_TEMPLATE when it has none).
+   */
+  template?: string;
+}
+
 export interface ClassifyOptions {
   addBos?: boolean;
   exit?: ExitSpec;
@@ -214,6 +227,9 @@ export interface GenerateResult extends SequenceResult {
   timings: SequenceResult['timings'] & { loadMs: number };
 }
 
+/** Session.stream / ChatSession.stream: token events, then (done: true) the generation's result. */
+export type GenerationStream = AsyncIterableIterator<TokenEvent, GenerateResult | undefined>;
+
 // Every options object of the API, by name: a key that is not one of these is refused (plain JavaScript has no
 // compiler to catch `{ maxTokenz: 5 }`).
 const MODEL_OPTIONS = optionNames<ModelOptions>({ threads: true, kernels: true, backend: true, device: true });
@@ -226,6 +242,8 @@ const GENERATE_OPTIONS = optionNames<GenerateOptions>({
   ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
   ...{ maxTokens: true, stopAtEos: true, stop: true, addBos: true, parseSpecial: true, signal: true, exit: true, speculative: true },
 });
+const CHAT_SESSION_OPTIONS = optionNames<ChatSessionOptions>({ contextSize: true, batchSize: true, threads: true, kvFill: true, systemPrompt: true, template: true });
+const CHAT_SEND_OPTIONS = GENERATE_OPTIONS.filter((k) => k !== 'addBos' && k !== 'parseSpecial');
 const CLASSIFY_OPTIONS = optionNames<ClassifyOptions>({ addBos: true, exit: true, signal: true });
 const BATCH_OPTIONS = { batchSize: true, contextSize: true, threads: true, addBos: true, exit: true, compaction: true, signal: true } as const;
 const GENERATE_BATCH_OPTIONS = optionNames<GenerateBatchOptions>({
@@ -575,6 +593,21 @@ export class Model {
     return new Session(this, sessionId, contextSize);
   }
 
+  /**
+   * A conversation (lib/chat/session.ts) on a new session: `send(text, options)` / `stream(text, options)` answer a
+   * user message through the chat template, keep the history, and reuse the cached prefix between turns.
+   */
+  async createChatSession(options: ChatSessionOptions = {}): Promise<ChatSession> {
+    this.check();
+    checkOptionsObject(options);
+    checkKnownOptions(options, CHAT_SESSION_OPTIONS, 'createChatSession');
+    const { systemPrompt, template: override, ...sessionOptions } = options;
+    if (systemPrompt !== undefined && typeof systemPrompt !== 'string') throw new OptionError('systemPrompt', 'must be a string');
+    const template = ChatTemplate.fromModel(this, override);
+    const session = await this.createSession(sessionOptions);
+    return new ChatSession(session, template, this, CHAT_SEND_OPTIONS, systemPrompt);
+  }
+
   /** Frees the weights and every session, and ends the worker. Idempotent. */
   async dispose(): Promise<void> {
     if (this.disposed) return;
@@ -611,13 +644,15 @@ export class Session {
 
   /**
    * The same generation as an async iterator of token events. Leaving the loop early (`break`, `return`, a throw
-   * in its body) stops the generation; the session is free again once the loop has left.
+   * in its body) stops the generation; the session is free again once the loop has left. The iterator's last
+   * result (`done: true`) carries what generate() returns (undefined after an early leave).
    */
-  stream(prompt: string | number[], options: GenerateOptions = {}): AsyncIterableIterator<TokenEvent> {
+  stream(prompt: string | number[], options: GenerateOptions = {}): GenerationStream {
     const queue: TokenEvent[] = [];
     let wake: (() => void) | undefined;
     let finished = false;
     let failure: unknown;
+    let result: GenerateResult | undefined;
     const control: { flag?: Int32Array } = {};
     const done = this.run(
       prompt,
@@ -628,7 +663,8 @@ export class Session {
       },
       control,
     ).then(
-      () => {
+      (r) => {
+        result = r;
         finished = true;
         wake?.();
       },
@@ -638,7 +674,7 @@ export class Session {
         wake?.();
       },
     );
-    const iterator: AsyncIterableIterator<TokenEvent> = {
+    const iterator: GenerationStream = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
         while (queue.length === 0 && !finished) await new Promise<void>((r) => (wake = r));
@@ -648,7 +684,7 @@ export class Session {
         if (queue.length > 0) return { value: queue.shift()!, done: false };
         await done;
         if (failure) throw failure;
-        return { value: undefined, done: true };
+        return { value: result, done: true };
       },
       // Called by `for await` when the loop is left early: stop the generation and wait for the worker to end it.
       return: async () => {

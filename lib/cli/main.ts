@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { AdaInferError } from '../errors';
 import { registerBench } from './bench';
 import { registerBatch } from './batch';
+import { registerChat } from './chat';
 import { registerConvert } from './convert';
 import { registerEvalExit } from './eval_exit';
 import { registerEvalTasks } from './eval_tasks';
@@ -22,6 +23,7 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program);
+  registerChat(program);
   registerQuantize(program);
   registerConvert(program);
   registerBench(program);

@@ -4,11 +4,11 @@
  * on SIGTERM or SIGINT: stops accepting, lets requests in flight finish for --grace seconds, cancels the rest,
  * frees the model and exits 0.
  */
-import * as fs from 'fs';
 import { Command } from 'commander';
 import { type KernelVariant, loadModel } from '../api';
 import { OptionError } from '../errors';
 import { AdaInferServer } from '../server/server';
+import { readTemplateFlag } from './chat';
 import { findShippedExitFile, resolveExitChoice } from './exit_choice';
 import { addBackendOptions, BackendFlags, intOption, modelOption } from './options';
 import { warnIfBeyondTrainedContext } from './output';
@@ -63,7 +63,7 @@ export function registerServe(program: Command): void {
           autoExitFile: findShippedExitFile({ ...model.info }),
           apiKey,
           threads: flags.threads,
-          template: flags.template === undefined ? undefined : templateText(flags.template),
+          template: readTemplateFlag(flags.template),
         });
         const url = await server.listen(flags.host, flags.port);
         process.stdout.write(`adainfer: listening on ${url} (model ${server.modelId}, ${flags.parallel} slots, exit ${exit.file ?? 'never'}, kernels ${model.info.kernels})\n`);
@@ -81,12 +81,3 @@ export function registerServe(program: Command): void {
     });
 }
 
-/** `--template`: a file's text when the path exists, else the value itself (a built-in name or Jinja text). */
-function templateText(value: string): string {
-  if (!fs.existsSync(value)) return value;
-  try {
-    return fs.readFileSync(value, 'utf8');
-  } catch (e) {
-    throw new OptionError('--template', `cannot read ${value}: ${(e as Error).message}`);
-  }
-}

@@ -44,6 +44,8 @@ describe('unknown options', () => {
       },
       'maxtokens',
     ],
+    ['createChatSession', () => model.createChatSession({ template: 'chatml', systemPromt: 'x' } as never), 'systemPromt'],
+    ['ChatSession.send', async () => (await model.createChatSession({ template: 'chatml', contextSize: 64 })).send('Hi', { stops: ['x'] } as never), 'stops'],
   ])('%s', async (_, call, key) => {
     const err = await call().then(
       () => undefined,
