@@ -319,6 +319,10 @@ class WorkerLink {
   }
 
   private onMessage(m: ResponseMessage): void {
+    if (m.kind === 'tokens') {
+      for (const { id, event } of m.events) this.pending.get(id)?.onToken?.(event);
+      return;
+    }
     const p = this.pending.get(m.id);
     if (!p) return;
     if (m.kind === 'token') {

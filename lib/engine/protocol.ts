@@ -134,6 +134,8 @@ export type ResponseMessage =
   | { id: number; kind: 'result'; value: unknown }
   | { id: number; kind: 'error'; error: SerializedError }
   | { id: number; kind: 'token'; event: TokenEvent }
+  /** The token events of one step of an open batch, for the requests (message ids) that got one: one message per step. */
+  | { id: 0; kind: 'tokens'; events: { id: number; event: TokenEvent }[] }
   /** One prompt of a generateBatch / classifyBatch request finished (sent as soon as it does). */
   | { id: number; kind: 'batchResult'; result: unknown };
 

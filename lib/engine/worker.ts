@@ -28,7 +28,7 @@ import {
 } from './protocol';
 import { resolveSampling } from './sampling';
 import { chatTemplateSource } from '../chat/model_template';
-import { Sequence, SequenceResult } from './sequence';
+import { Sequence, SequenceResult, TokenEvent } from './sequence';
 import { BatchExit, BatchPrompt, BatchSequenceResult, classifyBatch, generateBatch, OpenBatch } from './batch';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import {
@@ -433,6 +433,8 @@ interface OpenBatchState {
   lensK: number;
   /** Submissions not yet answered, by message id. */
   pending: Map<number, { resolve: (r: BatchSequenceResult) => void; reject: (e: unknown) => void }>;
+  /** Token events of the current step, sent together after it (one message per step instead of one per row). */
+  outbox: { id: number; event: TokenEvent }[];
   /** Resolves the driver's wait while the batch is idle. */
   wake?: () => void;
   /** The driver: ends when the batch is closed and empty, or fails. */
@@ -469,13 +471,16 @@ function openBatchOp(batchId: number, o: WorkerOpenBatchOptions): null {
     ctx.dispose();
     throw e;
   }
-  const state: OpenBatchState = { batch, lensK, pending: new Map(), done: Promise.resolve() };
+  const state: OpenBatchState = { batch, lensK, pending: new Map(), outbox: [], done: Promise.resolve() };
   state.done = (async () => {
     const run = batch.run();
     try {
       for (;;) {
         checkOpen();
         const step = run.next();
+        // Before any await: the events go out ahead of the results of requests that finished in this step
+        // (their answers are posted from promise callbacks, which run at the next await).
+        if (state.outbox.length > 0) post({ id: 0, kind: 'tokens', events: state.outbox.splice(0) });
         if (step.done) return;
         // Idle and open: wait for a submission (or close, or dispose); else let messages in between two steps.
         if (batch.active === 0 && batch.waiting === 0 && !batch.closed && !closing) await new Promise<void>((r) => (state.wake = r));
@@ -521,7 +526,7 @@ function batchSubmitOp(id: number, batchId: number, prompt: string | number[], o
       stopAtEos: o.stopAtEos,
       stop: o.stop,
       exit,
-      onToken: (event) => post({ id, kind: 'token', event }),
+      onToken: (event) => state.outbox.push({ id, event }),
       onEnd: (result) => {
         state.pending.delete(id);
         if (result.stopReason === 'aborted') reject(closing ? new AdaInferError('DISPOSED', 'the model has been disposed') : new AbortError('the request was cancelled'));
