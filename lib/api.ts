@@ -39,6 +39,7 @@ import type {
   BatchPromptSpec,
   WorkerBatchGenerateOptions,
   WorkerBatchOptions,
+  WorkerBatchSubmitOptions,
 } from './engine/protocol';
 import { SequenceResult, TokenEvent } from './engine/sequence';
 import {
@@ -184,6 +185,44 @@ export interface ClassifyBatchOptions extends BatchOptions {
   onResult?: (result: BatchClassifyItem) => void;
 }
 
+/** Options of Model.openBatch: a continuous batch that takes requests while it runs (lib/engine/batch.ts OpenBatch). */
+export interface OpenBatchOptions {
+  /** Requests decoded together, one KV cache slot each (default 16); more wait for a free slot. */
+  slots?: number;
+  /** Positions per request, prompt and generated tokens (default: the model's context length, at most 2048). */
+  contextSize?: number;
+  /** Overrides the model's thread count for this batch. */
+  threads?: number;
+  /** K/V of the layers an exit skipped (default 'propagate'). */
+  kvFill?: BatchKvFill;
+  /** Remove exited rows from the batch between layers (default true). */
+  compaction?: boolean;
+  /** Exit files the requests may name: a fast lens's top-k sizes the batch's lens buffer when it opens. */
+  exitFiles?: string[];
+}
+
+/** One request of a ContinuousBatch: its own sampling, limit and exit policy. */
+export interface BatchRequestOptions extends SamplingOptions {
+  /** Tokens to generate at most (default 128). */
+  maxTokens?: number;
+  stopAtEos?: boolean;
+  /** Stop strings, as Session.generate's (token events hold back a possible start of one, as a Session stream does). */
+  stop?: string[];
+  addBos?: boolean;
+  /** As Session.generate's. */
+  parseSpecial?: boolean;
+  /** This request's early exit, as for Session.generate (an exit file gives it its own policy instance). */
+  exit?: ExitSpec;
+  /** Cancels the request: it leaves the batch at the next step (its slot is free), and rejects with an AbortError. */
+  signal?: AbortSignal;
+}
+
+/** A submitted request: its token events as they are sampled, and its result. */
+export interface BatchRequestStream extends AsyncIterableIterator<TokenEvent> {
+  /** The request's result (rejects with an AbortError when cancelled); leaving the loop early cancels it. */
+  readonly result: Promise<BatchSequenceResult>;
+}
+
 export interface GenerateResult extends SequenceResult {
   timings: SequenceResult['timings'] & { loadMs: number };
 }
@@ -213,6 +252,11 @@ const GENERATE_BATCH_OPTIONS = optionNames<GenerateBatchOptions>({
   ...{ maxTokens: true, stopAtEos: true, stop: true, parseSpecial: true, kvFill: true, onResult: true },
 });
 const CLASSIFY_BATCH_OPTIONS = optionNames<ClassifyBatchOptions>({ ...BATCH_OPTIONS, onResult: true });
+const OPEN_BATCH_OPTIONS = optionNames<OpenBatchOptions>({ slots: true, contextSize: true, threads: true, kvFill: true, compaction: true, exitFiles: true });
+const BATCH_REQUEST_OPTIONS = optionNames<BatchRequestOptions>({
+  ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
+  ...{ maxTokens: true, stopAtEos: true, stop: true, addBos: true, parseSpecial: true, exit: true, signal: true },
+});
 const TOKENIZE_OPTIONS = ['addSpecial', 'parseSpecial'] as const;
 const PROMPT_SPEC_KEYS = ['prompt', 'maxTokens', 'seed'] as const;
 
@@ -275,6 +319,10 @@ class WorkerLink {
   }
 
   private onMessage(m: ResponseMessage): void {
+    if (m.kind === 'tokens') {
+      for (const { id, event } of m.events) this.pending.get(id)?.onToken?.(event);
+      return;
+    }
     const p = this.pending.get(m.id);
     if (!p) return;
     if (m.kind === 'token') {
@@ -482,6 +530,37 @@ export class Model {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Opens a continuous batch: requests submitted to it at any time join the running batch at the next decode step
+   * that has a free slot, each with its own sampling, limit and exit policy, and leave it when they finish or are
+   * cancelled. A request's result equals the same request run alone in a fresh session (same seed and policy).
+   * What a server runs (lib/server); close() it when done.
+   */
+  async openBatch(options: OpenBatchOptions = {}): Promise<ContinuousBatch> {
+    this.check();
+    checkOptionsObject(options);
+    checkKnownOptions(options, OPEN_BATCH_OPTIONS, 'openBatch');
+    checkBoolean(options.compaction, 'compaction');
+    if (options.exitFiles !== undefined && (!Array.isArray(options.exitFiles) || options.exitFiles.some((f) => typeof f !== 'string')))
+      throw new OptionError('exitFiles', 'must be an array of exit file paths');
+    const slots = checkPositiveInt(options.slots, 'slots', 4096) ?? 16;
+    const contextSize = checkPositiveInt(options.contextSize, 'contextSize', 1 << 20) ?? Math.min(this.info.contextLength, 2048);
+    const batchId = this.nextSessionId++;
+    await this.request({
+      op: 'openBatch',
+      batchId,
+      options: {
+        slots,
+        contextSize,
+        threads: checkThreads(options.threads) ?? this.threads,
+        kvFill: checkBatchKvFill(options.kvFill),
+        compaction: options.compaction,
+        exitFiles: options.exitFiles,
+      },
+    });
+    return new ContinuousBatch(this, batchId, slots, contextSize);
   }
 
   async tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<number[]> {
@@ -727,5 +806,110 @@ export class Session {
   bench(request: BenchRequest): Promise<BenchResult> {
     this.check();
     return this.model.request({ op: 'bench', sessionId: this.id, request });
+  }
+}
+
+/**
+ * A continuous batch on the model's worker (Model.openBatch): submit() requests at any time; each streams its
+ * tokens and ends with its own result. Requests beyond `slots` wait in the worker's queue, in submission order.
+ */
+export class ContinuousBatch {
+  private closed = false;
+  private readonly running = new Set<{ flag: Int32Array; done: Promise<unknown> }>();
+
+  /** @internal use Model.openBatch() */
+  constructor(
+    readonly model: Model,
+    private readonly id: number,
+    /** Requests decoded together. */
+    readonly slots: number,
+    /** Positions per request. */
+    readonly contextSize: number,
+  ) {}
+
+  /** Requests submitted and not yet finished (running or waiting for a slot). */
+  get inFlight(): number {
+    return this.running.size;
+  }
+
+  /**
+   * Submits a request. Its events arrive through the returned iterator (they are buffered until read; the result
+   * does not wait for them to be read). Leaving a `for await` loop over it early cancels the request.
+   */
+  submit(prompt: string | number[], options: BatchRequestOptions = {}): BatchRequestStream {
+    if (this.closed) throw new AdaInferError('DISPOSED', 'the batch is closed');
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new OptionError('prompt', 'must be a string or an array of token ids');
+    checkOptionsObject(options);
+    checkKnownOptions(options, BATCH_REQUEST_OPTIONS, 'submit');
+    checkExitSpec(options.exit);
+    checkBoolean(options.stopAtEos, 'stopAtEos');
+    checkBoolean(options.addBos, 'addBos');
+    checkBoolean(options.parseSpecial, 'parseSpecial');
+    resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    const { signal: rawSignal, stop, ...rest } = options;
+    const signal = checkSignal(rawSignal);
+    const workerOptions: WorkerBatchSubmitOptions = { ...rest, maxTokens: checkMaxTokens(options.maxTokens), stop: checkStop(stop) };
+    const abort = new SharedArrayBuffer(4);
+    const flag = new Int32Array(abort);
+    const cancel = () => Atomics.store(flag, 0, 1);
+    const queue: TokenEvent[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    const result = (async () => {
+      if (signal?.aborted) throw abortError('request', signal, ' before it started');
+      signal?.addEventListener('abort', cancel, { once: true });
+      try {
+        return await this.model.request<BatchSequenceResult>({ op: 'batchSubmit', batchId: this.id, prompt, options: workerOptions, abort }, (e) => {
+          if (Atomics.load(flag, 0) !== 0) return; // none after a cancellation
+          queue.push(e);
+          wake?.();
+        });
+      } catch (err) {
+        if (err instanceof AdaInferError && err.code === 'ABORTED') throw abortError('request', signal);
+        throw err;
+      } finally {
+        signal?.removeEventListener('abort', cancel);
+        finished = true;
+        wake?.();
+      }
+    })();
+    result.catch(() => undefined); // a caller that only iterates sees the error there
+    const entry = { flag, done: result.catch(() => undefined) };
+    this.running.add(entry);
+    void entry.done.then(() => this.running.delete(entry));
+    const iterator: BatchRequestStream = {
+      result,
+      [Symbol.asyncIterator]: () => iterator,
+      next: async () => {
+        while (queue.length === 0 && !finished) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        if (Atomics.load(flag, 0) !== 0) queue.length = 0;
+        if (queue.length > 0) return { value: queue.shift()!, done: false };
+        await result;
+        return { value: undefined, done: true };
+      },
+      return: async () => {
+        if (!finished) cancel();
+        queue.length = 0;
+        await entry.done;
+        return { value: undefined, done: true };
+      },
+    };
+    return iterator;
+  }
+
+  /**
+   * Closes the batch to new requests and frees it once the requests in flight have finished; `{ cancel: true }`
+   * cancels them first (they reject with an AbortError). Idempotent.
+   */
+  async close(options: { cancel?: boolean } = {}): Promise<void> {
+    if (options.cancel) for (const r of this.running) Atomics.store(r.flag, 0, 1);
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.model.request({ op: 'closeBatch', batchId: this.id });
+    } catch (err) {
+      if (!(err instanceof AdaInferError && err.code === 'DISPOSED')) throw err;
+    }
   }
 }

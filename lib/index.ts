@@ -1,5 +1,5 @@
 /** adainfer: LLM inference for Node.js with AdaInfer early exit. */
-export { loadModel, Model, Session, DEFAULT_MODEL } from './api';
+export { loadModel, Model, Session, ContinuousBatch, DEFAULT_MODEL } from './api';
 export type {
   ModelOptions,
   SessionOptions,
@@ -25,6 +25,9 @@ export type {
   BatchKvFill,
   BatchStats,
   BatchTimings,
+  OpenBatchOptions,
+  BatchRequestOptions,
+  BatchRequestStream,
   KernelVariant,
 } from './api';
 /** Chat: templates (lib/chat/template.ts). */

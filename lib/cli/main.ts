@@ -13,6 +13,7 @@ import { registerEvalTasks } from './eval_tasks';
 import { registerGenerate } from './generate';
 import { exitQuietlyOnClosedStdout, isSystemError, printWarningsAsCli } from './output';
 import { registerQuantize } from './quantize';
+import { registerServe } from './serve';
 import { registerTrainExit } from './train_exit';
 
 export async function main(argv: string[]): Promise<number> {
@@ -30,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
   registerEvalExit(program);
   registerBatch(program);
   registerEvalTasks(program);
+  registerServe(program);
   try {
     await program.parseAsync(argv);
     return 0;

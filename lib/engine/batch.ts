@@ -2,8 +2,11 @@
  * Batched execution: many sequences together in one TransformerContext (one KV cache slot per sequence), with
  * AdaInfer early exit decided per sequence and row compaction between layers.
  *
- * Scheduling (continuous batching): the context's `sequences` slots are filled with prompts in input order;
- * a sequence that finishes frees its slot for the next prompt. Each step holds:
+ * Scheduling (continuous batching, one step loop: `schedule`): the context's `sequences` slots are filled with
+ * requests in submission order; a sequence that finishes, or whose request is cancelled, frees its slot for the
+ * next one between two steps. An OpenBatch takes requests while it runs (a server's batch: each request with its
+ * own sampler, exit policy, limits and token stream); generateBatch is an OpenBatch fed a fixed list and
+ * closed; classifyBatch schedules a fixed list through the same loop. Each step holds:
  *  - one row per decoding sequence (its last sampled token), then
  *  - whole prompts of the sequences still prefilling, in admission order, as long as the context's row
  *    capacity (`batchSize`) has room (a prompt that does not fit waits for a later step). A prompt longer than
@@ -21,23 +24,23 @@
  * Runs synchronously on the thread that owns the context; the generators yield after every step so that the
  * model worker can post finished results and let other requests in.
  */
-import { AbortError, ContextOverflowError, OptionError } from '../errors';
+import { AbortError, AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { ExitDecider } from '../exit/decider';
 import { ExitPolicy, withLabelCandidates } from '../exit/policy';
 import { TransformerContext } from '../model/transformer';
 import { StreamDecoder } from '../tokenizer/types';
 import { BatchKvFill, checkBatchKvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
-import type { StopReason } from './sequence';
+import type { StopReason, TokenEvent } from './sequence';
 import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine, StepStats } from './step';
 
 export type { BatchKvFill } from './options';
 
 /**
- * The exit policy of a batch: a policy object shared by every slot (stateless kinds: never, threshold, svm,
- * svm-rbf), or a factory called once per slot (needed for 'crf', whose classifier keeps a forward message
- * across the layers of one token).
+ * The exit policy of a batch: a policy object shared by every sequence (stateless kinds: never, threshold, svm,
+ * svm-rbf), or a factory called once per sequence when it is admitted (needed for 'crf', whose classifier keeps
+ * a forward message across the layers of one token).
  */
 export type BatchExit = ExitPolicy | (() => ExitPolicy);
 
@@ -150,13 +153,26 @@ interface Job {
   firstAt: number;
 }
 
-/** What generation and classification do with their prompts; the scheduler does the rest. */
+/**
+ * Where the scheduler's requests come from and what it does with them: a fixed list (classifyBatch) or an open
+ * queue that takes requests while it runs (OpenBatch, which generateBatch feeds with its list).
+ */
 interface JobKind<J extends Job> {
-  /** Prompt `index` as a job in `slot`, or undefined when it needs no evaluation (it is then finished). */
-  admit(index: number, slot: number, policy: ExitPolicy | undefined, now: number): J | undefined;
+  /** Requests waiting for a slot. */
+  waiting(): number;
+  /** True once no request will arrive any more: the run ends when the last one has finished. */
+  closed(): boolean;
+  /**
+   * The next waiting request as a job in `slot`; undefined when it needs no evaluation or was cancelled while it
+   * waited (it is then finished, and its index pushed to `finished`).
+   */
+  admit(slot: number, now: number, finished: number[]): J | undefined;
   /** After a step that read the job's output: true when the job is finished (then `finish` follows). */
   advance(job: J, now: number): boolean;
   finish(job: J, now: number): void;
+  /** Checked before each step: true when the job's request was cancelled (then `drop` follows, freeing its slot). */
+  cancelled(job: J): boolean;
+  drop(job: J, now: number): void;
 }
 
 function checkContext(ctx: TransformerContext): void {
@@ -177,45 +193,50 @@ function checkPromptTokens(tokens: unknown, i: number, ctx: TransformerContext):
   return tokens as number[];
 }
 
-/** Makes the policy of a slot (a new one per slot from a factory, else the shared one); undefined: full depth. */
-function slotPolicies(exit: BatchExit | undefined): () => ExitPolicy | undefined {
-  if (exit === undefined) return () => undefined;
-  if (typeof exit === 'function') {
-    return () => {
-      const p = exit();
-      return p.kind === 'never' ? undefined : p;
-    };
-  }
-  if (exit.kind === 'crf')
+/** A policy object shared by many requests must be stateless: a CRF keeps a forward message across layers. */
+function checkShareable(exit: BatchExit | undefined): void {
+  if (exit !== undefined && typeof exit !== 'function' && exit.kind === 'crf')
     throw new OptionError('exit', 'a CRF policy keeps state across the layers of a token: pass a factory (() => policy) so that each batch slot has its own');
-  const shared = exit.kind === 'never' ? undefined : exit;
-  return () => shared;
+}
+
+/** The policy of one request (a factory is called for it); undefined: full depth. */
+function requestPolicy(exit: BatchExit | undefined): ExitPolicy | undefined {
+  const policy = typeof exit === 'function' ? exit() : exit;
+  return policy === undefined || policy.kind === 'never' ? undefined : policy;
 }
 
 function newJob(index: number, tokens: number[], slot: number, output: RowOutput, decider: ExitDecider | undefined, now: number): Job {
   return { index, tokens, group: newRowGroup(slot), output, decider, fed: 0, pos: 0, decodeInput: [], admittedAt: now, firstAt: -1 };
 }
 
+interface ScheduleOptions {
+  /** Remove exited rows from the batch between layers (default true). */
+  compaction?: boolean;
+  kvFill: BatchKvFill;
+  /** Checked between steps; when it returns true the run throws an AbortError (code ABORTED). */
+  aborted?: () => boolean;
+}
+
+/** The cache slots a batch schedules into (without compaction the context's last sequence is the scratch slot). */
+function batchSlots(ctx: TransformerContext, compaction: boolean): number {
+  const slots = compaction ? ctx.sequences : ctx.sequences - 1;
+  if (slots < 1) throw new OptionError('compaction', 'compaction: false needs a context with one more sequence than the batch (a scratch slot)');
+  return slots;
+}
+
 /**
- * The step loop shared by generation and classification: admits prompts into free slots, builds each step
- * (decode rows, then prompt chunks), runs it on the step engine and advances the jobs. Yields, after each step,
- * the indices of the prompts finished in it.
+ * THE step loop (continuous batching), shared by generation and classification: between two steps it removes
+ * cancelled jobs, admits waiting requests into free slots, builds the step (decode rows, then prompt chunks),
+ * runs it on the step engine and advances the jobs. Yields, after each step, the indices of the requests
+ * finished in it; while the batch is open and idle (nothing live, nothing waiting) it yields an empty list after
+ * each look, and its driver waits for a request before it asks again.
  */
-function* schedule<J extends Job>(
-  ctx: TransformerContext,
-  count: number,
-  kind: JobKind<J>,
-  options: BatchCommonOptions & { kvFill: BatchKvFill },
-  stats: BatchStats,
-): Generator<number[], void> {
+function* schedule<J extends Job>(ctx: TransformerContext, kind: JobKind<J>, options: ScheduleOptions, stats: BatchStats): Generator<number[], void> {
   const compaction = options.compaction ?? true;
   // Without compaction, exited rows keep running: their K/V writes go to a scratch slot (the context's last
   // sequence), so that the cache holds exactly what it would with compaction (and kvFill 'none' stays 'none').
-  const slots = compaction ? ctx.sequences : ctx.sequences - 1;
-  if (slots < 1) throw new OptionError('compaction', 'compaction: false needs a context with one more sequence than the batch (a scratch slot)');
+  const slots = batchSlots(ctx, compaction);
   const engine = new StepEngine(ctx, { kvFill: options.kvFill, compaction, scratchSlot: compaction ? -1 : ctx.sequences - 1 });
-  const policyOf = slotPolicies(options.exit);
-  const policies: (ExitPolicy | undefined)[] = [];
   const freeSlots: number[] = [];
   for (let s = slots - 1; s >= 0; s--) freeSlots.push(s);
   /** Rows of one prompt chunk: what the decode rows of the other slots leave. */
@@ -223,26 +244,33 @@ function* schedule<J extends Job>(
   const live: J[] = [];
   const step: J[] = [];
   const groups: RowGroup[] = [];
-  let nextPrompt = 0;
   const t0 = performance.now();
+  const leave = (job: J, finishedNow: number[]) => {
+    stats.lensReads += job.decider?.lensReads ?? 0;
+    live.splice(live.indexOf(job), 1);
+    freeSlots.push(job.group.slot);
+    finishedNow.push(job.index);
+  };
 
-  while (nextPrompt < count || live.length > 0) {
+  while (!kind.closed() || kind.waiting() > 0 || live.length > 0) {
     if (options.aborted?.()) throw new AbortError('the batch was aborted');
     const finishedNow: number[] = [];
-    // Admit prompts into free slots.
-    while (freeSlots.length > 0 && nextPrompt < count) {
-      const slot = freeSlots[freeSlots.length - 1];
-      if (!(slot in policies)) policies[slot] = policyOf();
-      const job = kind.admit(nextPrompt++, slot, policies[slot], performance.now());
+    // Cancelled requests leave (their slots are free for this step's admissions).
+    for (const job of live.filter((j) => kind.cancelled(j))) {
+      leave(job, finishedNow);
+      kind.drop(job, performance.now());
+    }
+    // Admit waiting requests into free slots.
+    while (freeSlots.length > 0 && kind.waiting() > 0) {
+      const job = kind.admit(freeSlots[freeSlots.length - 1], performance.now(), finishedNow);
       if (job) {
         freeSlots.pop();
         live.push(job);
-      } else {
-        finishedNow.push(nextPrompt - 1);
       }
     }
     if (live.length === 0) {
-      if (finishedNow.length > 0) yield finishedNow;
+      stats.ms = performance.now() - t0;
+      yield finishedNow;
       continue;
     }
 
@@ -259,11 +287,8 @@ function* schedule<J extends Job>(
       if (!g.output) continue;
       if (job.firstAt < 0) job.firstAt = end;
       if (kind.advance(job, end)) {
-        stats.lensReads += job.decider?.lensReads ?? 0;
+        leave(job, finishedNow);
         kind.finish(job, end);
-        live.splice(live.indexOf(job), 1);
-        freeSlots.push(g.slot);
-        finishedNow.push(job.index);
       }
     }
     stats.ms = performance.now() - t0;
@@ -306,62 +331,126 @@ function newStats(prompts: number): BatchStats {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Generation
+// Generation: the open batch
+
+/** A generation request of an open batch: its own prompt, sampler, exit policy, limits and callbacks. */
+export interface OpenBatchRequest {
+  /** Token ids (BOS included when wanted). */
+  tokens: number[];
+  maxTokens: number;
+  /** This request's sampler (its seed included). */
+  sampling: ResolvedSampling;
+  /** Default true. */
+  stopAtEos?: boolean;
+  /** Stop strings, as Sequence's (lib/engine/stop.ts): the text ends before the first one, stopReason 'stop'. */
+  stop?: readonly string[];
+  /** Its exit policy (a factory is called when it is admitted, for its own instance); undefined: full depth. */
+  exit?: BatchExit;
+  /**
+   * Each token as soon as the step that sampled it ends (not the end-of-generation token). With stop strings, as
+   * Sequence's stream: an event whose text ends with a possible start of one waits, and the held-back text joins
+   * the event that releases it (the next token's, or the last one's when the generation ends).
+   */
+  onToken?: (event: TokenEvent) => void;
+  /** Its result, once: when it finishes, or with stopReason 'aborted' after `cancelled` said true. */
+  onEnd?: (result: BatchSequenceResult) => void;
+  /** Read before each step: true makes the request leave the batch (waiting or running), freeing its slot. */
+  cancelled?: () => boolean;
+}
+
+export interface OpenBatchOptions {
+  /** Default 'propagate'. */
+  kvFill?: BatchKvFill;
+  /** Remove exited rows from the batch between layers (default true). */
+  compaction?: boolean;
+  /** Checked between steps; when it returns true the run throws an AbortError (code ABORTED). */
+  aborted?: () => boolean;
+}
 
 interface GenJob extends Job {
   output: NextToken;
+  request: OpenBatchRequest;
   maxTokens: number;
   decoder: StreamDecoder;
   out: number[];
   outLayers: number[];
   text: string;
   stopReason: StopReason;
+  submittedAt: number;
   stopper: StopMatcher | undefined;
   stopString: string | undefined;
+  /** The last token's event while the stop matcher holds text back. */
+  deferred: TokenEvent | undefined;
 }
 
 /**
- * Generates a continuation of every prompt. Yields, after each step, the indices of the prompts that finished
- * in it (their results are in the returned run and available through `resultOf`); returns every result in
- * input order.
+ * An open batch (continuous batching as a server needs it): requests are submitted at any time — also while
+ * `run()` is stepping — and join the running batch at the next step that has a free slot, each with its own
+ * sampler, exit policy, token limit, token callback and cancellation; a finished or cancelled request leaves
+ * between two steps and frees its slot. `generateBatch` is this batch fed a fixed list and closed.
+ *
+ * Each request's result equals the same request run alone (Sequence on a fresh context, same seed, policy and
+ * kvFill), whenever it was admitted: the native blocks compute every row independently of the others.
  */
-export function* generateBatch(
-  ctx: TransformerContext,
-  prompts: BatchPrompt[],
-  options: BatchGenerateOptions,
-  onResult?: (result: BatchSequenceResult) => void,
-): Generator<number[], BatchRun<BatchSequenceResult>> {
-  checkContext(ctx);
-  const kvFill = checkBatchKvFill(options.kvFill);
-  prompts.forEach((p, i) => checkPromptTokens(p.tokens, i, ctx));
-  const tokenizer = ctx.model.tokenizer;
-  const stopAtEos = options.stopAtEos ?? true;
-  const stop = options.stop && options.stop.length > 0 ? options.stop : undefined;
-  const results: BatchSequenceResult[] = new Array(prompts.length);
-  const stats = newStats(prompts.length);
-  const t0 = performance.now();
+export class OpenBatch {
+  readonly stats: BatchStats = newStats(0);
+  private readonly queue: { index: number; request: OpenBatchRequest; at: number }[] = [];
+  private isClosed = false;
+  private running = 0;
+  private readonly kvFill: BatchKvFill;
 
-  const finishResult = (job: GenJob | undefined, index: number, now: number) => {
-    const prompt = prompts[index];
-    if (!job) {
-      results[index] = {
-        index,
-        text: '',
-        tokens: [],
-        exitLayers: [],
-        promptTokens: prompt.tokens.length,
-        stopReason: 'maxTokens',
-        timings: { queuedMs: now - t0, prefillMs: 0, decodeMs: 0, prefillTokensPerSecond: 0, decodeTokensPerSecond: 0 },
-      };
-    } else {
-      const held = job.stopper?.flush() ?? '';
-      const rest = job.decoder.flush();
-      const text = job.text + held + (job.stopReason === 'stop' ? '' : rest);
-      const prefillMs = job.firstAt - job.admittedAt;
-      const decodeMs = now - job.firstAt;
+  constructor(
+    readonly ctx: TransformerContext,
+    private readonly options: OpenBatchOptions = {},
+  ) {
+    checkContext(ctx);
+    this.kvFill = checkBatchKvFill(options.kvFill);
+    batchSlots(ctx, options.compaction ?? true);
+  }
+
+  /** Queues a request; returns its index (results and events name it). Checks its prompt at once. */
+  submit(request: OpenBatchRequest): number {
+    if (this.isClosed) throw new AdaInferError('DISPOSED', 'the batch is closed to new requests');
+    const index = this.stats.prompts;
+    checkPromptTokens(request.tokens, index, this.ctx);
+    this.stats.prompts++;
+    this.queue.push({ index, request, at: performance.now() });
+    return index;
+  }
+
+  /** No more submissions: run() ends once every request has finished. */
+  close(): void {
+    this.isClosed = true;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Requests waiting for a slot. */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  /** Requests holding a slot. */
+  get active(): number {
+    return this.running;
+  }
+
+  /** The step loop; yields after each step (or each idle look) the indices of the requests finished in it. */
+  *run(): Generator<number[], BatchStats> {
+    const ctx = this.ctx;
+    const tokenizer = ctx.model.tokenizer;
+    const queue = this.queue;
+    const result = (job: GenJob, now: number): BatchSequenceResult => {
+      const rest = job.decoder.flush(); // an incomplete UTF-8 sequence at the end: U+FFFD in the text, in no event
+      const text = job.text + (job.stopReason === 'stop' ? '' : rest);
+      const started = job.firstAt >= 0;
+      const prefillMs = started ? job.firstAt - job.admittedAt : now - job.admittedAt;
+      const decodeMs = started ? now - job.firstAt : 0;
       const decoded = Math.max(0, job.out.length - 1);
-      results[index] = {
-        index,
+      return {
+        index: job.index,
         text,
         tokens: job.out,
         exitLayers: job.outLayers,
@@ -369,81 +458,146 @@ export function* generateBatch(
         stopReason: job.stopReason,
         ...(job.stopString !== undefined && { stopString: job.stopString }),
         timings: {
-          queuedMs: job.admittedAt - t0,
+          queuedMs: job.admittedAt - job.submittedAt,
           prefillMs,
           decodeMs,
-          prefillTokensPerSecond: prefillMs > 0 ? (job.tokens.length * 1000) / prefillMs : 0,
+          prefillTokensPerSecond: started && prefillMs > 0 ? (job.tokens.length * 1000) / prefillMs : 0,
           decodeTokensPerSecond: decoded > 0 && decodeMs > 0 ? (decoded * 1000) / decodeMs : 0,
         },
       };
-    }
-    onResult?.(results[index]);
-  };
+    };
+    const unevaluated = (index: number, r: OpenBatchRequest, stopReason: StopReason, queuedMs: number): BatchSequenceResult => ({
+      index,
+      text: '',
+      tokens: [],
+      exitLayers: [],
+      promptTokens: r.tokens.length,
+      stopReason,
+      timings: { queuedMs, prefillMs: 0, decodeMs: 0, prefillTokensPerSecond: 0, decodeTokensPerSecond: 0 },
+    });
 
-  const kind: JobKind<GenJob> = {
-    admit(index, slot, policy, now) {
-      const p = prompts[index];
-      const max = p.maxTokens ?? options.maxTokens;
-      if (max === 0) {
-        finishResult(undefined, index, now);
-        return undefined;
-      }
-      const seed = p.seed ?? (options.sampling.seed + index) % 0x100000000;
-      const sampler = new Sampler({ ...options.sampling, seed });
-      // The repetition penalties see the prompt, then each generated token.
-      if (sampler.penalties) for (const t of p.tokens) sampler.accept(t);
-      const output = new NextToken(sampler);
-      return {
-        ...newJob(index, p.tokens, slot, output, policy && new ExitDecider(ctx, policy), now),
-        output,
-        maxTokens: max,
-        decoder: tokenizer.createDecoder({ keepLeadingSpace: true }),
-        out: [],
-        outLayers: [],
-        text: '',
-        stopReason: 'maxTokens',
-        stopper: stop ? new StopMatcher(stop) : undefined,
-        stopString: undefined,
-      };
-    },
-    advance(job) {
-      const token = job.output.token;
-      if (stopAtEos && tokenizer.eogIds.has(token)) {
-        job.stopReason = 'eos';
-        return true;
-      }
-      job.out.push(token);
-      job.outLayers.push(job.group.layers);
-      job.output.sampler.accept(token);
-      const piece = job.decoder.push(token);
-      if (job.stopper) {
-        const pushed = job.stopper.push(piece);
-        job.text += pushed.text;
-        if (pushed.stop !== undefined) {
-          job.stopString = pushed.stop;
-          job.stopReason = 'stop';
+    const kind: JobKind<GenJob> = {
+      waiting: () => queue.length,
+      closed: () => this.isClosed,
+      admit: (slot, now, finished) => {
+        const { index, request: r, at } = queue.shift()!;
+        if (r.maxTokens === 0 || r.cancelled?.()) {
+          finished.push(index);
+          r.onEnd?.(unevaluated(index, r, r.maxTokens === 0 ? 'maxTokens' : 'aborted', now - at));
+          return undefined;
+        }
+        const policy = requestPolicy(r.exit);
+        const sampler = new Sampler(r.sampling);
+        // The repetition penalties see the prompt, then each generated token.
+        if (sampler.penalties) for (const t of r.tokens) sampler.accept(t);
+        const output = new NextToken(sampler);
+        this.running++;
+        return {
+          ...newJob(index, r.tokens, slot, output, policy && new ExitDecider(ctx, policy), now),
+          output,
+          request: r,
+          maxTokens: r.maxTokens,
+          decoder: tokenizer.createDecoder({ keepLeadingSpace: true }),
+          out: [],
+          outLayers: [],
+          text: '',
+          stopReason: 'maxTokens',
+          submittedAt: at,
+          stopper: r.stop && r.stop.length > 0 ? new StopMatcher(r.stop) : undefined,
+          stopString: undefined,
+          deferred: undefined,
+        };
+      },
+      advance(job) {
+        const token = job.output.token;
+        if ((job.request.stopAtEos ?? true) && tokenizer.eogIds.has(token)) {
+          job.stopReason = 'eos';
           return true;
         }
-      } else {
+        const exitLayer = job.group.layers;
+        job.out.push(token);
+        job.outLayers.push(exitLayer);
+        job.output.sampler.accept(token);
+        let piece = job.decoder.push(token);
+        if (job.stopper) {
+          const pushed = job.stopper.push(piece);
+          piece = pushed.text;
+          job.stopString = pushed.stop;
+        }
         job.text += piece;
-      }
-      if (job.out.length >= job.maxTokens) {
-        job.stopReason = 'maxTokens';
-        return true;
-      }
-      if (job.pos >= ctx.contextSize) {
-        job.stopReason = 'contextFull';
-        return true;
-      }
-      job.decodeInput[0] = token;
-      return false;
-    },
-    finish(job, now) {
-      finishResult(job, job.index, now);
-    },
-  };
+        const event: TokenEvent = { token, text: piece, exitLayer };
+        if (job.deferred) job.request.onToken?.(job.deferred);
+        job.deferred = undefined;
+        if (job.stopString !== undefined) {
+          job.stopReason = 'stop';
+          job.request.onToken?.(event);
+          return true;
+        }
+        if (job.stopper?.holding) job.deferred = event;
+        else job.request.onToken?.(event);
+        if (job.out.length >= job.maxTokens) {
+          job.stopReason = 'maxTokens';
+          return true;
+        }
+        if (job.pos >= ctx.contextSize) {
+          job.stopReason = 'contextFull';
+          return true;
+        }
+        job.decodeInput[0] = token;
+        return false;
+      },
+      finish: (job, now) => {
+        this.running--;
+        // Text held back for a stop string that did not come: it ends the text, in the last event.
+        const rest = job.stopper && job.stopReason !== 'stop' ? job.stopper.flush() : '';
+        job.text += rest;
+        if (job.deferred) {
+          job.deferred.text += rest;
+          job.request.onToken?.(job.deferred);
+        }
+        job.request.onEnd?.(result(job, now));
+      },
+      cancelled: (job) => job.request.cancelled?.() ?? false,
+      drop: (job, now) => {
+        this.running--;
+        job.stopReason = 'aborted';
+        job.request.onEnd?.(result(job, now));
+      },
+    };
+    yield* schedule(ctx, kind, { compaction: this.options.compaction, kvFill: this.kvFill, aborted: this.options.aborted }, this.stats);
+    return this.stats;
+  }
+}
 
-  yield* schedule(ctx, prompts.length, kind, { ...options, kvFill }, stats);
+/**
+ * Generates a continuation of every prompt: an OpenBatch fed the prompts in order and closed. Yields, after each
+ * step, the indices of the prompts that finished in it; returns every result in input order.
+ */
+export function* generateBatch(
+  ctx: TransformerContext,
+  prompts: BatchPrompt[],
+  options: BatchGenerateOptions,
+  onResult?: (result: BatchSequenceResult) => void,
+): Generator<number[], BatchRun<BatchSequenceResult>> {
+  const batch = new OpenBatch(ctx, { kvFill: options.kvFill, compaction: options.compaction, aborted: options.aborted });
+  checkShareable(options.exit);
+  const results: BatchSequenceResult[] = new Array(prompts.length);
+  prompts.forEach((p, i) =>
+    batch.submit({
+      tokens: p.tokens,
+      maxTokens: p.maxTokens ?? options.maxTokens,
+      sampling: { ...options.sampling, seed: p.seed ?? (options.sampling.seed + i) % 0x100000000 },
+      stopAtEos: options.stopAtEos,
+      stop: options.stop,
+      exit: options.exit,
+      onEnd: (r) => {
+        results[i] = r;
+        onResult?.(r);
+      },
+    }),
+  );
+  batch.close();
+  const stats = yield* batch.run();
   return { results, stats };
 }
 
@@ -477,10 +631,15 @@ export function* classifyBatch(
   const results: BatchClassifyRow[] = new Array(prompts.length);
   const stats = newStats(prompts.length);
   const t0 = performance.now();
+  checkShareable(options.exit);
+  let next = 0;
   const kind: JobKind<ClassJob> = {
-    admit(index, slot, policy, now) {
+    waiting: () => prompts.length - next,
+    closed: () => true,
+    admit(slot, now) {
+      const index = next++;
       const p = prompts[index];
-      const lensed = withLabelCandidates(policy, p.labelTokens);
+      const lensed = withLabelCandidates(requestPolicy(options.exit), p.labelTokens);
       const output = new LabelScores(p.labelTokens);
       return { ...newJob(index, p.tokens, slot, output, lensed && new ExitDecider(ctx, lensed), now), output };
     },
@@ -496,8 +655,10 @@ export function* classifyBatch(
       };
       onResult?.(results[job.index]);
     },
+    cancelled: () => false,
+    drop: () => undefined,
   };
-  yield* schedule(ctx, prompts.length, kind, { ...options, kvFill: 'none' }, stats);
+  yield* schedule(ctx, kind, { compaction: options.compaction, aborted: options.aborted, kvFill: 'none' }, stats);
   return { results, stats };
 }
 

@@ -116,7 +116,17 @@ export type Request =
   | { op: 'disposeSession'; sessionId: number }
   | { op: 'dispose' }
   | { op: 'generateBatch'; prompts: BatchPromptSpec[]; options: WorkerBatchGenerateOptions; abort: SharedArrayBuffer }
-  | { op: 'classifyBatch'; prompts: (string | number[])[]; labels: string[]; options: WorkerBatchOptions; abort: SharedArrayBuffer };
+  | { op: 'classifyBatch'; prompts: (string | number[])[]; labels: string[]; options: WorkerBatchOptions; abort: SharedArrayBuffer }
+  | { op: 'openBatch'; batchId: number; options: WorkerOpenBatchOptions }
+  | {
+      op: 'batchSubmit';
+      batchId: number;
+      prompt: string | number[];
+      options: WorkerBatchSubmitOptions;
+      /** As generate's: set to 1 to make the request leave the batch at the next step. */
+      abort: SharedArrayBuffer;
+    }
+  | { op: 'closeBatch'; batchId: number };
 
 export type RequestMessage = Request & { id: number };
 
@@ -124,6 +134,8 @@ export type ResponseMessage =
   | { id: number; kind: 'result'; value: unknown }
   | { id: number; kind: 'error'; error: SerializedError }
   | { id: number; kind: 'token'; event: TokenEvent }
+  /** The token events of one step of an open batch, for the requests (message ids) that got one: one message per step. */
+  | { id: 0; kind: 'tokens'; events: { id: number; event: TokenEvent }[] }
   /** One prompt of a generateBatch / classifyBatch request finished (sent as soon as it does). */
   | { id: number; kind: 'batchResult'; result: unknown };
 
@@ -204,4 +216,27 @@ export interface BatchClassifyResult {
   /** In prompt order. */
   results: BatchClassifyItem[];
   stats: BatchStats;
+}
+
+// --- open batches (lib/engine/batch.ts OpenBatch): a long-running batch that takes requests while it runs ------
+
+export interface WorkerOpenBatchOptions {
+  /** Sequences run together (KV cache slots). */
+  slots: number;
+  /** Positions per sequence. */
+  contextSize: number;
+  threads: number;
+  kvFill: BatchKvFill;
+  compaction?: boolean;
+  /** The exit files requests may name (their fast lens's top-k sizes the context's lens buffer). */
+  exitFiles?: string[];
+}
+
+export interface WorkerBatchSubmitOptions extends SamplingOptions {
+  maxTokens: number;
+  stopAtEos?: boolean;
+  stop?: string[];
+  addBos?: boolean;
+  parseSpecial?: boolean;
+  exit?: ExitSpec;
 }

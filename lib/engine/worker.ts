@@ -4,7 +4,7 @@
  * run one at a time on the worker, interleaved token by token.
  */
 import { parentPort } from 'worker_threads';
-import { AdaInferError, OptionError, serializeError } from '../errors';
+import { AbortError, AdaInferError, OptionError, serializeError } from '../errors';
 import { TransformerContext, TransformerModel } from '../model/transformer';
 import { native } from '../bindings/native';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
@@ -28,8 +28,8 @@ import {
 } from './protocol';
 import { resolveSampling } from './sampling';
 import { chatTemplateSource } from '../chat/model_template';
-import { Sequence, SequenceResult } from './sequence';
-import { BatchExit, BatchPrompt, classifyBatch, generateBatch } from './batch';
+import { Sequence, SequenceResult, TokenEvent } from './sequence';
+import { BatchExit, BatchPrompt, BatchSequenceResult, classifyBatch, generateBatch, OpenBatch } from './batch';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import {
   BatchClassifyItem,
@@ -38,7 +38,9 @@ import {
   BatchPromptSpec,
   WorkerBatchGenerateOptions,
   WorkerBatchOptions,
+  WorkerBatchSubmitOptions,
   WorkerLoadOptions,
+  WorkerOpenBatchOptions,
 } from './protocol';
 
 interface SessionState {
@@ -299,6 +301,12 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       return generateBatchOp(msg.id, req.prompts, req.options, req.abort);
     case 'classifyBatch':
       return classifyBatchOp(msg.id, req.prompts, req.labels, req.options, req.abort);
+    case 'openBatch':
+      return openBatchOp(req.batchId, req.options);
+    case 'batchSubmit':
+      return batchSubmitOp(msg.id, req.batchId, req.prompt, req.options, req.abort);
+    case 'closeBatch':
+      return closeBatchOp(req.batchId);
     case 'disposeSession': {
       const s = sessions.get(req.sessionId);
       if (s?.busy) throw new AdaInferError('BUSY', 'the session is generating; abort it before disposing');
@@ -308,6 +316,8 @@ async function handle(msg: RequestMessage): Promise<unknown> {
     }
     case 'dispose':
       closing = true;
+      for (const b of openBatches.values()) b.wake?.(); // an idle open batch sees `closing` and ends
+
       await Promise.allSettled([...inflight]);
       for (const s of sessions.values()) s.context.dispose();
       sessions.clear();
@@ -413,6 +423,130 @@ async function classifyBatchOp(
   } finally {
     ctx.dispose();
   }
+}
+
+// --- open batches: one long-running OpenBatch per request of 'openBatch', fed by 'batchSubmit' ----------------
+
+interface OpenBatchState {
+  batch: OpenBatch;
+  /** The fast-lens top-k the context's lens buffer holds. */
+  lensK: number;
+  /** Submissions not yet answered, by message id. */
+  pending: Map<number, { resolve: (r: BatchSequenceResult) => void; reject: (e: unknown) => void }>;
+  /** Token events of the current step, sent together after it (one message per step instead of one per row). */
+  outbox: { id: number; event: TokenEvent }[];
+  /** Resolves the driver's wait while the batch is idle. */
+  wake?: () => void;
+  /** The driver: ends when the batch is closed and empty, or fails. */
+  done: Promise<void>;
+}
+
+const openBatches = new Map<number, OpenBatchState>();
+
+function requireOpenBatch(batchId: number): OpenBatchState {
+  const b = openBatches.get(batchId);
+  if (!b || b.batch.closed) throw new AdaInferError('DISPOSED', 'the batch is closed');
+  return b;
+}
+
+/** The top-k a policy's fast lens asks of the context (0: none). */
+function lensTopK(policy: ExitPolicy | undefined): number {
+  return policy?.lens.mode === 'fast' && !policy.lens.candidates ? policy.lens.topK ?? DEFAULT_FAST_TOP_K : 0;
+}
+
+function openBatchOp(batchId: number, o: WorkerOpenBatchOptions): null {
+  const m = requireModel();
+  const lensK = Math.max(8, DEFAULT_FAST_TOP_K, ...(o.exitFiles ?? []).map((f) => lensTopK(requestExit(f)?.())));
+  const ctx = m.createContext({
+    contextSize: o.contextSize,
+    sequences: o.slots + (o.compaction === false ? 1 : 0),
+    batchSize: o.slots + 512, // decode rows + prompt chunks of 512 rows (lib/engine/batch.ts)
+    threads: o.threads,
+    lensK,
+  });
+  let batch: OpenBatch;
+  try {
+    batch = new OpenBatch(ctx, { kvFill: o.kvFill, compaction: o.compaction });
+  } catch (e) {
+    ctx.dispose();
+    throw e;
+  }
+  const state: OpenBatchState = { batch, lensK, pending: new Map(), outbox: [], done: Promise.resolve() };
+  state.done = (async () => {
+    const run = batch.run();
+    try {
+      for (;;) {
+        checkOpen();
+        const step = run.next();
+        // Before any await: the events go out ahead of the results of requests that finished in this step
+        // (their answers are posted from promise callbacks, which run at the next await).
+        if (state.outbox.length > 0) post({ id: 0, kind: 'tokens', events: state.outbox.splice(0) });
+        if (step.done) return;
+        // Idle and open: wait for a submission (or close, or dispose); else let messages in between two steps.
+        if (batch.active === 0 && batch.waiting === 0 && !batch.closed && !closing) await new Promise<void>((r) => (state.wake = r));
+        else await yieldToEventLoop();
+        state.wake = undefined;
+      }
+    } catch (err) {
+      for (const p of state.pending.values()) p.reject(err);
+      state.pending.clear();
+    } finally {
+      batch.close();
+      ctx.dispose();
+      openBatches.delete(batchId);
+    }
+  })();
+  inflight.add(state.done);
+  void state.done.then(() => inflight.delete(state.done));
+  openBatches.set(batchId, state);
+  return null;
+}
+
+/** The exit of one request: undefined (full depth), a shared stateless policy, or a factory (an exit file: one policy per request). */
+function requestExit(spec: ExitSpec | undefined): (() => ExitPolicy) | undefined {
+  const exit = batchExitFor(spec);
+  if (exit === undefined) return undefined;
+  return typeof exit === 'function' ? exit : () => exit;
+}
+
+function batchSubmitOp(id: number, batchId: number, prompt: string | number[], o: WorkerBatchSubmitOptions, abort: SharedArrayBuffer): Promise<BatchSequenceResult> {
+  const state = requireOpenBatch(batchId);
+  const tokens = promptTokens(prompt, { addBos: o.addBos, parseSpecial: o.parseSpecial });
+  const sampling = resolveSampling(o);
+  const exit = requestExit(o.exit);
+  const needK = lensTopK(exit?.());
+  if (needK > state.lensK)
+    throw new OptionError('exit', `the exit policy's fast lens reads the top ${needK} tokens; this batch was opened for at most ${state.lensK} (name its exit file when opening the batch)`);
+  const flag = new Int32Array(abort);
+  return new Promise<BatchSequenceResult>((resolve, reject) => {
+    state.batch.submit({
+      tokens,
+      maxTokens: o.maxTokens,
+      sampling,
+      stopAtEos: o.stopAtEos,
+      stop: o.stop,
+      exit,
+      onToken: (event) => state.outbox.push({ id, event }),
+      onEnd: (result) => {
+        state.pending.delete(id);
+        if (result.stopReason === 'aborted') reject(closing ? new AdaInferError('DISPOSED', 'the model has been disposed') : new AbortError('the request was cancelled'));
+        else resolve(result);
+      },
+      cancelled: () => closing || Atomics.load(flag, 0) !== 0,
+    });
+    state.pending.set(id, { resolve, reject });
+    state.wake?.();
+  });
+}
+
+/** No more submissions; answers once every request in the batch has finished (cancel them first to hurry it). */
+async function closeBatchOp(batchId: number): Promise<null> {
+  const state = openBatches.get(batchId);
+  if (!state) return null;
+  state.batch.close();
+  state.wake?.();
+  await state.done;
+  return null;
 }
 
 parentPort!.on('message', (msg: RequestMessage) => {

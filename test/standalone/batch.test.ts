@@ -13,6 +13,7 @@ import {
   BatchSequenceResult,
   classifyBatch,
   generateBatch,
+  OpenBatch,
   runBatchToEnd,
 } from '../../lib/engine/batch';
 import { ResolvedSampling } from '../../lib/engine/sampling';
@@ -230,6 +231,100 @@ describe('batched generation equals one-by-one', () => {
   });
 });
 
+describe('open batch: requests join and leave the running batch', () => {
+  /** One prompt alone through Sequence on a fresh context. */
+  function alone(prompt: number[], maxTokens: number, sampling: ResolvedSampling, policy?: ExitPolicy): SequenceResult {
+    const ctx = fresh();
+    const run = new Sequence(ctx).generate(prompt, { maxTokens, sampling, exit: policy && new ExitDecider(ctx, policy) });
+    let r = run.next();
+    while (!r.done) r = run.next();
+    ctx.dispose();
+    return r.value;
+  }
+
+  test('rows admitted mid-run, each with its own sampler, exit and limit, equal the same request alone; a cancelled one frees its slot', () => {
+    const ctx = fresh({ sequences: 3 });
+    const batch = new OpenBatch(ctx);
+    const ends = new Map<number, BatchSequenceResult>();
+    const streamed = new Map<number, number[]>();
+    let cancelOne = false;
+    const requests = [
+      { prompt: 0, maxTokens: 30, sampling: GREEDY, exit: undefined as (() => ExitPolicy) | undefined, at: 0 },
+      { prompt: 1, maxTokens: 40, sampling: GREEDY, exit: undefined, at: 0, cancel: true },
+      { prompt: 2, maxTokens: 25, sampling: SAMPLED, exit: gap, at: 3 },
+      { prompt: 3, maxTokens: 20, sampling: GREEDY, exit: crf, at: 5 },
+      { prompt: 4, maxTokens: 12, sampling: { ...SAMPLED, seed: 77 }, exit: gapFast, at: 5 },
+      { prompt: 5, maxTokens: 18, sampling: GREEDY, exit: undefined, at: 9 },
+    ];
+    const submit = (r: (typeof requests)[number]) => {
+      const index = batch.submit({
+        tokens: PROMPTS[r.prompt],
+        maxTokens: r.maxTokens,
+        sampling: r.sampling,
+        exit: r.exit,
+        onToken: (e) => streamed.get(index)!.push(e.token),
+        onEnd: (result) => ends.set(index, result),
+        cancelled: r.cancel ? () => cancelOne : undefined,
+      });
+      streamed.set(index, []);
+      return index;
+    };
+    const indexOf = new Map<number, number>();
+    const run = batch.run();
+    let step = 0;
+    let idleLooks = 0;
+    for (;;) {
+      for (const r of requests) if (r.at === step) indexOf.set(r.prompt, submit(r));
+      if (step === 6) cancelOne = true; // leaves before step 7, its slot goes to the next request
+      const s = run.next();
+      if (s.done) break;
+      if (batch.active === 0 && batch.waiting === 0 && step > 9) {
+        // idle while open (after the step that finished the last request): empty lists until closed
+        if (idleLooks > 0) expect(s.value).toEqual([]);
+        idleLooks++;
+        if (idleLooks === 3) batch.close();
+      }
+      step++;
+    }
+    ctx.dispose();
+    expect(idleLooks).toBe(3);
+    for (const r of requests) {
+      const got = ends.get(indexOf.get(r.prompt)!)!;
+      const want = alone(PROMPTS[r.prompt], r.maxTokens, r.sampling, r.exit?.());
+      expect(streamed.get(indexOf.get(r.prompt)!)).toEqual(got.tokens);
+      if (r.cancel) {
+        expect(got.stopReason).toBe('aborted');
+        expect(got.tokens.length).toBeGreaterThan(0);
+        expect(got.tokens.length).toBeLessThan(want.tokens.length);
+        expect(want.tokens.slice(0, got.tokens.length)).toEqual(got.tokens);
+      } else {
+        expect([got.tokens, got.exitLayers, got.text, got.stopReason]).toEqual([want.tokens, want.exitLayers, want.text, want.stopReason]);
+      }
+    }
+    expect(requests.some((r) => r.exit && ends.get(indexOf.get(r.prompt)!)!.exitLayers.some((l) => l < NLAYER))).toBe(true);
+  });
+
+  test('a request cancelled while it waits never takes a slot; a closed batch refuses requests', () => {
+    const ctx = fresh({ sequences: 1 });
+    const batch = new OpenBatch(ctx);
+    const ends: BatchSequenceResult[] = [];
+    batch.submit({ tokens: PROMPTS[0], maxTokens: 5, sampling: GREEDY, onEnd: (r) => ends.push(r) });
+    batch.submit({ tokens: PROMPTS[1], maxTokens: 5, sampling: GREEDY, onEnd: (r) => ends.push(r), cancelled: () => true });
+    batch.close();
+    expect(() => batch.submit({ tokens: PROMPTS[2], maxTokens: 5, sampling: GREEDY })).toThrow(expect.objectContaining({ code: 'DISPOSED' }));
+    const run = batch.run();
+    while (!run.next().done);
+    ctx.dispose();
+    expect(ends.map((r) => [r.index, r.stopReason, r.tokens.length])).toEqual([
+      [0, 'maxTokens', 5],
+      [1, 'aborted', 0],
+    ]);
+    const two = fresh({ sequences: 2 });
+    expect(() => new OpenBatch(two, { kvFill: 'recompute' as BatchKvFill })).toThrow(/'recompute'/);
+    two.dispose();
+  });
+});
+
 describe('batched classification equals one-by-one', () => {
   const labels = [model.tokenizer.encode(' yes', { addSpecial: false })[0], model.tokenizer.encode(' no', { addSpecial: false })[0]];
 
@@ -256,6 +351,40 @@ describe('batched classification equals one-by-one', () => {
       expect(run.results.map((r) => r.label)).toEqual(single.map((r) => r.index));
       expect(run.results.map((r) => r.exitLayer)).toEqual(single.map((r) => r.layers));
       expect(run.results.map((r) => r.probs)).toEqual(single.map((r) => r.probs));
+    }
+  });
+});
+
+describe('API: Model.openBatch (ContinuousBatch)', () => {
+  test('requests submitted while others run equal Session.generate; a signal cancels one; dispose rejects the rest', async () => {
+    const m = await loadModel(BUNDLED_MODEL, { threads: 1 });
+    try {
+      const batch = await m.openBatch({ slots: 2, contextSize: 80 });
+      const first = batch.submit(TEXTS[0], { maxTokens: 30, temperature: 0 });
+      const streamed: string[] = [];
+      for await (const e of first) {
+        streamed.push(e.text);
+        if (streamed.length === 5) break; // leaving the loop cancels it
+      }
+      await expect(first.result).rejects.toMatchObject({ name: 'AbortError', code: 'ABORTED' });
+      const controller = new AbortController();
+      const cancelled = batch.submit(TEXTS[1], { maxTokens: 60, temperature: 0, signal: controller.signal });
+      const later = [2, 3, 4].map((i) => batch.submit(TEXTS[i], { maxTokens: 12, temperature: 0.7, seed: 9 + i }));
+      controller.abort('enough');
+      await expect(cancelled.result).rejects.toMatchObject({ name: 'AbortError', cause: 'enough' });
+      const results = await Promise.all(later.map((r) => r.result));
+      const s = await m.createSession({ contextSize: 80 });
+      for (const [k, i] of [2, 3, 4].entries()) expect(results[k].text).toBe((await s.generate(TEXTS[i], { maxTokens: 12, temperature: 0.7, seed: 9 + i })).text);
+      const full = await s.generate(TEXTS[0], { maxTokens: 30, temperature: 0 });
+      expect(full.text.startsWith(streamed.join(''))).toBe(true);
+      await s.dispose();
+      expect(batch.inFlight).toBe(0);
+      const pending = batch.submit(TEXTS[5], { maxTokens: 200, temperature: 0, stopAtEos: false });
+      await m.dispose();
+      await expect(pending.result).rejects.toMatchObject({ code: 'DISPOSED' });
+      await expect(batch.submit('x').result).rejects.toMatchObject({ code: 'DISPOSED' });
+    } finally {
+      await m.dispose();
     }
   });
 });

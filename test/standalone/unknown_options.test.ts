@@ -31,6 +31,19 @@ describe('unknown options', () => {
     ['a threshold exit spec', () => session.generate('Once', { exit: { kind: 'threshold', feature: 'gap', value: 0.3, minlayer: 2 } as never }), 'minlayer'],
     ['a batch threshold exit spec', () => model.classifyBatch(['Once'], [' a', ' b'], { exit: { kind: 'threshold', feature: 'gap', value: 0.3, every: 2 } as never }), 'every'],
     ['speculative', () => session.generate('Once', { temperature: 0, speculative: { draft: { layer: 2 }, maxDrafts: 3 } as never }), 'maxDrafts'],
+    ['openBatch', () => model.openBatch({ slot: 2 } as never), 'slot'],
+    [
+      'a ContinuousBatch request',
+      async () => {
+        const batch = await model.openBatch({ slots: 1, contextSize: 32 });
+        try {
+          return batch.submit('Once', { maxtokens: 2 } as never);
+        } finally {
+          await batch.close();
+        }
+      },
+      'maxtokens',
+    ],
     ['createChatSession', () => model.createChatSession({ template: 'chatml', systemPromt: 'x' } as never), 'systemPromt'],
     ['ChatSession.send', async () => (await model.createChatSession({ template: 'chatml', contextSize: 64 })).send('Hi', { stops: ['x'] } as never), 'stops'],
   ])('%s', async (_, call, key) => {

@@ -1,0 +1,263 @@
+/**
+ * Load benchmark of `adainfer serve` (lib/server/server.ts) with autocannon: concurrent streaming clients
+ * (server-sent events) against the CLI server in a child process, in one run:
+ *   --parallel 1 and --parallel 16 (batch slots), full depth and early exit (`adainfer.exit`: 'never' / 'auto',
+ *   per request), 1, 4 and 16 concurrent clients.
+ * For each: generated tokens/s over the run (the usage of every response, all clients together), request latency
+ * p50/p99 (autocannon's, first byte sent to last byte received) and time to first token p50/p99 (first body
+ * bytes of each response: the server writes its headers with the first token's chunk), and mean layers per token.
+ * Both servers run side by side (an idle one costs nothing); every configuration runs `--reps` times, the reps
+ * interleaved in rotated order so that the machine's drift falls on all alike; tokens/s and latency are medians
+ * over the reps, TTFT percentiles are over every request. Each client sends `--requests` requests one after the other (autocannon `amount`, pipelining 1); prompts rotate
+ * over a few TinyStories openings, greedy, `--tokens` tokens each (a story may end earlier at EOS: tokens/s counts
+ * what was generated).
+ *
+ * Targets (issue 18; bundled model, 2 threads): 16 streaming clients give >= 2x the tokens/s of --parallel 1, and
+ * their p99 time to first token stays within 5x of a lone request's (the median TTFT with 1 client, same server).
+ *
+ *   node dist/bench/serve.js [--model M] [--threads 2] [--tokens 64] [--requests 4] [--clients 1,4,16]
+ *       [--parallel 1,16] [--reps 3] [--json]
+ */
+import { ChildProcess, spawn } from 'child_process';
+import * as path from 'path';
+import autocannon from 'autocannon';
+import { Command } from 'commander';
+import { describeMachine, formatMachine, repoRoot } from './machine';
+import { nearestRank } from '../lib/latency/quantiles';
+
+const PROMPTS = [
+  'Once upon a time',
+  'The little dog ran to the park and',
+  'Lily wanted a big red ball',
+  'Tom and Sam were',
+  'One day, a cat',
+  'The sun was hot',
+  'Mom said',
+  'There was a big tree',
+];
+
+interface Row {
+  parallel: number;
+  exit: 'never' | 'auto';
+  clients: number;
+  requests: number;
+  errors: number;
+  tokens: number;
+  seconds: number;
+  tokensPerSecond: number;
+  latencyP50: number;
+  latencyP99: number;
+  ttftP50: number;
+  ttftP99: number;
+  meanLayers: number;
+}
+
+/** p-th percentile (0..100) by nearest rank, the definition every latency report here uses. */
+const percentile = (xs: number[], p: number) => nearestRank([...xs].sort((a, b) => a - b), p / 100);
+
+/** Starts `adainfer serve` on a free port; resolves with its URL and its first line (model, slots, kernels). */
+async function startServer(model: string, parallel: number, threads: number, context: number): Promise<{ child: ChildProcess; url: string; banner: string }> {
+  const cli = path.join(repoRoot(), 'dist', 'lib', 'cli', 'main.js');
+  const args = [cli, 'serve', '-m', model, '--port', '0', '--parallel', String(parallel), '--threads', String(threads), '--context', String(context), '--queue', '1024'];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /listening on (http:\/\/\S+).*$/m.exec(out);
+      if (m) resolve({ child, url: m[1], banner: m[0] });
+    });
+    child.on('exit', (code) => reject(new Error(`adainfer serve exited (${code}) before listening: ${out}`)));
+  });
+}
+
+async function stopServer(child: ChildProcess): Promise<number | null> {
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  child.kill('SIGTERM');
+  return exited;
+}
+
+/** One autocannon run: `clients` streaming clients, `requests` requests each. */
+interface Run {
+  requests: number;
+  errors: number;
+  tokens: number;
+  layers: number;
+  seconds: number;
+  latencyP50: number;
+  latencyP99: number;
+  ttft: number[];
+}
+
+async function load(url: string, modelId: string, exit: 'never' | 'auto', clients: number, requests: number, tokens: number): Promise<Run> {
+  const ttft: number[] = [];
+  let generated = 0;
+  let layers = 0;
+  let clientIndex = 0;
+  // tokens/s over the span from the first request sent to the last response received (autocannon's own start
+  // and stop ticks would dilute short runs)
+  let firstSent = Infinity;
+  let lastDone = 0;
+  const body = (prompt: string) => JSON.stringify({ model: modelId, prompt, max_tokens: tokens, temperature: 0, stream: true, adainfer: { exit } });
+  const t0 = performance.now();
+  const result = await autocannon({
+    url: `${url}/v1/completions`,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: body(PROMPTS[0]),
+    connections: clients,
+    pipelining: 1,
+    amount: clients * requests,
+    timeout: 120,
+    setupClient: (client) => {
+      const me = clientIndex++;
+      let sent = 0;
+      let startedAt = 0;
+      let first = true;
+      let text = '';
+      client.setBody(body(PROMPTS[me % PROMPTS.length]));
+      (client as unknown as NodeJS.EventEmitter).on('request', () => {
+        startedAt = performance.now();
+        firstSent = Math.min(firstSent, startedAt);
+        first = true;
+        text = '';
+      });
+      client.on('body', (chunk: Buffer) => {
+        if (first) {
+          first = false;
+          ttft.push(performance.now() - startedAt);
+        }
+        text += chunk.toString('utf8');
+      });
+      client.on('response', () => {
+        lastDone = performance.now();
+        const usage = /"completion_tokens":(\d+)/.exec(text);
+        const mean = /"adainfer":\{"n_layer":\d+,"exit":(?:"[^"]*"|\{[^}]*\}),"choices":\[.*?\],"mean_layers":([\d.]+)/.exec(text);
+        if (usage) {
+          generated += Number(usage[1]);
+          if (mean) layers += Number(mean[1]) * Number(usage[1]);
+        }
+        // the next request of this client: the next prompt
+        sent++;
+        client.setBody(body(PROMPTS[(me + sent) % PROMPTS.length]));
+      });
+    },
+  });
+  const seconds = (lastDone - firstSent) / 1000;
+  void t0;
+  return {
+    requests: result.requests.total,
+    errors: result.errors + result.non2xx + result.timeouts,
+    tokens: generated,
+    layers,
+    seconds,
+    latencyP50: result.latency.p50,
+    latencyP99: result.latency.p99,
+    ttft,
+  };
+}
+
+const median = (xs: number[]) => percentile(xs, 50);
+
+async function main(): Promise<void> {
+  const o = new Command('serve')
+    .option('--model <path>', 'model file', path.join(repoRoot(), 'models', 'adainfer-tinystories-10L-ee.f16.gguf'))
+    .option('--threads <t>', 'threads of the server', '2')
+    .option('--tokens <n>', 'max_tokens of each request', '64')
+    .option('--requests <n>', 'requests per client', '4')
+    .option('--clients <list>', 'concurrent streaming clients', '1,4,16')
+    .option('--parallel <list>', 'batch slots of the servers compared', '1,16')
+    .option('--context <n>', 'positions per request', '256')
+    .option('--reps <r>', 'runs of every configuration (interleaved)', '3')
+    .option('--json', 'also print a JSON object')
+    .parse(process.argv)
+    .opts();
+  const machine = describeMachine();
+  for (const line of formatMachine(machine)) console.log(line);
+  const clientsList = String(o.clients).split(',').map(Number);
+  const parallelList = String(o.parallel).split(',').map(Number);
+  const modelId = path.basename(o.model).replace(/\.gguf$/i, '');
+  console.log(`model     ${o.model}`);
+  console.log(`server    adainfer serve --threads ${o.threads} --context ${o.context}; client: autocannon in this process (pipelining 1), ${o.requests} requests per client, max_tokens ${o.tokens}, greedy, streamed`);
+  console.log('note      the machine is shared with other jobs: absolute figures are noisy; compare rows of this run');
+  const servers: { parallel: number; child: ChildProcess; url: string }[] = [];
+  const configs: { parallel: number; exit: 'never' | 'auto'; clients: number }[] = [];
+  for (const parallel of parallelList) for (const exit of ['never', 'auto'] as const) for (const clients of clientsList) configs.push({ parallel, exit, clients });
+  const runs = new Map<string, Run[]>();
+  const key = (c: { parallel: number; exit: string; clients: number }) => `${c.parallel}/${c.exit}/${c.clients}`;
+  try {
+    for (const parallel of parallelList) {
+      const { child, url, banner } = await startServer(o.model, parallel, Number(o.threads), Number(o.context));
+      servers.push({ parallel, child, url });
+      console.log(banner);
+      await load(url, modelId, 'auto', 1, 1, 8); // warm-up: the exit file's first load, the first allocations
+    }
+    // Every configuration once per rep, in an order rotated by the rep, so that the machine's drift falls on all.
+    for (let rep = 0; rep < Number(o.reps); rep++) {
+      for (let i = 0; i < configs.length; i++) {
+        const c = configs[(i + rep * 5) % configs.length];
+        const server = servers.find((x) => x.parallel === c.parallel)!;
+        const r = await load(server.url, modelId, c.exit, c.clients, Number(o.requests), Number(o.tokens));
+        runs.set(key(c), [...(runs.get(key(c)) ?? []), r]);
+      }
+      process.stderr.write(`rep ${rep + 1}/${o.reps} done\n`);
+    }
+  } finally {
+    for (const s of servers) {
+      const code = await stopServer(s.child);
+      if (code !== 0) console.log(`server --parallel ${s.parallel} exited with ${code}`);
+    }
+  }
+  const rows: Row[] = configs.map((c) => {
+    const rs = runs.get(key(c)) ?? [];
+    const tokens = rs.reduce((a, r) => a + r.tokens, 0);
+    const ttft = rs.flatMap((r) => r.ttft);
+    return {
+      ...c,
+      requests: rs.reduce((a, r) => a + r.requests, 0),
+      errors: rs.reduce((a, r) => a + r.errors, 0),
+      tokens,
+      seconds: rs.reduce((a, r) => a + r.seconds, 0),
+      tokensPerSecond: median(rs.map((r) => r.tokens / r.seconds)),
+      latencyP50: median(rs.map((r) => r.latencyP50)),
+      latencyP99: median(rs.map((r) => r.latencyP99)),
+      ttftP50: percentile(ttft, 50),
+      ttftP99: percentile(ttft, 99),
+      meanLayers: tokens > 0 ? rs.reduce((a, r) => a + r.layers, 0) / tokens : 0,
+    };
+  });
+  console.log(`\nmedians over ${o.reps} reps (tokens/s, latency percentiles); TTFT percentiles over every request of the reps`);
+  for (const r of rows)
+    console.log(
+      `parallel ${String(r.parallel).padStart(2)}  exit ${r.exit.padEnd(5)}  clients ${String(r.clients).padStart(2)}: ` +
+        `${r.tokensPerSecond.toFixed(0).padStart(5)} tok/s  latency p50 ${r.latencyP50.toFixed(0)} p99 ${r.latencyP99.toFixed(0)} ms  ` +
+        `TTFT p50 ${r.ttftP50.toFixed(1)} p99 ${r.ttftP99.toFixed(1)} ms  layers/token ${r.meanLayers.toFixed(2)}  (${r.requests} requests, ${r.tokens} tokens, ${r.errors} errors)`,
+    );
+
+  const find = (parallel: number, exit: string, clients: number) => rows.find((r) => r.parallel === parallel && r.exit === exit && r.clients === clients);
+  const maxClients = Math.max(...clientsList);
+  const maxParallel = Math.max(...parallelList);
+  console.log('\ntargets (issue 18)');
+  const targets: Record<string, unknown> = {};
+  for (const exit of ['never', 'auto'] as const) {
+    const batched = find(maxParallel, exit, maxClients);
+    const serial = find(1, exit, maxClients);
+    const lone = find(maxParallel, exit, 1);
+    if (batched && serial) {
+      const ratio = batched.tokensPerSecond / serial.tokensPerSecond;
+      targets[`throughput_${exit}`] = ratio;
+      console.log(`  exit ${exit.padEnd(5)} ${maxClients} clients: --parallel ${maxParallel} / --parallel 1 tokens/s = ${ratio.toFixed(2)}x (target >= 2x: ${ratio >= 2 ? 'met' : 'NOT met'})`);
+    }
+    if (batched && lone) {
+      const ratio = batched.ttftP99 / lone.ttftP50;
+      targets[`ttft_${exit}`] = ratio;
+      console.log(`  exit ${exit.padEnd(5)} p99 TTFT at ${maxClients} clients / lone request's TTFT = ${ratio.toFixed(2)}x (target <= 5x: ${ratio <= 5 ? 'met' : 'NOT met'})`);
+    }
+  }
+  if (o.json) console.log(JSON.stringify({ machine, model: o.model, threads: Number(o.threads), tokens: Number(o.tokens), rows, targets }));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
