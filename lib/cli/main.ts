@@ -13,12 +13,14 @@ import { registerGenerate } from './generate';
 import { exitQuietlyOnClosedStdout, isSystemError, printWarningsAsCli } from './output';
 import { registerQuantize } from './quantize';
 import { registerTrainExit } from './train_exit';
+import { registerWorker } from './worker';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('adainfer')
     .description('LLM inference for Node.js with AdaInfer early exit')
     .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride()
+    .enablePositionalOptions() // so that `batch`'s options and those of its subcommands (batch submit --in) stay apart
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program);
   registerQuantize(program);
@@ -28,6 +30,7 @@ export async function main(argv: string[]): Promise<number> {
   registerEvalExit(program);
   registerBatch(program);
   registerEvalTasks(program);
+  registerWorker(program);
   try {
     await program.parseAsync(argv);
     return 0;
