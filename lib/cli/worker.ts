@@ -3,6 +3,7 @@
  * model and processes the shards queued for its fingerprint until SIGTERM or SIGINT (lib/queue/worker.ts).
  */
 import { Command } from 'commander';
+import type IORedis from 'ioredis';
 import { loadModel } from '../api';
 import { connectForWorker, displayUrl } from '../queue/connection';
 import { BatchWorker } from '../queue/worker';
@@ -31,15 +32,16 @@ export function registerWorker(program: Command): void {
     .action(async (flags: WorkerFlags) => {
       const log = (line: string) => process.stderr.write(`worker ${process.pid}: ${line}\n`);
       const model = await loadModel(flags.model, { threads: flags.threads, backend: flags.backend, device: flags.device });
+      const where = displayUrl(flags.queue);
       let lastError = '';
       const onRedisError = (e: Error) => {
         // ioredis repeats a refused connection on every retry: say it once per change.
-        if (e.message !== lastError) log(`Redis at ${displayUrl(flags.queue)}: ${e.message} (retrying)`);
+        if (e.message !== lastError) log(`Redis at ${where}: ${e.message} (retrying)`);
         lastError = e.message;
       };
       const redis = connectForWorker(flags.queue, onRedisError);
       const connection = connectForWorker(flags.queue, onRedisError);
-      redis.on('ready', () => (lastError = ''));
+      watchRestarts(redis, where, log);
       const worker = new BatchWorker({ model, redis, connection, stallIntervalMs: flags.stallInterval, log });
       await worker.ready();
       log(`ready: model ${model.info.name} (${model.info.fingerprint}) on ${model.info.backend}, queue ${worker.queue} at ${displayUrl(flags.queue)}`);
@@ -59,4 +61,33 @@ export function registerWorker(program: Command): void {
       connection.disconnect();
       log(`stopped after ${worker.reports.length} shard(s)`);
     });
+}
+
+/**
+ * Says when the connection drops and when the Redis it comes back to is another run of the server (its run_id
+ * changed): a Redis restarted without persistence has lost every job and result, which the worker cannot repair.
+ */
+function watchRestarts(redis: IORedis, where: string, log: (line: string) => void): void {
+  let runId: string | undefined;
+  let lost = false;
+  redis.on('close', () => {
+    if (!lost && runId !== undefined) log(`lost the connection to Redis at ${where}; reconnecting`);
+    lost = true;
+  });
+  redis.on('ready', () => {
+    redis.info('server').then(
+      (info) => {
+        const id = /run_id:(\w+)/.exec(info)?.[1];
+        if (runId !== undefined && id !== runId)
+          log(
+            `Redis at ${where} restarted (a new run_id): the jobs queued before are lost unless it persisted them; ` +
+              `'adainfer batch status NAME' says whether a job is still there, 'adainfer batch submit --resume' queues it again`,
+          );
+        else if (lost && runId !== undefined) log(`reconnected to Redis at ${where}`);
+        runId = id;
+        lost = false;
+      },
+      () => undefined,
+    );
+  });
 }
