@@ -11,10 +11,7 @@ import * as fs from 'fs';
 import { Command, Option } from 'commander';
 import { loadModel } from '../api';
 import { readBatchRequests } from '../batch/requests';
-import { connectForCommand } from '../queue/connection';
-import { checkJobName } from '../queue/store';
-import { collectJob, JobStatus, jobStatus } from '../queue/status';
-import { submitJob } from '../queue/submit';
+import type { JobStatus } from '../queue';
 import { addJobOptions, checkJobFlags, JobFlags, jobOptions } from './batch_options';
 import { resolveExitChoice } from './exit_choice';
 import { intOption, modelOption } from './options';
@@ -50,6 +47,7 @@ export function registerBatchQueue(batch: Command): void {
       .addOption(modelOption())
       .option('--json', 'print the report as JSON on stdout'),
   ).action(async (flags: SubmitFlags) => {
+    const { checkJobName, connectForCommand, submitJob } = await import('../queue');
     checkJobName(flags.job);
     checkJobFlags(flags);
     const requests = readBatchRequests(flags.in);
@@ -92,6 +90,7 @@ export function registerBatchQueue(batch: Command): void {
     .addOption(queueOption())
     .option('--json', 'print one JSON object and exit')
     .action(async (name: string, flags: { queue: string; json?: boolean }) => {
+      const { checkJobName, connectForCommand, jobStatus } = await import('../queue');
       checkJobName(name);
       const redis = await connectForCommand(flags.queue);
       try {
@@ -121,6 +120,7 @@ export function registerBatchQueue(batch: Command): void {
     .requiredOption('-o, --out <file>', 'JSONL results (replaced)')
     .option('--partial', 'write the records there are even if some requests have none yet')
     .action(async (name: string, flags: { queue: string; out: string; partial?: boolean }) => {
+      const { checkJobName, collectJob, connectForCommand } = await import('../queue');
       checkJobName(name);
       checkWritableFile(flags.out, '--out');
       const redis = await connectForCommand(flags.queue);

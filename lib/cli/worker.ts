@@ -5,8 +5,6 @@
 import { Command } from 'commander';
 import type IORedis from 'ioredis';
 import { loadModel } from '../api';
-import { connectForWorker, displayUrl } from '../queue/connection';
-import { BatchWorker } from '../queue/worker';
 import { queueOption } from './batch_queue';
 import { addBackendOptions, BackendFlags, intOption, modelOption } from './options';
 
@@ -30,6 +28,7 @@ export function registerWorker(program: Command): void {
       30_000,
     )
     .action(async (flags: WorkerFlags) => {
+      const { BatchWorker, connectForWorker, displayUrl } = await import('../queue');
       const log = (line: string) => process.stderr.write(`worker ${process.pid}: ${line}\n`);
       const model = await loadModel(flags.model, { threads: flags.threads, backend: flags.backend, device: flags.device });
       const where = displayUrl(flags.queue);
