@@ -27,7 +27,10 @@ import {
   THRESHOLD_SPEC_KEYS,
   WorkerGenerateOptions,
 } from './engine/protocol';
-import { SamplingOptions } from './engine/sampling';
+import { resolveSampling, SamplingOptions } from './engine/sampling';
+import { checkStop } from './engine/stop';
+import { ChatTemplate } from './chat/template';
+import { ChatSession } from './chat/session';
 import type { BatchSequenceResult } from './engine/batch';
 import type {
   BatchClassifyItem,
@@ -99,10 +102,18 @@ export interface SessionOptions {
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most (default 128). */
   maxTokens?: number;
-  /** Stop at an end-of-generation token (default true). */
+  /** Stop at an end-of-generation token (EOS, and end-of-turn tokens such as <|im_end|>, <|eot_id|>; default true). */
   stopAtEos?: boolean;
+  /**
+   * Stop strings: the generation ends where its text first contains one (across token boundaries); the text ends
+   * before it, stopReason is 'stop' and `stopString` names it. A stream holds back text that could be the start
+   * of one until the next token rules it out.
+   */
+  stop?: string[];
   /** Prepend BOS when the tokenizer asks for it (default true). */
   addBos?: boolean;
+  /** A text prompt's control-token texts (`<|im_start|>`, `</s>`, ...) become those tokens (default false: plain text). */
+  parseSpecial?: boolean;
   /** Cancels the generation: the call (or the stream) rejects with an AbortError (code 'ABORTED'). */
   signal?: AbortSignal;
   /**
@@ -119,6 +130,17 @@ export interface GenerateOptions extends SamplingOptions {
    * unsure draft and decodes plainly while speculation measures slower. The result's `speculative` reports it.
    */
   speculative?: SpeculativeSpec;
+}
+
+/** Options of Model.createChatSession: the session's, the system prompt and the template. */
+export interface ChatSessionOptions extends SessionOptions {
+  /** The first message of the history, with role 'system'. */
+  systemPrompt?: string;
+  /**
+   * The chat template: Jinja text or a built-in name (chatml, llama3, llama2); default: the model's own
+   * (NO_CHAT_TEMPLATE when it has none).
+   */
+  template?: string;
 }
 
 export interface ClassifyOptions {
@@ -149,6 +171,10 @@ export interface GenerateBatchOptions extends BatchOptions, SamplingOptions {
   /** Tokens to generate at most per prompt (default 128; a prompt's own maxTokens wins). */
   maxTokens?: number;
   stopAtEos?: boolean;
+  /** Stop strings, as Session.generate's. */
+  stop?: string[];
+  /** As Session.generate's. */
+  parseSpecial?: boolean;
   /** K/V of the layers an exit skipped (default 'propagate'); 'recompute' is single-sequence only. */
   kvFill?: BatchKvFill;
   onResult?: (result: BatchSequenceResult) => void;
@@ -162,20 +188,29 @@ export interface GenerateResult extends SequenceResult {
   timings: SequenceResult['timings'] & { loadMs: number };
 }
 
+/** Session.stream / ChatSession.stream: token events, then (done: true) the generation's result. */
+export type GenerationStream = AsyncIterableIterator<TokenEvent, GenerateResult | undefined>;
+
 // Every options object of the API, by name: a key that is not one of these is refused (plain JavaScript has no
 // compiler to catch `{ maxTokenz: 5 }`).
 const MODEL_OPTIONS = optionNames<ModelOptions>({ threads: true, kernels: true, backend: true, device: true });
 const SESSION_OPTIONS = optionNames<SessionOptions>({ contextSize: true, batchSize: true, threads: true, kvFill: true });
-const GENERATE_OPTIONS = optionNames<GenerateOptions>({
+const SAMPLING_OPTIONS = optionNames<SamplingOptions>({
   ...{ temperature: true, topK: true, topP: true, seed: true },
-  ...{ maxTokens: true, stopAtEos: true, addBos: true, signal: true, exit: true, speculative: true },
+  ...{ repeatPenalty: true, repeatLastN: true, presencePenalty: true, frequencyPenalty: true },
 });
+const GENERATE_OPTIONS = optionNames<GenerateOptions>({
+  ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
+  ...{ maxTokens: true, stopAtEos: true, stop: true, addBos: true, parseSpecial: true, signal: true, exit: true, speculative: true },
+});
+const CHAT_SESSION_OPTIONS = optionNames<ChatSessionOptions>({ contextSize: true, batchSize: true, threads: true, kvFill: true, systemPrompt: true, template: true });
+const CHAT_SEND_OPTIONS = GENERATE_OPTIONS.filter((k) => k !== 'addBos' && k !== 'parseSpecial');
 const CLASSIFY_OPTIONS = optionNames<ClassifyOptions>({ addBos: true, exit: true, signal: true });
 const BATCH_OPTIONS = { batchSize: true, contextSize: true, threads: true, addBos: true, exit: true, compaction: true, signal: true } as const;
 const GENERATE_BATCH_OPTIONS = optionNames<GenerateBatchOptions>({
   ...BATCH_OPTIONS,
-  ...{ temperature: true, topK: true, topP: true, seed: true },
-  ...{ maxTokens: true, stopAtEos: true, kvFill: true, onResult: true },
+  ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
+  ...{ maxTokens: true, stopAtEos: true, stop: true, parseSpecial: true, kvFill: true, onResult: true },
 });
 const CLASSIFY_BATCH_OPTIONS = optionNames<ClassifyBatchOptions>({ ...BATCH_OPTIONS, onResult: true });
 const TOKENIZE_OPTIONS = ['addSpecial', 'parseSpecial'] as const;
@@ -388,11 +423,14 @@ export class Model {
     checkBatchCommon(prompts, options, GENERATE_BATCH_OPTIONS, 'generateBatch');
     checkBatchPromptSpecs(prompts);
     checkBoolean(options.stopAtEos, 'stopAtEos');
-    const { signal: rawSignal, onResult, batchSize, threads, maxTokens, kvFill, ...rest } = options;
+    checkBoolean(options.parseSpecial, 'parseSpecial');
+    resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    const { signal: rawSignal, onResult, batchSize, threads, maxTokens, kvFill, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchGenerateOptions = {
       ...rest,
       maxTokens: checkMaxTokens(maxTokens),
+      stop: checkStop(stop),
       kvFill: checkBatchKvFill(kvFill),
       batchSize: checkPositiveInt(batchSize, 'batchSize', 4096) ?? 16,
       threads: checkThreads(threads) ?? this.threads,
@@ -480,6 +518,21 @@ export class Model {
     return new Session(this, sessionId, contextSize);
   }
 
+  /**
+   * A conversation (lib/chat/session.ts) on a new session: `send(text, options)` / `stream(text, options)` answer a
+   * user message through the chat template, keep the history, and reuse the cached prefix between turns.
+   */
+  async createChatSession(options: ChatSessionOptions = {}): Promise<ChatSession> {
+    this.check();
+    checkOptionsObject(options);
+    checkKnownOptions(options, CHAT_SESSION_OPTIONS, 'createChatSession');
+    const { systemPrompt, template: override, ...sessionOptions } = options;
+    if (systemPrompt !== undefined && typeof systemPrompt !== 'string') throw new OptionError('systemPrompt', 'must be a string');
+    const template = ChatTemplate.fromModel(this, override);
+    const session = await this.createSession(sessionOptions);
+    return new ChatSession(session, template, this, CHAT_SEND_OPTIONS, systemPrompt);
+  }
+
   /** Frees the weights and every session, and ends the worker. Idempotent. */
   async dispose(): Promise<void> {
     if (this.disposed) return;
@@ -516,13 +569,15 @@ export class Session {
 
   /**
    * The same generation as an async iterator of token events. Leaving the loop early (`break`, `return`, a throw
-   * in its body) stops the generation; the session is free again once the loop has left.
+   * in its body) stops the generation; the session is free again once the loop has left. The iterator's last
+   * result (`done: true`) carries what generate() returns (undefined after an early leave).
    */
-  stream(prompt: string | number[], options: GenerateOptions = {}): AsyncIterableIterator<TokenEvent> {
+  stream(prompt: string | number[], options: GenerateOptions = {}): GenerationStream {
     const queue: TokenEvent[] = [];
     let wake: (() => void) | undefined;
     let finished = false;
     let failure: unknown;
+    let result: GenerateResult | undefined;
     const control: { flag?: Int32Array } = {};
     const done = this.run(
       prompt,
@@ -533,7 +588,8 @@ export class Session {
       },
       control,
     ).then(
-      () => {
+      (r) => {
+        result = r;
         finished = true;
         wake?.();
       },
@@ -543,7 +599,7 @@ export class Session {
         wake?.();
       },
     );
-    const iterator: AsyncIterableIterator<TokenEvent> = {
+    const iterator: GenerationStream = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
         while (queue.length === 0 && !finished) await new Promise<void>((r) => (wake = r));
@@ -553,7 +609,7 @@ export class Session {
         if (queue.length > 0) return { value: queue.shift()!, done: false };
         await done;
         if (failure) throw failure;
-        return { value: undefined, done: true };
+        return { value: result, done: true };
       },
       // Called by `for await` when the loop is left early: stop the generation and wait for the worker to end it.
       return: async () => {
@@ -622,11 +678,15 @@ export class Session {
       checkSpeculative(options.speculative, this.model.info.nLayer, options.exit !== undefined && options.exit !== 'never');
     }
     checkExitSpec(options.exit);
-    const { signal: rawSignal, ...rest } = options;
+    const { signal: rawSignal, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
     checkBoolean(options.stopAtEos, 'stopAtEos');
     checkBoolean(options.addBos, 'addBos');
-    const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens };
+    checkBoolean(options.parseSpecial, 'parseSpecial');
+    const sampling = resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    if (sampling.penalties && options.speculative !== undefined)
+      throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
+    const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens, stop: checkStop(stop) };
     const result = await this.withAbort('generation', signal, (abort, flag) => {
       if (control) control.flag = flag;
       return this.model

@@ -35,6 +35,10 @@ export type ErrorCode =
   | 'BUFFER_DETACHED'
   | 'BUSY'
   | 'ABORTED'
+  /** Chat with a model whose file has no chat template, and none was given (`template` / `--template`). */
+  | 'NO_CHAT_TEMPLATE'
+  /** A chat template that does not parse, or fails while it renders (raise_exception, a type error). */
+  | 'CHAT_TEMPLATE'
   // compute backends
   | 'BACKEND_UNAVAILABLE'
   /** An optional package a feature needs (vega for report.html) is not installed. */

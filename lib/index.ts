@@ -5,6 +5,8 @@ export type {
   SessionOptions,
   GenerateOptions,
   GenerateResult,
+  GenerationStream,
+  ChatSessionOptions,
   ClassifyOptions,
   ClassifyResult,
   ExitSpec,
@@ -25,6 +27,11 @@ export type {
   BatchTimings,
   KernelVariant,
 } from './api';
+/** Chat: templates (lib/chat/template.ts). */
+export { ChatTemplate, BUILTIN_TEMPLATES } from './chat/template';
+export { ChatSession } from './chat/session';
+export type { ChatSendOptions } from './chat/session';
+export type { ChatMessage, ChatTemplateTokens, ChatTemplateSource, RenderOptions } from './chat/template';
 export { AdaInferError, AbortError, ModelFileError, OptionError, ContextOverflowError } from './errors';
 export type { ErrorCode } from './errors';
 /** Low-level, synchronous access (blocks the calling thread): the layer loop and native blocks. */

@@ -3,10 +3,10 @@ import { Command } from 'commander';
 import { GenerateOptions, type KernelVariant, loadModel, Model } from '../api';
 import { OptionError } from '../errors';
 import { ExitChoice, resolveExitChoice } from './exit_choice';
-import { addBackendOptions, BackendFlags, floatOption, hiddenAlias, intOption, modelOption } from './options';
+import { addBackendOptions, addTextOptions, BackendFlags, floatOption, hiddenAlias, intOption, modelOption, TextFlags, textOptions } from './options';
 import { warnIfBeyondTrainedContext } from './output';
 
-interface GenerateFlags extends BackendFlags {
+interface GenerateFlags extends BackendFlags, TextFlags {
   model: string;
   prompt: string;
   maxTokens: number;
@@ -29,7 +29,7 @@ interface GenerateFlags extends BackendFlags {
 
 
 export function registerGenerate(program: Command): void {
-  addBackendOptions(program.command('generate'))
+  addTextOptions(addBackendOptions(program.command('generate')))
     .description('generate text from a prompt')
     .addOption(modelOption())
     .requiredOption('-p, --prompt <text>', 'prompt text')
@@ -64,7 +64,7 @@ export function registerGenerate(program: Command): void {
         const speculative = flags.speculative ? { draft, maxDraft: flags.maxDraft } : undefined;
         // Speculative decoding checks the full model's greedy output: without an explicit --temp it is greedy.
         const temperature = speculative && command.getOptionValueSource('temp') === 'default' ? 0 : flags.temp;
-        const options = { maxTokens, temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, speculative, exit: exit.file ?? 'never' };
+        const options = { maxTokens, temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, ...textOptions(flags), speculative, exit: exit.file ?? 'never' };
         if (flags.json) {
           const r = await session.generate(flags.prompt, options);
           const out = {
@@ -72,6 +72,7 @@ export function registerGenerate(program: Command): void {
             tokens: r.tokens,
             promptTokens: r.promptTokens,
             stopReason: r.stopReason,
+            ...(r.stopString !== undefined && { stopString: r.stopString }),
             ...(r.speculative && { speculative: r.speculative }),
             exit: exit.file === undefined ? exitSummaryNone(exit, model.info.nLayer) : await exitSummary(exit.file, exit.source, r, model.info.nLayer, () => generateAtFullDepth(model, flags.ctx, flags.prompt, options)),
             model: {

@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { AdaInferError } from '../errors';
 import { registerBench } from './bench';
 import { registerBatch } from './batch';
+import { registerChat } from './chat';
 import { registerConvert } from './convert';
 import { registerEvalExit } from './eval_exit';
 import { registerEvalTasks } from './eval_tasks';
@@ -23,6 +24,7 @@ export async function main(argv: string[]): Promise<number> {
     .enablePositionalOptions() // so that `batch`'s options and those of its subcommands (batch submit --in) stay apart
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program);
+  registerChat(program);
   registerQuantize(program);
   registerConvert(program);
   registerBench(program);

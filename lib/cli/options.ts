@@ -59,3 +59,33 @@ export function hiddenAlias(flags: string, parse?: (value: string) => unknown): 
   const o = new Option(flags).hideHelp();
   return parse ? o.argParser(parse) : o;
 }
+
+/** The flags of addTextOptions. */
+export interface TextFlags {
+  stop?: string[];
+  repeatPenalty?: number;
+  repeatLastN?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+}
+
+/** Stop strings and repetition penalties (generate, chat): `--stop` may be given several times. */
+export function addTextOptions(cmd: Command): Command {
+  return cmd
+    .option('--stop <text>', 'stop where the text contains this string (not printed; repeatable)', (v: string, prev: string[] | undefined) => {
+      if (v.length === 0) throw new OptionError('--stop', 'expected a non-empty string');
+      return [...(prev ?? []), v];
+    })
+    .option('--repeat-penalty <r>', "llama.cpp's repeat penalty over the last --repeat-last-n tokens (1 = off)", floatOption('--repeat-penalty', 0))
+    .option('--repeat-last-n <n>', 'tokens the penalties look at (0 = off, -1 = all; default 64)', intOption('--repeat-last-n', -1))
+    .option('--presence-penalty <p>', 'subtracted once from the logit of a token seen in the window (0 = off)', floatOption('--presence-penalty', -Infinity))
+    .option('--frequency-penalty <f>', 'subtracted per occurrence in the window (0 = off)', floatOption('--frequency-penalty', -Infinity));
+}
+
+/** The generate options of addTextOptions' flags (absent flags stay absent: the API's defaults apply). */
+export function textOptions(flags: TextFlags): TextFlags {
+  const { stop, repeatPenalty, repeatLastN, presencePenalty, frequencyPenalty } = flags;
+  const o: TextFlags = { stop, repeatPenalty, repeatLastN, presencePenalty, frequencyPenalty };
+  for (const k of Object.keys(o) as (keyof TextFlags)[]) if (o[k] === undefined) delete o[k];
+  return o;
+}

@@ -29,6 +29,7 @@ import { StreamDecoder } from '../tokenizer/types';
 import { BatchKvFill, checkBatchKvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
 import type { StopReason } from './sequence';
+import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine, StepStats } from './step';
 
 export type { BatchKvFill } from './options';
@@ -69,6 +70,8 @@ export interface BatchGenerateOptions extends BatchCommonOptions {
   /** Prompt i samples with seed `sampling.seed + i` (modulo 2^32) unless it has its own seed. */
   sampling: ResolvedSampling;
   stopAtEos?: boolean;
+  /** Stop strings, as Sequence's (lib/engine/stop.ts). */
+  stop?: readonly string[];
   /** Default 'propagate'. */
   kvFill?: BatchKvFill;
 }
@@ -95,6 +98,8 @@ export interface BatchSequenceResult {
   exitLayers: number[];
   promptTokens: number;
   stopReason: StopReason;
+  /** The stop string the text ended at (stopReason 'stop'). */
+  stopString?: string;
   timings: BatchTimings;
 }
 
@@ -311,6 +316,8 @@ interface GenJob extends Job {
   outLayers: number[];
   text: string;
   stopReason: StopReason;
+  stopper: StopMatcher | undefined;
+  stopString: string | undefined;
 }
 
 /**
@@ -329,6 +336,7 @@ export function* generateBatch(
   prompts.forEach((p, i) => checkPromptTokens(p.tokens, i, ctx));
   const tokenizer = ctx.model.tokenizer;
   const stopAtEos = options.stopAtEos ?? true;
+  const stop = options.stop && options.stop.length > 0 ? options.stop : undefined;
   const results: BatchSequenceResult[] = new Array(prompts.length);
   const stats = newStats(prompts.length);
   const t0 = performance.now();
@@ -346,7 +354,9 @@ export function* generateBatch(
         timings: { queuedMs: now - t0, prefillMs: 0, decodeMs: 0, prefillTokensPerSecond: 0, decodeTokensPerSecond: 0 },
       };
     } else {
-      const text = job.text + job.decoder.flush();
+      const held = job.stopper?.flush() ?? '';
+      const rest = job.decoder.flush();
+      const text = job.text + held + (job.stopReason === 'stop' ? '' : rest);
       const prefillMs = job.firstAt - job.admittedAt;
       const decodeMs = now - job.firstAt;
       const decoded = Math.max(0, job.out.length - 1);
@@ -357,6 +367,7 @@ export function* generateBatch(
         exitLayers: job.outLayers,
         promptTokens: job.tokens.length,
         stopReason: job.stopReason,
+        ...(job.stopString !== undefined && { stopString: job.stopString }),
         timings: {
           queuedMs: job.admittedAt - t0,
           prefillMs,
@@ -378,7 +389,10 @@ export function* generateBatch(
         return undefined;
       }
       const seed = p.seed ?? (options.sampling.seed + index) % 0x100000000;
-      const output = new NextToken(new Sampler({ ...options.sampling, seed }));
+      const sampler = new Sampler({ ...options.sampling, seed });
+      // The repetition penalties see the prompt, then each generated token.
+      if (sampler.penalties) for (const t of p.tokens) sampler.accept(t);
+      const output = new NextToken(sampler);
       return {
         ...newJob(index, p.tokens, slot, output, policy && new ExitDecider(ctx, policy), now),
         output,
@@ -388,6 +402,8 @@ export function* generateBatch(
         outLayers: [],
         text: '',
         stopReason: 'maxTokens',
+        stopper: stop ? new StopMatcher(stop) : undefined,
+        stopString: undefined,
       };
     },
     advance(job) {
@@ -398,7 +414,19 @@ export function* generateBatch(
       }
       job.out.push(token);
       job.outLayers.push(job.group.layers);
-      job.text += job.decoder.push(token);
+      job.output.sampler.accept(token);
+      const piece = job.decoder.push(token);
+      if (job.stopper) {
+        const pushed = job.stopper.push(piece);
+        job.text += pushed.text;
+        if (pushed.stop !== undefined) {
+          job.stopString = pushed.stop;
+          job.stopReason = 'stop';
+          return true;
+        }
+      } else {
+        job.text += piece;
+      }
       if (job.out.length >= job.maxTokens) {
         job.stopReason = 'maxTokens';
         return true;

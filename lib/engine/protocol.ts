@@ -49,7 +49,10 @@ export interface SpeculativeSpec {
 export interface WorkerGenerateOptions extends SamplingOptions {
   maxTokens: number;
   stopAtEos?: boolean;
+  stop?: string[];
   addBos?: boolean;
+  /** Text prompts: turn the texts of control tokens (<|im_start|>, ...) into their ids (default false). */
+  parseSpecial?: boolean;
   exit?: ExitSpec;
   speculative?: SpeculativeSpec;
 }
@@ -149,6 +152,14 @@ export interface ModelInfo {
   deviceBytes: number;
   bosId: number | undefined;
   eosId: number | undefined;
+  /** The BOS / EOS tokens' texts ('' when none), as a chat template gets them. */
+  bosToken: string;
+  eosToken: string;
+  /** Whether the tokenizer prepends BOS / appends EOS to a text prompt. */
+  addBos: boolean;
+  addEos: boolean;
+  /** The model's chat template (GGUF tokenizer.chat_template, tokenizer_config.json chat_template); undefined: none. */
+  chatTemplate?: string;
   loadMs: number;
 }
 
@@ -172,6 +183,8 @@ export interface WorkerBatchOptions {
 export interface WorkerBatchGenerateOptions extends WorkerBatchOptions, SamplingOptions {
   maxTokens: number;
   stopAtEos?: boolean;
+  stop?: string[];
+  parseSpecial?: boolean;
   kvFill: BatchKvFill;
 }
 

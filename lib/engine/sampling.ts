@@ -1,7 +1,7 @@
 /**
- * Token sampling, in llama.cpp's default order: top-k, then top-p (nucleus, on the untempered
- * distribution), then temperature, then a draw from a seeded generator. Temperature 0 is greedy argmax
- * (lowest id wins ties, as llama.cpp's greedy sampler).
+ * Token sampling, in llama.cpp's default order: repetition penalties, then top-k, then top-p (nucleus, on the
+ * untempered distribution), then temperature, then a draw from a seeded generator. Temperature 0 is greedy
+ * argmax (lowest id wins ties, as llama.cpp's greedy sampler) of the penalized logits.
  */
 import { OptionError } from '../errors';
 import { checkSeed } from './options';
@@ -15,6 +15,17 @@ export interface SamplingOptions {
   topP?: number;
   /** Seed of the random generator; default: random. */
   seed?: number;
+  /**
+   * llama.cpp's repeat penalty: the logit of a token among the last `repeatLastN` is divided by it (multiplied
+   * when <= 0). Default 1 (off).
+   */
+  repeatPenalty?: number;
+  /** Tokens (prompt and generated, newest last) the penalties look at: 0 = none, -1 = all. Default 64. */
+  repeatLastN?: number;
+  /** Subtracted once from the logit of every token among the last `repeatLastN`. Default 0 (off). */
+  presencePenalty?: number;
+  /** Subtracted from a token's logit once per occurrence among the last `repeatLastN`. Default 0 (off). */
+  frequencyPenalty?: number;
 }
 
 export interface ResolvedSampling {
@@ -22,6 +33,32 @@ export interface ResolvedSampling {
   topK: number;
   topP: number;
   seed: number;
+  /** Repetition penalties; undefined when they change nothing (llama.cpp skips them then too). */
+  penalties?: ResolvedPenalties;
+}
+
+export interface ResolvedPenalties {
+  repeatPenalty: number;
+  /** Window length; Infinity for -1 (every token seen). */
+  lastN: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+}
+
+/** The penalties of `o`, checked; undefined when they are off (window 0, or every penalty neutral). */
+function resolvePenalties(o: SamplingOptions): ResolvedPenalties | undefined {
+  const repeatPenalty = o.repeatPenalty ?? 1;
+  const repeatLastN = o.repeatLastN ?? 64;
+  const presencePenalty = o.presencePenalty ?? 0;
+  const frequencyPenalty = o.frequencyPenalty ?? 0;
+  if (typeof repeatPenalty !== 'number' || !(repeatPenalty > 0) || !Number.isFinite(repeatPenalty))
+    throw new OptionError('repeatPenalty', `must be a finite number > 0 (1 = off), got ${String(o.repeatPenalty)}`);
+  if (!Number.isInteger(repeatLastN) || repeatLastN < -1)
+    throw new OptionError('repeatLastN', `must be an integer >= -1 (0 = off, -1 = every token), got ${String(o.repeatLastN)}`);
+  for (const [name, v] of [['presencePenalty', presencePenalty], ['frequencyPenalty', frequencyPenalty]] as const)
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new OptionError(name, `must be a finite number (0 = off), got ${String(v)}`);
+  if (repeatLastN === 0 || (repeatPenalty === 1 && presencePenalty === 0 && frequencyPenalty === 0)) return undefined;
+  return { repeatPenalty, lastN: repeatLastN === -1 ? Infinity : repeatLastN, presencePenalty, frequencyPenalty };
 }
 
 export function resolveSampling(o: SamplingOptions = {}): ResolvedSampling {
@@ -34,7 +71,59 @@ export function resolveSampling(o: SamplingOptions = {}): ResolvedSampling {
   if (typeof topP !== 'number' || !(topP > 0 && topP <= 1))
     throw new OptionError('topP', `must be a number in (0, 1], got ${String(o.topP)}`);
   const seed = o.seed === undefined ? Math.floor(Math.random() * 0x100000000) : checkSeed(o.seed);
-  return { temperature, topK, topP, seed };
+  const penalties = resolvePenalties(o);
+  return { temperature, topK, topP, seed, ...(penalties && { penalties }) };
+}
+
+/**
+ * llama.cpp's penalties sampler (llama_sampler_penalties): the count of each token among the last `lastN` tokens
+ * accepted (the prompt's, then each generated one), and the logit adjustment it makes, in float32 arithmetic as
+ * llama.cpp's: for a token seen `count` > 0 times, logit := logit <= 0 ? logit * repeat : logit / repeat, then
+ * logit -= count * frequency + presence.
+ */
+export class Penalties {
+  private readonly window: number[] = [];
+  private head = 0;
+  private readonly counts = new Map<number, number>();
+  private scratch = new Float32Array(0);
+
+  constructor(readonly options: ResolvedPenalties) {}
+
+  /** Adds a token to the window (the oldest leaves it once it holds lastN). */
+  accept(token: number): void {
+    const { lastN } = this.options;
+    if (this.window.length < lastN) this.window.push(token);
+    else {
+      const old = this.window[this.head];
+      const c = this.counts.get(old)! - 1;
+      if (c === 0) this.counts.delete(old);
+      else this.counts.set(old, c);
+      this.window[this.head] = token;
+      this.head = (this.head + 1) % lastN;
+    }
+    this.counts.set(token, (this.counts.get(token) ?? 0) + 1);
+  }
+
+  /** How often `token` is in the window. */
+  count(token: number): number {
+    return this.counts.get(token) ?? 0;
+  }
+
+  /** `logits` with the penalties applied, in a buffer of this object's (the input is left as it is). */
+  apply(logits: Float32Array): Float32Array {
+    if (this.scratch.length !== logits.length) this.scratch = new Float32Array(logits.length);
+    const out = this.scratch;
+    out.set(logits);
+    const { repeatPenalty, presencePenalty, frequencyPenalty } = this.options;
+    const f = Math.fround;
+    for (const [token, count] of this.counts) {
+      if (token < 0 || token >= out.length) continue;
+      const logit = out[token];
+      const repeated = logit <= 0 ? f(logit * f(repeatPenalty)) : f(logit / f(repeatPenalty));
+      out[token] = f(repeated - f(f(f(count) * f(frequencyPenalty)) + f(presencePenalty)));
+    }
+    return out;
+  }
 }
 
 /** Index of the largest value; the lowest index wins ties. */
@@ -92,12 +181,24 @@ export class Sampler {
   private readonly rng: Rng;
   private ids: Int32Array = new Int32Array(0);
   private probs: Float64Array = new Float64Array(0);
+  /** The repetition penalties' window; undefined when they are off. */
+  readonly penalties: Penalties | undefined;
 
   constructor(readonly options: ResolvedSampling) {
     this.rng = new Rng(options.seed);
+    this.penalties = options.penalties && new Penalties(options.penalties);
   }
 
-  sample(logits: Float32Array): number {
+  /**
+   * Records a token of the sequence for the repetition penalties: the prompt's tokens, then each generated token
+   * once it is chosen (as llama.cpp's server accepts them). A no-op without penalties.
+   */
+  accept(token: number): void {
+    this.penalties?.accept(token);
+  }
+
+  sample(rawLogits: Float32Array): number {
+    const logits = this.penalties ? this.penalties.apply(rawLogits) : rawLogits;
     if (this.options.temperature === 0) return argmax(logits);
     if (this.options.topK === 0 && logits.length > 4 * UNBOUNDED_FIRST_PREFIX) return this.sampleUnbounded(logits);
     const { keep, total } = this.weigh(logits);
@@ -116,6 +217,8 @@ export class Sampler {
    * temperature 0), into out[0..logits.length) — what speculative sampling compares (lib/engine/speculative.ts).
    */
   distribution(logits: Float32Array, out: Float64Array): void {
+    // Speculative sampling compares whole distributions of drafts whose penalty windows would differ.
+    if (this.penalties) throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
     out.fill(0, 0, logits.length);
     if (this.options.temperature === 0) {
       out[argmax(logits)] = 1;

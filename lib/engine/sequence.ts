@@ -12,6 +12,7 @@ import { ExitPolicy, fixedDepthPolicy } from '../exit/policy';
 import { checkKvFill, checkSpeculative, KvFill } from './options';
 import { Speculation, SpeculativeStats } from './speculative';
 import { argmax, ResolvedSampling, Sampler } from './sampling';
+import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine } from './step';
 
 export type { KvFill } from './options';
@@ -24,7 +25,8 @@ export interface TokenEvent {
   exitLayer: number;
 }
 
-export type StopReason = 'eos' | 'maxTokens' | 'contextFull' | 'aborted';
+/** Why a generation ended; 'stop': at one of the `stop` strings (`stopString` says which). */
+export type StopReason = 'eos' | 'stop' | 'maxTokens' | 'contextFull' | 'aborted';
 
 export interface Timings {
   prefillMs: number;
@@ -42,6 +44,8 @@ export interface SequenceResult {
   /** Prompt tokens whose KV entries were reused from the previous generation. */
   reusedPromptTokens: number;
   stopReason: StopReason;
+  /** The stop string the text ended at (stopReason 'stop'); the text stops before it. */
+  stopString?: string;
   timings: Timings;
   /** With `speculative`: how the drafts went. */
   speculative?: SpeculativeStats;
@@ -68,6 +72,12 @@ export interface SequenceGenerateOptions {
   sampling: ResolvedSampling;
   /** Stop at an end-of-generation token (default true). */
   stopAtEos?: boolean;
+  /**
+   * Stop strings (lib/engine/stop.ts): the generation ends where its text first contains one; the text ends
+   * before it (the tokens include the one that completed it). Token events hold back text that could be the
+   * start of one, so their texts always add up to the result's text.
+   */
+  stop?: readonly string[];
   /** Checked between layers; when it returns true the generation ends with stopReason 'aborted'. */
   aborted?: () => boolean;
   /**
@@ -137,6 +147,9 @@ export class Sequence {
     const stopAtEos = options.stopAtEos ?? true;
     this.aborted = options.aborted;
     const spec = options.speculative && this.startSpeculation(options, sampler);
+    const stopper = options.stop && options.stop.length > 0 ? new StopMatcher(options.stop) : undefined;
+    // The repetition penalties see the prompt, then each generated token (llama.cpp's server does the same).
+    if (sampler.penalties) for (const t of prompt) sampler.accept(t);
 
     const t0 = performance.now();
     let reused = 0;
@@ -155,6 +168,10 @@ export class Sequence {
     const exitLayers: number[] = [];
     let text = '';
     let stopReason: StopReason = 'maxTokens';
+    let stopString: string | undefined;
+    // With stop strings: the last token's event while its text ends with a possible start of one (the held-back
+    // text joins the event that releases it: the next token's, or this one's when the generation ends here).
+    let deferred: TokenEvent | undefined;
     // Tokens ready to emit: one per step, or a speculative step's accepted drafts and the full model's next.
     const ready = [next.token];
     let emitted = 0;
@@ -196,13 +213,35 @@ export class Sequence {
       }
       out.push(token);
       exitLayers.push(layers);
-      const piece = decoder.push(token);
+      sampler.accept(token);
+      let piece = decoder.push(token);
+      if (stopper) {
+        const pushed = stopper.push(piece);
+        piece = pushed.text;
+        stopString = pushed.stop;
+      }
       text += piece;
-      yield { token, text: piece, exitLayer: layers };
+      const event: TokenEvent = { token, text: piece, exitLayer: layers };
+      if (deferred) yield deferred;
+      deferred = undefined;
+      if (stopString !== undefined) {
+        stopReason = 'stop';
+        yield event;
+        break;
+      }
+      if (stopper?.holding) deferred = event;
+      else yield event;
     }
+    if (stopper) {
+      const rest = stopper.flush();
+      text += rest;
+      if (deferred) deferred.text += rest;
+    }
+    if (deferred && stopReason !== 'aborted') yield deferred;
     // An incomplete UTF-8 sequence left at the end (only possible when generation stopped mid-character)
     // is in the final text as U+FFFD, not in a token event.
-    text += decoder.flush();
+    if (stopReason !== 'stop') text += decoder.flush();
+    else decoder.flush();
     const t2 = performance.now();
     const prefilled = prompt.length - reused;
     const decoded = Math.max(0, out.length - 1); // the first token comes from the prompt's logits
@@ -213,6 +252,7 @@ export class Sequence {
       promptTokens: prompt.length,
       reusedPromptTokens: reused,
       stopReason,
+      ...(stopString !== undefined && { stopString }),
       timings: {
         prefillMs: t1 - t0,
         decodeMs: t2 - t1,
@@ -228,6 +268,7 @@ export class Sequence {
     const nLayer = this.context.model.config.nLayer;
     const spec = options.speculative!;
     const { maxDraft, adaptive } = checkSpeculative(spec, nLayer, options.exit !== undefined);
+    if (options.sampling.penalties) throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
     if (maxDraft >= this.context.batchSize)
       throw new OptionError('speculative', `maxDraft must be an integer in [1, ${this.context.batchSize - 1}] (the verification step's rows), got ${String(maxDraft)}`);
     const layer = 'layer' in spec.draft ? spec.draft.layer : 0;

@@ -41,7 +41,7 @@ export interface RowOutput {
  */
 export class NextToken implements RowOutput {
   token = -1;
-  constructor(private readonly sampler: Sampler) {}
+  constructor(readonly sampler: Sampler) {}
   atExit(decider: ExitDecider, context: TransformerContext): void {
     this.token = decider.policy.lens.mode === 'fast' ? decider.lens.reading.top1 : this.sampler.sample(context.lensLogits());
   }

@@ -27,6 +27,7 @@ import {
   WorkerGenerateOptions,
 } from './protocol';
 import { resolveSampling } from './sampling';
+import { chatTemplateSource } from '../chat/model_template';
 import { Sequence, SequenceResult } from './sequence';
 import { BatchExit, BatchPrompt, classifyBatch, generateBatch } from './batch';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
@@ -91,13 +92,14 @@ function load(path: string, options: WorkerLoadOptions): ModelInfo {
     deviceBytes: nativeInfo.deviceBytes,
     bosId: model.tokenizer.bosId,
     eosId: model.tokenizer.eosId,
+    ...chatTemplateSource(model),
     loadMs: performance.now() - t0,
   };
 }
 
-function promptTokens(prompt: string | number[], options: WorkerGenerateOptions): number[] {
+function promptTokens(prompt: string | number[], options: { addBos?: boolean; parseSpecial?: boolean }): number[] {
   const m = requireModel();
-  if (typeof prompt === 'string') return m.tokenizer.encode(prompt, { addSpecial: options.addBos ?? true });
+  if (typeof prompt === 'string') return m.tokenizer.encode(prompt, { addSpecial: options.addBos ?? true, parseSpecial: options.parseSpecial ?? false });
   for (const t of prompt) {
     if (!Number.isInteger(t) || t < 0 || t >= m.config.nVocab)
       throw new OptionError('prompt', `token id ${String(t)} is outside the vocabulary [0, ${m.config.nVocab})`);
@@ -169,6 +171,7 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
       maxTokens: options.maxTokens,
       sampling,
       stopAtEos: options.stopAtEos,
+      stop: options.stop,
       aborted: () => Atomics.load(abortFlag, 0) !== 0,
       exit: policy && new ExitDecider(s.context, policy),
       speculative: options.speculative && { ...options.speculative, draft: draftPolicy(options.speculative.draft) },
@@ -195,7 +198,7 @@ let noSpace: ReturnType<typeof noSpaceTokenizer> | undefined;
  */
 function promptAndLabelTokens(prompt: string | number[], labels: string[], addBos: boolean | undefined, where = ''): { tokens: number[]; labelTokens: number[] } {
   const m = requireModel();
-  const tokens = promptTokens(prompt, { maxTokens: 0, addBos });
+  const tokens = promptTokens(prompt, { addBos });
   noSpace ??= noSpaceTokenizer(m);
   const labelTokens = labels.map((label) => {
     if (typeof prompt !== 'string') return m.tokenizer.encode(label, { addSpecial: false })[0];
@@ -359,7 +362,7 @@ async function generateBatchOp(id: number, specs: BatchPromptSpec[], o: WorkerBa
   const sampling = resolveSampling(o);
   const prompts: BatchPrompt[] = specs.map((spec) => {
     const item = typeof spec === 'string' || Array.isArray(spec) ? { prompt: spec } : spec;
-    return { tokens: promptTokens(item.prompt, { maxTokens: 0, addBos: o.addBos }), maxTokens: item.maxTokens, seed: item.seed };
+    return { tokens: promptTokens(item.prompt, { addBos: o.addBos, parseSpecial: o.parseSpecial }), maxTokens: item.maxTokens, seed: item.seed };
   });
   const need = prompts.reduce((a, p) => Math.max(a, p.tokens.length + (p.maxTokens ?? o.maxTokens)), 1);
   const contextSize = o.contextSize ?? Math.min(need, m.config.contextLength);
@@ -370,7 +373,7 @@ async function generateBatchOp(id: number, specs: BatchPromptSpec[], o: WorkerBa
     const gen = generateBatch(
       ctx,
       prompts,
-      { maxTokens: o.maxTokens, sampling, stopAtEos: o.stopAtEos, exit, kvFill: o.kvFill, compaction: o.compaction, aborted: () => Atomics.load(flag, 0) !== 0 },
+      { maxTokens: o.maxTokens, sampling, stopAtEos: o.stopAtEos, stop: o.stop, exit, kvFill: o.kvFill, compaction: o.compaction, aborted: () => Atomics.load(flag, 0) !== 0 },
       (result) => post({ id, kind: 'batchResult', result }),
     );
     return await drive(gen);
