@@ -2,7 +2,8 @@
  * The records a batch writes, one JSON line per request:
  *
  * - OpenAI batch output shape: `{ id, custom_id, response: { status_code, request_id, body }, error }`. A completed
- *   request's body is a completion response (`object: "text_completion"`, `choices`, `usage`) plus an `adainfer`
+ *   request's body is a completion response (`object: "text_completion"`, or `"chat.completion"` with
+ *   `choices[0].message`; `choices`, `usage`) plus an `adainfer`
  *   object with the exit statistics (tokens, layers per token, mean layers, seed, timings). A request that is bad
  *   input has status 400 and `body.error` (as the OpenAI API answers it); a request that could not be run for
  *   another reason (its shard failed every retry) has `response: null` and `error: { code, message }`.
@@ -24,10 +25,11 @@ export interface RecordModel {
 
 export interface CompletionBody {
   id: string;
-  object: 'text_completion';
+  object: 'text_completion' | 'chat.completion';
   created: number;
   model: string;
-  choices: { index: 0; text: string; logprobs: null; finish_reason: 'stop' | 'length' }[];
+  /** `text` for /v1/completions, `message` for /v1/chat/completions. */
+  choices: { index: 0; text?: string; message?: { role: 'assistant'; content: string }; logprobs: null; finish_reason: 'stop' | 'length' }[];
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
   adainfer: {
     fingerprint: string;
@@ -37,6 +39,7 @@ export interface CompletionBody {
     meanLayers: number | null;
     nLayer: number;
     stopReason: string;
+    stopString?: string;
     timings: BatchSequenceResult['timings'];
   };
 }
@@ -56,6 +59,8 @@ function requestHash(key: string): string {
 export function completionRecord(request: BatchRequest, r: BatchSequenceResult, model: RecordModel, seed: number): OutputRecord {
   const hash = requestHash(request.key);
   const layerSum = r.exitLayers.reduce((a, b) => a + b, 0);
+  const chat = request.kind === 'chat';
+  const finish = r.stopReason === 'eos' || r.stopReason === 'stop' ? 'stop' : 'length';
   return {
     id: `batch_req_${hash}`,
     custom_id: request.customId,
@@ -63,11 +68,15 @@ export function completionRecord(request: BatchRequest, r: BatchSequenceResult, 
       status_code: 200,
       request_id: `req_${hash}`,
       body: {
-        id: `cmpl-${hash}`,
-        object: 'text_completion',
+        id: `${chat ? 'chatcmpl' : 'cmpl'}-${hash}`,
+        object: chat ? 'chat.completion' : 'text_completion',
         created: Math.floor(Date.now() / 1000),
         model: model.name,
-        choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: r.stopReason === 'eos' ? 'stop' : 'length' }],
+        choices: [
+          chat
+            ? { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finish }
+            : { index: 0, text: r.text, logprobs: null, finish_reason: finish },
+        ],
         usage: { prompt_tokens: r.promptTokens, completion_tokens: r.tokens.length, total_tokens: r.promptTokens + r.tokens.length },
         adainfer: {
           fingerprint: model.fingerprint,
@@ -77,6 +86,7 @@ export function completionRecord(request: BatchRequest, r: BatchSequenceResult, 
           meanLayers: r.tokens.length > 0 ? layerSum / r.tokens.length : null,
           nLayer: model.nLayer,
           stopReason: r.stopReason,
+          ...(r.stopString !== undefined && { stopString: r.stopString }),
           timings: r.timings,
         },
       },

@@ -3,7 +3,8 @@
  *
  * - adainfer's own `{ "id", "prompt", "maxTokens"? }` ('legacy'), and
  * - the OpenAI Batch API's `{ "custom_id", "method": "POST", "url": "/v1/completions" | "/v1/chat/completions",
- *   "body": { "prompt", "max_tokens"?, "temperature"?, "top_p"?, "top_k"?, "seed"?, ... } }` ('openai').
+ *   "body": { "prompt" | "messages", "max_tokens"?, "temperature"?, "top_p"?, "top_k"?, "seed"?, "stop"?, ... } }`
+ *   ('openai'; chat messages become the prompt through the model's chat template, lib/chat/template.ts).
  *
  * One parser for `adainfer batch` (one machine) and `adainfer batch submit` (the queue). A line that cannot be
  * keyed — not JSON, not an object, no usable id, an id used twice — makes the whole file an error (DATA_FILE
@@ -12,6 +13,7 @@
  * into an error record, the one-machine command refuses the file.
  */
 import * as fs from 'fs';
+import type { ChatMessage } from '../chat/template';
 import { AdaInferError } from '../errors';
 
 export type RequestShape = 'legacy' | 'openai';
@@ -36,9 +38,14 @@ export interface BatchRequest {
   index: number;
   /** 1-based line number in the input file. */
   line: number;
-  /** The prompt (text or token ids); absent when `invalid`. */
+  /** 'chat': a /v1/chat/completions line, whose `messages` the model's chat template turns into the prompt. */
+  kind?: 'completion' | 'chat';
+  /** The prompt (text or token ids) of a completion; absent when `invalid` and for chat. */
   prompt?: string | number[];
+  messages?: ChatMessage[];
   maxTokens?: number;
+  /** Stop strings (OpenAI body `stop`). */
+  stop?: string[];
   /** The line's own seed (OpenAI body `seed`). */
   seed?: number;
   sampling?: RequestSampling;
@@ -98,7 +105,7 @@ export function parseBatchRequests(text: string, file: string): BatchRequest[] {
   return requests;
 }
 
-type Parsed = Pick<BatchRequest, 'prompt' | 'maxTokens' | 'seed' | 'sampling' | 'invalid'>;
+type Parsed = Pick<BatchRequest, 'kind' | 'prompt' | 'messages' | 'maxTokens' | 'stop' | 'seed' | 'sampling' | 'invalid'>;
 
 const invalid = (message: string, param?: string): Parsed => ({ invalid: { message, param } });
 
@@ -108,24 +115,39 @@ function legacyRequest(o: Record<string, unknown>): Parsed {
   return { prompt: o.prompt, maxTokens: o.maxTokens as number | undefined };
 }
 
-/** Body fields of /v1/completions that adainfer reads; `model` and `user` are accepted and ignored (the job names the model). */
-const COMPLETION_FIELDS = new Set(['model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'n', 'stream', 'user']);
+/** Body fields adainfer reads; `model` and `user` are accepted and ignored (the job names the model). */
+const COMMON_FIELDS = ['model', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'n', 'stream', 'stop', 'user'];
+const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt']);
+const CHAT_FIELDS = new Set([...COMMON_FIELDS, 'messages', 'max_completion_tokens']);
 
 function openaiRequest(o: Record<string, unknown>): Parsed {
   if (o.method !== 'POST') return invalid(`"method" must be "POST", got ${JSON.stringify(o.method)}`, 'method');
-  if (o.url === CHAT_COMPLETIONS_URL)
-    return invalid(`${CHAT_COMPLETIONS_URL} needs a chat template, which this version of adainfer does not have yet; send ${COMPLETIONS_URL} lines`, 'url');
-  if (o.url !== COMPLETIONS_URL) return invalid(`"url" must be "${COMPLETIONS_URL}" or "${CHAT_COMPLETIONS_URL}", got ${JSON.stringify(o.url)}`, 'url');
+  if (o.url !== COMPLETIONS_URL && o.url !== CHAT_COMPLETIONS_URL)
+    return invalid(`"url" must be "${COMPLETIONS_URL}" or "${CHAT_COMPLETIONS_URL}", got ${JSON.stringify(o.url)}`, 'url');
+  const chat = o.url === CHAT_COMPLETIONS_URL;
   const body = o.body;
   if (!body || typeof body !== 'object' || Array.isArray(body)) return invalid('"body" must be an object', 'body');
   const b = body as Record<string, unknown>;
-  const unknown = Object.keys(b).filter((k) => !COMPLETION_FIELDS.has(k));
+  const unknown = Object.keys(b).filter((k) => !(chat ? CHAT_FIELDS : COMPLETION_FIELDS).has(k));
   if (unknown.length > 0) return invalid(`body field(s) not supported: ${unknown.join(', ')}`, unknown[0]);
-  const prompt = b.prompt;
-  const tokenIds = Array.isArray(prompt) && prompt.length > 0 && prompt.every((t) => Number.isInteger(t) && (t as number) >= 0);
-  if (!(typeof prompt === 'string' || tokenIds))
-    return invalid('"body.prompt" must be a string or an array of token ids (one prompt per line)', 'prompt');
-  if (b.max_tokens !== undefined && !isCount(b.max_tokens)) return invalid('"body.max_tokens" must be an integer >= 0', 'max_tokens');
+  const parsed: Parsed = {};
+  if (chat) {
+    const messages = b.messages;
+    if (!Array.isArray(messages) || messages.length === 0) return invalid('"body.messages" must be a non-empty array of { "role", "content" }', 'messages');
+    for (const [i, m] of messages.entries())
+      if (!m || typeof m !== 'object' || typeof (m as ChatMessage).role !== 'string' || typeof (m as ChatMessage).content !== 'string')
+        return invalid(`"body.messages[${i}]" must be { "role": string, "content": string }`, 'messages');
+    parsed.kind = 'chat';
+    parsed.messages = (messages as ChatMessage[]).map((m) => ({ role: m.role, content: m.content }));
+  } else {
+    const prompt = b.prompt;
+    const tokenIds = Array.isArray(prompt) && prompt.length > 0 && prompt.every((t) => Number.isInteger(t) && (t as number) >= 0);
+    if (!(typeof prompt === 'string' || tokenIds))
+      return invalid('"body.prompt" must be a string or an array of token ids (one prompt per line)', 'prompt');
+    parsed.prompt = prompt as string | number[];
+  }
+  const maxTokens = chat && b.max_completion_tokens !== undefined ? b.max_completion_tokens : b.max_tokens;
+  if (maxTokens !== undefined && !isCount(maxTokens)) return invalid('"body.max_tokens" must be an integer >= 0', 'max_tokens');
   if (b.n !== undefined && b.n !== 1) return invalid('"body.n" must be 1 (one completion per line)', 'n');
   if (b.stream !== undefined && b.stream !== false) return invalid('"body.stream" is not supported in a batch', 'stream');
   if (b.temperature !== undefined && !(typeof b.temperature === 'number' && b.temperature >= 0 && b.temperature <= 100))
@@ -133,13 +155,17 @@ function openaiRequest(o: Record<string, unknown>): Parsed {
   if (b.top_p !== undefined && !(typeof b.top_p === 'number' && b.top_p > 0 && b.top_p <= 1)) return invalid('"body.top_p" must be a number in (0, 1]', 'top_p');
   if (b.top_k !== undefined && !isCount(b.top_k)) return invalid('"body.top_k" must be an integer >= 0', 'top_k');
   if (b.seed !== undefined && !(isCount(b.seed) && (b.seed as number) <= 0xffffffff)) return invalid('"body.seed" must be an integer in [0, 2^32)', 'seed');
+  const stop = typeof b.stop === 'string' ? [b.stop] : b.stop;
+  if (stop !== undefined && stop !== null && !(Array.isArray(stop) && stop.length <= 4 && stop.every((x) => typeof x === 'string' && x.length > 0)))
+    return invalid('"body.stop" must be a non-empty string or an array of up to 4 of them', 'stop');
   const sampling: RequestSampling = {};
   if (b.temperature !== undefined) sampling.temperature = b.temperature as number;
   if (b.top_p !== undefined) sampling.topP = b.top_p as number;
   if (b.top_k !== undefined) sampling.topK = b.top_k as number;
   return {
-    prompt: prompt as string | number[],
-    maxTokens: b.max_tokens as number | undefined,
+    ...parsed,
+    maxTokens: maxTokens as number | undefined,
+    stop: Array.isArray(stop) && stop.length > 0 ? (stop as string[]) : undefined,
     seed: b.seed as number | undefined,
     sampling: Object.keys(sampling).length > 0 ? sampling : undefined,
   };

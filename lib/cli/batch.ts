@@ -118,7 +118,8 @@ export function registerBatch(program: Command): void {
         warnIfBeyondTrainedContext(flags.ctx, model.info.contextLength);
         const exit = resolveExitChoice(flags.exit, { ...model.info });
         // Tokenize first: a prompt that cannot run is reported by id before anything runs.
-        const { ready, rejected } = await tokenizeRequests(model, todo, flags.ctx ?? model.info.contextLength);
+        const options = { ...jobOptions(flags), exit: exit.file ?? 'never' };
+        const { ready, rejected } = await tokenizeRequests(model, todo, flags.ctx ?? model.info.contextLength, options.chatTemplate);
         if (rejected.length > 0) {
           const shown = rejected.slice(0, 10).map((r) => `${r.request.key}: ${r.message}`);
           throw new OptionError('--in', `${rejected.length} prompt(s) cannot run: ${shown.join('; ')}${rejected.length > 10 ? '; …' : ''}`);
@@ -136,7 +137,7 @@ export function registerBatch(program: Command): void {
         const out = fd;
         const t0 = performance.now();
         const recordModel = { name: model.info.name, fingerprint: model.info.fingerprint, nLayer: model.info.nLayer };
-        await generateRequests(model, ready, { ...jobOptions(flags), exit: exit.file ?? 'never' }, (request, r, seed) => {
+        await generateRequests(model, ready, options, (request, r, seed) => {
           const record = request.shape === 'legacy' ? legacyRecord(request, r) : completionRecord(request, r, recordModel, seed);
           fs.writeSync(out, JSON.stringify(record) + '\n');
           fs.fsyncSync(out);

@@ -2,6 +2,7 @@
  * The options of a batch job — what runs each request: exit, kvFill, sampling, seed, token budget, batch size —
  * shared by `adainfer batch` (one machine) and `adainfer batch submit` (the queue, where they travel with the job).
  */
+import * as fs from 'fs';
 import { Command } from 'commander';
 import { OptionError } from '../errors';
 import { loadExitFile } from '../exit/exit_file';
@@ -19,6 +20,7 @@ export interface JobFlags {
   seed: number;
   ctx?: number;
   compaction: boolean;
+  template?: string;
 }
 
 export function addJobOptions(cmd: Command): Command {
@@ -32,7 +34,8 @@ export function addJobOptions(cmd: Command): Command {
     .option('--top-p <p>', 'top-p (1 = off)', floatOption('--top-p', 0, 1), 0.95)
     .option('--seed <s>', "seed; prompt i of the input samples with seed + i (a line's body.seed wins)", intOption('--seed', 0, 0xffffffff), 0)
     .option('-c, --ctx <n>', 'positions per sequence (default: longest prompt + max tokens, at most the model context)', intOption('--ctx', 1))
-    .option('--no-compaction', 'keep exited rows in the batch (to measure what compaction gains)');
+    .option('--no-compaction', 'keep exited rows in the batch (to measure what compaction gains)')
+    .option('--template <name|file>', "the chat template of /v1/chat/completions lines: a built-in name (chatml, llama3, llama2) or a Jinja file (default: the model's own)");
 }
 
 /** Checks the flags (a missing or corrupt exit file fails here, before anything runs); `exit` stays as given. */
@@ -54,5 +57,7 @@ export function jobOptions(flags: JobFlags): Omit<BatchJobOptions, 'exit'> {
     seed: flags.seed,
     contextSize: flags.ctx,
     compaction: flags.compaction,
+    // A file's text travels with a queued job (the workers need not have the file).
+    chatTemplate: flags.template !== undefined && fs.existsSync(flags.template) ? fs.readFileSync(flags.template, 'utf8') : flags.template,
   };
 }

@@ -122,9 +122,9 @@ export class BatchWorker {
     try {
       if (this.stopping) throw new Error('worker stopping');
       const options = this.jobOptions(data.options);
-      const { ready, rejected } = await tokenizeRequests(this.o.model, todo, options.contextSize ?? this.o.model.info.contextLength);
+      const { ready, rejected } = await tokenizeRequests(this.o.model, todo, options.contextSize ?? this.o.model.info.contextLength, options.chatTemplate);
       report.rejected = rejected.length;
-      for (const r of rejected) pending.push(put(r.request, invalidRequestRecord(r.request, r.message, 'prompt')));
+      for (const r of rejected) pending.push(put(r.request, invalidRequestRecord(r.request, r.message, r.request.kind === 'chat' ? 'messages' : 'prompt')));
       await generateRequests(
         this.o.model,
         ready,

@@ -54,7 +54,7 @@ describeRedis('queued batch failures', (binary) => {
       JSON.stringify({ custom_id: 'url', method: 'POST', url: '/v1/embeddings', body: { input: 'x' } }),
       JSON.stringify({ custom_id: 'method', method: 'GET', url: '/v1/completions', body: { prompt: 'x' } }),
       JSON.stringify({ custom_id: 'maxtok', method: 'POST', url: '/v1/completions', body: { prompt: 'x', max_tokens: -3 } }),
-      JSON.stringify({ custom_id: 'stop', method: 'POST', url: '/v1/completions', body: { prompt: 'x', stop: ['.'] } }),
+      JSON.stringify({ custom_id: 'logprobs', method: 'POST', url: '/v1/completions', body: { prompt: 'x', logprobs: 2 } }),
       JSON.stringify({ custom_id: 'nobody', method: 'POST', url: '/v1/completions' }),
       JSON.stringify({ id: 'legacy-bad', prompt: 'x', maxTokens: 'many' }),
       JSON.stringify({ custom_id: 'toolong', method: 'POST', url: '/v1/completions', body: { prompt: 'the dog ran '.repeat(150) } }),
@@ -62,11 +62,11 @@ describeRedis('queued batch failures', (binary) => {
     ];
     const input = write('bad.jsonl', lines);
     const expected: Record<string, RegExp> = {
-      chat: /\/v1\/chat\/completions needs a chat template/,
+      chat: /the model has no chat template/,
       url: /"url" must be/,
       method: /"method" must be "POST"/,
       maxtok: /max_tokens/,
-      stop: /not supported: stop/,
+      logprobs: /not supported: logprobs/,
       nobody: /"body" must be an object/,
       'legacy-bad': /"maxTokens" must be an integer/,
       toolong: /more than the context of 256/,
@@ -76,11 +76,11 @@ describeRedis('queued batch failures', (binary) => {
     // One machine refuses such a file, naming the lines.
     const single = await runCli(['batch', '--in', input, '--out', path.join(dir, 'bad.single.jsonl'), '--threads', '1']);
     expect(single.code).toBe(1);
-    expect(single.stderr).toMatch(/DATA_FILE.*line 5: \/v1\/chat\/completions needs a chat template.*line 6: "url"/);
+    expect(single.stderr).toMatch(/DATA_FILE.*line 6: "url" must be.*line 7: "method"/);
 
     const submit = await runCli(['batch', 'submit', '--queue', redis.url, '--in', input, '--job', 'bad', '--shard-size', '3', '--json']);
     expect(submit.code).toBe(0);
-    expect(JSON.parse(submit.stdout)).toMatchObject({ total: 13, invalid: 7, queued: 6, shards: 2 });
+    expect(JSON.parse(submit.stdout)).toMatchObject({ total: 13, invalid: 6, queued: 7, shards: 3 });
     const w = worker();
     await waitComplete(redis.url, 'bad');
     const out = path.join(dir, 'bad.out.jsonl');
@@ -96,7 +96,7 @@ describeRedis('queued batch failures', (binary) => {
       expect({ id: r.custom_id, message: r.response.body.error.message }).toEqual({ id: r.custom_id, message: expect.stringMatching(expected[r.custom_id]) });
     }
     // Each shard ran once: bad input is not a failure to retry.
-    expect(w.log.match(/started/g)).toHaveLength(2);
+    expect(w.log.match(/started/g)).toHaveLength(3);
     expect(w.log).not.toMatch(/attempt 2|failed/);
 
     // Lines that cannot be keyed refuse the whole file before anything is queued.
@@ -107,6 +107,37 @@ describeRedis('queued batch failures', (binary) => {
     const dup = write('dup.jsonl', [...completions(2, 4), JSON.stringify({ custom_id: 'r0', method: 'POST', url: '/v1/completions', body: { prompt: 'x' } })]);
     expect((await runCli(['batch', 'submit', '--queue', redis.url, '--in', dup, '--job', 'dup'])).stderr).toMatch(/duplicate ids: "r0" \(lines 1, 3\)/);
     expect((await runCli(['batch', 'status', 'unkeyed', '--queue', redis.url, '--json'])).stderr).toMatch(/QUEUE_JOB.*never submitted/);
+    w.kill('SIGTERM');
+    expect((await w.exited).code).toBe(0);
+  }, 180_000);
+
+  test('chat lines: the chat template makes the prompt; records equal single-process batch', async () => {
+    const lines = [
+      ...completions(2, 6),
+      ...['Tell me a story', 'What did the dog do?', 'Hello'].map((content, i) =>
+        JSON.stringify({ custom_id: `chat${i}`, method: 'POST', url: '/v1/chat/completions', body: { messages: [{ role: 'system', content: 'You tell stories.' }, { role: 'user', content }], max_completion_tokens: 8, stop: ['.'] } }),
+      ),
+    ];
+    const input = write('chat.jsonl', lines);
+    const flags = ['--template', 'chatml', '--temp', '0.8', '--seed', '2'];
+    expect((await runCli(['batch', 'submit', '--queue', redis.url, '--in', input, '--job', 'chat', '--shard-size', '2', ...flags])).code).toBe(0);
+    const w = worker();
+    await waitComplete(redis.url, 'chat');
+    const out = path.join(dir, 'chat.out.jsonl');
+    expect((await runCli(['batch', 'collect', 'chat', '--queue', redis.url, '--out', out])).code).toBe(0);
+    const refOut = path.join(dir, 'chat.ref.jsonl');
+    expect((await runCli(['batch', '--in', input, '--out', refOut, '--threads', '1', ...flags])).code).toBe(0);
+    const reference = new Map(readJsonl<Record<string, any>>(refOut).map((r) => [requestId(r), r.response.body]));
+    const records = readJsonl<Record<string, any>>(out);
+    expect(records).toHaveLength(5);
+    for (const r of records.filter((x) => x.custom_id.startsWith('chat'))) {
+      const body = r.response.body;
+      expect(body).toMatchObject({ object: 'chat.completion', choices: [{ message: { role: 'assistant', content: expect.any(String) } }] });
+      expect(body.usage.prompt_tokens).toBeGreaterThan(20); // the template's system and user turns
+      expect(body.choices[0].message.content).not.toMatch(/\./); // stopped before the stop string
+      const ref = reference.get(r.custom_id);
+      expect({ id: r.custom_id, message: body.choices[0].message, tokens: body.adainfer.tokens }).toEqual({ id: r.custom_id, message: ref.choices[0].message, tokens: ref.adainfer.tokens });
+    }
     w.kill('SIGTERM');
     expect((await w.exited).code).toBe(0);
   }, 180_000);
