@@ -91,7 +91,7 @@ export function registerBatchQueue(batch: Command): void {
     .option('--json', 'print one JSON object and exit')
     .action(async (name: string, flags: { queue: string; json?: boolean }) => {
       const { checkJobName, connectForCommand, jobStatus } = await import('../queue');
-      checkJobName(name);
+      checkJobName(name, 'NAME');
       const redis = await connectForCommand(flags.queue);
       try {
         let s = await jobStatus(redis, name, flags.queue);
@@ -121,7 +121,7 @@ export function registerBatchQueue(batch: Command): void {
     .option('--partial', 'write the records there are even if some requests have none yet')
     .action(async (name: string, flags: { queue: string; out: string; partial?: boolean }) => {
       const { checkJobName, collectJob, connectForCommand } = await import('../queue');
-      checkJobName(name);
+      checkJobName(name, 'NAME');
       checkWritableFile(flags.out, '--out');
       const redis = await connectForCommand(flags.queue);
       try {

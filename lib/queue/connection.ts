@@ -35,13 +35,15 @@ export async function connectForCommand(url: string): Promise<IORedis> {
     retryStrategy: (times) => (times > 3 ? null : 200 * times),
   };
   const redis = new IORedis(checkQueueUrl(url), options);
-  redis.on('error', () => undefined); // reported by the failing command below
+  // The socket's own error (ECONNREFUSED, a DNS failure) says more than the "Connection is closed" that follows.
+  let socketError: Error | undefined;
+  redis.on('error', (e: Error) => (socketError ??= e));
   try {
     await redis.connect();
     await redis.ping();
   } catch (e) {
     redis.disconnect();
-    throw unreachable(url, e);
+    throw unreachable(url, socketError ?? e);
   }
   return redis;
 }

@@ -164,9 +164,9 @@ export class JobStore {
   }
 }
 
-export function checkJobName(name: string): void {
+export function checkJobName(name: string, option = '--job'): void {
   if (!JOB_NAME.test(name))
-    throw new OptionError('--job', `'${name}': use 1 to 100 of the characters A-Z a-z 0-9 _ . -`);
+    throw new OptionError(option, `'${name}': use 1 to 100 of the characters A-Z a-z 0-9 _ . -`);
 }
 
 export function jobMissing(name: string, url: string): AdaInferError {
