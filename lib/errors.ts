@@ -44,6 +44,11 @@ export type ErrorCode =
   /** An optional package a feature needs (vega for report.html) is not installed. */
   | 'MISSING_PACKAGE'
   | 'OUT_OF_MEMORY'
+  // the batch queue (lib/queue/)
+  /** Redis cannot be reached at the --queue URL. */
+  | 'QUEUE_UNREACHABLE'
+  /** A batch job is not in Redis (never submitted, or Redis lost its data) or not what the command expects. */
+  | 'QUEUE_JOB'
   | 'NATIVE'
   | 'INTERNAL';
 

@@ -15,12 +15,14 @@ import { exitQuietlyOnClosedStdout, isSystemError, printWarningsAsCli } from './
 import { registerQuantize } from './quantize';
 import { registerServe } from './serve';
 import { registerTrainExit } from './train_exit';
+import { registerWorker } from './worker';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('adainfer')
     .description('LLM inference for Node.js with AdaInfer early exit')
     .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride()
+    .enablePositionalOptions() // so that `batch`'s options and those of its subcommands (batch submit --in) stay apart
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program);
   registerChat(program);
@@ -32,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
   registerBatch(program);
   registerEvalTasks(program);
   registerServe(program);
+  registerWorker(program);
   try {
     await program.parseAsync(argv);
     return 0;

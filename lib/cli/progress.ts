@@ -2,16 +2,18 @@
 import { SingleBar, Presets } from 'cli-progress';
 
 export interface Progress {
-  update(done: number): void;
+  /** `info` replaces the bar's own ETA (a caller that knows better: the queue's measured throughput). */
+  update(done: number, info?: string): void;
   stop(): void;
 }
 
-export function progressBar(label: string, total: number): Progress {
+export function progressBar(label: string, total: number, options: { info?: boolean } = {}): Progress {
   if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
+  const tail = options.info ? '{info}' : 'ETA {eta_formatted}';
   const bar = new SingleBar(
-    { format: `${label} [{bar}] {value}/{total} | {percentage}% | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true },
+    { format: `${label} [{bar}] {value}/{total} | {percentage}% | ${tail}`, stream: process.stderr, hideCursor: true },
     Presets.shades_classic,
   );
-  bar.start(total, 0);
-  return { update: (done) => bar.update(done), stop: () => bar.stop() };
+  bar.start(total, 0, { info: '' });
+  return { update: (done, info) => bar.update(done, info === undefined ? undefined : { info }), stop: () => bar.stop() };
 }
