@@ -89,8 +89,10 @@ export function registerTrainExit(program: Command): void {
       const { model, ctx, examples, secondExamples } = loadForExit(flags, Math.max(8, flags.topK), second);
       try {
         const bar = progressBar('features', examples.length + (secondExamples?.length ?? 0));
-        const traces = collectTraces(ctx, examples, schedule, lens, (d) => bar.update(d));
-        const calibrationTraces = secondExamples && collectTraces(ctx, secondExamples, schedule, lens, (d) => bar.update(examples.length + d));
+        const features = flags.features ?? DEFAULT_FEATURES;
+        const traces = collectTraces(ctx, examples, schedule, lens, (d) => bar.update(d), undefined, features);
+        const calibrationTraces =
+          secondExamples && collectTraces(ctx, secondExamples, schedule, lens, (d) => bar.update(examples.length + d), undefined, features);
         bar.stop();
         const trained = trainPolicy(traces, schedule, lens, {
           classifier: flags.classifier,

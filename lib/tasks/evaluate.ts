@@ -44,9 +44,10 @@ export function collectTaskTraces(
   schedule: ExitSchedule,
   lens: LensOptions,
   onProgress?: (done: number) => void,
+  features?: readonly FeatureName[],
 ): Trace[] {
   const asLabelTokens = examples.map((ex, i) => ({ tokens: ex.tokens, gold: labelTokens[ex.gold], doc: i }));
-  return collectTraces(ctx, asLabelTokens, schedule, lens, onProgress, (logits) => labelTokens[labelArgmax(logits, labelTokens)]);
+  return collectTraces(ctx, asLabelTokens, schedule, lens, onProgress, (logits) => labelTokens[labelArgmax(logits, labelTokens)], features);
 }
 
 /** What scores a check for the sweep: the policy's classifier, or the feature a threshold compares. */

@@ -12,7 +12,7 @@ import { ExitFile, loadExitFile } from '../exit/exit_file';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, labelLens, neverPolicy, thresholdPolicy } from '../exit/policy';
 import { Trace } from '../exit/collect';
-import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
+import { ClassifierKind, DEFAULT_FEATURES, LabelKind, trainPolicy } from '../exit/train';
 import { BackendChoice, TransformerModel } from '../model/transformer';
 import { Tokenizer } from '../tokenizer';
 import { LabelInfo, Results, RESULTS_FORMAT, TaskExitInfo, TaskResult } from '../report/schema';
@@ -235,7 +235,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
         const lens: LensOptions = o.mode === 'fast' ? fastLens : { mode: 'faithful' };
         let tp: TaskPolicy;
         if (o.train && trainSet) {
-          const traces = collectTaskTraces(ctx, trainSet.examples, labelTokens, o.schedule, lens, step(done));
+          const traces = collectTaskTraces(ctx, trainSet.examples, labelTokens, o.schedule, lens, step(done), o.train.features ?? DEFAULT_FEATURES);
           done += trainSet.examples.length;
           tp = trainedPolicy(traces, o.train, o.schedule, lens, o.seed);
         } else if (exitFile) {
@@ -255,7 +255,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
         if (doSweep) {
           const sweepLens: LensOptions = tp.policy.kind === 'never' ? lens : tp.policy.lens;
           const sweepSchedule = tp.policy.kind === 'never' ? o.schedule : tp.policy.schedule;
-          const traces = collectTaskTraces(ctx, evalSet.examples, labelTokens, sweepSchedule, sweepLens, step(done));
+          const traces = collectTaskTraces(ctx, evalSet.examples, labelTokens, sweepSchedule, sweepLens, step(done), tp.scorer.features);
           done += evalSet.examples.length;
           const s = sweep(traces, tp.scorer, tp.threshold);
           sweepPoints = s.points;
