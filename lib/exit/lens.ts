@@ -123,7 +123,9 @@ export class LensReader {
   /**
    * `extras`: what the reader reads beside the lens (extrasFor(the policy's features)). The hidden-state and
    * attention statistics need a backend that computes them: elsewhere, EXIT_FILE (a policy, from an exit file
-   * or not, whose features cannot be computed here). Attention statistics are turned on for the whole context.
+   * or not, whose features cannot be computed here). Attention statistics are turned on for the whole context at
+   * each begin() (a context-wide switch: whoever runs without them may turn it off, as evaluatePolicy's full-depth
+   * runs do, so that they do not pay for them).
    */
   constructor(
     private readonly ctx: TransformerContext,
@@ -136,7 +138,7 @@ export class LensReader {
         'EXIT_FILE',
         `the exit policy's features need the ${extras.attention ? 'attention statistics' : 'hidden-state change'}, which the ${c.backend} backend does not compute`,
       );
-    if (extras.attention) c.setAttentionStatistics(true);
+
     if (options.mode !== 'faithful' && options.mode !== 'fast')
       throw new OptionError('lens mode', `must be 'faithful' or 'fast', got ${String(options.mode)}`);
     this.topK = options.topK ?? DEFAULT_FAST_TOP_K;
@@ -174,6 +176,7 @@ export class LensReader {
   begin(): void {
     this.active = this.fixed;
     this.checks = 0;
+    if (this.extras.attention) this.ctx.native.setAttentionStatistics(true);
   }
 
   /** Reads the lens of batch row `row`; after it, ctx.lensLogits() holds that read's logits. */

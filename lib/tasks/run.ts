@@ -139,12 +139,14 @@ function trainedPolicy(traces: Trace[], o: TrainExitOptions, schedule: ExitSched
 function filePolicy(f: ExitFile, labelTokens: number[]): TaskPolicy {
   const p = f.policy;
   const lens = labelLens(p.lens, labelTokens);
+  // Per-layer thresholds decide; the sweep (one threshold for every layer) is centred on the single calibrated one.
+  const decision = p.layerThresholds ?? p.threshold;
   if (p.kind === 'threshold') {
     const feature = p.feature ?? 'gap';
-    return { policy: thresholdPolicy(feature, p.threshold, p.schedule, lens), scorer: featureScorer(feature), threshold: p.threshold, info: { kind: 'threshold', threshold: finite(p.threshold), score: feature, training: null } };
+    return { policy: thresholdPolicy(feature, decision, p.schedule, lens), scorer: featureScorer(feature), threshold: p.threshold, info: { kind: 'threshold', threshold: finite(p.threshold), score: feature, training: null } };
   }
   const c = loadClassifier(p.classifier);
-  return { policy: classifierPolicy(c, p.threshold, p.schedule, lens), scorer: classifierScorer(c), threshold: p.threshold, info: { kind: c.kind, threshold: finite(p.threshold), score: `${c.kind} score`, training: null } };
+  return { policy: classifierPolicy(c, decision, p.schedule, lens), scorer: classifierScorer(c), threshold: p.threshold, info: { kind: c.kind, threshold: finite(p.threshold), score: `${c.kind} score`, training: null } };
 }
 
 /** 1 or 0 when every check of every trace has the same training label (this layer gives the answer), else undefined. */

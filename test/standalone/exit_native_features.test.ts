@@ -19,7 +19,8 @@ import { jensenShannon, LensOptions, LensReading } from '../../lib/exit/lens';
 import { classifierPolicy, observingPolicy } from '../../lib/exit/policy';
 import { trainPolicy } from '../../lib/exit/train';
 import { TransformerContext, TransformerModel } from '../../lib/model/transformer';
-import { BUNDLED_MODEL } from '../helpers';
+import { spawnSync } from 'child_process';
+import { BUNDLED_MODEL, repoRoot, tmpDir } from '../helpers';
 
 const PROMPTS = ['Once upon a time there was a', 'The dog ran to the', 'Lily and Tom went to the park. They saw a big'];
 
@@ -292,6 +293,46 @@ describe('per-layer thresholds chosen jointly', () => {
       else expect(clopperPearsonLower(agreeing, examples.length, confidence)).toBeGreaterThanOrEqual(0.97);
       expect(joint.meanLayers).toBeLessThan(single.meanLayers - 0.05); // strictly better here
       expect(simulateExit(examples, single.threshold).meanLayers).toBeCloseTo(single.meanLayers, 12);
+    }
+  });
+});
+
+describe('the command line: train-exit --features ... --thresholds per-layer, then eval-exit', () => {
+  test('the exit file records its features and per-layer thresholds, and eval-exit decides with them', () => {
+    const dir = tmpDir('adainfer-native-feat-cli-');
+    try {
+      const text = path.join(dir, 'stories.txt');
+      fs.writeFileSync(
+        text,
+        [
+          'Once upon a time there was a little dog. The dog liked to play in the park with a red ball.',
+          'Lily saw a big cat in the garden. She wanted to pet it, but the cat ran away to its mom.',
+          'Tom had a toy car. He played with it every day, and his sister played with him.',
+          'One day the sun was hot. The birds sang in the tree and the children went to the lake.',
+        ]
+          .map((s) => `${s}\n<|endoftext|>\n`)
+          .join('')
+          .repeat(3),
+      );
+      const exitFile = path.join(dir, 'exit.json');
+      const cli = (args: string[]) => spawnSync(process.execPath, [path.join(repoRoot(), 'dist', 'lib', 'cli', 'main.js'), ...args], { encoding: 'utf8', timeout: 120000 });
+      const features = 'p1,gap,jsd,hidden_cos,hidden_norm,attn_entropy,attn_self';
+      const train = cli(['train-exit', '-m', BUNDLED_MODEL, '--data', text, '--window', '16', '--limit', '300', '--target', '0.8', '--features', features, '--thresholds', 'per-layer', '--threads', '1', '--json', '-o', exitFile]);
+      expect(train.stderr).not.toMatch(/error/);
+      expect(train.status).toBe(0);
+      const file = loadExitFile(exitFile);
+      expect(file.policy.features).toEqual(features.split(','));
+      expect(file.policy.layerThresholds).toHaveLength(file.model.nLayer);
+      const evalExit = cli(['eval-exit', '-m', BUNDLED_MODEL, '--data', text, '--window', '16', '--limit', '40', '--exit', exitFile, '--threads', '1', '--json']);
+      expect(evalExit.status).toBe(0);
+      const report = JSON.parse(evalExit.stdout);
+      expect(report.examples).toBe(40);
+      expect(report.classifierMicrosPerCheck).toBeGreaterThan(0);
+      const bad = cli(['train-exit', '-m', BUNDLED_MODEL, '--data', text, '--features', 'p1,attn_magic', '-o', path.join(dir, 'x.json')]);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain('attn_magic');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
