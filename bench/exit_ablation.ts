@@ -231,7 +231,8 @@ async function main(): Promise<void> {
         const forDrop = thresholdForDrop(scored(t, calibration), maxDrop);
         const acc = outcome(evalScored, () => forDrop);
         // The paper's way of reading its curves: the evaluation half's own threshold curve at drop <= maxDrop.
-        const curve = outcome(evalScored, () => thresholdForDrop(evalScored, maxDrop));
+        const curveThreshold = thresholdForDrop(evalScored, maxDrop);
+        const curve = outcome(evalScored, () => curveThreshold);
         const policy = t.classifier ? classifierPolicy(t.classifier, threshold, schedule, c.lens) : thresholdPolicy('gap', threshold, schedule, c.lens);
         const micros = classifierMicrosPerCheck(policy, evaluation.slice(0, 300));
         rows.push({ agreement: held.agreement, pruning: held.pruning, drop: held.drop, accPruning: acc.pruning, accDrop: acc.drop, curvePruning: curve.pruning, micros });
