@@ -10,7 +10,7 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { FeatureName } from '../lib/exit/classifier';
+import { FEATURE_NAMES, FeatureName } from '../lib/exit/classifier';
 import { collectTraces } from '../lib/exit/collect';
 import { loadExamples } from '../lib/exit/data';
 import { evaluatePolicy, EvalReport } from '../lib/exit/evaluate';
@@ -26,12 +26,16 @@ interface Config {
   features: FeatureName[];
   lens: LensOptions;
   decision: 'calibrated' | 'sign';
+  thresholds?: 'single' | 'per-layer';
 }
 
 const FEATURE_SETS: Record<string, FeatureName[]> = {
   'p1,gap': ['p1', 'gap'],
   'p1,gap,entropy,layer': ['p1', 'gap', 'entropy', 'layer'],
   '+streak,dp1': ['p1', 'gap', 'entropy', 'layer', 'streak', 'dp1'],
+  '+jsd': ['p1', 'gap', 'entropy', 'layer', 'jsd'],
+  '+hidden_cos,hidden_norm': ['p1', 'gap', 'entropy', 'layer', 'hidden_cos', 'hidden_norm'],
+  '+attn_entropy,attn_self': ['p1', 'gap', 'entropy', 'layer', 'attn_entropy', 'attn_self'],
 };
 
 function configs(): Config[] {
@@ -44,6 +48,7 @@ function configs(): Config[] {
   for (const lens of [faithful, { mode: 'fast', topK: 16 }] as LensOptions[])
     for (const [fname, features] of Object.entries(FEATURE_SETS)) out.push({ name: fname, classifier: 'svm', features, lens, decision: 'calibrated' });
   out.push({ name: '+streak,dp1', classifier: 'crf', features: FEATURE_SETS['+streak,dp1'], lens: faithful, decision: 'calibrated' });
+  out.push({ name: 'p1,gap,entropy,layer', classifier: 'svm', features: FEATURE_SETS['p1,gap,entropy,layer'], lens: faithful, decision: 'calibrated', thresholds: 'per-layer' });
   return out;
 }
 
@@ -58,6 +63,7 @@ async function main(): Promise<void> {
     .option('--target <a>', 'train-exit --target', '0.99')
     .option('--seeds <n>', 'draws of the calibration / evaluation halves', '1')
     .option('--threads <t>', 'threads', '1')
+    .option('--configs <regexp>', 'only the configurations whose "lens classifier features" label matches')
     .option('--markdown', 'print the table as Markdown on stdout')
     .parse(process.argv);
   const o = program.opts();
@@ -82,10 +88,12 @@ async function main(): Promise<void> {
     const ctx = model.createContext({ contextSize: window, batchSize: window, threads, lensK: 16 });
     const fitEx = loadExamples(o.train, model.tokenizer, { window, limit, seed: 1 });
     const schedule = { minLayer: 1, checkEvery: 1 };
+    // Traces hold every feature this backend computes; each configuration reads its own.
+    const features = ctx.native.computesExitStatistics ? FEATURE_NAMES : FEATURE_NAMES.filter((f) => !f.startsWith('hidden') && !f.startsWith('attn'));
     const fitTraces = new Map<string, ReturnType<typeof collectTraces>>();
     const tracesFor = (lens: LensOptions) => {
       const key = JSON.stringify(lens);
-      if (!fitTraces.has(key)) fitTraces.set(key, collectTraces(ctx, fitEx, schedule, lens));
+      if (!fitTraces.has(key)) fitTraces.set(key, collectTraces(ctx, fitEx, schedule, lens, undefined, undefined, features));
       return fitTraces.get(key)!;
     };
     evaluatePolicy(ctx, fitEx.slice(0, 50), thresholdPolicy('gap', 2)); // warm-up, untimed
@@ -96,10 +104,11 @@ async function main(): Promise<void> {
     const calibrationTraces = new Map<string, ReturnType<typeof collectTraces>>();
     const calibrationFor = (lens: LensOptions, k: number) => {
       const key = `${JSON.stringify(lens)}/${k}`;
-      if (!calibrationTraces.has(key)) calibrationTraces.set(key, collectTraces(ctx, halves[k].calibration, schedule, lens));
+      if (!calibrationTraces.has(key)) calibrationTraces.set(key, collectTraces(ctx, halves[k].calibration, schedule, lens, undefined, undefined, features));
       return calibrationTraces.get(key)!;
     };
     for (const c of configs()) {
+      if (o.configs && !new RegExp(o.configs as string).test(`${c.lens.mode} ${c.decision === 'sign' ? 'paper' : c.classifier}${c.thresholds === 'per-layer' ? ' per-layer' : ''} ${c.name}`)) continue;
       const reports: EvalReport[] = [];
       for (let s = 1; s <= seeds; s++) {
         const evalEx = halves[s - 1].evaluation;
@@ -112,16 +121,18 @@ async function main(): Promise<void> {
           feature: c.classifier === 'threshold' ? 'gap' : undefined,
           decision: c.decision,
           calibrationTraces: calibrationFor(c.lens, s - 1),
+          thresholds: c.thresholds,
         });
+        const threshold = t.layerThresholds ?? t.threshold;
         const policy: ExitPolicy = t.classifier
-          ? classifierPolicy(t.classifier, t.threshold, schedule, c.lens)
-          : thresholdPolicy(t.feature ?? 'gap', t.threshold, schedule, c.lens);
+          ? classifierPolicy(t.classifier, threshold, schedule, c.lens)
+          : thresholdPolicy(t.feature ?? 'gap', threshold, schedule, c.lens);
         reports.push(evaluatePolicy(ctx, evalEx, policy));
       }
       const mean = (f: (r: EvalReport) => number) => reports.reduce((a, r) => a + f(r), 0) / reports.length;
       const minAgreement = Math.min(...reports.map((r) => r.agreement));
       const row =
-        `| ${name} | ${c.lens.mode} | ${c.decision === 'sign' ? 'svm (own sign)' : c.classifier} | ${c.name} | ` +
+        `| ${name} | ${c.lens.mode} | ${c.decision === 'sign' ? 'svm (own sign)' : c.classifier}${c.thresholds === 'per-layer' ? ' (per-layer thresholds)' : ''} | ${c.name} | ` +
         `${pct(mean((r) => r.agreement))} (${pct(minAgreement)}) | ${pct(mean((r) => r.agreementLower))} | ` +
         `${(mean((r) => r.accuracyDrop ?? 0) * 100).toFixed(2)} | ${pct(mean((r) => r.pruningRatio))} | ${pct(mean((r) => r.oracleStay))} | ` +
         `${pct(mean((r) => r.oracleFraction))} | ${mean((r) => r.speedup).toFixed(3)}× (${mean((r) => r.idealSpeedup).toFixed(3)}×) | ` +

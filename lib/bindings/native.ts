@@ -91,6 +91,15 @@ export interface NativeContext {
   readonly lensProbs: Float32Array;
   /** [4] p1, p2, p1 - p2, entropy (nats) of the last logitLens() call. */
   readonly lensFeatures: Float32Array;
+  /**
+   * [4] what the last exitStatistics(row) call read of its row: the head mean of its attention's entropy over
+   * log(positions attended) and of its attention weight on its own position (NaN where the last attention() kept
+   * none for that row), the cosine and the relative norm ||h - h_prev|| / ||h_prev|| between its hidden state
+   * and its sequence's at the previous call (1 and 0 at a token's first check).
+   */
+  readonly exitStats: Float32Array;
+  /** Whether this backend computes exitStatistics (the CPU does; CUDA does not). */
+  readonly computesExitStatistics: boolean;
   readonly kernels: string;
   readonly threads: number;
   /** Where the blocks run (the Model's backend). */
@@ -120,6 +129,13 @@ export interface NativeContext {
   logitLensCandidates(row: number, m: number, k: number): void;
   /** Makes `logits` hold the last logitLens*() call's logits (a GPU keeps them on the device until asked). */
   syncLogits(): void;
+  /**
+   * On: every attention() from now on keeps the attention statistics of the last row of each run of rows (a
+   * sequence's decision row), computed by the kernels beside the softmax. Off by default.
+   */
+  setAttentionStatistics(on: boolean): void;
+  /** The exit statistics of batch row `row` into exitStats; its hidden state becomes its sequence's previous one. */
+  exitStatistics(row: number, firstCheck: boolean): void;
   /**
    * The residual stream ([nBatch][nEmbd], kept by the backend: on the device for CUDA) of rows
    * [row0, row0 + n): copied out to / in from `buffer` (at least n * nEmbd floats).

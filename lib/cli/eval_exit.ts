@@ -1,5 +1,6 @@
 /** `adainfer eval-exit`: an exit file against full depth on the same examples, with wall-clock times. */
 import { Command } from 'commander';
+import { DEFAULT_FAST_TOP_K } from '../defaults';
 import { evaluatePolicy } from '../exit/evaluate';
 import { loadExitFile, policyFromExitFile } from '../exit/exit_file';
 import { addExampleOptions, ExampleFlags, loadForExit } from './exit_common';
@@ -17,7 +18,8 @@ export function registerEvalExit(program: Command): void {
     .option('--json', 'print one JSON object')
     .action((flags: EvalFlags) => {
       const peek = loadExitFile(flags.exit);
-      const { model, ctx, examples } = loadForExit(flags, Math.max(8, peek.policy.lens.topK ?? 0));
+      // lensK: a fast lens's top-k, or the jsd feature's candidate set in faithful mode (the default top-k).
+      const { model, ctx, examples } = loadForExit(flags, Math.max(DEFAULT_FAST_TOP_K, peek.policy.lens.topK ?? 0));
       try {
         const file = loadExitFile(flags.exit, { fingerprint: model.fingerprint, name: model.config.name, nLayer: model.config.nLayer });
         const bar = progressBar('eval', examples.length);

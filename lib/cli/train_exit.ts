@@ -35,6 +35,7 @@ interface TrainFlags extends ExampleFlags {
   calibrationLimit?: number;
   preset?: 'paper';
   features?: FeatureName[];
+  thresholds: 'single' | 'per-layer';
 }
 
 
@@ -62,6 +63,11 @@ export function registerTrainExit(program: Command): void {
         'paper',
       ]),
     )
+    .addOption(
+      new Option('--thresholds <t>', 'one calibrated threshold, or one per layer chosen jointly (coordinate ascent) under the same --target')
+        .choices(['single', 'per-layer'])
+        .default('single'),
+    )
     .option('--features <a,b,c>', `classifier features (${FEATURE_NAMES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
     .option('-o, --out <file>', 'exit file to write (required)')
     .addOption(hiddenAlias('--output <file>'))
@@ -79,6 +85,7 @@ export function registerTrainExit(program: Command): void {
         ] as const)
           if (cmd.getOptionValueSource(key) === 'cli' && flags[key] !== value) throw new OptionError(flag, `--preset paper uses ${value}, got ${flags[key]}`);
         if (flags.features) throw new OptionError('--features', '--preset paper uses p1,gap');
+        if (flags.thresholds !== 'single') throw new OptionError('--thresholds', "--preset paper uses the SVM's own sign, no calibrated threshold");
         flags.classifier = PAPER_PRESET.classifier;
         flags.mode = PAPER_PRESET.lens.mode;
         flags.features = PAPER_PRESET.features;
@@ -89,8 +96,10 @@ export function registerTrainExit(program: Command): void {
       const { model, ctx, examples, secondExamples } = loadForExit(flags, Math.max(8, flags.topK), second);
       try {
         const bar = progressBar('features', examples.length + (secondExamples?.length ?? 0));
-        const traces = collectTraces(ctx, examples, schedule, lens, (d) => bar.update(d));
-        const calibrationTraces = secondExamples && collectTraces(ctx, secondExamples, schedule, lens, (d) => bar.update(examples.length + d));
+        const features = flags.features ?? DEFAULT_FEATURES;
+        const traces = collectTraces(ctx, examples, schedule, lens, (d) => bar.update(d), undefined, features);
+        const calibrationTraces =
+          secondExamples && collectTraces(ctx, secondExamples, schedule, lens, (d) => bar.update(examples.length + d), undefined, features);
         bar.stop();
         const trained = trainPolicy(traces, schedule, lens, {
           classifier: flags.classifier,
@@ -101,6 +110,7 @@ export function registerTrainExit(program: Command): void {
           calibrationTraces,
           features: flags.features,
           decision: flags.preset === 'paper' ? PAPER_PRESET.decision : 'calibrated',
+          thresholds: flags.thresholds,
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
@@ -112,6 +122,7 @@ export function registerTrainExit(program: Command): void {
             schedule,
             lens,
             threshold: trained.threshold,
+            layerThresholds: trained.layerThresholds,
             feature: trained.feature,
             classifier: trained.classifier?.toJSON(),
             features: trained.features,
@@ -141,13 +152,14 @@ export function registerTrainExit(program: Command): void {
           },
         };
         saveExitFile(output, file);
-        const summary = { output, classifier: trained.kind, threshold: trained.threshold, ...file.metrics };
+        const summary = { output, classifier: trained.kind, threshold: trained.threshold, layerThresholds: trained.layerThresholds, ...file.metrics };
         if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
         else {
           const c = trained.metrics.calibration;
           process.stdout.write(
             `wrote ${output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
-              `${trained.metrics.calibrationExamples} calibration), threshold ${trained.threshold}\n` +
+              `${trained.metrics.calibrationExamples} calibration), ` +
+              (trained.layerThresholds ? `per-layer thresholds ${trained.layerThresholds.map((t) => (Number.isFinite(t) ? t.toPrecision(4) : String(t))).join(', ')}\n` : `threshold ${trained.threshold}\n`) +
               `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}%), mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
               `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,
           );

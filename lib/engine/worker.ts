@@ -348,7 +348,8 @@ function batchExitFor(spec: ExitSpec | undefined): BatchExit | undefined {
 /** The batch context: `slots` sequences (+1 scratch slot without compaction), rows for prompt chunks, lens size. */
 function batchContext(o: WorkerBatchOptions, slots: number, contextSize: number, exit: BatchExit | undefined): TransformerContext {
   const sample = typeof exit === 'function' ? exit() : exit;
-  const lensK = Math.max(8, sample?.lens.mode === 'fast' && !sample.lens.candidates ? sample.lens.topK ?? DEFAULT_FAST_TOP_K : 0);
+  // At least the default top-k: a fast lens's candidates, or the jsd feature's candidate set in faithful mode.
+  const lensK = Math.max(DEFAULT_FAST_TOP_K, sample?.lens.mode === 'fast' && !sample.lens.candidates ? sample.lens.topK ?? DEFAULT_FAST_TOP_K : 0);
   return requireModel().createContext({
     contextSize,
     sequences: slots + (o.compaction === false ? 1 : 0),

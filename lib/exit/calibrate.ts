@@ -89,6 +89,91 @@ export function calibrateThreshold(
   return best ?? { threshold: Infinity, agreement: 1, meanLayers: meanFullDepth(examples) };
 }
 
+/** Exit rule with a threshold per layer: stop at the first check whose score >= thresholds[check.layer]. */
+export function simulateLayerExit(examples: CalibrationExample[], thresholds: ArrayLike<number>): { agreement: number; meanLayers: number } {
+  checkExamples(examples);
+  const { agreeCount, totalLayers } = countLayerExit(examples, thresholds);
+  return { agreement: agreeCount / examples.length, meanLayers: totalLayers / examples.length };
+}
+
+function countLayerExit(examples: CalibrationExample[], thresholds: ArrayLike<number>): { agreeCount: number; totalLayers: number } {
+  let agreeCount = 0;
+  let totalLayers = 0;
+  for (const example of examples) {
+    let layersUsed = example.nLayer;
+    let agrees = true;
+    for (const check of example.checks) {
+      if (check.score >= thresholds[check.layer]) {
+        layersUsed = check.layer + 1;
+        agrees = check.agrees;
+        break;
+      }
+    }
+    totalLayers += layersUsed;
+    if (agrees) agreeCount++;
+  }
+  return { agreeCount, totalLayers };
+}
+
+/** Candidate values per layer of calibrateLayerThresholds: this many quantiles of the layer's scores, and +Infinity. */
+export const LAYER_THRESHOLD_CANDIDATES = 64;
+
+/**
+ * Per-layer thresholds chosen jointly (coordinate ascent) to minimise the mean layers used — maximise pruning —
+ * subject to the same constraint as calibrateThreshold (agreement, or its Clopper–Pearson lower bound at
+ * `confidence`, >= target). Starts from the single calibrated threshold (feasible by construction), then sweeps
+ * the layers in order, moving one layer's threshold at a time to the candidate that lowers the cost most while
+ * the constraint holds (ties: the larger threshold, the more conservative), until a sweep changes nothing (at most
+ * 20 sweeps). Candidates of a layer are LAYER_THRESHOLD_CANDIDATES quantiles of the scores seen at it, and
+ * +Infinity (never stop there). A local optimum, not a global one; each step only lowers the cost, so it prunes at
+ * least as much as the single threshold on these examples. Layers without checks get +Infinity. More freedom
+ * than one threshold: more room to fit the calibration examples' luck, which the held-out evaluation measures.
+ */
+export function calibrateLayerThresholds(
+  examples: CalibrationExample[],
+  target: number,
+  confidence?: number,
+): { thresholds: number[]; agreement: number; meanLayers: number } {
+  const single = calibrateThreshold(examples, target, confidence);
+  const n = examples.length;
+  const nLayer = Math.max(...examples.map((e) => e.nLayer));
+  const needed = confidence === undefined ? Math.ceil(target * n - 1e-9) : agreeingNeeded(n, target, confidence);
+  const scoresAt: number[][] = Array.from({ length: nLayer }, () => []);
+  for (const e of examples) for (const c of e.checks) scoresAt[c.layer].push(c.score);
+  const candidates = scoresAt.map((scores) => {
+    if (scores.length === 0) return [Infinity];
+    const sorted = Float64Array.from(scores).sort();
+    const values = new Set<number>([Infinity, single.threshold]);
+    for (let q = 0; q < LAYER_THRESHOLD_CANDIDATES; q++) values.add(sorted[Math.min(sorted.length - 1, Math.floor(((q + 0.5) * sorted.length) / LAYER_THRESHOLD_CANDIDATES))]);
+    return [...values].sort((a, b) => b - a);
+  });
+  const thresholds = scoresAt.map((scores) => (scores.length === 0 ? Infinity : single.threshold));
+  let { agreeCount, totalLayers } = countLayerExit(examples, thresholds);
+  for (let sweep = 0; sweep < 20; sweep++) {
+    let changed = false;
+    for (let layer = 0; layer < nLayer; layer++) {
+      if (scoresAt[layer].length === 0) continue;
+      const kept = thresholds[layer];
+      let best = { value: kept, agreeCount, totalLayers };
+      for (const value of candidates[layer]) {
+        if (value === kept) continue;
+        thresholds[layer] = value;
+        const r = countLayerExit(examples, thresholds);
+        // Candidates arrive in decreasing order: strict < keeps the largest threshold of a cost tie.
+        if (r.agreeCount >= needed && r.totalLayers < best.totalLayers) best = { value, ...r };
+      }
+      thresholds[layer] = best.value;
+      if (best.value !== kept) {
+        changed = true;
+        agreeCount = best.agreeCount;
+        totalLayers = best.totalLayers;
+      }
+    }
+    if (!changed) break;
+  }
+  return { thresholds, agreement: agreeCount / n, meanLayers: totalLayers / n };
+}
+
 /**
  * Agreement/meanLayers for every candidate threshold (for plots: accuracy vs pruning ratio), in decreasing
  * threshold order, starting at +Infinity (never exit; JSON.stringify writes it as null). A candidate is a

@@ -17,7 +17,19 @@ import { describeValue } from '../schema/validate';
 export { describeValue };
 
 /** Names of the per-layer features, in the order of a feature vector. */
-export type FeatureName = 'p1' | 'p2' | 'gap' | 'entropy' | 'layer' | 'streak' | 'dp1';
+export type FeatureName =
+  | 'p1'
+  | 'p2'
+  | 'gap'
+  | 'entropy'
+  | 'layer'
+  | 'streak'
+  | 'dp1'
+  | 'jsd'
+  | 'hidden_cos'
+  | 'hidden_norm'
+  | 'attn_entropy'
+  | 'attn_self';
 
 /**
  * Every known feature, with its meaning (probabilities are of the logit-lens next-token distribution):
@@ -26,10 +38,38 @@ export type FeatureName = 'p1' | 'p2' | 'gap' | 'entropy' | 'layer' | 'streak' |
  *  - layer: (l + 1) / nLayer for the 0-based layer index l, so the last layer is 1;
  *  - streak: how many consecutive checks, this one included, have had this check's top-1 (1 at a change);
  *  - dp1: p1 minus the previous check's p1 (0 at a token's first check).
- * streak and dp1 use what the earlier checks of the same token already read: no extra head cost.
+ *  - jsd: the Jensen–Shannon divergence (nats, in [0, ln 2]) between this check's lens distribution and the
+ *    previous check's, both renormalised over the token's candidate set — the fast lens's candidates, or in
+ *    faithful mode the top-k of the token's first check (0 at a token's first check);
+ *  - hidden_cos, hidden_norm: the residual stream's change since the previous check — the cosine between the two
+ *    hidden states, and ||h − h_prev|| / ||h_prev|| (1 and 0 at a token's first check); computed natively;
+ *  - attn_entropy: the entropy of the decision row's attention in the layer just run, over the positions it
+ *    attends, divided by log(positions) and averaged over heads (0 at one position); attn_self: the attention
+ *    weight on the row's own position, averaged over heads. The attention kernels keep both beside the softmax,
+ *    only when a policy asks for them (LensReader).
+ * streak, dp1 and jsd use what the earlier checks of the same token already read: no extra head cost. The
+ * hidden-state and attention features need a backend that computes them (the CPU's; not CUDA's): a policy that
+ * needs them elsewhere is refused (EXIT_FILE).
  * A classifier's `features` list says which of them, in which order, its feature vectors hold.
  */
-export const FEATURE_NAMES: readonly FeatureName[] = Object.freeze(['p1', 'p2', 'gap', 'entropy', 'layer', 'streak', 'dp1']);
+export const FEATURE_NAMES: readonly FeatureName[] = Object.freeze([
+  'p1',
+  'p2',
+  'gap',
+  'entropy',
+  'layer',
+  'streak',
+  'dp1',
+  'jsd',
+  'hidden_cos',
+  'hidden_norm',
+  'attn_entropy',
+  'attn_self',
+]);
+
+/** Features read from the native exit statistics (Context.exitStatistics) rather than from the lens. */
+export const HIDDEN_FEATURES: readonly FeatureName[] = Object.freeze(['hidden_cos', 'hidden_norm']);
+export const ATTENTION_FEATURES: readonly FeatureName[] = Object.freeze(['attn_entropy', 'attn_self']);
 
 export interface ExitClassifier {
   readonly kind: 'svm' | 'svm-rbf' | 'crf';

@@ -1,10 +1,11 @@
 /**
- * Feature collection: runs examples to full depth and records the logit lens at every checked layer, the
- * full-depth answer and the gold token. Training, calibration and the oracle bound all read these traces.
+ * Feature collection: runs examples to full depth and records the logit lens at every checked layer (and what
+ * `features` need beside it: lens.ts, extrasFor), the full-depth answer and the gold token. Training, calibration and the oracle bound all read these traces.
  */
 import { argmax } from '../engine/sampling';
 import { oraclePruning } from './bounds';
 import { TransformerContext } from '../model/transformer';
+import { FeatureName } from './classifier';
 import { Example } from './data';
 import { ExitDecider } from './decider';
 import { LensOptions, LensReading } from './lens';
@@ -39,12 +40,13 @@ export function collectTraces(
   lens: LensOptions,
   onProgress?: (done: number) => void,
   answerOf?: AnswerOf,
+  features?: readonly FeatureName[],
 ): Trace[] {
   const nLayer = ctx.model.config.nLayer;
   let checks: Check[] = [];
   const decider = new ExitDecider(
     ctx,
-    observingPolicy(schedule, lens, (layer, r) => checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.lensLogits()) : r.top1 })),
+    observingPolicy(schedule, lens, (layer, r) => checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.lensLogits()) : r.top1 }), features),
   );
   return examples.map((ex, i) => {
     checks = [];

@@ -5,7 +5,7 @@
  * with an observing policy) decide through it.
  */
 import { TransformerContext } from '../model/transformer';
-import { LensReader } from './lens';
+import { extrasFor, LensReader } from './lens';
 import { ExitPolicy, isCheckedLayer } from './policy';
 
 /** How one batch went through the layer loop under a policy (ExitDecider.forward). */
@@ -28,7 +28,7 @@ export class ExitDecider {
     readonly context: TransformerContext,
     readonly policy: ExitPolicy,
   ) {
-    this.lens = new LensReader(context, policy.lens);
+    this.lens = new LensReader(context, policy.lens, extrasFor(policy.features));
     this.nLayer = context.model.config.nLayer;
   }
 

@@ -84,8 +84,11 @@ export function evaluatePolicy(ctx: TransformerContext, examples: Example[], pol
   let oracleChecks: ({ layer: number } & LensReading)[] = [];
   const observer = new ExitDecider(
     ctx,
-    observingPolicy(DEFAULT_SCHEDULE, { mode: 'faithful' }, (layer, r) => oracleChecks.push({ layer, ...r })),
+    // The oracles read the faithful lens; the classifier's cost is timed on these readings, so they hold its features.
+    observingPolicy(DEFAULT_SCHEDULE, { mode: 'faithful' }, (layer, r) => oracleChecks.push({ layer, ...r }), policy.features),
   );
+  // Attention statistics are a context-wide switch that the exit runs turn on (LensReader.begin): off for full depth.
+  const statisticsOff = ctx.native.computesExitStatistics ? () => ctx.native.setAttentionStatistics(false) : () => undefined;
   const oracleTraces: (OracleTrace & { checks: ({ layer: number } & LensReading)[] })[] = [];
   const histogram = new Array<number>(nLayer).fill(0);
   let agree = 0;
@@ -99,6 +102,7 @@ export function evaluatePolicy(ctx: TransformerContext, examples: Example[], pol
   const load = (ex: Example) => ex.tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
   const runFull = (ex: Example): number => {
     load(ex);
+    statisticsOff();
     const t0 = performance.now();
     ctx.forward(ex.tokens.length, 0);
     const token = argmax(ctx.logits(ex.tokens.length - 1));

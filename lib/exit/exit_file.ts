@@ -23,6 +23,12 @@ export interface ExitFile {
     lens: LensOptions;
     /** Stop when the score reaches this value (+Infinity: the target could not be met, never stop). */
     threshold: number;
+    /**
+     * --thresholds per-layer: one threshold per layer (index = the 0-based layer after which the check runs;
+     * +Infinity: never stop there), chosen jointly at calibration; replaces `threshold` (which then holds the
+     * single calibrated threshold the search started from).
+     */
+    layerThresholds?: number[];
     /** threshold policies: the feature compared with the threshold. */
     feature?: 'p1' | 'gap';
     /** classifier policies: the classifier whose score is compared. */
@@ -84,6 +90,8 @@ export function loadExitFile(path: string, model?: { fingerprint: string; name: 
   }
   if (f.policy.kind !== 'threshold' && f.policy.classifier!.kind !== f.policy.kind)
     fail(path, `policy.classifier.kind is "${f.policy.classifier!.kind}" but policy.kind is "${f.policy.kind}"`);
+  if (f.policy.layerThresholds && f.policy.layerThresholds.length !== f.model.nLayer)
+    fail(path, `policy.layerThresholds has ${f.policy.layerThresholds.length} entries, the model has ${f.model.nLayer} layers`);
   try {
     policyFromExitFile(f); // builds the classifier: the lengths the schema cannot check
   } catch (e) {
@@ -94,6 +102,7 @@ export function loadExitFile(path: string, model?: { fingerprint: string; name: 
 
 export function policyFromExitFile(f: ExitFile): ExitPolicy {
   const p = f.policy;
-  if (p.kind === 'threshold') return thresholdPolicy(p.feature ?? 'gap', p.threshold, p.schedule, p.lens);
-  return classifierPolicy(loadClassifier(p.classifier, 'policy.classifier'), p.threshold, p.schedule, p.lens);
+  const threshold = p.layerThresholds ?? p.threshold;
+  if (p.kind === 'threshold') return thresholdPolicy(p.feature ?? 'gap', threshold, p.schedule, p.lens);
+  return classifierPolicy(loadClassifier(p.classifier, 'policy.classifier'), threshold, p.schedule, p.lens);
 }

@@ -125,6 +125,12 @@ export const EXIT_FILE_SCHEMA = {
           description: 'a number, or "Infinity" / "-Infinity"',
           anyOf: [{ type: 'number' }, { enum: ['Infinity', '-Infinity'] }],
         },
+        layerThresholds: {
+          description:
+            'per-layer thresholds (train-exit --thresholds per-layer), one per layer (0-based index = the layer after which the check runs), each a number or "Infinity"; when present they replace threshold',
+          type: 'array',
+          items: { anyOf: [{ type: 'number' }, { enum: ['Infinity'] }] },
+        },
         feature: { enum: ['p1', 'gap'], description: 'p1 or gap' },
         classifier: { $ref: '#/definitions/classifier' },
         features: { type: 'array', items: { enum: [...FEATURE_NAMES] } },

@@ -8,9 +8,9 @@
  *    the first check of the token — so a check costs a few rows of the head instead of all of them.
  * Features of the two modes are not interchangeable: a classifier is trained and used in one mode.
  */
-import { OptionError } from '../errors';
+import { AdaInferError, OptionError } from '../errors';
 import { TransformerContext } from '../model/transformer';
-import { FeatureName } from './classifier';
+import { ATTENTION_FEATURES, FeatureName, HIDDEN_FEATURES } from './classifier';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 
 export type LensMode = 'faithful' | 'fast';
@@ -34,13 +34,69 @@ export interface LensOptions {
   answerTokens?: number[];
 }
 
-/** What one check read. Reused between checks: copy what must outlive the next read. */
+/**
+ * What one check read. Reused between checks: copy what must outlive the next read. The optional fields are read
+ * only where the reader's features ask for them (LensReader; their meaning: classifier.ts, FEATURE_NAMES), else
+ * NaN.
+ */
 export interface LensReading {
   top1: number;
   p1: number;
   p2: number;
   gap: number;
   entropy: number;
+  /** Jensen–Shannon divergence from the previous check's distribution over the candidate set ('jsd'). */
+  jsd?: number;
+  /** The hidden state's change since the previous check ('hidden_cos', 'hidden_norm'). */
+  hiddenCos?: number;
+  hiddenNorm?: number;
+  /** The decision row's attention in the layer just run ('attn_entropy', 'attn_self'). */
+  attnEntropy?: number;
+  attnSelf?: number;
+}
+
+/** What a reader reads beside the lens statistics, from the features of the policy it serves. */
+export interface LensExtras {
+  divergence: boolean;
+  hidden: boolean;
+  attention: boolean;
+}
+
+export const NO_EXTRAS: LensExtras = Object.freeze({ divergence: false, hidden: false, attention: false });
+/** Every extra (trace collection: training picks features later). */
+export const ALL_EXTRAS: LensExtras = Object.freeze({ divergence: true, hidden: true, attention: true });
+
+export function extrasFor(features: readonly FeatureName[] | undefined): LensExtras {
+  if (!features) return NO_EXTRAS;
+  return {
+    divergence: features.includes('jsd'),
+    hidden: features.some((f) => HIDDEN_FEATURES.includes(f)),
+    attention: features.some((f) => ATTENTION_FEATURES.includes(f)),
+  };
+}
+
+/**
+ * Jensen–Shannon divergence (nats) between the softmax of `a` and the softmax of `b` (logits of the same tokens,
+ * [0, n)), in float64. `pa`, `pb`: scratch of n.
+ */
+export function jensenShannon(a: ArrayLike<number>, b: ArrayLike<number>, n: number, pa: Float64Array, pb: Float64Array): number {
+  softmaxInto(a, n, pa);
+  softmaxInto(b, n, pb);
+  let js = 0;
+  for (let i = 0; i < n; i++) {
+    const m = 0.5 * (pa[i] + pb[i]);
+    if (pa[i] > 0) js += 0.5 * pa[i] * Math.log(pa[i] / m);
+    if (pb[i] > 0) js += 0.5 * pb[i] * Math.log(pb[i] / m);
+  }
+  return js;
+}
+
+function softmaxInto(logits: ArrayLike<number>, n: number, out: Float64Array): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += out[i] = Math.exp(logits[i] - max);
+  for (let i = 0; i < n; i++) out[i] /= sum;
 }
 
 /**
@@ -57,14 +113,32 @@ export class LensReader {
   private readonly topK: number;
   /** Fast top-k lens in classification: the label tokens read after each check (LensOptions.answerTokens). */
   private readonly answers: Int32Array | undefined;
-  /** Candidates in use for this token (fast mode), or 0 before its first read. */
+  /** Candidates in use for this token (fast mode, and faithful mode with jsd), or 0 before its first read. */
   private active = 0;
+  /** jsd: the candidates' logits at the previous and the current check of this token. */
+  private readonly candidateLogits: [Float64Array, Float64Array];
+  private readonly probs: [Float64Array, Float64Array];
+  private checks = 0;
 
+  /**
+   * `extras`: what the reader reads beside the lens (extrasFor(the policy's features)). The hidden-state and
+   * attention statistics need a backend that computes them: elsewhere, EXIT_FILE (a policy, from an exit file
+   * or not, whose features cannot be computed here). Attention statistics are turned on for the whole context at
+   * each begin() (a context-wide switch: whoever runs without them may turn it off, as evaluatePolicy's full-depth
+   * runs do, so that they do not pay for them).
+   */
   constructor(
     private readonly ctx: TransformerContext,
     readonly options: LensOptions,
+    readonly extras: LensExtras = NO_EXTRAS,
   ) {
     const c = ctx.native;
+    if ((extras.hidden || extras.attention) && !c.computesExitStatistics)
+      throw new AdaInferError(
+        'EXIT_FILE',
+        `the exit policy's features need the ${extras.attention ? 'attention statistics' : 'hidden-state change'}, which the ${c.backend} backend does not compute`,
+      );
+
     if (options.mode !== 'faithful' && options.mode !== 'fast')
       throw new OptionError('lens mode', `must be 'faithful' or 'fast', got ${String(options.mode)}`);
     this.topK = options.topK ?? DEFAULT_FAST_TOP_K;
@@ -88,20 +162,33 @@ export class LensReader {
     }
     this.answers = answers === undefined ? undefined : Int32Array.from(answers);
     this.fixed = fixed?.length ?? 0;
-    this.candidates = new Int32Array(options.mode === 'fast' ? Math.max(this.fixed, this.topK) : 0);
+    const nCandidates = options.mode === 'fast' ? Math.max(this.fixed, this.topK) : extras.divergence ? this.topK : 0;
+    if (options.mode === 'faithful' && extras.divergence && (!Number.isInteger(this.topK) || this.topK < 2 || this.topK > c.lensIds.length))
+      throw new OptionError('topK', `the jsd feature's top-k must be an integer in [2, ${c.lensIds.length}]`);
+    this.candidates = new Int32Array(nCandidates);
     if (fixed) this.candidates.set(fixed);
+    const scratch = () => new Float64Array(extras.divergence ? nCandidates : 0);
+    this.candidateLogits = [scratch(), scratch()];
+    this.probs = [scratch(), scratch()];
   }
 
   /** Starts a new token: fast mode without fixed candidates picks its candidates at the next read. */
   begin(): void {
     this.active = this.fixed;
+    this.checks = 0;
+    if (this.extras.attention) this.ctx.native.setAttentionStatistics(true);
   }
 
   /** Reads the lens of batch row `row`; after it, ctx.lensLogits() holds that read's logits. */
   read(row: number): LensReading {
     const c = this.ctx.native;
     if (this.options.mode === 'faithful') {
-      c.logitLens(row, 1);
+      if (this.extras.divergence && this.active === 0) {
+        // jsd in faithful mode: the token's candidate set is its first check's top-k.
+        c.logitLens(row, this.topK);
+        this.candidates.set(c.lensIds.subarray(0, this.topK));
+        this.active = this.topK;
+      } else c.logitLens(row, 1);
     } else {
       if (this.active === 0) {
         // First read of the token: the whole vocabulary once, to choose the candidates of every read.
@@ -119,11 +206,38 @@ export class LensReader {
     r.p2 = f[1];
     r.gap = f[2];
     r.entropy = f[3];
+    const first = this.checks === 0;
+    this.checks++;
+    if (this.extras.divergence) r.jsd = this.divergence(first);
+    if (this.extras.hidden || this.extras.attention) {
+      c.exitStatistics(row, first);
+      const x = c.exitStats;
+      if (this.extras.attention) {
+        r.attnEntropy = x[0];
+        r.attnSelf = x[1];
+      }
+      if (this.extras.hidden) {
+        r.hiddenCos = x[2];
+        r.hiddenNorm = x[3];
+      }
+    }
     if (this.answers) {
       c.lensCandidates.set(this.answers);
       c.logitLensCandidates(row, this.answers.length, 1);
     }
     return r;
+  }
+
+  /** jsd of the read just made: its candidates' logits against the previous check's (0 at the first). */
+  private divergence(first: boolean): number {
+    const logits = this.ctx.lensLogits();
+    const n = this.active;
+    const [prev, cur] = first ? this.candidateLogits : [this.candidateLogits[1], this.candidateLogits[0]];
+    for (let i = 0; i < n; i++) cur[i] = logits[this.candidates[i]];
+    // The buffer just written becomes the previous one of the next check.
+    this.candidateLogits[0] = prev;
+    this.candidateLogits[1] = cur;
+    return first ? 0 : jensenShannon(prev, cur, n, this.probs[0], this.probs[1]);
   }
 }
 
@@ -175,6 +289,21 @@ export class FeatureExtractor {
           break;
         case 'dp1':
           out[i] = first ? 0 : r.p1 - this.prevP1;
+          break;
+        case 'jsd':
+          out[i] = r.jsd ?? NaN;
+          break;
+        case 'hidden_cos':
+          out[i] = r.hiddenCos ?? NaN;
+          break;
+        case 'hidden_norm':
+          out[i] = r.hiddenNorm ?? NaN;
+          break;
+        case 'attn_entropy':
+          out[i] = r.attnEntropy ?? NaN;
+          break;
+        case 'attn_self':
+          out[i] = r.attnSelf ?? NaN;
           break;
       }
     }

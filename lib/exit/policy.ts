@@ -11,7 +11,7 @@
  * layers. The last layer is never checked: reaching it is full depth, whose output is the model's own.
  */
 import { AdaInferError, OptionError } from '../errors';
-import { ExitClassifier } from './classifier';
+import { ExitClassifier, FeatureName } from './classifier';
 import { FeatureExtractor, LensOptions, LensReading } from './lens';
 
 export interface ExitSchedule {
@@ -26,6 +26,11 @@ export interface ExitPolicy {
   readonly kind: 'never' | 'observe' | 'depth' | 'threshold' | 'svm' | 'svm-rbf' | 'crf';
   readonly schedule: ExitSchedule;
   readonly lens: LensOptions;
+  /**
+   * The features its decisions read, when they need more than the lens statistics (lens.ts, extrasFor): its
+   * ExitDecider's lens then reads those too. An observing policy lists what its traces must hold.
+   */
+  readonly features?: readonly FeatureName[];
   /** Starts a new token (classifiers with state across layers reset it). */
   begin(): void;
   /** After layer `layer` (0-based), given its lens reading: stop here? */
@@ -58,12 +63,18 @@ export function neverPolicy(): ExitPolicy {
 }
 
 /** Never stops: hands the lens reading of every checked layer to `observe` (trace collection, lib/exit/collect.ts). */
-export function observingPolicy(schedule: ExitSchedule, lens: LensOptions, observe: (layer: number, reading: LensReading) => void): ExitPolicy {
+export function observingPolicy(
+  schedule: ExitSchedule,
+  lens: LensOptions,
+  observe: (layer: number, reading: LensReading) => void,
+  features?: readonly FeatureName[],
+): ExitPolicy {
   checkSchedule(schedule);
   return {
     kind: 'observe',
     schedule,
     lens,
+    features,
     begin: () => undefined,
     shouldExit: (layer, r) => {
       observe(layer, r);
@@ -110,30 +121,60 @@ export function fixedDepthPolicy(depth: number, lens: LensOptions = { mode: 'fai
   };
 }
 
-export function thresholdPolicy(feature: 'p1' | 'gap', value: number, schedule = DEFAULT_SCHEDULE, lens: LensOptions = { mode: 'faithful' }): ExitPolicy {
+/**
+ * A policy's threshold: one number, or one per layer (index = the 0-based layer after which the check runs;
+ * calibrate.ts calibrateLayerThresholds). Returns the per-layer form.
+ */
+export function layerThresholds(threshold: number | readonly number[], nLayerHint?: number): (layer: number) => number {
+  if (typeof threshold === 'number') {
+    if (Number.isNaN(threshold)) throw new OptionError('threshold', 'must be a number');
+    return () => threshold;
+  }
+  if (!Array.isArray(threshold) || threshold.length === 0 || threshold.some((t) => typeof t !== 'number' || Number.isNaN(t)))
+    throw new OptionError('threshold', 'must be a number or a non-empty array of numbers (one per layer)');
+  if (nLayerHint !== undefined && threshold.length !== nLayerHint)
+    throw new OptionError('threshold', `has ${threshold.length} per-layer values, the model has ${nLayerHint} layers`);
+  const values = Float64Array.from(threshold);
+  return (layer) => (layer < values.length ? values[layer] : Infinity);
+}
+
+export function thresholdPolicy(
+  feature: 'p1' | 'gap',
+  value: number | readonly number[],
+  schedule = DEFAULT_SCHEDULE,
+  lens: LensOptions = { mode: 'faithful' },
+): ExitPolicy {
   if (feature !== 'p1' && feature !== 'gap') throw new OptionError('feature', `must be 'p1' or 'gap', got ${String(feature)}`);
-  if (typeof value !== 'number' || Number.isNaN(value)) throw new OptionError('threshold', 'must be a number');
+  if (typeof value !== 'number' && !Array.isArray(value)) throw new OptionError('threshold', 'must be a number');
+  const at = layerThresholds(value);
   checkSchedule(schedule);
   return {
     kind: 'threshold',
     schedule,
     lens,
     begin: () => undefined,
-    shouldExit: (_layer, r) => r[feature] >= value,
+    shouldExit: (layer, r) => r[feature] >= at(layer),
   };
 }
 
-export function classifierPolicy(classifier: ExitClassifier, threshold: number, schedule = DEFAULT_SCHEDULE, lens: LensOptions = { mode: 'faithful' }): ExitPolicy {
+export function classifierPolicy(
+  classifier: ExitClassifier,
+  threshold: number | readonly number[],
+  schedule = DEFAULT_SCHEDULE,
+  lens: LensOptions = { mode: 'faithful' },
+): ExitPolicy {
+  const at = layerThresholds(threshold);
   checkSchedule(schedule);
   const features = new FeatureExtractor(classifier.features);
   return {
     kind: classifier.kind,
     schedule,
     lens,
+    features: classifier.features,
     begin: () => {
       classifier.begin();
       features.begin();
     },
-    shouldExit: (layer, r, nLayer) => classifier.score(features.next(r, layer, nLayer)) >= threshold,
+    shouldExit: (layer, r, nLayer) => classifier.score(features.next(r, layer, nLayer)) >= at(layer),
   };
 }

@@ -14,7 +14,7 @@
  * for 0.99) give the threshold +Infinity: never exit.
  */
 import { AdaInferError, OptionError } from '../errors';
-import { calibrateThreshold, CalibrationExample, simulateExit } from './calibrate';
+import { calibrateLayerThresholds, calibrateThreshold, CalibrationExample, simulateExit } from './calibrate';
 import { ExitClassifier, FeatureName } from './classifier';
 import { Trace } from './collect';
 import { trainCrf } from './crf';
@@ -49,6 +49,11 @@ export interface TrainOptions {
    * libsvm predicts (the paper's decision, --preset paper); the calibration part is then only measured.
    */
   decision?: 'calibrated' | 'sign';
+  /**
+   * 'single' (default): one threshold for every layer. 'per-layer': one per layer, chosen jointly on the
+   * calibration part (calibrate.ts calibrateLayerThresholds: coordinate ascent under the same constraint).
+   */
+  thresholds?: 'single' | 'per-layer';
 }
 
 /** `--preset paper`: the paper's method as published — faithful lens, p1 and gap, linear SVM, its own sign. */
@@ -57,6 +62,8 @@ export const PAPER_PRESET = { classifier: 'svm' as const, features: ['p1', 'gap'
 export interface TrainedPolicy {
   kind: ClassifierKind;
   threshold: number;
+  /** thresholds 'per-layer': one per layer (index = 0-based layer), replacing `threshold` in the policy. */
+  layerThresholds?: number[];
   feature?: 'p1' | 'gap';
   classifier?: ExitClassifier;
   features?: FeatureName[];
@@ -135,17 +142,23 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
     return { nLayer: t.nLayer, checks: t.checks.map((c, i) => ({ layer: c.layer, score: scores[i], agrees: c.top1 === t.final })) };
   });
   const confidence = o.confidence ?? DEFAULT_CONFIDENCE;
-  let cal: { threshold: number; agreement: number; meanLayers: number };
+  let cal: { threshold: number; agreement: number; meanLayers: number; layerThresholds?: number[] };
   if (o.decision === 'sign') {
+    if (o.thresholds === 'per-layer') throw new OptionError('thresholds', "'per-layer' thresholds are calibrated: not with the SVM's own sign");
     if (classifier?.signThreshold === undefined) throw new OptionError('decision', `'sign' needs an SVM classifier, got ${o.classifier}`);
     const sim = simulateExit(examples, classifier.signThreshold);
     cal = { threshold: classifier.signThreshold, agreement: sim.agreement, meanLayers: sim.meanLayers };
+  } else if (o.thresholds === 'per-layer') {
+    const single = calibrateThreshold(examples, o.target, confidence);
+    const joint = calibrateLayerThresholds(examples, o.target, confidence);
+    cal = { threshold: single.threshold, agreement: joint.agreement, meanLayers: joint.meanLayers, layerThresholds: joint.thresholds };
   } else cal = calibrateThreshold(examples, o.target, confidence);
   const agreeing = Math.round(cal.agreement * examples.length);
   const nLayer = traces[0].nLayer;
   return {
     kind: o.classifier,
     threshold: cal.threshold,
+    layerThresholds: cal.layerThresholds,
     feature: o.classifier === 'threshold' ? (scoreFeatures[0] as 'p1' | 'gap') : undefined,
     classifier,
     features: classifier ? features : undefined,

@@ -44,9 +44,10 @@ export function collectTaskTraces(
   schedule: ExitSchedule,
   lens: LensOptions,
   onProgress?: (done: number) => void,
+  features?: readonly FeatureName[],
 ): Trace[] {
   const asLabelTokens = examples.map((ex, i) => ({ tokens: ex.tokens, gold: labelTokens[ex.gold], doc: i }));
-  return collectTraces(ctx, asLabelTokens, schedule, lens, onProgress, (logits) => labelTokens[labelArgmax(logits, labelTokens)]);
+  return collectTraces(ctx, asLabelTokens, schedule, lens, onProgress, (logits) => labelTokens[labelArgmax(logits, labelTokens)], features);
 }
 
 /** What scores a check for the sweep: the policy's classifier, or the feature a threshold compares. */
@@ -149,8 +150,11 @@ export function measureTask(
   let layerSum = 0;
   let tokenSum = 0;
   let skippedWork = 0;
+  // Attention statistics are a context-wide switch that the exit runs turn on (LensReader.begin): off for full depth.
+  const statisticsOff = ctx.native.computesExitStatistics ? () => ctx.native.setAttentionStatistics(false) : () => undefined;
   const runFull = (ex: PreparedExample) => {
     seq.reset();
+    statisticsOff();
     const t0 = performance.now();
     const r = seq.classify(ex.tokens, labelTokens);
     msFull += performance.now() - t0;
@@ -186,7 +190,8 @@ export function measureTask(
   const n = examples.length;
   const meanLayers = n > 0 ? layerSum / n : nLayer;
   const pruningRatio = (nLayer - meanLayers) / nLayer;
-  const oracleTraces = collectTaskTraces(ctx, examples, labelTokens, DEFAULT_SCHEDULE, { mode: 'faithful' });
+  // The classifier's cost is timed on these readings, so they hold its features.
+  const oracleTraces = collectTaskTraces(ctx, examples, labelTokens, DEFAULT_SCHEDULE, { mode: 'faithful' }, undefined, policy.features);
   const oracle = oraclePruning(oracleTraces);
   const bounds: ExitBounds =
     n > 0 ? exitBounds(agree, n, pruningRatio, oracle) : { agreementLower: 0, oracleFirst: 0, oracleStay: 0, oracleFraction: 0, idealSpeedup: 1 };

@@ -12,7 +12,7 @@ import { ExitFile, loadExitFile } from '../exit/exit_file';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule, classifierPolicy, ExitPolicy, ExitSchedule, labelLens, neverPolicy, thresholdPolicy } from '../exit/policy';
 import { Trace } from '../exit/collect';
-import { ClassifierKind, LabelKind, trainPolicy } from '../exit/train';
+import { ClassifierKind, DEFAULT_FEATURES, LabelKind, trainPolicy } from '../exit/train';
 import { BackendChoice, TransformerModel } from '../model/transformer';
 import { Tokenizer } from '../tokenizer';
 import { LabelInfo, Results, RESULTS_FORMAT, TaskExitInfo, TaskResult } from '../report/schema';
@@ -139,12 +139,14 @@ function trainedPolicy(traces: Trace[], o: TrainExitOptions, schedule: ExitSched
 function filePolicy(f: ExitFile, labelTokens: number[]): TaskPolicy {
   const p = f.policy;
   const lens = labelLens(p.lens, labelTokens);
+  // Per-layer thresholds decide; the sweep (one threshold for every layer) is centred on the single calibrated one.
+  const decision = p.layerThresholds ?? p.threshold;
   if (p.kind === 'threshold') {
     const feature = p.feature ?? 'gap';
-    return { policy: thresholdPolicy(feature, p.threshold, p.schedule, lens), scorer: featureScorer(feature), threshold: p.threshold, info: { kind: 'threshold', threshold: finite(p.threshold), score: feature, training: null } };
+    return { policy: thresholdPolicy(feature, decision, p.schedule, lens), scorer: featureScorer(feature), threshold: p.threshold, info: { kind: 'threshold', threshold: finite(p.threshold), score: feature, training: null } };
   }
   const c = loadClassifier(p.classifier);
-  return { policy: classifierPolicy(c, p.threshold, p.schedule, lens), scorer: classifierScorer(c), threshold: p.threshold, info: { kind: c.kind, threshold: finite(p.threshold), score: `${c.kind} score`, training: null } };
+  return { policy: classifierPolicy(c, decision, p.schedule, lens), scorer: classifierScorer(c), threshold: p.threshold, info: { kind: c.kind, threshold: finite(p.threshold), score: `${c.kind} score`, training: null } };
 }
 
 /** 1 or 0 when every check of every trace has the same training label (this layer gives the answer), else undefined. */
@@ -235,7 +237,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
         const lens: LensOptions = o.mode === 'fast' ? fastLens : { mode: 'faithful' };
         let tp: TaskPolicy;
         if (o.train && trainSet) {
-          const traces = collectTaskTraces(ctx, trainSet.examples, labelTokens, o.schedule, lens, step(done));
+          const traces = collectTaskTraces(ctx, trainSet.examples, labelTokens, o.schedule, lens, step(done), o.train.features ?? DEFAULT_FEATURES);
           done += trainSet.examples.length;
           tp = trainedPolicy(traces, o.train, o.schedule, lens, o.seed);
         } else if (exitFile) {
@@ -255,7 +257,7 @@ export function runEvalTasks(o: EvalTasksOptions): Results {
         if (doSweep) {
           const sweepLens: LensOptions = tp.policy.kind === 'never' ? lens : tp.policy.lens;
           const sweepSchedule = tp.policy.kind === 'never' ? o.schedule : tp.policy.schedule;
-          const traces = collectTaskTraces(ctx, evalSet.examples, labelTokens, sweepSchedule, sweepLens, step(done));
+          const traces = collectTaskTraces(ctx, evalSet.examples, labelTokens, sweepSchedule, sweepLens, step(done), tp.scorer.features);
           done += evalSet.examples.length;
           const s = sweep(traces, tp.scorer, tp.threshold);
           sweepPoints = s.points;

@@ -40,6 +40,8 @@ Napi::Function JsContext::Init(Napi::Env env) {
                          InstanceMethod("logitLens", &JsContext::LogitLens),
                          InstanceMethod("logitLensCandidates", &JsContext::LogitLensCandidates),
                          InstanceMethod("syncLogits", &JsContext::SyncLogits),
+                         InstanceMethod("setAttentionStatistics", &JsContext::SetAttentionStatistics),
+                         InstanceMethod("exitStatistics", &JsContext::ExitStatistics),
                          InstanceMethod("readHidden", &JsContext::ReadHidden),
                          InstanceMethod("writeHidden", &JsContext::WriteHidden),
                          InstanceMethod("moveHidden", &JsContext::MoveHidden),
@@ -95,6 +97,7 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
     f32("lensProbs", lens_k, &io.lens_probs);
     f32("lensFeatures", 4, &io.lens_features);
     io.lens_k = lens_k;
+    f32("exitStats", kExitStats, &io.exit_stats);
     if (auto cuda = model->cuda_weights())
       blocks_ = make_cuda_blocks(cuda, n_seq, n_ctx, n_batch, model->kernels(), io);
     else
@@ -102,6 +105,7 @@ JsContext::JsContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsContex
                                                  model->kernels(), io);
     define("backend", Napi::String::New(env, blocks_->backend()));
     define("kernels", Napi::String::New(env, model->kernels().name));
+    define("computesExitStatistics", Napi::Boolean::New(env, blocks_->computes_exit_statistics()));
     define("threads", Napi::Number::New(env, static_cast<double>(threads)));
     return 0;
   });
@@ -243,6 +247,26 @@ Napi::Value JsContext::LogitLensCandidates(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     blocks(env).logit_lens_candidates(arg_int(info, 0, "row"), arg_int(info, 1, "m"), arg_int(info, 2, "k"));
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::SetAttentionStatistics(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    if (info.Length() < 1 || !info[0].IsBoolean()) throw js_error(env, "INVALID_OPTION", "on must be a boolean");
+    blocks(env).set_attention_statistics(info[0].As<Napi::Boolean>().Value());
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value JsContext::ExitStatistics(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    if (info.Length() < 2 || !info[1].IsBoolean()) throw js_error(env, "INVALID_OPTION", "firstCheck must be a boolean");
+    blocks(env).exit_statistics(arg_int(info, 0, "row"), info[1].As<Napi::Boolean>().Value());
     return 0;
   });
   return env.Undefined();

@@ -32,6 +32,8 @@ class JsContext : public Napi::ObjectWrap<JsContext> {
   Napi::Value LogitLens(const Napi::CallbackInfo& info);       // logitLens(row, k)
   Napi::Value LogitLensCandidates(const Napi::CallbackInfo& info);  // logitLensCandidates(row, m, k)
   Napi::Value SyncLogits(const Napi::CallbackInfo& info);      // syncLogits()
+  Napi::Value SetAttentionStatistics(const Napi::CallbackInfo& info);  // setAttentionStatistics(on)
+  Napi::Value ExitStatistics(const Napi::CallbackInfo& info);  // exitStatistics(row, firstCheck) -> exitStats
   Napi::Value ReadHidden(const Napi::CallbackInfo& info);      // readHidden(row0, n, dst)
   Napi::Value WriteHidden(const Napi::CallbackInfo& info);     // writeHidden(row0, n, src)
   Napi::Value MoveHidden(const Napi::CallbackInfo& info);      // moveHidden(dstRow, srcRow, n)

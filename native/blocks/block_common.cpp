@@ -166,9 +166,23 @@ void lens_statistics(const HostBuffers& io, const int32_t* ids, int64_t m, int64
   io.lens_features[3] = static_cast<float>(log_sum - weighted / sum);
 }
 
-void attention_rows(ThreadPool& pool, const KernelTable& k, const HostBuffers& io, int64_t n, int64_t n_head,
-                    int64_t n_kv_head, int64_t head_dim, const float* q, float* out, const float* k_layer,
-                    const float* v_layer, int64_t n_ctx, int64_t* runs, float* scratch) {
+void hidden_change(const float* now, const float* before, int64_t n, float* cosine, float* relative_norm) {
+  double dot = 0.0, now2 = 0.0, before2 = 0.0, diff2 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double a = now[i], b = before[i];
+    dot += a * b;
+    now2 += a * a;
+    before2 += b * b;
+    diff2 += (a - b) * (a - b);
+  }
+  const double norms = std::sqrt(now2 * before2);
+  *cosine = norms > 0.0 ? static_cast<float>(dot / norms) : 1.f;
+  *relative_norm = before2 > 0.0 ? static_cast<float>(std::sqrt(diff2 / before2)) : 0.f;
+}
+
+int64_t attention_rows(ThreadPool& pool, const KernelTable& k, const HostBuffers& io, int64_t n, int64_t n_head,
+                       int64_t n_kv_head, int64_t head_dim, const float* q, float* out, const float* k_layer,
+                       const float* v_layer, int64_t n_ctx, int64_t* runs, float* scratch, float* head_stats) {
   const int64_t q_dim = n_head * head_dim, kv_dim = n_kv_head * head_dim;
   int64_t n_runs = 0;
   runs[0] = 0;
@@ -192,9 +206,14 @@ void attention_rows(ThreadPool& pool, const KernelTable& k, const HostBuffers& i
       a.n_kv_head = n_kv_head;
       a.head_dim = head_dim;
       a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));  // llama's and OPTAttention's head_dim^-0.5
+      if (head_stats != nullptr) {
+        a.stats_tok = a.n_tok - 1;
+        a.stats = head_stats + (r1 - 1) * n_head * 2;
+      }
       k.attention(a, g * group, (g + 1) * group, thread_scratch);
     }
   });
+  return n_runs;
 }
 
 }  // namespace adainfer

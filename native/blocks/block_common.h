@@ -159,13 +159,20 @@ class MatmulRunner {
 // buffers: top-k ids and probabilities, p1, p2, p1 - p2, entropy (nats). `top`: scratch of max(k, 2) ids.
 void lens_statistics(const HostBuffers& io, const int32_t* ids, int64_t m, int64_t k, int32_t* top);
 
+// The change of a residual row between two checks, in double: cosine(now, before) and ||now - before|| / ||before||
+// (1 and 0 where `before` is zero). Scalar: it runs once per check over n_embd floats, next to a head read of
+// n_vocab x n_embd weights, so a SIMD variant would not show.
+void hidden_change(const float* now, const float* before, int64_t n, float* cosine, float* relative_norm);
+
 // Causal attention of rows [0, n) over one layer's caches (k_layer / v_layer: [n_seq][n_ctx][n_kv_head * head_dim]);
 // row t is position io.row_pos[t] of sequence io.row_seq[t], its own K/V already in the cache. Runs of rows of one
 // sequence at consecutive positions share one kernel call (a prompt chunk; a batch of decoding sequences is one run
 // per row); work items are (run, group of query heads sharing a KV head: the SIMD kernels take a group together),
 // split over the pool. q, out: [n][n_head * head_dim]. runs: n + 1 entries; scratch: pool.size() * n_ctx floats.
-void attention_rows(ThreadPool& pool, const KernelTable& k, const HostBuffers& io, int64_t n, int64_t n_head,
-                    int64_t n_kv_head, int64_t head_dim, const float* q, float* out, const float* k_layer,
-                    const float* v_layer, int64_t n_ctx, int64_t* runs, float* scratch);
+// head_stats: nullptr, or [n][n_head][2]: the AttentionArgs statistics of the last row of each run, written there.
+// Returns the number of runs (runs[0..n_runs] their bounds).
+int64_t attention_rows(ThreadPool& pool, const KernelTable& k, const HostBuffers& io, int64_t n, int64_t n_head,
+                       int64_t n_kv_head, int64_t head_dim, const float* q, float* out, const float* k_layer,
+                       const float* v_layer, int64_t n_ctx, int64_t* runs, float* scratch, float* head_stats = nullptr);
 
 }  // namespace adainfer

@@ -40,7 +40,12 @@ struct HostBuffers {
   float* lens_probs = nullptr;     // [lens_k]  their probabilities
   float* lens_features = nullptr;  // [4]       p1, p2, p1 - p2, entropy (nats)
   int64_t lens_k = 0;
+  float* exit_stats = nullptr;  // [kExitStats] what exit_statistics() read of one row (see there)
 };
+
+// exit_statistics() writes io.exit_stats[0 .. kExitStats): the attention entropy and self-weight, then the hidden
+// state's change.
+constexpr int64_t kExitStats = 4;
 
 // ---- the checks every backend makes on what JS passes, before any memory is touched (std::out_of_range) ----
 inline void check_layer(int64_t layer, int64_t n_layer) {
@@ -120,6 +125,24 @@ class Blocks {
   // they are computed there).
   virtual void sync_logits() = 0;
 
+  // Exit features beyond the lens (the policy's features ask for them; TypeScript reads io.exit_stats). A backend that
+  // does not compute them says so here, and the methods below throw BACKEND_UNAVAILABLE there.
+  virtual bool computes_exit_statistics() const { return false; }
+  // On: every attention_block from now on keeps, for the last row of each run of rows (a sequence's decision row),
+  // the statistics of its attention (the kernels compute them beside the softmax only then). Off by default: they
+  // cost a little on every layer.
+  virtual void set_attention_statistics(bool on) { (void)on; throw unavailable(); }
+  // Of batch row `row`, after a layer ran on it:
+  //   exit_stats[0] = mean over heads of the entropy of its attention in the last attention_block, divided by
+  //                   log(positions attended) (0 where it attended one position); NaN where that block kept none
+  //                   for this row (statistics off, or not the last row of its run);
+  //   exit_stats[1] = mean over heads of the attention weight on its own position (NaN as above);
+  //   exit_stats[2] = cosine between its hidden state and its sequence's hidden state at the previous call;
+  //   exit_stats[3] = ||h - h_prev|| / ||h_prev|| for the same two;
+  // then keeps the row's hidden state as its sequence's (row_seq[row]) previous one. first_check (a token's first
+  // call): nothing to compare with, exit_stats[2] = 1 and exit_stats[3] = 0.
+  virtual void exit_statistics(int64_t row, bool first_check) { (void)row, (void)first_check; throw unavailable(); }
+
   // The residual stream: rows [row0, row0 + n) to / from host floats ([n][n_embd]), and a move of n rows
   // from src to dst inside it (ranges may overlap, as memmove).
   virtual void read_hidden(int64_t row0, int64_t n, float* dst) = 0;
@@ -132,6 +155,12 @@ class Blocks {
     if (row0 < 0 || n < 0 || row0 > n_batch() || n > n_batch() - row0)
       throw std::out_of_range("rows [" + std::to_string(row0) + ", " + std::to_string(row0 + n) +
                               ") out of range [0, " + std::to_string(n_batch()) + ")");
+  }
+
+ private:
+  ModelError unavailable() const {
+    return ModelError("BACKEND_UNAVAILABLE", std::string("the ") + backend() +
+                                                 " backend does not compute the exit statistics (attention, hidden-state change)");
   }
 };
 

@@ -1,6 +1,7 @@
 #include "blocks/cpu_blocks.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -79,6 +80,61 @@ void CpuBlocks::move_hidden(int64_t dst_row, int64_t src_row, int64_t n) {
   check_row_range(dst_row, n);
   check_row_range(src_row, n);
   std::memmove(hidden_.data() + dst_row * d_, hidden_.data() + src_row * d_, static_cast<size_t>(n * d_) * sizeof(float));
+}
+
+void CpuBlocks::attend(int64_t layer, int64_t n, int64_t n_head, int64_t n_kv_head, int64_t head_dim, const float* q,
+                       float* out) {
+  float* head_stats = nullptr;
+  if (attention_stats_on_) {
+    const size_t size = static_cast<size_t>(n_batch_) * n_head * 2;
+    if (head_stats_.size() < size) head_stats_.assign(size, 0.f);
+    stats_kept_.assign(static_cast<size_t>(n_batch_), 0);
+    stats_heads_ = n_head;
+    head_stats = head_stats_.data();
+  } else if (!stats_kept_.empty()) {
+    stats_kept_.assign(stats_kept_.size(), 0);
+  }
+  const int64_t n_runs = attention_rows(pool_, k_, io_, n, n_head, n_kv_head, head_dim, q, out, k_cache_at(layer, 0),
+                                        v_cache_at(layer, 0), n_ctx_, runs_.data(), scratch_.data(), head_stats);
+  if (head_stats != nullptr)
+    for (int64_t r = 1; r <= n_runs; ++r) stats_kept_[static_cast<size_t>(runs_[r] - 1)] = 1;
+}
+
+void CpuBlocks::exit_statistics(int64_t row, bool first_check) {
+  check_row(row, n_batch_);
+  const int64_t seq = io_.row_seq[row];
+  if (seq < 0 || seq >= n_seq_)
+    throw std::out_of_range("row " + std::to_string(row) + ": sequence " + std::to_string(seq) + " out of range [0, " +
+                            std::to_string(n_seq_) + ")");
+  float* stats = io_.exit_stats;
+  if (!stats_kept_.empty() && stats_kept_[static_cast<size_t>(row)]) {
+    const float* h = head_stats_.data() + row * stats_heads_ * 2;
+    const int64_t n_pos = static_cast<int64_t>(io_.row_pos[row]) + 1;
+    const double log_positions = n_pos > 1 ? std::log(static_cast<double>(n_pos)) : 0.0;
+    double entropy = 0.0, self = 0.0;
+    for (int64_t i = 0; i < stats_heads_; ++i) {
+      entropy += h[2 * i];
+      self += h[2 * i + 1];
+    }
+    stats[0] = log_positions > 0.0 ? static_cast<float>(entropy / stats_heads_ / log_positions) : 0.f;
+    stats[1] = static_cast<float>(self / stats_heads_);
+  } else {
+    stats[0] = stats[1] = std::nanf("");
+  }
+  if (hidden_before_.empty()) {
+    hidden_before_.assign(static_cast<size_t>(n_seq_) * d_, 0.f);
+    has_before_.assign(static_cast<size_t>(n_seq_), 0);
+  }
+  float* before = hidden_before_.data() + seq * d_;
+  const float* now = hidden_row(row);
+  if (first_check || !has_before_[static_cast<size_t>(seq)]) {
+    stats[2] = 1.f;
+    stats[3] = 0.f;
+  } else {
+    hidden_change(now, before, d_, &stats[2], &stats[3]);
+  }
+  std::memcpy(before, now, static_cast<size_t>(d_) * sizeof(float));
+  has_before_[static_cast<size_t>(seq)] = 1;
 }
 
 }  // namespace adainfer

@@ -52,6 +52,9 @@ class CpuBlocks : public Blocks {
   void read_hidden(int64_t row0, int64_t n, float* dst) final;
   void write_hidden(int64_t row0, int64_t n, const float* src) final;
   void move_hidden(int64_t dst_row, int64_t src_row, int64_t n) final;
+  bool computes_exit_statistics() const final { return true; }
+  void set_attention_statistics(bool on) final { attention_stats_on_ = on; }
+  void exit_statistics(int64_t row, bool first_check) final;
   // The residual stream itself (tests).
   const float* hidden() const { return hidden_.data(); }
 
@@ -91,10 +94,8 @@ class CpuBlocks : public Blocks {
     std::memcpy(v_cache_at(layer, seq) + pos * kv, v, static_cast<size_t>(kv) * sizeof(float));
   }
   // Causal attention of rows [0, n) over layer l's caches (attention_rows in block_common.h).
-  void attend(int64_t layer, int64_t n, int64_t n_head, int64_t n_kv_head, int64_t head_dim, const float* q, float* out) {
-    attention_rows(pool_, k_, io_, n, n_head, n_kv_head, head_dim, q, out, k_cache_at(layer, 0), v_cache_at(layer, 0),
-                   n_ctx_, runs_.data(), scratch_.data());
-  }
+  // With attention statistics on, the kernels also keep those of each run's last row (set_attention_statistics).
+  void attend(int64_t layer, int64_t n, int64_t n_head, int64_t n_kv_head, int64_t head_dim, const float* q, float* out);
   float* k_cache_at(int64_t layer, int64_t seq) { return k_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * dims_.kv_dim; }
   float* v_cache_at(int64_t layer, int64_t seq) { return v_cache_.data() + ((layer * n_seq_ + seq) * n_ctx_) * dims_.kv_dim; }
   // A residual row of the batch.
@@ -115,6 +116,13 @@ class CpuBlocks : public Blocks {
   std::vector<int64_t> runs_;     // [n_batch + 1] starts of row runs (same sequence, consecutive positions)
   std::vector<float> scratch_;    // [n_threads][n_ctx] attention scores
   std::vector<int32_t> top_ids_;  // [max(lens_k, 2)] logit-lens top-k, best first
+  // Exit statistics (exit_statistics): attention statistics of the last attention call, allocated when turned on.
+  bool attention_stats_on_ = false;
+  int64_t stats_heads_ = 0;             // n_head of the last attend() that kept statistics
+  std::vector<float> head_stats_;       // [n_batch][n_head][2] entropy, self-weight (AttentionArgs::stats)
+  std::vector<uint8_t> stats_kept_;     // [n_batch] 1 where the last attend() kept a row's statistics
+  std::vector<float> hidden_before_;    // [n_seq][n_embd] each sequence's hidden state at its previous check
+  std::vector<uint8_t> has_before_;     // [n_seq]
 };
 
 }  // namespace adainfer

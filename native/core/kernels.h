@@ -135,6 +135,11 @@ struct AttentionArgs {
   int64_t n_kv_head;
   int64_t head_dim;
   float scale;  // 1/sqrt(head_dim)
+  // Statistics of one token's attention, only when asked (the exit features, CpuBlocks::set_attention_stats): for
+  // token stats_tok (-1: none), stats[2h] = the entropy (nats) of head h's attention over its positions and
+  // stats[2h + 1] = its weight on the token's own position, written for heads [head_begin, head_end).
+  int64_t stats_tok = -1;
+  float* stats = nullptr;
 };
 using AttentionFn = void (*)(const AttentionArgs& a, int64_t head_begin, int64_t head_end, float* scratch);
 

@@ -20,6 +20,7 @@
 #include "core/cpu_features.h"
 #include "core/ggml_types.h"
 #include "core/kernels.h"
+#include "blocks/block_common.h"
 #include "test_harness.h"
 
 using namespace adainfer;
@@ -768,6 +769,101 @@ TEST(attention_online_softmax_rescaling) {
         }
     }
   }
+}
+
+// The statistics a kernel keeps of one token when asked (AttentionArgs::stats: the exit features), against the
+// definition in double: entropy -sum p log p and the weight on the token's own position. A score error of delta
+// moves each weight by a relative 2 delta, the entropy by <= 2 delta (H + 1) and the self-weight by 2 delta p; the
+// exponentials, sums and the online softmax's rescaling add <= 8u (n_pos + 16) relative. And asking for them leaves
+// the attention output bit-identical.
+TEST(attention_statistics_match_double_reference) {
+  Rng rng(44);
+  std::vector<const KernelTable*> tables = {&kernels_generic()};
+  for (const Variant& v : simd_variants()) tables.push_back(v.table);
+  const AttentionCase cases[] = {{8, 2, 64, 3, 0, 1.0f}, {4, 4, 32, 5, 17, 4.0f}, {6, 1, 20, 2, 300, 4.0f}, {8, 4, 72, 1, 600, 1.0f}};
+  for (const AttentionCase& c : cases) {
+    AttentionData d = make_attention(c, rng);
+    const int64_t q_stride = c.n_head * c.head_dim, kv_stride = c.n_kv_head * c.head_dim;
+    for (int64_t stats_tok = 0; stats_tok < c.n_tok; stats_tok += 2) {
+      const int64_t n_pos = c.pos0 + stats_tok + 1;
+      for (const KernelTable* t : tables) {
+        std::vector<float> plain(c.n_tok * q_stride), with(c.n_tok * q_stride), scratch(c.pos0 + c.n_tok);
+        std::vector<float> stats(c.n_head * 2, kSentinel);
+        // Both calls take the same head range (a SIMD kernel's head grouping sets its rounding).
+        d.args.out = plain.data();
+        d.args.stats_tok = -1;
+        d.args.stats = nullptr;
+        t->attention(d.args, 1, c.n_head, scratch.data());
+        d.args.out = with.data();
+        d.args.stats_tok = stats_tok;
+        d.args.stats = stats.data();
+        t->attention(d.args, 1, c.n_head, scratch.data());  // a head range: head 0 is left alone
+        d.args.stats = nullptr;
+        d.args.stats_tok = -1;
+        CHECK_MSG(is_sentinel(stats[0]) && is_sentinel(stats[1]), "%s wrote statistics of head 0 outside [1, n_head)", t->name);
+        for (int64_t i = 0; i < c.n_tok * q_stride; ++i)
+          if (i % q_stride >= c.head_dim) CHECK_MSG(plain[i] == with[i], "%s: statistics changed the output at %lld", t->name, (long long)i);
+        for (int64_t h = 1; h < c.n_head; ++h) {
+          const int64_t kv_h = h / (c.n_head / c.n_kv_head);
+          const float* q = &d.q[stats_tok * q_stride + h * c.head_dim];
+          std::vector<double> s(n_pos);
+          double max_s = -INFINITY, max_abs = 0;
+          for (int64_t j = 0; j < n_pos; ++j) {
+            const float* k = &d.k[j * kv_stride + kv_h * c.head_dim];
+            double dot = 0, a = 0;
+            for (int64_t i = 0; i < c.head_dim; ++i) {
+              dot += static_cast<double>(q[i]) * k[i];
+              a += fabs(static_cast<double>(q[i]) * k[i]);
+            }
+            s[j] = dot * d.args.scale;
+            max_s = s[j] > max_s ? s[j] : max_s;
+            max_abs = a * d.args.scale > max_abs ? a * d.args.scale : max_abs;
+          }
+          double sum = 0;
+          for (double x : s) sum += exp(x - max_s);
+          double entropy = 0;
+          for (double x : s) {
+            const double p = exp(x - max_s) / sum;
+            if (p > 0) entropy -= p * log(p);
+          }
+          const double self = exp(s[n_pos - 1] - max_s) / sum;
+          const double delta = (static_cast<double>(c.head_dim) / 8 + 16) * kU * max_abs;
+          const double rounding = 8 * kU * static_cast<double>(n_pos + 16);
+          CHECK_MSG(fabs(stats[2 * h] - entropy) <= (2 * delta + rounding) * (entropy + 1) + 1e-6,
+                    "%s entropy h=%lld n_pos=%lld got %.9g want %.9g", t->name, (long long)h, (long long)n_pos, stats[2 * h], entropy);
+          CHECK_MSG(fabs(stats[2 * h + 1] - self) <= (2 * delta + rounding) * self + 1e-7,
+                    "%s self-weight h=%lld n_pos=%lld got %.9g want %.9g", t->name, (long long)h, (long long)n_pos, stats[2 * h + 1], self);
+        }
+      }
+    }
+  }
+}
+
+// hidden_change (the exit features' residual change) against double: cosine and relative norm, and the zero cases.
+TEST(hidden_change_matches_double_reference) {
+  Rng rng(45);
+  for (int64_t n : {1, 7, 64, 2048}) {
+    const std::vector<float> a = random_vector(n, rng), b = random_vector(n, rng);
+    for (int same = 0; same < 2; ++same) {
+      const std::vector<float>& now = same ? b : a;
+      double dot = 0, aa = 0, bb = 0, dd = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        dot += static_cast<double>(now[i]) * b[i];
+        aa += static_cast<double>(now[i]) * now[i];
+        bb += static_cast<double>(b[i]) * b[i];
+        dd += (static_cast<double>(now[i]) - b[i]) * (static_cast<double>(now[i]) - b[i]);
+      }
+      float cosine = 0, relative = 0;
+      hidden_change(now.data(), b.data(), n, &cosine, &relative);
+      CHECK_NEAR(cosine, dot / sqrt(aa * bb), 1e-6);
+      CHECK_NEAR(relative, sqrt(dd / bb), 1e-6 * (1 + sqrt(dd / bb)));
+      if (same) CHECK(cosine == 1.0f || fabs(cosine - 1.0f) <= 1e-6);
+    }
+  }
+  const std::vector<float> zero(16, 0.f), x = random_vector(16, rng);
+  float cosine = 0, relative = 0;
+  hidden_change(x.data(), zero.data(), 16, &cosine, &relative);
+  CHECK(cosine == 1.0f && relative == 0.0f);
 }
 
 // ---- rope --------------------------------------------------------------------------------------------------

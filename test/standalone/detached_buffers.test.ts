@@ -16,7 +16,7 @@ const config = configFromGGUF(gguf);
 const table = (): NativeTensorSpec[] =>
   gguf.tensors.map((t) => ({ name: t.name, type: t.type, dims: [...t.dims], offset: t.absoluteOffset }));
 
-const BUFFERS = ['tokens', 'rowSeq', 'rowPos', 'logits', 'lensCandidates', 'lensIds', 'lensProbs', 'lensFeatures'] as const;
+const BUFFERS = ['tokens', 'rowSeq', 'rowPos', 'logits', 'lensCandidates', 'lensIds', 'lensProbs', 'lensFeatures', 'exitStats'] as const;
 type BufferName = (typeof BUFFERS)[number];
 
 /** Every method of a Context that runs a block, with arguments that are valid for the context below. */
@@ -32,6 +32,8 @@ const BLOCK_CALLS: [string, (c: NativeContext) => void][] = [
   ['readHidden', (c) => c.readHidden(0, 1, new Float32Array(config.nEmbd))],
   ['writeHidden', (c) => c.writeHidden(0, 1, new Float32Array(config.nEmbd))],
   ['moveHidden', (c) => c.moveHidden(1, 0, 1)],
+  ['setAttentionStatistics', (c) => c.setAttentionStatistics(true)],
+  ['exitStatistics', (c) => c.exitStatistics(0, true)],
 ];
 
 function caught(fn: () => void): unknown {

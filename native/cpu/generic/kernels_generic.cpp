@@ -327,6 +327,13 @@ void attention(const AttentionArgs& a, int64_t head_begin, int64_t head_end, flo
       }
       const float inv_sum = static_cast<float>(1.0 / sum);
       for (int64_t j = 0; j < n_pos; ++j) scratch[j] *= inv_sum;
+      if (t == a.stats_tok && a.stats != nullptr) {
+        double entropy = 0.0;
+        for (int64_t j = 0; j < n_pos; ++j)
+          if (scratch[j] > 0.f) entropy -= static_cast<double>(scratch[j]) * std::log(static_cast<double>(scratch[j]));
+        a.stats[2 * h] = static_cast<float>(entropy);
+        a.stats[2 * h + 1] = scratch[n_pos - 1];
+      }
 
       // out[d] = sum_j p_j * v_j[d], in double, a block of dims at a time so V is read row by row
       constexpr int64_t kBlock = 64;

@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -499,14 +500,20 @@ inline void group_weighted_sum(const float (*p)[kAttnBlock], const float* v, int
 
 // Attention of one token for G query heads that read the same kv head.
 //   q, out: G pointers, [head_dim] each;  k, v: that kv head's rows j at k + j * kv_stride, j in [0, n_pos)
+//   stats: nullptr, or G pointers to [2] floats: the entropy of each head's attention and its weight on the last
+//   position (AttentionArgs::stats), kept online beside the softmax: with m the running max, S = sum e^(s_j - m) and
+//   U = sum e^(s_j - m) s_j (both rescaled as S is), entropy = m + log S - U / S.
 template <class S, int G>
 void attend_group(const float* const* q, float* const* out, const float* k, const float* v, int64_t kv_stride,
-                  int64_t head_dim, int64_t n_pos, float scale) {
+                  int64_t head_dim, int64_t n_pos, float scale, float* const* stats = nullptr) {
   float p[G][kAttnBlock];  // scores, then unnormalised probabilities, of the current block
   float running_max[G], running_sum[G];
+  double running_u[G];     // stats only
+  float raw[kAttnBlock];   // stats only: the scores of one head's block before exponentiation
   for (int g = 0; g < G; ++g) {
     running_max[g] = -INFINITY;
     running_sum[g] = 0.0f;
+    running_u[g] = 0.0;
     for (int64_t i = 0; i < head_dim; ++i) out[g][i] = 0.0f;
   }
   for (int64_t j0 = 0; j0 < n_pos; j0 += kAttnBlock) {
@@ -519,13 +526,26 @@ void attend_group(const float* const* q, float* const* out, const float* k, cons
         const float rescale = expf(running_max[g] - block_max);  // 0 on the first block (e^-inf)
         if (j0 > 0) scale_in_place<S>(out[g], head_dim, rescale);
         running_sum[g] *= rescale;
+        running_u[g] *= rescale;
         running_max[g] = block_max;
       }
+      if (stats != nullptr) {
+        for (int64_t j = 0; j < n; ++j) raw[j] = p[g][j];
+        if (j0 + n == n_pos) stats[g][1] = raw[n - 1];  // the own position's score, normalised below
+      }
       running_sum[g] += exp_shifted_sum<S>(p[g], n, running_max[g]);
+      if (stats != nullptr)
+        for (int64_t j = 0; j < n; ++j) running_u[g] += static_cast<double>(p[g][j]) * raw[j];
     }
     group_weighted_sum<S, G>(p, v + j0 * kv_stride, kv_stride, head_dim, n, out);
   }
   for (int g = 0; g < G; ++g) scale_in_place<S>(out[g], head_dim, 1.0f / running_sum[g]);
+  if (stats != nullptr)
+    for (int g = 0; g < G; ++g) {
+      const double sum = running_sum[g];
+      stats[g][0] = static_cast<float>(running_max[g] + std::log(sum) - running_u[g] / sum);
+      stats[g][1] = static_cast<float>(std::exp(static_cast<double>(stats[g][1]) - running_max[g]) / sum);
+    }
 }
 
 // AttentionFn (shapes in kernels.h). Query heads of [head_begin, head_end) are taken in runs that share a
@@ -549,11 +569,17 @@ void attention(const AttentionArgs& a, int64_t head_begin, int64_t head_end, flo
       }
       const float* k = a.k + kv_h * a.head_dim;
       const float* v = a.v + kv_h * a.head_dim;
+      float* stats_of[kMaxGroup];
+      float* const* stats = nullptr;
+      if (t == a.stats_tok && a.stats != nullptr) {
+        for (int64_t g = 0; g < count; ++g) stats_of[g] = a.stats + 2 * (h + g);
+        stats = stats_of;
+      }
       switch (count) {
-        case 4: attend_group<S, 4>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
-        case 3: attend_group<S, 3>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
-        case 2: attend_group<S, 2>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
-        default: attend_group<S, 1>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale); break;
+        case 4: attend_group<S, 4>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale, stats); break;
+        case 3: attend_group<S, 3>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale, stats); break;
+        case 2: attend_group<S, 2>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale, stats); break;
+        default: attend_group<S, 1>(q, out, k, v, kv_stride, a.head_dim, n_pos, a.scale, stats); break;
       }
       h += count;
     }
