@@ -19,7 +19,11 @@
 //    A few rows (2 .. kFewRowsMax, matmul_act_few: speculative verify steps) go through it all at once, in one
 //    pass over the weights like decode (matmul_act_few_q).
 //  - prefill without VNNI: the row kernel on tiles of 4 tokens, rows and tokens blocked so that a row stays
-//    in L1 and 64 tokens' activations in L2.
+//    in L1 and 64 tokens' activations in L2. On AVX2 the 4- and 5-bit types take tiles of 8 weight rows x 8
+//    tokens instead (rows8_dot, also their decode and few-row kernel): the 8 rows' products of a block are folded
+//    in 16-bit lanes to one lane per row, so the conversion and multiply-add go once per block and token for all
+//    8 rows. Measured on the shared Zen 3 (CPU time, TinyLlama layer, 128 tokens): Q4_0 169.6 -> 98.5 ms, Q5_0
+//    226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5 -> 146.5 ms, 1 row 58.4 -> 47.0 ms.
 //  - prefill with VNNI: 16 weight rows are unpacked into a panel (codes of 4 consecutive elements of the 16
 //    rows side by side, one float scale and bias per row and sub-block) that stays in L1/L2; the micro-kernel
 //    multiplies it with up to 8 tokens at once, lanes across the 16 rows, the 4 activation bytes broadcast
@@ -1254,6 +1258,10 @@ inline void row_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A
   for (; r < r1;) rows(Count<1>{});
 }
 
+template <class Ty>
+inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
+                     int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1);
+
 // The row kernel over a whole matmul: rows in blocks of 16 (they stay in L1/L2) times tokens in blocks of 64
 // (their activations stay in L2), 4 tokens per call.
 template <class Ty>
@@ -1278,6 +1286,16 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
     for (int64_t tb = 0; tb < n_tok; tb += 64) {
       const int64_t te = tb + 64 < n_tok ? tb + 64 : n_tok;
       int64_t t = tb;
+#if !ADAINFER_Q512
+      // AVX2, 4/5-bit types: tiles of 8 weight rows x 8 tokens (rows8_dot); the few-row switch takes the rest
+      if constexpr (!IsKType<Ty>::value) {
+        if constexpr (kRows8<Ty>) {
+          for (; t + 8 <= te; t += 8) rows8_tile<Ty, 8>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+          if (t < te) few_tile<Ty>(te - t, W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+          continue;
+        }
+      }
+#endif
       for (; t + 4 <= te; t += 4) row_tile<Ty, 4>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
       switch (te - t) {
         case 3: row_tile<Ty, 3>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1); break;
