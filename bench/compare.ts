@@ -7,7 +7,7 @@
  *
  *   npx tsc -p tsconfig.json && node dist/bench/compare.js [--types F16,Q8_0,Q4_0,Q4_K] [--threads 1,2]
  *       [--pp 512] [--tg 128] [--reps 3] [--ctx 1024] [--geometry tinyllama-1.1b] [--engines adainfer,llamacpp]
- *       [--contend [on|both]] [--contend-cpu N] [--json FILE]
+ *       [--contend [on|both]] [--contend-cpu N] [--quiet-max 0.05] [--retries 2] [--spread-max 0.1] [--json FILE]
  *
  * Models come from bench/make_model.ts (generated into bench/models/ when missing). The bandwidth comes from
  * bench/native/membw.c, compiled with the system C compiler into bench/.build/ on first use.
@@ -19,6 +19,16 @@
  *       samples greedily, as its users do; the "core" numbers are llama.cpp's own timers of llama_decode).
  * Peak RSS while decoding: VmHWM reset (/proc/self/clear_refs) after the prefill, read after the decode.
  * The file is mapped by both engines: its pages count in RSS once touched.
+ *
+ * Noise: on a shared machine another process taking a core wrecks a run (node-llama-cpp's 2-thread decode then
+ * collapses, and a "ratio" of 15x has been seen). Each run measures, for its timed prefill and decode, how much of
+ * the CPUs this process may use went to OTHER processes: the busy time of those CPUs (/proc/stat) minus the run's
+ * own CPU time (process.cpuUsage, all threads), over wall time x CPUs. A run above --quiet-max (default 0.05 =
+ * 5%) is run again, up to --retries times (default 2); the tables take the medians of the quiet runs and mark a
+ * row `NOISY` when an engine has no quiet run, and `SPREAD` when an engine's kept runs differ by more than
+ * --spread-max (default 10%, max/min - 1). Runs with --contend's own busy loop are not checked.
+ * The table prints, per row, the kernel variant adainfer ran, the share of the CPUs other processes took
+ * (median), and for tg the bandwidth bound: measured read bandwidth at that thread count / weight bytes per token.
  *
  * --contend: a competing process busy-loops one CPU during each run (`taskset -c N sh -c 'while :; do :; done'`,
  * N = --contend-cpu, default the last CPU this process may use), started before the run's process and killed
@@ -49,6 +59,70 @@ interface RunResult {
   kvType: string;
   kernels?: string;
   flashAttention?: string;
+  /** Share of this process's allowed CPUs that other processes used during the timed prefill / decode (0..1). */
+  ppOthers?: number;
+  tgOthers?: number;
+  /** Attempts this configuration took (noisy runs are run again); set by the parent. */
+  attempts?: number;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Noise: what the other processes on this process's CPUs did while a timed section ran
+
+interface CpuSnapshot {
+  /** Busy jiffies (user, nice, system, irq, softirq, steal) summed over the allowed CPUs, from /proc/stat. */
+  busyTicks: number;
+  /** This process's CPU time (all threads), microseconds. */
+  ownUs: number;
+  wallUs: number;
+}
+
+let clockTicks: number | undefined;
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+function cpuSnapshot(cpus: number[]): CpuSnapshot | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/stat', 'utf8');
+  } catch {
+    return undefined;  // not Linux: noise is not measured
+  }
+  const wanted = new Set(cpus.map((c) => `cpu${c}`));
+  let busy = 0;
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (!wanted.has(f[0])) continue;
+    // user nice system idle iowait irq softirq steal
+    const v = f.slice(1).map(Number);
+    busy += v[0] + v[1] + v[2] + (v[5] ?? 0) + (v[6] ?? 0) + (v[7] ?? 0);
+  }
+  const u = process.cpuUsage();
+  return { busyTicks: busy, ownUs: u.user + u.system, wallUs: Number(process.hrtime.bigint() / 1000n) };
+}
+
+/** Share (0..1) of the allowed CPUs' time between a and b that went to other processes; NaN when unknown. */
+function othersShare(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined, nCpus: number): number {
+  if (!a || !b || b.wallUs <= a.wallUs) return NaN;
+  const busyUs = ((b.busyTicks - a.busyTicks) * 1e6) / ticksPerSecond();
+  const others = busyUs - (b.ownUs - a.ownUs);
+  return Math.max(0, others / ((b.wallUs - a.wallUs) * nCpus));
+}
+
+/** Runs fn, returning its result and the share of the allowed CPUs other processes took meanwhile. */
+async function watched<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const cpus = allowedCpus();
+  const before = cpuSnapshot(cpus);
+  const r = await fn();
+  return [r, othersShare(before, cpuSnapshot(cpus), cpus.length)];
 }
 
 function status(): { rss: number; hwm: number } {
@@ -82,9 +156,9 @@ async function childAdainfer(model: string, threads: number, pp: number, tg: num
     const s = await m.createSession({ contextSize: ctx, batchSize: Math.max(pp, 32), threads });
     const rssAfterLoad = status().rss;
     await s.bench({ promptTokens: 32, genTokens: 4, seed: seed + 1000 });
-    const p = pp > 0 ? await s.bench({ promptTokens: pp, genTokens: 0, seed }) : { prefillMs: NaN };
+    const [p, ppOthers] = pp > 0 ? await watched(() => s.bench({ promptTokens: pp, genTokens: 0, seed })) : [{ prefillMs: NaN }, NaN];
     resetPeak();
-    const g = await s.bench({ promptTokens: 4, genTokens: tg, seed: seed + 1 });
+    const [g, tgOthers] = await watched(() => s.bench({ promptTokens: 4, genTokens: tg, seed: seed + 1 }));
     const after = status();
     await s.dispose();
     const kvDim = (m.info.nKvHead * m.info.nEmbd) / m.info.nHead;
@@ -98,6 +172,8 @@ async function childAdainfer(model: string, threads: number, pp: number, tg: num
       kvBytes: 2 * m.info.nLayer * ctx * kvDim * 4,
       kvType: 'F32',
       kernels: m.info.kernels,
+      ppOthers,
+      tgOthers,
     };
   } finally {
     await m.dispose();
@@ -118,10 +194,10 @@ async function childLlamaCpp(model: string, threads: number, pp: number, tg: num
     const runner = await lm.createRunner({ contextSize: ctx, batchSize: Math.max(pp, 32), threads });
     const rssAfterLoad = status().rss;
     await runner.bench(tokensFor(seed + 1000, 32, vocab), 4);
-    const p = pp > 0 ? await runner.bench(tokensFor(seed, pp, vocab), 0) : { prefillMs: NaN, core: undefined };
+    const [p, ppOthers] = pp > 0 ? await watched(() => runner.bench(tokensFor(seed, pp, vocab), 0)) : [{ prefillMs: NaN, core: undefined }, NaN];
     await runner.bench([1], 0);  // clear + tiny prefill outside the peak window
     resetPeak();
-    const g = await runner.bench(tokensFor(seed + 1, 4, vocab), tg);
+    const [g, tgOthers] = await watched(() => runner.bench(tokensFor(seed + 1, 4, vocab), tg));
     const after = status();
     const out: RunResult = {
       engine: 'llamacpp',
@@ -135,6 +211,8 @@ async function childLlamaCpp(model: string, threads: number, pp: number, tg: num
       kvBytes: 2 * nLayer * ctx * kvDim * 2,  // llama.cpp's default K/V cache type is F16
       kvType: 'F16',
       flashAttention: String(runner.flashAttention),
+      ppOthers,
+      tgOthers,
     };
     await runner.dispose();
     await lm.dispose();
@@ -161,10 +239,16 @@ interface Args {
   /** off: idle machine; on: every run with a busy loop on contendCpu; both: each configuration both ways. */
   contend: 'off' | 'on' | 'both';
   contendCpu: number;
+  /** A run whose timed sections saw other processes take more than this share of the CPUs is noisy. */
+  quietMax: number;
+  /** Extra attempts of a noisy run. */
+  retries: number;
+  /** An engine's kept runs differing by more than this (max / min - 1) mark the row. */
+  spreadMax: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { types: ['F16', 'Q8_0', 'Q4_0', 'Q4_K'], threads: [1, 2], pp: 512, tg: 128, reps: 3, ctx: 1024, geometry: 'tinyllama-1.1b', engines: ['adainfer', 'llamacpp'], membw: true, contend: 'off', contendCpu: -1 };
+  const a: Args = { types: ['F16', 'Q8_0', 'Q4_0', 'Q4_K'], threads: [1, 2], pp: 512, tg: 128, reps: 3, ctx: 1024, geometry: 'tinyllama-1.1b', engines: ['adainfer', 'llamacpp'], membw: true, contend: 'off', contendCpu: -1, quietMax: 0.05, retries: 2, spreadMax: 0.1 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -191,12 +275,17 @@ function parseArgs(argv: string[]): Args {
       if (next === 'on' || next === 'both' || next === 'off') a.contend = argv[++i] as Args['contend'];
       else a.contend = 'on';
     } else if (k === '--contend-cpu') a.contendCpu = int(v());
+    else if (k === '--quiet-max') a.quietMax = Number(v());
+    else if (k === '--retries') a.retries = int(v());
+    else if (k === '--spread-max') a.spreadMax = Number(v());
     else throw new Error(`unknown option ${k}`);
   }
   if (!GEOMETRIES[a.geometry]) throw new Error(`unknown geometry ${a.geometry}`);
   if (a.tg < 1) throw new Error('--tg must be at least 1');
   if (a.pp + a.tg + 2 > a.ctx) throw new Error(`--ctx ${a.ctx} is too small for --pp ${a.pp} / --tg ${a.tg}`);
   if (a.contendCpu < 0) a.contendCpu = allowedCpus().pop() ?? 0;
+  for (const [name, x] of [['--quiet-max', a.quietMax], ['--spread-max', a.spreadMax]] as const)
+    if (!(x >= 0)) throw new Error(`${name}: expected a non-negative number`);
   return a;
 }
 
@@ -299,6 +388,27 @@ function runChild(engine: string, model: string, threads: number, a: Args, seed:
 
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 
+/** Other processes took more than --quiet-max of the CPUs during a timed section of the run. */
+function isNoisy(r: RunResult, a: Args): boolean {
+  return [r.ppOthers, r.tgOthers].some((x) => typeof x === 'number' && x > a.quietMax);
+}
+
+/** The runs a median is taken over: the quiet ones when there are any (else all, and the row is marked). */
+function keptRuns(runs: RunResult[], a: Args, test: 'pp' | 'tg', load: string): { kept: RunResult[]; noisy: boolean } {
+  if (load !== 'idle') return { kept: runs, noisy: false };
+  const quiet = runs.filter((r) => {
+    const x = test === 'tg' ? r.tgOthers : r.ppOthers;
+    return !(typeof x === 'number' && x > a.quietMax);
+  });
+  return quiet.length ? { kept: quiet, noisy: false } : { kept: runs, noisy: true };
+}
+
+/** max / min - 1 of the finite values (0 for fewer than two). */
+function spread(xs: number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x) && x > 0);
+  return v.length < 2 ? 0 : Math.max(...v) / Math.min(...v) - 1;
+}
+
 async function parent(a: Args): Promise<void> {
   const print = (s: string) => process.stdout.write(s + '\n');
   const machine = describeMachine();
@@ -322,16 +432,25 @@ async function parent(a: Args): Promise<void> {
         const order = rep % 2 === 0 ? a.engines : [...a.engines].reverse();
         for (const engine of order) {
           for (const load of rep % 2 === 0 ? loads : [...loads].reverse()) {
-            const stop = load === 'idle' ? undefined : await startBusyLoop(a.contendCpu);
-            let r: RunResult;
-            try {
-              r = runChild(engine, model, threads, a, 1 + rep);
-            } finally {
-              await stop?.();
+            let r: RunResult | undefined;
+            // the contended runs carry their own busy loop: only idle runs are checked for noise
+            for (let attempt = 1; attempt <= 1 + (load === 'idle' ? a.retries : 0); attempt++) {
+              const stop = load === 'idle' ? undefined : await startBusyLoop(a.contendCpu);
+              try {
+                r = runChild(engine, model, threads, a, 1 + rep);
+              } finally {
+                await stop?.();
+              }
+              r.attempts = attempt;
+              const f = (v: number | null | undefined, d: number) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : '-');
+              process.stderr.write(
+                `[compare] ${type} t${threads} ${load} rep ${rep} ${engine}: pp ${f(r.ppTps, 1)} tg ${f(r.tgTps, 2)} t/s, ` +
+                  `others took ${f(100 * (r.ppOthers ?? NaN), 0)}% / ${f(100 * (r.tgOthers ?? NaN), 0)}% of the CPUs, peak RSS decoding ${mib(r.rssPeakDecode)}\n`,
+              );
+              if (load !== 'idle' || !isNoisy(r, a)) break;
+              process.stderr.write(`[compare]   noisy (other processes above ${(100 * a.quietMax).toFixed(0)}%)${attempt <= a.retries ? ': again' : ': kept, marked'}\n`);
             }
-            runs.get(load)!.push(r);
-            const f = (v: number | null, d: number) => (typeof v === 'number' ? v.toFixed(d) : '-');
-            process.stderr.write(`[compare] ${type} t${threads} ${load} rep ${rep} ${engine}: pp ${f(r.ppTps, 1)} tg ${f(r.tgTps, 2)} t/s, peak RSS decoding ${mib(r.rssPeakDecode)}\n`);
+            runs.get(load)!.push(r!);
           }
         }
       }
@@ -340,31 +459,46 @@ async function parent(a: Args): Promise<void> {
   }
 
   print('');
-  print('medians of alternating runs; ratio = adainfer / node-llama-cpp (> 1: adainfer faster); [llama.cpp core timers]');
+  print('medians of alternating runs (the quiet ones); ratio = adainfer / node-llama-cpp (> 1: adainfer faster); [llama.cpp core timers]');
+  print(`others = share of the CPUs other processes took during the timed part (median); bound = read bandwidth / weights per token;`);
+  print(`NOISY: an engine had no run with others <= ${(100 * a.quietMax).toFixed(0)}% (after ${a.retries} retries): not a measurement; SPREAD: kept runs differ by > ${(100 * a.spreadMax).toFixed(0)}%`);
   const withLoad = a.contend !== 'off';
-  const head = ['type', 'thr', ...(withLoad ? ['load'] : []), 'test', 'adainfer t/s', 'node-llama-cpp t/s', 'ratio', 'weights/token', 'adainfer GiB/s', '% of bw'];
+  const head = ['type', 'thr', ...(withLoad ? ['load'] : []), 'test', 'kernels', 'adainfer t/s', 'node-llama-cpp t/s', 'ratio', 'weights/token', 'adainfer GiB/s', 'bound t/s', '% of bw', 'others', 'mark'];
   const rows: string[][] = [];
   for (const r of results) {
-    const ours = r.runs.filter((x) => x.engine === 'adainfer');
-    const peer = r.runs.filter((x) => x.engine === 'llamacpp');
     const bwT = bw?.get(r.threads);
     for (const test of ['tg', 'pp'] as const) {
       if ((test === 'tg' ? a.tg : a.pp) === 0) continue;
-      const o = median(ours.map((x) => (test === 'tg' ? x.tgTps : x.ppTps)));
-      const p = median(peer.map((x) => (test === 'tg' ? x.tgTps : x.ppTps)));
+      const oursK = keptRuns(r.runs.filter((x) => x.engine === 'adainfer'), a, test, r.load);
+      const peerK = keptRuns(r.runs.filter((x) => x.engine === 'llamacpp'), a, test, r.load);
+      const ours = oursK.kept, peer = peerK.kept;
+      const tps = (x: RunResult) => (test === 'tg' ? x.tgTps : x.ppTps);
+      const o = median(ours.map(tps));
+      const p = median(peer.map(tps));
       const core = median(peer.map((x) => (test === 'tg' ? x.coreTgTps ?? NaN : x.corePpTps ?? NaN)));
       const gibs = test === 'tg' ? (o * r.bytesPerToken) / 2 ** 30 : NaN;
+      const bound = test === 'tg' && bwT ? (bwT * 2 ** 30) / r.bytesPerToken : NaN;
+      const others = median([...ours, ...peer].map((x) => (test === 'tg' ? x.tgOthers ?? NaN : x.ppOthers ?? NaN)));
+      const marks = [
+        ...(oursK.noisy || peerK.noisy ? ['NOISY'] : []),
+        ...(spread(ours.map(tps)) > a.spreadMax || spread(peer.map(tps)) > a.spreadMax ? ['SPREAD'] : []),
+      ];
+      const kernels = [...new Set(ours.map((x) => x.kernels ?? '?'))].join('/');
       rows.push([
         r.type,
         String(r.threads),
         ...(withLoad ? [r.load] : []),
         `${test}${test === 'tg' ? a.tg : a.pp}`,
+        kernels || '-',
         Number.isFinite(o) ? o.toFixed(2) : '-',
         Number.isFinite(p) ? `${p.toFixed(2)}${Number.isFinite(core) ? ` [${core.toFixed(2)}]` : ''}` : '-',
         Number.isFinite(o / p) ? (o / p).toFixed(2) : '-',
         test === 'tg' ? mib(r.bytesPerToken) : '',
         Number.isFinite(gibs) ? gibs.toFixed(1) : '',
+        Number.isFinite(bound) ? bound.toFixed(2) : '',
         Number.isFinite(gibs) && bwT ? `${((100 * gibs) / bwT).toFixed(0)}%` : '',
+        Number.isFinite(others) ? `${(100 * others).toFixed(0)}%` : '-',
+        marks.join(' '),
       ]);
     }
   }

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,13 @@ int type_by_name(const std::string& s) {
 }
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+// CPU time of the whole process (all threads): on a shared machine, where this process waits for a core, the wall
+// time grows but the CPU time does not, so CPU ms per rep compare kernels more steadily (1 thread: the work itself).
+double cpu_now() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 }  // namespace
 
@@ -128,20 +136,23 @@ int main(int argc, char** argv) {
     }
   };
   run_once();  // warm-up
-  std::vector<double> times;
+  std::vector<double> times, cpu_times;
   for (int r = 0; r < reps; ++r) {
-    const double t0 = now();
+    const double t0 = now(), c0 = cpu_now();
     run_once();
     times.push_back(now() - t0);
+    cpu_times.push_back(cpu_now() - c0);
   }
   std::sort(times.begin(), times.end());
+  std::sort(cpu_times.begin(), cpu_times.end());
   const double med = times[times.size() / 2];
+  const double cpu_med = cpu_times[cpu_times.size() / 2];
   double macs = 0;
   for (int i = 0; i < 7; ++i) macs += static_cast<double>(kLayer[i].rows) * kLayer[i].cols;
   macs *= static_cast<double>(layers) * n_tok * hot_reps;
   total *= hot_reps;
-  std::printf("%s %s%s isa=%s threads=%d tokens=%lld: %.2f ms, %.1f GB/s of weights, %.1f GMAC/s\n", argv[1], mode.c_str(),
-              few ? " (few-row kernel)" : "", k == kernels_avx512_vnni() ? "avx512+vnni" : k->name, threads, (long long)n_tok, med * 1e3,
-              total / med / 1e9, macs / med / 1e9);
+  std::printf("%s %s%s isa=%s threads=%d tokens=%lld: %.2f ms (cpu %.2f ms), %.1f GB/s of weights, %.1f GMAC/s\n", argv[1],
+              mode.c_str(), few ? " (few-row kernel)" : "", k == kernels_avx512_vnni() ? "avx512+vnni" : k->name, threads,
+              (long long)n_tok, med * 1e3, cpu_med * 1e3, total / med / 1e9, macs / med / 1e9);
   return 0;
 }

@@ -485,13 +485,13 @@ TEST(quant_matmul_simd_matches_generic) {
   }
 }
 
-// The few-row kernels (matmul_act_few, rows 2 .. kFewRowsMax): present for exactly the types of 32-element
-// blocks in every table, the generic one bit-identical to the generic matmul_act (same sums, same order),
-// every SIMD table within the tolerance of quant_matmul_simd_matches_generic, writing only its rows and range.
+// The few-row kernels (matmul_act_few, rows 2 .. kFewRowsMax): present for every quantized type in every table,
+// the generic one bit-identical to the generic matmul_act (same sums, same order), every SIMD table within the
+// tolerance of quant_matmul_simd_matches_generic, writing only its rows and range.
 TEST(quant_matmul_few_tables) {
   for (const KernelTable* t : all_tables()) {
     for (GgmlType type : kQuantTypes) {
-      CHECK_MSG((t->matmul_act_few[id_of(type)] != nullptr) == !is_k(type), "%s %s", table_label(t), name_of(type));
+      CHECK_MSG(t->matmul_act_few[id_of(type)] != nullptr, "%s %s", table_label(t), name_of(type));
     }
   }
 }
@@ -499,21 +499,25 @@ TEST(quant_matmul_few_tables) {
 TEST(quant_matmul_few_matches_generic) {
   Rng rng(23);
   for (GgmlType type : kQuantTypes) {
-    if (is_k(type)) continue;
-    // block counts below, at and around the AVX2 kernel's groups of 8 blocks and AVX-512's 16
-    for (int64_t n_in : {32, 96, 256, 288, 544, 2080}) {
-      for (int64_t n_tok : {2, 3, 4, 5, 7, 8, 9, 12, 16}) {
+    const int32_t format = is_k(type) ? kActQ8_K : kActQ8_0;
+    // block counts below, at and around the AVX2 kernel's groups of 8 blocks and AVX-512's 16; K-quants: 1..9
+    // blocks of 256
+    const std::vector<int64_t> sizes =
+        is_k(type) ? std::vector<int64_t>{256, 768, 2304} : std::vector<int64_t>{32, 96, 256, 288, 544, 2080};
+    for (int64_t n_in : sizes) {
+      // row counts 7 .. 21 around the AVX2 kernel's groups of 8 weight rows (and the row kernel for the rest)
+      for (int64_t n_tok : {1, 2, 3, 4, 5, 7, 8, 9, 12, 16}) {
         const int64_t row_begin = n_tok % 3, rows = 5 + n_tok;  // unaligned ranges, partial 16-row blocks
         const int64_t row_end = row_begin + rows, total = row_end + 2;
         const QWeights w = make_qweights(type, total, n_in, rng);
-        const size_t lda = act_row_bytes(kActQ8_0, n_in);
+        const size_t lda = act_row_bytes(format, n_in);
         // activation rows 64-byte aligned, as MatmulRunner makes them, and one row past n_tok that must stay unread
         std::vector<uint8_t> act_mem(lda * static_cast<size_t>(n_tok + 1) + 64);
         uint8_t* act = act_mem.data() + (64 - reinterpret_cast<uintptr_t>(act_mem.data()) % 64) % 64;
         std::vector<float> x(static_cast<size_t>(n_in));
         for (int64_t t = 0; t <= n_tok; ++t) {
           for (auto& v : x) v = rng.normal();
-          kernels_generic().quantize_act[kActQ8_0](x.data(), act + t * lda, n_in);
+          kernels_generic().quantize_act[format](x.data(), act + t * lda, n_in);
         }
         const int64_t ldy = total + 1;
         std::vector<float> want(static_cast<size_t>((n_tok + 1) * ldy), 7.f);
@@ -526,7 +530,7 @@ TEST(quant_matmul_few_matches_generic) {
           const bool generic = t == &kernels_generic();
           int reported = 0;
           for (int64_t tok = 0; tok <= n_tok; ++tok) {
-            const std::vector<double> xv = act_values(kActQ8_0, act + tok * lda, n_in);
+            const std::vector<double> xv = act_values(format, act + tok * lda, n_in);
             for (int64_t r = 0; r < ldy; ++r) {
               const float g = got[tok * ldy + r], e = want[tok * ldy + r];
               if (tok == n_tok || r < row_begin || r >= row_end) {

@@ -415,6 +415,10 @@ constexpr KernelTable make_table() {
   ADAINFER_QUANT(Q6_K, dot_q6_k, dequant_row_q6_k, kActQ8_K, quantize_act_q8_k_ref)
   ADAINFER_QUANT(Q8_K, dot_q8_k, dequant_row_q8_k, kActQ8_K, quantize_act_q8_k_ref)
 #undef ADAINFER_QUANT
+  // The K-quants' few-row entry is their matmul_act (row by row, each row read from memory once and from L1 for
+  // the other activation rows): the scalar reference the SIMD few-row kernels are checked against.
+  for (GgmlType k : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K})
+    t.matmul_act_few[static_cast<int>(k)] = t.matmul_act[static_cast<int>(k)];
   t.attention = &attention;
   t.dot_f32 = &dot_f32;
   t.rms_norm = &rms_norm;

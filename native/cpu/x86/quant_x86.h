@@ -19,7 +19,11 @@
 //    A few rows (2 .. kFewRowsMax, matmul_act_few: speculative verify steps) go through it all at once, in one
 //    pass over the weights like decode (matmul_act_few_q).
 //  - prefill without VNNI: the row kernel on tiles of 4 tokens, rows and tokens blocked so that a row stays
-//    in L1 and 64 tokens' activations in L2.
+//    in L1 and 64 tokens' activations in L2. On AVX2 the 4- and 5-bit types take tiles of 8 weight rows x 8
+//    tokens instead (rows8_dot, also their decode and few-row kernel): the 8 rows' products of a block are folded
+//    in 16-bit lanes to one lane per row, so the conversion and multiply-add go once per block and token for all
+//    8 rows. Measured on the shared Zen 3 (CPU time, TinyLlama layer, 128 tokens): Q4_0 169.6 -> 98.5 ms, Q5_0
+//    226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5 -> 146.5 ms, 1 row 58.4 -> 47.0 ms.
 //  - prefill with VNNI: 16 weight rows are unpacked into a panel (codes of 4 consecutive elements of the 16
 //    rows side by side, one float scale and bias per row and sub-block) that stays in L1/L2; the micro-kernel
 //    multiplies it with up to 8 tokens at once, lanes across the 16 rows, the 4 activation bytes broadcast
@@ -790,6 +794,124 @@ template <class Ty, int R, int T>
 void rowdot_a(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
   for (int r = 0; r < R; ++r) rowdot_group<Ty, T>(w + r * rb, a, n, out[r]);
 }
+
+// The 4- and 5-bit types go through rows8 (8 weight rows at once); Q8_0's signed codes need the sign trick per
+// activation row, which leaves it nothing to share (its row kernel serves it).
+template <class Ty>
+constexpr bool kRows8 = !Ty::kQ8;
+
+// 8 weight rows (w, w + rb, ..., consecutive in memory) times T activation rows, for the 4- and 5-bit types. The
+// row kernel spends a conversion and a multiply-add (and a vpmaddwd) on every block, weight row and activation row;
+// here the 8 rows' products of one block are reduced in the integer domain to one vector whose lanes are the 8
+// rows, so those go once per block and activation row for all 8 rows. Two rows share a register (row 2p in the
+// low 128 bits, 2p + 1 in the high), so each activation half (16 bytes, broadcast to both halves) meets four
+// registers of codes, and the sums fold with vphaddw: after three folds each 16-bit lane holds a row's products
+// over 16 elements (4-bit codes: |sum| <= 32 * 15 * 127 < 2^15), and one vpmaddwd finishes the block. The lanes
+// come out as rows 0 2 4 6 1 3 5 7; the scales are loaded in that order. The 5-bit codes (<= 31) would overflow
+// the last fold: they fold twice in 16 bits, widen, and fold once in 32. No copy of the weights: the codes are
+// unpacked straight from the file's blocks, once per block for all T rows.
+template <class Ty, int T>
+void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
+  const int64_t nb = n / 32;
+  const uint8_t* row[8];
+  for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
+  constexpr int kLaneRow[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = static_cast<size_t>(b) * Ty::kBytes;
+    // the 8 rows are one contiguous stretch of memory, consumed 8 blocks' bytes per block step
+    const char* pf = reinterpret_cast<const char*>(w) + kPrefetchAhead + 8 * off;
+    _mm_prefetch(pf, _MM_HINT_T0);
+    _mm_prefetch(pf + 64, _MM_HINT_T0);
+    _mm_prefetch(pf + 128, _MM_HINT_T0);
+    __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      const uint8_t* b0 = row[2 * p] + off;
+      const uint8_t* b1 = row[2 * p + 1] + off;
+      const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b1 + Ty::kQs),
+                                            reinterpret_cast<const __m128i*>(b0 + Ty::kQs));
+      lo[p] = _mm256_and_si256(v, m4);                         // elements 0-15 of each row
+      hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  // elements 16-31
+      if constexpr (Ty::kQ5) {
+        // bit j of qh -> 16 in byte j: qh of each row in its half, spread one byte over 8, one bit tested per byte
+        const __m256i qh = _mm256_set_m128i(_mm_cvtsi32_si128(static_cast<int>(load_u32(b1 + Ty::kQh))),
+                                            _mm_cvtsi32_si128(static_cast<int>(load_u32(b0 + Ty::kQh))));
+        const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+        const __m256i sixteen = _mm256_set1_epi8(16);
+        const __m256i spread_lo = _mm256_shuffle_epi8(
+            qh, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+        const __m256i spread_hi = _mm256_shuffle_epi8(
+            qh, _mm256_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        lo[p] = _mm256_or_si256(lo[p], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread_lo, bit), bit), sixteen));
+        hi[p] = _mm256_or_si256(hi[p], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread_hi, bit), bit), sixteen));
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
+        static_cast<int16_t>(load_u16(row[kLaneRow[0]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[1]] + off)),
+        static_cast<int16_t>(load_u16(row[kLaneRow[2]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[3]] + off)),
+        static_cast<int16_t>(load_u16(row[kLaneRow[4]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[5]] + off)),
+        static_cast<int16_t>(load_u16(row[kLaneRow[6]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[7]] + off))));
+    __m256 mw = _mm256_setzero_ps();
+    if constexpr (Ty::kMin) {
+      const int m = Ty::kM;
+      mw = _mm256_cvtph_ps(_mm_setr_epi16(
+          static_cast<int16_t>(load_u16(row[kLaneRow[0]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[1]] + off + m)),
+          static_cast<int16_t>(load_u16(row[kLaneRow[2]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[3]] + off + m)),
+          static_cast<int16_t>(load_u16(row[kLaneRow[4]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[5]] + off + m)),
+          static_cast<int16_t>(load_u16(row[kLaneRow[6]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[7]] + off + m))));
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const int8_t* x = a[t].q + b * 32;
+      const __m256i xl = _mm256_broadcastsi128_si256(load128(x)), xh = _mm256_broadcastsi128_si256(load128(x + 16));
+      __m256i P[4];
+      for (int p = 0; p < 4; ++p)
+        P[p] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[p], xl), _mm256_maddubs_epi16(hi[p], xh));
+      // P[p]: row 2p's 8 pair sums | row 2p + 1's
+      const __m256i h01 = _mm256_hadd_epi16(P[0], P[1]);  // rows 0, 2 (4 lanes each) | rows 1, 3
+      const __m256i h23 = _mm256_hadd_epi16(P[2], P[3]);  // rows 4, 6 | rows 5, 7
+      __m256i isum;
+      if constexpr (Ty::kQ5) {
+        isum = _mm256_hadd_epi32(_mm256_madd_epi16(h01, ones16), _mm256_madd_epi16(h23, ones16));
+      } else {
+        isum = _mm256_madd_epi16(_mm256_hadd_epi16(h01, h23), ones16);  // rows 0 2 4 6 | 1 3 5 7
+      }
+      __m256 v = _mm256_cvtepi32_ps(isum);
+      // codes are value + offset: subtract offset * (sum of the activation codes), exact in float (< 2^24)
+      if constexpr (Ty::kOffset != 0) v = _mm256_sub_ps(v, _mm256_set1_ps(static_cast<float>(Ty::kOffset) * a[t].sum[b]));
+      acc[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b])), acc[t]);
+      if constexpr (Ty::kMin) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].s[b]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc[t]);
+    for (int l = 0; l < 8; ++l) out[kLaneRow[l]][t] = lanes[l];
+  }
+}
+
+// Rows [r0, r1) times activation rows [t0, t0 + T): rows8_dot on each 8 rows, the row kernel on the rest.
+template <class Ty, int T>
+inline void rows8_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t t0, float* Y,
+                       int64_t ldy, int64_t r0, int64_t r1) {
+  ActQ8_0Row a[T];
+  for (int t = 0; t < T; ++t) a[t] = act_q8_0_row(A + (t0 + t) * lda, n_in);
+  int64_t r = r0;
+  for (; r + 8 <= r1; r += 8) {
+    float out[8][T];
+    rows8_dot<Ty, T>(W + static_cast<size_t>(r) * rb, rb, a, n_in, out);
+    for (int i = 0; i < 8; ++i)
+      for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + r + i] = out[i][t];
+  }
+  for (; r < r1; ++r) {
+    float out[1][T];
+    rowdot_a<Ty, 1, T>(W + static_cast<size_t>(r) * rb, rb, a, n_in, out);
+    for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + r] = out[0][t];
+  }
+}
 #endif
 
 // ---- K-quants ----------------------------------------------------------------------------------------------------
@@ -1136,6 +1258,10 @@ inline void row_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A
   for (; r < r1;) rows(Count<1>{});
 }
 
+template <class Ty>
+inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
+                     int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1);
+
 // The row kernel over a whole matmul: rows in blocks of 16 (they stay in L1/L2) times tokens in blocks of 64
 // (their activations stay in L2), 4 tokens per call.
 template <class Ty>
@@ -1144,6 +1270,14 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
   const uint8_t* W = static_cast<const uint8_t*>(W_raw);
   const size_t rb = row_bytes(static_cast<int32_t>(Ty::kType), n_in);
   if (n_tok == 1) {
+#if !ADAINFER_Q512
+    if constexpr (!IsKType<Ty>::value) {
+      if constexpr (kRows8<Ty>) {
+        rows8_tile<Ty, 1>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
+        return;
+      }
+    }
+#endif
     row_tile<Ty, 1, kDecodeRows>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
     return;
   }
@@ -1152,6 +1286,16 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
     for (int64_t tb = 0; tb < n_tok; tb += 64) {
       const int64_t te = tb + 64 < n_tok ? tb + 64 : n_tok;
       int64_t t = tb;
+#if !ADAINFER_Q512
+      // AVX2, 4/5-bit types: tiles of 8 weight rows x 8 tokens (rows8_dot); the few-row switch takes the rest
+      if constexpr (!IsKType<Ty>::value) {
+        if constexpr (kRows8<Ty>) {
+          for (; t + 8 <= te; t += 8) rows8_tile<Ty, 8>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+          if (t < te) few_tile<Ty>(te - t, W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+          continue;
+        }
+      }
+#endif
       for (; t + 4 <= te; t += 4) row_tile<Ty, 4>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
       switch (te - t) {
         case 3: row_tile<Ty, 3>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1); break;
@@ -1170,6 +1314,24 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 template <class Ty>
 inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
                      int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+#if !ADAINFER_Q512
+  if constexpr (!IsKType<Ty>::value) {
+    if constexpr (kRows8<Ty>) {
+      switch (count) {
+        case 8: rows8_tile<Ty, 8>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        case 7: rows8_tile<Ty, 7>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        case 6: rows8_tile<Ty, 6>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        case 5: rows8_tile<Ty, 5>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        case 4: rows8_tile<Ty, 4>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        case 3: rows8_tile<Ty, 3>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        case 2: rows8_tile<Ty, 2>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        case 1: rows8_tile<Ty, 1>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
+        default: break;
+      }
+      return;
+    }
+  }
+#endif
   switch (count) {
     case 8: row_tile<Ty, 8>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
     case 7: row_tile<Ty, 7>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
@@ -1578,8 +1740,7 @@ constexpr void set_quant_type(KernelTable& t) {
   t.matmul_act[id] = &matmul_act_q<Ty>;
   t.matmul[id] = &matmul_float_q<Ty>;
   t.dequant_row[id] = kDequant;  // baseline code (core/quantize.cpp): used for a few rows at a time
-  // the types of 32-element blocks (as the generic table)
-  if constexpr (!IsKType<Ty>::value) t.matmul_act_few[id] = &matmul_act_few_q<Ty>;
+  t.matmul_act_few[id] = &matmul_act_few_q<Ty>;
 }
 
 constexpr void add_quant_kernels(KernelTable& t) {
