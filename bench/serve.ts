@@ -23,18 +23,11 @@ import * as path from 'path';
 import autocannon from 'autocannon';
 import { Command } from 'commander';
 import { describeMachine, formatMachine, repoRoot } from './machine';
+import { STORY_PROMPTS } from '../lib/latency/prompts';
 import { nearestRank } from '../lib/latency/quantiles';
 
-const PROMPTS = [
-  'Once upon a time',
-  'The little dog ran to the park and',
-  'Lily wanted a big red ball',
-  'Tom and Sam were',
-  'One day, a cat',
-  'The sun was hot',
-  'Mom said',
-  'There was a big tree',
-];
+/** The latency harness's story openings (the bundled models' domain), one prompt set for every latency bench. */
+const PROMPTS = STORY_PROMPTS;
 
 interface Row {
   parallel: number;
