@@ -4,6 +4,8 @@
  *
  * The KV cache keeps the tokens of the previous generation: a new prompt that starts with the same tokens
  * reuses their cache entries (as llama.cpp's server does with cache_prompt) and only the rest is processed.
+ * Unlike cache_prompt, a repeat is exact: a prompt found whole in the cache reruns the step that held its last
+ * token with the same rows (a row's rounding depends on its step's rows), not its last token alone.
  */
 import { AbortError, AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { TransformerContext } from '../model/transformer';
@@ -98,6 +100,13 @@ export interface SequenceGenerateOptions {
 export class Sequence {
   /** Tokens whose K/V are in the cache, in position order. */
   private cached: number[] = [];
+  /**
+   * Where each step that wrote the cache began, ascending. A row's rounding depends on how its step grouped the
+   * rows (a 1-row step sums in another order than a prompt chunk), so a prompt found whole in the cache is run
+   * again from the start of the step that first ran its last token: the repeat then computes that token exactly
+   * as the first run did (same logits, same exit decision, same K/V).
+   */
+  private stepStarts: number[] = [];
   /** First cached position whose K/V differ from full depth's (an exit cut it short); Infinity if none. */
   private firstInexact = Infinity;
   /** The rows of each step (slot 0); `pending` holds the positions that wait for their skipped layers (recompute). */
@@ -192,6 +201,9 @@ export class Sequence {
           if (spec && !spec.shouldDecodePlainly()) {
             const pos = this.cached.length;
             const round = spec.round(last, pos, maxTokens - out.length - 1);
+            // A draft-and-verify round groups no layer's rows as a prompt step would: every position counts as
+            // a step of its own (a repeat recomputes just the last one, as after plain decode steps).
+            for (let i = 0; i <= round.accepted; i++) this.stepStarts.push(pos + i);
             this.cached.push(last, ...round.tokens.slice(0, round.accepted));
             ready.push(...round.tokens);
           } else {
@@ -299,6 +311,9 @@ export class Sequence {
     aborted?: () => boolean,
   ): Generator<null, { index: number; probs: number[]; layers: number }> {
     this.checkPrompt(prompt);
+    const nVocab = this.context.model.config.nVocab;
+    const bad = labelTokens.find((t) => !Number.isInteger(t) || t < 0 || t >= nVocab);
+    if (bad !== undefined) throw new OptionError('labels', `label token ${String(bad)} is not in the vocabulary [0, ${nVocab})`);
     const scores = new LabelScores(labelTokens);
     this.aborted = aborted;
     const { layers } = yield* this.prefill(prompt, exit, scores);
@@ -317,7 +332,7 @@ export class Sequence {
   truncate(length: number): void {
     if (!Number.isInteger(length) || length < 0 || length > this.cached.length)
       throw new OptionError('length', `must be an integer in [0, ${this.cached.length}], got ${String(length)}`);
-    this.cached.length = length;
+    this.cutCache(length);
     const pending = this.group.pending;
     if (pending) {
       let w = 0;
@@ -327,6 +342,20 @@ export class Sequence {
     } else if (this.firstInexact >= length) {
       this.firstInexact = Infinity;
     }
+  }
+
+  /** Keeps the first `length` cached positions and the steps that began among them. */
+  private cutCache(length: number): void {
+    this.cached.length = length;
+    let n = this.stepStarts.length;
+    while (n > 0 && this.stepStarts[n - 1] >= length) n--;
+    this.stepStarts.length = n;
+  }
+
+  /** The start of the step that ran cached position `pos`. */
+  private stepStartAtOrBefore(pos: number): number {
+    for (let i = this.stepStarts.length - 1; i >= 0; i--) if (this.stepStarts[i] <= pos) return this.stepStarts[i];
+    return 0;
   }
 
   private checkPrompt(prompt: number[]): void {
@@ -358,9 +387,10 @@ export class Sequence {
     const exact = Math.min(this.cached.length, this.firstInexact);
     let common = 0;
     while (common < exact && common < prompt.length && this.cached[common] === prompt[common]) common++;
-    // The last prompt token is always run again: its logits are needed and only the cache was kept.
-    const reused = Math.min(common, prompt.length - 1);
-    this.cached.length = reused;
+    // The last prompt token is always run again (its logits are needed and only the cache was kept), with the
+    // rows its first step grouped it with, so that a repeated prompt gives what it gave the first time.
+    const reused = common < prompt.length ? common : this.stepStartAtOrBefore(prompt.length - 1);
+    this.cutCache(reused);
     if (this.group.pending) this.group.pending.length = 0;
     this.firstInexact = Infinity;
     return { reused, layers: yield* this.evaluateSteps(prompt.slice(reused), exit, output) };
@@ -389,6 +419,7 @@ export class Sequence {
       g.output = last ? output : undefined;
       g.decider = last ? exit : undefined;
       this.engine.run([g]);
+      this.stepStarts.push(g.pos);
       for (let i = start; i < start + g.count; i++) this.cached.push(tokens[i]);
       if (g.layers < nLayer && this.kvFill !== 'recompute') this.firstInexact = Math.min(this.firstInexact, g.pos);
       if (!last) yield null;
