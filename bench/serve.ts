@@ -23,6 +23,11 @@
  * The load generator runs in this process, on the same cores as the server (a 2-core machine has none to spare):
  * a quiet machine is needed for figures to compare with the targets.
  *
+ * Where the time to first token goes, from the server's /metrics around each run (means): the server's own TTFT
+ * (request parsed to first token on the event loop), of it the wait for a batch slot and the prefill (taking a
+ * slot to the end of the step that gave the first token), both measured on the worker; the rest is HTTP handling
+ * and messages between the event loop and the worker. (A build without those metrics shows '-'.)
+ *
  * `--baseline CLI` runs another build's servers (its dist/lib/cli/main.js, e.g. the main branch's) side by side
  * with this build's, the configurations interleaved, so that a change is measured against it in one run.
  *
@@ -55,6 +60,10 @@ interface Row {
   ttftP50: number;
   ttftP99: number;
   meanLayers: number;
+  /** Means over the run from the server's /metrics, in ms (NaN where the build lacks the metric). */
+  serverTtftMean: number;
+  queueWaitMean: number;
+  prefillMean: number;
 }
 
 /** p-th percentile (0..100) by nearest rank, the definition every latency report here uses. */
@@ -91,7 +100,36 @@ interface Run {
   latencyP50: number;
   latencyP99: number;
   ttft: number[];
+  /** /metrics sums and counts gained over the run. */
+  server: ServerTimes;
 }
+
+/** Seconds summed and observations counted by three histograms of /metrics. */
+interface ServerTimes {
+  ttft: [number, number];
+  queueWait: [number, number];
+  prefill: [number, number];
+}
+
+async function serverTimes(url: string): Promise<ServerTimes> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const read = (name: string): [number, number] => {
+    const sum = new RegExp(`^${name}_sum (\\S+)`, 'm').exec(text);
+    const count = new RegExp(`^${name}_count (\\S+)`, 'm').exec(text);
+    return sum && count ? [Number(sum[1]), Number(count[1])] : [NaN, NaN];
+  };
+  return {
+    ttft: read('adainfer_time_to_first_token_seconds'),
+    queueWait: read('adainfer_queue_wait_seconds'),
+    prefill: read('adainfer_prefill_seconds'),
+  };
+}
+
+const minus = (a: ServerTimes, b: ServerTimes): ServerTimes => ({
+  ttft: [a.ttft[0] - b.ttft[0], a.ttft[1] - b.ttft[1]],
+  queueWait: [a.queueWait[0] - b.queueWait[0], a.queueWait[1] - b.queueWait[1]],
+  prefill: [a.prefill[0] - b.prefill[0], a.prefill[1] - b.prefill[1]],
+});
 
 async function load(url: string, modelId: string, exit: 'never' | 'auto', clients: number, requests: number, tokens: number): Promise<Run> {
   const ttft: number[] = [];
@@ -103,7 +141,7 @@ async function load(url: string, modelId: string, exit: 'never' | 'auto', client
   let firstSent = Infinity;
   let lastDone = 0;
   const body = (prompt: string) => JSON.stringify({ model: modelId, prompt, max_tokens: tokens, temperature: 0, stream: true, adainfer: { exit } });
-  const t0 = performance.now();
+  const before = await serverTimes(url);
   const result = await autocannon({
     url: `${url}/v1/completions`,
     method: 'POST',
@@ -148,7 +186,7 @@ async function load(url: string, modelId: string, exit: 'never' | 'auto', client
     },
   });
   const seconds = (lastDone - firstSent) / 1000;
-  void t0;
+  const server = minus(await serverTimes(url), before);
   return {
     requests: result.requests.total,
     errors: result.errors + result.non2xx + result.timeouts,
@@ -158,10 +196,14 @@ async function load(url: string, modelId: string, exit: 'never' | 'auto', client
     latencyP50: result.latency.p50,
     latencyP99: result.latency.p99,
     ttft,
+    server,
   };
 }
 
 const median = (xs: number[]) => percentile(xs, 50);
+/** The mean in ms of histogram (sum s, count) pairs added up. */
+const meanMs = (pairs: [number, number][]) => (1000 * pairs.reduce((a, p) => a + p[0], 0)) / pairs.reduce((a, p) => a + p[1], 0);
+const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 
 async function main(): Promise<void> {
   const o = new Command('serve')
@@ -234,6 +276,9 @@ async function main(): Promise<void> {
       ttftP50: percentile(ttft, 50),
       ttftP99: percentile(ttft, 99),
       meanLayers: tokens > 0 ? rs.reduce((a, r) => a + r.layers, 0) / tokens : 0,
+      serverTtftMean: meanMs(rs.map((r) => r.server.ttft)),
+      queueWaitMean: meanMs(rs.map((r) => r.server.queueWait)),
+      prefillMean: meanMs(rs.map((r) => r.server.prefill)),
     };
   });
   console.log(`\nmedians over ${o.reps} reps (tokens/s, latency percentiles); TTFT percentiles over every request of the reps`);
@@ -242,6 +287,12 @@ async function main(): Promise<void> {
       `${builds.length > 1 ? r.build.padEnd(9) : ''}parallel ${String(r.parallel).padStart(2)}  exit ${r.exit.padEnd(5)}  clients ${String(r.clients).padStart(2)}: ` +
         `${r.tokensPerSecond.toFixed(0).padStart(5)} tok/s  latency p50 ${r.latencyP50.toFixed(0)} p99 ${r.latencyP99.toFixed(0)} ms  ` +
         `TTFT p50 ${r.ttftP50.toFixed(1)} p99 ${r.ttftP99.toFixed(1)} ms  layers/token ${r.meanLayers.toFixed(2)}  (${r.requests} requests, ${r.tokens} tokens, ${r.errors} errors)`,
+    );
+  console.log('\nwhere the time to first token goes (server /metrics, means in ms): server TTFT = slot wait + prefill + rest (HTTP, messages)');
+  for (const r of rows)
+    console.log(
+      `${builds.length > 1 ? r.build.padEnd(9) : ''}parallel ${String(r.parallel).padStart(2)}  exit ${r.exit.padEnd(5)}  clients ${String(r.clients).padStart(2)}: ` +
+        `server TTFT ${ms(r.serverTtftMean)} = slot wait ${ms(r.queueWaitMean)} + prefill ${ms(r.prefillMean)} + rest ${ms(r.serverTtftMean - r.queueWaitMean - r.prefillMean)}`,
     );
 
   const find = (build: string, parallel: number, exit: string, clients: number) =>
