@@ -7,11 +7,15 @@
  * next one between two steps. An OpenBatch takes requests while it runs (a server's batch: each request with its
  * own sampler, exit policy, limits and token stream); generateBatch is an OpenBatch fed a fixed list and
  * closed; classifyBatch schedules a fixed list through the same loop. Each step holds:
- *  - one row per decoding sequence (its last sampled token), then
  *  - whole prompts of the sequences still prefilling, in admission order, as long as the context's row
  *    capacity (`batchSize`) has room (a prompt that does not fit waits for a later step). A prompt longer than
  *    promptChunk = batchSize - slots rows runs in chunks of that size, one per step, and only its last chunk
- *    may exit early (as in Sequence: the decision is read at the prompt's last position).
+ *    may exit early (as in Sequence: the decision is read at the prompt's last position);
+ *  - one row per decoding sequence (its last sampled token) — except in a step that runs prompt chunks right
+ *    after a step where the decode rows ran (prefill priority, as vLLM's default scheduler): a newly admitted
+ *    prompt's first token then costs its own step's prompt rows only, not those plus up to slots - 1 decode
+ *    rows. The decode rows sit out at most one step in a row (a long prompt's chunks alternate with steps that
+ *    carry the decode rows too), so prompts never stall decoding for long.
  * The step engine (lib/engine/step.ts) runs each step: per-sequence exit decisions (one ExitDecider per
  * sequence), row compaction (or, with `compaction: false`, the baseline that keeps exited rows computing
  * into a scratch slot — the context's last sequence, which then holds no prompt), and the K/V of skipped
@@ -226,7 +230,8 @@ function batchSlots(ctx: TransformerContext, compaction: boolean): number {
 
 /**
  * THE step loop (continuous batching), shared by generation and classification: between two steps it removes
- * cancelled jobs, admits waiting requests into free slots, builds the step (decode rows, then prompt chunks),
+ * cancelled jobs, admits waiting requests into free slots, builds the step (decode rows, then prompt chunks; a
+ * step with prompt chunks leaves the decode rows out unless they sat out the step before),
  * runs it on the step engine and advances the jobs. Yields, after each step, the indices of the requests
  * finished in it; while the batch is open and idle (nothing live, nothing waiting) it yields an empty list after
  * each look, and its driver waits for a request before it asks again.
@@ -244,6 +249,8 @@ function* schedule<J extends Job>(ctx: TransformerContext, kind: JobKind<J>, opt
   const live: J[] = [];
   const step: J[] = [];
   const groups: RowGroup[] = [];
+  /** The decoding jobs sat out the last step (a prompt-only step): they run in the next one. */
+  let decodesSatOut = false;
   const t0 = performance.now();
   const leave = (job: J, finishedNow: number[]) => {
     stats.lensReads += job.decider?.lensReads ?? 0;
@@ -274,7 +281,7 @@ function* schedule<J extends Job>(ctx: TransformerContext, kind: JobKind<J>, opt
       continue;
     }
 
-    buildStep(live, step, groups, promptChunk, ctx.batchSize);
+    decodesSatOut = buildStep(live, step, groups, promptChunk, ctx.batchSize, !decodesSatOut);
     engine.run(groups);
     Object.assign(stats, engine.stats);
 
@@ -297,8 +304,12 @@ function* schedule<J extends Job>(ctx: TransformerContext, kind: JobKind<J>, opt
   stats.ms = performance.now() - t0;
 }
 
-/** The rows of the next step: one per decoding job, then prompt chunks while they fit (`step`, `groups`: out). */
-function buildStep<J extends Job>(live: J[], step: J[], groups: RowGroup[], promptChunk: number, capacity: number): void {
+/**
+ * The rows of the next step (`step`, `groups`: out): one row per decoding job, then prompt chunks while they fit;
+ * with `promptsOnly`, a step that has prompt chunks to run leaves the decode rows out. Returns true when decoding
+ * jobs sat out the step.
+ */
+function buildStep<J extends Job>(live: J[], step: J[], groups: RowGroup[], promptChunk: number, capacity: number, promptsOnly: boolean): boolean {
   step.length = 0;
   groups.length = 0;
   let rows = 0;
@@ -314,7 +325,10 @@ function buildStep<J extends Job>(live: J[], step: J[], groups: RowGroup[], prom
     step.push(job);
     groups.push(g);
   };
-  for (const job of live) if (job.decodeInput.length > 0) add(job, job.decodeInput, 0, 1, true);
+  const decoding = live.some((job) => job.decodeInput.length > 0);
+  // A prompt's (first) chunk always fits an empty step: promptChunk < capacity.
+  const sitOut = promptsOnly && decoding && live.some((job) => job.decodeInput.length === 0);
+  if (!sitOut) for (const job of live) if (job.decodeInput.length > 0) add(job, job.decodeInput, 0, 1, true);
   for (const job of live) {
     if (job.decodeInput.length > 0) continue;
     // A prompt is never split across steps unless it is longer than promptChunk; then it runs in chunks of
@@ -324,6 +338,7 @@ function buildStep<J extends Job>(live: J[], step: J[], groups: RowGroup[], prom
     if (n > capacity - rows) continue; // next step (decode rows never take more than slots - 1 rows from it)
     add(job, job.tokens, job.fed, n, job.fed + n === job.tokens.length);
   }
+  return sitOut;
 }
 
 function newStats(prompts: number): BatchStats {

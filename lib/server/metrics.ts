@@ -1,7 +1,10 @@
 /**
  * The server's Prometheus metrics (prom-client, its own registry: a process may run two servers): requests by
  * endpoint and status, prompt and generated tokens, generated tokens per second over a sliding window, requests
- * running and waiting for a slot, layers run per generated token, time to first token and request duration.
+ * running and waiting for a slot, layers run per generated token, time to first token and request duration, and
+ * two parts of the time to first token measured on the model's worker: the wait for a batch slot and the prefill
+ * (from taking a slot to the end of the step that gave the first token). What the time to first token holds
+ * beyond them is the HTTP handling and the messages between the event loop and the worker.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
@@ -16,6 +19,8 @@ export class ServerMetrics {
   private readonly layers: Counter;
   private readonly ttft: Histogram;
   private readonly duration: Histogram;
+  private readonly queueWait: Histogram;
+  private readonly prefill: Histogram;
   /** Generated tokens, by the second they arrived in, for the sliding tokens/s. */
   private readonly recent: { at: number; tokens: number }[] = [];
   private layerSum = 0;
@@ -53,6 +58,19 @@ export class ServerMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
+    const stepBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    this.queueWait = new Histogram({
+      name: 'adainfer_queue_wait_seconds',
+      help: 'From a generation reaching the batch on the worker to taking a slot (part of the time to first token)',
+      buckets: stepBuckets,
+      registers,
+    });
+    this.prefill = new Histogram({
+      name: 'adainfer_prefill_seconds',
+      help: 'From a generation taking a batch slot to the end of the step that gave its first token (part of the time to first token)',
+      buckets: stepBuckets,
+      registers,
+    });
     this.duration = new Histogram({
       name: 'adainfer_request_duration_seconds',
       help: 'From a generation request arriving to its last byte',
@@ -83,6 +101,12 @@ export class ServerMetrics {
 
   firstToken(seconds: number): void {
     this.ttft.observe(seconds);
+  }
+
+  /** The worker's timings of a finished generation (lib/engine/batch.ts BatchTimings), in ms. */
+  batchTimings(queuedMs: number, prefillMs: number): void {
+    this.queueWait.observe(queuedMs / 1000);
+    this.prefill.observe(prefillMs / 1000);
   }
 
   finished(seconds: number): void {

@@ -20,6 +20,7 @@ import { randomUUID, timingSafeEqual } from 'crypto';
 import * as path from 'path';
 import Fastify, { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { BatchRequestOptions, BatchRequestStream, ContinuousBatch, ExitSpec, Model } from '../api';
+import type { BatchSequenceResult } from '../engine/batch';
 import { AdaInferError } from '../errors';
 import {
   adainferReport,
@@ -87,6 +88,8 @@ interface Choice {
   text: string;
   exitLayers: number[];
   finish?: 'stop' | 'length';
+  /** The worker's timings (set with `finish`). */
+  timings?: BatchSequenceResult['timings'];
 }
 
 export class AdaInferServer {
@@ -313,6 +316,7 @@ export class AdaInferServer {
       const reason = request.signal.aborted ? request.signal.reason : undefined;
       throw reason instanceof ApiError ? reason : err;
     } finally {
+      for (const c of choices) if (c.timings) this.metrics.batchTimings(c.timings.queuedMs, c.timings.prefillMs);
       this.inflight.delete(request);
       this.metrics.finished((performance.now() - started) / 1000);
     }
@@ -424,6 +428,7 @@ async function runChoice(c: Choice, onToken: (exitLayer: number) => void, onText
     onText?.(rest);
   }
   c.finish = finishReason(r);
+  c.timings = r.timings;
 }
 
 /** The prompts of a completion request: one text or token-id list per prompt. */

@@ -304,6 +304,86 @@ describe('open batch: requests join and leave the running batch', () => {
     expect(requests.some((r) => r.exit && ends.get(indexOf.get(r.prompt)!)!.exitLayers.some((l) => l < NLAYER))).toBe(true);
   });
 
+  /** Drives an open batch step by step, recording the step in which each request got each token. */
+  function stepper(batch: OpenBatch) {
+    const run = batch.run();
+    let step = 0;
+    const tokenSteps = new Map<number, number[]>();
+    const ends = new Map<number, BatchSequenceResult>();
+    return {
+      tokenSteps,
+      ends,
+      submit(tokens: number[], maxTokens: number): number {
+        const index = batch.submit({ tokens, maxTokens, sampling: GREEDY, onToken: () => tokenSteps.get(index)!.push(step), onEnd: (r) => ends.set(index, r) });
+        tokenSteps.set(index, []);
+        return index;
+      },
+      /** Runs one step; false once the batch has ended. */
+      next(): boolean {
+        const done = run.next().done;
+        step++;
+        return !done;
+      },
+    };
+  }
+
+  test('prefill priority: a prompt admitted while 15 sequences decode gets its first token from the very next step, which runs its prompt rows only; outputs equal each request alone', () => {
+    // room for all 15 prompts in one step (each fits one chunk, as alone: they are shorter than 80 tokens)
+    const ctx = model.createContext({ contextSize: 80, batchSize: 16 + 256, threads: 1, sequences: 16, lensK: 16 });
+    const batch = new OpenBatch(ctx);
+    const s = stepper(batch);
+    const early = Array.from({ length: 15 }, (_, i) => s.submit(PROMPTS[i % PROMPTS.length], 10));
+    for (let k = 0; k < 4; k++) s.next(); // step 0: the 15 prompts; steps 1-3: their decode rows
+    const late = s.submit(PROMPTS[3], 10);
+    s.next(); // step 4: the late prompt alone
+    s.next(); // step 5: every decode row, the late one's included
+    expect(s.tokenSteps.get(late)![0]).toBe(4);
+    for (const i of early) expect(s.tokenSteps.get(i)!.slice(0, 5)).toEqual([0, 1, 2, 3, 5]);
+    expect(s.tokenSteps.get(late)!.slice(0, 2)).toEqual([4, 5]);
+    batch.close();
+    while (s.next());
+    ctx.dispose();
+    for (const i of [...early, late]) {
+      const want = alone(i === late ? PROMPTS[3] : PROMPTS[i % PROMPTS.length], 10, GREEDY);
+      const got = s.ends.get(i)!;
+      expect([got.tokens, got.exitLayers, got.text, got.stopReason]).toEqual([want.tokens, want.exitLayers, want.text, want.stopReason]);
+    }
+  });
+
+  test('prefill priority never stalls decoding two steps in a row: a long prompt\'s chunks alternate with the decode rows; outputs equal each request alone', () => {
+    const ctx = fresh({ sequences: 16 }); // promptChunk = batchSize 80 - 16 slots = 64
+    const batch = new OpenBatch(ctx);
+    const s = stepper(batch);
+    const early = [0, 1, 2].map((p) => s.submit(PROMPTS[p], 12));
+    s.next();
+    s.next();
+    const long = PROMPTS.flat().concat(PROMPTS.flat()).slice(0, 70); // two chunks: 64 + 6
+    const late = s.submit(long, 6);
+    batch.close();
+    while (s.next());
+    ctx.dispose();
+    // steps 2 (first chunk, decode rows sit out) and 3 (last chunk beside the decode rows: the late first token)
+    expect(s.tokenSteps.get(late)![0]).toBe(3);
+    for (const i of early) {
+      const steps = s.tokenSteps.get(i)!;
+      expect(steps.slice(0, 4)).toEqual([0, 1, 3, 4]);
+      for (let k = 1; k < steps.length; k++) expect(steps[k] - steps[k - 1]).toBeLessThanOrEqual(2);
+    }
+    for (const i of early) {
+      const want = alone(PROMPTS[i], 12, GREEDY);
+      const got = s.ends.get(i)!;
+      expect([got.tokens, got.exitLayers, got.text, got.stopReason]).toEqual([want.tokens, want.exitLayers, want.text, want.stopReason]);
+    }
+    // alone with the batch's chunking: a Sequence whose batch size is the batch's prompt chunk
+    const narrowCtx = model.createContext({ contextSize: 80, batchSize: 64, threads: 1, lensK: 16 });
+    const run = new Sequence(narrowCtx).generate(long, { maxTokens: 6, sampling: GREEDY });
+    let r = run.next();
+    while (!r.done) r = run.next();
+    narrowCtx.dispose();
+    expect(s.ends.get(late)!.tokens).toEqual(r.value.tokens);
+    expect(s.ends.get(late)!.text).toEqual(r.value.text);
+  });
+
   test('a request cancelled while it waits never takes a slot; a closed batch refuses requests', () => {
     const ctx = fresh({ sequences: 1 });
     const batch = new OpenBatch(ctx);

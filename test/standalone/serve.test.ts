@@ -322,7 +322,7 @@ describe('the batch and the event loop', () => {
     expect(latencies[latencies.length >> 1]).toBeLessThan(200);
   });
 
-  test('/metrics: Prometheus text with requests, tokens/s, queue depth and mean layers per token', async () => {
+  test('/metrics: Prometheus text with requests, tokens/s, queue depth, mean layers per token and the worker\'s parts of the time to first token', async () => {
     const text = await (await fetch(`${base}/metrics`)).text();
     for (const name of [
       'adainfer_requests_total',
@@ -332,8 +332,16 @@ describe('the batch and the event loop', () => {
       'adainfer_requests_running',
       'adainfer_mean_layers_per_token',
       'adainfer_time_to_first_token_seconds_bucket',
+      'adainfer_queue_wait_seconds_bucket',
+      'adainfer_prefill_seconds_bucket',
     ])
       expect(text).toMatch(new RegExp(`^${name}`, 'm'));
+    // the worker's parts of the time to first token: one observation of each per finished generation
+    const count = (name: string) => Number(new RegExp(`^${name}_count (\\S+)`, 'm').exec(text)![1]);
+    const sum = (name: string) => Number(new RegExp(`^${name}_sum (\\S+)`, 'm').exec(text)![1]);
+    expect(count('adainfer_prefill_seconds')).toBeGreaterThan(0);
+    expect(count('adainfer_queue_wait_seconds')).toBe(count('adainfer_prefill_seconds'));
+    expect(sum('adainfer_prefill_seconds')).toBeGreaterThan(0);
     const mean = Number(/^adainfer_mean_layers_per_token (\S+)/m.exec(text)![1]);
     expect(mean).toBeGreaterThan(1);
     expect(mean).toBeLessThan(model.info.nLayer); // some requests ran with the shipped exit
