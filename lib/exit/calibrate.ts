@@ -9,10 +9,19 @@
  * meanLayers = (Σ layers used) / (examples).
  */
 import { OptionError } from '../errors';
-import { clopperPearsonLower } from './bounds';
+import { clopperPearsonLower, clusteredLowerFromSums } from './bounds';
+
+/**
+ * What the lower bound counts as independent: 'positions' — every example (the plain Clopper–Pearson bound);
+ * 'documents' — the examples' documents (`doc`), whose positions may agree or fail together (bounds.ts,
+ * clusteredLowerBound: Korn–Graubard's effective sample size).
+ */
+export type BoundUnit = 'positions' | 'documents';
 
 export interface CalibrationExample {
   nLayer: number;
+  /** The example's document; needed by the 'documents' bound. */
+  doc?: number;
   /** One entry per checked layer, increasing layer order (0-based layer index). */
   checks: { layer: number; score: number; agrees: boolean /* stopping here gives the same answer as full depth */ }[];
 }
@@ -69,6 +78,7 @@ export function calibrateThreshold(
   examples: CalibrationExample[],
   target: number,
   confidence?: number,
+  unit: BoundUnit = 'positions',
 ): { threshold: number; agreement: number; meanLayers: number } {
   checkExamples(examples);
   if (typeof target !== 'number' || !(target >= 0 && target <= 1)) {
@@ -78,6 +88,27 @@ export function calibrateThreshold(
   const needed = confidence === undefined ? 0 : agreeingNeeded(n, target, confidence);
   let best: ThresholdPoint | undefined;
   let bestTotalLayers = Infinity;
+  if (unit === 'documents') {
+    if (confidence === undefined) throw new OptionError('confidence', "the 'documents' bound needs a confidence");
+    // The documents' bound is never above the positions' one (its effective sample size is at most n), so only
+    // thresholds that meet the positions' bound are candidates; the cheapest candidate whose documents' bound
+    // reaches target wins (ties in cost: the largest threshold, as below).
+    const candidates: { threshold: number; agreeCount: number; totalLayers: number; xx: number; xn: number }[] = [];
+    const clusters = documentClusters(examples);
+    sweepThresholds(
+      examples,
+      (threshold, agreeCount, totalLayers, docs) => {
+        if (agreeCount >= needed) candidates.push({ threshold, agreeCount, totalLayers, xx: docs!.xx, xn: docs!.xn });
+      },
+      clusters,
+    );
+    candidates.sort((a, b) => a.totalLayers - b.totalLayers || b.threshold - a.threshold);
+    for (const c of candidates) {
+      const lower = clusteredLowerFromSums({ x: c.agreeCount, n, xx: c.xx, xn: c.xn, nn: clusters.nn, k: clusters.sizes.length }, confidence);
+      if (lower >= target) return { threshold: c.threshold, agreement: c.agreeCount / n, meanLayers: c.totalLayers / n };
+    }
+    return { threshold: Infinity, agreement: 1, meanLayers: meanFullDepth(examples) };
+  }
   sweepThresholds(examples, (threshold, agreeCount, totalLayers) => {
     const agreement = agreeCount / n;
     // Thresholds arrive in decreasing order, so strict < keeps the largest threshold of a cost tie.
@@ -87,6 +118,44 @@ export function calibrateThreshold(
     }
   });
   return best ?? { threshold: Infinity, agreement: 1, meanLayers: meanFullDepth(examples) };
+}
+
+/** Examples grouped by document: each example's cluster index, the clusters' sizes, and Σ size². */
+interface DocumentClusters {
+  clusterOf: Int32Array;
+  sizes: number[];
+  nn: number;
+}
+
+function documentClusters(examples: CalibrationExample[]): DocumentClusters {
+  const index = new Map<number, number>();
+  const sizes: number[] = [];
+  const clusterOf = new Int32Array(examples.length);
+  examples.forEach((e, i) => {
+    if (e.doc === undefined) throw new OptionError('examples', `examples[${i}].doc is needed by the 'documents' bound`);
+    let c = index.get(e.doc);
+    if (c === undefined) {
+      c = sizes.length;
+      index.set(e.doc, c);
+      sizes.push(0);
+    }
+    sizes[c]++;
+    clusterOf[i] = c;
+  });
+  if (sizes.length < 2) throw new OptionError('examples', `the 'documents' bound needs examples of at least 2 documents, got ${sizes.length}`);
+  return { clusterOf, sizes, nn: sizes.reduce((a, s) => a + s * s, 0) };
+}
+
+/** The documents' bound (bounds.ts, clusteredLowerBound) on the agreement of one exit outcome per example. */
+export function documentsLowerBound(examples: CalibrationExample[], agrees: ArrayLike<boolean>, confidence: number): number {
+  const clusters = documentClusters(examples);
+  const x = new Array<number>(clusters.sizes.length).fill(0);
+  let total = 0;
+  for (let i = 0; i < examples.length; i++) if (agrees[i]) (x[clusters.clusterOf[i]]++, total++);
+  let xx = 0;
+  let xn = 0;
+  x.forEach((v, c) => ((xx += v * v), (xn += v * clusters.sizes[c])));
+  return clusteredLowerFromSums({ x: total, n: examples.length, xx, xn, nn: clusters.nn, k: clusters.sizes.length }, confidence);
 }
 
 /** Exit rule with a threshold per layer: stop at the first check whose score >= thresholds[check.layer]. */
@@ -209,8 +278,13 @@ export function thresholdSweep(examples: CalibrationExample[], maxPoints?: numbe
  */
 function sweepThresholds(
   examples: CalibrationExample[],
-  visit: (threshold: number, agreeCount: number, totalLayers: number) => void,
+  visit: (threshold: number, agreeCount: number, totalLayers: number, docs?: { xx: number; xn: number }) => void,
+  clusters?: DocumentClusters,
 ): void {
+  // With clusters: agreeing examples per document x_g, and Σx_g², Σx_g·n_g kept as examples change outcome.
+  const perDoc = clusters ? Float64Array.from(clusters.sizes) : undefined;
+  const docs = clusters ? { xx: 0, xn: 0 } : undefined;
+  if (clusters && docs) clusters.sizes.forEach((size) => ((docs.xx += size * size), (docs.xn += size * size)));
   // Per example, its current outcome: layers used and whether it agrees. Shape [nExamples] each.
   const layersUsed = new Float64Array(examples.length);
   const agrees = new Uint8Array(examples.length);
@@ -221,7 +295,7 @@ function sweepThresholds(
     totalLayers += examples[e].nLayer;
   }
   let agreeCount = examples.length;
-  visit(Infinity, agreeCount, totalLayers);
+  visit(Infinity, agreeCount, totalLayers, docs);
 
   // Records, shape [nRecords] each: score, example index, check index.
   const recordScore: number[] = [];
@@ -248,11 +322,18 @@ function sweepThresholds(
       const e = recordExample[order[k]];
       const check = examples[e].checks[recordCheck[order[k]]];
       totalLayers += check.layer + 1 - layersUsed[e];
-      agreeCount += (check.agrees ? 1 : 0) - agrees[e];
+      const change = (check.agrees ? 1 : 0) - agrees[e];
+      agreeCount += change;
+      if (change !== 0 && clusters && perDoc && docs) {
+        const c = clusters.clusterOf[e];
+        docs.xx += 2 * perDoc[c] * change + 1;
+        docs.xn += change * clusters.sizes[c];
+        perDoc[c] += change;
+      }
       layersUsed[e] = check.layer + 1;
       agrees[e] = check.agrees ? 1 : 0;
     }
-    visit(threshold, agreeCount, totalLayers);
+    visit(threshold, agreeCount, totalLayers, docs);
   }
 }
 
@@ -310,4 +391,28 @@ function checkExamples(examples: CalibrationExample[]): void {
       previousLayer = check.layer;
     }
   }
+}
+
+/** The score of a check that may never stop: below every finite threshold, yet finite (checkExamples). */
+export const NEVER_STOPS = -Number.MAX_VALUE;
+
+/**
+ * Scores against a per-layer shape: score − shape[layer], so that one threshold c on them is the per-layer rule
+ * "score >= shape[layer] + c" (a shape value of +Infinity: never stop at that layer, NEVER_STOPS). The shape is
+ * chosen on other data than the calibration examples (train.ts: the fit data), so only its level c is calibrated.
+ */
+export function shapedScores(scores: readonly number[], layers: readonly number[], shape: readonly number[]): number[] {
+  return scores.map((s, i) => {
+    const a = shape[layers[i]];
+    return a === Infinity || a === undefined ? NEVER_STOPS : s - a;
+  });
+}
+
+/**
+ * Scores of the two-check rule "stop where the score reached the threshold at this check and at the previous
+ * one": min(score_i, score_{i−1}); the first check never stops (NEVER_STOPS). One threshold on these is that
+ * rule, so calibrateThreshold calibrates it unchanged.
+ */
+export function confirmedScores(scores: readonly number[]): number[] {
+  return scores.map((s, i) => (i === 0 ? NEVER_STOPS : Math.min(s, scores[i - 1])));
 }

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { calibrateThreshold, CalibrationExample, simulateExit } from '../../lib/exit/calibrate';
+import { calibrateThreshold, CalibrationExample, confirmedScores, documentsLowerBound, NEVER_STOPS, shapedScores, simulateExit } from '../../lib/exit/calibrate';
 import { clopperPearsonLower } from '../../lib/exit/bounds';
 import { documentPart, loadExamples, splitByDocument } from '../../lib/exit/data';
 import { ExitDecider } from '../../lib/exit/decider';
@@ -87,6 +87,41 @@ describe('calibration against the lower bound', () => {
           expect(clopperPearsonLower(Math.round(s.agreement * examples.length), examples.length)).toBeLessThan(target);
       }
     }
+  });
+  test("the documents' bound: the cheapest threshold whose bound over the examples' documents reaches target", () => {
+    // 40 documents of 10 positions; failures cluster in some documents.
+    const docs = examples.map((e, i) => ({ ...e, doc: Math.floor(i / 10) }));
+    for (const target of [0.9, 0.95]) {
+      const c = calibrateThreshold(docs, target, 0.95, 'documents');
+      const positions = calibrateThreshold(docs, target, 0.95, 'positions');
+      expect(c.meanLayers).toBeGreaterThanOrEqual(positions.meanLayers);
+      const outcomeAt = (t: number) =>
+        docs.map((e) => {
+          const k = e.checks.find((x) => x.score >= t);
+          return k ? k.agrees : true;
+        });
+      if (c.threshold < Infinity) expect(documentsLowerBound(docs, outcomeAt(c.threshold), 0.95)).toBeGreaterThanOrEqual(target);
+      // Brute force: every cheaper threshold's documents' bound is below target.
+      for (const t of new Set(docs.flatMap((x) => x.checks.map((k) => k.score)))) {
+        const s = simulateExit(docs, t);
+        if (s.meanLayers < c.meanLayers - 1e-12) expect(documentsLowerBound(docs, outcomeAt(t), 0.95)).toBeLessThan(target);
+      }
+    }
+    expect(() => calibrateThreshold(examples, 0.9, 0.95, 'documents')).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+  });
+  test('confirmed scores: one threshold on them is the two-check rule; shaped scores: one level on them is per-layer thresholds', () => {
+    const scores = [0.2, 0.9, 0.4, 0.8, 0.85];
+    expect(confirmedScores(scores)).toEqual([NEVER_STOPS, 0.2, 0.4, 0.4, 0.8]);
+    for (const t of [0.1, 0.3, 0.5, 0.82, 0.9]) {
+      const two = scores.findIndex((s, i) => i > 0 && s >= t && scores[i - 1] >= t);
+      expect(confirmedScores(scores).findIndex((s) => s >= t)).toBe(two);
+    }
+    const layers = [1, 2, 3, 4, 5];
+    const shape = [0, 0.5, 0.1, Infinity, -0.2, 0.3];
+    const shaped = shapedScores(scores, layers, shape);
+    expect(shaped[2]).toBe(NEVER_STOPS);
+    for (const level of [-0.5, 0, 0.3, 0.6])
+      expect(shaped.findIndex((s) => s >= level)).toBe(scores.findIndex((s, i) => s >= shape[layers[i]] + level && shape[layers[i]] !== Infinity));
   });
   test('too few examples for the bound to reach the target: never exit', () => {
     const few = examples.slice(0, 100); // 0.05^(1/100) = 0.9705 < 0.99
