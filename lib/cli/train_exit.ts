@@ -35,7 +35,8 @@ interface TrainFlags extends ExampleFlags {
   calibrationLimit?: number;
   preset?: 'paper';
   features?: FeatureName[];
-  thresholds: 'single' | 'per-layer';
+  thresholds: 'single' | 'shaped' | 'per-layer';
+  bound?: 'documents' | 'positions';
 }
 
 
@@ -64,9 +65,18 @@ export function registerTrainExit(program: Command): void {
       ]),
     )
     .addOption(
-      new Option('--thresholds <t>', 'one calibrated threshold, or one per layer chosen jointly (coordinate ascent) under the same --target')
-        .choices(['single', 'per-layer'])
+      new Option(
+        '--thresholds <t>',
+        'single: one calibrated threshold; shaped: one per layer, their shape chosen on the fit part and one level calibrated; per-layer: one per layer, all chosen jointly on the calibration part (overfits small calibration sets)',
+      )
+        .choices(['single', 'shaped', 'per-layer'])
         .default('single'),
+    )
+    .addOption(
+      new Option(
+        '--bound <unit>',
+        "what the calibration bound counts as independent: documents (the stories, whose positions agree or fail together; default) or positions (per-layer: positions only)",
+      ).choices(['documents', 'positions']),
     )
     .option('--features <a,b,c>', `classifier features (${FEATURE_NAMES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
     .option('-o, --out <file>', 'exit file to write (required)')
@@ -111,6 +121,7 @@ export function registerTrainExit(program: Command): void {
           features: flags.features,
           decision: flags.preset === 'paper' ? PAPER_PRESET.decision : 'calibrated',
           thresholds: flags.thresholds,
+          bound: flags.bound,
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
@@ -160,7 +171,9 @@ export function registerTrainExit(program: Command): void {
             `wrote ${output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
               `${trained.metrics.calibrationExamples} calibration), ` +
               (trained.layerThresholds ? `per-layer thresholds ${trained.layerThresholds.map((t) => (Number.isFinite(t) ? t.toPrecision(4) : String(t))).join(', ')}\n` : `threshold ${trained.threshold}\n`) +
-              `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}%), mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
+              `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}% over positions` +
+              (c.agreementLowerDocuments !== undefined ? `, ${(c.agreementLowerDocuments * 100).toFixed(2)}% over documents` : '') +
+              `; calibrated against the bound over ${c.bound}), mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
               `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,
           );
         }
