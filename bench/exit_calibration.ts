@@ -18,8 +18,8 @@
 import { Command } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
-import { calibrateLayerThresholds, calibrateThreshold, CalibrationExample, confirmedScores, documentsLowerBound, shapedScores } from '../lib/exit/calibrate';
-import { clusteredMeanUpper, DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
+import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, confirmedScores, documentsLowerBound, shapedScores } from '../lib/exit/calibrate';
+import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
 import { FEATURE_NAMES } from '../lib/exit/classifier';
 import { collectTraces, Trace } from '../lib/exit/collect';
 import { documentPart, loadExamples } from '../lib/exit/data';
@@ -57,7 +57,6 @@ function outcome(s: Scored[], at: (layer: number) => number) {
   let correctFull = 0;
   let layers = 0;
   const agrees: boolean[] = [];
-  const drop: number[] = [];
   for (const t of s) {
     let answer = t.final;
     let used = t.nLayer;
@@ -71,39 +70,39 @@ function outcome(s: Scored[], at: (layer: number) => number) {
     if (answer === t.final) agree++;
     if (answer === t.gold) correct++;
     if (t.final === t.gold) correctFull++;
-    drop.push((t.final === t.gold ? 1 : 0) - (answer === t.gold ? 1 : 0));
     layers += used;
   }
   const n = s.length;
-  return { agreement: agree / n, drop: (correctFull - correct) / n, pruning: (s[0].nLayer - layers / n) / s[0].nLayer, agrees, dropPer: drop };
+  return { agreement: agree / n, drop: (correctFull - correct) / n, pruning: (s[0].nLayer - layers / n) / s[0].nLayer, agrees };
 }
 
-/** The cheapest of 400 score-quantile thresholds whose drop (point estimate, or documents' upper bound) is <= maxDrop. */
+/**
+ * The cheapest threshold whose drop on `s` is <= maxDrop: with `bounded`, its documents' upper bound (calibrate.ts
+ * calibrateThresholdForDrop, what train-exit --max-drop runs); otherwise the point estimate, over 400 score
+ * quantiles (as bench/exit_ablation.ts).
+ */
 function thresholdForDrop(s: Scored[], maxDrop: number, bounded: boolean): number {
+  if (bounded) {
+    const examples = s.map((t) => ({
+      nLayer: t.nLayer,
+      doc: t.doc,
+      fullCorrect: t.final === t.gold,
+      checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final, correct: c.top1 === t.gold })),
+    }));
+    return calibrateThresholdForDrop(examples, maxDrop, DEFAULT_CONFIDENCE).threshold;
+  }
   const all = Float64Array.from(s.flatMap((t) => t.checks.map((c) => c.score))).sort();
   let best = Infinity;
   let bestPruning = 0;
   for (let q = 0; q < 400; q++) {
     const v = all[Math.floor(((q + 0.5) * all.length) / 400)];
     const o = outcome(s, () => v);
-    const drop = bounded ? clusteredMeanUpper(groupByDoc(s, o.dropPer), DEFAULT_CONFIDENCE) : o.drop;
-    if (drop <= maxDrop && o.pruning > bestPruning) {
+    if (o.drop <= maxDrop && o.pruning > bestPruning) {
       bestPruning = o.pruning;
       best = v;
     }
   }
   return best;
-}
-
-function groupByDoc(s: Scored[], values: number[]): { sum: number; count: number }[] {
-  const m = new Map<number, { sum: number; count: number }>();
-  s.forEach((t, i) => {
-    const g = m.get(t.doc) ?? { sum: 0, count: 0 };
-    g.sum += values[i];
-    g.count++;
-    m.set(t.doc, g);
-  });
-  return [...m.values()];
 }
 
 /** Scores transformed by a per-layer shape and/or confirmation, kept as Scored (same checks). */

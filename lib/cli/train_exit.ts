@@ -37,6 +37,7 @@ interface TrainFlags extends ExampleFlags {
   features?: FeatureName[];
   thresholds: 'single' | 'shaped' | 'per-layer';
   bound?: 'documents' | 'positions';
+  maxDrop?: number;
 }
 
 
@@ -50,6 +51,11 @@ export function registerTrainExit(program: Command): void {
       "agreement with full depth promised on unseen documents: the calibration agreement's 95% lower confidence bound must reach it",
       floatOption('--target', 0, 1),
       0.99,
+    )
+    .option(
+      '--max-drop <points>',
+      "the paper's criterion instead of --target: the threshold whose next-token accuracy drop against full depth has a 95% upper bound (over the calibration documents) <= this many points; needs gold tokens (plain text data)",
+      floatOption('--max-drop', 0, 100),
     )
     .option('--calibration-data <file>', 'calibrate on this data (fit on all of --data); default: a seeded 20% of --data\'s documents')
     .option('--calibration-doc-part <i/n>', 'only part i of n of the calibration data\'s documents (as --doc-part)', docPartOption('--calibration-doc-part'))
@@ -96,6 +102,7 @@ export function registerTrainExit(program: Command): void {
           if (cmd.getOptionValueSource(key) === 'cli' && flags[key] !== value) throw new OptionError(flag, `--preset paper uses ${value}, got ${flags[key]}`);
         if (flags.features) throw new OptionError('--features', '--preset paper uses p1,gap');
         if (flags.thresholds !== 'single') throw new OptionError('--thresholds', "--preset paper uses the SVM's own sign, no calibrated threshold");
+        if (flags.maxDrop !== undefined) throw new OptionError('--max-drop', "--preset paper uses the SVM's own sign, no calibrated threshold");
         flags.classifier = PAPER_PRESET.classifier;
         flags.mode = PAPER_PRESET.lens.mode;
         flags.features = PAPER_PRESET.features;
@@ -122,6 +129,7 @@ export function registerTrainExit(program: Command): void {
           decision: flags.preset === 'paper' ? PAPER_PRESET.decision : 'calibrated',
           thresholds: flags.thresholds,
           bound: flags.bound,
+          maxDrop: flags.maxDrop === undefined ? undefined : flags.maxDrop / 100,
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
@@ -148,6 +156,7 @@ export function registerTrainExit(program: Command): void {
             calibrationDocPart: flags.calibrationDocPart,
             target: flags.target,
             preset: flags.preset,
+            maxDrop: flags.maxDrop,
             seed: flags.seed,
             createdAt: new Date().toISOString(),
           },
@@ -173,7 +182,9 @@ export function registerTrainExit(program: Command): void {
               (trained.layerThresholds ? `per-layer thresholds ${trained.layerThresholds.map((t) => (Number.isFinite(t) ? t.toPrecision(4) : String(t))).join(', ')}\n` : `threshold ${trained.threshold}\n`) +
               `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}% over positions` +
               (c.agreementLowerDocuments !== undefined ? `, ${(c.agreementLowerDocuments * 100).toFixed(2)}% over documents` : '') +
-              `; calibrated against the bound over ${c.bound}), mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
+              `; calibrated against the bound over ${c.bound})` +
+              (c.accuracyDrop !== undefined ? `, accuracy drop ${(c.accuracyDrop * 100).toFixed(2)} points (95% upper bound ${(c.accuracyDropUpper! * 100).toFixed(2)})` : '') +
+              `, mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
               `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,
           );
         }

@@ -9,7 +9,7 @@
  * meanLayers = (Σ layers used) / (examples).
  */
 import { OptionError } from '../errors';
-import { clopperPearsonLower, clusteredLowerFromSums } from './bounds';
+import { clopperPearsonLower, clusteredLowerFromSums, studentTQuantile } from './bounds';
 
 /**
  * What the lower bound counts as independent: 'positions' — every example (the plain Clopper–Pearson bound);
@@ -22,8 +22,16 @@ export interface CalibrationExample {
   nLayer: number;
   /** The example's document; needed by the 'documents' bound. */
   doc?: number;
+  /** Accuracy calibration (calibrateThresholdForDrop): whether the full-depth answer is the gold token. */
+  fullCorrect?: boolean;
   /** One entry per checked layer, increasing layer order (0-based layer index). */
-  checks: { layer: number; score: number; agrees: boolean /* stopping here gives the same answer as full depth */ }[];
+  checks: {
+    layer: number;
+    score: number;
+    agrees: boolean /* stopping here gives the same answer as full depth */;
+    /** Accuracy calibration: whether stopping here gives the gold token. */
+    correct?: boolean;
+  }[];
 }
 
 export interface ThresholdPoint {
@@ -267,8 +275,10 @@ export function thresholdSweep(examples: CalibrationExample[], maxPoints?: numbe
 }
 
 /**
- * Visits +Infinity, then every threshold at which the outcome changes, in decreasing order, with the
- * number of agreeing examples and the total layers used at that threshold.
+ * Visits +Infinity, then every threshold at which the outcome changes, in decreasing order, with the sum over
+ * examples of their outcome's value — by default 1 where the exit agrees (full depth agrees), so the number of
+ * agreeing examples — and the total layers used at that threshold. `valueOf(example, check)` gives another
+ * value (check undefined: full depth), e.g. the accuracy drop.
  *
  * For one example, the exit at threshold τ is the first check whose running maximum of scores reaches τ.
  * So the exit only moves at "records" — checks whose score exceeds every earlier score of the example —
@@ -278,24 +288,29 @@ export function thresholdSweep(examples: CalibrationExample[], maxPoints?: numbe
  */
 function sweepThresholds(
   examples: CalibrationExample[],
-  visit: (threshold: number, agreeCount: number, totalLayers: number, docs?: { xx: number; xn: number }) => void,
+  visit: (threshold: number, valueSum: number, totalLayers: number, docs?: { xx: number; xn: number }) => void,
   clusters?: DocumentClusters,
+  valueOf: (example: CalibrationExample, check: CalibrationExample['checks'][number] | undefined) => number = (_, check) => (check === undefined || check.agrees ? 1 : 0),
 ): void {
-  // With clusters: agreeing examples per document x_g, and Σx_g², Σx_g·n_g kept as examples change outcome.
-  const perDoc = clusters ? Float64Array.from(clusters.sizes) : undefined;
-  const docs = clusters ? { xx: 0, xn: 0 } : undefined;
-  if (clusters && docs) clusters.sizes.forEach((size) => ((docs.xx += size * size), (docs.xn += size * size)));
-  // Per example, its current outcome: layers used and whether it agrees. Shape [nExamples] each.
+  // Per example, its current outcome: layers used and its value. Shape [nExamples] each.
   const layersUsed = new Float64Array(examples.length);
-  const agrees = new Uint8Array(examples.length);
+  const values = new Float64Array(examples.length);
   let totalLayers = 0;
+  let valueSum = 0;
   for (let e = 0; e < examples.length; e++) {
     layersUsed[e] = examples[e].nLayer;
-    agrees[e] = 1;
+    values[e] = valueOf(examples[e], undefined);
+    valueSum += values[e];
     totalLayers += examples[e].nLayer;
   }
-  let agreeCount = examples.length;
-  visit(Infinity, agreeCount, totalLayers, docs);
+  // With clusters: the value summed per document x_g, and Σx_g², Σx_g·n_g kept as examples change outcome.
+  const perDoc = clusters ? new Float64Array(clusters.sizes.length) : undefined;
+  const docs = clusters ? { xx: 0, xn: 0 } : undefined;
+  if (clusters && perDoc && docs) {
+    for (let e = 0; e < examples.length; e++) perDoc[clusters.clusterOf[e]] += values[e];
+    perDoc.forEach((x, c) => ((docs.xx += x * x), (docs.xn += x * clusters.sizes[c])));
+  }
+  visit(Infinity, valueSum, totalLayers, docs);
 
   // Records, shape [nRecords] each: score, example index, check index.
   const recordScore: number[] = [];
@@ -322,18 +337,19 @@ function sweepThresholds(
       const e = recordExample[order[k]];
       const check = examples[e].checks[recordCheck[order[k]]];
       totalLayers += check.layer + 1 - layersUsed[e];
-      const change = (check.agrees ? 1 : 0) - agrees[e];
-      agreeCount += change;
+      const value = valueOf(examples[e], check);
+      const change = value - values[e];
+      valueSum += change;
       if (change !== 0 && clusters && perDoc && docs) {
         const c = clusters.clusterOf[e];
-        docs.xx += 2 * perDoc[c] * change + 1;
+        docs.xx += 2 * perDoc[c] * change + change * change;
         docs.xn += change * clusters.sizes[c];
         perDoc[c] += change;
       }
       layersUsed[e] = check.layer + 1;
-      agrees[e] = check.agrees ? 1 : 0;
+      values[e] = value;
     }
-    visit(threshold, agreeCount, totalLayers, docs);
+    visit(threshold, valueSum, totalLayers, docs);
   }
 }
 
@@ -415,4 +431,48 @@ export function shapedScores(scores: readonly number[], layers: readonly number[
  */
 export function confirmedScores(scores: readonly number[]): number[] {
   return scores.map((s, i) => (i === 0 ? NEVER_STOPS : Math.min(s, scores[i - 1])));
+}
+
+/**
+ * The paper's criterion with a promise: the cheapest threshold whose next-token accuracy drop against full depth
+ * — per example fullCorrect − correct at its exit, in {−1, 0, 1} — has a one-sided upper confidence bound over
+ * the examples' documents (bounds.ts clusteredMeanUpper) <= maxDrop (a fraction: 0.01 = 1 point). A point
+ * estimate of the drop chosen on calibration data overshoots on held-out data; the bound keeps the choice on the
+ * safe side. Every example needs `doc`, `fullCorrect` and, per check, `correct`. +Infinity (never exit: no drop)
+ * when no threshold qualifies. Ties in cost: the largest threshold.
+ */
+export function calibrateThresholdForDrop(
+  examples: CalibrationExample[],
+  maxDrop: number,
+  confidence: number,
+): { threshold: number; drop: number; dropUpper: number; meanLayers: number } {
+  checkExamples(examples);
+  if (typeof maxDrop !== 'number' || !(maxDrop >= 0 && maxDrop <= 1)) throw new OptionError('maxDrop', `must be a number in [0, 1], got ${String(maxDrop)}`);
+  examples.forEach((e, i) => {
+    if (typeof e.fullCorrect !== 'boolean' || e.checks.some((c) => typeof c.correct !== 'boolean'))
+      throw new OptionError('examples', `examples[${i}] needs fullCorrect and, at every check, correct (the gold token)`);
+  });
+  const clusters = documentClusters(examples);
+  const n = examples.length;
+  const k = clusters.sizes.length;
+  const t = studentTQuantile(confidence, k - 1);
+  let best = { threshold: Infinity, drop: 0, dropUpper: 0, meanLayers: meanFullDepth(examples) };
+  let bestTotalLayers = Infinity;
+  sweepThresholds(
+    examples,
+    (threshold, dropSum, totalLayers, docs) => {
+      if (totalLayers >= bestTotalLayers) return;
+      const mean = dropSum / n;
+      // Between-document variance of the ratio mean (bounds.ts clusteredMeanUpper, from the running sums).
+      const squares = Math.max(0, docs!.xx - 2 * mean * docs!.xn + mean * mean * clusters.nn);
+      const upper = mean + t * Math.sqrt(((k / (k - 1)) * squares) / (n * n));
+      if (upper <= maxDrop) {
+        bestTotalLayers = totalLayers;
+        best = { threshold, drop: mean, dropUpper: upper, meanLayers: totalLayers / n };
+      }
+    },
+    clusters,
+    (e, check) => (e.fullCorrect ? 1 : 0) - (check === undefined ? (e.fullCorrect ? 1 : 0) : check.correct ? 1 : 0),
+  );
+  return best;
 }

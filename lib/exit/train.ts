@@ -20,7 +20,7 @@
  * calibrate on every position available.
  */
 import { AdaInferError, OptionError } from '../errors';
-import { BoundUnit, calibrateLayerThresholds, calibrateThreshold, CalibrationExample, documentsLowerBound, shapedScores, simulateExit, simulateLayerExit } from './calibrate';
+import { BoundUnit, calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, documentsLowerBound, shapedScores, simulateExit, simulateLayerExit } from './calibrate';
 import { ExitClassifier, FeatureName } from './classifier';
 import { Trace } from './collect';
 import { trainCrf } from './crf';
@@ -68,6 +68,12 @@ export interface TrainOptions {
    * examples' documents, since the positions of one story agree or fail together; 'positions' — every example.
    */
   bound?: BoundUnit;
+  /**
+   * The paper's criterion instead of `target`: the cheapest single threshold whose next-token accuracy drop against
+   * full depth (a fraction: 0.01 = 1 point) has a 95% upper bound over the calibration documents <= maxDrop
+   * (calibrate.ts calibrateThresholdForDrop). Needs gold tokens on the calibration examples.
+   */
+  maxDrop?: number;
 }
 
 /** `--preset paper`: the paper's method as published — faithful lens, p1 and gap, linear SVM, its own sign. */
@@ -88,7 +94,17 @@ export interface TrainedPolicy {
     calibrationExamples: number;
     positiveRate: number;
     /** agreementLower: over positions; agreementLowerDocuments: over the calibration documents (undefined with one). */
-    calibration: { agreement: number; agreementLower: number; agreementLowerDocuments?: number; bound: BoundUnit; meanLayers: number; pruningRatio: number };
+    calibration: {
+      agreement: number;
+      agreementLower: number;
+      agreementLowerDocuments?: number;
+      bound: BoundUnit;
+      meanLayers: number;
+      pruningRatio: number;
+      /** maxDrop: the calibration examples' accuracy drop at the threshold, and its 95% upper bound over documents. */
+      accuracyDrop?: number;
+      accuracyDropUpper?: number;
+    };
     fitDocuments: number;
     calibrationDocuments: number;
   };
@@ -164,7 +180,20 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
   if (unit === 'documents' && new Set(calib.map((t) => t.doc)).size < 2)
     throw new AdaInferError('DATA_FILE', "the calibration examples come from one document: the bound over documents needs at least 2 (or bound 'positions')");
   let cal: { threshold: number; agreement: number; meanLayers: number; layerThresholds?: number[] };
-  if (o.decision === 'sign') {
+  let drop: { drop: number; dropUpper: number } | undefined;
+  if (o.maxDrop !== undefined) {
+    if (o.decision === 'sign' || (o.thresholds !== undefined && o.thresholds !== 'single'))
+      throw new OptionError('maxDrop', 'calibrates one threshold: not with the SVM\'s own sign or per-layer thresholds');
+    if (calib.some((t) => t.gold === undefined)) throw new AdaInferError('DATA_FILE', 'the accuracy criterion (maxDrop) needs a gold token on every calibration example');
+    const gold = examples.map((e, i) => {
+      const t = calib[i];
+      return { ...e, fullCorrect: t.final === t.gold, checks: e.checks.map((c, j) => ({ ...c, correct: t.checks[j].top1 === t.gold })) };
+    });
+    const r = calibrateThresholdForDrop(gold, o.maxDrop, confidence);
+    const sim = simulateExit(examples, r.threshold);
+    cal = { threshold: r.threshold, agreement: sim.agreement, meanLayers: sim.meanLayers };
+    drop = { drop: r.drop, dropUpper: r.dropUpper };
+  } else if (o.decision === 'sign') {
     if (o.thresholds === 'per-layer') throw new OptionError('thresholds', "'per-layer' thresholds are calibrated: not with the SVM's own sign");
     if (classifier?.signThreshold === undefined) throw new OptionError('decision', `'sign' needs an SVM classifier, got ${o.classifier}`);
     const sim = simulateExit(examples, classifier.signThreshold);
@@ -204,6 +233,7 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
         agreementLower: clopperPearsonLower(agreeing, examples.length, confidence),
         agreementLowerDocuments: documentsBound(examples, cal, confidence),
         bound: unit,
+        ...(drop && { accuracyDrop: drop.drop, accuracyDropUpper: drop.dropUpper }),
         meanLayers: cal.meanLayers,
         pruningRatio: (nLayer - cal.meanLayers) / nLayer,
       },

@@ -5,8 +5,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { calibrateThreshold, CalibrationExample, confirmedScores, documentsLowerBound, NEVER_STOPS, shapedScores, simulateExit } from '../../lib/exit/calibrate';
-import { clopperPearsonLower } from '../../lib/exit/bounds';
+import { calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, confirmedScores, documentsLowerBound, NEVER_STOPS, shapedScores, simulateExit } from '../../lib/exit/calibrate';
+import { clopperPearsonLower, clusteredMeanUpper } from '../../lib/exit/bounds';
 import { documentPart, loadExamples, splitByDocument } from '../../lib/exit/data';
 import { ExitDecider } from '../../lib/exit/decider';
 import { EXIT_FILE_FORMAT, ExitFile, loadExitFile, saveExitFile } from '../../lib/exit/exit_file';
@@ -122,6 +122,44 @@ describe('calibration against the lower bound', () => {
     expect(shaped[2]).toBe(NEVER_STOPS);
     for (const level of [-0.5, 0, 0.3, 0.6])
       expect(shaped.findIndex((s) => s >= level)).toBe(scores.findIndex((s, i) => s >= shape[layers[i]] + level && shape[layers[i]] !== Infinity));
+  });
+  test("the accuracy criterion: the cheapest threshold whose documents' upper bound on the drop is <= maxDrop (brute force)", () => {
+    // Gold: the full-depth answer is right on 60% of positions; an early exit that disagrees loses it, and is
+    // right by luck on some positions full depth gets wrong.
+    const gold = examples.map((e, i) => ({
+      ...e,
+      doc: Math.floor(i / 8),
+      fullCorrect: i % 5 < 3,
+      checks: e.checks.map((k, j) => ({ ...k, correct: k.agrees ? i % 5 < 3 : (i + j) % 7 === 0 })),
+    }));
+    const dropAt = (t: number) =>
+      gold.map((e) => {
+        const k = e.checks.find((x) => x.score >= t);
+        return (e.fullCorrect ? 1 : 0) - (k ? (k.correct ? 1 : 0) : e.fullCorrect ? 1 : 0);
+      });
+    const upperAt = (t: number) => {
+      const byDoc = new Map<number, { sum: number; count: number }>();
+      dropAt(t).forEach((d, i) => {
+        const g = byDoc.get(gold[i].doc) ?? { sum: 0, count: 0 };
+        g.sum += d;
+        g.count++;
+        byDoc.set(gold[i].doc, g);
+      });
+      return clusteredMeanUpper([...byDoc.values()], 0.95);
+    };
+    for (const maxDrop of [0.01, 0.03, 0.06]) {
+      const c = calibrateThresholdForDrop(gold, maxDrop, 0.95);
+      if (c.threshold < Infinity) {
+        expect(c.dropUpper).toBeCloseTo(upperAt(c.threshold), 10);
+        expect(c.dropUpper).toBeLessThanOrEqual(maxDrop);
+        expect(c.drop).toBeCloseTo(dropAt(c.threshold).reduce((a, d) => a + d, 0) / gold.length, 12);
+      }
+      for (const t of new Set(gold.flatMap((x) => x.checks.map((k) => k.score)))) {
+        if (simulateExit(gold, t).meanLayers < c.meanLayers - 1e-12) expect(upperAt(t)).toBeGreaterThan(maxDrop);
+      }
+    }
+    expect(calibrateThresholdForDrop(gold, 0.06, 0.95).threshold).toBeLessThan(Infinity);
+    expect(() => calibrateThresholdForDrop(examples.map((e) => ({ ...e, doc: 0 })), 0.01, 0.95)).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
   });
   test('too few examples for the bound to reach the target: never exit', () => {
     const few = examples.slice(0, 100); // 0.05^(1/100) = 0.9705 < 0.99

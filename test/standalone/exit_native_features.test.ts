@@ -336,6 +336,20 @@ describe("shaped per-layer thresholds: the shape from the fit part, one level ca
     expect(t.metrics.calibration.agreementLowerDocuments).toBeCloseTo(documentsLowerBound(cal, agrees, 0.95), 12);
     expect(replay.meanLayers).toBeLessThan(8); // it exits
   });
+  test('the accuracy criterion (maxDrop): the calibrated threshold keeps the upper bound of the drop under maxDrop', () => {
+    const traces = syntheticTraces().map((t, i) => ({ ...t, gold: i % 5 < 3 ? t.final : 2 }));
+    const fit = traces.filter((t) => t.doc < 100);
+    const calibration = traces.filter((t) => t.doc >= 100);
+    const t = trainPolicy(fit, { minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, { classifier: 'svm', label: 'final', target: 0.99, seed: 2, calibrationTraces: calibration, maxDrop: 0.05 });
+    const c = t.metrics.calibration;
+    expect(c.accuracyDropUpper!).toBeLessThanOrEqual(0.05);
+    expect(c.accuracyDrop!).toBeLessThanOrEqual(c.accuracyDropUpper!);
+    expect(c.pruningRatio).toBeGreaterThan(0);
+    const noGold = calibration.map((tr) => ({ ...tr, gold: undefined }));
+    expect(() =>
+      trainPolicy(fit, { minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, { classifier: 'svm', label: 'final', target: 0.99, seed: 2, calibrationTraces: noGold, maxDrop: 0.05 }),
+    ).toThrow(expect.objectContaining({ code: 'DATA_FILE' }));
+  });
   test("per-layer thresholds searched jointly take the bound over positions only", () => {
     const traces = syntheticTraces();
     expect(() =>
