@@ -80,7 +80,8 @@ export function simulateExit(
  * falls; among thresholds of equal cost the largest is returned, the most conservative on unseen data.
  * The returned threshold is always one of the scores (or +Infinity), so "score >= threshold" reproduces
  * the reported agreement and meanLayers exactly on these examples. Since agreement at +Infinity is 1, any
- * target in [0, 1] is met. O(N log N) for N checks in all.
+ * target in [0, 1] is met. O(N log N) for N checks in all. `unit` 'documents' puts the constraint on the bound
+ * over the examples' documents (BoundUnit; every example needs `doc`), never above the one over positions.
  */
 export function calibrateThreshold(
   examples: CalibrationExample[],

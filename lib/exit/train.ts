@@ -64,8 +64,9 @@ export interface TrainOptions {
    */
   thresholds?: 'single' | 'per-layer' | 'shaped';
   /**
-   * What the lower bound counts as independent (calibrate.ts BoundUnit): 'documents' (default) — the calibration
-   * examples' documents, since the positions of one story agree or fail together; 'positions' — every example.
+   * What the lower bound counts as independent (calibrate.ts BoundUnit): 'documents' (default; 'positions' when
+   * the calibration examples come from one document) — the calibration examples' documents, since the positions
+   * of one story agree or fail together; 'positions' — every example.
    */
   bound?: BoundUnit;
   /**
@@ -175,9 +176,12 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
     });
   const examples = toExamples(calib);
   const confidence = o.confidence ?? DEFAULT_CONFIDENCE;
-  // per-layer thresholds search 9 values under the bound over positions (their default); the others default to documents.
-  const unit: BoundUnit = o.bound ?? (o.thresholds === 'per-layer' ? 'positions' : 'documents');
-  if (unit === 'documents' && new Set(calib.map((t) => t.doc)).size < 2)
+  // per-layer thresholds search 9 values under the bound over positions (their default); the others default to
+  // documents, except calibration examples of one document, where there is no between-document variance to
+  // measure: then positions (metrics.calibration.bound records which).
+  const calibrationDocuments = new Set(calib.map((t) => t.doc)).size;
+  const unit: BoundUnit = o.bound ?? (o.thresholds === 'per-layer' || calibrationDocuments < 2 ? 'positions' : 'documents');
+  if (unit === 'documents' && calibrationDocuments < 2)
     throw new AdaInferError('DATA_FILE', "the calibration examples come from one document: the bound over documents needs at least 2 (or bound 'positions')");
   let cal: { threshold: number; agreement: number; meanLayers: number; layerThresholds?: number[] };
   let drop: { drop: number; dropUpper: number } | undefined;
