@@ -35,7 +35,9 @@ interface TrainFlags extends ExampleFlags {
   calibrationLimit?: number;
   preset?: 'paper';
   features?: FeatureName[];
-  thresholds: 'single' | 'per-layer';
+  thresholds: 'single' | 'shaped' | 'per-layer';
+  bound?: 'documents' | 'positions';
+  maxDrop?: number;
 }
 
 
@@ -49,6 +51,11 @@ export function registerTrainExit(program: Command): void {
       "agreement with full depth promised on unseen documents: the calibration agreement's 95% lower confidence bound must reach it",
       floatOption('--target', 0, 1),
       0.99,
+    )
+    .option(
+      '--max-drop <points>',
+      "the paper's criterion instead of --target: the threshold whose next-token accuracy drop against full depth has a 95% upper bound (over the calibration documents) <= this many points; needs gold tokens (plain text data)",
+      floatOption('--max-drop', 0, 100),
     )
     .option('--calibration-data <file>', 'calibrate on this data (fit on all of --data); default: a seeded 20% of --data\'s documents')
     .option('--calibration-doc-part <i/n>', 'only part i of n of the calibration data\'s documents (as --doc-part)', docPartOption('--calibration-doc-part'))
@@ -64,9 +71,18 @@ export function registerTrainExit(program: Command): void {
       ]),
     )
     .addOption(
-      new Option('--thresholds <t>', 'one calibrated threshold, or one per layer chosen jointly (coordinate ascent) under the same --target')
-        .choices(['single', 'per-layer'])
+      new Option(
+        '--thresholds <t>',
+        'single: one calibrated threshold; shaped: one per layer, their shape chosen on the fit part and one level calibrated; per-layer: one per layer, all chosen jointly on the calibration part (overfits small calibration sets)',
+      )
+        .choices(['single', 'shaped', 'per-layer'])
         .default('single'),
+    )
+    .addOption(
+      new Option(
+        '--bound <unit>',
+        "what the calibration bound counts as independent: documents (the stories, whose positions agree or fail together; default) or positions (per-layer: positions only)",
+      ).choices(['documents', 'positions']),
     )
     .option('--features <a,b,c>', `classifier features (${FEATURE_NAMES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
     .option('-o, --out <file>', 'exit file to write (required)')
@@ -86,6 +102,7 @@ export function registerTrainExit(program: Command): void {
           if (cmd.getOptionValueSource(key) === 'cli' && flags[key] !== value) throw new OptionError(flag, `--preset paper uses ${value}, got ${flags[key]}`);
         if (flags.features) throw new OptionError('--features', '--preset paper uses p1,gap');
         if (flags.thresholds !== 'single') throw new OptionError('--thresholds', "--preset paper uses the SVM's own sign, no calibrated threshold");
+        if (flags.maxDrop !== undefined) throw new OptionError('--max-drop', "--preset paper uses the SVM's own sign, no calibrated threshold");
         flags.classifier = PAPER_PRESET.classifier;
         flags.mode = PAPER_PRESET.lens.mode;
         flags.features = PAPER_PRESET.features;
@@ -111,6 +128,8 @@ export function registerTrainExit(program: Command): void {
           features: flags.features,
           decision: flags.preset === 'paper' ? PAPER_PRESET.decision : 'calibrated',
           thresholds: flags.thresholds,
+          bound: flags.bound,
+          maxDrop: flags.maxDrop === undefined ? undefined : flags.maxDrop / 100,
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
@@ -137,6 +156,7 @@ export function registerTrainExit(program: Command): void {
             calibrationDocPart: flags.calibrationDocPart,
             target: flags.target,
             preset: flags.preset,
+            maxDrop: flags.maxDrop,
             seed: flags.seed,
             createdAt: new Date().toISOString(),
           },
@@ -160,7 +180,11 @@ export function registerTrainExit(program: Command): void {
             `wrote ${output}: ${trained.kind} on ${examples.length} examples (${trained.metrics.fitExamples} fit, ` +
               `${trained.metrics.calibrationExamples} calibration), ` +
               (trained.layerThresholds ? `per-layer thresholds ${trained.layerThresholds.map((t) => (Number.isFinite(t) ? t.toPrecision(4) : String(t))).join(', ')}\n` : `threshold ${trained.threshold}\n`) +
-              `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}%), mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
+              `held-out: agreement ${(c.agreement * 100).toFixed(2)}% (95% lower bound ${(c.agreementLower * 100).toFixed(2)}% over positions` +
+              (c.agreementLowerDocuments !== undefined ? `, ${(c.agreementLowerDocuments * 100).toFixed(2)}% over documents` : '') +
+              `; calibrated against the bound over ${c.bound})` +
+              (c.accuracyDrop !== undefined ? `, accuracy drop ${(c.accuracyDrop * 100).toFixed(2)} points (95% upper bound ${(c.accuracyDropUpper! * 100).toFixed(2)})` : '') +
+              `, mean layers ${c.meanLayers.toFixed(3)} / ${nLayer}, ` +
               `pruning ${(c.pruningRatio * 100).toFixed(1)}%\n`,
           );
         }

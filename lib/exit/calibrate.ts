@@ -9,12 +9,29 @@
  * meanLayers = (Σ layers used) / (examples).
  */
 import { OptionError } from '../errors';
-import { clopperPearsonLower } from './bounds';
+import { clopperPearsonLower, clusteredLowerFromSums, studentTQuantile } from './bounds';
+
+/**
+ * What the lower bound counts as independent: 'positions' — every example (the plain Clopper–Pearson bound);
+ * 'documents' — the examples' documents (`doc`), whose positions may agree or fail together (bounds.ts,
+ * clusteredLowerBound: Korn–Graubard's effective sample size).
+ */
+export type BoundUnit = 'positions' | 'documents';
 
 export interface CalibrationExample {
   nLayer: number;
+  /** The example's document; needed by the 'documents' bound. */
+  doc?: number;
+  /** Accuracy calibration (calibrateThresholdForDrop): whether the full-depth answer is the gold token. */
+  fullCorrect?: boolean;
   /** One entry per checked layer, increasing layer order (0-based layer index). */
-  checks: { layer: number; score: number; agrees: boolean /* stopping here gives the same answer as full depth */ }[];
+  checks: {
+    layer: number;
+    score: number;
+    agrees: boolean /* stopping here gives the same answer as full depth */;
+    /** Accuracy calibration: whether stopping here gives the gold token. */
+    correct?: boolean;
+  }[];
 }
 
 export interface ThresholdPoint {
@@ -63,12 +80,14 @@ export function simulateExit(
  * falls; among thresholds of equal cost the largest is returned, the most conservative on unseen data.
  * The returned threshold is always one of the scores (or +Infinity), so "score >= threshold" reproduces
  * the reported agreement and meanLayers exactly on these examples. Since agreement at +Infinity is 1, any
- * target in [0, 1] is met. O(N log N) for N checks in all.
+ * target in [0, 1] is met. O(N log N) for N checks in all. `unit` 'documents' puts the constraint on the bound
+ * over the examples' documents (BoundUnit; every example needs `doc`), never above the one over positions.
  */
 export function calibrateThreshold(
   examples: CalibrationExample[],
   target: number,
   confidence?: number,
+  unit: BoundUnit = 'positions',
 ): { threshold: number; agreement: number; meanLayers: number } {
   checkExamples(examples);
   if (typeof target !== 'number' || !(target >= 0 && target <= 1)) {
@@ -78,6 +97,27 @@ export function calibrateThreshold(
   const needed = confidence === undefined ? 0 : agreeingNeeded(n, target, confidence);
   let best: ThresholdPoint | undefined;
   let bestTotalLayers = Infinity;
+  if (unit === 'documents') {
+    if (confidence === undefined) throw new OptionError('confidence', "the 'documents' bound needs a confidence");
+    // The documents' bound is never above the positions' one (its effective sample size is at most n), so only
+    // thresholds that meet the positions' bound are candidates; the cheapest candidate whose documents' bound
+    // reaches target wins (ties in cost: the largest threshold, as below).
+    const candidates: { threshold: number; agreeCount: number; totalLayers: number; xx: number; xn: number }[] = [];
+    const clusters = documentClusters(examples);
+    sweepThresholds(
+      examples,
+      (threshold, agreeCount, totalLayers, docs) => {
+        if (agreeCount >= needed) candidates.push({ threshold, agreeCount, totalLayers, xx: docs!.xx, xn: docs!.xn });
+      },
+      clusters,
+    );
+    candidates.sort((a, b) => a.totalLayers - b.totalLayers || b.threshold - a.threshold);
+    for (const c of candidates) {
+      const lower = clusteredLowerFromSums({ x: c.agreeCount, n, xx: c.xx, xn: c.xn, nn: clusters.nn, k: clusters.sizes.length }, confidence);
+      if (lower >= target) return { threshold: c.threshold, agreement: c.agreeCount / n, meanLayers: c.totalLayers / n };
+    }
+    return { threshold: Infinity, agreement: 1, meanLayers: meanFullDepth(examples) };
+  }
   sweepThresholds(examples, (threshold, agreeCount, totalLayers) => {
     const agreement = agreeCount / n;
     // Thresholds arrive in decreasing order, so strict < keeps the largest threshold of a cost tie.
@@ -87,6 +127,44 @@ export function calibrateThreshold(
     }
   });
   return best ?? { threshold: Infinity, agreement: 1, meanLayers: meanFullDepth(examples) };
+}
+
+/** Examples grouped by document: each example's cluster index, the clusters' sizes, and Σ size². */
+interface DocumentClusters {
+  clusterOf: Int32Array;
+  sizes: number[];
+  nn: number;
+}
+
+function documentClusters(examples: CalibrationExample[]): DocumentClusters {
+  const index = new Map<number, number>();
+  const sizes: number[] = [];
+  const clusterOf = new Int32Array(examples.length);
+  examples.forEach((e, i) => {
+    if (e.doc === undefined) throw new OptionError('examples', `examples[${i}].doc is needed by the 'documents' bound`);
+    let c = index.get(e.doc);
+    if (c === undefined) {
+      c = sizes.length;
+      index.set(e.doc, c);
+      sizes.push(0);
+    }
+    sizes[c]++;
+    clusterOf[i] = c;
+  });
+  if (sizes.length < 2) throw new OptionError('examples', `the 'documents' bound needs examples of at least 2 documents, got ${sizes.length}`);
+  return { clusterOf, sizes, nn: sizes.reduce((a, s) => a + s * s, 0) };
+}
+
+/** The documents' bound (bounds.ts, clusteredLowerBound) on the agreement of one exit outcome per example. */
+export function documentsLowerBound(examples: CalibrationExample[], agrees: ArrayLike<boolean>, confidence: number): number {
+  const clusters = documentClusters(examples);
+  const x = new Array<number>(clusters.sizes.length).fill(0);
+  let total = 0;
+  for (let i = 0; i < examples.length; i++) if (agrees[i]) (x[clusters.clusterOf[i]]++, total++);
+  let xx = 0;
+  let xn = 0;
+  x.forEach((v, c) => ((xx += v * v), (xn += v * clusters.sizes[c])));
+  return clusteredLowerFromSums({ x: total, n: examples.length, xx, xn, nn: clusters.nn, k: clusters.sizes.length }, confidence);
 }
 
 /** Exit rule with a threshold per layer: stop at the first check whose score >= thresholds[check.layer]. */
@@ -198,8 +276,10 @@ export function thresholdSweep(examples: CalibrationExample[], maxPoints?: numbe
 }
 
 /**
- * Visits +Infinity, then every threshold at which the outcome changes, in decreasing order, with the
- * number of agreeing examples and the total layers used at that threshold.
+ * Visits +Infinity, then every threshold at which the outcome changes, in decreasing order, with the sum over
+ * examples of their outcome's value — by default 1 where the exit agrees (full depth agrees), so the number of
+ * agreeing examples — and the total layers used at that threshold. `valueOf(example, check)` gives another
+ * value (check undefined: full depth), e.g. the accuracy drop.
  *
  * For one example, the exit at threshold τ is the first check whose running maximum of scores reaches τ.
  * So the exit only moves at "records" — checks whose score exceeds every earlier score of the example —
@@ -209,19 +289,29 @@ export function thresholdSweep(examples: CalibrationExample[], maxPoints?: numbe
  */
 function sweepThresholds(
   examples: CalibrationExample[],
-  visit: (threshold: number, agreeCount: number, totalLayers: number) => void,
+  visit: (threshold: number, valueSum: number, totalLayers: number, docs?: { xx: number; xn: number }) => void,
+  clusters?: DocumentClusters,
+  valueOf: (example: CalibrationExample, check: CalibrationExample['checks'][number] | undefined) => number = (_, check) => (check === undefined || check.agrees ? 1 : 0),
 ): void {
-  // Per example, its current outcome: layers used and whether it agrees. Shape [nExamples] each.
+  // Per example, its current outcome: layers used and its value. Shape [nExamples] each.
   const layersUsed = new Float64Array(examples.length);
-  const agrees = new Uint8Array(examples.length);
+  const values = new Float64Array(examples.length);
   let totalLayers = 0;
+  let valueSum = 0;
   for (let e = 0; e < examples.length; e++) {
     layersUsed[e] = examples[e].nLayer;
-    agrees[e] = 1;
+    values[e] = valueOf(examples[e], undefined);
+    valueSum += values[e];
     totalLayers += examples[e].nLayer;
   }
-  let agreeCount = examples.length;
-  visit(Infinity, agreeCount, totalLayers);
+  // With clusters: the value summed per document x_g, and Σx_g², Σx_g·n_g kept as examples change outcome.
+  const perDoc = clusters ? new Float64Array(clusters.sizes.length) : undefined;
+  const docs = clusters ? { xx: 0, xn: 0 } : undefined;
+  if (clusters && perDoc && docs) {
+    for (let e = 0; e < examples.length; e++) perDoc[clusters.clusterOf[e]] += values[e];
+    perDoc.forEach((x, c) => ((docs.xx += x * x), (docs.xn += x * clusters.sizes[c])));
+  }
+  visit(Infinity, valueSum, totalLayers, docs);
 
   // Records, shape [nRecords] each: score, example index, check index.
   const recordScore: number[] = [];
@@ -248,11 +338,19 @@ function sweepThresholds(
       const e = recordExample[order[k]];
       const check = examples[e].checks[recordCheck[order[k]]];
       totalLayers += check.layer + 1 - layersUsed[e];
-      agreeCount += (check.agrees ? 1 : 0) - agrees[e];
+      const value = valueOf(examples[e], check);
+      const change = value - values[e];
+      valueSum += change;
+      if (change !== 0 && clusters && perDoc && docs) {
+        const c = clusters.clusterOf[e];
+        docs.xx += 2 * perDoc[c] * change + change * change;
+        docs.xn += change * clusters.sizes[c];
+        perDoc[c] += change;
+      }
       layersUsed[e] = check.layer + 1;
-      agrees[e] = check.agrees ? 1 : 0;
+      values[e] = value;
     }
-    visit(threshold, agreeCount, totalLayers);
+    visit(threshold, valueSum, totalLayers, docs);
   }
 }
 
@@ -310,4 +408,72 @@ function checkExamples(examples: CalibrationExample[]): void {
       previousLayer = check.layer;
     }
   }
+}
+
+/** The score of a check that may never stop: below every finite threshold, yet finite (checkExamples). */
+export const NEVER_STOPS = -Number.MAX_VALUE;
+
+/**
+ * Scores against a per-layer shape: score − shape[layer], so that one threshold c on them is the per-layer rule
+ * "score >= shape[layer] + c" (a shape value of +Infinity: never stop at that layer, NEVER_STOPS). The shape is
+ * chosen on other data than the calibration examples (train.ts: the fit data), so only its level c is calibrated.
+ */
+export function shapedScores(scores: readonly number[], layers: readonly number[], shape: readonly number[]): number[] {
+  return scores.map((s, i) => {
+    const a = shape[layers[i]];
+    return a === Infinity || a === undefined ? NEVER_STOPS : s - a;
+  });
+}
+
+/**
+ * Scores of the two-check rule "stop where the score reached the threshold at this check and at the previous
+ * one": min(score_i, score_{i−1}); the first check never stops (NEVER_STOPS). One threshold on these is that
+ * rule, so calibrateThreshold calibrates it unchanged.
+ */
+export function confirmedScores(scores: readonly number[]): number[] {
+  return scores.map((s, i) => (i === 0 ? NEVER_STOPS : Math.min(s, scores[i - 1])));
+}
+
+/**
+ * The paper's criterion with a promise: the cheapest threshold whose next-token accuracy drop against full depth
+ * — per example fullCorrect − correct at its exit, in {−1, 0, 1} — has a one-sided upper confidence bound over
+ * the examples' documents (bounds.ts clusteredMeanUpper) <= maxDrop (a fraction: 0.01 = 1 point). A point
+ * estimate of the drop chosen on calibration data overshoots on held-out data; the bound keeps the choice on the
+ * safe side. Every example needs `doc`, `fullCorrect` and, per check, `correct`. +Infinity (never exit: no drop)
+ * when no threshold qualifies. Ties in cost: the largest threshold.
+ */
+export function calibrateThresholdForDrop(
+  examples: CalibrationExample[],
+  maxDrop: number,
+  confidence: number,
+): { threshold: number; drop: number; dropUpper: number; meanLayers: number } {
+  checkExamples(examples);
+  if (typeof maxDrop !== 'number' || !(maxDrop >= 0 && maxDrop <= 1)) throw new OptionError('maxDrop', `must be a number in [0, 1], got ${String(maxDrop)}`);
+  examples.forEach((e, i) => {
+    if (typeof e.fullCorrect !== 'boolean' || e.checks.some((c) => typeof c.correct !== 'boolean'))
+      throw new OptionError('examples', `examples[${i}] needs fullCorrect and, at every check, correct (the gold token)`);
+  });
+  const clusters = documentClusters(examples);
+  const n = examples.length;
+  const k = clusters.sizes.length;
+  const t = studentTQuantile(confidence, k - 1);
+  let best = { threshold: Infinity, drop: 0, dropUpper: 0, meanLayers: meanFullDepth(examples) };
+  let bestTotalLayers = Infinity;
+  sweepThresholds(
+    examples,
+    (threshold, dropSum, totalLayers, docs) => {
+      if (totalLayers >= bestTotalLayers) return;
+      const mean = dropSum / n;
+      // Between-document variance of the ratio mean (bounds.ts clusteredMeanUpper, from the running sums).
+      const squares = Math.max(0, docs!.xx - 2 * mean * docs!.xn + mean * mean * clusters.nn);
+      const upper = mean + t * Math.sqrt(((k / (k - 1)) * squares) / (n * n));
+      if (upper <= maxDrop) {
+        bestTotalLayers = totalLayers;
+        best = { threshold, drop: mean, dropUpper: upper, meanLayers: totalLayers / n };
+      }
+    },
+    clusters,
+    (e, check) => (e.fullCorrect ? 1 : 0) - (check === undefined ? (e.fullCorrect ? 1 : 0) : check.correct ? 1 : 0),
+  );
+  return best;
 }

@@ -48,6 +48,8 @@ export interface ExitFile {
     target: number;
     /** --preset paper: the SVM's own sign decides (threshold = its sign threshold), target is not used. */
     preset?: 'paper';
+    /** train-exit --max-drop: the accuracy criterion (points) the threshold was calibrated to, instead of target. */
+    maxDrop?: number;
     seed: number;
     createdAt: string;
   };

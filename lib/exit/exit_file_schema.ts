@@ -153,6 +153,7 @@ export const EXIT_FILE_SCHEMA = {
         calibrationDocPart: DOC_PART,
         target: { type: 'number' },
         preset: { enum: ['paper'], description: 'paper' },
+        maxDrop: { type: 'number', description: 'train-exit --max-drop: the accuracy drop (points) calibrated to instead of target' },
         seed: { type: 'integer' },
         createdAt: { type: 'string' },
       },

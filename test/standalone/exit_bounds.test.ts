@@ -1,4 +1,4 @@
-import { clopperPearsonLower, exitBounds, logGamma, oraclePruning, regularizedIncompleteBeta } from '../../lib/exit/bounds';
+import { clopperPearsonLower, clusteredLowerBound, clusteredMeanUpper, exitBounds, logGamma, oraclePruning, regularizedIncompleteBeta, studentTQuantile } from '../../lib/exit/bounds';
 
 describe('Clopper–Pearson lower bound', () => {
   // Known values: scipy.stats.beta.ppf(0.05, x, n − x + 1) (scipy 1.17).
@@ -34,6 +34,44 @@ describe('Clopper–Pearson lower bound', () => {
     // I_x(1, b) = 1 − (1 − x)^b; I_x(a, 1) = x^a.
     expect(regularizedIncompleteBeta(0.3, 1, 4)).toBeCloseTo(1 - Math.pow(0.7, 4), 12);
     expect(regularizedIncompleteBeta(0.3, 3, 1)).toBeCloseTo(Math.pow(0.3, 3), 12);
+  });
+});
+
+describe('bounds over documents (clustered positions)', () => {
+  const clusters = (x: number[], n: number[]) => x.map((successes, i) => ({ successes, trials: n[i] }));
+  // Known values: Korn & Graubard's effective-sample-size Clopper–Pearson computed with scipy 1.17 —
+  // p = Σx/Σn, v = k/(k−1)·Σ(x_g − p·n_g)²/N², n* = min(N, p(1−p)/v)·(t.ppf(.95, N−1)/t.ppf(.95, k−1))²,
+  // beta.ppf(0.05, p·n*, n* − p·n* + 1).
+  test.each([
+    ['10 stories of 100, two with 5 failures', [95, 95, 100, 100, 100, 100, 100, 100, 100, 100], Array(10).fill(100), 0.9670507112896016],
+    ['unequal stories', [48, 30, 19, 60, 10, 99], [50, 30, 20, 61, 12, 100], 0.9412893621654359],
+    ['one position per story (independent): ~ the plain bound', [...Array(990).fill(1), ...Array(10).fill(0)], Array(1000).fill(1), 0.9830924207820099],
+  ])('%s', (_, x, n, expected) => {
+    expect(Math.abs(clusteredLowerBound(clusters(x as number[], n as number[])) - (expected as number))).toBeLessThan(1e-9);
+  });
+  test('failures that come in stories give a lower bound than the same failures spread over stories', () => {
+    const together = clusteredLowerBound(clusters([90, ...Array(9).fill(100)], Array(10).fill(100)));
+    const spread = clusteredLowerBound(clusters(Array(10).fill(99), Array(10).fill(100)));
+    expect(together).toBeLessThan(spread);
+    // Never above the plain bound over the 1000 positions.
+    expect(spread).toBeLessThanOrEqual(clopperPearsonLower(990, 1000) + 1e-12);
+  });
+  test("Student's t quantiles (scipy.stats.t.ppf)", () => {
+    expect(studentTQuantile(0.95, 10)).toBeCloseTo(1.8124611228116756, 10);
+    expect(studentTQuantile(0.95, 49)).toBeCloseTo(1.6765508926168535, 10);
+    expect(studentTQuantile(0.975, 3)).toBeCloseTo(3.1824463052837078, 10);
+    expect(studentTQuantile(0.05, 10)).toBeCloseTo(-1.8124611228116756, 10);
+  });
+  test('upper bound on a clustered mean (the accuracy drop): scipy value; above the mean', () => {
+    const c = [[2, 40], [-1, 30], [0, 20], [3, 50], [1, 10]].map(([sum, count]) => ({ sum, count }));
+    expect(clusteredMeanUpper(c)).toBeCloseTo(0.07570626072747429, 12);
+    expect(clusteredMeanUpper(c)).toBeGreaterThan(5 / 150);
+  });
+  test('bad arguments are typed errors', () => {
+    expect(() => clusteredLowerBound(clusters([1], [2]))).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+    expect(() => clusteredLowerBound(clusters([3, 1], [2, 2]))).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+    expect(() => clusteredMeanUpper([{ sum: 1, count: 0 }, { sum: 1, count: 2 }])).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+    expect(() => studentTQuantile(1, 3)).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
   });
 });
 

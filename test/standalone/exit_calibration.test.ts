@@ -5,8 +5,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { calibrateThreshold, CalibrationExample, simulateExit } from '../../lib/exit/calibrate';
-import { clopperPearsonLower } from '../../lib/exit/bounds';
+import { calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, confirmedScores, documentsLowerBound, NEVER_STOPS, shapedScores, simulateExit } from '../../lib/exit/calibrate';
+import { clopperPearsonLower, clusteredMeanUpper } from '../../lib/exit/bounds';
 import { documentPart, loadExamples, splitByDocument } from '../../lib/exit/data';
 import { ExitDecider } from '../../lib/exit/decider';
 import { EXIT_FILE_FORMAT, ExitFile, loadExitFile, saveExitFile } from '../../lib/exit/exit_file';
@@ -87,6 +87,79 @@ describe('calibration against the lower bound', () => {
           expect(clopperPearsonLower(Math.round(s.agreement * examples.length), examples.length)).toBeLessThan(target);
       }
     }
+  });
+  test("the documents' bound: the cheapest threshold whose bound over the examples' documents reaches target", () => {
+    // 40 documents of 10 positions; failures cluster in some documents.
+    const docs = examples.map((e, i) => ({ ...e, doc: Math.floor(i / 10) }));
+    for (const target of [0.9, 0.95]) {
+      const c = calibrateThreshold(docs, target, 0.95, 'documents');
+      const positions = calibrateThreshold(docs, target, 0.95, 'positions');
+      expect(c.meanLayers).toBeGreaterThanOrEqual(positions.meanLayers);
+      const outcomeAt = (t: number) =>
+        docs.map((e) => {
+          const k = e.checks.find((x) => x.score >= t);
+          return k ? k.agrees : true;
+        });
+      if (c.threshold < Infinity) expect(documentsLowerBound(docs, outcomeAt(c.threshold), 0.95)).toBeGreaterThanOrEqual(target);
+      // Brute force: every cheaper threshold's documents' bound is below target.
+      for (const t of new Set(docs.flatMap((x) => x.checks.map((k) => k.score)))) {
+        const s = simulateExit(docs, t);
+        if (s.meanLayers < c.meanLayers - 1e-12) expect(documentsLowerBound(docs, outcomeAt(t), 0.95)).toBeLessThan(target);
+      }
+    }
+    expect(() => calibrateThreshold(examples, 0.9, 0.95, 'documents')).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+  });
+  test('confirmed scores: one threshold on them is the two-check rule; shaped scores: one level on them is per-layer thresholds', () => {
+    const scores = [0.2, 0.9, 0.4, 0.8, 0.85];
+    expect(confirmedScores(scores)).toEqual([NEVER_STOPS, 0.2, 0.4, 0.4, 0.8]);
+    for (const t of [0.1, 0.3, 0.5, 0.82, 0.9]) {
+      const two = scores.findIndex((s, i) => i > 0 && s >= t && scores[i - 1] >= t);
+      expect(confirmedScores(scores).findIndex((s) => s >= t)).toBe(two);
+    }
+    const layers = [1, 2, 3, 4, 5];
+    const shape = [0, 0.5, 0.1, Infinity, -0.2, 0.3];
+    const shaped = shapedScores(scores, layers, shape);
+    expect(shaped[2]).toBe(NEVER_STOPS);
+    for (const level of [-0.5, 0, 0.3, 0.6])
+      expect(shaped.findIndex((s) => s >= level)).toBe(scores.findIndex((s, i) => s >= shape[layers[i]] + level && shape[layers[i]] !== Infinity));
+  });
+  test("the accuracy criterion: the cheapest threshold whose documents' upper bound on the drop is <= maxDrop (brute force)", () => {
+    // Gold: the full-depth answer is right on 60% of positions; an early exit that disagrees loses it, and is
+    // right by luck on some positions full depth gets wrong.
+    const gold = examples.map((e, i) => ({
+      ...e,
+      doc: Math.floor(i / 8),
+      fullCorrect: i % 5 < 3,
+      checks: e.checks.map((k, j) => ({ ...k, correct: k.agrees ? i % 5 < 3 : (i + j) % 7 === 0 })),
+    }));
+    const dropAt = (t: number) =>
+      gold.map((e) => {
+        const k = e.checks.find((x) => x.score >= t);
+        return (e.fullCorrect ? 1 : 0) - (k ? (k.correct ? 1 : 0) : e.fullCorrect ? 1 : 0);
+      });
+    const upperAt = (t: number) => {
+      const byDoc = new Map<number, { sum: number; count: number }>();
+      dropAt(t).forEach((d, i) => {
+        const g = byDoc.get(gold[i].doc) ?? { sum: 0, count: 0 };
+        g.sum += d;
+        g.count++;
+        byDoc.set(gold[i].doc, g);
+      });
+      return clusteredMeanUpper([...byDoc.values()], 0.95);
+    };
+    for (const maxDrop of [0.01, 0.03, 0.06]) {
+      const c = calibrateThresholdForDrop(gold, maxDrop, 0.95);
+      if (c.threshold < Infinity) {
+        expect(c.dropUpper).toBeCloseTo(upperAt(c.threshold), 10);
+        expect(c.dropUpper).toBeLessThanOrEqual(maxDrop);
+        expect(c.drop).toBeCloseTo(dropAt(c.threshold).reduce((a, d) => a + d, 0) / gold.length, 12);
+      }
+      for (const t of new Set(gold.flatMap((x) => x.checks.map((k) => k.score)))) {
+        if (simulateExit(gold, t).meanLayers < c.meanLayers - 1e-12) expect(upperAt(t)).toBeGreaterThan(maxDrop);
+      }
+    }
+    expect(calibrateThresholdForDrop(gold, 0.06, 0.95).threshold).toBeLessThan(Infinity);
+    expect(() => calibrateThresholdForDrop(examples.map((e) => ({ ...e, doc: 0 })), 0.01, 0.95)).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
   });
   test('too few examples for the bound to reach the target: never exit', () => {
     const few = examples.slice(0, 100); // 0.05^(1/100) = 0.9705 < 0.99

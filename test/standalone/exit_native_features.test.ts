@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { calibrateLayerThresholds, calibrateThreshold, CalibrationExample, simulateExit, simulateLayerExit } from '../../lib/exit/calibrate';
+import { calibrateLayerThresholds, calibrateThreshold, CalibrationExample, documentsLowerBound, simulateExit, simulateLayerExit } from '../../lib/exit/calibrate';
 import { clopperPearsonLower } from '../../lib/exit/bounds';
 import { FEATURE_NAMES, FeatureName } from '../../lib/exit/classifier';
 import { Trace } from '../../lib/exit/collect';
@@ -17,7 +17,7 @@ import { ExitDecider } from '../../lib/exit/decider';
 import { EXIT_FILE_FORMAT, ExitFile, loadExitFile, policyFromExitFile, saveExitFile } from '../../lib/exit/exit_file';
 import { jensenShannon, LensOptions, LensReading } from '../../lib/exit/lens';
 import { classifierPolicy, observingPolicy } from '../../lib/exit/policy';
-import { trainPolicy } from '../../lib/exit/train';
+import { scoreTrace, trainPolicy } from '../../lib/exit/train';
 import { TransformerContext, TransformerModel } from '../../lib/model/transformer';
 import { spawnSync } from 'child_process';
 import { BUNDLED_MODEL, repoRoot, tmpDir } from '../helpers';
@@ -294,6 +294,67 @@ describe('per-layer thresholds chosen jointly', () => {
       expect(joint.meanLayers).toBeLessThan(single.meanLayers - 0.05); // strictly better here
       expect(simulateExit(examples, single.threshold).meanLayers).toBeCloseTo(single.meanLayers, 12);
     }
+  });
+});
+
+describe("shaped per-layer thresholds: the shape from the fit part, one level calibrated against the documents' bound", () => {
+  test('the thresholds are the fit shape plus one level; the rule meets the bound on the calibration documents', () => {
+    const traces = syntheticTraces();
+    const fit = traces.filter((t) => t.doc < 100);
+    const calibration = traces.filter((t) => t.doc >= 100);
+    const features: FeatureName[] = ['p1', 'gap', 'entropy', 'layer'];
+    const target = 0.8;
+    const t = trainPolicy(fit, { minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, { classifier: 'svm', label: 'final', target, seed: 2, features, calibrationTraces: calibration, thresholds: 'shaped' });
+    const c = t.classifier!;
+    const examplesOf = (traces: Trace[]): CalibrationExample[] =>
+      traces.map((tr) => {
+        const scores = scoreTrace(tr, (x) => c.score(x), () => c.begin(), features);
+        return { nLayer: tr.nLayer, doc: tr.doc, checks: tr.checks.map((k, i) => ({ layer: k.layer, score: scores[i], agrees: k.top1 === tr.final })) };
+      });
+    // The shape: per-layer thresholds meeting the target on the fit part (point estimate).
+    const shape = calibrateLayerThresholds(examplesOf(fit), target).thresholds;
+    const thresholds = t.layerThresholds!;
+    expect(thresholds).toHaveLength(8);
+    const finite = shape.map((a, l) => (Number.isFinite(a) ? l : -1)).filter((l) => l >= 0);
+    expect(finite.length).toBeGreaterThan(1);
+    const level = thresholds[finite[0]] - shape[finite[0]];
+    for (let l = 0; l < 8; l++) {
+      if (Number.isFinite(shape[l])) expect(thresholds[l] - shape[l]).toBeCloseTo(level, 9);
+      else expect(thresholds[l]).toBe(Infinity);
+    }
+    // Reported figures are the replay of the rule on the calibration examples; its documents' bound reaches target.
+    const cal = examplesOf(calibration);
+    const replay = simulateLayerExit(cal, thresholds);
+    expect(t.metrics.calibration.agreement).toBeCloseTo(replay.agreement, 12);
+    expect(t.metrics.calibration.meanLayers).toBeCloseTo(replay.meanLayers, 12);
+    expect(t.metrics.calibration.bound).toBe('documents');
+    const agrees = cal.map((e) => {
+      const stop = e.checks.find((k) => k.score >= thresholds[k.layer]);
+      return stop ? stop.agrees : true;
+    });
+    expect(documentsLowerBound(cal, agrees, 0.95)).toBeGreaterThanOrEqual(target);
+    expect(t.metrics.calibration.agreementLowerDocuments).toBeCloseTo(documentsLowerBound(cal, agrees, 0.95), 12);
+    expect(replay.meanLayers).toBeLessThan(8); // it exits
+  });
+  test('the accuracy criterion (maxDrop): the calibrated threshold keeps the upper bound of the drop under maxDrop', () => {
+    const traces = syntheticTraces().map((t, i) => ({ ...t, gold: i % 5 < 3 ? t.final : 2 }));
+    const fit = traces.filter((t) => t.doc < 100);
+    const calibration = traces.filter((t) => t.doc >= 100);
+    const t = trainPolicy(fit, { minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, { classifier: 'svm', label: 'final', target: 0.99, seed: 2, calibrationTraces: calibration, maxDrop: 0.05 });
+    const c = t.metrics.calibration;
+    expect(c.accuracyDropUpper!).toBeLessThanOrEqual(0.05);
+    expect(c.accuracyDrop!).toBeLessThanOrEqual(c.accuracyDropUpper!);
+    expect(c.pruningRatio).toBeGreaterThan(0);
+    const noGold = calibration.map((tr) => ({ ...tr, gold: undefined }));
+    expect(() =>
+      trainPolicy(fit, { minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, { classifier: 'svm', label: 'final', target: 0.99, seed: 2, calibrationTraces: noGold, maxDrop: 0.05 }),
+    ).toThrow(expect.objectContaining({ code: 'DATA_FILE' }));
+  });
+  test("per-layer thresholds searched jointly take the bound over positions only", () => {
+    const traces = syntheticTraces();
+    expect(() =>
+      trainPolicy(traces, { minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, { classifier: 'svm', label: 'final', target: 0.8, seed: 2, thresholds: 'per-layer', bound: 'documents' }),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
   });
 });
 
