@@ -796,7 +796,9 @@ void rowdot_a(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float
   for (int r = 0; r < R; ++r) rowdot_group<Ty, T>(w + r * rb, a, n, out[r]);
 }
 
-// Decode (one activation row) of Q8_0 through rows8_dot rather than the row kernel (ADAINFER_ROWS8_DECODE_Q8=1).
+// Decode (one activation row) of Q8_0 through rows8_dot rather than the row kernel (ADAINFER_ROWS8_DECODE_Q8=1 at
+// build): measured the same (Zen 3, 22 layers streamed, 1 thread: 8.7-9.4 against 9.2-9.5 GB/s), since decode waits
+// on memory; the row kernel stays, as it does not need the rows in groups of 8.
 #ifndef ADAINFER_ROWS8_DECODE_Q8
 #define ADAINFER_ROWS8_DECODE_Q8 0
 #endif
@@ -844,6 +846,13 @@ inline void rows8_transpose16(const uint8_t* const* row, size_t off, __m256i* D)
 // step. Q8_0's signed bytes use |w| and the activation with w's sign (qdot_ss); their pair sums (<= 2 * 128 * 127)
 // only just fit 16 bits, so each goes through vpmaddwd before adding. Offsets (code - 8 or 16) are subtracted as
 // offset * (sum of the block's activation codes) in float, once per block and activation row for all 8 rows.
+// Measured against the vphaddw form (shared Zen 3, 1 thread, CPU time of bench/native matmul_bench, old and new
+// binaries alternating): Q8_0, which had only the row kernel, prefill of 128 tokens 192 / 183 -> 141 / 142 ms and
+// 8 rows streamed through 22 layers 232 / 296 -> 193 / 209 ms; Q4_0 the same within the noise (8 rows streamed,
+// median of 4: 134 -> 132.5 ms; prefill 101 / 103 -> 99 / 104 ms; weights in L2: 115 -> 113 ms). Both forms are
+// bound by vpmaddubsw (8 per block, activation row and 8 weight rows): on that machine one vpmaddubsw costs
+// 0.51 ns in a loop of independent ones, which puts 8 Q4_0 rows through the 22 TinyLlama layers (7.7 G
+// multiply-adds, 240 M vpmaddubsw) at >= 123 ms of arithmetic against 41 ms for one row (memory-bound).
 template <class Ty, int T>
 void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
   const int64_t nb = n / 32;
