@@ -20,7 +20,7 @@
 //    pass over the weights like decode (matmul_act_few_q).
 //  - prefill without VNNI: the row kernel on tiles of 4 tokens, rows and tokens blocked so that a row stays
 //    in L1 and 64 tokens' activations in L2. On AVX2 the types of 32-element blocks take tiles of 8 weight rows x
-//    8 tokens instead (rows8_dot, also their few-row kernel and, but for Q8_0, their decode kernel): lanes along the
+//    8 tokens instead (rows8_dot, also their few-row and decode kernel; Q8_0 from 4 activation rows: kRows8MinTokens): lanes along the
 //    8 weight rows, so the conversion and multiply-add go once per block and token for all 8 rows. Measured on the
 //    shared Zen 3 (CPU time, TinyLlama layer, 128 tokens), its first form (elements in lanes, folded with vphaddw)
 //    against the row kernel: Q4_0 169.6 -> 98.5 ms, Q5_0 226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5
@@ -796,14 +796,14 @@ void rowdot_a(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float
   for (int r = 0; r < R; ++r) rowdot_group<Ty, T>(w + r * rb, a, n, out[r]);
 }
 
-// Decode (one activation row) of Q8_0 through rows8_dot rather than the row kernel (ADAINFER_ROWS8_DECODE_Q8=1 at
-// build): measured the same (Zen 3, 22 layers streamed, 1 thread: 8.7-9.4 against 9.2-9.5 GB/s), since decode waits
-// on memory; the row kernel stays, as it does not need the rows in groups of 8.
-#ifndef ADAINFER_ROWS8_DECODE_Q8
-#define ADAINFER_ROWS8_DECODE_Q8 0
-#endif
+// Fewest activation rows for which rows8_dot replaces the row kernel (Q8_0: also decode stays on the row kernel).
+// Q8_0's transposes (two per block, and |w|) are paid per block whatever the activation rows, so with 2 of them the
+// row kernel was faster (TinyLlama layer loop, 22 layers, 1 thread, medians of 6 alternating rounds on the shared
+// Zen 3: 2 rows 120 against 148 ms; 4 rows 202-216 against 200-218 ms, even; 8 rows 375-418 against 312-341 ms).
+// Decode of Q8_0 through rows8_dot measured the same as the row kernel (22 layers streamed: 8.7-9.4 against 9.2-9.5
+// GB/s): it waits on memory.
 template <class Ty>
-constexpr bool kRows8Decode = !Ty::kQ8 || ADAINFER_ROWS8_DECODE_Q8;
+constexpr int kRows8MinTokens = Ty::kQ8 ? 4 : 1;
 
 // The fp16 values at offset off of the 8 rows, as floats in row order.
 inline __m256 halves_rows8(const uint8_t* const* row, size_t off) {
@@ -861,6 +861,7 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
+  const __m256 offset = _mm256_set1_ps(static_cast<float>(Ty::kOffset));
   for (int64_t b = 0; b < nb; ++b) {
     const size_t off = static_cast<size_t>(b) * Ty::kBytes;
     // the 8 rows are one contiguous stretch of memory, consumed 8 blocks' bytes per block step
@@ -927,9 +928,10 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
         }
       }
       __m256 v = _mm256_cvtepi32_ps(isum);
-      // codes are value + offset: subtract offset * (sum of the activation codes), exact in float (< 2^24)
-      if constexpr (Ty::kOffset != 0) v = _mm256_sub_ps(v, _mm256_set1_ps(static_cast<float>(Ty::kOffset) * a[t].sum[b]));
-      acc[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b])), acc[t]);
+      // codes are value + offset: subtract offset * (sum of the activation codes), exact in float (< 2^24); the
+      // broadcasts come straight from memory, one vfnmadd does the rest
+      if constexpr (Ty::kOffset != 0) v = _mm256_fnmadd_ps(_mm256_broadcast_ss(a[t].sum + b), offset, v);
+      acc[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(dw, _mm256_broadcast_ss(a[t].d + b)), acc[t]);
       if constexpr (Ty::kMin) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].s[b]), acc[t]);
     }
   }
@@ -1319,7 +1321,7 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
   if (n_tok == 1) {
 #if !ADAINFER_Q512
     if constexpr (!IsKType<Ty>::value) {
-      if constexpr (kRows8Decode<Ty>) {
+      if constexpr (kRows8MinTokens<Ty> <= 1) {
         rows8_tile<Ty, 1>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
         return;
       }
@@ -1379,8 +1381,10 @@ inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, c
     constexpr int kT = decltype(tokens)::value;
 #if !ADAINFER_Q512
     if constexpr (!IsKType<Ty>::value) {
-      rows8_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
-      return;
+      if constexpr (kT >= kRows8MinTokens<Ty>) {
+        rows8_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
+        return;
+      }
     }
 #endif
     row_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
