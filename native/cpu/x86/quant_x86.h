@@ -849,7 +849,9 @@ inline void rows8_transpose16(const uint8_t* const* row, size_t off, __m256i* D)
 // Measured against the vphaddw form (shared Zen 3, 1 thread, CPU time of bench/native matmul_bench, old and new
 // binaries alternating): Q8_0, which had only the row kernel, prefill of 128 tokens 192 / 183 -> 141 / 142 ms and
 // 8 rows streamed through 22 layers 232 / 296 -> 193 / 209 ms; Q4_0 the same within the noise (8 rows streamed,
-// median of 4: 134 -> 132.5 ms; prefill 101 / 103 -> 99 / 104 ms; weights in L2: 115 -> 113 ms). Both forms are
+// median of 4: 134 -> 132.5 ms; prefill 101 / 103 -> 99 / 104 ms; weights in L2: 115 -> 113 ms). Through the layer
+// loop (bench/verify_cost.ts, quiet machine, 1 thread, medians of 3 alternating rounds, with the vfnmadd below):
+// an 8-row step Q4_0 153 -> 145 ms (3.38x -> 3.16x a 1-row step), Q8_0 254 -> 221 ms (3.55x -> 2.96x). Both forms are
 // bound by vpmaddubsw (8 per block, activation row and 8 weight rows): on that machine one vpmaddubsw costs
 // 0.51 ns in a loop of independent ones, which puts 8 Q4_0 rows through the 22 TinyLlama layers (7.7 G
 // multiply-adds, 240 M vpmaddubsw) at >= 123 ms of arithmetic against 41 ms for one row (memory-bound).
