@@ -505,8 +505,9 @@ TEST(quant_matmul_few_matches_generic) {
     const std::vector<int64_t> sizes =
         is_k(type) ? std::vector<int64_t>{256, 768, 2304} : std::vector<int64_t>{32, 96, 256, 288, 544, 2080};
     for (int64_t n_in : sizes) {
-      // row counts 7 .. 21 around the AVX2 kernel's groups of 8 weight rows (and the row kernel for the rest)
-      for (int64_t n_tok : {1, 2, 3, 4, 5, 7, 8, 9, 12, 16}) {
+      // every activation row count 1 .. kFewRowsMax (each a separate instantiation of the AVX2 8-row kernel); weight
+      // row counts 6 .. 21 around its groups of 8 weight rows (and the row kernel for the rest)
+      for (int64_t n_tok = 1; n_tok <= kFewRowsMax; ++n_tok) {
         const int64_t row_begin = n_tok % 3, rows = 5 + n_tok;  // unaligned ranges, partial 16-row blocks
         const int64_t row_end = row_begin + rows, total = row_end + 2;
         const QWeights w = make_qweights(type, total, n_in, rng);

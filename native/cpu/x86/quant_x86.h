@@ -19,11 +19,12 @@
 //    A few rows (2 .. kFewRowsMax, matmul_act_few: speculative verify steps) go through it all at once, in one
 //    pass over the weights like decode (matmul_act_few_q).
 //  - prefill without VNNI: the row kernel on tiles of 4 tokens, rows and tokens blocked so that a row stays
-//    in L1 and 64 tokens' activations in L2. On AVX2 the 4- and 5-bit types take tiles of 8 weight rows x 8
-//    tokens instead (rows8_dot, also their decode and few-row kernel): the 8 rows' products of a block are folded
-//    in 16-bit lanes to one lane per row, so the conversion and multiply-add go once per block and token for all
-//    8 rows. Measured on the shared Zen 3 (CPU time, TinyLlama layer, 128 tokens): Q4_0 169.6 -> 98.5 ms, Q5_0
-//    226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5 -> 146.5 ms, 1 row 58.4 -> 47.0 ms.
+//    in L1 and 64 tokens' activations in L2. On AVX2 the types of 32-element blocks take tiles of 8 weight rows x
+//    8 tokens instead (rows8_dot, also their few-row and decode kernel; Q8_0 from 4 activation rows: kRows8MinTokens): lanes along the
+//    8 weight rows, so the conversion and multiply-add go once per block and token for all 8 rows. Measured on the
+//    shared Zen 3 (CPU time, TinyLlama layer, 128 tokens), its first form (elements in lanes, folded with vphaddw)
+//    against the row kernel: Q4_0 169.6 -> 98.5 ms, Q5_0 226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5
+//    -> 146.5 ms, 1 row 58.4 -> 47.0 ms. The present form (rows in lanes) against that: see rows8_dot.
 //  - prefill with VNNI: 16 weight rows are unpacked into a panel (codes of 4 consecutive elements of the 16
 //    rows side by side, one float scale and bias per row and sub-block) that stays in L1/L2; the micro-kernel
 //    multiplies it with up to 8 tokens at once, lanes across the 16 rows, the 4 activation bytes broadcast
@@ -795,101 +796,151 @@ void rowdot_a(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float
   for (int r = 0; r < R; ++r) rowdot_group<Ty, T>(w + r * rb, a, n, out[r]);
 }
 
-// The 4- and 5-bit types go through rows8 (8 weight rows at once); Q8_0's signed codes need the sign trick per
-// activation row, which leaves it nothing to share (its row kernel serves it).
+// Fewest activation rows for which rows8_dot replaces the row kernel (Q8_0: also decode stays on the row kernel).
+// Q8_0's transposes (two per block, and |w|) are paid per block whatever the activation rows, so with 2 of them the
+// row kernel was faster (TinyLlama layer loop, 22 layers, 1 thread, medians of 6 alternating rounds on the shared
+// Zen 3: 2 rows 120 against 148 ms; 4 rows 202-216 against 200-218 ms, even; 8 rows 375-418 against 312-341 ms).
+// Decode of Q8_0 through rows8_dot measured the same as the row kernel (22 layers streamed: 8.7-9.4 against 9.2-9.5
+// GB/s): it waits on memory.
 template <class Ty>
-constexpr bool kRows8 = !Ty::kQ8;
+constexpr int kRows8MinTokens = Ty::kQ8 ? 4 : 1;
 
-// 8 weight rows (w, w + rb, ..., consecutive in memory) times T activation rows, for the 4- and 5-bit types. The
-// row kernel spends a conversion and a multiply-add (and a vpmaddwd) on every block, weight row and activation row;
-// here the 8 rows' products of one block are reduced in the integer domain to one vector whose lanes are the 8
-// rows, so those go once per block and activation row for all 8 rows. Two rows share a register (row 2p in the
-// low 128 bits, 2p + 1 in the high), so each activation half (16 bytes, broadcast to both halves) meets four
-// registers of codes, and the sums fold with vphaddw: after three folds each 16-bit lane holds a row's products
-// over 16 elements (4-bit codes: |sum| <= 32 * 15 * 127 < 2^15), and one vpmaddwd finishes the block. The lanes
-// come out as rows 0 2 4 6 1 3 5 7; the scales are loaded in that order. The 5-bit codes (<= 31) would overflow
-// the last fold: they fold twice in 16 bits, widen, and fold once in 32. No copy of the weights: the codes are
-// unpacked straight from the file's blocks, once per block for all T rows.
+// The fp16 values at offset off of the 8 rows, as floats in row order.
+inline __m256 halves_rows8(const uint8_t* const* row, size_t off) {
+  return _mm256_cvtph_ps(_mm_setr_epi16(
+      static_cast<int16_t>(load_u16(row[0] + off)), static_cast<int16_t>(load_u16(row[1] + off)),
+      static_cast<int16_t>(load_u16(row[2] + off)), static_cast<int16_t>(load_u16(row[3] + off)),
+      static_cast<int16_t>(load_u16(row[4] + off)), static_cast<int16_t>(load_u16(row[5] + off)),
+      static_cast<int16_t>(load_u16(row[6] + off)), static_cast<int16_t>(load_u16(row[7] + off))));
+}
+
+// The 8 rows' qh words (5-bit types) as int32 lanes in row order.
+inline __m256i rows8_qh(const uint8_t* const* row, size_t off) {
+  return _mm256_setr_epi32(load_i32(row[0] + off), load_i32(row[1] + off), load_i32(row[2] + off),
+                           load_i32(row[3] + off), load_i32(row[4] + off), load_i32(row[5] + off),
+                           load_i32(row[6] + off), load_i32(row[7] + off));
+}
+
+// Dwords k = 0..3 of 16 bytes at offset off of the 8 rows, transposed: D[k] holds row r's dword k in int32 lane r
+// (rows 0-3 in the low 128 bits, 4-7 in the high: one in-lane 4x4 transpose of dwords, 8 unpacks).
+inline void rows8_transpose16(const uint8_t* const* row, size_t off, __m256i* D) {
+  __m256i v[4];
+  for (int j = 0; j < 4; ++j)
+    v[j] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(row[j + 4] + off), reinterpret_cast<const __m128i*>(row[j] + off));
+  const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+  D[0] = _mm256_unpacklo_epi64(t0, t2);
+  D[1] = _mm256_unpackhi_epi64(t0, t2);
+  D[2] = _mm256_unpacklo_epi64(t1, t3);
+  D[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+// 8 weight rows (w, w + rb, ..., w + 7 * rb) times T activation rows, for the types of 32-element blocks. The row
+// kernel has elements in the lanes, so each block's products must be summed across lanes (a conversion and
+// multiply-add per block, weight row and activation row; an earlier 8-row kernel folded them with vphaddw, 3 per
+// block and activation row). Here the lanes are the rows instead: each block's codes are transposed once, for all
+// T activation rows, into 8 vectors C[k] whose int32 lane r holds elements 4k .. 4k + 3 of row r (in-lane unpacks,
+// no copy of the weights), and the activation's 4 bytes of those elements are broadcast (vpbroadcastd from memory).
+// One vpmaddubsw per 4 elements then serves 8 rows; the 16-bit pair sums of a block add up in place (4-bit codes:
+// 8 * 2 * 15 * 127 < 2^15; 5-bit codes in two halves) and one vpmaddwd leaves one int32 per row, with no horizontal
+// step. Q8_0's signed bytes use |w| and the activation with w's sign (qdot_ss); their pair sums (<= 2 * 128 * 127)
+// only just fit 16 bits, so each goes through vpmaddwd before adding. Offsets (code - 8 or 16) are subtracted as
+// offset * (sum of the block's activation codes) in float, once per block and activation row for all 8 rows.
+// Measured against the vphaddw form (shared Zen 3, 1 thread, CPU time of bench/native matmul_bench, old and new
+// binaries alternating): Q8_0, which had only the row kernel, prefill of 128 tokens 192 / 183 -> 141 / 142 ms and
+// 8 rows streamed through 22 layers 232 / 296 -> 193 / 209 ms; Q4_0 the same within the noise (8 rows streamed,
+// median of 4: 134 -> 132.5 ms; prefill 101 / 103 -> 99 / 104 ms; weights in L2: 115 -> 113 ms). Through the layer
+// loop (bench/verify_cost.ts, quiet machine, 1 thread, medians of 3 alternating rounds, with the vfnmadd below):
+// an 8-row step Q4_0 153 -> 145 ms (3.38x -> 3.16x a 1-row step), Q8_0 254 -> 221 ms (3.55x -> 2.96x). Both forms are
+// bound by vpmaddubsw (8 per block, activation row and 8 weight rows): on that machine one vpmaddubsw costs
+// 0.51 ns in a loop of independent ones, which puts 8 Q4_0 rows through the 22 TinyLlama layers (7.7 G
+// multiply-adds, 240 M vpmaddubsw) at >= 123 ms of arithmetic against 41 ms for one row (memory-bound).
 template <class Ty, int T>
 void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
   const int64_t nb = n / 32;
   const uint8_t* row[8];
   for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
-  constexpr int kLaneRow[8] = {0, 2, 4, 6, 1, 3, 5, 7};
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
+  const __m256 offset = _mm256_set1_ps(static_cast<float>(Ty::kOffset));
   for (int64_t b = 0; b < nb; ++b) {
     const size_t off = static_cast<size_t>(b) * Ty::kBytes;
     // the 8 rows are one contiguous stretch of memory, consumed 8 blocks' bytes per block step
     const char* pf = reinterpret_cast<const char*>(w) + kPrefetchAhead + 8 * off;
-    _mm_prefetch(pf, _MM_HINT_T0);
-    _mm_prefetch(pf + 64, _MM_HINT_T0);
-    _mm_prefetch(pf + 128, _MM_HINT_T0);
-    __m256i lo[4], hi[4];
-#pragma GCC unroll 4
-    for (int p = 0; p < 4; ++p) {
-      const uint8_t* b0 = row[2 * p] + off;
-      const uint8_t* b1 = row[2 * p + 1] + off;
-      const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b1 + Ty::kQs),
-                                            reinterpret_cast<const __m128i*>(b0 + Ty::kQs));
-      lo[p] = _mm256_and_si256(v, m4);                         // elements 0-15 of each row
-      hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  // elements 16-31
+    for (int line = 0; line < 8 * Ty::kBytes; line += 64) _mm_prefetch(pf + line, _MM_HINT_T0);
+    // C[k]: elements 4k .. 4k + 3 of each row, lane r = row r (Q8_0: U[k] = |C[k]|)
+    __m256i C[8], U[8];
+    if constexpr (Ty::kQ8) {
+      rows8_transpose16(row, off + Ty::kQs, C);
+      rows8_transpose16(row, off + Ty::kQs + 16, C + 4);
+      for (int k = 0; k < 8; ++k) U[k] = _mm256_sign_epi8(C[k], C[k]);
+    } else {
+      // byte i of a 4/5-bit block: element i in the low nibble, element i + 16 in the high
+      __m256i D[4];
+      rows8_transpose16(row, off + Ty::kQs, D);
+      for (int k = 0; k < 4; ++k) {
+        C[k] = _mm256_and_si256(D[k], m4);
+        C[k + 4] = _mm256_and_si256(_mm256_srli_epi16(D[k], 4), m4);
+      }
       if constexpr (Ty::kQ5) {
-        // bit j of qh -> 16 in byte j: qh of each row in its half, spread one byte over 8, one bit tested per byte
-        const __m256i qh = _mm256_set_m128i(_mm_cvtsi32_si128(static_cast<int>(load_u32(b1 + Ty::kQh))),
-                                            _mm_cvtsi32_si128(static_cast<int>(load_u32(b0 + Ty::kQh))));
-        const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+        // bit j of a row's qh is bit 4 of element j: bits 4k .. 4k + 3 lie in byte k / 2 of the word; spread
+        // that byte over the lane's 4 bytes and test one bit per byte
+        const __m256i qh = rows8_qh(row, off + Ty::kQh);
         const __m256i sixteen = _mm256_set1_epi8(16);
-        const __m256i spread_lo = _mm256_shuffle_epi8(
-            qh, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
-        const __m256i spread_hi = _mm256_shuffle_epi8(
-            qh, _mm256_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-        lo[p] = _mm256_or_si256(lo[p], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread_lo, bit), bit), sixteen));
-        hi[p] = _mm256_or_si256(hi[p], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread_hi, bit), bit), sixteen));
+        for (int k = 0; k < 8; ++k) {
+          const char s = static_cast<char>(k >> 1);
+          const __m256i spread = _mm256_shuffle_epi8(
+              qh, _mm256_setr_epi8(s, s, s, s, s + 4, s + 4, s + 4, s + 4, s + 8, s + 8, s + 8, s + 8, s + 12, s + 12, s + 12,
+                                   s + 12, s, s, s, s, s + 4, s + 4, s + 4, s + 4, s + 8, s + 8, s + 8, s + 8, s + 12,
+                                   s + 12, s + 12, s + 12));
+          const __m256i bit = _mm256_set1_epi32((k & 1) ? static_cast<int>(0x80402010u) : 0x08040201);
+          C[k] = _mm256_or_si256(C[k], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), sixteen));
+        }
       }
     }
-    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
-        static_cast<int16_t>(load_u16(row[kLaneRow[0]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[1]] + off)),
-        static_cast<int16_t>(load_u16(row[kLaneRow[2]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[3]] + off)),
-        static_cast<int16_t>(load_u16(row[kLaneRow[4]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[5]] + off)),
-        static_cast<int16_t>(load_u16(row[kLaneRow[6]] + off)), static_cast<int16_t>(load_u16(row[kLaneRow[7]] + off))));
+    const __m256 dw = halves_rows8(row, off);
     __m256 mw = _mm256_setzero_ps();
-    if constexpr (Ty::kMin) {
-      const int m = Ty::kM;
-      mw = _mm256_cvtph_ps(_mm_setr_epi16(
-          static_cast<int16_t>(load_u16(row[kLaneRow[0]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[1]] + off + m)),
-          static_cast<int16_t>(load_u16(row[kLaneRow[2]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[3]] + off + m)),
-          static_cast<int16_t>(load_u16(row[kLaneRow[4]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[5]] + off + m)),
-          static_cast<int16_t>(load_u16(row[kLaneRow[6]] + off + m)), static_cast<int16_t>(load_u16(row[kLaneRow[7]] + off + m))));
-    }
+    if constexpr (Ty::kMin) mw = halves_rows8(row, off + Ty::kM);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* x = a[t].q + b * 32;
-      const __m256i xl = _mm256_broadcastsi128_si256(load128(x)), xh = _mm256_broadcastsi128_si256(load128(x + 16));
-      __m256i P[4];
-      for (int p = 0; p < 4; ++p)
-        P[p] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[p], xl), _mm256_maddubs_epi16(hi[p], xh));
-      // P[p]: row 2p's 8 pair sums | row 2p + 1's
-      const __m256i h01 = _mm256_hadd_epi16(P[0], P[1]);  // rows 0, 2 (4 lanes each) | rows 1, 3
-      const __m256i h23 = _mm256_hadd_epi16(P[2], P[3]);  // rows 4, 6 | rows 5, 7
       __m256i isum;
-      if constexpr (Ty::kQ5) {
-        isum = _mm256_hadd_epi32(_mm256_madd_epi16(h01, ones16), _mm256_madd_epi16(h23, ones16));
+      if constexpr (Ty::kQ8) {
+        isum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) {
+          const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(x + 4 * k)), C[k]);
+          isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(U[k], xs), ones16));
+        }
       } else {
-        isum = _mm256_madd_epi16(_mm256_hadd_epi16(h01, h23), ones16);  // rows 0 2 4 6 | 1 3 5 7
+        __m256i s16[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          s16[h] = _mm256_maddubs_epi16(C[4 * h], _mm256_set1_epi32(load_i32(x + 16 * h)));
+#pragma GCC unroll 3
+          for (int k = 1; k < 4; ++k)
+            s16[h] = _mm256_add_epi16(s16[h], _mm256_maddubs_epi16(C[4 * h + k], _mm256_set1_epi32(load_i32(x + 16 * h + 4 * k))));
+        }
+        if constexpr (Ty::kQ5) {
+          // 5-bit codes: 4 * 2 * 31 * 127 < 2^15 per half, not both halves
+          isum = _mm256_add_epi32(_mm256_madd_epi16(s16[0], ones16), _mm256_madd_epi16(s16[1], ones16));
+        } else {
+          isum = _mm256_madd_epi16(_mm256_add_epi16(s16[0], s16[1]), ones16);
+        }
       }
       __m256 v = _mm256_cvtepi32_ps(isum);
-      // codes are value + offset: subtract offset * (sum of the activation codes), exact in float (< 2^24)
-      if constexpr (Ty::kOffset != 0) v = _mm256_sub_ps(v, _mm256_set1_ps(static_cast<float>(Ty::kOffset) * a[t].sum[b]));
-      acc[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b])), acc[t]);
+      // codes are value + offset: subtract offset * (sum of the activation codes), exact in float (< 2^24); the
+      // broadcasts come straight from memory, one vfnmadd does the rest
+      if constexpr (Ty::kOffset != 0) v = _mm256_fnmadd_ps(_mm256_broadcast_ss(a[t].sum + b), offset, v);
+      acc[t] = _mm256_fmadd_ps(v, _mm256_mul_ps(dw, _mm256_broadcast_ss(a[t].d + b)), acc[t]);
       if constexpr (Ty::kMin) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].s[b]), acc[t]);
     }
   }
   for (int t = 0; t < T; ++t) {
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, acc[t]);
-    for (int l = 0; l < 8; ++l) out[kLaneRow[l]][t] = lanes[l];
+    for (int r = 0; r < 8; ++r) out[r][t] = lanes[r];
   }
 }
 
@@ -1272,7 +1323,7 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
   if (n_tok == 1) {
 #if !ADAINFER_Q512
     if constexpr (!IsKType<Ty>::value) {
-      if constexpr (kRows8<Ty>) {
+      if constexpr (kRows8MinTokens<Ty> <= 1) {
         rows8_tile<Ty, 1>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
         return;
       }
@@ -1287,13 +1338,11 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
       const int64_t te = tb + 64 < n_tok ? tb + 64 : n_tok;
       int64_t t = tb;
 #if !ADAINFER_Q512
-      // AVX2, 4/5-bit types: tiles of 8 weight rows x 8 tokens (rows8_dot); the few-row switch takes the rest
+      // AVX2, types of 32-element blocks: tiles of 8 weight rows x 8 tokens (rows8_dot); few_tile takes the rest
       if constexpr (!IsKType<Ty>::value) {
-        if constexpr (kRows8<Ty>) {
-          for (; t + 8 <= te; t += 8) rows8_tile<Ty, 8>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
-          if (t < te) few_tile<Ty>(te - t, W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
-          continue;
-        }
+        for (; t + 8 <= te; t += 8) rows8_tile<Ty, 8>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+        if (t < te) few_tile<Ty>(te - t, W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+        continue;
       }
 #endif
       for (; t + 4 <= te; t += 4) row_tile<Ty, 4>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
@@ -1309,40 +1358,39 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 
 // ---- a few activation rows (kernels.h: matmul_act_few) ----------------------------------------------------------
 
-// Rows [r0, r1) times activation rows [t0, t0 + count), count in [1, 8], through the row kernel with all of them
-// at once.
+// f(Count<count>{}) for a count known only at run time, in [1, 8] (others: nothing).
+template <class F>
+inline void with_count8(int64_t count, F&& f) {
+  switch (count) {
+    case 8: f(Count<8>{}); break;
+    case 7: f(Count<7>{}); break;
+    case 6: f(Count<6>{}); break;
+    case 5: f(Count<5>{}); break;
+    case 4: f(Count<4>{}); break;
+    case 3: f(Count<3>{}); break;
+    case 2: f(Count<2>{}); break;
+    case 1: f(Count<1>{}); break;
+    default: break;
+  }
+}
+
+// Rows [r0, r1) times activation rows [t0, t0 + count), count in [1, 8], with all of them at once: 8 weight rows
+// at a time (rows8_dot) on AVX2, the row kernel otherwise.
 template <class Ty>
 inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
                      int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
+  with_count8(count, [&](auto tokens) {
+    constexpr int kT = decltype(tokens)::value;
 #if !ADAINFER_Q512
-  if constexpr (!IsKType<Ty>::value) {
-    if constexpr (kRows8<Ty>) {
-      switch (count) {
-        case 8: rows8_tile<Ty, 8>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        case 7: rows8_tile<Ty, 7>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        case 6: rows8_tile<Ty, 6>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        case 5: rows8_tile<Ty, 5>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        case 4: rows8_tile<Ty, 4>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        case 3: rows8_tile<Ty, 3>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        case 2: rows8_tile<Ty, 2>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        case 1: rows8_tile<Ty, 1>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-        default: break;
+    if constexpr (!IsKType<Ty>::value) {
+      if constexpr (kT >= kRows8MinTokens<Ty>) {
+        rows8_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
+        return;
       }
-      return;
     }
-  }
 #endif
-  switch (count) {
-    case 8: row_tile<Ty, 8>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    case 7: row_tile<Ty, 7>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    case 6: row_tile<Ty, 6>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    case 5: row_tile<Ty, 5>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    case 4: row_tile<Ty, 4>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    case 3: row_tile<Ty, 3>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    case 2: row_tile<Ty, 2>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    case 1: row_tile<Ty, 1>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1); break;
-    default: break;
-  }
+    row_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
+  });
 }
 
 // MatmulActFn for 2 .. kFewRowsMax activation rows. Like decode, one pass over the weights, which stream from
