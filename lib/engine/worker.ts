@@ -345,18 +345,28 @@ function batchExitFor(spec: ExitSpec | undefined): BatchExit | undefined {
   return () => policyFromExitFile(f);
 }
 
-/** The batch context: `slots` sequences (+1 scratch slot without compaction), rows for prompt chunks, lens size. */
-function batchContext(o: WorkerBatchOptions, slots: number, contextSize: number, exit: BatchExit | undefined): TransformerContext {
-  const sample = typeof exit === 'function' ? exit() : exit;
-  // At least the default top-k: a fast lens's candidates, or the jsd feature's candidate set in faithful mode.
-  const lensK = Math.max(DEFAULT_FAST_TOP_K, sample?.lens.mode === 'fast' && !sample.lens.candidates ? sample.lens.topK ?? DEFAULT_FAST_TOP_K : 0);
+/**
+ * A batch context: `slots` sequences (+1 scratch slot without compaction), rows for the decode rows plus prompt
+ * chunks of 512 (lib/engine/batch.ts), and a lens buffer of `lensK` entries (batchLensK).
+ */
+function batchContext(o: { threads: number; compaction?: boolean }, slots: number, contextSize: number, lensK: number): TransformerContext {
   return requireModel().createContext({
     contextSize,
     sequences: slots + (o.compaction === false ? 1 : 0),
-    batchSize: slots + 512, // decode rows + prompt chunks of 512 rows (lib/engine/batch.ts)
+    batchSize: slots + 512,
     threads: o.threads,
     lensK,
   });
+}
+
+/** The largest fast-lens top-k any of `policies` asks, at least the default (the jsd feature's candidate set in faithful mode). */
+function batchLensK(policies: (ExitPolicy | undefined)[]): number {
+  return Math.max(DEFAULT_FAST_TOP_K, ...policies.map(lensTopK));
+}
+
+/** A batch's exit as the policy of one sequence (a factory makes one per sequence; the first stands for all). */
+function samplePolicy(exit: BatchExit | undefined): ExitPolicy | undefined {
+  return typeof exit === 'function' ? exit() : exit;
 }
 
 async function drive<R>(gen: Generator<number[], R>): Promise<R> {
@@ -378,7 +388,7 @@ async function generateBatchOp(id: number, specs: BatchPromptSpec[], o: WorkerBa
   const need = prompts.reduce((a, p) => Math.max(a, p.tokens.length + (p.maxTokens ?? o.maxTokens)), 1);
   const contextSize = o.contextSize ?? Math.min(need, m.config.contextLength);
   const exit = batchExitFor(o.exit);
-  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, exit);
+  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, batchLensK([samplePolicy(exit)]));
   const flag = new Int32Array(abort);
   try {
     const gen = generateBatch(
@@ -404,7 +414,7 @@ async function classifyBatchOp(
   const prompts = specs.map((prompt, i) => promptAndLabelTokens(prompt, labels, o.addBos, `prompt ${i}: `));
   const contextSize = o.contextSize ?? Math.min(prompts.reduce((a, p) => Math.max(a, p.tokens.length), 1), m.config.contextLength);
   const exit = batchExitFor(o.exit);
-  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, exit);
+  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, batchLensK([samplePolicy(exit)]));
   const flag = new Int32Array(abort);
   const item = (r: { index: number; label: number; probs: number[]; exitLayer: number; timings: BatchClassifyItem['timings'] }): BatchClassifyItem => ({
     promptIndex: r.index,
@@ -456,15 +466,8 @@ function lensTopK(policy: ExitPolicy | undefined): number {
 }
 
 function openBatchOp(batchId: number, o: WorkerOpenBatchOptions): null {
-  const m = requireModel();
-  const lensK = Math.max(8, DEFAULT_FAST_TOP_K, ...(o.exitFiles ?? []).map((f) => lensTopK(requestExit(f)?.())));
-  const ctx = m.createContext({
-    contextSize: o.contextSize,
-    sequences: o.slots + (o.compaction === false ? 1 : 0),
-    batchSize: o.slots + 512, // decode rows + prompt chunks of 512 rows (lib/engine/batch.ts)
-    threads: o.threads,
-    lensK,
-  });
+  const lensK = batchLensK((o.exitFiles ?? []).map((f) => requestExit(f)?.()));
+  const ctx = batchContext(o, o.slots, o.contextSize, lensK);
   let batch: OpenBatch;
   try {
     batch = new OpenBatch(ctx, { kvFill: o.kvFill, compaction: o.compaction });
