@@ -16,7 +16,6 @@
  *   node dist/bench/exit_ablation.js [--models a,b] [--limit N] [--seeds N] [--markdown]
  */
 import { Command } from 'commander';
-import * as fs from 'fs';
 import * as path from 'path';
 import { calibrateLayerThresholds, calibrateThreshold, CalibrationExample } from '../lib/exit/calibrate';
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
@@ -30,6 +29,7 @@ import { ClassifierKind, scoreTrace, trainPolicy, TrainedPolicy } from '../lib/e
 import { TransformerModel } from '../lib/model/transformer';
 import { trainGbt } from './gbt';
 import { describeMachine, exitEvidenceModels, formatMachine, repoRoot } from './machine';
+import { cachedTraces, exitOutcome, quantileThresholdForDrop, ScoredTrace } from './exit_replay';
 
 interface Config {
   name: string;
@@ -98,66 +98,14 @@ function trainGbtPolicy(fit: Trace[], calibration: Trace[], c: Config, target: n
   };
 }
 
-/** Traces cached as JSON under `dir` (the same examples give the same traces: the forward pass is deterministic). */
-function cachedTraces(dir: string | undefined, key: string, collect: () => Trace[]): Trace[] {
-  if (!dir) return collect();
-  const file = path.join(dir, key.replace(/[^A-Za-z0-9._-]+/g, '_') + '.json');
-  if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8')) as Trace[];
-  const traces = collect();
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(file, JSON.stringify(traces));
-  return traces;
-}
-
 /** Scores of every check of every trace under a trained policy. */
-function scored(t: TrainedPolicy, traces: Trace[]): { nLayer: number; checks: { layer: number; score: number; top1: number }[]; final: number; gold?: number }[] {
+function scored(t: TrainedPolicy, traces: Trace[]): ScoredTrace[] {
   const c = t.classifier;
   const features = c ? c.features : [t.feature ?? 'gap'];
   return traces.map((tr) => {
     const scores = scoreTrace(tr, (x) => (c ? c.score(x) : x[0]), () => c?.begin(), features as FeatureName[]);
     return { nLayer: tr.nLayer, final: tr.final, gold: tr.gold, checks: tr.checks.map((k, i) => ({ layer: k.layer, score: scores[i], top1: k.top1 })) };
   });
-}
-
-/** Agreement, accuracy drop and pruning of per-layer thresholds on scored traces. */
-function outcome(s: ReturnType<typeof scored>, at: (layer: number) => number) {
-  let agree = 0;
-  let correct = 0;
-  let correctFull = 0;
-  let layers = 0;
-  for (const t of s) {
-    let answer = t.final;
-    let used = t.nLayer;
-    for (const c of t.checks)
-      if (c.score >= at(c.layer)) {
-        answer = c.top1;
-        used = c.layer + 1;
-        break;
-      }
-    if (answer === t.final) agree++;
-    if (answer === t.gold) correct++;
-    if (t.final === t.gold) correctFull++;
-    layers += used;
-  }
-  const n = s.length;
-  const nLayer = s[0].nLayer;
-  return { agreement: agree / n, drop: (correctFull - correct) / n, pruning: (nLayer - layers / n) / nLayer };
-}
-
-/** The cheapest single threshold (of score quantiles) whose accuracy drop on `s` is <= maxDrop. */
-function thresholdForDrop(s: ReturnType<typeof scored>, maxDrop: number): number {
-  const all = Float64Array.from(s.flatMap((t) => t.checks.map((c) => c.score))).sort();
-  let best = Infinity;
-  let bestPruning = 0;
-  for (let q = 0; q < 400; q++) {
-    const v = all[Math.floor(((q + 0.5) * all.length) / 400)];
-    const o = outcome(s, () => v);
-    if (o.drop <= maxDrop && o.pruning > bestPruning) {
-      bestPruning = o.pruning;
-      best = v;
-    }
-  }
-  return best;
 }
 
 async function main(): Promise<void> {
@@ -227,12 +175,12 @@ async function main(): Promise<void> {
         const threshold = t.layerThresholds ?? t.threshold;
         const at = (layer: number) => (typeof threshold === 'number' ? threshold : threshold[layer]);
         const evalScored = scored(t, evaluation);
-        const held = outcome(evalScored, at);
-        const forDrop = thresholdForDrop(scored(t, calibration), maxDrop);
-        const acc = outcome(evalScored, () => forDrop);
+        const held = exitOutcome(evalScored, at);
+        const forDrop = quantileThresholdForDrop(scored(t, calibration), maxDrop);
+        const acc = exitOutcome(evalScored, () => forDrop);
         // The paper's way of reading its curves: the evaluation half's own threshold curve at drop <= maxDrop.
-        const curveThreshold = thresholdForDrop(evalScored, maxDrop);
-        const curve = outcome(evalScored, () => curveThreshold);
+        const curveThreshold = quantileThresholdForDrop(evalScored, maxDrop);
+        const curve = exitOutcome(evalScored, () => curveThreshold);
         const policy = t.classifier ? classifierPolicy(t.classifier, threshold, schedule, c.lens) : thresholdPolicy('gap', threshold, schedule, c.lens);
         const micros = classifierMicrosPerCheck(policy, evaluation.slice(0, 300));
         rows.push({ agreement: held.agreement, pruning: held.pruning, drop: held.drop, accPruning: acc.pruning, accDrop: acc.drop, curvePruning: curve.pruning, micros });

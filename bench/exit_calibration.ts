@@ -16,7 +16,6 @@
  *   node dist/bench/exit_calibration.js [--models a,b] [--fit-limit N] [--seeds N] [--cache DIR] [--markdown]
  */
 import { Command } from 'commander';
-import * as fs from 'fs';
 import * as path from 'path';
 import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, confirmedScores, documentsLowerBound, shapedScores } from '../lib/exit/calibrate';
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
@@ -27,59 +26,20 @@ import { DEFAULT_FEATURES, scoreTrace, trainPolicy } from '../lib/exit/train';
 import { FeatureExtractor } from '../lib/exit/lens';
 import { trainSvm } from '../lib/exit/svm';
 import { TransformerModel } from '../lib/model/transformer';
+import { cachedTraces, exitOutcome, quantileThresholdForDrop, ScoredTrace } from './exit_replay';
 import { describeMachine, exitEvidenceModels, formatMachine, repoRoot } from './machine';
 
-interface Scored {
-  nLayer: number;
+interface Scored extends ScoredTrace {
   doc: number;
-  final: number;
-  gold?: number;
-  checks: { layer: number; score: number; top1: number }[];
-}
-
-function cached(dir: string | undefined, key: string, collect: () => Trace[]): Trace[] {
-  if (!dir) return collect();
-  const file = path.join(dir, key + '.json');
-  if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8')) as Trace[];
-  const traces = collect();
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(file, JSON.stringify(traces));
-  return traces;
 }
 
 const toExamples = (s: Scored[]): CalibrationExample[] =>
   s.map((t) => ({ nLayer: t.nLayer, doc: t.doc, checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final })) }));
 
-/** Exit outcome per example of a rule "first check with score >= at(layer)". */
-function outcome(s: Scored[], at: (layer: number) => number) {
-  let agree = 0;
-  let correct = 0;
-  let correctFull = 0;
-  let layers = 0;
-  const agrees: boolean[] = [];
-  for (const t of s) {
-    let answer = t.final;
-    let used = t.nLayer;
-    for (const c of t.checks)
-      if (c.score >= at(c.layer)) {
-        answer = c.top1;
-        used = c.layer + 1;
-        break;
-      }
-    agrees.push(answer === t.final);
-    if (answer === t.final) agree++;
-    if (answer === t.gold) correct++;
-    if (t.final === t.gold) correctFull++;
-    layers += used;
-  }
-  const n = s.length;
-  return { agreement: agree / n, drop: (correctFull - correct) / n, pruning: (s[0].nLayer - layers / n) / s[0].nLayer, agrees };
-}
-
 /**
  * The cheapest threshold whose drop on `s` is <= maxDrop: with `bounded`, its documents' upper bound (calibrate.ts
  * calibrateThresholdForDrop, what train-exit --max-drop runs); otherwise the point estimate, over 400 score
- * quantiles (as bench/exit_ablation.ts).
+ * quantiles (exit_replay.ts quantileThresholdForDrop).
  */
 function thresholdForDrop(s: Scored[], maxDrop: number, bounded: boolean): number {
   if (bounded) {
@@ -91,18 +51,7 @@ function thresholdForDrop(s: Scored[], maxDrop: number, bounded: boolean): numbe
     }));
     return calibrateThresholdForDrop(examples, maxDrop, DEFAULT_CONFIDENCE).threshold;
   }
-  const all = Float64Array.from(s.flatMap((t) => t.checks.map((c) => c.score))).sort();
-  let best = Infinity;
-  let bestPruning = 0;
-  for (let q = 0; q < 400; q++) {
-    const v = all[Math.floor(((q + 0.5) * all.length) / 400)];
-    const o = outcome(s, () => v);
-    if (o.drop <= maxDrop && o.pruning > bestPruning) {
-      bestPruning = o.pruning;
-      best = v;
-    }
-  }
-  return best;
+  return quantileThresholdForDrop(s, maxDrop);
 }
 
 /** Scores transformed by a per-layer shape and/or confirmation, kept as Scored (same checks). */
@@ -152,8 +101,8 @@ async function main(): Promise<void> {
     const ctx = model.createContext({ contextSize: window, batchSize: window, threads: 1, lensK: 16 });
     const collect = (data: string, limit?: number) => () =>
       collectTraces(ctx, loadExamples(data, model.tokenizer, { window, limit, seed: limit ? 1 : 2 }), schedule, lens, undefined, undefined, FEATURE_NAMES);
-    const fit = cached(o.cache, `${name}-fit`, collect(o.train, fitLimit)).slice(0, fitLimit);
-    const valid = cached(o.cache, `${name}-valid`, collect(o.valid));
+    const fit = cachedTraces(o.cache, `${name}-fit`, collect(o.train, fitLimit)).slice(0, fitLimit);
+    const valid = cachedTraces(o.cache, `${name}-valid`, collect(o.valid));
     log(`${name}: fit ${fit.length} positions, valid ${valid.length} positions in ${new Set(valid.map((t) => t.doc)).size} stories`);
     type Row = { agreement: number; pruning: number; drop: number; calN: number; calDocs: number };
     const results = new Map<string, Row[]>();
@@ -174,9 +123,9 @@ async function main(): Promise<void> {
       const fitShape = calibrateLayerThresholds(toExamples(fitS), target).thresholds;
       const fitShapeConfirm = calibrateLayerThresholds(toExamples(transformed(fitS, undefined, true)), target).thresholds;
       const measure = (rule: string, calT: Scored[], evalT: Scored[], at: (layer: number) => number) => {
-        const h = outcome(evalT, at);
+        const h = exitOutcome(evalT, at);
         add(rule, { agreement: h.agreement, pruning: h.pruning, drop: h.drop, calN: calT.length, calDocs });
-        const calO = outcome(calT, at);
+        const calO = exitOutcome(calT, at);
         log(
           `${name} seed ${s} ${rule}: cal agreement ${pct(calO.agreement)} (documents' bound ${pct(documentsLowerBound(toExamples(calT), calO.agrees, DEFAULT_CONFIDENCE))}) ` +
             `pruning ${pct(calO.pruning)} | held out: agreement ${pct(h.agreement)} pruning ${pct(h.pruning)} drop ${(h.drop * 100).toFixed(2)}`,
