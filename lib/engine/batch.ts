@@ -16,10 +16,15 @@
  *    prompt's first token then costs its own step's prompt rows only, not those plus up to slots - 1 decode
  *    rows. The decode rows sit out at most one step in a row (a long prompt's chunks alternate with steps that
  *    carry the decode rows too), so prompts never stall decoding for long.
+ * A request with `speculative` decodes self-speculatively (lib/engine/speculative.ts): in each step its decode
+ * row is its round's next draft (at the draft depth) or its verification (at full depth, with the drafted positions
+ * rejoining at their draft depth beside the other sequences' rows), so a round takes k + 1 steps and emits up to
+ * k + 1 tokens. Its rows reserve 1 + (pending drafts) rows of the step.
  * The step engine (lib/engine/step.ts) runs each step: per-sequence exit decisions (one ExitDecider per
  * sequence), row compaction (or, with `compaction: false`, the baseline that keeps exited rows computing
  * into a scratch slot — the context's last sequence, which then holds no prompt), and the K/V of skipped
- * layers (`kvFill` 'propagate' or 'none'; 'recompute' is single-sequence only: Session).
+ * layers (`kvFill` 'propagate' or 'none' for exits; a speculative request's drafts wait for their verification,
+ * as 'recompute' does in a Session).
  *
  * Per-sequence results equal those of the same prompt run alone through Sequence on a fresh context (same
  * sampler seed, same policy, same kvFill): the native blocks compute every row independently of the other rows
@@ -36,6 +41,7 @@ import { StreamDecoder } from '../tokenizer/types';
 import { BatchKvFill, checkBatchKvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
 import type { StopReason, TokenEvent } from './sequence';
+import { checkSpeculation, CheckedSpeculation, Speculation, SpeculativeOptions, SpeculativeStats } from './speculative';
 import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine, StepStats } from './step';
 
@@ -81,6 +87,8 @@ export interface BatchGenerateOptions extends BatchCommonOptions {
   stop?: readonly string[];
   /** Default 'propagate'. */
   kvFill?: BatchKvFill;
+  /** Self-speculative decoding of every prompt (not with `exit`; a fixed depth or a stateless draft policy). */
+  speculative?: SpeculativeOptions;
 }
 
 export type BatchClassifyOptions = BatchCommonOptions;
@@ -108,6 +116,8 @@ export interface BatchSequenceResult {
   /** The stop string the text ended at (stopReason 'stop'). */
   stopString?: string;
   timings: BatchTimings;
+  /** With `speculative`: how the drafts went. */
+  speculative?: SpeculativeStats;
 }
 
 export interface BatchClassifyRow {
@@ -152,6 +162,8 @@ interface Job {
   pos: number;
   /** The next decode input ([token]); empty while prefilling. */
   decodeInput: number[];
+  /** In a self-speculative round: its group holds the round's next step (Speculation prepares it). */
+  speculating: boolean;
   admittedAt: number;
   /** When the step that read its first output ended; -1 before. */
   firstAt: number;
@@ -171,8 +183,8 @@ interface JobKind<J extends Job> {
    * waited (it is then finished, and its index pushed to `finished`).
    */
   admit(slot: number, now: number, finished: number[]): J | undefined;
-  /** After a step that read the job's output: true when the job is finished (then `finish` follows). */
-  advance(job: J, now: number): boolean;
+  /** After a step that read the job's output (it took `stepMs`): true when the job is finished (then `finish` follows). */
+  advance(job: J, now: number, stepMs: number): boolean;
   finish(job: J, now: number): void;
   /** Checked before each step: true when the job's request was cancelled (then `drop` follows, freeing its slot). */
   cancelled(job: J): boolean;
@@ -210,7 +222,7 @@ function requestPolicy(exit: BatchExit | undefined): ExitPolicy | undefined {
 }
 
 function newJob(index: number, tokens: number[], slot: number, output: RowOutput, decider: ExitDecider | undefined, now: number): Job {
-  return { index, tokens, group: newRowGroup(slot), output, decider, fed: 0, pos: 0, decodeInput: [], admittedAt: now, firstAt: -1 };
+  return { index, tokens, group: newRowGroup(slot), output, decider, fed: 0, pos: 0, decodeInput: [], speculating: false, admittedAt: now, firstAt: -1 };
 }
 
 interface ScheduleOptions {
@@ -282,6 +294,7 @@ function* schedule<J extends Job>(ctx: TransformerContext, kind: JobKind<J>, opt
     }
 
     decodesSatOut = buildStep(live, step, groups, promptChunk, ctx.batchSize, !decodesSatOut);
+    const start = performance.now();
     engine.run(groups);
     Object.assign(stats, engine.stats);
 
@@ -293,7 +306,7 @@ function* schedule<J extends Job>(ctx: TransformerContext, kind: JobKind<J>, opt
       job.pos += g.count;
       if (!g.output) continue;
       if (job.firstAt < 0) job.firstAt = end;
-      if (kind.advance(job, end)) {
+      if (kind.advance(job, end, end - start)) {
         leave(job, finishedNow);
         kind.finish(job, end);
       }
@@ -305,9 +318,9 @@ function* schedule<J extends Job>(ctx: TransformerContext, kind: JobKind<J>, opt
 }
 
 /**
- * The rows of the next step (`step`, `groups`: out): one row per decoding job, then prompt chunks while they fit;
- * with `promptsOnly`, a step that has prompt chunks to run leaves the decode rows out. Returns true when decoding
- * jobs sat out the step.
+ * The rows of the next step (`step`, `groups`: out): one row per decoding job (a speculative round's step: its
+ * row and the drafts that may rejoin it), then prompt chunks while they fit; with `promptsOnly`, a step that has
+ * prompt chunks to run leaves the decode rows out. Returns true when decoding jobs sat out the step.
  */
 function buildStep<J extends Job>(live: J[], step: J[], groups: RowGroup[], promptChunk: number, capacity: number, promptsOnly: boolean): boolean {
   step.length = 0;
@@ -328,14 +341,25 @@ function buildStep<J extends Job>(live: J[], step: J[], groups: RowGroup[], prom
   const decoding = live.some((job) => job.decodeInput.length > 0);
   // A prompt's (first) chunk always fits an empty step: promptChunk < capacity.
   const sitOut = promptsOnly && decoding && live.some((job) => job.decodeInput.length === 0);
-  if (!sitOut) for (const job of live) if (job.decodeInput.length > 0) add(job, job.decodeInput, 0, 1, true);
+  if (!sitOut)
+    for (const job of live) {
+      if (job.decodeInput.length === 0) continue;
+      if (!job.speculating) {
+        add(job, job.decodeInput, 0, 1, true);
+        continue;
+      }
+      rows += 1 + job.group.pending!.length;
+      step.push(job);
+      groups.push(job.group);
+    }
   for (const job of live) {
     if (job.decodeInput.length > 0) continue;
     // A prompt is never split across steps unless it is longer than promptChunk; then it runs in chunks of
     // promptChunk from its start (as Sequence with that batch size): the attention kernel's rounding depends
     // on how a sequence's rows are grouped, so equal grouping keeps results bit-identical.
     const n = Math.min(job.tokens.length - job.fed, promptChunk);
-    if (n > capacity - rows) continue; // next step (decode rows never take more than slots - 1 rows from it)
+    // Else the next step (plain decode rows never take more than slots - 1 rows from it; a prompt-only step has room).
+    if (n > capacity - rows) continue;
     add(job, job.tokens, job.fed, n, job.fed + n === job.tokens.length);
   }
   return sitOut;
@@ -361,6 +385,11 @@ export interface OpenBatchRequest {
   stop?: readonly string[];
   /** Its exit policy (a factory is called when it is admitted, for its own instance); undefined: full depth. */
   exit?: BatchExit;
+  /**
+   * Self-speculative decoding (not with `exit`; not without compaction): its output is the full model's, as
+   * Session.generate's with the same options. A draft exit policy must be stateless (not a CRF).
+   */
+  speculative?: SpeculativeOptions;
   /**
    * Each token as soon as the step that sampled it ends (not the end-of-generation token). With stop strings, as
    * Sequence's stream: an event whose text ends with a possible start of one waits, and the held-back text joins
@@ -396,6 +425,9 @@ interface GenJob extends Job {
   stopString: string | undefined;
   /** The last token's event while the stop matcher holds text back. */
   deferred: TokenEvent | undefined;
+  /** Self-speculative decoding: the request's rounds, and the position where the current one began. */
+  spec: Speculation | undefined;
+  roundPos: number;
 }
 
 /**
@@ -409,7 +441,7 @@ interface GenJob extends Job {
  */
 export class OpenBatch {
   readonly stats: BatchStats = newStats(0);
-  private readonly queue: { index: number; request: OpenBatchRequest; at: number }[] = [];
+  private readonly queue: { index: number; request: OpenBatchRequest; speculation: CheckedSpeculation | undefined; at: number }[] = [];
   private isClosed = false;
   private running = 0;
   private readonly kvFill: BatchKvFill;
@@ -428,9 +460,19 @@ export class OpenBatch {
     if (this.isClosed) throw new AdaInferError('DISPOSED', 'the batch is closed to new requests');
     const index = this.stats.prompts;
     checkPromptTokens(request.tokens, index, this.ctx);
+    const speculation = request.speculative && this.checkSpeculative(request);
     this.stats.prompts++;
-    this.queue.push({ index, request, at: performance.now() });
+    this.queue.push({ index, request, speculation, at: performance.now() });
     return index;
+  }
+
+  /** A request's speculative options against this batch: every slot may verify in the same step. */
+  private checkSpeculative(request: OpenBatchRequest): CheckedSpeculation {
+    const compaction = this.options.compaction ?? true;
+    if (!compaction) throw new OptionError('speculative', 'self-speculative decoding needs compaction (drafted rows rejoin the verification step)');
+    const checked = checkSpeculation(request.speculative!, this.ctx, request.sampling, requestPolicy(request.exit) !== undefined, batchSlots(this.ctx, compaction));
+    if (checked.policy.kind === 'crf') throw new OptionError('speculative', 'a CRF draft policy keeps state across layers: a batch drafts with a fixed depth or a stateless exit policy');
+    return checked;
   }
 
   /** No more submissions: run() ends once every request has finished. */
@@ -472,6 +514,7 @@ export class OpenBatch {
         promptTokens: job.tokens.length,
         stopReason: job.stopReason,
         ...(job.stopString !== undefined && { stopString: job.stopString }),
+        ...(job.spec && { speculative: { ...job.spec.stats } }),
         timings: {
           queuedMs: job.admittedAt - job.submittedAt,
           prefillMs,
@@ -491,11 +534,45 @@ export class OpenBatch {
       timings: { queuedMs, prefillMs: 0, decodeMs: 0, prefillTokensPerSecond: 0, decodeTokensPerSecond: 0 },
     });
 
+    /** Emits one token of the job (its event, stop strings, limits); true when the job is finished. */
+    const emit = (job: GenJob, token: number): boolean => {
+      if ((job.request.stopAtEos ?? true) && tokenizer.eogIds.has(token)) {
+        job.stopReason = 'eos';
+        return true;
+      }
+      const exitLayer = job.group.layers;
+      job.out.push(token);
+      job.outLayers.push(exitLayer);
+      job.output.sampler.accept(token);
+      let piece = job.decoder.push(token);
+      if (job.stopper) {
+        const pushed = job.stopper.push(piece);
+        piece = pushed.text;
+        job.stopString = pushed.stop;
+      }
+      job.text += piece;
+      const event: TokenEvent = { token, text: piece, exitLayer };
+      if (job.deferred) job.request.onToken?.(job.deferred);
+      job.deferred = undefined;
+      if (job.stopString !== undefined) {
+        job.stopReason = 'stop';
+        job.request.onToken?.(event);
+        return true;
+      }
+      if (job.stopper?.holding) job.deferred = event;
+      else job.request.onToken?.(event);
+      if (job.out.length >= job.maxTokens) {
+        job.stopReason = 'maxTokens';
+        return true;
+      }
+      return false;
+    };
+
     const kind: JobKind<GenJob> = {
       waiting: () => queue.length,
       closed: () => this.isClosed,
       admit: (slot, now, finished) => {
-        const { index, request: r, at } = queue.shift()!;
+        const { index, request: r, speculation, at } = queue.shift()!;
         if (r.maxTokens === 0 || r.cancelled?.()) {
           finished.push(index);
           r.onEnd?.(unevaluated(index, r, r.maxTokens === 0 ? 'maxTokens' : 'aborted', now - at));
@@ -507,8 +584,9 @@ export class OpenBatch {
         if (sampler.penalties) for (const t of r.tokens) sampler.accept(t);
         const output = new NextToken(sampler);
         this.running++;
+        const job = newJob(index, r.tokens, slot, output, policy && new ExitDecider(ctx, policy), now);
         return {
-          ...newJob(index, r.tokens, slot, output, policy && new ExitDecider(ctx, policy), now),
+          ...job,
           output,
           request: r,
           maxTokens: r.maxTokens,
@@ -521,44 +599,35 @@ export class OpenBatch {
           stopper: r.stop && r.stop.length > 0 ? new StopMatcher(r.stop) : undefined,
           stopString: undefined,
           deferred: undefined,
+          spec: speculation && new Speculation(ctx, job.group, speculation, sampler),
+          roundPos: 0,
         };
       },
-      advance(job) {
-        const token = job.output.token;
-        if ((job.request.stopAtEos ?? true) && tokenizer.eogIds.has(token)) {
-          job.stopReason = 'eos';
-          return true;
+      advance(job, _now, stepMs) {
+        // The tokens this step gave: a plain step's one, or a speculative round's (none until its verification).
+        let tokens: number[];
+        if (job.speculating) {
+          const round = job.spec!.afterStep();
+          if (!round) return false;
+          job.pos = job.roundPos + round.accepted + 1;
+          tokens = round.tokens;
+        } else {
+          job.spec?.plainStep(stepMs);
+          tokens = [job.output.token];
         }
-        const exitLayer = job.group.layers;
-        job.out.push(token);
-        job.outLayers.push(exitLayer);
-        job.output.sampler.accept(token);
-        let piece = job.decoder.push(token);
-        if (job.stopper) {
-          const pushed = job.stopper.push(piece);
-          piece = pushed.text;
-          job.stopString = pushed.stop;
-        }
-        job.text += piece;
-        const event: TokenEvent = { token, text: piece, exitLayer };
-        if (job.deferred) job.request.onToken?.(job.deferred);
-        job.deferred = undefined;
-        if (job.stopString !== undefined) {
-          job.stopReason = 'stop';
-          job.request.onToken?.(event);
-          return true;
-        }
-        if (job.stopper?.holding) job.deferred = event;
-        else job.request.onToken?.(event);
-        if (job.out.length >= job.maxTokens) {
-          job.stopReason = 'maxTokens';
-          return true;
-        }
+        for (const token of tokens) if (emit(job, token)) return true;
         if (job.pos >= ctx.contextSize) {
           job.stopReason = 'contextFull';
           return true;
         }
-        job.decodeInput[0] = token;
+        // The next step: a speculative round from the last token (unless adaptive drafting decodes plainly), or a plain decode row.
+        const last = job.out[job.out.length - 1];
+        job.speculating = job.spec !== undefined && !job.spec.shouldDecodePlainly();
+        if (job.speculating) {
+          job.roundPos = job.pos;
+          job.spec!.begin(last, job.pos, job.maxTokens - job.out.length - 1);
+        }
+        job.decodeInput[0] = last;
         return false;
       },
       finish: (job, now) => {
@@ -605,6 +674,7 @@ export function* generateBatch(
       stopAtEos: options.stopAtEos,
       stop: options.stop,
       exit: options.exit,
+      speculative: options.speculative,
       onEnd: (r) => {
         results[i] = r;
         onResult?.(r);

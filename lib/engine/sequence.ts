@@ -10,9 +10,8 @@
 import { AbortError, AdaInferError, ContextOverflowError, OptionError } from '../errors';
 import { TransformerContext } from '../model/transformer';
 import { ExitDecider } from '../exit/decider';
-import { ExitPolicy, fixedDepthPolicy } from '../exit/policy';
-import { checkKvFill, checkSpeculative, KvFill } from './options';
-import { Speculation, SpeculativeStats } from './speculative';
+import { checkKvFill, KvFill } from './options';
+import { checkSpeculation, Speculation, SpeculativeOptions, SpeculativeStats } from './speculative';
 import { argmax, ResolvedSampling, Sampler } from './sampling';
 import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine } from './step';
@@ -53,21 +52,7 @@ export interface SequenceResult {
   speculative?: SpeculativeStats;
 }
 
-/**
- * Self-speculative decoding (lib/engine/speculative.ts): tokens drafted by the first layers, up to `maxDraft` at a
- * time, verified together by the whole model in one step. Greedy: the output is the verifier's greedy output;
- * sampling: speculative sampling, so every token has the full model's sampling distribution.
- */
-export interface SpeculativeOptions {
-  /** The drafter: a fixed depth (1 <= layer < nLayer), or an exit policy deciding each drafted token's depth. */
-  draft: { layer: number } | ExitPolicy;
-  /** Drafted tokens per verification step (default 4). */
-  maxDraft?: number;
-  /** Adaptive drafting (default on): stop a round at an unsure draft; decode plainly while speculation is slower. */
-  adaptive?: boolean | { minP1?: number; fallbackTokens?: number };
-}
-
-export type { SpeculativeStats } from './speculative';
+export type { SpeculativeOptions, SpeculativeStats } from './speculative';
 
 export interface SequenceGenerateOptions {
   maxTokens: number;
@@ -200,7 +185,7 @@ export class Sequence {
         try {
           if (spec && !spec.shouldDecodePlainly()) {
             const pos = this.cached.length;
-            const round = spec.round(last, pos, maxTokens - out.length - 1);
+            const round = spec.round(this.speculationEngine!, last, pos, maxTokens - out.length - 1);
             // A draft-and-verify round groups no layer's rows as a prompt step would: every position counts as
             // a step of its own (a repeat recomputes just the last one, as after plain decode steps).
             for (let i = 0; i <= round.accepted; i++) this.stepStarts.push(pos + i);
@@ -277,18 +262,9 @@ export class Sequence {
 
   /** Checks the speculative options against this context; the drafter and verifier of one generation. */
   private startSpeculation(options: SequenceGenerateOptions, sampler: Sampler): Speculation {
-    const nLayer = this.context.model.config.nLayer;
-    const spec = options.speculative!;
-    const { maxDraft, adaptive } = checkSpeculative(spec, nLayer, options.exit !== undefined);
-    if (options.sampling.penalties) throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
-    if (maxDraft >= this.context.batchSize)
-      throw new OptionError('speculative', `maxDraft must be an integer in [1, ${this.context.batchSize - 1}] (the verification step's rows), got ${String(maxDraft)}`);
-    const layer = 'layer' in spec.draft ? spec.draft.layer : 0;
-    const policy = 'layer' in spec.draft ? fixedDepthPolicy(layer) : spec.draft;
-    if (policy.lens.mode === 'fast' && options.sampling.temperature > 0)
-      throw new OptionError('speculative', "sampling needs the drafter's whole distribution: a draft policy with a faithful lens");
+    const checked = checkSpeculation(options.speculative!, this.context, options.sampling, options.exit !== undefined);
     this.speculationEngine ??= new StepEngine(this.context, { kvFill: 'recompute', compaction: true, scratchSlot: -1, betweenLayers: this.engine.options.betweenLayers });
-    return new Speculation(this.speculationEngine, new ExitDecider(this.context, policy), sampler, maxDraft, adaptive, layer);
+    return new Speculation(this.context, newRowGroup(0), checked, sampler);
   }
 
   /**

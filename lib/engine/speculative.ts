@@ -1,5 +1,7 @@
 /**
- * Self-speculative decoding on one sequence (lib/engine/sequence.ts runs it): tokens drafted by the first layers
+ * Self-speculative decoding of one sequence — alone (lib/engine/sequence.ts) or as one request of a batch
+ * (lib/engine/batch.ts: each request's rounds advance one step at a time with the other rows of the batch): tokens
+ * drafted by the first layers
  * (a fixed depth, or an exit policy deciding per token), verified in one step by the whole model, the drafted
  * positions rejoining that step at their draft depth (kvFill 'recompute': every layer of an accepted position is
  * computed once). Greedy: a draft is kept while it equals the verifier's argmax. Sampling: speculative sampling
@@ -8,11 +10,62 @@
  * so every emitted token has the full model's sampling distribution p (top-k / top-p / temperature applied to
  * both p and q).
  */
-import { AdaInferError } from '../errors';
+import { AdaInferError, OptionError } from '../errors';
 import { ExitDecider } from '../exit/decider';
+import { ExitPolicy, fixedDepthPolicy } from '../exit/policy';
 import { TransformerContext } from '../model/transformer';
+import { checkSpeculative } from './options';
 import { argmax, Sampler } from './sampling';
-import { newRowGroup, RowGroup, RowOutput, StepEngine } from './step';
+import { RowGroup, RowOutput, StepEngine } from './step';
+
+/**
+ * Self-speculative decoding: tokens drafted by the first layers, up to `maxDraft` at a time, verified together by
+ * the whole model in one step. Greedy: the output is the verifier's greedy output; sampling: speculative sampling,
+ * so every token has the full model's sampling distribution.
+ */
+export interface SpeculativeOptions {
+  /** The drafter: a fixed depth (1 <= layer < nLayer), or an exit policy deciding each drafted token's depth. */
+  draft: { layer: number } | ExitPolicy;
+  /** Drafted tokens per verification step (default 4). */
+  maxDraft?: number;
+  /** Adaptive drafting (default on): stop a round at an unsure draft; decode plainly while speculation is slower. */
+  adaptive?: boolean | { minP1?: number; fallbackTokens?: number };
+}
+
+/** Speculative options checked against a context: what `Speculation` is built from. */
+export interface CheckedSpeculation {
+  policy: ExitPolicy;
+  /** The fixed draft depth; 0 when an exit policy decides per token. */
+  layer: number;
+  maxDraft: number;
+  adaptive: AdaptiveDrafting | undefined;
+}
+
+/**
+ * Checks speculative options for a generation on `context` (whose batch must hold a verification step's rows:
+ * `rowsPerSequence` rows for each of `sequences` sequences that may verify at once) and sampler options.
+ */
+export function checkSpeculation(
+  spec: SpeculativeOptions,
+  context: TransformerContext,
+  sampling: { temperature: number; penalties?: unknown },
+  withExit: boolean,
+  sequences = 1,
+): CheckedSpeculation {
+  const { maxDraft, adaptive } = checkSpeculative(spec, context.model.config.nLayer, withExit);
+  if (sampling.penalties) throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
+  const most = Math.floor(context.batchSize / sequences) - 1;
+  if (maxDraft > most)
+    throw new OptionError(
+      'speculative',
+      `maxDraft must be an integer in [1, ${most}] (a verification step's rows: ${context.batchSize} rows for ${sequences} sequence${sequences === 1 ? '' : 's'}), got ${String(maxDraft)}`,
+    );
+  const layer = 'layer' in spec.draft ? spec.draft.layer : 0;
+  const policy = 'layer' in spec.draft ? fixedDepthPolicy(layer) : spec.draft;
+  if (policy.lens.mode === 'fast' && sampling.temperature > 0)
+    throw new OptionError('speculative', "sampling needs the drafter's whole distribution: a draft policy with a faithful lens");
+  return { policy, layer, maxDraft, adaptive };
+}
 
 export interface SpeculativeStats {
   /** The draft depth of a fixed-depth drafter; 0 when an exit policy decides per token. */
@@ -81,10 +134,15 @@ class VerifyOutput implements RowOutput {
   }
 }
 
-/** One sequence's drafter and verifier (slot 0 of the context), for one generation. */
+/**
+ * One sequence's drafter and verifier, for one generation: its rounds run on the rows of `group` (its cache slot),
+ * which holds, after begin() and after each step that ran it until the round ends (afterStep), the next step's row.
+ */
 export class Speculation {
   readonly stats: SpeculativeStats;
-  private readonly group: RowGroup = newRowGroup(0);
+  readonly maxDraft: number;
+  readonly adaptive: AdaptiveDrafting | undefined;
+  private readonly drafter: ExitDecider;
   private readonly draft: DraftOutput;
   private readonly verify: VerifyOutput;
   private readonly sampling: boolean;
@@ -100,6 +158,15 @@ export class Speculation {
   /** Tokens the rounds gave, and the row-layers they computed. */
   private tokens = 0;
   private rowLayers = 0;
+  // The round in progress: its first position, its drafts (drafts[0]: the last emitted token), drafts run, the most
+  // it drafts, and whether the group's step is the verification.
+  private pos = 0;
+  private readonly drafts: number[] = [];
+  private k = 0;
+  private k0 = 0;
+  private verifying = false;
+  private t0 = 0;
+  private t1 = 0;
   private draftMs = 0;
   private draftSteps = 0;
   private verifyMs = 0;
@@ -108,20 +175,27 @@ export class Speculation {
   private plainMsPerToken = 0;
 
   constructor(
-    readonly engine: StepEngine,
-    private readonly drafter: ExitDecider,
+    readonly context: TransformerContext,
+    readonly group: RowGroup,
+    checked: CheckedSpeculation,
     private readonly sampler: Sampler,
-    readonly maxDraft: number,
-    readonly adaptive: AdaptiveDrafting | undefined,
-    layer: number,
   ) {
-    this.group.pending = [];
+    const { layer, maxDraft, adaptive } = checked;
+    this.maxDraft = maxDraft;
+    this.adaptive = adaptive;
+    this.drafter = new ExitDecider(context, checked.policy);
+    group.pending = [];
+    // Drafted positions are verified where they rejoin a full-depth step: the verification step, or a draft an exit
+    // policy ran to full depth (earlier drafts waiting at a shallower depth rejoin it).
+    group.onRejoined = sampler.options.temperature > 0
+      ? (p, logits) => this.sampler.distribution(logits, this.p[p - this.pos])
+      : (p, logits) => (this.verified[p - this.pos] = argmax(logits));
     if (adaptive) this.fallback = Speculation.PROBE;
     this.sampling = sampler.options.temperature > 0;
     this.draft = new DraftOutput(sampler);
     this.verify = new VerifyOutput(sampler);
-    this.vocab = engine.context.model.config.nVocab;
-    this.nLayer = engine.context.model.config.nLayer;
+    this.vocab = context.model.config.nVocab;
+    this.nLayer = context.model.config.nLayer;
     if (this.sampling) {
       for (let j = 0; j <= maxDraft; j++) this.p.push(new Float64Array(this.vocab));
       for (let j = 0; j < maxDraft; j++) this.q.push(new Float64Array(this.vocab));
@@ -163,49 +237,41 @@ export class Speculation {
   }
 
   /**
-   * One round from `last` (the last emitted token) at position `pos`, with up to `maxDraft` drafts (fewer where
-   * the context ends: positions pos..pos+k must fit). Returns the emitted tokens: the accepted drafts and the full
-   * model's next; the cache holds positions up to pos + accepted (the caller records `last` and the accepted drafts).
+   * Starts a round from `last` (the last emitted token) at position `pos`, with up to `maxDraft` drafts (fewer where
+   * the context ends: positions pos..pos+k must fit): the group then holds the round's first step.
    */
-  round(last: number, pos: number, maxDraft: number): { tokens: number[]; accepted: number } {
-    const t0 = performance.now();
+  begin(last: number, pos: number, maxDraft: number): void {
+    this.t0 = performance.now();
     const g = this.group;
-    const ctxSize = this.engine.context.contextSize;
-    const k0 = Math.max(0, Math.min(maxDraft, this.maxDraft, ctxSize - pos - 1));
+    this.pos = pos;
+    this.k = 0;
+    this.k0 = Math.max(0, Math.min(maxDraft, this.maxDraft, this.context.contextSize - pos - 1));
     g.pending!.length = 0;
-    const drafts = [last];
-    g.output = this.draft;
-    g.decider = this.drafter;
-    // Drafted positions are verified where they rejoin a full-depth step: the verification step, or a draft an exit
-    // policy ran to full depth (earlier drafts waiting at a shallower depth rejoin it).
-    g.onRejoined = this.sampling
-      ? (p, logits) => this.sampler.distribution(logits, this.p[p - pos])
-      : (p, logits) => (this.verified[p - pos] = argmax(logits));
     g.count = 1;
     g.from = 0;
-    const rowLayers0 = this.engine.stats.rowLayers;
+    this.drafts.length = 0;
+    this.drafts.push(last);
     this.verified.length = 0;
-    let k = 0;
-    while (k < k0) {
-      g.tokens = [drafts[k]];
-      g.pos = pos + k;
-      this.draft.q = this.sampling ? this.q[k] : undefined;
-      this.engine.run([g]);
-      this.complete[k] = g.layers === this.nLayer;
-      drafts.push(this.draft.token);
-      k++;
-      if (this.adaptive && this.draft.p1 < this.adaptive.minP1) break;
-    }
-    const t1 = performance.now();
-    g.tokens = [drafts[k]];
-    g.pos = pos + k;
-    g.output = this.verify;
-    g.decider = undefined;
-    this.verify.p = this.sampling ? this.p[k] : undefined;
-    this.engine.run([g]);
-    const out = this.sampling ? this.acceptSampled(drafts, k) : this.acceptGreedy(drafts, k);
-    const t2 = performance.now();
+    this.prepare(false);
+  }
 
+  /**
+   * After a step that ran the group: undefined while the round goes on (the group then holds its next step), or
+   * the round's emitted tokens — the accepted drafts and the full model's next; the cache then holds positions up
+   * to pos + accepted (the caller records `last` and the accepted drafts).
+   */
+  afterStep(): { tokens: number[]; accepted: number } | undefined {
+    const g = this.group;
+    const k = this.k;
+    if (!this.verifying) {
+      this.complete[k] = g.layers === this.nLayer;
+      this.drafts.push(this.draft.token);
+      this.k++;
+      this.prepare(this.adaptive !== undefined && this.draft.p1 < this.adaptive.minP1);
+      return undefined;
+    }
+    const out = this.sampling ? this.acceptSampled(this.drafts, k) : this.acceptGreedy(this.drafts, k);
+    const t2 = performance.now();
     const s = this.stats;
     s.drafted += k;
     s.accepted += out.accepted;
@@ -213,15 +279,16 @@ export class Speculation {
     s.acceptanceRate = s.drafted > 0 ? s.accepted / s.drafted : 0;
     s.meanDraftLength = s.drafted / s.verifySteps;
     this.tokens += out.tokens.length;
-    this.rowLayers += this.engine.stats.rowLayers - rowLayers0;
+    // Every position of the round ran each layer once: its draft layers, then the rest where it rejoined.
+    this.rowLayers += (k + 1) * this.nLayer;
     s.layersPerToken = this.rowLayers / this.tokens;
-    this.draftMs += t1 - t0;
+    this.draftMs += this.t1 - this.t0;
     this.draftSteps += k;
-    this.verifyMs += t2 - t1;
+    this.verifyMs += t2 - this.t1;
     s.draftStepMs = this.draftSteps > 0 ? this.draftMs / this.draftSteps : 0;
     s.verifyStepMs = this.verifyMs / s.verifySteps;
     if (this.adaptive) {
-      const msPerToken = (t2 - t0) / out.tokens.length;
+      const msPerToken = (t2 - this.t0) / out.tokens.length;
       this.specMsPerToken = this.specMsPerToken === 0 ? msPerToken : 0.8 * this.specMsPerToken + 0.2 * msPerToken;
       if (this.plainMsPerToken > 0 && this.specMsPerToken > this.plainMsPerToken) {
         this.fallback = this.adaptive.fallbackTokens * this.backoff;
@@ -232,6 +299,35 @@ export class Speculation {
       }
     }
     return out;
+  }
+
+  /** One whole round on `engine` (the sequence alone in its steps): begin, then steps until it ends. */
+  round(engine: StepEngine, last: number, pos: number, maxDraft: number): { tokens: number[]; accepted: number } {
+    this.begin(last, pos, maxDraft);
+    for (;;) {
+      engine.run([this.group]);
+      const out = this.afterStep();
+      if (out) return out;
+    }
+  }
+
+  /** The group's next step: draft `k` (its input drafts[k] at pos + k), or — after the last draft — the verification. */
+  private prepare(stopDrafting: boolean): void {
+    const g = this.group;
+    const k = this.k;
+    g.tokens = [this.drafts[k]];
+    g.pos = this.pos + k;
+    this.verifying = stopDrafting || k >= this.k0;
+    if (!this.verifying) {
+      g.output = this.draft;
+      g.decider = this.drafter;
+      this.draft.q = this.sampling ? this.q[k] : undefined;
+      return;
+    }
+    this.t1 = performance.now();
+    g.output = this.verify;
+    g.decider = undefined;
+    this.verify.p = this.sampling ? this.p[k] : undefined;
   }
 
   /** Greedy: drafts are kept while each equals the verifier's argmax; then the verifier's own token. */

@@ -13,6 +13,9 @@
  *     batch at the layer they stopped at;
  *  3. after the loop: full-depth groups read the head's logits at their last row, then the K/V of the layers
  *     an exit skipped are filled (kvFill).
+ * A group with `pending` rows (kvFill 'recompute', self-speculative drafts) keeps each exited row's hidden state
+ * instead: its pending rows rejoin a later step of the group at their depth, right after the group's own rows
+ * (the rows of the groups after it move down to make room), so each of its rows is computed once per layer.
  * Per-layer work is a loop over the step's deciding groups (no allocation); rows move only when a group exits.
  *
  * Every row is computed independently of the other rows of its step (the native blocks' contract, tested bit
@@ -91,8 +94,9 @@ export interface RowGroup {
   /** Decides the exit at the last row (with an output only); undefined: full depth. */
   decider: ExitDecider | undefined;
   /**
-   * kvFill 'recompute' (steps of one group): the sequence's positions waiting for their skipped layers. They
-   * rejoin this step at their depth; after an exit, the group's rows join them.
+   * kvFill 'recompute' and self-speculative drafts: the sequence's positions waiting for their skipped layers.
+   * They rejoin this step at their depth (after the group's own rows); after an exit, the group's rows join them.
+   * A group with `pending` never has its exited rows' K/V filled by the step's kvFill.
    */
   pending: PendingRow[] | undefined;
   /**
@@ -101,17 +105,20 @@ export interface RowGroup {
    * logits of the group's last row and of its rejoined rows come from one head call (readFullDepth).
    */
   onRejoined: ((pos: number, logits: Float32Array) => void) | undefined;
-  /** Set by the step: the group's first row (moved by compaction). */
+  /** Set by the step: the group's first row (moved by compaction and by other groups' rejoins). */
   rowStart: number;
+  /** Set by the step: its pending rows that rejoined this step, in row order after the group's own rows. */
+  joined: PendingRow[];
   /** Set by the step: layers the group ran — its exit layer, or nLayer. */
   layers: number;
 }
 
 export function newRowGroup(slot: number): RowGroup {
-  return { slot, pos: 0, tokens: [], from: 0, count: 0, output: undefined, decider: undefined, pending: undefined, onRejoined: undefined, rowStart: 0, layers: 0 };
+  return { slot, pos: 0, tokens: [], from: 0, count: 0, output: undefined, decider: undefined, pending: undefined, onRejoined: undefined, rowStart: 0, joined: [], layers: 0 };
 }
 
 export interface StepOptions {
+  /** What exited rows of groups without `pending` get for their skipped layers ('recompute': nothing here). */
   kvFill: KvFill;
   /** Exited rows leave the batch between layers (true), or run on with their K/V sent to `scratchSlot`. */
   compaction: boolean;
@@ -145,8 +152,8 @@ export class StepEngine {
   private running = 0;
   /** Rows in the batch after the last boundary. */
   private rows = 0;
-  /** 'recompute': pending rows that rejoined this step, in row order after the group's own rows. */
-  private readonly joined: PendingRow[] = [];
+  /** Groups with pending rows at the start of the step (they may rejoin it). */
+  private readonly rejoining: RowGroup[] = [];
   /** Exit hidden states of groups whose rows moved or ran on before their K/V fill ('propagate'). */
   private stash = new Float32Array(0);
   private stashed = 0;
@@ -167,14 +174,14 @@ export class StepEngine {
     const c = this.context.native;
     this.groups = groups;
     this.deciding.length = 0;
-    this.joined.length = 0;
+    this.rejoining.length = 0;
     this.stashed = 0;
     this.stashAt.clear();
     let rows = 0;
-    let rejoins = false;
     for (const g of groups) {
       g.rowStart = rows;
       g.layers = this.nLayer;
+      g.joined.length = 0;
       for (let i = 0; i < g.count; i++) {
         c.tokens[rows + i] = g.tokens[g.from + i];
         c.rowSeq[rows + i] = g.slot;
@@ -185,9 +192,13 @@ export class StepEngine {
         g.decider.begin();
         this.deciding.push(g);
       }
-      if (g.pending && g.pending.length > 0) rejoins = true;
+      if (g.pending && g.pending.length > 0) this.rejoining.push(g);
     }
-    if (rejoins && groups.length !== 1) throw new AdaInferError('INTERNAL', 'pending rows rejoin only steps of one group (their rows follow the group\'s rows)');
+    const rejoins = this.rejoining.length > 0;
+    // Without compaction exited rows stay in the batch, where rejoined rows of the groups after them would have to
+    // move around them: pending rows rejoin such a step only when it holds one group.
+    if (rejoins && !this.options.compaction && groups.length !== 1)
+      throw new AdaInferError('INTERNAL', 'pending rows rejoin a step without compaction only when it holds one group');
     this.undecided = this.deciding.length;
     this.running = groups.length;
     this.rows = rows;
@@ -198,11 +209,8 @@ export class StepEngine {
     this.stats.steps++;
 
     for (const g of groups) if (g.output && g.layers === this.nLayer) this.readFullDepth(g);
-    if (this.options.kvFill === 'recompute') {
-      if (groups.length === 1 && groups[0].pending) this.keepPending(groups[0]);
-    } else if (this.options.kvFill === 'propagate' && this.undecided < this.deciding.length) {
-      this.propagate();
-    }
+    for (const g of this.rejoining) if (g.layers === this.nLayer) this.settle(g);
+    if (this.options.kvFill === 'propagate' && this.undecided < this.deciding.length) this.propagate();
   }
 
   /**
@@ -211,7 +219,7 @@ export class StepEngine {
    */
   private readFullDepth(g: RowGroup): void {
     const last = g.rowStart + g.count - 1;
-    const joined = g.onRejoined && g.pending ? this.joined.length : 0;
+    const joined = g.onRejoined ? g.joined.length : 0;
     if (joined === 0) {
       g.output!.atFullDepth(this.context.logits(last));
       return;
@@ -219,7 +227,7 @@ export class StepEngine {
     const vocab = this.context.model.config.nVocab;
     const logits = this.context.logitsRows(last, 1 + joined);
     g.output!.atFullDepth(logits.subarray(0, vocab));
-    this.joined.forEach((p, i) => g.onRejoined!(p.pos, logits.subarray((i + 1) * vocab, (i + 2) * vocab)));
+    g.joined.forEach((p, i) => g.onRejoined!(p.pos, logits.subarray((i + 1) * vocab, (i + 2) * vocab)));
   }
 
   /** After layer `layer` ran on `rows` rows: exits, compaction, rejoins. Returns the rows that go on. */
@@ -232,6 +240,8 @@ export class StepEngine {
         if (g.layers !== this.nLayer || !g.decider!.decide(layer, g.rowStart + g.count - 1)) continue;
         g.layers = layer + 1;
         g.output!.atExit(g.decider!, this.context);
+        // Its rows wait at this depth: keep their states before compaction moves other rows over them.
+        if (g.pending) this.park(g);
         exited++;
       }
     }
@@ -240,7 +250,7 @@ export class StepEngine {
       this.running -= exited;
       rows = this.options.compaction ? this.compact(layer + 1) : this.redirect(layer + 1, rows);
     }
-    if (rows > 0 && this.groups.length === 1 && this.groups[0].pending) rows = this.rejoin(this.groups[0], layer + 1, rows);
+    if (rows > 0 && this.rejoining.length > 0) rows = this.rejoin(layer + 1, rows);
     this.rows = rows;
     return rows;
   }
@@ -256,13 +266,14 @@ export class StepEngine {
         if (g.layers === depth && goesOn) this.keep(g);
         continue;
       }
+      const n = g.count + g.joined.length;
       if (g.rowStart !== write) {
-        c.moveHidden(write, g.rowStart, g.count);
-        c.rowSeq.copyWithin(write, g.rowStart, g.rowStart + g.count);
-        c.rowPos.copyWithin(write, g.rowStart, g.rowStart + g.count);
+        c.moveHidden(write, g.rowStart, n);
+        c.rowSeq.copyWithin(write, g.rowStart, g.rowStart + n);
+        c.rowPos.copyWithin(write, g.rowStart, g.rowStart + n);
         g.rowStart = write;
       }
-      write += g.count;
+      write += n;
     }
     return write;
   }
@@ -279,9 +290,9 @@ export class StepEngine {
     return goesOn ? rows : 0;
   }
 
-  /** Keeps a group's exit hidden states for its K/V fill ('propagate'). */
+  /** Keeps a group's exit hidden states for its K/V fill ('propagate'; a group with pending rows parks them). */
   private keep(g: RowGroup): void {
-    if (this.options.kvFill !== 'propagate') return;
+    if (this.options.kvFill !== 'propagate' || g.pending) return;
     const need = (this.stashed + g.count) * this.d;
     if (this.stash.length < need) {
       const grown = new Float32Array(Math.max(need, this.context.batchSize * this.d));
@@ -300,7 +311,8 @@ export class StepEngine {
    */
   private propagate(): void {
     const c = this.context.native;
-    const exited = this.groups.filter((g) => g.layers < this.nLayer).sort((a, b) => a.layers - b.layers);
+    const exited = this.groups.filter((g) => g.layers < this.nLayer && !g.pending).sort((a, b) => a.layers - b.layers);
+    if (exited.length === 0) return;
     // Kept rows are written from row 0 on: rows still in place must be kept too before that.
     if (this.stashed > 0) for (const g of exited) if (!this.stashAt.has(g)) this.keep(g);
     let r = 0;
@@ -328,45 +340,65 @@ export class StepEngine {
     }
   }
 
-  /** 'recompute': pending positions of the group that stopped after `depth` layers rejoin here, after its rows. */
-  private rejoin(g: RowGroup, depth: number, rows: number): number {
+  /**
+   * Pending positions that stopped after `depth` layers rejoin here, each right after its group's rows (and the
+   * rows that rejoined it before): groups are walked from the last, each moved down by the rows inserted before it,
+   * so no row is overwritten before it moved. Returns the rows that go on.
+   */
+  private rejoin(depth: number, rows: number): number {
+    let added = 0;
+    for (const g of this.rejoining) if (g.layers === this.nLayer) for (const p of g.pending!) if (p.depth === depth) added++;
+    if (added === 0) return rows;
     const c = this.context.native;
-    for (const p of g.pending!) {
-      if (p.depth !== depth) continue;
-      c.writeHidden(rows, 1, p.hidden);
-      c.rowSeq[rows] = g.slot;
-      c.rowPos[rows] = p.pos;
-      this.joined.push(p);
-      rows++;
+    let shift = added;
+    for (let i = this.groups.length - 1; i >= 0 && shift > 0; i--) {
+      const g = this.groups[i];
+      if (g.layers !== this.nLayer) continue; // exited: its rows left the batch (compaction)
+      let joins = 0;
+      if (g.pending && g.pending.length > 0) for (const p of g.pending) if (p.depth === depth) joins++;
+      shift -= joins;
+      const n = g.count + g.joined.length;
+      if (shift > 0) {
+        c.moveHidden(g.rowStart + shift, g.rowStart, n);
+        c.rowSeq.copyWithin(g.rowStart + shift, g.rowStart, g.rowStart + n);
+        c.rowPos.copyWithin(g.rowStart + shift, g.rowStart, g.rowStart + n);
+        g.rowStart += shift;
+      }
+      if (joins === 0) continue;
+      let row = g.rowStart + n;
+      for (const p of g.pending!) {
+        if (p.depth !== depth) continue;
+        c.writeHidden(row, 1, p.hidden);
+        c.rowSeq[row] = g.slot;
+        c.rowPos[row] = p.pos;
+        g.joined.push(p);
+        row++;
+      }
     }
-    return rows;
+    return rows + added;
   }
 
-  /**
-   * 'recompute' after the step: at full depth every rejoined position is complete; after an exit (which ended
-   * the loop with every row in place) the rejoined positions and the group's own rows wait at the exit depth.
-   */
-  private keepPending(g: RowGroup): void {
-    const pending = g.pending!;
-    if (g.layers === this.nLayer) {
-      // onRejoined was called with the group's output (readFullDepth).
-      if (this.joined.length > 0) {
-        const done = new Set(this.joined);
-        let w = 0;
-        for (const p of pending) if (!done.has(p)) pending[w++] = p;
-        pending.length = w;
-      }
-      return;
-    }
+  /** A group with pending rows exited after `g.layers` layers: its rejoined rows and its own rows wait there. */
+  private park(g: RowGroup): void {
     const c = this.context.native;
-    this.joined.forEach((p, i) => {
+    g.joined.forEach((p, i) => {
       p.depth = g.layers;
       c.readHidden(g.rowStart + g.count + i, 1, p.hidden);
     });
     for (let i = 0; i < g.count; i++) {
       const hidden = new Float32Array(this.d);
       c.readHidden(g.rowStart + i, 1, hidden);
-      pending.push({ pos: g.pos + i, depth: g.layers, hidden });
+      g.pending!.push({ pos: g.pos + i, depth: g.layers, hidden });
     }
+  }
+
+  /** After a full-depth step every position that rejoined it is complete (onRejoined read them): no longer pending. */
+  private settle(g: RowGroup): void {
+    if (g.joined.length === 0) return;
+    const done = new Set(g.joined);
+    const pending = g.pending!;
+    let w = 0;
+    for (const p of pending) if (!done.has(p)) pending[w++] = p;
+    pending.length = w;
   }
 }
