@@ -27,7 +27,7 @@ import {
   THRESHOLD_SPEC_KEYS,
   WorkerGenerateOptions,
 } from './engine/protocol';
-import { resolveSampling, SamplingOptions } from './engine/sampling';
+import { ResolvedSampling, resolveSampling, SamplingOptions } from './engine/sampling';
 import { checkStop } from './engine/stop';
 import { ChatTemplate } from './chat/template';
 import { ChatSession } from './chat/session';
@@ -178,6 +178,13 @@ export interface GenerateBatchOptions extends BatchOptions, SamplingOptions {
   parseSpecial?: boolean;
   /** K/V of the layers an exit skipped (default 'propagate'); 'recompute' is single-sequence only. */
   kvFill?: BatchKvFill;
+  /**
+   * Self-speculative decoding of every prompt, as Session.generate's (not with `exit`; a draft exit file must not
+   * be a CRF): each sequence drafts and verifies on its own, its steps shared with the other sequences' rows, and
+   * its result equals the same prompt generated alone with these options. `maxDraft` is at most
+   * (batchSize + 512) / batchSize − 1 (every sequence's verification fits one step).
+   */
+  speculative?: SpeculativeSpec;
   onResult?: (result: BatchSequenceResult) => void;
 }
 
@@ -213,6 +220,8 @@ export interface BatchRequestOptions extends SamplingOptions {
   parseSpecial?: boolean;
   /** This request's early exit, as for Session.generate (an exit file gives it its own policy instance). */
   exit?: ExitSpec;
+  /** This request's self-speculative decoding, as Model.generateBatch's. */
+  speculative?: SpeculativeSpec;
   /** Cancels the request: it leaves the batch at the next step (its slot is free), and rejects with an AbortError. */
   signal?: AbortSignal;
 }
@@ -249,13 +258,13 @@ const BATCH_OPTIONS = { batchSize: true, contextSize: true, threads: true, addBo
 const GENERATE_BATCH_OPTIONS = optionNames<GenerateBatchOptions>({
   ...BATCH_OPTIONS,
   ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
-  ...{ maxTokens: true, stopAtEos: true, stop: true, parseSpecial: true, kvFill: true, onResult: true },
+  ...{ maxTokens: true, stopAtEos: true, stop: true, parseSpecial: true, kvFill: true, speculative: true, onResult: true },
 });
 const CLASSIFY_BATCH_OPTIONS = optionNames<ClassifyBatchOptions>({ ...BATCH_OPTIONS, onResult: true });
 const OPEN_BATCH_OPTIONS = optionNames<OpenBatchOptions>({ slots: true, contextSize: true, threads: true, kvFill: true, compaction: true, exitFiles: true });
 const BATCH_REQUEST_OPTIONS = optionNames<BatchRequestOptions>({
   ...(Object.fromEntries(SAMPLING_OPTIONS.map((k) => [k, true])) as Record<keyof SamplingOptions, true>),
-  ...{ maxTokens: true, stopAtEos: true, stop: true, addBos: true, parseSpecial: true, exit: true, signal: true },
+  ...{ maxTokens: true, stopAtEos: true, stop: true, addBos: true, parseSpecial: true, exit: true, speculative: true, signal: true },
 });
 const TOKENIZE_OPTIONS = ['addSpecial', 'parseSpecial'] as const;
 const PROMPT_SPEC_KEYS = ['prompt', 'maxTokens', 'seed'] as const;
@@ -386,6 +395,16 @@ function checkOptionsObject(options: unknown, option = 'options'): void {
   if (options === null || typeof options !== 'object') throw new OptionError(option, 'must be an object');
 }
 
+/**
+ * `speculative` of a generation (Session.generate, Model.generateBatch, ContinuousBatch.submit), checked here; the
+ * worker checks what depends on the context (maxDraft against the rows of a verification step).
+ */
+function checkSpeculativeOption(options: { speculative?: unknown; exit?: ExitSpec }, nLayer: number, sampling: ResolvedSampling): void {
+  if (options.speculative === undefined) return;
+  checkSpeculative(options.speculative, nLayer, options.exit !== undefined && options.exit !== 'never');
+  if (sampling.penalties) throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
+}
+
 /** The options every batch takes (Model.generateBatch, Model.classifyBatch), checked; `prompts` must be an array. */
 function checkBatchCommon(prompts: unknown, options: BatchOptions, known: readonly string[], where: string): void {
   if (!Array.isArray(prompts)) throw new OptionError('prompts', 'must be an array');
@@ -472,7 +491,8 @@ export class Model {
     checkBatchPromptSpecs(prompts);
     checkBoolean(options.stopAtEos, 'stopAtEos');
     checkBoolean(options.parseSpecial, 'parseSpecial');
-    resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    const sampling = resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    checkSpeculativeOption(options, this.info.nLayer, sampling);
     const { signal: rawSignal, onResult, batchSize, threads, maxTokens, kvFill, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchGenerateOptions = {
@@ -753,9 +773,6 @@ export class Session {
     if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
     checkKnownOptions(options, GENERATE_OPTIONS, onToken ? 'stream' : 'generate');
     const maxTokens = checkMaxTokens(options.maxTokens);
-    if (options.speculative !== undefined) {
-      checkSpeculative(options.speculative, this.model.info.nLayer, options.exit !== undefined && options.exit !== 'never');
-    }
     checkExitSpec(options.exit);
     const { signal: rawSignal, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
@@ -763,8 +780,7 @@ export class Session {
     checkBoolean(options.addBos, 'addBos');
     checkBoolean(options.parseSpecial, 'parseSpecial');
     const sampling = resolveSampling(options); // refuses a bad sampling option here, before anything is sent
-    if (sampling.penalties && options.speculative !== undefined)
-      throw new OptionError('speculative', 'repetition penalties are not supported with speculative decoding');
+    checkSpeculativeOption(options, this.model.info.nLayer, sampling);
     const workerOptions: WorkerGenerateOptions = { ...rest, maxTokens, stop: checkStop(stop) };
     const result = await this.withAbort('generation', signal, (abort, flag) => {
       if (control) control.flag = flag;
@@ -845,7 +861,8 @@ export class ContinuousBatch {
     checkBoolean(options.stopAtEos, 'stopAtEos');
     checkBoolean(options.addBos, 'addBos');
     checkBoolean(options.parseSpecial, 'parseSpecial');
-    resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    const sampling = resolveSampling(options); // refuses a bad sampling option here, before anything is sent
+    checkSpeculativeOption(options, this.model.info.nLayer, sampling);
     const { signal: rawSignal, stop, ...rest } = options;
     const signal = checkSignal(rawSignal);
     const workerOptions: WorkerBatchSubmitOptions = { ...rest, maxTokens: checkMaxTokens(options.maxTokens), stop: checkStop(stop) };

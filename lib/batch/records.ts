@@ -10,8 +10,10 @@
  * - adainfer's own `{ id, text, tokens, exitLayers, timings, stopReason, promptTokens }`, written by the
  *   one-machine `adainfer batch` for a line in its own shape (what it always wrote).
  *
- * Every field but `created` and the timings depends only on the request, its seed and the model, so a request
- * run twice (a shard re-run, another machine) gives the same record.
+ * With self-speculative decoding both shapes carry `speculative` (acceptance, draft length, layers per token, and
+ * the measured step costs). Every field but `created` and the timings (`timings`, the step costs) depends only on
+ * the request, its seed and the model, so a request run twice (a shard re-run, another machine) gives the same
+ * record.
  */
 import { createHash } from 'crypto';
 import type { BatchSequenceResult } from '../engine/batch';
@@ -40,6 +42,7 @@ export interface CompletionBody {
     nLayer: number;
     stopReason: string;
     stopString?: string;
+    speculative?: BatchSequenceResult['speculative'];
     timings: BatchSequenceResult['timings'];
   };
 }
@@ -87,6 +90,7 @@ export function completionRecord(request: BatchRequest, r: BatchSequenceResult, 
           nLayer: model.nLayer,
           stopReason: r.stopReason,
           ...(r.stopString !== undefined && { stopString: r.stopString }),
+          ...(r.speculative && { speculative: r.speculative }),
           timings: r.timings,
         },
       },
@@ -130,6 +134,7 @@ export function legacyRecord(request: BatchRequest, r: BatchSequenceResult): Rec
     timings: r.timings,
     stopReason: r.stopReason,
     promptTokens: r.promptTokens,
+    ...(r.speculative && { speculative: r.speculative }),
   };
 }
 

@@ -6,7 +6,7 @@
  * text. Each request samples with requestSeed(): its own seed or job seed + its line index.
  */
 import type { Model } from '../api';
-import type { BatchSequenceResult, BatchKvFill, ExitSpec } from '../api';
+import type { BatchSequenceResult, BatchKvFill, ExitSpec, SpeculativeSpec } from '../api';
 import { ChatTemplate } from '../chat/template';
 import { BatchRequest, requestSeed } from './requests';
 
@@ -23,6 +23,8 @@ export interface BatchJobOptions {
   seed: number;
   contextSize?: number;
   compaction: boolean;
+  /** Self-speculative decoding of every request (Model.generateBatch's `speculative`). */
+  speculative?: SpeculativeSpec;
   /** The chat template of chat lines: a built-in name or Jinja text (default: the model's own). */
   chatTemplate?: string;
 }
@@ -100,6 +102,7 @@ export async function generateRequests(
         exit: options.exit,
         kvFill: options.kvFill,
         compaction: options.compaction,
+        speculative: options.speculative,
         temperature: s.temperature ?? options.temperature,
         topK: s.topK ?? options.topK,
         topP: s.topP ?? options.topP,

@@ -134,6 +134,10 @@ export function registerBatch(program: Command): void {
         let written = 0;
         let tokens = 0;
         let layerSum = 0;
+        // Self-speculative decoding: drafts and acceptances over every request, and the layers they computed.
+        let drafted = 0;
+        let accepted = 0;
+        let specLayers = 0;
         const out = fd;
         const t0 = performance.now();
         const recordModel = { name: model.info.name, fingerprint: model.info.fingerprint, nLayer: model.info.nLayer };
@@ -144,11 +148,18 @@ export function registerBatch(program: Command): void {
           written++;
           tokens += r.tokens.length;
           for (const l of r.exitLayers) layerSum += l;
+          if (r.speculative) {
+            drafted += r.speculative.drafted;
+            accepted += r.speculative.accepted;
+            specLayers += r.speculative.layersPerToken * r.tokens.length;
+          }
           bar.update(already + written);
         });
         bar.stop();
         const s = (performance.now() - t0) / 1000;
-        const layers = tokens > 0 ? ` mean layers ${(layerSum / tokens).toFixed(2)}/${model.info.nLayer},` : '';
+        const layers = tokens === 0 ? '' : options.speculative
+          ? ` speculative: ${drafted} drafted, acceptance ${drafted > 0 ? ((100 * accepted) / drafted).toFixed(1) : '0.0'}%, layers computed per token ${(specLayers / tokens).toFixed(2)}/${model.info.nLayer},`
+          : ` mean layers ${(layerSum / tokens).toFixed(2)}/${model.info.nLayer},`;
         process.stderr.write(
           `batch: ${written} record(s) written to ${flags.out} (${already} already there),${layers} ` +
             `${(written / s).toFixed(2)} prompts/s, ${(tokens / s).toFixed(1)} tokens/s\n`,

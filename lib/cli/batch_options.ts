@@ -1,5 +1,6 @@
 /**
- * The options of a batch job — what runs each request: exit, kvFill, sampling, seed, token budget, batch size —
+ * The options of a batch job — what runs each request: exit or self-speculative decoding, kvFill, sampling, seed,
+ * token budget, batch size —
  * shared by `adainfer batch` (one machine) and `adainfer batch submit` (the queue, where they travel with the job).
  */
 import * as fs from 'fs';
@@ -8,8 +9,9 @@ import { OptionError } from '../errors';
 import { loadExitFile } from '../exit/exit_file';
 import type { BatchJobOptions } from '../batch/run';
 import { floatOption, intOption } from './options';
+import { addSpeculativeOptions, SpeculativeFlags, speculativeFromFlags } from './speculative_options';
 
-export interface JobFlags {
+export interface JobFlags extends SpeculativeFlags {
   exit: string;
   batchSize: number;
   maxTokens: number;
@@ -24,7 +26,10 @@ export interface JobFlags {
 }
 
 export function addJobOptions(cmd: Command): Command {
-  return cmd
+  return addSpeculativeOptions(
+    cmd,
+    "self-speculative decoding of every request (each drafts and verifies on its own inside the batch; the output is the full model's; not with --exit)",
+  )
     .option('--exit <file|auto|never>', "exit file made by train-exit for this model, 'auto' (the exit file shipped for the model, else full depth) or 'never'", 'never')
     .option('--batch-size <b>', 'sequences run together', intOption('--batch-size', 1, 4096), 16)
     .option('-n, --max-tokens <n>', "tokens to generate per prompt (a line's maxTokens / max_tokens wins)", intOption('-n/--max-tokens', 0), 128)
@@ -43,6 +48,9 @@ export function checkJobFlags(flags: JobFlags): void {
   if (flags.kvFill !== 'none' && flags.kvFill !== 'propagate')
     throw new OptionError('--kv-fill', `must be 'none' or 'propagate' in batch mode ('recompute' is single-sequence only), got '${flags.kvFill}'`);
   if (flags.exit !== 'never' && flags.exit !== 'auto') loadExitFile(flags.exit);
+  if (speculativeFromFlags(flags) === undefined) return;
+  if (flags.exit !== 'never') throw new OptionError('--exit', 'cannot be combined with --speculative');
+  if (flags.draftExit !== undefined) loadExitFile(flags.draftExit);
 }
 
 /** The job's options but its exit (resolved for the model by the caller: resolveExitChoice). */
@@ -57,6 +65,7 @@ export function jobOptions(flags: JobFlags): Omit<BatchJobOptions, 'exit'> {
     seed: flags.seed,
     contextSize: flags.ctx,
     compaction: flags.compaction,
+    speculative: speculativeFromFlags(flags),
     // A file's text travels with a queued job (the workers need not have the file).
     chatTemplate: flags.template !== undefined && fs.existsSync(flags.template) ? fs.readFileSync(flags.template, 'utf8') : flags.template,
   };

@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import { Command, Option } from 'commander';
 import { loadModel } from '../api';
 import { readBatchRequests } from '../batch/requests';
+import { OptionError } from '../errors';
 import type { JobStatus } from '../queue';
 import { addJobOptions, checkJobFlags, JobFlags, jobOptions } from './batch_options';
 import { resolveExitChoice } from './exit_choice';
@@ -50,6 +51,8 @@ export function registerBatchQueue(batch: Command): void {
     const { checkJobName, connectForCommand, submitJob } = await import('../queue');
     checkJobName(flags.job);
     checkJobFlags(flags);
+    if (flags.draftExit !== undefined)
+      throw new OptionError('--draft-exit', 'a queued job drafts at a fixed depth (--draft-layer N): the workers on other machines need not have the exit file');
     const requests = readBatchRequests(flags.in);
     // The model names the queue (its fingerprint) and resolves --exit; it is mapped, not run.
     const model = await loadModel(flags.model, { threads: 1, backend: 'cpu' });

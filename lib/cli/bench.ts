@@ -18,8 +18,9 @@ import { STORY_PROMPTS } from '../latency/prompts';
 import { LatencyReport } from '../latency/report';
 import { runLatencyBench } from '../latency/run';
 import { addBackendOptions, BackendFlags, intOption, modelOption } from './options';
+import { addSpeculativeOptions, SpeculativeFlags, speculativeFromFlags } from './speculative_options';
 
-interface BenchFlags extends BackendFlags {
+interface BenchFlags extends BackendFlags, SpeculativeFlags {
   model: string;
   prompt: number;
   gen: number;
@@ -27,10 +28,6 @@ interface BenchFlags extends BackendFlags {
   reps: number;
   kernels?: KernelVariant;
   json?: boolean;
-  speculative?: boolean;
-  draftLayer?: number;
-  draftExit?: string;
-  maxDraft?: number;
   text: string;
   exit?: string;
   prompts?: string;
@@ -178,7 +175,10 @@ function params(n: number): string {
 }
 
 export function registerBench(program: Command): void {
-  addBackendOptions(program.command('bench'))
+  addSpeculativeOptions(
+    addBackendOptions(program.command('bench')),
+    'full depth against self-speculative decoding, alternating: greedy tg tokens/s, acceptance, draft length, measured and predicted speedup',
+  )
     .description('prompt processing (pp) and text generation (tg) tokens/s, as llama-bench; with --exit, the latency report (TTFT, per-token percentiles, layers per token against full depth)')
     .addOption(modelOption())
     .option('-p, --prompt <n>', 'prompt tokens of the pp test (0: skip)', intOption('-p', 0), 512)
@@ -187,20 +187,13 @@ export function registerBench(program: Command): void {
     .option('-r, --reps <r>', 'measured repetitions per test', intOption('--reps', 1, 1000), 5)
     .option('--kernels <isa>', 'kernel variant: generic, avx2, avx512 (default: best for this CPU)')
     .option('--json', 'print one JSON object')
-    .option('--speculative', 'full depth against self-speculative decoding, alternating: greedy tg tokens/s, acceptance, draft length, measured and predicted speedup')
-    .option('--draft-layer <n>', 'speculative: layers each drafted token runs', intOption('--draft-layer', 1))
-    .option('--draft-exit <file>', "speculative: an exit file (train-exit) decides each drafted token's depth")
-    .option('--max-draft <k>', 'speculative: drafted tokens per verification step (default 4)', intOption('--max-draft', 1))
     .option('--text <prompt>', 'speculative / latency: the one prompt text', 'Once upon a time, there was a little girl named Lily.')
     .option('--exit <file|auto|never>', "latency report: full depth against this exit policy (an exit file, 'auto' for the model's shipped one, 'never' for full depth alone), and against --speculative if given, interleaved on the same prompts")
     .option('--prompts <file>', 'latency report: prompts, one per line (default: 8 short story openings)')
     .option('--warmup <w>', 'latency report: unmeasured requests per arm first', intOption('--warmup', 0, 1000), 1)
     .action(async (flags: BenchFlags, command: Command) => {
       if (flags.prompt === 0 && flags.gen === 0) throw new OptionError('-p/-n', 'nothing to measure');
-      if (flags.speculative && (flags.draftLayer === undefined) === (flags.draftExit === undefined))
-        throw new OptionError('--speculative', 'needs one of --draft-layer N and --draft-exit FILE');
-      if (!flags.speculative && (flags.draftLayer !== undefined || flags.draftExit !== undefined || flags.maxDraft !== undefined))
-        throw new OptionError('--draft-layer', '--draft-layer, --draft-exit and --max-draft need --speculative');
+      const speculative = speculativeFromFlags(flags);
       const given = (name: string) => command.getOptionValueSource(name) === 'cli';
       const latency = flags.exit !== undefined;
       if (!latency && (flags.prompts !== undefined || given('warmup'))) throw new OptionError(flags.prompts !== undefined ? '--prompts' : '--warmup', 'belongs to the latency report: add --exit FILE|auto|never');
@@ -211,11 +204,10 @@ export function registerBench(program: Command): void {
       const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
       try {
         const info = model.info;
-        const speculativeSpec = (): SpeculativeSpec => ({ draft: flags.draftExit !== undefined ? flags.draftExit : { layer: flags.draftLayer! }, maxDraft: flags.maxDraft });
         if (latency) {
           const report = await runLatencyBench(model, {
             exit: flags.exit!,
-            speculative: flags.speculative ? speculativeSpec() : undefined,
+            speculative,
             prompts,
             maxTokens: flags.gen,
             reps: flags.reps,
@@ -224,9 +216,8 @@ export function registerBench(program: Command): void {
           process.stdout.write(flags.json ? JSON.stringify(report) + '\n' : formatLatencyReport(report));
           return;
         }
-        if (flags.speculative) {
-          const draft = speculativeSpec().draft;
-          const s = await runSpeculativeBench(model, flags.text, flags.gen || 128, flags.reps, { draft, maxDraft: flags.maxDraft });
+        if (speculative) {
+          const s = await runSpeculativeBench(model, flags.text, flags.gen || 128, flags.reps, speculative);
           if (flags.json) {
             process.stdout.write(JSON.stringify({ model: info.path, threads: model.threads, kernels: info.kernels, backend: info.backend, reps: flags.reps, ...s }) + '\n');
             return;

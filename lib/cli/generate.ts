@@ -5,8 +5,9 @@ import { OptionError } from '../errors';
 import { ExitChoice, resolveExitChoice } from './exit_choice';
 import { addBackendOptions, addTextOptions, BackendFlags, floatOption, hiddenAlias, intOption, modelOption, TextFlags, textOptions } from './options';
 import { warnIfBeyondTrainedContext } from './output';
+import { addSpeculativeOptions, SpeculativeFlags, speculativeFromFlags } from './speculative_options';
 
-interface GenerateFlags extends BackendFlags, TextFlags {
+interface GenerateFlags extends BackendFlags, TextFlags, SpeculativeFlags {
   model: string;
   prompt: string;
   maxTokens: number;
@@ -21,15 +22,14 @@ interface GenerateFlags extends BackendFlags, TextFlags {
   ctx?: number;
   kernels?: KernelVariant;
   json?: boolean;
-  speculative?: boolean;
-  draftLayer?: number;
-  draftExit?: string;
-  maxDraft?: number;
 }
 
 
 export function registerGenerate(program: Command): void {
-  addTextOptions(addBackendOptions(program.command('generate')))
+  addSpeculativeOptions(
+    addTextOptions(addBackendOptions(program.command('generate'))),
+    "self-speculative decoding: drafts from the first layers, checked by the whole model (--temp defaults to 0; sampling keeps the full model's distribution)",
+  )
     .description('generate text from a prompt')
     .addOption(modelOption())
     .requiredOption('-p, --prompt <text>', 'prompt text')
@@ -44,15 +44,8 @@ export function registerGenerate(program: Command): void {
     .option('-c, --ctx <n>', 'context size (default: model context, at most 2048)', intOption('--ctx', 1))
     .option('--kernels <isa>', 'kernel variant: generic, avx2, avx512 (default: best for this CPU)')
     .option('--json', 'print one JSON object instead of streaming text')
-    .option('--speculative', 'self-speculative decoding: drafts from the first layers, checked by the whole model (--temp defaults to 0; sampling keeps the full model\'s distribution)')
-    .option('--draft-layer <n>', 'speculative: layers each drafted token runs', intOption('--draft-layer', 1))
-    .option('--draft-exit <file>', 'speculative: an exit file (train-exit) decides each drafted token\'s depth')
-    .option('--max-draft <k>', 'speculative: drafted tokens per verification step (default 4)', intOption('--max-draft', 1))
     .action(async (flags: GenerateFlags, command: Command) => {
-      if (flags.speculative && (flags.draftLayer === undefined) === (flags.draftExit === undefined))
-        throw new OptionError('--speculative', 'needs one of --draft-layer N and --draft-exit FILE');
-      if (!flags.speculative && (flags.draftLayer !== undefined || flags.draftExit !== undefined || flags.maxDraft !== undefined))
-        throw new OptionError('--draft-layer', '--draft-layer, --draft-exit and --max-draft need --speculative');
+      const speculative = speculativeFromFlags(flags);
       const maxTokens = flags.n ?? flags.maxTokens;
       if (flags.speculative && flags.exit !== 'never') throw new OptionError('--exit', 'cannot be combined with --speculative');
       const model = await loadModel(flags.model, { threads: flags.threads, kernels: flags.kernels, backend: flags.backend, device: flags.device });
@@ -60,8 +53,6 @@ export function registerGenerate(program: Command): void {
         warnIfBeyondTrainedContext(flags.ctx, model.info.contextLength);
         const exit = resolveExitChoice(flags.exit, { ...model.info });
         const session = await model.createSession({ contextSize: flags.ctx });
-        const draft = flags.draftExit !== undefined ? flags.draftExit : { layer: flags.draftLayer! };
-        const speculative = flags.speculative ? { draft, maxDraft: flags.maxDraft } : undefined;
         // Speculative decoding checks the full model's greedy output: without an explicit --temp it is greedy.
         const temperature = speculative && command.getOptionValueSource('temp') === 'default' ? 0 : flags.temp;
         const options = { maxTokens, temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, ...textOptions(flags), speculative, exit: exit.file ?? 'never' };

@@ -198,6 +198,7 @@ export interface WorkerBatchGenerateOptions extends WorkerBatchOptions, Sampling
   stop?: string[];
   parseSpecial?: boolean;
   kvFill: BatchKvFill;
+  speculative?: SpeculativeSpec;
 }
 
 export interface BatchGenerateResult {
@@ -239,4 +240,5 @@ export interface WorkerBatchSubmitOptions extends SamplingOptions {
   addBos?: boolean;
   parseSpecial?: boolean;
   exit?: ExitSpec;
+  speculative?: SpeculativeSpec;
 }

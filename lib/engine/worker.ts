@@ -28,7 +28,7 @@ import {
 } from './protocol';
 import { resolveSampling } from './sampling';
 import { chatTemplateSource } from '../chat/model_template';
-import { Sequence, SequenceResult, TokenEvent } from './sequence';
+import { Sequence, SequenceResult, SpeculativeOptions, TokenEvent } from './sequence';
 import { BatchExit, BatchPrompt, BatchSequenceResult, classifyBatch, generateBatch, OpenBatch } from './batch';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import {
@@ -145,6 +145,16 @@ function draftPolicy(draft: SpeculativeSpec['draft']): { layer: number } | ExitP
   return policy;
 }
 
+/** Speculative options as the engine takes them: the drafter resolved (draftPolicy). */
+function engineSpeculation(spec: SpeculativeSpec | undefined): SpeculativeOptions | undefined {
+  return spec && { ...spec, draft: draftPolicy(spec.draft) };
+}
+
+/** The drafter's exit policy, if it is one (its fast lens sizes a batch's lens buffer). */
+function draftExitPolicy(spec: SpeculativeOptions | undefined): ExitPolicy | undefined {
+  return spec && !('layer' in spec.draft) ? spec.draft : undefined;
+}
+
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
@@ -176,7 +186,7 @@ async function generate(id: number, sessionId: number, prompt: string | number[]
       stop: options.stop,
       aborted: () => Atomics.load(abortFlag, 0) !== 0,
       exit: policy && new ExitDecider(s.context, policy),
-      speculative: options.speculative && { ...options.speculative, draft: draftPolicy(options.speculative.draft) },
+      speculative: engineSpeculation(options.speculative),
     });
     for (;;) {
       checkOpen();
@@ -388,13 +398,17 @@ async function generateBatchOp(id: number, specs: BatchPromptSpec[], o: WorkerBa
   const need = prompts.reduce((a, p) => Math.max(a, p.tokens.length + (p.maxTokens ?? o.maxTokens)), 1);
   const contextSize = o.contextSize ?? Math.min(need, m.config.contextLength);
   const exit = batchExitFor(o.exit);
-  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, batchLensK([samplePolicy(exit)]));
+  const speculative = engineSpeculation(o.speculative);
+  const ctx = batchContext(o, Math.max(1, Math.min(o.batchSize, prompts.length)), contextSize, batchLensK([samplePolicy(exit), draftExitPolicy(speculative)]));
   const flag = new Int32Array(abort);
   try {
     const gen = generateBatch(
       ctx,
       prompts,
-      { maxTokens: o.maxTokens, sampling, stopAtEos: o.stopAtEos, stop: o.stop, exit, kvFill: o.kvFill, compaction: o.compaction, aborted: () => Atomics.load(flag, 0) !== 0 },
+      {
+        ...{ maxTokens: o.maxTokens, sampling, stopAtEos: o.stopAtEos, stop: o.stop, exit, kvFill: o.kvFill, compaction: o.compaction, speculative },
+        aborted: () => Atomics.load(flag, 0) !== 0,
+      },
       (result) => post({ id, kind: 'batchResult', result }),
     );
     return await drive(gen);
@@ -518,9 +532,12 @@ function batchSubmitOp(id: number, batchId: number, prompt: string | number[], o
   const tokens = promptTokens(prompt, { addBos: o.addBos, parseSpecial: o.parseSpecial });
   const sampling = resolveSampling(o);
   const exit = requestExit(o.exit);
-  const needK = lensTopK(exit?.());
-  if (needK > state.lensK)
-    throw new OptionError('exit', `the exit policy's fast lens reads the top ${needK} tokens; this batch was opened for at most ${state.lensK} (name its exit file when opening the batch)`);
+  const speculative = engineSpeculation(o.speculative);
+  for (const [option, policy] of [['exit', exit?.()], ['speculative', draftExitPolicy(speculative)]] as const) {
+    const needK = lensTopK(policy);
+    if (needK > state.lensK)
+      throw new OptionError(option, `the ${option === 'exit' ? 'exit' : 'draft'} policy's fast lens reads the top ${needK} tokens; this batch was opened for at most ${state.lensK} (name its exit file when opening the batch)`);
+  }
   const flag = new Int32Array(abort);
   return new Promise<BatchSequenceResult>((resolve, reject) => {
     state.batch.submit({
@@ -530,6 +547,7 @@ function batchSubmitOp(id: number, batchId: number, prompt: string | number[], o
       stopAtEos: o.stopAtEos,
       stop: o.stop,
       exit,
+      speculative,
       onToken: (event) => state.outbox.push({ id, event }),
       onEnd: (result) => {
         state.pending.delete(id);

@@ -6,7 +6,7 @@
  * something (logprobs, echo, suffix, best_of > 1, logit_bias); fields it does not know at all are ignored, as
  * OpenAI's own API does with unknown fields of a client newer than it.
  */
-import type { BatchSequenceResult } from '../api';
+import type { BatchSequenceResult, SpeculativeStats } from '../api';
 
 /** `{ error: { message, type, param, code } }` with its HTTP status. */
 export class ApiError extends Error {
@@ -52,9 +52,34 @@ const adainferSchema = nullable({
   properties: {
     /** 'default': the server's --exit; 'auto': the model's shipped exit file; 'never': full depth; or a threshold. */
     exit: { anyOf: [{ enum: ['default', 'auto', 'never'] }, thresholdExitSchema] },
-    speculative: {},
+    /**
+     * Self-speculative decoding: true (draft with the server's --exit file), or { draft?, max_draft?, adaptive? }
+     * with draft 'default' (the server's --exit file), 'auto' (the model's shipped exit file) or { layer }.
+     */
+    speculative: nullable({
+      anyOf: [
+        { type: 'boolean' },
+        {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            draft: {
+              anyOf: [
+                { enum: ['default', 'auto'] },
+                { type: 'object', additionalProperties: false, required: ['layer'], properties: { layer: { type: 'integer', minimum: 1 } } },
+              ],
+            },
+            max_draft: { type: 'integer', minimum: 1 },
+            adaptive: { type: 'boolean' },
+          },
+        },
+      ],
+    }),
   },
 });
+
+/** The `adainfer.speculative` of a request. */
+export type SpeculativeRequest = boolean | { draft?: 'default' | 'auto' | { layer: number }; max_draft?: number; adaptive?: boolean } | null;
 
 /** Sampling and limits shared by both endpoints. */
 const commonProperties = {
@@ -148,7 +173,7 @@ export interface CommonBody {
   repeat_last_n?: number | null;
   logit_bias?: Record<string, unknown> | null;
   user?: string;
-  adainfer?: { exit?: 'default' | 'auto' | 'never' | ThresholdExit; speculative?: unknown } | null;
+  adainfer?: { exit?: 'default' | 'auto' | 'never' | ThresholdExit; speculative?: SpeculativeRequest } | null;
 }
 
 export interface CompletionBody extends CommonBody {
@@ -186,21 +211,51 @@ export interface Usage {
 }
 
 /** The `adainfer` object of a response: each choice's exit layers per token, their mean, and the whole mean. */
+/** How a choice's self-speculative decoding went (its tokens are the full model's: exit_layers say n_layer). */
+export interface SpeculativeReport {
+  /** The drafter: an exit file's name, or 'layer N'. */
+  draft: string;
+  drafted: number;
+  accepted: number;
+  acceptance_rate: number;
+  mean_draft_length: number;
+  /** Layers computed per token of the speculative rounds (drafts and verifications). */
+  layers_per_token: number;
+}
+
 export interface AdainferReport {
   n_layer: number;
   /** The exit policy the request ran under: 'never', an exit file's name, or the threshold. */
   exit: string | ThresholdExit;
-  choices: { index: number; exit_layers: number[]; mean_layers: number }[];
+  choices: { index: number; exit_layers: number[]; mean_layers: number; speculative?: SpeculativeReport }[];
   /** Mean layers per generated token over every choice (n_layer at full depth; 0 with no token). */
   mean_layers: number;
 }
 
-export function adainferReport(nLayer: number, exit: string | ThresholdExit, choices: { index: number; exitLayers: number[] }[]): AdainferReport {
+export function adainferReport(
+  nLayer: number,
+  exit: string | ThresholdExit,
+  choices: { index: number; exitLayers: number[]; speculative?: SpeculativeStats }[],
+  draft?: string,
+): AdainferReport {
   const mean = (a: number[]) => (a.length === 0 ? 0 : a.reduce((s, v) => s + v, 0) / a.length);
+  const speculative = (s: SpeculativeStats): SpeculativeReport => ({
+    draft: draft ?? '',
+    drafted: s.drafted,
+    accepted: s.accepted,
+    acceptance_rate: s.acceptanceRate,
+    mean_draft_length: s.meanDraftLength,
+    layers_per_token: s.layersPerToken,
+  });
   return {
     n_layer: nLayer,
     exit,
-    choices: choices.map((c) => ({ index: c.index, exit_layers: c.exitLayers, mean_layers: mean(c.exitLayers) })),
+    choices: choices.map((c) => ({
+      index: c.index,
+      exit_layers: c.exitLayers,
+      mean_layers: mean(c.exitLayers),
+      ...(c.speculative && { speculative: speculative(c.speculative) }),
+    })),
     mean_layers: mean(choices.flatMap((c) => c.exitLayers)),
   };
 }

@@ -4,7 +4,8 @@
  *
  * Every generation runs in one continuous batch on the model's worker thread (Model.openBatch: lib/engine/batch.ts
  * OpenBatch): a request's choices join the running batch at the next decode step that has a free slot, each with
- * its own sampling, limit and exit policy, and leave it when they finish; a client that disconnects cancels its
+ * its own sampling, limit and exit policy (or self-speculative decoding: `adainfer.speculative`), and leave it
+ * when they finish; a client that disconnects cancels its
  * choices, which leave at the next step. The event loop here only parses, validates and writes: it keeps
  * answering /health while the worker decodes.
  *
@@ -12,14 +13,14 @@
  *   GET /v1/models, GET /health, GET /metrics (Prometheus text).
  *
  * Errors are OpenAI's `{ error: { message, type, param, code } }`: 400 (bad JSON, a field of the wrong type, an
- * option the engine refuses, speculative decoding), 401 (API key), 404 (unknown model or route), 413 (a body
+ * option the engine refuses), 401 (API key), 404 (unknown model or route), 413 (a body
  * over the limit, a prompt longer than the context), 503 with Retry-After (the queue is full, or the server is
  * shutting down).
  */
 import { randomUUID, timingSafeEqual } from 'crypto';
 import * as path from 'path';
 import Fastify, { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { BatchRequestOptions, BatchRequestStream, ContinuousBatch, ExitSpec, Model } from '../api';
+import type { BatchRequestOptions, BatchRequestStream, ContinuousBatch, ExitSpec, Model, SpeculativeSpec } from '../api';
 import type { BatchSequenceResult } from '../engine/batch';
 import { AdaInferError } from '../errors';
 import {
@@ -90,6 +91,8 @@ interface Choice {
   finish?: 'stop' | 'length';
   /** The worker's timings (set with `finish`). */
   timings?: BatchSequenceResult['timings'];
+  /** How its self-speculative decoding went (set with `finish`). */
+  speculative?: BatchSequenceResult['speculative'];
 }
 
 export class AdaInferServer {
@@ -212,7 +215,8 @@ export class AdaInferServer {
     if (body.model !== this.modelId)
       throw new ApiError(404, `the model '${body.model}' does not exist; this server serves '${this.modelId}'`, 'invalid_request_error', 'model', 'model_not_found');
     refuseUnsupported(endpoint, body);
-    const { spec: exit, label: exitLabel } = this.exitOf(body);
+    const speculative = this.speculativeOf(body);
+    const { spec: exit, label: exitLabel } = speculative ? { spec: 'never' as const, label: 'never' } : this.exitOf(body);
     // Prompts go to the worker as they are (text is tokenized there, as the request is submitted: no extra round
     // trip); one longer than the context is refused there (CONTEXT_OVERFLOW: 413) before it takes a slot.
     const prompts = endpoint === 'chat' ? [this.chatPrompt(body as ChatBody)] : completionPrompts(body as CompletionBody);
@@ -247,6 +251,7 @@ export class AdaInferServer {
             repeatPenalty: body.repeat_penalty ?? 1,
             repeatLastN: body.repeat_last_n ?? 64,
             exit,
+            speculative: speculative?.spec,
             // chat: the template wrote the control tokens as text; the tokenizer adds BOS where the model wants it
             // (render() dropped the template's own leading BOS text)
             parseSpecial: endpoint === 'chat',
@@ -279,7 +284,7 @@ export class AdaInferServer {
       this.metrics.prompt(prompt);
       return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
     };
-    const report = () => adainferReport(this.options.model.info.nLayer, exitLabel, choices);
+    const report = () => adainferReport(this.options.model.info.nLayer, exitLabel, choices, speculative?.label);
     try {
       for (const c of choices) c.stream = this.batch.submit(c.prompt, c.options);
       if (body.stream) await this.streamAnswer(endpoint, body, reply, choices, { id, created, onToken, usage, report, request });
@@ -391,6 +396,31 @@ export class AdaInferServer {
     return chat.render(messages, { addGenerationPrompt: true });
   }
 
+  /**
+   * A request's self-speculative decoding (undefined: none) and how the response names its drafter. It replaces
+   * the request's exit policy (the output is the full model's): naming both is refused.
+   */
+  private speculativeOf(body: CommonBody): { spec: SpeculativeSpec; label: string } | undefined {
+    const s = body.adainfer?.speculative;
+    if (s === undefined || s === null || s === false) return undefined;
+    const exit = body.adainfer?.exit;
+    if (exit !== undefined && exit !== 'never')
+      throw invalidRequest('adainfer.speculative drafts with its own policy: it cannot be combined with adainfer.exit', 'adainfer.exit');
+    const o = s === true ? {} : s;
+    const draft = o.draft ?? 'default';
+    const file = (f: string | undefined, why: string) => {
+      if (f === undefined) throw invalidRequest(why, 'adainfer.speculative.draft', 'no_exit_file');
+      return { draft: f, label: path.basename(f) };
+    };
+    const d =
+      draft === 'default'
+        ? file(this.options.exitFile, `the server runs without an exit file (--exit): give adainfer.speculative.draft as { "layer": n } or 'auto'`)
+        : draft === 'auto'
+          ? file(this.options.autoExitFile, `no exit file is shipped for the model '${this.modelId}'`)
+          : { draft, label: `layer ${draft.layer}` };
+    return { spec: { draft: d.draft, ...(o.max_draft !== undefined && { maxDraft: o.max_draft }), ...(o.adaptive !== undefined && { adaptive: o.adaptive }) }, label: d.label };
+  }
+
   /** The exit spec of a request and how the response names it. */
   private exitOf(body: CommonBody): { spec: ExitSpec; label: string | ThresholdExit } {
     const choice = body.adainfer?.exit ?? 'default';
@@ -429,6 +459,7 @@ async function runChoice(c: Choice, onToken: (exitLayer: number) => void, onText
   }
   c.finish = finishReason(r);
   c.timings = r.timings;
+  c.speculative = r.speculative;
 }
 
 /** The prompts of a completion request: one text or token-id list per prompt. */
@@ -450,12 +481,6 @@ function chatTemplateOf(model: Model, template: string | undefined): ChatRendere
 
 /** What the server does not implement is refused by name rather than ignored. */
 function refuseUnsupported(endpoint: Endpoint, body: CompletionBody | ChatBody): void {
-  if (body.adainfer?.speculative !== undefined && body.adainfer.speculative !== null && body.adainfer.speculative !== false)
-    throw invalidRequest(
-      'adainfer.speculative is not served: the server decodes every request in one continuous batch, and self-speculative decoding runs on a single-sequence session only (Session.generate with speculative, or adainfer generate --speculative)',
-      'adainfer.speculative',
-      'unsupported',
-    );
   if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw invalidRequest('logit_bias is not supported', 'logit_bias', 'unsupported');
   if (endpoint === 'completions') {
     const c = body as CompletionBody;

@@ -66,6 +66,29 @@ describe('adainfer batch', () => {
     expect(readRecords(out)).toHaveLength(10);
   });
 
+  test('--speculative: every record is the full-depth greedy record, with how its drafts went; bad combinations refused', () => {
+    const input = writeInput('spec.jsonl', 6);
+    const plain = path.join(dir, 'spec.plain.jsonl');
+    const spec = path.join(dir, 'spec.spec.jsonl');
+    const common = ['--in', input, '--max-tokens', '24', '--batch-size', '3', '--temp', '0'];
+    expect(cli([...common, '--out', plain]).code).toBe(0);
+    const r = cli([...common, '--out', spec, '--speculative', '--draft-layer', '3', '--max-draft', '4']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/speculative: \d+ drafted, acceptance [\d.]+%, layers computed per token/);
+    const byId = (recs: Rec[]) => Object.fromEntries(recs.map((x) => [x.id, x]));
+    const want = byId(readRecords(plain));
+    const got = readRecords(spec);
+    expect(got).toHaveLength(6);
+    for (const x of got) {
+      expect(content(x)).toEqual(content(want[x.id]));
+      const s = (x as Rec & { speculative: { drafted: number; accepted: number } }).speculative;
+      expect(s.accepted).toBeLessThanOrEqual(s.drafted);
+    }
+    expect(cli([...common, '--out', path.join(dir, 'x.jsonl'), '--speculative']).stderr).toMatch(/needs one of --draft-layer N and --draft-exit FILE/);
+    expect(cli([...common, '--out', path.join(dir, 'x.jsonl'), '--draft-layer', '3']).stderr).toMatch(/need --speculative/);
+    expect(cli([...common, '--out', path.join(dir, 'x.jsonl'), '--speculative', '--draft-layer', '3', '--exit', 'auto']).stderr).toMatch(/cannot be combined with --speculative/);
+  });
+
   test('bad input: the line number, duplicate ids by name, bad options', () => {
     const bad = path.join(dir, 'bad.jsonl');
     fs.writeFileSync(bad, '{"id":"a","prompt":"x"}\n\n{"id":"b","prompt":\n');

@@ -5,6 +5,7 @@
  * verifying in one step (their drafted rows rejoining side by side), drafts of an exit policy's depth, speculative
  * sampling, requests mixed with plain and early-exit ones, and a context that fills up in the middle of a draft.
  */
+import { loadModel } from '../../lib';
 import { generateBatch, OpenBatch, runBatchToEnd, BatchSequenceResult } from '../../lib/engine/batch';
 import { ResolvedSampling } from '../../lib/engine/sampling';
 import { Sequence, SequenceResult, SpeculativeOptions } from '../../lib/engine/sequence';
@@ -164,5 +165,38 @@ describe('self-speculative decoding in a batch', () => {
       expect(submit({ speculative: { draft: { layer: 2 }, maxDraft: 21 } })).toThrow(/maxDraft must be an integer in \[1, 20\]/);
       expect(submit({ speculative: { draft: { layer: 2 }, maxDraft: 20 } })).not.toThrow();
     });
+  });
+});
+
+describe('the API: Model.generateBatch and ContinuousBatch.submit with speculative', () => {
+  test('greedy results equal full depth; each result reports its drafts; bad combinations refused before anything runs', async () => {
+    const m = await loadModel(BUNDLED_MODEL, { threads: 1 });
+    try {
+      const o = { maxTokens: 24, temperature: 0, batchSize: 3 };
+      const full = await m.generateBatch(TEXTS, o);
+      const spec = await m.generateBatch(TEXTS, { ...o, speculative: { draft: { layer: 3 }, maxDraft: 3 } });
+      spec.results.forEach((r, i) => {
+        expect(r.tokens).toEqual(full.results[i].tokens);
+        expect(r.speculative!.drafted).toBeGreaterThan(0);
+      });
+      const batch = await m.openBatch({ slots: 2, contextSize: 96 });
+      try {
+        const streams = TEXTS.slice(0, 3).map((t, i) => batch.submit(t, { maxTokens: 24, temperature: 0, ...(i !== 1 && { speculative: { draft: { layer: 2 } } }) }));
+        const results = await Promise.all(streams.map((s) => s.result));
+        results.forEach((r, i) => {
+          expect(r.tokens).toEqual(full.results[i].tokens);
+          expect(r.speculative !== undefined).toBe(i !== 1);
+        });
+        expect(() => batch.submit(TEXTS[0], { speculative: { draft: { layer: 2 } }, exit: 'auto' })).toThrow(/exit policy/);
+      } finally {
+        await batch.close();
+      }
+      await expect(m.generateBatch(TEXTS, { ...o, speculative: { draft: { layer: 2 } }, repeatPenalty: 1.1 })).rejects.toThrow(/repetition penalties/);
+      await expect(m.generateBatch(TEXTS, { ...o, speculative: { draft: { layer: 99 } } })).rejects.toThrow(/draft.layer/);
+      // 3 slots in 515 rows: at most 170 drafts each.
+      await expect(m.generateBatch(TEXTS, { ...o, speculative: { draft: { layer: 2 }, maxDraft: 171 } })).rejects.toThrow(/maxDraft must be an integer in \[1, 170\]/);
+    } finally {
+      await m.dispose();
+    }
   });
 });

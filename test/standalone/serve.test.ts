@@ -210,17 +210,69 @@ describe('chat completions', () => {
   });
 });
 
+describe('self-speculative decoding per request (adainfer.speculative)', () => {
+  type Report = { adainfer: { exit: string; choices: { speculative?: { draft: string; drafted: number; accepted: number; acceptance_rate: number; layers_per_token: number } }[] } };
+
+  test('greedy, drafted at a fixed depth or by the shipped exit file: the full-depth text; the report says how the drafts went', async () => {
+    const want = await alone(TEXTS[0], { maxTokens: 40 });
+    for (const [draft, label] of [[{ layer: 3 }, 'layer 3'], ['auto', path.basename(autoExit)]] as const) {
+      const r = await client.completions.create({ model: MODEL_ID, prompt: TEXTS[0], max_tokens: 40, temperature: 0, adainfer: { speculative: { draft, max_draft: 4 } } } as OpenAI.CompletionCreateParamsNonStreaming);
+      expect(r.choices[0].text).toBe(want.text);
+      expect(r.usage!.completion_tokens).toBe(want.tokens.length);
+      const report = (r as unknown as Report).adainfer;
+      expect(report.exit).toBe('never');
+      const s = report.choices[0].speculative!;
+      expect(s.draft).toBe(label);
+      expect(s.drafted).toBeGreaterThan(0);
+      expect(s.accepted).toBeLessThanOrEqual(s.drafted);
+      expect(s.acceptance_rate).toBeCloseTo(s.accepted / s.drafted, 12);
+      expect(s.layers_per_token).toBeGreaterThan(0);
+    }
+  });
+
+  test('streamed, and side by side with plain and early-exit requests in one batch: each equals its request alone', async () => {
+    const kinds = ['speculative', 'plain', 'exit', 'speculative', 'speculative', 'plain', 'exit', 'speculative'] as const;
+    const run = async (text: string, kind: (typeof kinds)[number]) => {
+      const adainfer = kind === 'speculative' ? { speculative: { draft: { layer: 2 } } } : kind === 'exit' ? { exit: 'auto' } : undefined;
+      const stream = await client.completions.create({ model: MODEL_ID, prompt: text, max_tokens: 32, temperature: 0, stream: true, ...(adainfer && { adainfer }) } as OpenAI.CompletionCreateParamsStreaming);
+      let out = '';
+      for await (const chunk of stream) out += chunk.choices[0]?.text ?? '';
+      return out;
+    };
+    const got = await Promise.all(TEXTS.map((t, i) => run(t, kinds[i])));
+    for (let i = 0; i < TEXTS.length; i++) expect(got[i]).toBe((await alone(TEXTS[i], { maxTokens: 32, exit: kinds[i] === 'exit' ? autoExit : undefined })).text);
+  });
+
+  test('sampled: speculative sampling gives what the same request gives alone with speculative decoding (same seed)', async () => {
+    const s = await model.createSession({ contextSize: 256 });
+    try {
+      const want = await s.generate(TEXTS[2], { maxTokens: 24, temperature: 0.9, topP: 1, topK: 0, seed: 7, speculative: { draft: { layer: 3 } } });
+      const r = await client.completions.create({ model: MODEL_ID, prompt: TEXTS[2], max_tokens: 24, temperature: 0.9, seed: 7, adainfer: { speculative: { draft: { layer: 3 } } } } as OpenAI.CompletionCreateParamsNonStreaming);
+      expect(r.choices[0].text).toBe(want.text);
+    } finally {
+      await s.dispose();
+    }
+  });
+});
+
 describe('errors are OpenAI error JSON with the right status', () => {
-  test('400: bad JSON, a field of the wrong type, an unsupported option, speculative decoding', async () => {
+  test('400: bad JSON, a field of the wrong type, an unsupported option, a speculative request the server cannot run', async () => {
     const bad = await post('/v1/completions', '{"model": "x", "prompt": ');
     expect(bad.status).toBe(400);
     expect(bad.body.error).toMatchObject({ type: 'invalid_request_error', code: 'invalid_json' });
     await expect(client.completions.create({ model: MODEL_ID, prompt: 'x', max_tokens: '5' as unknown as number })).rejects.toMatchObject({ status: 400, param: 'max_tokens' });
     await expect(client.completions.create({ model: MODEL_ID, prompt: 'x', temperature: 3 })).rejects.toMatchObject({ status: 400, param: 'temperature' });
     await expect(client.completions.create({ model: MODEL_ID, prompt: 'x', logprobs: 2 })).rejects.toMatchObject({ status: 400, param: 'logprobs' });
-    await expect(
-      client.completions.create({ model: MODEL_ID, prompt: 'x', adainfer: { speculative: { draft: { layer: 3 } } } } as OpenAI.CompletionCreateParamsNonStreaming),
-    ).rejects.toMatchObject({ status: 400, param: 'adainfer.speculative', code: 'unsupported' });
+    const speculative = (adainfer: unknown) =>
+      client.completions.create({ model: MODEL_ID, prompt: 'x', max_tokens: 4, adainfer } as OpenAI.CompletionCreateParamsNonStreaming);
+    // This server runs without --exit: the default drafter is its exit file.
+    await expect(speculative({ speculative: true })).rejects.toMatchObject({ status: 400, param: 'adainfer.speculative.draft', code: 'no_exit_file' });
+    await expect(speculative({ speculative: { draft: { layer: 3 } }, exit: 'auto' })).rejects.toMatchObject({ status: 400, param: 'adainfer.exit' });
+    await expect(speculative({ speculative: { draft: { layer: 0 } } })).rejects.toMatchObject({ status: 400 });
+    await expect(speculative({ speculative: { draft: { layer: 10 } } })).rejects.toMatchObject({ status: 400, param: 'speculative' });
+    // 8 slots in 520 rows: every slot's verification must fit one step, so at most 64 drafts.
+    await expect(speculative({ speculative: { draft: { layer: 3 }, max_draft: 65 } })).rejects.toMatchObject({ status: 400, param: 'speculative' });
+    await expect(speculative({ speculative: { draft: { layer: 3 }, max_draf: 4 } })).rejects.toMatchObject({ status: 400 });
     await expect(
       client.completions.create({ model: MODEL_ID, prompt: 'x', adainfer: { exit: 'sometimes' } } as OpenAI.CompletionCreateParamsNonStreaming),
     ).rejects.toMatchObject({ status: 400 });
