@@ -4,11 +4,14 @@
  * the batch, computed and ignored) to measure what compaction gains. Two workloads:
  *  - classify: one next-token decision per prompt (the paper's setting; prefill only);
  *  - generate: `--tokens` greedy tokens per prompt (EOS ignored, so every configuration generates as many).
+ * With `--speculative LAYER:K` the generate workload also runs every prompt with self-speculative decoding in
+ * the batch (drafts of LAYER layers, up to K per round; adaptive drafting with --adaptive): its greedy output must equal full
+ * depth's (a difference is a failure, exit code 1), and its tokens/s goes beside full depth's.
  * Every configuration runs the same prompts; reps alternate between configurations (rotating which goes
  * first) so that machine noise falls on all alike; the table shows medians.
  *
  *   node dist/bench/batch_throughput.js [--model M] [--exit FILE | --gap G] [--batch-sizes 1,4,16,64]
- *       [--prompts N] [--tokens T] [--reps R] [--threads T] [--kv-fill propagate|none] [--json]
+ *       [--prompts N] [--tokens T] [--reps R] [--threads T] [--kv-fill propagate|none] [--speculative L:K] [--json]
  */
 import { Command } from 'commander';
 import * as fs from 'fs';
@@ -21,8 +24,7 @@ import { describeMachine, formatMachine, repoRoot } from './machine';
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
-type Config = 'full' | 'ada' | 'ada-nocompact';
-const CONFIGS: Config[] = ['full', 'ada', 'ada-nocompact'];
+type Config = 'full' | 'ada' | 'ada-nocompact' | 'spec';
 
 interface Sample {
   ms: number;
@@ -55,6 +57,8 @@ function main(): void {
     .option('--reps <r>', 'measured reps per configuration', '5')
     .option('--threads <t>', 'threads', '1')
     .option('--kv-fill <mode>', 'K/V of skipped layers: propagate or none', 'propagate')
+    .option('--speculative <layer:k>', 'generate workload: also self-speculative decoding, drafts of LAYER layers, up to K per round')
+    .option('--adaptive', 'speculative: adaptive drafting on (ends a round at an unsure draft, decodes plainly while speculation measures slower)')
     .option('--json', 'also print a JSON object')
     .parse(process.argv)
     .opts();
@@ -68,6 +72,9 @@ function main(): void {
   // An exit file gives each slot its own policy (CRF state); a threshold policy is stateless and shared.
   const exit: BatchExit = exitFile ? () => policyFromExitFile(exitFile) : thresholdPolicy('gap', Number(o.gap));
   const lensK = Math.max(8, exitFile?.policy.lens.topK ?? 16);
+  const [draftLayer, maxDraft] = o.speculative ? String(o.speculative).split(':').map(Number) : [0, 0];
+  if (o.speculative && !(draftLayer >= 1 && draftLayer < nLayer && maxDraft >= 1)) throw new Error(`--speculative: LAYER:K with 1 <= LAYER < ${nLayer}, K >= 1`);
+  const speculative = o.speculative ? { draft: { layer: draftLayer }, maxDraft, adaptive: o.adaptive === true } : undefined;
 
   let texts: string[];
   if (fs.existsSync(o.data)) {
@@ -95,7 +102,9 @@ function main(): void {
   const batchSizes = String(o.batchSizes).split(',').map(Number);
   const workloads = String(o.workloads).split(',') as ('classify' | 'generate')[];
   const results: Record<string, unknown>[] = [];
+  let mismatches = 0;
   for (const workload of workloads) {
+    const CONFIGS: Config[] = ['full', 'ada', 'ada-nocompact', ...(workload === 'generate' && speculative ? (['spec'] as const) : [])];
     for (const b of batchSizes) {
       // One context per configuration, reused by its reps (compaction off needs a scratch slot).
       const ctxs = new Map<Config, TransformerContext>(
@@ -104,7 +113,8 @@ function main(): void {
           model.createContext({
             contextSize: longest + gen,
             sequences: b + (c === 'ada-nocompact' ? 1 : 0),
-            batchSize: b + 512,
+            // A speculative round's rows: every sequence may verify 1 + K rows in one step.
+            batchSize: b + Math.max(512, b * maxDraft),
             threads,
             lensK,
           }),
@@ -112,7 +122,7 @@ function main(): void {
       );
       const runOnce = (c: Config): Sample => {
         const ctx = ctxs.get(c)!;
-        const common = { exit: c === 'full' ? undefined : exit, compaction: c !== 'ada-nocompact' };
+        const common = { exit: c === 'full' || c === 'spec' ? undefined : exit, compaction: c !== 'ada-nocompact' };
         const t0 = performance.now();
         const c0 = process.cpuUsage();
         const cpu = () => {
@@ -125,13 +135,29 @@ function main(): void {
           return { ms, cpuMs: cpu(), tokens: prompts.length, layerSum: r.results.reduce((a, x) => a + x.exitLayer, 0), decisions: prompts.length, stats: r.stats };
         }
         const r = runBatchToEnd(
-          generateBatch(ctx, prompts.map((tokens) => ({ tokens })), { ...common, maxTokens: gen, sampling: GREEDY, stopAtEos: false, kvFill }),
+          generateBatch(ctx, prompts.map((tokens) => ({ tokens })), {
+            ...common,
+            maxTokens: gen,
+            sampling: GREEDY,
+            stopAtEos: false,
+            kvFill,
+            speculative: c === 'spec' ? speculative : undefined,
+          }),
         );
+        if (c === 'full') fullTokens = r.results.map((x) => x.tokens);
+        else if (c === 'spec') {
+          const differ = r.results.filter((x, i) => fullTokens !== undefined && x.tokens.join() !== fullTokens[i].join()).length;
+          if (differ > 0) console.error(`FAILURE: ${differ} speculative outputs differ from full depth (batch ${b})`);
+          mismatches += differ;
+          specStats = r.results.map((x) => x.speculative!);
+        }
         const ms = performance.now() - t0;
         const cpuMs = cpu();
         const tokens = r.results.reduce((a, x) => a + x.tokens.length, 0);
         return { ms, cpuMs, tokens, layerSum: r.results.reduce((a, x) => a + x.exitLayers.reduce((s, l) => s + l, 0), 0), decisions: tokens, stats: r.stats };
       };
+      let fullTokens: number[][] | undefined;
+      let specStats: { drafted: number; accepted: number }[] = [];
       for (const c of CONFIGS) runOnce(c); // warm-up
       const samples = new Map<Config, Sample[]>(CONFIGS.map((c) => [c, []]));
       for (let rep = 0; rep < reps; rep++) {
@@ -159,6 +185,10 @@ function main(): void {
           fillKvRowLayers: s[0].stats.fillKvRowLayers,
           steps: s[0].stats.steps,
         };
+      }
+      if (workload === 'generate' && speculative) {
+        const drafted = specStats.reduce((a, x) => a + x.drafted, 0);
+        row.speculative = { layer: draftLayer, maxDraft, drafted, acceptanceRate: drafted > 0 ? specStats.reduce((a, x) => a + x.accepted, 0) / drafted : 0 };
       }
       results.push(row);
     }
@@ -200,6 +230,20 @@ function main(): void {
   };
   table('wall');
   table('cpu');
+  if (speculative) {
+    console.log(`\nSelf-speculative decoding in the batch (generate workload; drafts of ${draftLayer} layers, up to ${maxDraft} per round, adaptive ${speculative.adaptive ? 'on' : 'off'}; greedy, checked against full depth):\n`);
+    console.log('| batch | full: tok/s | speculative: tok/s | ratio | acceptance | full: tok/cpu-s | speculative: tok/cpu-s | ratio |');
+    console.log('|---|---|---|---|---|---|---|---|');
+    for (const r of results.filter((x) => x.workload === 'generate')) {
+      const full = r.full as Cell;
+      const sp = r.spec as Cell;
+      const st = r.speculative as { acceptanceRate: number };
+      console.log(
+        `| ${r.batchSize} | ${f(full.tokensPerSecond)} | ${f(sp.tokensPerSecond)} | ${f(sp.tokensPerSecond / full.tokensPerSecond, 2)}x | ${f(100 * st.acceptanceRate)}% | ` +
+          `${f(full.tokensPerCpuSecond)} | ${f(sp.tokensPerCpuSecond)} | ${f(sp.tokensPerCpuSecond / full.tokensPerCpuSecond, 2)}x |`,
+      );
+    }
+  }
   console.log(
     '\nrow-layers: rows that ran a layer, summed over layers and steps, against the same batches at full depth ' +
       '(K/V propagation not included); speedup and compaction gain are ratios of median times (full / AdaInfer, ' +
@@ -207,6 +251,7 @@ function main(): void {
   );
   if (o.json) console.log(JSON.stringify({ machine: describeMachine(), model: model.config.name, threads, kvFill, results }));
   model.dispose();
+  if (mismatches > 0) process.exitCode = 1;
 }
 
 main();
