@@ -195,19 +195,7 @@ describe('the event loop stays free', () => {
   }
 
   test('a timer keeps firing on time during a long generation', async () => {
-    const model = await loadModel(undefined, { threads: 1, kernels: 'generic' });
-    const session = await model.createSession();
-    const { maxLateMs, workMs } = await timerLateness(async () => {
-      const t0 = performance.now();
-      while (performance.now() - t0 < 1500) {
-        await session.generate('Once upon a time', { temperature: 0, maxTokens: 200, stopAtEos: false });
-      }
-    });
-    await model.dispose();
-    expect(workMs).toBeGreaterThan(1500);
-    expect(maxLateMs).toBeLessThan(100);
-
-    // Control: the same work on this thread does block the timer, so the check above can fail.
+    // Control first: the same work on this thread blocks the timer for as long as a generation takes.
     const direct = TransformerModel.load(BUNDLED_MODEL, { kernels: 'generic' });
     const ctx = direct.createContext({ contextSize: 256, batchSize: 64, threads: 1 });
     const blocked = await timerLateness(() => {
@@ -221,5 +209,20 @@ describe('the event loop stays free', () => {
     ctx.dispose();
     direct.dispose();
     expect(blocked.maxLateMs).toBeGreaterThan(Math.min(100, blocked.workMs / 2));
+
+    const model = await loadModel(undefined, { threads: 1, kernels: 'generic' });
+    const session = await model.createSession();
+    const { maxLateMs, workMs } = await timerLateness(async () => {
+      const t0 = performance.now();
+      while (performance.now() - t0 < 1500) {
+        await session.generate('Once upon a time', { temperature: 0, maxTokens: 200, stopAtEos: false });
+      }
+    });
+    await model.dispose();
+    expect(workMs).toBeGreaterThan(1500);
+    // On the worker the timer is late by scheduling noise only: 100 ms, or a fifth of what one blocking generation
+    // costs when the machine is so loaded that the OS itself delays this thread that long (a generation that
+    // blocked this thread again would make the timer late by all of it).
+    expect(maxLateMs).toBeLessThan(Math.max(100, blocked.maxLateMs / 5));
   });
 });
