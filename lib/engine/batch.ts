@@ -612,7 +612,7 @@ export class OpenBatch {
           job.pos = job.roundPos + round.accepted + 1;
           tokens = round.tokens;
         } else {
-          job.spec?.plainStep(stepMs);
+          if (job.decodeInput.length > 0) job.spec?.plainStep(stepMs); // a decode step (not the prompt's last chunk)
           tokens = [job.output.token];
         }
         for (const token of tokens) if (emit(job, token)) return true;

@@ -42,8 +42,8 @@ export interface CheckedSpeculation {
 }
 
 /**
- * Checks speculative options for a generation on `context` (whose batch must hold a verification step's rows:
- * `rowsPerSequence` rows for each of `sequences` sequences that may verify at once) and sampler options.
+ * Checks speculative options for a generation on `context` with `sampling`: the context's batch must hold a
+ * verification step's 1 + maxDraft rows for each of the `sequences` sequences that may verify in one step.
  */
 export function checkSpeculation(
   spec: SpeculativeOptions,
