@@ -33,6 +33,7 @@
 
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -1340,6 +1341,172 @@ template <class Ty>
 inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
                      int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1);
 
+// f(Count<count>{}) for a count known only at run time, in [1, 8] (others: nothing).
+template <class F>
+inline void with_count8(int64_t count, F&& f) {
+  switch (count) {
+    case 8: f(Count<8>{}); break;
+    case 7: f(Count<7>{}); break;
+    case 6: f(Count<6>{}); break;
+    case 5: f(Count<5>{}); break;
+    case 4: f(Count<4>{}); break;
+    case 3: f(Count<3>{}); break;
+    case 2: f(Count<2>{}); break;
+    case 1: f(Count<1>{}); break;
+    default: break;
+  }
+}
+
+#if !ADAINFER_Q512
+// ---- AVX2 Q4_K / Q5_K prefill: 8-row panels, rows in lanes -------------------------------------------------------
+// The row kernel multiplies each 32-element sub-block with vpmaddubsw and then vpmaddwd by its scale: two
+// multiplies per 32 elements, weight row and token. With the rows in the lanes (as rows8_dot) a sub-block's 8
+// vpmaddubsw (4 elements x 8 rows each) add up in 16 bits and one vpmaddwd applies the 8 rows' scales at once:
+// 9 multiplies per 32 elements, 8 rows and token. The transposes that put the rows in the lanes, and the scale
+// and min unpacking, are done once per 8 rows into a panel (all of a row's blocks) that every token then reads
+// from L1/L2, so their cost is spread over all the matmul's tokens. The min term is summed in float from the
+// activations' sub-block sums (sum32): every product (< 64 * 4096) and partial sum (< 2^24) is an integer, so it is
+// exact, as the reference's integer sum.
+// One panel block (256 elements of 8 rows):
+//   codes  [8 sub-blocks j][8 quads q][32 bytes]: int32 lane r = codes of elements 32j + 4q .. 32j + 4q + 3 of row r
+//   scales [8 j][8 int32]: lane r = row r's scale of sub-block j in both 16-bit halves (vpmaddwd operand)
+//   mins   [8 j][8 float]: lane r = row r's min of sub-block j
+//   d, dmin [8 float]: lane r = row r's block scales
+constexpr size_t kK45PanelCodes = 8 * 8 * 32, kK45PanelScales = kK45PanelCodes, kK45PanelMins = kK45PanelScales + 8 * 32;
+constexpr size_t kK45PanelD = kK45PanelMins + 8 * 32, kK45PanelDmin = kK45PanelD + 32, kK45PanelBlock = kK45PanelDmin + 32;
+// Tokens per micro-kernel call (one vector of codes loaded feeds this many vpmaddubsw).
+constexpr int kK45PanelTokens = 4;
+// Fewest tokens for which a matmul takes the panels (below: the row kernel, which reads each weight block once
+// per 4 tokens but packs nothing).
+constexpr int64_t kK45PanelMinTokens = 8;
+
+// The 8 rows at w, w + rb, ..., w + 7 * rb (nblocks blocks each) into panel.
+template <bool kFive>
+void pack_k45_rows8(const uint8_t* w, size_t rb, int64_t nblocks, uint8_t* panel) {
+  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+  const uint8_t* row[8];
+  for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(16);
+  for (int64_t i = 0; i < nblocks; ++i) {
+    const size_t off = static_cast<size_t>(i) * sizeof(Block);
+    uint8_t* p = panel + static_cast<size_t>(i) * kK45PanelBlock;
+    // bytes 16h .. 16h + 15 of chunk c: low nibbles are elements 16h .. 16h + 15 of sub-block 2c, high of 2c + 1
+    for (int c = 0; c < 4; ++c) {
+      for (int h = 0; h < 2; ++h) {
+        __m256i D[4], H[4];
+        rows8_transpose16(row, off + offsetof(Block, qs) + 32 * c + 16 * h, D);
+        if constexpr (kFive) rows8_transpose16(row, off + offsetof(Block, qh) + 16 * h, H);
+        for (int k = 0; k < 4; ++k) {
+          __m256i lo = _mm256_and_si256(D[k], m4), hi = _mm256_and_si256(_mm256_srli_epi16(D[k], 4), m4);
+          if constexpr (kFive) {
+            // bit 2c (2c + 1) of each qh byte to bit 4: shifts within 16-bit lanes keep each byte's bits apart
+            // after the mask, as the shift is < 8
+            const __m128i to_lo = _mm_cvtsi32_si128(2 * c), to_hi = _mm_cvtsi32_si128(2 * c + 1);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(H[k], to_lo), 4), bit4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(H[k], to_hi), 4), bit4));
+          }
+          _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * (8 * (2 * c) + 4 * h + k)), lo);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * (8 * (2 * c + 1) + 4 * h + k)), hi);
+        }
+      }
+    }
+    int32_t* scales = reinterpret_cast<int32_t*>(p + kK45PanelScales);
+    float* mins = reinterpret_cast<float*>(p + kK45PanelMins);
+    float* d = reinterpret_cast<float*>(p + kK45PanelD);
+    float* dmin = reinterpret_cast<float*>(p + kK45PanelDmin);
+    for (int r = 0; r < 8; ++r) {
+      const Block* b = reinterpret_cast<const Block*>(row[r] + off);
+      uint32_t words[4];
+      k_scale_words(b->scales, words);
+      for (int j = 0; j < 8; ++j) {
+        const int32_t sc = static_cast<int32_t>((words[j / 4] >> (8 * (j % 4))) & 0xff);
+        scales[8 * j + r] = sc | (sc << 16);
+        mins[8 * j + r] = static_cast<float>((words[2 + j / 4] >> (8 * (j % 4))) & 0xff);
+      }
+      d[r] = half_to_float(b->d);
+      dmin[r] = half_to_float(b->dmin);
+    }
+  }
+}
+
+// The panel's 8 rows times T activation rows: acc[t] lane r = dot(row r, activation row t).
+template <bool kFive, int T>
+void k45_panel_dot(const uint8_t* panel, const ActQ8_KRow* a, int64_t nblocks, __m256* acc) {
+  // 16-bit sums of vpmaddubsw pairs (|pair| <= 2 * 15 * 128): 8 quads of 4-bit codes fit, 4 of 5-bit codes
+  constexpr int kQuadsPerSum = kFive ? 4 : 8;
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nblocks; ++i) {
+    const uint8_t* p = panel + static_cast<size_t>(i) * kK45PanelBlock;
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) {
+      const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + kK45PanelScales + 32 * j));
+#pragma GCC unroll 2
+      for (int q0 = 0; q0 < 8; q0 += kQuadsPerSum) {
+        __m256i s16[T];
+#pragma GCC unroll 8
+        for (int q = q0; q < q0 + kQuadsPerSum; ++q) {
+          const __m256i C = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32 * (8 * j + q)));
+          for (int t = 0; t < T; ++t) {
+            const __m256i prod = _mm256_maddubs_epi16(C, _mm256_set1_epi32(load_i32(a[t].q + 256 * i + 32 * j + 4 * q)));
+            s16[t] = q == q0 ? prod : _mm256_add_epi16(s16[t], prod);
+            // an empty asm that "changes" the sum: without it GCC reassociates the 8 additions into a tree, holds
+            // all 32 products of the 4 tokens at once and spills them to the stack
+            __asm__("" : "+x"(s16[t]));
+          }
+        }
+        // |s16| * scale summed in pairs: < 2 * 2^15 * 64 per sub-block, 8 sub-blocks < 2^31
+        for (int t = 0; t < T; ++t) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
+      }
+    }
+    const __m256 dv = _mm256_load_ps(reinterpret_cast<const float*>(p + kK45PanelD));
+    const __m256 dminv = _mm256_load_ps(reinterpret_cast<const float*>(p + kK45PanelDmin));
+    const float* mins = reinterpret_cast<const float*>(p + kK45PanelMins);
+    for (int t = 0; t < T; ++t) {
+      // sum over sub-blocks of min * (sum of the sub-block's activation codes), exact in float (see above)
+      const float* s = a[t].sum32 + 8 * i;
+      __m256 m0 = _mm256_mul_ps(_mm256_load_ps(mins), _mm256_broadcast_ss(s));
+      __m256 m1 = _mm256_mul_ps(_mm256_load_ps(mins + 8), _mm256_broadcast_ss(s + 1));
+      for (int j = 2; j < 8; j += 2) {
+        m0 = _mm256_fmadd_ps(_mm256_load_ps(mins + 8 * j), _mm256_broadcast_ss(s + j), m0);
+        m1 = _mm256_fmadd_ps(_mm256_load_ps(mins + 8 * j + 8), _mm256_broadcast_ss(s + j + 1), m1);
+      }
+      const __m256 v = _mm256_fnmadd_ps(_mm256_add_ps(m0, m1), dminv, _mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), dv));
+      acc[t] = _mm256_fmadd_ps(v, _mm256_broadcast_ss(a[t].d + i), acc[t]);
+    }
+  }
+}
+
+// Rows from row_begin in whole groups of 8 times all n_tok tokens through the panels; returns the first row not
+// done (the rest, fewer than 8, go through the row kernel).
+template <bool kFive>
+int64_t matmul_k45_panels(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok,
+                          float* Y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+  const int64_t nblocks = n_in / 256;
+  uint8_t* panel = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(nblocks) * kK45PanelBlock));
+  if (!panel) std::abort();
+  int64_t r = row_begin;
+  for (; r + 8 <= row_end; r += 8) {
+    pack_k45_rows8<kFive>(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+    auto tile = [&](int64_t t0, auto tokens) {
+      constexpr int kT = decltype(tokens)::value;
+      ActQ8_KRow a[kT];
+      for (int t = 0; t < kT; ++t) a[t] = act_q8_k_row(A + (t0 + t) * lda, n_in);
+      __m256 acc[kT];
+      k45_panel_dot<kFive, kT>(panel, a, nblocks, acc);
+      for (int t = 0; t < kT; ++t) _mm256_storeu_ps(Y + (t0 + t) * ldy + r, acc[t]);
+    };
+    int64_t t = 0;
+    for (; t + kK45PanelTokens <= n_tok; t += kK45PanelTokens) tile(t, Count<kK45PanelTokens>{});
+    with_count8(n_tok - t, [&](auto tokens) { tile(t, tokens); });
+  }
+  std::free(panel);
+  return r;
+}
+#endif
+
+
 // The row kernel over a whole matmul: rows in blocks of 16 (they stay in L1/L2) times tokens in blocks of 64
 // (their activations stay in L2), 4 tokens per call.
 template <class Ty>
@@ -1359,6 +1526,13 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
     row_tile<Ty, 1, kDecodeRows>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
     return;
   }
+#if !ADAINFER_Q512
+  // AVX2 Q4_K / Q5_K: whole groups of 8 rows through the panels, the rest below
+  if constexpr (Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K) {
+    if (n_tok >= kK45PanelMinTokens)
+      row_begin = matmul_k45_panels<Ty::kType == GgmlType::Q5_K>(W, rb, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
+  }
+#endif
   for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
     const int64_t r1 = r0 + 16 < row_end ? r0 + 16 : row_end;
     for (int64_t tb = 0; tb < n_tok; tb += 64) {
@@ -1384,22 +1558,6 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 }
 
 // ---- a few activation rows (kernels.h: matmul_act_few) ----------------------------------------------------------
-
-// f(Count<count>{}) for a count known only at run time, in [1, 8] (others: nothing).
-template <class F>
-inline void with_count8(int64_t count, F&& f) {
-  switch (count) {
-    case 8: f(Count<8>{}); break;
-    case 7: f(Count<7>{}); break;
-    case 6: f(Count<6>{}); break;
-    case 5: f(Count<5>{}); break;
-    case 4: f(Count<4>{}); break;
-    case 3: f(Count<3>{}); break;
-    case 2: f(Count<2>{}); break;
-    case 1: f(Count<1>{}); break;
-    default: break;
-  }
-}
 
 // Rows [r0, r1) times activation rows [t0, t0 + count), count in [1, 8], with all of them at once: 8 weight rows
 // at a time (rows8_dot) on AVX2, the row kernel otherwise.
