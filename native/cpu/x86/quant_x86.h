@@ -1374,10 +1374,9 @@ inline void with_count8(int64_t count, F&& f) {
 //   d, dmin [8 float]: lane r = row r's block scales
 constexpr size_t kK45PanelCodes = 8 * 8 * 32, kK45PanelScales = kK45PanelCodes, kK45PanelMins = kK45PanelScales + 8 * 32;
 constexpr size_t kK45PanelD = kK45PanelMins + 8 * 32, kK45PanelDmin = kK45PanelD + 32, kK45PanelBlock = kK45PanelDmin + 32;
-// Tokens per micro-kernel call (one vector of codes loaded feeds this many vpmaddubsw).
-constexpr int kK45PanelTokens = 4;
 // Fewest tokens for which a matmul takes the panels (below: the row kernel, which reads each weight block once
-// per 4 tokens but packs nothing).
+// per 4 tokens but packs nothing). One TinyLlama layer, CPU time row kernel / panels on the shared Zen 3 (medians
+// of 5 alternating): 8 tokens 0.99x, 12 1.07x, 16 1.9x, 128 1.76x.
 constexpr int64_t kK45PanelMinTokens = 8;
 
 // The 8 rows at w, w + rb, ..., w + 7 * rb (nblocks blocks each) into panel.
@@ -1478,27 +1477,94 @@ void k45_panel_dot(const uint8_t* panel, const ActQ8_KRow* a, int64_t nblocks, _
   }
 }
 
-// Rows from row_begin in whole groups of 8 times all n_tok tokens through the panels; returns the first row not
-// done (the rest, fewer than 8, go through the row kernel).
-template <bool kFive>
-int64_t matmul_k45_panels(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok,
-                          float* Y, int64_t ldy, int64_t row_begin, int64_t row_end) {
-  const int64_t nblocks = n_in / 256;
-  uint8_t* panel = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(nblocks) * kK45PanelBlock));
+// ---- AVX2 Q8_0 prefill: 8-row panels ---------------------------------------------------------------------------
+// rows8_dot transposes each block of 8 rows again for every 8 tokens and, with 8 tokens, holds more vectors than
+// there are registers (the codes, their absolute values and 8 accumulators: spilled). The panel transposes them
+// once per 8 rows; per block and 4 tokens the micro-kernel then loads 8 vectors of codes from L1/L2, takes |w| once
+// for the 4 tokens and keeps everything else in registers.
+// One panel block (32 elements of 8 rows): codes [8 quads q][32 bytes], int32 lane r = signed codes 4q .. 4q + 3 of
+// row r; d [8 float].
+constexpr size_t kQ8_0PanelD = 8 * 32, kQ8_0PanelBlock = kQ8_0PanelD + 32;
+
+// The 8 rows at w, w + rb, ..., w + 7 * rb (nblocks blocks each) into panel.
+inline void pack_q8_0_rows8(const uint8_t* w, size_t rb, int64_t nblocks, uint8_t* panel) {
+  const uint8_t* row[8];
+  for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const size_t off = static_cast<size_t>(b) * TQ8_0::kBytes;
+    uint8_t* p = panel + static_cast<size_t>(b) * kQ8_0PanelBlock;
+    __m256i C[8];
+    rows8_transpose16(row, off + TQ8_0::kQs, C);
+    rows8_transpose16(row, off + TQ8_0::kQs + 16, C + 4);
+    for (int q = 0; q < 8; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * q), C[q]);
+    _mm256_store_ps(reinterpret_cast<float*>(p + kQ8_0PanelD), halves_rows8(row, off));
+  }
+}
+
+// The panel's 8 rows times T activation rows: acc[t] lane r = dot(row r, activation row t). As rows8_dot: |w| times
+// the activation with w's sign (vpsignb), the pair sums (<= 2 * 128 * 127) through vpmaddwd one by one.
+template <int T>
+void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, __m256* acc) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const uint8_t* p = panel + static_cast<size_t>(b) * kQ8_0PanelBlock;
+    __m256i isum[T];
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) {
+      const __m256i C = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32 * q));
+      const __m256i U = _mm256_sign_epi8(C, C);
+      for (int t = 0; t < T; ++t) {
+        const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(a[t].q + 32 * b + 4 * q)), C);
+        const __m256i prod = _mm256_madd_epi16(_mm256_maddubs_epi16(U, xs), ones16);
+        isum[t] = q == 0 ? prod : _mm256_add_epi32(isum[t], prod);
+        __asm__("" : "+x"(isum[t]));  // keeps the sum a chain (see k45_panel_dot)
+      }
+    }
+    const __m256 dv = _mm256_load_ps(reinterpret_cast<const float*>(p + kQ8_0PanelD));
+    for (int t = 0; t < T; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_broadcast_ss(a[t].d + b)), acc[t]);
+  }
+}
+
+// Fewest tokens for which a matmul takes the panels, and tokens per micro-kernel call. Q8_0's panel (as large as
+// the weights) pays back later than the K-quants': one TinyLlama layer (weights beyond L3), CPU time old/new on the
+// shared Zen 3, medians of 5 alternating: 8 tokens 0.69x, 16 1.02x, 32 1.10x, 64 1.25x, 128 1.17x.
+template <class Ty>
+constexpr int64_t kPanel8MinTokens = Ty::kType == GgmlType::Q8_0 ? 32 : kK45PanelMinTokens;
+constexpr int kPanel8Tokens = 4;
+
+// Rows from row_begin in whole groups of 8 times all n_tok tokens through the 8-row panels (Q4_K, Q5_K, Q8_0);
+// returns the first row not done (the rest, fewer than 8, go through the row kernel).
+template <class Ty>
+int64_t matmul_panels8(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok,
+                       float* Y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+  constexpr bool kQ8 = Ty::kType == GgmlType::Q8_0, kFive = Ty::kType == GgmlType::Q5_K;
+  const int64_t nblocks = n_in / (kQ8 ? 32 : 256);
+  const size_t block_bytes = kQ8 ? kQ8_0PanelBlock : kK45PanelBlock;
+  uint8_t* panel = static_cast<uint8_t*>(std::aligned_alloc(64, act_align64(static_cast<size_t>(nblocks) * block_bytes)));
   if (!panel) std::abort();
   int64_t r = row_begin;
   for (; r + 8 <= row_end; r += 8) {
-    pack_k45_rows8<kFive>(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+    if constexpr (kQ8) {
+      pack_q8_0_rows8(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+    } else {
+      pack_k45_rows8<kFive>(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+    }
     auto tile = [&](int64_t t0, auto tokens) {
       constexpr int kT = decltype(tokens)::value;
-      ActQ8_KRow a[kT];
-      for (int t = 0; t < kT; ++t) a[t] = act_q8_k_row(A + (t0 + t) * lda, n_in);
+      ActRow<Ty> a[kT];
+      for (int t = 0; t < kT; ++t) a[t] = act_row<Ty>(A + (t0 + t) * lda, n_in);
       __m256 acc[kT];
-      k45_panel_dot<kFive, kT>(panel, a, nblocks, acc);
+      if constexpr (kQ8) {
+        q8_0_panel_dot<kT>(panel, a, nblocks, acc);
+      } else {
+        k45_panel_dot<kFive, kT>(panel, a, nblocks, acc);
+      }
       for (int t = 0; t < kT; ++t) _mm256_storeu_ps(Y + (t0 + t) * ldy + r, acc[t]);
     };
     int64_t t = 0;
-    for (; t + kK45PanelTokens <= n_tok; t += kK45PanelTokens) tile(t, Count<kK45PanelTokens>{});
+    for (; t + kPanel8Tokens <= n_tok; t += kPanel8Tokens) tile(t, Count<kPanel8Tokens>{});
     with_count8(n_tok - t, [&](auto tokens) { tile(t, tokens); });
   }
   std::free(panel);
@@ -1527,10 +1593,9 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
     return;
   }
 #if !ADAINFER_Q512
-  // AVX2 Q4_K / Q5_K: whole groups of 8 rows through the panels, the rest below
-  if constexpr (Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K) {
-    if (n_tok >= kK45PanelMinTokens)
-      row_begin = matmul_k45_panels<Ty::kType == GgmlType::Q5_K>(W, rb, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
+  // AVX2 Q4_K / Q5_K / Q8_0: whole groups of 8 rows through the panels, the rest below
+  if constexpr (Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K || Ty::kType == GgmlType::Q8_0) {
+    if (n_tok >= kPanel8MinTokens<Ty>) row_begin = matmul_panels8<Ty>(W, rb, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
   }
 #endif
   for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
