@@ -25,6 +25,12 @@
 //    shared Zen 3 (CPU time, TinyLlama layer, 128 tokens), its first form (elements in lanes, folded with vphaddw)
 //    against the row kernel: Q4_0 169.6 -> 98.5 ms, Q5_0 226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5
 //    -> 146.5 ms, 1 row 58.4 -> 47.0 ms. The present form (rows in lanes) against that: see rows8_dot.
+//    Q4_K / Q5_K (from 8 tokens) and Q8_0 (from 32) take 8-row panels instead (matmul_panels8): the same rows-in-lanes
+//    form, but the 8 rows are transposed once into a buffer (K-quants: with their scales and mins unpacked) that
+//    every token of the matmul reads, 4 tokens per micro-kernel call. For the K-quants it halves the multiplies
+//    against the row kernel (a sub-block's 8 vpmaddubsw add up in 16 bits, one vpmaddwd applies 8 rows' scales);
+//    for Q8_0 it drops rows8_dot's per-8-token transposes and register spills. Measured: see k45_panel_dot and
+//    q8_0_panel_dot.
 //  - prefill with VNNI: 16 weight rows are unpacked into a panel (codes of 4 consecutive elements of the 16
 //    rows side by side, one float scale and bias per row and sub-block) that stays in L1/L2; the micro-kernel
 //    multiplies it with up to 8 tokens at once, lanes across the 16 rows, the 4 activation bytes broadcast
