@@ -432,11 +432,13 @@ TEST(quant_matmul_simd_matches_generic) {
   for (GgmlType type : kQuantTypes) {
     const int32_t format = is_k(type) ? kActQ8_K : kActQ8_0;
     // awkward sizes: odd block counts, partial groups of 16 blocks, partial 16-row panels, token counts
-    // around the tile sizes (4 and 8)
+    // around the tile sizes (4 and 8), and past the token counts from which AVX2 prefill takes the 8-row panels
+    // (Q4_K / Q5_K: 8, Q8_0: 32) with a partial tile of tokens and rows left over
     const std::vector<int64_t> sizes = is_k(type) ? std::vector<int64_t>{256, 768, 2304} : std::vector<int64_t>{32, 96, 544, 2080};
     for (int64_t n_in : sizes) {
       for (const Case c : {Case{n_in, 1, 1, 0}, Case{n_in, 17, 1, 3}, Case{n_in, 33, 2, 5}, Case{n_in, 16, 3, 0},
-                           Case{n_in, 5, 8, 2}, Case{n_in, 21, 9, 1}, Case{n_in, 40, 17, 7}}) {
+                           Case{n_in, 5, 8, 2}, Case{n_in, 21, 9, 1}, Case{n_in, 40, 17, 7},
+                           Case{n_in, 19, 37, 3}}) {
         const int64_t total = c.row_begin + c.rows + 2;
         const int64_t row_end = c.row_begin + c.rows;
         const QWeights w = make_qweights(type, total, n_in, rng);

@@ -25,6 +25,12 @@
 //    shared Zen 3 (CPU time, TinyLlama layer, 128 tokens), its first form (elements in lanes, folded with vphaddw)
 //    against the row kernel: Q4_0 169.6 -> 98.5 ms, Q5_0 226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5
 //    -> 146.5 ms, 1 row 58.4 -> 47.0 ms. The present form (rows in lanes) against that: see rows8_dot.
+//    Q4_K / Q5_K (from 8 tokens) and Q8_0 (from 32) take 8-row panels instead (matmul_panels8): the same rows-in-lanes
+//    form, but the 8 rows are transposed once into a buffer (K-quants: with their scales and mins unpacked) that
+//    every token of the matmul reads, 4 tokens per micro-kernel call. For the K-quants it halves the multiplies
+//    against the row kernel (a sub-block's 8 vpmaddubsw add up in 16 bits, one vpmaddwd applies 8 rows' scales);
+//    for Q8_0 it drops rows8_dot's per-8-token transposes and register spills. Measured: see k45_panel_dot and
+//    q8_0_panel_dot.
 //  - prefill with VNNI: 16 weight rows are unpacked into a panel (codes of 4 consecutive elements of the 16
 //    rows side by side, one float scale and bias per row and sub-block) that stays in L1/L2; the micro-kernel
 //    multiplies it with up to 8 tokens at once, lanes across the 16 rows, the 4 activation bytes broadcast
@@ -33,6 +39,7 @@
 
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -1340,6 +1347,243 @@ template <class Ty>
 inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
                      int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1);
 
+// f(Count<count>{}) for a count known only at run time, in [1, 8] (others: nothing).
+template <class F>
+inline void with_count8(int64_t count, F&& f) {
+  switch (count) {
+    case 8: f(Count<8>{}); break;
+    case 7: f(Count<7>{}); break;
+    case 6: f(Count<6>{}); break;
+    case 5: f(Count<5>{}); break;
+    case 4: f(Count<4>{}); break;
+    case 3: f(Count<3>{}); break;
+    case 2: f(Count<2>{}); break;
+    case 1: f(Count<1>{}); break;
+    default: break;
+  }
+}
+
+#if !ADAINFER_Q512
+// ---- AVX2 Q4_K / Q5_K prefill: 8-row panels, rows in lanes -------------------------------------------------------
+// The row kernel multiplies each 32-element sub-block with vpmaddubsw and then vpmaddwd by its scale: two
+// multiplies per 32 elements, weight row and token. With the rows in the lanes (as rows8_dot) a sub-block's 8
+// vpmaddubsw (4 elements x 8 rows each) add up in 16 bits and one vpmaddwd applies the 8 rows' scales at once:
+// 9 multiplies per 32 elements, 8 rows and token. The transposes that put the rows in the lanes, and the scale
+// and min unpacking, are done once per 8 rows into a panel (all of a row's blocks) that every token then reads
+// from L1/L2, so their cost is spread over all the matmul's tokens. The min term is summed in float from the
+// activations' sub-block sums (sum32): every product (< 64 * 4096) and partial sum (< 2^24) is an integer, so it is
+// exact, as the reference's integer sum.
+// Measured on the shared Zen 3 (EPYC, 'avx2' kernels; bench/native matmul_bench, one TinyLlama layer, 1 thread, CPU
+// time, medians of 7 runs alternating with the row kernel's build): 128 tokens Q4_K 158 -> 97 ms, Q5_K 157 -> 100 ms;
+// 512 tokens Q4_K 697 -> 358 ms (medians of 5). A first form with the sub-block loop unrolled spilled the sums
+// (GCC reassociated them, see below) and took 100 ms for Q4_K at 128 tokens.
+// One panel block (256 elements of 8 rows):
+//   codes  [8 sub-blocks j][8 quads q][32 bytes]: int32 lane r = codes of elements 32j + 4q .. 32j + 4q + 3 of row r
+//   scales [8 j][8 int32]: lane r = row r's scale of sub-block j in both 16-bit halves (vpmaddwd operand)
+//   mins   [8 j][8 float]: lane r = row r's min of sub-block j
+//   d, dmin [8 float]: lane r = row r's block scales
+constexpr size_t kK45PanelCodes = 8 * 8 * 32, kK45PanelScales = kK45PanelCodes, kK45PanelMins = kK45PanelScales + 8 * 32;
+constexpr size_t kK45PanelD = kK45PanelMins + 8 * 32, kK45PanelDmin = kK45PanelD + 32, kK45PanelBlock = kK45PanelDmin + 32;
+// Fewest tokens for which a matmul takes the panels (below: the row kernel, which reads each weight block once
+// per 4 tokens but packs nothing). One TinyLlama layer, CPU time row kernel / panels on the shared Zen 3 (medians
+// of 5 alternating): 8 tokens 0.99x, 12 1.07x, 16 1.9x, 128 1.76x.
+constexpr int64_t kK45PanelMinTokens = 8;
+
+// The 8 rows at w, w + rb, ..., w + 7 * rb (nblocks blocks each) into panel.
+template <bool kFive>
+void pack_k45_rows8(const uint8_t* w, size_t rb, int64_t nblocks, uint8_t* panel) {
+  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+  const uint8_t* row[8];
+  for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(16);
+  for (int64_t i = 0; i < nblocks; ++i) {
+    const size_t off = static_cast<size_t>(i) * sizeof(Block);
+    uint8_t* p = panel + static_cast<size_t>(i) * kK45PanelBlock;
+    // bytes 16h .. 16h + 15 of chunk c: low nibbles are elements 16h .. 16h + 15 of sub-block 2c, high of 2c + 1
+    for (int c = 0; c < 4; ++c) {
+      for (int h = 0; h < 2; ++h) {
+        __m256i D[4], H[4];
+        rows8_transpose16(row, off + offsetof(Block, qs) + 32 * c + 16 * h, D);
+        if constexpr (kFive) rows8_transpose16(row, off + offsetof(Block, qh) + 16 * h, H);
+        for (int k = 0; k < 4; ++k) {
+          __m256i lo = _mm256_and_si256(D[k], m4), hi = _mm256_and_si256(_mm256_srli_epi16(D[k], 4), m4);
+          if constexpr (kFive) {
+            // bit 2c (2c + 1) of each qh byte to bit 4: shifts within 16-bit lanes keep each byte's bits apart
+            // after the mask, as the shift is < 8
+            const __m128i to_lo = _mm_cvtsi32_si128(2 * c), to_hi = _mm_cvtsi32_si128(2 * c + 1);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(H[k], to_lo), 4), bit4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(H[k], to_hi), 4), bit4));
+          }
+          _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * (8 * (2 * c) + 4 * h + k)), lo);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * (8 * (2 * c + 1) + 4 * h + k)), hi);
+        }
+      }
+    }
+    int32_t* scales = reinterpret_cast<int32_t*>(p + kK45PanelScales);
+    float* mins = reinterpret_cast<float*>(p + kK45PanelMins);
+    float* d = reinterpret_cast<float*>(p + kK45PanelD);
+    float* dmin = reinterpret_cast<float*>(p + kK45PanelDmin);
+    for (int r = 0; r < 8; ++r) {
+      const Block* b = reinterpret_cast<const Block*>(row[r] + off);
+      uint32_t words[4];
+      k_scale_words(b->scales, words);
+      for (int j = 0; j < 8; ++j) {
+        const int32_t sc = static_cast<int32_t>((words[j / 4] >> (8 * (j % 4))) & 0xff);
+        scales[8 * j + r] = sc | (sc << 16);
+        mins[8 * j + r] = static_cast<float>((words[2 + j / 4] >> (8 * (j % 4))) & 0xff);
+      }
+      d[r] = half_to_float(b->d);
+      dmin[r] = half_to_float(b->dmin);
+    }
+  }
+}
+
+// The panel's 8 rows times T activation rows: acc[t] lane r = dot(row r, activation row t).
+template <bool kFive, int T>
+void k45_panel_dot(const uint8_t* panel, const ActQ8_KRow* a, int64_t nblocks, __m256* acc) {
+  // 16-bit sums of vpmaddubsw pairs (|pair| <= 2 * 15 * 128): 8 quads of 4-bit codes fit, 4 of 5-bit codes
+  constexpr int kQuadsPerSum = kFive ? 4 : 8;
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nblocks; ++i) {
+    const uint8_t* p = panel + static_cast<size_t>(i) * kK45PanelBlock;
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) {
+      const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + kK45PanelScales + 32 * j));
+#pragma GCC unroll 2
+      for (int q0 = 0; q0 < 8; q0 += kQuadsPerSum) {
+        __m256i s16[T];
+#pragma GCC unroll 8
+        for (int q = q0; q < q0 + kQuadsPerSum; ++q) {
+          const __m256i C = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32 * (8 * j + q)));
+          for (int t = 0; t < T; ++t) {
+            const __m256i prod = _mm256_maddubs_epi16(C, _mm256_set1_epi32(load_i32(a[t].q + 256 * i + 32 * j + 4 * q)));
+            s16[t] = q == q0 ? prod : _mm256_add_epi16(s16[t], prod);
+            // an empty asm that "changes" the sum: without it GCC reassociates the 8 additions into a tree, holds
+            // all 32 products of the 4 tokens at once and spills them to the stack
+            __asm__("" : "+x"(s16[t]));
+          }
+        }
+        // |s16| * scale summed in pairs: < 2 * 2^15 * 64 per sub-block, 8 sub-blocks < 2^31
+        for (int t = 0; t < T; ++t) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
+      }
+    }
+    const __m256 dv = _mm256_load_ps(reinterpret_cast<const float*>(p + kK45PanelD));
+    const __m256 dminv = _mm256_load_ps(reinterpret_cast<const float*>(p + kK45PanelDmin));
+    const float* mins = reinterpret_cast<const float*>(p + kK45PanelMins);
+    for (int t = 0; t < T; ++t) {
+      // sum over sub-blocks of min * (sum of the sub-block's activation codes), exact in float (see above)
+      const float* s = a[t].sum32 + 8 * i;
+      __m256 m0 = _mm256_mul_ps(_mm256_load_ps(mins), _mm256_broadcast_ss(s));
+      __m256 m1 = _mm256_mul_ps(_mm256_load_ps(mins + 8), _mm256_broadcast_ss(s + 1));
+      for (int j = 2; j < 8; j += 2) {
+        m0 = _mm256_fmadd_ps(_mm256_load_ps(mins + 8 * j), _mm256_broadcast_ss(s + j), m0);
+        m1 = _mm256_fmadd_ps(_mm256_load_ps(mins + 8 * j + 8), _mm256_broadcast_ss(s + j + 1), m1);
+      }
+      const __m256 v = _mm256_fnmadd_ps(_mm256_add_ps(m0, m1), dminv, _mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), dv));
+      acc[t] = _mm256_fmadd_ps(v, _mm256_broadcast_ss(a[t].d + i), acc[t]);
+    }
+  }
+}
+
+// ---- AVX2 Q8_0 prefill: 8-row panels ---------------------------------------------------------------------------
+// rows8_dot transposes each block of 8 rows again for every 8 tokens and, with 8 tokens, holds more vectors than
+// there are registers (the codes, their absolute values and 8 accumulators: spilled). The panel transposes them
+// once per 8 rows; per block and 4 tokens the micro-kernel then loads 8 vectors of codes from L1/L2, takes |w| once
+// for the 4 tokens and keeps everything else in registers. Measured as k45_panel_dot, against rows8_dot's 8 x 8
+// tiles: 128 tokens 153 -> 139 ms (medians of 7), 512 tokens 694 -> 561 ms (medians of 5).
+// One panel block (32 elements of 8 rows): codes [8 quads q][32 bytes], int32 lane r = signed codes 4q .. 4q + 3 of
+// row r; d [8 float].
+constexpr size_t kQ8_0PanelD = 8 * 32, kQ8_0PanelBlock = kQ8_0PanelD + 32;
+
+// The 8 rows at w, w + rb, ..., w + 7 * rb (nblocks blocks each) into panel.
+inline void pack_q8_0_rows8(const uint8_t* w, size_t rb, int64_t nblocks, uint8_t* panel) {
+  const uint8_t* row[8];
+  for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const size_t off = static_cast<size_t>(b) * TQ8_0::kBytes;
+    uint8_t* p = panel + static_cast<size_t>(b) * kQ8_0PanelBlock;
+    __m256i C[8];
+    rows8_transpose16(row, off + TQ8_0::kQs, C);
+    rows8_transpose16(row, off + TQ8_0::kQs + 16, C + 4);
+    for (int q = 0; q < 8; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * q), C[q]);
+    _mm256_store_ps(reinterpret_cast<float*>(p + kQ8_0PanelD), halves_rows8(row, off));
+  }
+}
+
+// The panel's 8 rows times T activation rows: acc[t] lane r = dot(row r, activation row t). As rows8_dot: |w| times
+// the activation with w's sign (vpsignb), the pair sums (<= 2 * 128 * 127) through vpmaddwd one by one.
+template <int T>
+void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, __m256* acc) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const uint8_t* p = panel + static_cast<size_t>(b) * kQ8_0PanelBlock;
+    __m256i isum[T];
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) {
+      const __m256i C = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32 * q));
+      const __m256i U = _mm256_sign_epi8(C, C);
+      for (int t = 0; t < T; ++t) {
+        const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(a[t].q + 32 * b + 4 * q)), C);
+        const __m256i prod = _mm256_madd_epi16(_mm256_maddubs_epi16(U, xs), ones16);
+        isum[t] = q == 0 ? prod : _mm256_add_epi32(isum[t], prod);
+        __asm__("" : "+x"(isum[t]));  // keeps the sum a chain (see k45_panel_dot)
+      }
+    }
+    const __m256 dv = _mm256_load_ps(reinterpret_cast<const float*>(p + kQ8_0PanelD));
+    for (int t = 0; t < T; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_broadcast_ss(a[t].d + b)), acc[t]);
+  }
+}
+
+// Fewest tokens for which a matmul takes the panels, and tokens per micro-kernel call. Q8_0's panel (as large as
+// the weights) pays back later than the K-quants': one TinyLlama layer (weights beyond L3), CPU time old/new on the
+// shared Zen 3, medians of 5 alternating: 8 tokens 0.69x, 16 1.02x, 32 1.10x, 64 1.25x, 128 1.17x.
+template <class Ty>
+constexpr int64_t kPanel8MinTokens = Ty::kType == GgmlType::Q8_0 ? 32 : kK45PanelMinTokens;
+constexpr int kPanel8Tokens = 4;
+
+// Rows from row_begin in whole groups of 8 times all n_tok tokens through the 8-row panels (Q4_K, Q5_K, Q8_0);
+// returns the first row not done (the rest, fewer than 8, go through the row kernel).
+template <class Ty>
+int64_t matmul_panels8(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok,
+                       float* Y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+  constexpr bool kQ8 = Ty::kType == GgmlType::Q8_0, kFive = Ty::kType == GgmlType::Q5_K;
+  const int64_t nblocks = n_in / (kQ8 ? 32 : 256);
+  const size_t block_bytes = kQ8 ? kQ8_0PanelBlock : kK45PanelBlock;
+  uint8_t* panel = static_cast<uint8_t*>(std::aligned_alloc(64, act_align64(static_cast<size_t>(nblocks) * block_bytes)));
+  if (!panel) std::abort();
+  int64_t r = row_begin;
+  for (; r + 8 <= row_end; r += 8) {
+    if constexpr (kQ8) {
+      pack_q8_0_rows8(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+    } else {
+      pack_k45_rows8<kFive>(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+    }
+    auto tile = [&](int64_t t0, auto tokens) {
+      constexpr int kT = decltype(tokens)::value;
+      ActRow<Ty> a[kT];
+      for (int t = 0; t < kT; ++t) a[t] = act_row<Ty>(A + (t0 + t) * lda, n_in);
+      __m256 acc[kT];
+      if constexpr (kQ8) {
+        q8_0_panel_dot<kT>(panel, a, nblocks, acc);
+      } else {
+        k45_panel_dot<kFive, kT>(panel, a, nblocks, acc);
+      }
+      for (int t = 0; t < kT; ++t) _mm256_storeu_ps(Y + (t0 + t) * ldy + r, acc[t]);
+    };
+    int64_t t = 0;
+    for (; t + kPanel8Tokens <= n_tok; t += kPanel8Tokens) tile(t, Count<kPanel8Tokens>{});
+    with_count8(n_tok - t, [&](auto tokens) { tile(t, tokens); });
+  }
+  std::free(panel);
+  return r;
+}
+#endif
+
+
 // The row kernel over a whole matmul: rows in blocks of 16 (they stay in L1/L2) times tokens in blocks of 64
 // (their activations stay in L2), 4 tokens per call.
 template <class Ty>
@@ -1359,6 +1603,12 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
     row_tile<Ty, 1, kDecodeRows>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
     return;
   }
+#if !ADAINFER_Q512
+  // AVX2 Q4_K / Q5_K / Q8_0: whole groups of 8 rows through the panels, the rest below
+  if constexpr (Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K || Ty::kType == GgmlType::Q8_0) {
+    if (n_tok >= kPanel8MinTokens<Ty>) row_begin = matmul_panels8<Ty>(W, rb, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
+  }
+#endif
   for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
     const int64_t r1 = r0 + 16 < row_end ? r0 + 16 : row_end;
     for (int64_t tb = 0; tb < n_tok; tb += 64) {
@@ -1384,22 +1634,6 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 }
 
 // ---- a few activation rows (kernels.h: matmul_act_few) ----------------------------------------------------------
-
-// f(Count<count>{}) for a count known only at run time, in [1, 8] (others: nothing).
-template <class F>
-inline void with_count8(int64_t count, F&& f) {
-  switch (count) {
-    case 8: f(Count<8>{}); break;
-    case 7: f(Count<7>{}); break;
-    case 6: f(Count<6>{}); break;
-    case 5: f(Count<5>{}); break;
-    case 4: f(Count<4>{}); break;
-    case 3: f(Count<3>{}); break;
-    case 2: f(Count<2>{}); break;
-    case 1: f(Count<1>{}); break;
-    default: break;
-  }
-}
 
 // Rows [r0, r1) times activation rows [t0, t0 + count), count in [1, 8], with all of them at once: 8 weight rows
 // at a time (rows8_dot) on AVX2, the row kernel otherwise.
