@@ -18,6 +18,9 @@ struct Avx512 {
   // (Measured on Zen 5: 10-15% above 4x4 and 5x4.)
   static constexpr int kPrefillRows = 6;
   static constexpr int kPrefillTokens = 4;
+  // Decode: one row at a time, 4 accumulators (measured on Zen 5; see matmul in simd_common.h).
+  static constexpr int kDecodeRows = 1;
+  static constexpr int kDecodeAccumulators = 4;
   // Attention weighted sum: 4 heads x 4 = 16 accumulators + 4 V + 1 probability of the 32 zmm.
   static constexpr int kAttnDimRegs = 4;
 

@@ -17,6 +17,8 @@
 //   float reduce_add(V); float reduce_max(V)
 //   void reduce4(V a, V b, V c, V d, float* out)    out[0..3] = reduce_add of a, b, c, d
 //   kPrefillRows, kPrefillTokens                    prefill tile shape (register budget, see matmul)
+//   kDecodeRows, kDecodeAccumulators                decode (one token) tile: weight rows per pass, accumulators
+//                                                   per row (see matmul)
 //   kAttnDimRegs                                    registers of head_dim per kv-group accumulator block
 #pragma once
 
@@ -77,7 +79,8 @@ struct BF16Row {
 // does R*T multiply-adds per R+T loads (compute-bound prefill). U independent accumulator sets per
 // (r, t) hide the FMA latency when R*T alone is too few chains (decode, T = 1). All loops have constant
 // trip counts and are fully unrolled, so acc[][][] lives in registers.
-template <class S, class Row, int R, int T, int U>
+// kStream: the rows are streamed from memory once (decode): software prefetch ahead in every row.
+template <class S, class Row, int R, int T, int U, bool kStream>
 inline void matmul_tile(const typename Row::Elem* const* w, const float* const* x, int64_t n,
                         float (*out)[T]) {
   using V = typename S::V;
@@ -91,29 +94,37 @@ inline void matmul_tile(const typename Row::Elem* const* w, const float* const* 
       for (int t = 0; t < T; ++t) acc[u][r][t] = S::zero();
 
   int64_t i = 0;
-  if constexpr (R == 1) {
-    // A single weight row is one sequential stream, and then loads that straddle two cache lines cost
+  if constexpr (R == 1 || kStream) {
+    // A weight row read once is a sequential stream, and then loads that straddle two cache lines cost
     // measurably (e.g. 64-byte loads from a 32-byte aligned GGUF tensor). Take a partial first step up
-    // to the next boundary of one load's size, so the main loop's weight loads are aligned.
+    // to the next boundary of one load's size, so the main loop's weight loads are aligned (the step is
+    // taken from the first row; with R > 1 the others share its alignment when the row size is a multiple
+    // of one load, as in every model's shapes, and any step is correct).
     constexpr uintptr_t kElemBytes = sizeof(typename Row::Elem);
     constexpr uintptr_t kLoadBytes = kW * kElemBytes;
     const uintptr_t addr = reinterpret_cast<uintptr_t>(w[0]);
     const int64_t head = static_cast<int64_t>((kLoadBytes - addr % kLoadBytes) % kLoadBytes / kElemBytes);
     if (addr % kElemBytes == 0 && head > 0 && head < n) {
-      const V wv = Row::load_partial(w[0], head);
 #pragma GCC unroll 64
-      for (int t = 0; t < T; ++t) acc[0][0][t] = S::fmadd(wv, S::load_partial(x[t], head), acc[0][0][t]);
+      for (int r = 0; r < R; ++r) {
+        const V wv = Row::load_partial(w[r], head);
+#pragma GCC unroll 64
+        for (int t = 0; t < T; ++t) acc[0][r][t] = S::fmadd(wv, S::load_partial(x[t], head), acc[0][r][t]);
+      }
       i = head;
     }
   }
   for (; i + U * kW <= n; i += U * kW) {
-    if constexpr (R == 1 && T == 1) {
-      // Decode streams the row from memory: software prefetch far ahead lets one core reach more of the
-      // memory bandwidth than the hardware prefetcher alone (ADAINFER_PREFETCH bytes, as the quantized kernels).
+    if constexpr (kStream) {
+      // Decode streams the rows from memory: software prefetch far ahead lets one core reach more of the
+      // memory bandwidth than the hardware prefetcher alone (kFloatPrefetch bytes ahead in each row).
       constexpr int64_t kBytes = U * kW * static_cast<int64_t>(sizeof(typename Row::Elem));
-      const char* p = reinterpret_cast<const char*>(w[0] + i) + kFloatPrefetch;
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) {
+        const char* p = reinterpret_cast<const char*>(w[r] + i) + kFloatPrefetch;
 #pragma GCC unroll 8
-      for (int64_t off = 0; off < kBytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+        for (int64_t off = 0; off < kBytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+      }
     }
 #pragma GCC unroll 64
     for (int u = 0; u < U; ++u) {
@@ -160,7 +171,7 @@ inline void matmul_tile(const typename Row::Elem* const* w, const float* const* 
 
 // R rows (starting at `row`) times every token, T_MAX tokens per tile, smaller tiles for the last few.
 //   W: [*][n_in] weights, X: [n_tok][ldx], Y: [n_tok][ldy]; writes Y[t][row .. row+R-1]
-template <class S, class Row, int R, int T_MAX, int U>
+template <class S, class Row, int R, int T_MAX, int U, bool kStream = false>
 inline void matmul_rows(const typename Row::Elem* W, int64_t n_in, const float* X, int64_t ldx, int64_t n_tok,
                         float* Y, int64_t ldy, int64_t row) {
   const typename Row::Elem* w[R];
@@ -172,7 +183,7 @@ inline void matmul_rows(const typename Row::Elem* W, int64_t n_in, const float* 
     const float* x[T];
     for (int t = 0; t < T; ++t) x[t] = X + (t0 + t) * ldx;
     float out[R][T];
-    matmul_tile<S, Row, R, T, U>(w, x, n_in, out);
+    matmul_tile<S, Row, R, T, U, kStream>(w, x, n_in, out);
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + row + r] = out[r][t];
   };
@@ -206,9 +217,18 @@ inline void matmul_rest_rows(int64_t rest, const typename Row::Elem* W, int64_t 
 
 // MatmulFn for one weight type: Y[t][r] = W[r] . X[t], r in [row_begin, row_end), t in [0, n_tok).
 //   W: [n_rows][n_in] (Row::Elem), X: [n_tok][ldx] floats, Y: [n_tok][ldy] floats
-// Decode (n_tok == 1) is bandwidth-bound: one row at a time, so W is read as a single sequential stream
-// (rows are contiguous), which the hardware prefetcher follows best; 4 accumulators hide FMA latency.
-// Measured on Zen 5, this beat 4 or 8 interleaved rows by 10-40% for a W larger than the L3.
+// Decode (n_tok == 1) is bandwidth-bound: W is streamed once, S::kDecodeRows rows per pass with
+// S::kDecodeAccumulators accumulators each, every row prefetched kFloatPrefetch bytes ahead. The best shape
+// differs by CPU, so it is a trait of each instruction set:
+//  - AVX-512: one row at a time, so W is read as a single sequential stream (rows are contiguous), which the
+//    hardware prefetcher follows best; 4 accumulators hide FMA latency. Measured on Zen 5, this beat 4 or 8
+//    interleaved rows by 10-40% for a W larger than the L3.
+//  - AVX2: 4 rows per pass, one accumulator each (the rows are the independent FMA chains). Measured on Zen 3
+//    (EPYC, F16, TinyLlama shapes, 8 layers = 700 MB streamed, 1 thread, CPU time, medians, alternating in one
+//    process): 17-18 GB/s against 12-13 GB/s for one row with 4 accumulators (+38%); 2 rows x 2 accumulators
+//    13-14.5 GB/s, 6 x 2 and 8 x 1 as 4 x 1 or a little below, 4 x 2 about 5% below. Prefetching each cache
+//    line once (64 bytes of each row per step) was no faster than once per load, a distance of 24-64 KB within
+//    the noise of 16 KB (4-8 KB slower), and vcvtph2ps from a memory operand the same as after a separate load.
 // Prefill walks W once, kPrefillRows rows at a time, and runs every kPrefillTokens-token tile against
 // those rows while they sit in L1; the activations (n_tok * n_in floats) are re-read from L2 instead,
 // each activation load feeding kPrefillRows FMAs.
@@ -218,7 +238,10 @@ void matmul(const void* W_raw, int64_t n_in, const float* X, int64_t ldx, int64_
   const auto* W = static_cast<const typename Row::Elem*>(W_raw);
   int64_t row = row_begin;
   if (n_tok == 1) {
-    for (; row < row_end; ++row) matmul_rows<S, Row, 1, 1, 4>(W, n_in, X, ldx, 1, Y, ldy, row);
+    constexpr int R = S::kDecodeRows;
+    for (; row + R <= row_end; row += R)
+      matmul_rows<S, Row, R, 1, S::kDecodeAccumulators, true>(W, n_in, X, ldx, 1, Y, ldy, row);
+    for (; row < row_end; ++row) matmul_rows<S, Row, 1, 1, 4, true>(W, n_in, X, ldx, 1, Y, ldy, row);
     return;
   }
   constexpr int R = S::kPrefillRows;
