@@ -19,7 +19,7 @@ import { Command } from 'commander';
 import * as path from 'path';
 import { calibrateLayerThresholds, calibrateThreshold, CalibrationExample } from '../lib/exit/calibrate';
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
-import { FEATURE_NAMES, FeatureName } from '../lib/exit/classifier';
+import { FeatureName } from '../lib/exit/classifier';
 import { collectTraces, Trace } from '../lib/exit/collect';
 import { loadExamples } from '../lib/exit/data';
 import { FeatureExtractor, LensOptions } from '../lib/exit/lens';
@@ -29,7 +29,7 @@ import { ClassifierKind, scoreTrace, trainPolicy, TrainedPolicy } from '../lib/e
 import { TransformerModel } from '../lib/model/transformer';
 import { trainGbt } from './gbt';
 import { describeMachine, exitEvidenceModels, formatMachine, repoRoot } from './machine';
-import { cachedTraces, exitOutcome, quantileThresholdForDrop, ScoredTrace } from './exit_replay';
+import { cachedTraces, exitOutcome, quantileThresholdForDrop, ScoredTrace, TRACE_FEATURES } from './exit_replay';
 
 interface Config {
   name: string;
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
     const model = TransformerModel.load(file);
     const name = model.config.name;
     const ctx = model.createContext({ contextSize: window, batchSize: window, threads: 1, lensK: 16 });
-    const features = ctx.native.computesExitStatistics ? FEATURE_NAMES : FEATURE_NAMES.filter((f) => !f.startsWith('hidden') && !f.startsWith('attn'));
+    const features = ctx.native.computesExitStatistics ? TRACE_FEATURES : TRACE_FEATURES.filter((f) => !f.startsWith('hidden') && !f.startsWith('attn'));
     const traces = new Map<string, Trace[]>();
     const tracesOf = (key: string, lens: LensOptions, load: () => ReturnType<typeof loadExamples>) => {
       const k = `${key}/${JSON.stringify(lens)}`;

@@ -19,14 +19,14 @@ import { Command } from 'commander';
 import * as path from 'path';
 import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, confirmedScores, documentsLowerBound, shapedScores } from '../lib/exit/calibrate';
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
-import { FEATURE_NAMES } from '../lib/exit/classifier';
+
 import { collectTraces, Trace } from '../lib/exit/collect';
 import { documentPart, loadExamples } from '../lib/exit/data';
 import { DEFAULT_FEATURES, scoreTrace, trainPolicy } from '../lib/exit/train';
 import { FeatureExtractor } from '../lib/exit/lens';
 import { trainSvm } from '../lib/exit/svm';
 import { TransformerModel } from '../lib/model/transformer';
-import { cachedTraces, exitOutcome, quantileThresholdForDrop, ScoredTrace } from './exit_replay';
+import { cachedTraces, exitOutcome, quantileThresholdForDrop, ScoredTrace, TRACE_FEATURES } from './exit_replay';
 import { describeMachine, exitEvidenceModels, formatMachine, repoRoot } from './machine';
 
 interface Scored extends ScoredTrace {
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
     const name = model.config.name;
     const ctx = model.createContext({ contextSize: window, batchSize: window, threads: 1, lensK: 16 });
     const collect = (data: string, limit?: number) => () =>
-      collectTraces(ctx, loadExamples(data, model.tokenizer, { window, limit, seed: limit ? 1 : 2 }), schedule, lens, undefined, undefined, FEATURE_NAMES);
+      collectTraces(ctx, loadExamples(data, model.tokenizer, { window, limit, seed: limit ? 1 : 2 }), schedule, lens, undefined, undefined, TRACE_FEATURES);
     const fit = cachedTraces(o.cache, `${name}-fit`, collect(o.train, fitLimit)).slice(0, fitLimit);
     const valid = cachedTraces(o.cache, `${name}-valid`, collect(o.valid));
     log(`${name}: fit ${fit.length} positions, valid ${valid.length} positions in ${new Set(valid.map((t) => t.doc)).size} stories`);

@@ -5,7 +5,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { FEATURE_NAMES, RESIDUAL_FEATURES } from '../lib/exit/classifier';
 import { Trace } from '../lib/exit/collect';
+
+/**
+ * What the cached traces record: every feature but the hidden-state probe's input (nEmbd floats per check, which
+ * JSON would bloat; bench/exit_probe_traces.ts keeps it in a binary file of its own).
+ */
+export const TRACE_FEATURES = FEATURE_NAMES.filter((f) => !RESIDUAL_FEATURES.includes(f));
 
 /** One trace's checks with their scores under some classifier. */
 export interface ScoredTrace {

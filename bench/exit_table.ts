@@ -10,13 +10,14 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { FEATURE_NAMES, FeatureName } from '../lib/exit/classifier';
+import { FeatureName } from '../lib/exit/classifier';
 import { collectTraces } from '../lib/exit/collect';
 import { loadExamples } from '../lib/exit/data';
 import { evaluatePolicy, EvalReport } from '../lib/exit/evaluate';
 import { LensOptions } from '../lib/exit/lens';
 import { classifierPolicy, ExitPolicy, thresholdPolicy } from '../lib/exit/policy';
 import { ClassifierKind, PAPER_PRESET, trainPolicy } from '../lib/exit/train';
+import { TRACE_FEATURES } from './exit_replay';
 import { TransformerModel } from '../lib/model/transformer';
 import { describeMachine, formatMachine, exitEvidenceModels, repoRoot } from './machine';
 
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
     const fitEx = loadExamples(o.train, model.tokenizer, { window, limit, seed: 1 });
     const schedule = { minLayer: 1, checkEvery: 1 };
     // Traces hold every feature this backend computes; each configuration reads its own.
-    const features = ctx.native.computesExitStatistics ? FEATURE_NAMES : FEATURE_NAMES.filter((f) => !f.startsWith('hidden') && !f.startsWith('attn'));
+    const features = ctx.native.computesExitStatistics ? TRACE_FEATURES : TRACE_FEATURES.filter((f) => !f.startsWith('hidden') && !f.startsWith('attn'));
     const fitTraces = new Map<string, ReturnType<typeof collectTraces>>();
     const tracesFor = (lens: LensOptions) => {
       const key = JSON.stringify(lens);

@@ -13,6 +13,7 @@
  */
 import { AdaInferError, OptionError } from '../errors';
 import { describeValue } from '../schema/validate';
+import type { HiddenStateProbe, SerializedProbe } from './probe';
 
 export { describeValue };
 
@@ -29,7 +30,8 @@ export type FeatureName =
   | 'hidden_cos'
   | 'hidden_norm'
   | 'attn_entropy'
-  | 'attn_self';
+  | 'attn_self'
+  | 'probe';
 
 /**
  * Every known feature, with its meaning (probabilities are of the logit-lens next-token distribution):
@@ -47,6 +49,9 @@ export type FeatureName =
  *    attends, divided by log(positions) and averaged over heads (0 at one position); attn_self: the attention
  *    weight on the row's own position, averaged over heads. The attention kernels keep both beside the softmax,
  *    only when a policy asks for them (LensReader).
+ *  - probe: the logit of a hidden-state probe fitted with the classifier (probe.ts): per layer, a logistic regression
+ *    over the decision row's hidden state scaled to unit RMS and p1, gap, entropy; it travels with the classifier
+ *    (ExitClassifier.probe, serialized as its `probe`). One read of nEmbd floats and one dot product per check.
  * streak, dp1 and jsd use what the earlier checks of the same token already read: no extra head cost. The
  * hidden-state and attention features need a backend that computes them (the CPU's; not CUDA's): a policy that
  * needs them elsewhere is refused (EXIT_FILE).
@@ -65,11 +70,14 @@ export const FEATURE_NAMES: readonly FeatureName[] = Object.freeze([
   'hidden_norm',
   'attn_entropy',
   'attn_self',
+  'probe',
 ]);
 
 /** Features read from the native exit statistics (Context.exitStatistics) rather than from the lens. */
 export const HIDDEN_FEATURES: readonly FeatureName[] = Object.freeze(['hidden_cos', 'hidden_norm']);
 export const ATTENTION_FEATURES: readonly FeatureName[] = Object.freeze(['attn_entropy', 'attn_self']);
+/** Features read from the decision row's hidden state itself (LensReading.hidden). */
+export const RESIDUAL_FEATURES: readonly FeatureName[] = Object.freeze(['probe']);
 
 export interface ExitClassifier {
   readonly kind: 'svm' | 'svm-rbf' | 'crf';
@@ -92,6 +100,8 @@ export interface ExitClassifier {
    * and the smallest positive number when it is 1 (stop when f > 0). Undefined for a loaded classifier.
    */
   readonly signThreshold?: number;
+  /** With the 'probe' feature: the hidden-state probe that computes it (probe.ts withProbe). */
+  readonly probe?: HiddenStateProbe;
 }
 
 /**
@@ -103,6 +113,8 @@ export interface SerializedStandardization {
   features: FeatureName[];
   mean: number[];
   std: number[];
+  /** With the 'probe' feature: its hidden-state probe (probe.ts). */
+  probe?: SerializedProbe;
 }
 
 /** Linear SVM, collapsed to one weight vector: score = Σ_j weights[j]·z_j + bias (> 0: stop). */

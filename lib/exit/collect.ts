@@ -46,7 +46,13 @@ export function collectTraces(
   let checks: Check[] = [];
   const decider = new ExitDecider(
     ctx,
-    observingPolicy(schedule, lens, (layer, r) => checks.push({ layer, ...r, top1: answerOf ? answerOf(ctx.lensLogits()) : r.top1 }), features),
+    observingPolicy(
+      schedule,
+      lens,
+      // The hidden state ('probe') is the reader's buffer: each check keeps its own copy.
+      (layer, r) => checks.push({ layer, ...r, hidden: r.hidden && Float32Array.from(r.hidden), top1: answerOf ? answerOf(ctx.lensLogits()) : r.top1 }),
+      features,
+    ),
   );
   return examples.map((ex, i) => {
     checks = [];

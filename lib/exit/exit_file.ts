@@ -94,6 +94,9 @@ export function loadExitFile(path: string, model?: { fingerprint: string; name: 
     fail(path, `policy.classifier.kind is "${f.policy.classifier!.kind}" but policy.kind is "${f.policy.kind}"`);
   if (f.policy.layerThresholds && f.policy.layerThresholds.length !== f.model.nLayer)
     fail(path, `policy.layerThresholds has ${f.policy.layerThresholds.length} entries, the model has ${f.model.nLayer} layers`);
+  const probe = f.policy.classifier?.probe;
+  if (probe && probe.bias.length !== f.model.nLayer)
+    fail(path, `policy.classifier.probe has ${probe.bias.length} layers, the model has ${f.model.nLayer}`);
   try {
     policyFromExitFile(f); // builds the classifier: the lengths the schema cannot check
   } catch (e) {

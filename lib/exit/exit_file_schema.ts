@@ -12,7 +12,23 @@ const vector = { type: 'array', items: finite } as const;
 const positiveVector = { type: 'array', items: { type: 'number', exclusiveMinimum: 0 } } as const;
 const pair = { type: 'array', items: finite, minItems: 2, maxItems: 2 } as const;
 
-/** features, mean, std: common to every classifier. */
+/**
+ * The hidden-state probe of a classifier with the 'probe' feature (probe.ts): per layer, weights on the hidden state
+ * scaled to unit RMS followed by p1, gap, entropy, and a bias. Lengths (nLayer rows of nEmbd + 3) are checked on load.
+ */
+const PROBE_SCHEMA = {
+  type: 'object',
+  title: 'probe',
+  required: ['nEmbd', 'weights', 'bias'],
+  additionalProperties: false,
+  properties: {
+    nEmbd: { type: 'integer', minimum: 1 },
+    weights: { type: 'array', items: vector, minItems: 1 },
+    bias: vector,
+  },
+} as const;
+
+/** features, mean, std (and a probe): common to every classifier. */
 const standardization = {
   features: {
     type: 'array',
@@ -22,6 +38,7 @@ const standardization = {
   },
   mean: vector,
   std: positiveVector,
+  probe: PROBE_SCHEMA,
 } as const;
 
 export const CLASSIFIER_SCHEMA = {

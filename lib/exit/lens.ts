@@ -10,7 +10,8 @@
  */
 import { AdaInferError, OptionError } from '../errors';
 import { TransformerContext } from '../model/transformer';
-import { ATTENTION_FEATURES, FeatureName, HIDDEN_FEATURES } from './classifier';
+import { ATTENTION_FEATURES, FeatureName, HIDDEN_FEATURES, RESIDUAL_FEATURES } from './classifier';
+import type { HiddenStateProbe } from './probe';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 
 export type LensMode = 'faithful' | 'fast';
@@ -53,6 +54,11 @@ export interface LensReading {
   /** The decision row's attention in the layer just run ('attn_entropy', 'attn_self'). */
   attnEntropy?: number;
   attnSelf?: number;
+  /**
+   * The decision row's residual stream after the checked layer, nEmbd floats ('probe'): the reader's buffer,
+   * overwritten by the next read (copy to keep).
+   */
+  hidden?: Float32Array;
 }
 
 /** What a reader reads beside the lens statistics, from the features of the policy it serves. */
@@ -60,11 +66,11 @@ export interface LensExtras {
   divergence: boolean;
   hidden: boolean;
   attention: boolean;
+  /** The row's hidden state itself (LensReading.hidden): every backend can copy it out. */
+  residual: boolean;
 }
 
-export const NO_EXTRAS: LensExtras = Object.freeze({ divergence: false, hidden: false, attention: false });
-/** Every extra (trace collection: training picks features later). */
-export const ALL_EXTRAS: LensExtras = Object.freeze({ divergence: true, hidden: true, attention: true });
+export const NO_EXTRAS: LensExtras = Object.freeze({ divergence: false, hidden: false, attention: false, residual: false });
 
 export function extrasFor(features: readonly FeatureName[] | undefined): LensExtras {
   if (!features) return NO_EXTRAS;
@@ -72,6 +78,7 @@ export function extrasFor(features: readonly FeatureName[] | undefined): LensExt
     divergence: features.includes('jsd'),
     hidden: features.some((f) => HIDDEN_FEATURES.includes(f)),
     attention: features.some((f) => ATTENTION_FEATURES.includes(f)),
+    residual: features.some((f) => RESIDUAL_FEATURES.includes(f)),
   };
 }
 
@@ -119,6 +126,8 @@ export class LensReader {
   private readonly candidateLogits: [Float64Array, Float64Array];
   private readonly probs: [Float64Array, Float64Array];
   private checks = 0;
+  /** 'probe': the decision row's hidden state of the last read. */
+  private readonly hidden: Float32Array | undefined;
 
   /**
    * `extras`: what the reader reads beside the lens (extrasFor(the policy's features)). The hidden-state and
@@ -168,6 +177,7 @@ export class LensReader {
     this.candidates = new Int32Array(nCandidates);
     if (fixed) this.candidates.set(fixed);
     const scratch = () => new Float64Array(extras.divergence ? nCandidates : 0);
+    this.hidden = extras.residual ? new Float32Array(ctx.model.config.nEmbd) : undefined;
     this.candidateLogits = [scratch(), scratch()];
     this.probs = [scratch(), scratch()];
   }
@@ -221,6 +231,10 @@ export class LensReader {
         r.hiddenNorm = x[3];
       }
     }
+    if (this.hidden) {
+      c.readHidden(row, 1, this.hidden);
+      r.hidden = this.hidden;
+    }
     if (this.answers) {
       c.lensCandidates.set(this.answers);
       c.logitLensCandidates(row, this.answers.length, 1);
@@ -252,7 +266,12 @@ export class FeatureExtractor {
   private prevP1 = 0;
   private streak = 0;
 
-  constructor(readonly names: readonly FeatureName[]) {
+  /** `probe`: the hidden-state probe that computes 'probe' (ExitClassifier.probe), required when names hold it. */
+  constructor(
+    readonly names: readonly FeatureName[],
+    private readonly probe?: HiddenStateProbe,
+  ) {
+    if (names.includes('probe') && !probe) throw new OptionError('features', "the 'probe' feature needs its hidden-state probe (fitted with the classifier)");
     this.out = new Float64Array(names.length);
   }
 
@@ -304,6 +323,10 @@ export class FeatureExtractor {
           break;
         case 'attn_self':
           out[i] = r.attnSelf ?? NaN;
+          break;
+        case 'probe':
+          if (!r.hidden) throw new AdaInferError('EXIT_FILE', "the 'probe' feature needs the row's hidden state, which this reading does not hold");
+          out[i] = this.probe!.score(layer, r.hidden, r);
           break;
       }
     }

@@ -165,7 +165,7 @@ export function classifierPolicy(
 ): ExitPolicy {
   const at = layerThresholds(threshold);
   checkSchedule(schedule);
-  const features = new FeatureExtractor(classifier.features);
+  const features = new FeatureExtractor(classifier.features, classifier.probe);
   return {
     kind: classifier.kind,
     schedule,

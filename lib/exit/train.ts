@@ -27,6 +27,7 @@ import { trainCrf } from './crf';
 import { clopperPearsonLower, DEFAULT_CONFIDENCE } from './bounds';
 import { splitByDocument } from './data';
 import { FeatureExtractor, LensOptions } from './lens';
+import { HiddenStateProbe, trainHiddenStateProbe, withProbe } from './probe';
 import { ExitSchedule } from './policy';
 import { trainSvm } from './svm';
 
@@ -112,9 +113,9 @@ export interface TrainedPolicy {
 }
 
 /** Scores of every check of a trace, in order (the classifier's state runs across the layers). */
-export function scoreTrace(t: Trace, score: (x: Float64Array) => number, begin: () => void, features: FeatureName[]): number[] {
+export function scoreTrace(t: Trace, score: (x: Float64Array) => number, begin: () => void, features: FeatureName[], probe?: HiddenStateProbe): number[] {
   begin();
-  const x = new FeatureExtractor(features);
+  const x = new FeatureExtractor(features, probe);
   x.begin();
   return t.checks.map((c) => score(x.next(c, c.layer, t.nLayer)));
 }
@@ -131,6 +132,7 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
   const features = o.features ?? DEFAULT_FEATURES;
 
   let classifier: ExitClassifier | undefined;
+  let probe: HiddenStateProbe | undefined;
   let score: (x: Float64Array) => number;
   let scoreFeatures: FeatureName[];
   let positives = 0;
@@ -138,6 +140,7 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
   for (const t of fit) for (const c of t.checks) (total++, c.top1 === target(t) && positives++);
 
   if (o.classifier === 'threshold') {
+    if (o.features?.includes('probe')) throw new OptionError('features', "'probe' is a classifier feature: use --classifier svm (--features probe alone thresholds the probe's own score)");
     const feature = o.feature ?? 'gap';
     scoreFeatures = [feature];
     score = (x) => x[0];
@@ -145,7 +148,9 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
     const X: number[][] = [];
     const y: (0 | 1)[] = [];
     const sequences: { x: number[][]; y: (0 | 1)[] }[] = [];
-    const extractor = new FeatureExtractor(features);
+    // The hidden-state probe is fitted on the fit part, with the classifier's label, before the classifier that reads it.
+    if (features.includes('probe')) probe = trainHiddenStateProbe(fit, target, o.seed);
+    const extractor = new FeatureExtractor(features, probe);
     for (const t of fit) {
       const seq = { x: [] as number[][], y: [] as (0 | 1)[] };
       extractor.begin();
@@ -163,6 +168,7 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
       o.classifier === 'crf'
         ? trainCrf(sequences, { features, seed: o.seed })
         : trainSvm(X, y, { kernel: o.classifier === 'svm-rbf' ? 'rbf' : 'linear', classWeight: 'balanced', features, seed: o.seed });
+    if (probe) classifier = withProbe(classifier, probe);
     const c = classifier;
     scoreFeatures = features;
     score = (x) => c.score(x);
@@ -171,7 +177,7 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
   // Calibrate on the held-out part: agreement with full depth, whatever the training label was.
   const toExamples = (traces: Trace[]): CalibrationExample[] =>
     traces.map((t) => {
-      const scores = scoreTrace(t, score, () => classifier?.begin(), scoreFeatures);
+      const scores = scoreTrace(t, score, () => classifier?.begin(), scoreFeatures, probe);
       return { nLayer: t.nLayer, doc: t.doc, checks: t.checks.map((c, i) => ({ layer: c.layer, score: scores[i], agrees: c.top1 === t.final })) };
     });
   const examples = toExamples(calib);

@@ -14,6 +14,7 @@ import { Sequence } from '../engine/sequence';
 import { simulateExit, thresholdSweep, CalibrationExample } from '../exit/calibrate';
 import { FeatureName } from '../exit/classifier';
 import { collectTraces, Trace } from '../exit/collect';
+import type { HiddenStateProbe } from '../exit/probe';
 import { classifierMicrosPerCheck, runAlternating } from '../exit/evaluate';
 import { LensOptions } from '../exit/lens';
 import { ExitDecider } from '../exit/decider';
@@ -53,6 +54,8 @@ export function collectTaskTraces(
 /** What scores a check for the sweep: the policy's classifier, or the feature a threshold compares. */
 export interface Scorer {
   features: FeatureName[];
+  /** With the 'probe' feature: the classifier's hidden-state probe. */
+  probe?: HiddenStateProbe;
   score(x: Float64Array): number;
   begin(): void;
 }
@@ -72,7 +75,7 @@ export interface SweepPoint {
  */
 export function sweep(traces: Trace[], scorer: Scorer, at: number, maxPoints = 48): { points: SweepPoint[]; atThreshold: { agreement: number; accuracy: number; meanLayers: number } } {
   const nLayer = traces[0].nLayer;
-  const scored = traces.map((t) => scoreTrace(t, (x) => scorer.score(x), () => scorer.begin(), scorer.features));
+  const scored = traces.map((t) => scoreTrace(t, (x) => scorer.score(x), () => scorer.begin(), scorer.features, scorer.probe));
   const examples: CalibrationExample[] = traces.map((t, e) => ({
     nLayer: t.nLayer,
     checks: t.checks.map((c, k) => ({ layer: c.layer, score: scored[e][k], agrees: c.top1 === t.final })),

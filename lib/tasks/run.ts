@@ -89,7 +89,7 @@ function featureScorer(feature: 'p1' | 'gap'): Scorer {
 }
 
 function classifierScorer(c: ExitClassifier): Scorer {
-  return { features: c.features, score: (x) => c.score(x), begin: () => c.begin() };
+  return { features: c.features, probe: c.probe, score: (x) => c.score(x), begin: () => c.begin() };
 }
 
 const finite = (x: number) => (Number.isFinite(x) ? x : null);

@@ -84,7 +84,7 @@ describe('loadClassifier', () => {
   };
 
   test('FEATURE_NAMES lists every feature once', () => {
-    expect([...FEATURE_NAMES]).toEqual(['p1', 'p2', 'gap', 'entropy', 'layer', 'streak', 'dp1', 'jsd', 'hidden_cos', 'hidden_norm', 'attn_entropy', 'attn_self']);
+    expect([...FEATURE_NAMES]).toEqual(['p1', 'p2', 'gap', 'entropy', 'layer', 'streak', 'dp1', 'jsd', 'hidden_cos', 'hidden_norm', 'attn_entropy', 'attn_self', 'probe']);
   });
 
   test.each([linear, rbf, crf])('$kind round-trips through JSON text with identical scores', (json) => {

@@ -1,0 +1,200 @@
+/**
+ * The hidden-state probe: a learned summary of the decision row's hidden state, the exit feature 'probe'.
+ *
+ * Per checked layer, a logistic regression over the residual stream h after that layer, scaled to unit RMS
+ * (h / sqrt(mean(h²)): what the final RMSNorm computes before its per-dimension gain, which the probe's weights
+ * absorb), followed by the lens statistics p1, gap and entropy of the same check:
+ *   probe = weights[layer] · [h / rms(h), p1, gap, entropy] + bias[layer]
+ * — the log-odds that stopping at this check gives the full-depth answer (the classifier's label). Fitted on the
+ * fit part only (train.ts), by L2-regularised logistic regression (logistic.ts) whose penalty is chosen on a split
+ * of the fit part's documents. At run time a check costs one read of the row's hidden state (nEmbd floats) and one
+ * dot product of nEmbd + 3 in float64: nothing beside a head read.
+ *
+ * The probe travels with the classifier that reads it (withProbe; serialized as the classifier's `probe`), so every
+ * place that builds a classifier's features (policy.ts, train.ts, the task sweeps) has it at hand.
+ * Measured in bench/exit_probe.ts (docs/exit_evidence.md).
+ */
+import { AdaInferError } from '../errors';
+import { ExitClassifier, jsonError } from './classifier';
+import type { Trace } from './collect';
+import { splitByDocument } from './data';
+import { fitLogistic } from './logistic';
+
+/** The lens statistics appended to the hidden state, in order. */
+export const PROBE_LENS_INPUTS = ['p1', 'gap', 'entropy'] as const;
+
+/** Weights on the raw inputs (standardisation folded in): [nLayer][nEmbd + 3] and [nLayer]. */
+export interface SerializedProbe {
+  nEmbd: number;
+  weights: number[][];
+  bias: number[];
+}
+
+/** The lens statistics the probe reads beside the hidden state. */
+export interface ProbeLensInputs {
+  p1: number;
+  gap: number;
+  entropy: number;
+}
+
+/** Writes the probe's inputs of one check into out (nEmbd + 3). */
+export function probeInputs(hidden: ArrayLike<number>, r: ProbeLensInputs, nEmbd: number, out: Float64Array): void {
+  let ss = 0;
+  for (let j = 0; j < nEmbd; j++) ss += hidden[j] * hidden[j];
+  const inv = ss > 0 ? 1 / Math.sqrt(ss / nEmbd) : 0;
+  for (let j = 0; j < nEmbd; j++) out[j] = hidden[j] * inv;
+  out[nEmbd] = r.p1;
+  out[nEmbd + 1] = r.gap;
+  out[nEmbd + 2] = r.entropy;
+}
+
+export class HiddenStateProbe {
+  private readonly w: Float64Array[];
+  private readonly b: Float64Array;
+  private readonly scratch: Float64Array;
+
+  constructor(
+    readonly nEmbd: number,
+    weights: ArrayLike<number>[],
+    bias: ArrayLike<number>,
+  ) {
+    this.w = weights.map((row) => Float64Array.from(row));
+    this.b = Float64Array.from(bias);
+    this.scratch = new Float64Array(nEmbd + PROBE_LENS_INPUTS.length);
+  }
+
+  /** Layers the probe has weights for (the model's layer count). */
+  get nLayer(): number {
+    return this.b.length;
+  }
+
+  /** The probe's logit at a check after layer `layer` (0-based), from the row's hidden state and lens statistics. */
+  score(layer: number, hidden: ArrayLike<number>, r: ProbeLensInputs): number {
+    if (layer >= this.b.length) throw new AdaInferError('EXIT_FILE', `the hidden-state probe has ${this.b.length} layers, asked for layer ${layer}`);
+    if (hidden.length !== this.nEmbd) throw new AdaInferError('EXIT_FILE', `the hidden-state probe reads ${this.nEmbd} values, this model's hidden state has ${hidden.length}`);
+    const x = this.scratch;
+    probeInputs(hidden, r, this.nEmbd, x);
+    const w = this.w[layer];
+    let s = this.b[layer];
+    for (let j = 0; j < x.length; j++) s += w[j] * x[j];
+    return s;
+  }
+
+  toJSON(): SerializedProbe {
+    return { nEmbd: this.nEmbd, weights: this.w.map((row) => Array.from(row)), bias: Array.from(this.b) };
+  }
+
+  /** From toJSON()'s form (already checked against PROBE_SCHEMA); the lengths the schema cannot check. `path`: its field. */
+  static fromJSON(json: SerializedProbe, path: string): HiddenStateProbe {
+    const width = json.nEmbd + PROBE_LENS_INPUTS.length;
+    if (json.weights.length !== json.bias.length) throw jsonError(`${path}.weights has ${json.weights.length} rows, ${path}.bias ${json.bias.length}: one per layer`);
+    json.weights.forEach((row, i) => {
+      if (row.length !== width) throw jsonError(`${path}.weights[${i}] has ${row.length} entries, expected ${width} (nEmbd + p1, gap, entropy)`);
+    });
+    return new HiddenStateProbe(json.nEmbd, json.weights, json.bias);
+  }
+}
+
+/** `c` with `probe` attached: the same decisions, and toJSON() carries the probe. */
+export function withProbe(c: ExitClassifier, probe: HiddenStateProbe): ExitClassifier {
+  return {
+    kind: c.kind,
+    features: c.features,
+    signThreshold: c.signThreshold,
+    probe,
+    begin: () => c.begin(),
+    score: (x) => c.score(x),
+    toJSON: () => ({ ...c.toJSON(), probe: probe.toJSON() }),
+  };
+}
+
+/**
+ * Per-layer logistic regressions over rows x ([n][d]) at layers `layer` with labels y, each on its layer's rows
+ * standardised per column (then folded back into the weights); a layer with one class only gets the constant
+ * log-odds of its (smoothed) rate, one without rows zero weights.
+ */
+export function fitPerLayerLogistic(x: Float64Array, d: number, layer: Int32Array, y: Uint8Array, nLayer: number, l2: number): { weights: Float64Array[]; bias: number[] } {
+  const weights = Array.from({ length: nLayer }, () => new Float64Array(d));
+  const bias = new Array<number>(nLayer).fill(0);
+  for (let l = 0; l < nLayer; l++) {
+    const rows: number[] = [];
+    for (let i = 0; i < layer.length; i++) if (layer[i] === l) rows.push(i);
+    const n = rows.length;
+    if (n === 0) continue;
+    const z = new Float64Array(n * d);
+    const yl = new Uint8Array(n);
+    rows.forEach((r, i) => (z.set(x.subarray(r * d, (r + 1) * d), i * d), (yl[i] = y[r])));
+    const positives = yl.reduce((a, v) => a + v, 0);
+    if (positives === 0 || positives === n) {
+      const p = (positives + 0.5) / (n + 1);
+      bias[l] = Math.log(p / (1 - p));
+      continue;
+    }
+    const mean = new Float64Array(d);
+    const std = new Float64Array(d);
+    for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) mean[j] += z[i * d + j] / n;
+    for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) std[j] += (z[i * d + j] - mean[j]) ** 2 / n;
+    for (let j = 0; j < d; j++) std[j] = std[j] > 1e-24 ? Math.sqrt(std[j]) : 1;
+    for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) z[i * d + j] = (z[i * d + j] - mean[j]) / std[j];
+    const m = fitLogistic(z, yl, n, d, l2);
+    let b = m.bias;
+    for (let j = 0; j < d; j++) {
+      weights[l][j] = m.weights[j] / std[j];
+      b -= (m.weights[j] * mean[j]) / std[j];
+    }
+    bias[l] = b;
+  }
+  return { weights, bias };
+}
+
+/** The L2 penalties tried (on standardised inputs, objective averaged per row). */
+export const PROBE_L2_GRID = [1e-4, 1e-3, 1e-2, 1e-1];
+
+/**
+ * Fits the probe on `traces` (their checks must carry the hidden state: collected with the 'probe' feature),
+ * labelled by whether a check's top-1 is `target(t)`: the penalty of PROBE_L2_GRID with the lowest log-loss on a
+ * seeded fifth of the traces' documents when fitted on the rest, then refitted on all of them.
+ */
+export function trainHiddenStateProbe(traces: Trace[], target: (t: Trace) => number | undefined, seed: number): HiddenStateProbe {
+  const nLayer = traces[0].nLayer;
+  const first = traces.find((t) => t.checks.length > 0)?.checks[0];
+  if (!first?.hidden) throw new AdaInferError('DATA_FILE', "the 'probe' feature needs traces collected with it (their checks carry the hidden state)");
+  const nEmbd = first.hidden.length;
+  const d = nEmbd + PROBE_LENS_INPUTS.length;
+  const rowsOf = (ts: Trace[]) => {
+    const n = ts.reduce((a, t) => a + t.checks.length, 0);
+    const x = new Float64Array(n * d);
+    const layer = new Int32Array(n);
+    const y = new Uint8Array(n);
+    let k = 0;
+    for (const t of ts)
+      for (const c of t.checks) {
+        if (!c.hidden || c.hidden.length !== nEmbd) throw new AdaInferError('DATA_FILE', "the 'probe' feature needs the hidden state of every check");
+        probeInputs(c.hidden, c, nEmbd, x.subarray(k * d, (k + 1) * d));
+        layer[k] = c.layer;
+        y[k] = c.top1 === target(t) ? 1 : 0;
+        k++;
+      }
+    return { x, layer, y };
+  };
+  let l2 = PROBE_L2_GRID[PROBE_L2_GRID.length - 1];
+  if (new Set(traces.map((t) => t.doc)).size >= 2) {
+    const [inner, held] = splitByDocument(traces, 0.8, seed);
+    const [a, h] = [rowsOf(inner), rowsOf(held)];
+    let best = Infinity;
+    for (const candidate of PROBE_L2_GRID) {
+      const fit = fitPerLayerLogistic(a.x, d, a.layer, a.y, nLayer, candidate);
+      let loss = 0;
+      for (let i = 0; i < h.y.length; i++) {
+        const w = fit.weights[h.layer[i]];
+        let s = fit.bias[h.layer[i]];
+        for (let j = 0; j < d; j++) s += w[j] * h.x[i * d + j];
+        loss += (s > 0 ? s + Math.log1p(Math.exp(-s)) : Math.log1p(Math.exp(s))) - (h.y[i] ? s : 0);
+      }
+      if (loss < best) [best, l2] = [loss, candidate];
+    }
+  }
+  const all = rowsOf(traces);
+  const fit = fitPerLayerLogistic(all.x, d, all.layer, all.y, nLayer, l2);
+  return new HiddenStateProbe(nEmbd, fit.weights, fit.bias);
+}
