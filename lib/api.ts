@@ -182,7 +182,7 @@ export interface GenerateBatchOptions extends BatchOptions, SamplingOptions {
    * Self-speculative decoding of every prompt, as Session.generate's (not with `exit`; a draft exit file must not
    * be a CRF): each sequence drafts and verifies on its own, its steps shared with the other sequences' rows, and
    * its result equals the same prompt generated alone with these options. `maxDraft` is at most
-   * (batchSize + 512) / batchSize − 1 (every sequence's verification fits one step).
+   * (slots + 512) / slots − 1, slots = min(batchSize, prompts) (every sequence's verification fits one step).
    */
   speculative?: SpeculativeSpec;
   onResult?: (result: BatchSequenceResult) => void;
