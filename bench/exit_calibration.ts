@@ -15,8 +15,6 @@
  *
  *   node dist/bench/exit_calibration.js [--models a,b] [--fit-limit N] [--seeds N] [--cache DIR] [--markdown]
  */
-import { Command } from 'commander';
-import * as path from 'path';
 import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, confirmedScores, documentsLowerBound, shapedScores } from '../lib/exit/calibrate';
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
 
@@ -26,8 +24,8 @@ import { DEFAULT_FEATURES, scoreTrace, trainPolicy } from '../lib/exit/train';
 import { FeatureExtractor } from '../lib/exit/lens';
 import { trainSvm } from '../lib/exit/svm';
 import { TransformerModel } from '../lib/model/transformer';
-import { cachedTraces, exitOutcome, quantileThresholdForDrop, ScoredTrace, TRACE_FEATURES } from './exit_replay';
-import { describeMachine, exitEvidenceModels, formatMachine, repoRoot } from './machine';
+import { cachedTraces, calibrationProtocolCommand, exitOutcome, quantileThresholdForDrop, ScoredTrace, TRACE_FEATURES } from './exit_replay';
+import { describeMachine, formatMachine } from './machine';
 
 interface Scored extends ScoredTrace {
   doc: number;
@@ -66,18 +64,7 @@ function transformed(s: Scored[], shape: number[] | undefined, confirm: boolean)
 }
 
 async function main(): Promise<void> {
-  const shared = path.resolve(repoRoot(), '..', 'shared');
-  const program = new Command('exit_calibration')
-    .option('--train <file>', 'fit text', path.join(shared, 'datasets', 'tinystories', 'train.txt'))
-    .option('--valid <file>', 'calibration and evaluation text (halves by story, every position)', path.join(shared, 'datasets', 'tinystories', 'valid.txt'))
-    .option('--models <list>', 'GGUF files, comma-separated', exitEvidenceModels().slice(0, 2).join(','))
-    .option('--fit-limit <n>', 'fit positions drawn from --train', '8000')
-    .option('--window <w>', 'prompt tokens per example', '64')
-    .option('--target <a>', 'train-exit --target', '0.99')
-    .option('--max-drop <points>', 'the accuracy criterion: largest next-token accuracy drop, in points', '1')
-    .option('--seeds <n>', 'draws of the calibration / evaluation halves', '5')
-    .option('--cache <dir>', 'keep the traces here (JSON), and reuse them')
-    .option('--markdown', 'print the table as Markdown on stdout')
+  const program = calibrationProtocolCommand('exit_calibration', { help: 'keep the traces here (JSON), and reuse them' })
     .parse(process.argv);
   const o = program.opts();
   const window = Number(o.window);

@@ -23,8 +23,6 @@
  *
  *   node dist/bench/exit_probe.js [--models a,b] [--fit-limit N] [--seeds N] [--cache DIR] [--markdown]
  */
-import { Command } from 'commander';
-import * as path from 'path';
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
 import { calibrateThreshold, calibrateThresholdForDrop, CalibrationExample } from '../lib/exit/calibrate';
 import { FeatureName } from '../lib/exit/classifier';
@@ -34,10 +32,10 @@ import { FeatureExtractor } from '../lib/exit/lens';
 import { trainSvm } from '../lib/exit/svm';
 import { DEFAULT_FEATURES } from '../lib/exit/train';
 import { TransformerModel } from '../lib/model/transformer';
-import { exitOutcome, ScoredTrace } from './exit_replay';
+import { calibrationProtocolCommand, exitOutcome, ScoredTrace } from './exit_replay';
 import { cachedHiddenTraces, collectHiddenTraces, HiddenTraces } from './exit_probe_traces';
 import { fitPerLayerLogistic, PROBE_L2_GRID, probeInputs as probeInputsOf } from '../lib/exit/probe';
-import { describeMachine, exitEvidenceModels, formatMachine, repoRoot } from './machine';
+import { describeMachine, formatMachine } from './machine';
 
 type ProbeLabel = 'stay' | 'agree';
 /** A trace with its index in its HiddenTraces (documentPart keeps the objects, so the index survives). */
@@ -189,11 +187,9 @@ function dropThreshold(s: Scored[], maxDrop: number): number {
 }
 
 /**
- * The lens features of every check (DEFAULT_FEATURES), with the probe's logit appended when `probe` is given. The
- * SVM trainer checks feature names, and 'probe' is not one: the fifth column is declared as 'jsd', a name these
- * vectors do not otherwise use, and holds the probe's logit.
+ * The lens features of every check (DEFAULT_FEATURES), with the probe's logit appended (the feature 'probe') when
+ * `probe` is given.
  */
-const PROBE_COLUMN: FeatureName = 'jsd';
 function featureRows(t: Indexed, h: HiddenTraces, probe: Float64Array | undefined): number[][] {
   const x = new FeatureExtractor(DEFAULT_FEATURES);
   x.begin();
@@ -205,18 +201,7 @@ function featureRows(t: Indexed, h: HiddenTraces, probe: Float64Array | undefine
 }
 
 async function main(): Promise<void> {
-  const shared = path.resolve(repoRoot(), '..', 'shared');
-  const program = new Command('exit_probe')
-    .option('--train <file>', 'fit text', path.join(shared, 'datasets', 'tinystories', 'train.txt'))
-    .option('--valid <file>', 'calibration and evaluation text (halves by story, every position)', path.join(shared, 'datasets', 'tinystories', 'valid.txt'))
-    .option('--models <list>', 'GGUF files, comma-separated', exitEvidenceModels().slice(0, 2).join(','))
-    .option('--fit-limit <n>', 'fit positions drawn from --train', '8000')
-    .option('--window <w>', 'prompt tokens per example', '64')
-    .option('--target <a>', 'agreement target', '0.99')
-    .option('--max-drop <points>', 'the accuracy criterion: largest next-token accuracy drop, in points', '1')
-    .option('--seeds <n>', 'draws of the calibration / evaluation halves', '5')
-    .option('--cache <dir>', 'keep the traces and hidden states here, and reuse them', '/tmp/adainfer-exit-probe')
-    .option('--markdown', 'print the table as Markdown on stdout')
+  const program = calibrationProtocolCommand('exit_probe', { help: 'keep the traces and hidden states here, and reuse them', default: '/tmp/adainfer-exit-probe' })
     .parse(process.argv);
   const o = program.opts();
   const window = Number(o.window);
@@ -285,7 +270,7 @@ async function main(): Promise<void> {
           featureRows(t, fit, probe && (crossFitted ? probe.crossFitted : probe.fit)).forEach((r) => X.push(r));
           t.checks.forEach((c) => y.push(c.top1 === t.final ? 1 : 0));
         }
-        const features = probe ? [...DEFAULT_FEATURES, PROBE_COLUMN] : DEFAULT_FEATURES;
+        const features: FeatureName[] = probe ? [...DEFAULT_FEATURES, 'probe'] : DEFAULT_FEATURES;
         const svm = trainSvm(X, y, { kernel: 'linear', classWeight: 'balanced', features, seed: s });
         rules.push({
           score: label

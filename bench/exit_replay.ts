@@ -4,9 +4,11 @@
  * point-estimate threshold for an accuracy-drop budget.
  */
 import * as fs from 'fs';
+import { Command } from 'commander';
 import * as path from 'path';
 import { FEATURE_NAMES, RESIDUAL_FEATURES } from '../lib/exit/classifier';
 import { Trace } from '../lib/exit/collect';
+import { exitEvidenceModels, repoRoot } from './machine';
 
 /**
  * What the cached traces record: every feature but the hidden-state probe's input (nEmbd floats per check, which
@@ -74,4 +76,23 @@ export function quantileThresholdForDrop(s: ScoredTrace[], maxDrop: number): num
     }
   }
   return best;
+}
+
+/**
+ * The options of the calibration protocol the replay benches share (bench/exit_calibration.ts, bench/exit_probe.ts):
+ * fit on --fit-limit positions of --train, calibrate and evaluate on the two story halves of --valid, --seeds draws.
+ */
+export function calibrationProtocolCommand(name: string, cache: { help: string; default?: string }): Command {
+  const shared = path.resolve(repoRoot(), '..', 'shared');
+  return new Command(name)
+    .option('--train <file>', 'fit text', path.join(shared, 'datasets', 'tinystories', 'train.txt'))
+    .option('--valid <file>', 'calibration and evaluation text (halves by story, every position)', path.join(shared, 'datasets', 'tinystories', 'valid.txt'))
+    .option('--models <list>', 'GGUF files, comma-separated', exitEvidenceModels().slice(0, 2).join(','))
+    .option('--fit-limit <n>', 'fit positions drawn from --train', '8000')
+    .option('--window <w>', 'prompt tokens per example', '64')
+    .option('--target <a>', 'agreement target (train-exit --target)', '0.99')
+    .option('--max-drop <points>', 'the accuracy criterion: largest next-token accuracy drop, in points', '1')
+    .option('--seeds <n>', 'draws of the calibration / evaluation halves', '5')
+    .option('--cache <dir>', cache.help, cache.default)
+    .option('--markdown', 'print the table as Markdown on stdout');
 }
