@@ -128,7 +128,8 @@ export interface GenerateOptions extends SamplingOptions {
    * an exit file or a threshold spec (its policy decides each draft's depth) — up to `maxDraft` (default 4) at a
    * time, checked together by the whole model. Greedy: the output is the verifier's greedy output (README);
    * sampling: speculative sampling, the full model's distribution. `adaptive` (default on) ends a round at an
-   * unsure draft and decodes plainly while speculation measures slower. The result's `speculative` reports it.
+   * unsure draft and decodes plainly while speculation measures slower (a verdict the session's later generations,
+   * and a batch's requests, share). The result's `speculative` reports it.
    */
   speculative?: SpeculativeSpec;
 }

@@ -41,7 +41,7 @@ import { StreamDecoder } from '../tokenizer/types';
 import { BatchKvFill, checkBatchKvFill } from './options';
 import { ResolvedSampling, Sampler } from './sampling';
 import type { StopReason, TokenEvent } from './sequence';
-import { checkSpeculation, CheckedSpeculation, Speculation, SpeculativeOptions, SpeculativeStats } from './speculative';
+import { checkSpeculation, CheckedSpeculation, DraftingMeters, Speculation, SpeculativeOptions, SpeculativeStats } from './speculative';
 import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine, StepStats } from './step';
 
@@ -445,6 +445,8 @@ export class OpenBatch {
   private isClosed = false;
   private running = 0;
   private readonly kvFill: BatchKvFill;
+  /** Adaptive drafting's measurements, shared by the requests that draft the same way. */
+  private readonly draftingMeters = new DraftingMeters();
 
   constructor(
     readonly ctx: TransformerContext,
@@ -599,7 +601,7 @@ export class OpenBatch {
           stopper: r.stop && r.stop.length > 0 ? new StopMatcher(r.stop) : undefined,
           stopString: undefined,
           deferred: undefined,
-          spec: speculation && new Speculation(ctx, job.group, speculation, sampler),
+          spec: speculation && new Speculation(ctx, job.group, speculation, sampler, this.draftingMeters.for(speculation, r.sampling.temperature > 0)),
           roundPos: 0,
         };
       },
@@ -639,11 +641,13 @@ export class OpenBatch {
           job.deferred.text += rest;
           job.request.onToken?.(job.deferred);
         }
+        job.spec?.close();
         job.request.onEnd?.(result(job, now));
       },
       cancelled: (job) => job.request.cancelled?.() ?? false,
       drop: (job, now) => {
         this.running--;
+        job.spec?.close();
         job.stopReason = 'aborted';
         job.request.onEnd?.(result(job, now));
       },

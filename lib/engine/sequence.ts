@@ -11,7 +11,7 @@ import { AbortError, AdaInferError, ContextOverflowError, OptionError } from '..
 import { TransformerContext } from '../model/transformer';
 import { ExitDecider } from '../exit/decider';
 import { checkKvFill, KvFill } from './options';
-import { checkSpeculation, Speculation, SpeculativeOptions, SpeculativeStats } from './speculative';
+import { checkSpeculation, DraftingMeters, Speculation, SpeculativeOptions, SpeculativeStats } from './speculative';
 import { argmax, ResolvedSampling, Sampler } from './sampling';
 import { StopMatcher } from './stop';
 import { LabelScores, newRowGroup, NextToken, RowGroup, RowOutput, StepEngine } from './step';
@@ -100,6 +100,8 @@ export class Sequence {
   private aborted: (() => boolean) | undefined;
   /** Self-speculative decoding: drafted rows keep their exit states (kvFill 'recompute') until verified. */
   private speculationEngine: StepEngine | undefined;
+  /** What adaptive drafting measured, kept across generations. */
+  private readonly draftingMeters = new DraftingMeters();
 
   constructor(
     readonly context: TransformerContext,
@@ -129,18 +131,26 @@ export class Sequence {
    * returns the result when the generation stops.
    */
   *generate(prompt: number[], options: SequenceGenerateOptions): Generator<TokenEvent | null, SequenceResult> {
-    const { maxTokens } = options;
     this.checkPrompt(prompt);
-    const ctxSize = this.context.contextSize;
-    const tokenizer = this.context.model.tokenizer;
     // One generator for the whole generation: plain steps, drafts and acceptance draw from one stream (two
     // generators of one seed would repeat each other's draws, correlating the first token and the first draft).
     const sampler = new Sampler(options.sampling);
+    const spec = options.speculative ? this.startSpeculation(options, sampler) : undefined;
+    try {
+      return yield* this.generateWith(prompt, options, sampler, spec);
+    } finally {
+      spec?.close(); // also when the caller stops iterating early
+    }
+  }
+
+  private *generateWith(prompt: number[], options: SequenceGenerateOptions, sampler: Sampler, spec: Speculation | undefined): Generator<TokenEvent | null, SequenceResult> {
+    const { maxTokens } = options;
+    const ctxSize = this.context.contextSize;
+    const tokenizer = this.context.model.tokenizer;
     const next = new NextToken(sampler);
     const output = maxTokens > 0 ? next : undefined;
     const stopAtEos = options.stopAtEos ?? true;
     this.aborted = options.aborted;
-    const spec = options.speculative && this.startSpeculation(options, sampler);
     const stopper = options.stop && options.stop.length > 0 ? new StopMatcher(options.stop) : undefined;
     // The repetition penalties see the prompt, then each generated token (llama.cpp's server does the same).
     if (sampler.penalties) for (const t of prompt) sampler.accept(t);
@@ -260,11 +270,14 @@ export class Sequence {
     };
   }
 
-  /** Checks the speculative options against this context; the drafter and verifier of one generation. */
+  /**
+   * Checks the speculative options against this context; the drafter and verifier of one generation (adaptive
+   * drafting keeps what it measured for the next generations that draft the same way).
+   */
   private startSpeculation(options: SequenceGenerateOptions, sampler: Sampler): Speculation {
     const checked = checkSpeculation(options.speculative!, this.context, options.sampling, options.exit !== undefined);
     this.speculationEngine ??= new StepEngine(this.context, { kvFill: 'recompute', compaction: true, scratchSlot: -1, betweenLayers: this.engine.options.betweenLayers });
-    return new Speculation(this.context, newRowGroup(0), checked, sampler);
+    return new Speculation(this.context, newRowGroup(0), checked, sampler, this.draftingMeters.for(checked, options.sampling.temperature > 0));
   }
 
   /**

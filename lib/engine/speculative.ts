@@ -90,8 +90,123 @@ export interface SpeculativeStats {
 export interface AdaptiveDrafting {
   /** A round stops drafting after a draft whose exit-layer top-1 probability is below this. */
   minP1: number;
-  /** When the measured time per token of speculation exceeds plain decoding's, decode plainly for this many tokens. */
+  /**
+   * When the measured time per token of speculation exceeds plain decoding's, decode plainly for this many tokens
+   * (per sequence sharing the drafter's DraftingMeter), doubling while rounds keep losing; 0: never fall back.
+   */
   fallbackTokens: number;
+}
+
+/**
+ * What adaptive drafting has measured for one way of drafting (drafter, maxDraft, adaptive options, greedy or
+ * sampled) on one context: the time per token of plain decoding and of speculative rounds (exponential means), and
+ * whether speculation was last found slower. Shared by every sequence that drafts that way — the requests of a
+ * batch (OpenBatch), the generations of a session (Sequence) — so that a new sequence neither measures plain
+ * decoding again nor probes a speculation the others just found slower. In a batch that matters: a draft step costs
+ * a whole step while other rows run at full depth, so there speculation mostly loses, and each of 16 sequences
+ * probing for itself made batches 10-20% slower than plain decoding.
+ *
+ * States, by what `shouldDecodePlainly` answers:
+ *  - measuring: plain until PROBE plain steps have been timed;
+ *  - speculating: every sequence starts rounds (no verdict yet, or the last one was a win);
+ *  - falling back, after a round measured slower per token than plain decoding: plain for fallbackTokens × backoff
+ *    plain tokens per sharing sequence (counted over all of them), the backoff doubling while rounds keep losing (up
+ *    to MAX_BACKOFF) and reset by a win;
+ *  - probing, when the window is used up: one sequence (the first to ask) runs a round, the others decode plainly
+ *    until its result gives the next verdict (or it stops drafting: `release`).
+ * A round that began before the last verdict reports nothing (in a batch, rounds of many sequences run at once;
+ * only one verdict is drawn from them).
+ */
+export class DraftingMeter {
+  /** Plain steps timed before the first round. */
+  static readonly PROBE = 4;
+  static readonly MAX_BACKOFF = 16;
+  private plainSteps = 0;
+  private plainMsPerToken = 0;
+  private specMsPerToken = 0;
+  /** The last verdict: speculation measured slower than plain decoding. */
+  private losing = false;
+  /** Plain tokens left in the fallback window (all sharers together). */
+  private window = 0;
+  private backoff = 1;
+  /** Verdicts so far: a round remembers the count it began under, and reports only if it is still current. */
+  private verdicts = 0;
+  private prober: object | undefined;
+  /** Sequences drafting through this meter now (`attach` / `release`). */
+  private sharers = 0;
+
+  constructor(readonly adaptive: AdaptiveDrafting) {}
+
+  attach(): void {
+    this.sharers++;
+  }
+
+  /** `who` stops drafting (its generation ended, or it left the batch): a probe it held passes to the next to ask. */
+  release(who: object): void {
+    this.sharers = Math.max(0, this.sharers - 1);
+    if (this.prober === who) this.prober = undefined;
+  }
+
+  /** Whether `who` decodes its next token plainly; else it begins a round (under verdict `currentVerdict`). */
+  shouldDecodePlainly(who: object): boolean {
+    if (this.plainSteps < DraftingMeter.PROBE) return true;
+    if (!this.losing || this.adaptive.fallbackTokens === 0) return false;
+    if (this.window > 0) {
+      this.window--;
+      return true;
+    }
+    if (this.prober !== undefined && this.prober !== who) return true;
+    this.prober = who;
+    return false;
+  }
+
+  get currentVerdict(): number {
+    return this.verdicts;
+  }
+
+  /** A plain decoding step of `ms` (one token of one sequence). */
+  plainStep(ms: number): void {
+    this.plainMsPerToken = this.plainSteps === 0 ? ms : 0.8 * this.plainMsPerToken + 0.2 * ms;
+    this.plainSteps++;
+  }
+
+  /** A round of `who`, begun under verdict `verdict`, gave its tokens at `msPerToken`. */
+  roundDone(who: object, verdict: number, msPerToken: number): void {
+    if (this.prober === who) this.prober = undefined;
+    if (verdict !== this.verdicts) return;
+    this.specMsPerToken = this.specMsPerToken === 0 ? msPerToken : 0.8 * this.specMsPerToken + 0.2 * msPerToken;
+    const loses = this.specMsPerToken > this.plainMsPerToken;
+    if (loses) {
+      this.window = this.adaptive.fallbackTokens * this.backoff * Math.max(1, this.sharers);
+      this.backoff = Math.min(2 * this.backoff, DraftingMeter.MAX_BACKOFF);
+      this.specMsPerToken = 0; // the next probe is measured afresh
+    } else {
+      this.backoff = 1;
+    }
+    if (loses || this.losing) this.verdicts++;
+    this.losing = loses;
+  }
+}
+
+/**
+ * The DraftingMeters of one context's sequences, one per way of drafting: a fixed depth by its layer, an exit
+ * policy by identity (the model worker builds one policy per exit spec), with maxDraft, the adaptive options and
+ * greedy / sampled (acceptance differs) in the key.
+ */
+export class DraftingMeters {
+  private readonly meters = new Map<unknown, Map<string, DraftingMeter>>();
+
+  for(checked: CheckedSpeculation, sampled: boolean): DraftingMeter | undefined {
+    const { adaptive } = checked;
+    if (!adaptive) return undefined;
+    const drafter = checked.layer > 0 ? checked.layer : checked.policy;
+    let byOptions = this.meters.get(drafter);
+    if (!byOptions) this.meters.set(drafter, (byOptions = new Map()));
+    const key = `${checked.maxDraft}/${adaptive.minP1}/${adaptive.fallbackTokens}/${sampled ? 'sampled' : 'greedy'}`;
+    let meter = byOptions.get(key);
+    if (!meter) byOptions.set(key, (meter = new DraftingMeter(adaptive)));
+    return meter;
+  }
 }
 
 /** The distribution and token of one drafted position (sampling), or its token alone (greedy). */
@@ -170,19 +285,23 @@ export class Speculation {
   private draftMs = 0;
   private draftSteps = 0;
   private verifyMs = 0;
-  /** Adaptive fallback: measured ms per token of speculative rounds and of plain steps (exponential means). */
-  private specMsPerToken = 0;
-  private plainMsPerToken = 0;
+  /** Adaptive drafting: the meter this sequence shares with those that draft the same way, and the verdict its round began under. */
+  private meter: DraftingMeter | undefined;
+  private verdict = 0;
 
+  /** `meter`: the adaptive drafting meter to share (DraftingMeters.for); by default one of its own. */
   constructor(
     readonly context: TransformerContext,
     readonly group: RowGroup,
     checked: CheckedSpeculation,
     private readonly sampler: Sampler,
+    meter?: DraftingMeter,
   ) {
     const { layer, maxDraft, adaptive } = checked;
     this.maxDraft = maxDraft;
     this.adaptive = adaptive;
+    this.meter = adaptive && (meter ?? new DraftingMeter(adaptive));
+    this.meter?.attach();
     this.drafter = new ExitDecider(context, checked.policy);
     group.pending = [];
     // Drafted positions are verified where they rejoin a full-depth step: the verification step, or a draft an exit
@@ -190,7 +309,6 @@ export class Speculation {
     group.onRejoined = sampler.options.temperature > 0
       ? (p, logits) => this.sampler.distribution(logits, this.p[p - this.pos])
       : (p, logits) => (this.verified[p - this.pos] = argmax(logits));
-    if (adaptive) this.fallback = Speculation.PROBE;
     this.sampling = sampler.options.temperature > 0;
     this.draft = new DraftOutput(sampler);
     this.verify = new VerifyOutput(sampler);
@@ -215,25 +333,23 @@ export class Speculation {
   }
 
   /**
-   * Adaptive drafting: whether the next token should be decoded plainly — the first PROBE tokens (to measure plain
-   * decoding), then `fallbackTokens` after a round measured slower per token than plain decoding, doubling while
-   * rounds keep losing (up to MAX_BACKOFF times), so the probes cost little where speculation never pays.
+   * Adaptive drafting: whether the next token should be decoded plainly, as the shared DraftingMeter decides (plain
+   * while it measures plain decoding, while speculation measures slower, and while another sequence probes).
    * `plainStep` reports a plain step's time.
    */
-  private static readonly PROBE = 4;
-  private static readonly MAX_BACKOFF = 16;
-  private fallback = 0;
-  private backoff = 1;
   shouldDecodePlainly(): boolean {
-    if (this.fallback > 0) {
-      this.fallback--;
-      this.stats.fallbackTokens++;
-      return true;
-    }
-    return false;
+    if (!this.meter?.shouldDecodePlainly(this)) return false;
+    this.stats.fallbackTokens++;
+    return true;
   }
   plainStep(ms: number): void {
-    this.plainMsPerToken = this.plainMsPerToken === 0 ? ms : 0.8 * this.plainMsPerToken + 0.2 * ms;
+    this.meter?.plainStep(ms);
+  }
+
+  /** This sequence drafts no more (its generation ended): a probe it held passes on. Idempotent. */
+  close(): void {
+    this.meter?.release(this);
+    this.meter = undefined;
   }
 
   /**
@@ -242,6 +358,7 @@ export class Speculation {
    */
   begin(last: number, pos: number, maxDraft: number): void {
     this.t0 = performance.now();
+    if (this.meter) this.verdict = this.meter.currentVerdict;
     const g = this.group;
     this.pos = pos;
     this.k = 0;
@@ -287,17 +404,7 @@ export class Speculation {
     this.verifyMs += t2 - this.t1;
     s.draftStepMs = this.draftSteps > 0 ? this.draftMs / this.draftSteps : 0;
     s.verifyStepMs = this.verifyMs / s.verifySteps;
-    if (this.adaptive) {
-      const msPerToken = (t2 - this.t0) / out.tokens.length;
-      this.specMsPerToken = this.specMsPerToken === 0 ? msPerToken : 0.8 * this.specMsPerToken + 0.2 * msPerToken;
-      if (this.plainMsPerToken > 0 && this.specMsPerToken > this.plainMsPerToken) {
-        this.fallback = this.adaptive.fallbackTokens * this.backoff;
-        this.backoff = Math.min(2 * this.backoff, Speculation.MAX_BACKOFF);
-        this.specMsPerToken = 0; // the next probe is measured afresh
-      } else {
-        this.backoff = 1;
-      }
-    }
+    this.meter?.roundDone(this, this.verdict, (t2 - this.t0) / out.tokens.length);
     return out;
   }
 
