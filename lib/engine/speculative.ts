@@ -141,6 +141,11 @@ export class DraftingMeter {
     this.sharers++;
   }
 
+  /** Some sequence drafts through it now. */
+  get inUse(): boolean {
+    return this.sharers > 0;
+  }
+
   /** `who` stops drafting (its generation ended, or it left the batch): a probe it held passes to the next to ask. */
   release(who: object): void {
     this.sharers = Math.max(0, this.sharers - 1);
@@ -191,21 +196,44 @@ export class DraftingMeter {
 /**
  * The DraftingMeters of one context's sequences, one per way of drafting: a fixed depth by its layer, an exit
  * policy by identity (the model worker builds one policy per exit spec), with maxDraft, the adaptive options and
- * greedy / sampled (acceptance differs) in the key.
+ * greedy / sampled (acceptance differs) in the key. A server's requests choose those freely, so the ways no
+ * sequence drafts through now are forgotten once there are more than MAX_KEPT meters.
  */
 export class DraftingMeters {
+  static readonly MAX_KEPT = 64;
   private readonly meters = new Map<unknown, Map<string, DraftingMeter>>();
+  private count = 0;
 
   for(checked: CheckedSpeculation, sampled: boolean): DraftingMeter | undefined {
     const { adaptive } = checked;
     if (!adaptive) return undefined;
     const drafter = checked.layer > 0 ? checked.layer : checked.policy;
+    const key = `${checked.maxDraft}/${adaptive.minP1}/${adaptive.fallbackTokens}/${sampled ? 'sampled' : 'greedy'}`;
+    const known = this.meters.get(drafter)?.get(key);
+    if (known) return known;
+    if (this.count >= DraftingMeters.MAX_KEPT) this.forgetIdle();
     let byOptions = this.meters.get(drafter);
     if (!byOptions) this.meters.set(drafter, (byOptions = new Map()));
-    const key = `${checked.maxDraft}/${adaptive.minP1}/${adaptive.fallbackTokens}/${sampled ? 'sampled' : 'greedy'}`;
-    let meter = byOptions.get(key);
-    if (!meter) byOptions.set(key, (meter = new DraftingMeter(adaptive)));
+    const meter = new DraftingMeter(adaptive);
+    byOptions.set(key, meter);
+    this.count++;
     return meter;
+  }
+
+  /** Meters kept now. */
+  get size(): number {
+    return this.count;
+  }
+
+  private forgetIdle(): void {
+    for (const [drafter, byOptions] of this.meters) {
+      for (const [key, meter] of byOptions) {
+        if (meter.inUse) continue;
+        byOptions.delete(key);
+        this.count--;
+      }
+      if (byOptions.size === 0) this.meters.delete(drafter);
+    }
   }
 }
 

@@ -109,8 +109,12 @@ function promptTokens(prompt: string | number[], options: { addBos?: boolean; pa
   return prompt;
 }
 
-/** Policies built from exit specs, by spec (an exit file is read and checked once). */
+/**
+ * Policies built from exit specs, by spec (an exit file is read and checked once). A server's requests name specs
+ * freely (threshold values), so the oldest is forgotten beyond MAX_POLICIES (rebuilt if named again).
+ */
 const policies = new Map<string, ExitPolicy>();
+const MAX_POLICIES = 256;
 
 function policyFor(spec: ExitSpec | undefined): ExitPolicy | undefined {
   if (spec === undefined || spec === 'never') return undefined;
@@ -132,6 +136,7 @@ function policyFor(spec: ExitSpec | undefined): ExitPolicy | undefined {
     } else {
       throw new OptionError('exit', `must be 'never', an exit file path or { kind: 'threshold', ... }, got ${JSON.stringify(spec)}`);
     }
+    if (policies.size >= MAX_POLICIES) policies.delete(policies.keys().next().value!);
     policies.set(key, policy);
   }
   return policy;

@@ -124,4 +124,14 @@ describe('DraftingMeters', () => {
     expect(meters.for(byPolicy, false)).not.toBe(m);
     expect(meters.for({ ...fixed(3), adaptive: undefined }, false)).toBeUndefined();
   });
+
+  test('ways of drafting no sequence uses are forgotten beyond MAX_KEPT (a server\'s requests choose them freely)', () => {
+    const meters = new DraftingMeters();
+    const way = (minP1: number) => ({ policy: fixedDepthPolicy(2), layer: 2, maxDraft: 4, adaptive: { minP1, fallbackTokens: 4 } });
+    const busy = meters.for(way(0), false)!;
+    busy.attach(); // a sequence drafts through it
+    for (let i = 1; i <= 3 * DraftingMeters.MAX_KEPT; i++) meters.for(way(i / 1000), false);
+    expect(meters.size).toBeLessThanOrEqual(DraftingMeters.MAX_KEPT);
+    expect(meters.for(way(0), false)).toBe(busy);
+  });
 });
