@@ -2,7 +2,8 @@
  * Load benchmark of `adainfer serve` (lib/server/server.ts) with autocannon: concurrent streaming clients
  * (server-sent events) against the CLI server in a child process, in one run:
  *   --parallel 1 and --parallel 16 (batch slots), full depth and early exit (`adainfer.exit`: 'never' / 'auto',
- *   per request), 1, 4 and 16 concurrent clients.
+ *   per request; with `--arms ...,speculative` also self-speculative decoding drafted by the shipped exit file),
+ *   1, 4 and 16 concurrent clients.
  * For each: generated tokens/s over the run (the usage of every response, all clients together), request latency
  * p50/p99 (autocannon's, first byte sent to last byte received) and time to first token p50/p99 (first body
  * bytes of each response: the server writes its headers with the first token's chunk), and mean layers per token.
@@ -31,7 +32,7 @@
  * `--baseline CLI` runs another build's servers (its dist/lib/cli/main.js, e.g. the main branch's) side by side
  * with this build's, the configurations interleaved, so that a change is measured against it in one run.
  *
- *   node dist/bench/serve.js [--model M] [--threads 2] [--tokens 64] [--requests 4] [--clients 1,4,16]
+ *   node dist/bench/serve.js [--model M] [--threads 2] [--tokens 64] [--requests 4] [--clients 1,4,16] [--arms never,auto,speculative]
  *       [--parallel 1,16] [--reps 3] [--baseline CLI] [--json]
  */
 import { ChildProcess, spawn } from 'child_process';
@@ -45,10 +46,18 @@ import { nearestRank } from '../lib/latency/quantiles';
 /** The latency harness's story openings (the bundled models' domain), one prompt set for every latency bench. */
 const PROMPTS = STORY_PROMPTS;
 
+/**
+ * What each request asks of the server (`--arms`): full depth (`adainfer.exit: 'never'`), the shipped exit file
+ * (`'auto'`), or self-speculative decoding drafted by the shipped exit file (`adainfer.speculative: { draft: 'auto' }`).
+ */
+type Arm = 'never' | 'auto' | 'speculative';
+const ARMS: readonly Arm[] = ['never', 'auto', 'speculative'];
+
 interface Row {
   build: string;
   parallel: number;
-  exit: 'never' | 'auto';
+  /** The arm (named `exit` in the JSON, as before the speculative arm). */
+  exit: Arm;
   clients: number;
   requests: number;
   errors: number;
@@ -131,7 +140,7 @@ const minus = (a: ServerTimes, b: ServerTimes): ServerTimes => ({
   prefill: [a.prefill[0] - b.prefill[0], a.prefill[1] - b.prefill[1]],
 });
 
-async function load(url: string, modelId: string, exit: 'never' | 'auto', clients: number, requests: number, tokens: number): Promise<Run> {
+async function load(url: string, modelId: string, arm: Arm, clients: number, requests: number, tokens: number): Promise<Run> {
   const ttft: number[] = [];
   let generated = 0;
   let layers = 0;
@@ -140,7 +149,8 @@ async function load(url: string, modelId: string, exit: 'never' | 'auto', client
   // and stop ticks would dilute short runs)
   let firstSent = Infinity;
   let lastDone = 0;
-  const body = (prompt: string) => JSON.stringify({ model: modelId, prompt, max_tokens: tokens, temperature: 0, stream: true, adainfer: { exit } });
+  const adainfer = arm === 'speculative' ? { speculative: { draft: 'auto' } } : { exit: arm };
+  const body = (prompt: string) => JSON.stringify({ model: modelId, prompt, max_tokens: tokens, temperature: 0, stream: true, adainfer });
   const before = await serverTimes(url);
   const result = await autocannon({
     url: `${url}/v1/completions`,
@@ -201,6 +211,7 @@ async function load(url: string, modelId: string, exit: 'never' | 'auto', client
 }
 
 const median = (xs: number[]) => percentile(xs, 50);
+const armLabel = (arm: Arm) => (arm === 'speculative' ? 'speculative' : `exit ${arm.padEnd(5)}`).padEnd(11);
 /** The mean in ms of histogram (sum s, count) pairs added up. */
 const meanMs = (pairs: [number, number][]) => (1000 * pairs.reduce((a, p) => a + p[0], 0)) / pairs.reduce((a, p) => a + p[1], 0);
 const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
@@ -213,6 +224,7 @@ async function main(): Promise<void> {
     .option('--requests <n>', 'requests per client', '4')
     .option('--clients <list>', 'concurrent streaming clients', '1,4,16')
     .option('--parallel <list>', 'batch slots of the servers compared', '1,16')
+    .option('--arms <list>', "what requests ask: exit 'never', exit 'auto' (the shipped exit file), 'speculative' (drafted by it)", 'never,auto')
     .option('--context <n>', 'positions per request', '256')
     .option('--reps <r>', 'runs of every configuration (interleaved)', '3')
     .option('--baseline <cli>', "another build's dist/lib/cli/main.js, run side by side as build 'baseline'")
@@ -222,6 +234,8 @@ async function main(): Promise<void> {
   const machine = describeMachine();
   for (const line of formatMachine(machine)) console.log(line);
   const clientsList = String(o.clients).split(',').map(Number);
+  const arms = String(o.arms).split(',') as Arm[];
+  for (const a of arms) if (!ARMS.includes(a)) throw new Error(`--arms: unknown arm '${a}' (${ARMS.join(', ')})`);
   const parallelList = String(o.parallel).split(',').map(Number);
   const modelId = path.basename(o.model).replace(/\.gguf$/i, '');
   console.log(`model     ${o.model}`);
@@ -231,9 +245,9 @@ async function main(): Promise<void> {
   if (o.baseline) builds.push({ build: 'baseline', cli: path.resolve(String(o.baseline)) });
   for (const b of builds) console.log(`build     ${b.build.padEnd(8)} ${b.cli}`);
   const servers: { build: string; parallel: number; child: ChildProcess; url: string }[] = [];
-  const configs: { build: string; parallel: number; exit: 'never' | 'auto'; clients: number }[] = [];
+  const configs: { build: string; parallel: number; exit: Arm; clients: number }[] = [];
   for (const { build } of builds)
-    for (const parallel of parallelList) for (const exit of ['never', 'auto'] as const) for (const clients of clientsList) configs.push({ build, parallel, exit, clients });
+    for (const parallel of parallelList) for (const exit of arms) for (const clients of clientsList) configs.push({ build, parallel, exit, clients });
   const runs = new Map<string, Run[]>();
   const key = (c: { build: string; parallel: number; exit: string; clients: number }) => `${c.build}/${c.parallel}/${c.exit}/${c.clients}`;
   try {
@@ -284,14 +298,14 @@ async function main(): Promise<void> {
   console.log(`\nmedians over ${o.reps} reps (tokens/s, latency percentiles); TTFT percentiles over every request of the reps`);
   for (const r of rows)
     console.log(
-      `${builds.length > 1 ? r.build.padEnd(9) : ''}parallel ${String(r.parallel).padStart(2)}  exit ${r.exit.padEnd(5)}  clients ${String(r.clients).padStart(2)}: ` +
+      `${builds.length > 1 ? r.build.padEnd(9) : ''}parallel ${String(r.parallel).padStart(2)}  ${armLabel(r.exit)}  clients ${String(r.clients).padStart(2)}: ` +
         `${r.tokensPerSecond.toFixed(0).padStart(5)} tok/s  latency p50 ${r.latencyP50.toFixed(0)} p99 ${r.latencyP99.toFixed(0)} ms  ` +
         `TTFT p50 ${r.ttftP50.toFixed(1)} p99 ${r.ttftP99.toFixed(1)} ms  layers/token ${r.meanLayers.toFixed(2)}  (${r.requests} requests, ${r.tokens} tokens, ${r.errors} errors)`,
     );
   console.log('\nwhere the time to first token goes (server /metrics, means in ms): server TTFT = slot wait + prefill + rest (HTTP, messages)');
   for (const r of rows)
     console.log(
-      `${builds.length > 1 ? r.build.padEnd(9) : ''}parallel ${String(r.parallel).padStart(2)}  exit ${r.exit.padEnd(5)}  clients ${String(r.clients).padStart(2)}: ` +
+      `${builds.length > 1 ? r.build.padEnd(9) : ''}parallel ${String(r.parallel).padStart(2)}  ${armLabel(r.exit)}  clients ${String(r.clients).padStart(2)}: ` +
         `server TTFT ${ms(r.serverTtftMean)} = slot wait ${ms(r.queueWaitMean)} + prefill ${ms(r.prefillMean)} + rest ${ms(r.serverTtftMean - r.queueWaitMean - r.prefillMean)}`,
     );
 
@@ -302,11 +316,11 @@ async function main(): Promise<void> {
   console.log(`\ntargets (issue 18): ${maxClients} clients, --parallel ${maxParallel} vs --parallel 1 and vs a lone request`);
   const targets: Record<string, number> = {};
   for (const { build } of builds)
-    for (const exit of ['never', 'auto'] as const) {
+    for (const exit of arms) {
       const batched = find(build, maxParallel, exit, maxClients);
       const serial = find(build, 1, exit, maxClients);
       const lone = find(build, maxParallel, exit, 1);
-      const name = `${builds.length > 1 ? `${build} ` : ''}exit ${exit.padEnd(5)}`;
+      const name = `${builds.length > 1 ? `${build} ` : ''}${armLabel(exit)}`;
       if (batched && serial) {
         const ratio = batched.tokensPerSecond / serial.tokensPerSecond;
         targets[`${build}_throughput_${exit}`] = ratio;
