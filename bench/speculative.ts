@@ -5,6 +5,8 @@
  *
  *   node dist/bench/speculative.js [--model M] [--layers 2,4,6] [--drafts 2,4,8] [--adaptive on,off] [--prompts N] [--tokens T] [--threads T]
  *
+ * With adaptive drafting, the prompts of a configuration share its verdict (they run on one context, as a session's
+ * generations do: lib/engine/speculative.ts DraftingMeter).
  * Beside the measured speedup, the speedup predicted from the measured acceptance and the measured costs of a
  * draft step and a verification step: (tokens per round) / ((mean drafts × draft step + verify step) / full step).
  */

@@ -445,8 +445,6 @@ export class OpenBatch {
   private isClosed = false;
   private running = 0;
   private readonly kvFill: BatchKvFill;
-  /** Adaptive drafting's measurements, shared by the requests that draft the same way. */
-  private readonly draftingMeters = new DraftingMeters();
 
   constructor(
     readonly ctx: TransformerContext,
@@ -601,7 +599,7 @@ export class OpenBatch {
           stopper: r.stop && r.stop.length > 0 ? new StopMatcher(r.stop) : undefined,
           stopString: undefined,
           deferred: undefined,
-          spec: speculation && new Speculation(ctx, job.group, speculation, sampler, this.draftingMeters.for(speculation, r.sampling.temperature > 0)),
+          spec: speculation && new Speculation(ctx, job.group, speculation, sampler, DraftingMeters.of(ctx).for(speculation, r.sampling.temperature > 0)),
           roundPos: 0,
         };
       },

@@ -100,8 +100,6 @@ export class Sequence {
   private aborted: (() => boolean) | undefined;
   /** Self-speculative decoding: drafted rows keep their exit states (kvFill 'recompute') until verified. */
   private speculationEngine: StepEngine | undefined;
-  /** What adaptive drafting measured, kept across generations. */
-  private readonly draftingMeters = new DraftingMeters();
 
   constructor(
     readonly context: TransformerContext,
@@ -272,12 +270,12 @@ export class Sequence {
 
   /**
    * Checks the speculative options against this context; the drafter and verifier of one generation (adaptive
-   * drafting keeps what it measured for the next generations that draft the same way).
+   * drafting shares what it measures with the context's other generations that draft the same way).
    */
   private startSpeculation(options: SequenceGenerateOptions, sampler: Sampler): Speculation {
     const checked = checkSpeculation(options.speculative!, this.context, options.sampling, options.exit !== undefined);
     this.speculationEngine ??= new StepEngine(this.context, { kvFill: 'recompute', compaction: true, scratchSlot: -1, betweenLayers: this.engine.options.betweenLayers });
-    return new Speculation(this.context, newRowGroup(0), checked, sampler, this.draftingMeters.for(checked, options.sampling.temperature > 0));
+    return new Speculation(this.context, newRowGroup(0), checked, sampler, DraftingMeters.of(this.context).for(checked, options.sampling.temperature > 0));
   }
 
   /**

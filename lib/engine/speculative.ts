@@ -100,9 +100,9 @@ export interface AdaptiveDrafting {
 /**
  * What adaptive drafting has measured for one way of drafting (drafter, maxDraft, adaptive options, greedy or
  * sampled) on one context: the time per token of plain decoding and of speculative rounds (exponential means), and
- * whether speculation was last found slower. Shared by every sequence that drafts that way — the requests of a
- * batch (OpenBatch), the generations of a session (Sequence) — so that a new sequence neither measures plain
- * decoding again nor probes a speculation the others just found slower. In a batch that matters: a draft step costs
+ * whether speculation was last found slower. Shared by every sequence on the context that drafts that way — the
+ * requests of a batch (OpenBatch), the generations of a session (its Sequence) — so that a new sequence neither
+ * measures plain decoding again nor probes a speculation the others just found slower. In a batch that matters: a draft step costs
  * a whole step while other rows run at full depth, so there speculation mostly loses, and each of 16 sequences
  * probing for itself made batches 10-20% slower than plain decoding.
  *
@@ -194,15 +194,23 @@ export class DraftingMeter {
 }
 
 /**
- * The DraftingMeters of one context's sequences, one per way of drafting: a fixed depth by its layer, an exit
- * policy by identity (the model worker builds one policy per exit spec), with maxDraft, the adaptive options and
- * greedy / sampled (acceptance differs) in the key. A server's requests choose those freely, so the ways no
- * sequence drafts through now are forgotten once there are more than MAX_KEPT meters.
+ * The DraftingMeters of one context's sequences (`DraftingMeters.of(context)`: the generations of a session, the
+ * requests of a batch — timings belong to a context: its model, threads and batch), one per way of drafting: a
+ * fixed depth by its layer, an exit policy by identity (the model worker builds one policy per exit spec), with
+ * maxDraft, the adaptive options and greedy / sampled (acceptance differs) in the key. A server's requests choose
+ * those freely, so the ways no sequence drafts through now are forgotten once there are more than MAX_KEPT meters.
  */
 export class DraftingMeters {
   static readonly MAX_KEPT = 64;
+  private static readonly byContext = new WeakMap<TransformerContext, DraftingMeters>();
   private readonly meters = new Map<unknown, Map<string, DraftingMeter>>();
   private count = 0;
+
+  static of(context: TransformerContext): DraftingMeters {
+    let meters = DraftingMeters.byContext.get(context);
+    if (!meters) DraftingMeters.byContext.set(context, (meters = new DraftingMeters()));
+    return meters;
+  }
 
   for(checked: CheckedSpeculation, sampled: boolean): DraftingMeter | undefined {
     const { adaptive } = checked;

@@ -6,6 +6,7 @@
  */
 import { DraftingMeter, DraftingMeters } from '../../lib/engine/speculative';
 import { fixedDepthPolicy, thresholdPolicy } from '../../lib/exit/policy';
+import type { TransformerContext } from '../../lib/model/transformer';
 
 const ADAPTIVE = { minP1: 0.3, fallbackTokens: 4 };
 
@@ -123,6 +124,12 @@ describe('DraftingMeters', () => {
     expect(meters.for(byPolicy, false)).toBe(meters.for({ ...byPolicy }, false));
     expect(meters.for(byPolicy, false)).not.toBe(m);
     expect(meters.for({ ...fixed(3), adaptive: undefined }, false)).toBeUndefined();
+  });
+
+  test('one set per context: a session\'s generations and a batch\'s requests share it, other contexts do not', () => {
+    const [a, b] = [{}, {}] as unknown as TransformerContext[];
+    expect(DraftingMeters.of(a)).toBe(DraftingMeters.of(a));
+    expect(DraftingMeters.of(a)).not.toBe(DraftingMeters.of(b));
   });
 
   test('ways of drafting no sequence uses are forgotten beyond MAX_KEPT (a server\'s requests choose them freely)', () => {
