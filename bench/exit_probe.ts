@@ -36,7 +36,7 @@ import { calibrationProtocolCommand, exitOutcome, ScoredTrace } from './exit_rep
 import { cachedHiddenTraces, collectHiddenTraces, HiddenTraces } from './exit_probe_traces';
 import { fitPerLayerLogistic, PROBE_L2_GRID, probeInputs as probeInputsOf } from '../lib/exit/probe';
 import { describeMachine, formatMachine } from './machine';
-import { fitMlp, MlpRows, mlpScore, MlpWeights } from '../lib/exit/mlp';
+import { fitMlp, flattenMlp, MlpRows, mlpScore, MlpWeights } from '../lib/exit/mlp';
 
 type ProbeLabel = 'stay' | 'agree';
 /** A trace with its index in its HiddenTraces (documentPart keeps the objects, so the index survives). */
@@ -204,11 +204,11 @@ function chooseMlp(fit: Inputs, label: ProbeLabel, hidden: number, l2Grid: numbe
 /** The MLP probe's score at every check of `h`. */
 function mlpScores(h: Inputs, m: MlpWeights): Float64Array {
   const out = new Float64Array(h.x.length / h.d);
-  const scratch = new Float64Array(m.w2.length);
+  const flat = flattenMlp(m);
   h.traces.forEach((t, i) =>
     t.checks.forEach((c, j) => {
       const k = h.first[i] + j;
-      out[k] = mlpScore(m, c.layer, h.x.subarray(k * h.d, (k + 1) * h.d), scratch);
+      out[k] = mlpScore(flat, c.layer, h.x.subarray(k * h.d, (k + 1) * h.d));
     }),
   );
   return out;

@@ -55,17 +55,35 @@ export interface MlpFit extends MlpWeights {
 const softplus = (s: number) => (s > 0 ? s + Math.log1p(Math.exp(-s)) : Math.log1p(Math.exp(s)));
 const sigmoid = (s: number) => (s >= 0 ? 1 / (1 + Math.exp(-s)) : Math.exp(s) / (1 + Math.exp(s)));
 
-/** The network's score for one row (raw inputs x of length d) at `layer`; `a` is scratch of length hidden. */
-export function mlpScore(m: MlpWeights, layer: number, x: ArrayLike<number>, a: Float64Array): number {
+/** The network flattened for scoring: w1 [hidden × d] row-major, b1 [nLayer × hidden], w2 [hidden], b2 [nLayer]. */
+export interface FlatMlp {
+  d: number;
+  hidden: number;
+  w1: Float64Array;
+  b1: Float64Array;
+  w2: Float64Array;
+  b2: Float64Array;
+}
+
+export function flattenMlp(m: { w1: ArrayLike<number>[]; b1: ArrayLike<number>[]; w2: ArrayLike<number>; b2: ArrayLike<number> }): FlatMlp {
   const hidden = m.w2.length;
-  const b1 = m.b1[layer];
+  const d = m.w1[0].length;
+  const w1 = new Float64Array(hidden * d);
+  m.w1.forEach((row, u) => w1.set(row, u * d));
+  const b1 = new Float64Array(m.b1.length * hidden);
+  m.b1.forEach((row, l) => b1.set(row, l * hidden));
+  return { d, hidden, w1, b1, w2: Float64Array.from(m.w2), b2: Float64Array.from(m.b2) };
+}
+
+/** The network's score for one row (raw inputs x, length d) at `layer`: allocation-free, it runs between layers. */
+export function mlpScore(m: FlatMlp, layer: number, x: Float64Array): number {
+  const { d, hidden, w1, b1, w2 } = m;
   let s = m.b2[layer];
-  for (let u = 0; u < hidden; u++) {
-    const w = m.w1[u];
-    let v = b1[u];
-    for (let j = 0; j < w.length; j++) v += w[j] * x[j];
-    a[u] = v;
-    s += m.w2[u] * Math.tanh(v);
+  const o1 = layer * hidden;
+  for (let u = 0, ow = 0; u < hidden; u++, ow += d) {
+    let v = b1[o1 + u];
+    for (let j = 0; j < d; j++) v += w1[ow + j] * x[j];
+    s += w2[u] * Math.tanh(v);
   }
   return s;
 }

@@ -23,7 +23,7 @@ import { ExitClassifier, jsonError } from './classifier';
 import type { Trace } from './collect';
 import { splitByDocument } from './data';
 import { fitLogistic } from './logistic';
-import { fitMlp, MlpRows, mlpScore, MlpWeights } from './mlp';
+import { fitMlp, FlatMlp, flattenMlp, MlpRows, mlpScore } from './mlp';
 
 /** The lens statistics appended to the hidden state, in order. */
 export const PROBE_LENS_INPUTS = ['p1', 'gap', 'entropy'] as const;
@@ -138,17 +138,15 @@ export class HiddenStateProbe implements ExitProbe {
 
 export class MlpHiddenStateProbe implements ExitProbe {
   readonly form = 'mlp' as const;
-  private readonly m: MlpWeights;
+  private readonly m: FlatMlp;
   private readonly inputs: Float64Array;
-  private readonly activations: Float64Array;
 
   constructor(
     readonly nEmbd: number,
     m: { w1: ArrayLike<number>[]; b1: ArrayLike<number>[]; w2: ArrayLike<number>; b2: ArrayLike<number> },
   ) {
-    this.m = { w1: m.w1.map((r) => Float64Array.from(r)), b1: m.b1.map((r) => Float64Array.from(r)), w2: Float64Array.from(m.w2), b2: Float64Array.from(m.b2) };
+    this.m = flattenMlp(m);
     this.inputs = new Float64Array(nEmbd + PROBE_LENS_INPUTS.length);
-    this.activations = new Float64Array(this.m.w2.length);
   }
 
   get nLayer(): number {
@@ -157,23 +155,24 @@ export class MlpHiddenStateProbe implements ExitProbe {
 
   /** Hidden units. */
   get hidden(): number {
-    return this.m.w2.length;
+    return this.m.hidden;
   }
 
   score(layer: number, hidden: ArrayLike<number>, r: ProbeLensInputs): number {
     checkProbeCall(this, layer, hidden);
     probeInputs(hidden, r, this.nEmbd, this.inputs);
-    return mlpScore(this.m, layer, this.inputs, this.activations);
+    return mlpScore(this.m, layer, this.inputs);
   }
 
   toJSON(): SerializedMlpProbe {
+    const { d, hidden, w1, b1, w2, b2 } = this.m;
     return {
       kind: 'mlp',
       nEmbd: this.nEmbd,
-      hiddenWeights: this.m.w1.map((r) => Array.from(r)),
-      hiddenBias: this.m.b1.map((r) => Array.from(r)),
-      outputWeights: Array.from(this.m.w2),
-      outputBias: Array.from(this.m.b2),
+      hiddenWeights: Array.from({ length: hidden }, (_, u) => Array.from(w1.subarray(u * d, (u + 1) * d))),
+      hiddenBias: Array.from({ length: b2.length }, (_, l) => Array.from(b1.subarray(l * hidden, (l + 1) * hidden))),
+      outputWeights: Array.from(w2),
+      outputBias: Array.from(b2),
     };
   }
 

@@ -38,7 +38,7 @@ export type LabelKind = 'final' | 'gold';
 export const DEFAULT_FEATURES: FeatureName[] = ['p1', 'gap', 'entropy', 'layer'];
 
 /** The 'probe' feature's form unless told: measured in bench/exit_probe.ts (docs/exit_evidence.md). */
-export const DEFAULT_PROBE_FORM: ProbeForm = 'linear';
+export const DEFAULT_PROBE_FORM: ProbeForm = 'mlp';
 
 export interface TrainOptions {
   classifier: ClassifierKind;
