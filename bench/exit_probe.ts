@@ -24,10 +24,10 @@
  *   node dist/bench/exit_probe.js [--models a,b] [--fit-limit N] [--seeds N] [--cache DIR] [--markdown]
  */
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
-import { calibrateThreshold, calibrateThresholdForDrop, CalibrationExample } from '../lib/exit/calibrate';
+import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, shapedScores } from '../lib/exit/calibrate';
 import { FeatureName } from '../lib/exit/classifier';
 import { Trace } from '../lib/exit/collect';
-import { documentPart, loadExamples, splitByDocument } from '../lib/exit/data';
+import { documentPart, loadExamples, sample, splitByDocument } from '../lib/exit/data';
 import { FeatureExtractor } from '../lib/exit/lens';
 import { trainSvm } from '../lib/exit/svm';
 import { DEFAULT_FEATURES } from '../lib/exit/train';
@@ -36,6 +36,7 @@ import { calibrationProtocolCommand, exitOutcome, ScoredTrace } from './exit_rep
 import { cachedHiddenTraces, collectHiddenTraces, HiddenTraces } from './exit_probe_traces';
 import { fitPerLayerLogistic, PROBE_L2_GRID, probeInputs as probeInputsOf } from '../lib/exit/probe';
 import { describeMachine, formatMachine } from './machine';
+import { fitMlp, flattenMlp, MlpRows, mlpScore, MlpWeights } from '../lib/exit/mlp';
 
 type ProbeLabel = 'stay' | 'agree';
 /** A trace with its index in its HiddenTraces (documentPart keeps the objects, so the index survives). */
@@ -92,9 +93,9 @@ interface Probe {
   bias: number[];
 }
 
-function fitProbe(traces: Indexed[], h: Inputs, label: ProbeLabel, l2: number, layers: number[]): Probe {
+/** The rows of a probe over `traces` (checks of h), labelled; checks at layers outside `layers` get layer -1 (no rows). */
+function probeRows(traces: Indexed[], h: Inputs, label: ProbeLabel, layers: number[]): MlpRows {
   const d = h.d;
-  const nLayer = traces[0].nLayer;
   const n = traces.reduce((a, t) => a + t.checks.length, 0);
   const x = new Float64Array(n * d);
   const layer = new Int32Array(n);
@@ -105,12 +106,16 @@ function fitProbe(traces: Indexed[], h: Inputs, label: ProbeLabel, l2: number, l
     t.checks.forEach((c, j) => {
       const o = (h.first[t.index] + j) * d;
       x.set(h.x.subarray(o, o + d), k * d);
-      // Layers outside `layers` get no rows (zero weights).
       layer[k] = layers.includes(c.layer) ? c.layer : -1;
       y[k++] = labels[j];
     });
   }
-  return fitPerLayerLogistic(x, d, layer, y, nLayer, l2);
+  return { x, layer, y };
+}
+
+function fitProbe(traces: Indexed[], h: Inputs, label: ProbeLabel, l2: number, layers: number[]): Probe {
+  const r = probeRows(traces, h, label, layers);
+  return fitPerLayerLogistic(r.x, h.d, r.layer, r.y, traces[0].nLayer, l2);
 }
 
 /** The probe's logit at every check of every trace of `h` (indexed like h.hidden's checks). */
@@ -152,7 +157,7 @@ const L2_GRID = PROBE_L2_GRID;
  * probe fitted on the other four fifths), so that a classifier trained on the fit data sees the probe as it will
  * on new stories, not its in-sample fit.
  */
-function chooseProbe(fit: Inputs, label: ProbeLabel, what: string): { probe: Probe; crossFitted: Float64Array } {
+function chooseProbe(fit: Inputs, label: ProbeLabel, what: string, crossFit = true): { probe: Probe; crossFitted: Float64Array } {
   const traces = fit.traces as Indexed[];
   const layers = Array.from(new Set(traces.flatMap((t) => t.checks.map((c) => c.layer)))).sort((a, b) => a - b);
   const [inner, held] = splitByDocument(traces, 0.8, 1);
@@ -164,13 +169,70 @@ function chooseProbe(fit: Inputs, label: ProbeLabel, what: string): { probe: Pro
   }
   log(`${what} '${label}': l2 ${best.l2}`);
   const crossFitted = new Float64Array(fit.x.length / fit.d);
-  const FOLDS = 5;
+  const FOLDS = crossFit ? 5 : 0;
   for (let f = 0; f < FOLDS; f++) {
     const out = new Set(documentPart(traces, { part: f, parts: FOLDS, seed: 1 }));
     const scores = probeScores(fit, fitProbe(traces.filter((t) => !out.has(t)), fit, label, best.l2, layers));
     for (const t of out) t.checks.forEach((_, j) => (crossFitted[fit.first[t.index] + j] = scores[fit.first[t.index] + j]));
   }
   return { probe: fitProbe(traces, fit, label, best.l2, layers), crossFitted };
+}
+
+/** The L2 penalties tried for the MLP probe (standardised inputs, objective per row). */
+const MLP_L2_GRID = [1e-5, 1e-4, 1e-3];
+
+/**
+ * The MLP probe (lib/exit/mlp.ts) with `hidden` units: trained on 4/5 of the FIT stories, early-stopped on the
+ * other fifth, for each penalty of MLP_L2_GRID; the one with the lowest held-out log-loss is kept.
+ */
+function chooseMlp(fit: Inputs, label: ProbeLabel, hidden: number, l2Grid: number[], what: string): MlpWeights {
+  const traces = fit.traces as Indexed[];
+  const nLayer = traces[0].nLayer;
+  const layers = Array.from(new Set(traces.flatMap((t) => t.checks.map((c) => c.layer)))).sort((a, b) => a - b);
+  const [inner, held] = splitByDocument(traces, 0.8, 1);
+  const [a, h] = [probeRows(inner, fit, label, layers), probeRows(held, fit, label, layers)];
+  let best: { model: MlpWeights; loss: number } | undefined;
+  for (const l2 of l2Grid) {
+    const started = Date.now();
+    const m = fitMlp(a, h, fit.d, nLayer, { hidden, l2, seed: 1 });
+    log(`${what} '${label}' MLP ${hidden} l2 ${l2}: held-out (fit stories) log-loss ${m.heldOutLoss.toFixed(4)}, epoch ${m.bestEpoch} of ${m.epochs}, ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    if (!best || m.heldOutLoss < best.loss) best = { model: m, loss: m.heldOutLoss };
+  }
+  return best!.model;
+}
+
+/** The MLP probe's score at every check of `h`. */
+function mlpScores(h: Inputs, m: MlpWeights): Float64Array {
+  const out = new Float64Array(h.x.length / h.d);
+  const flat = flattenMlp(m);
+  h.traces.forEach((t, i) =>
+    t.checks.forEach((c, j) => {
+      const k = h.first[i] + j;
+      out[k] = mlpScore(flat, c.layer, h.x.subarray(k * h.d, (k + 1) * h.d));
+    }),
+  );
+  return out;
+}
+
+/**
+ * The traces of `h` whose examples `sample(all, limit, 1)` draws, where `h` holds those of `sample(all, big, 1)`
+ * (loadExamples' --limit draw): the draw is a partial Fisher–Yates shuffle, so the first `limit` picks of the
+ * `big` draw are the `limit` draw — nested subsets, the smaller fit sets are parts of the larger.
+ */
+function nestedSubset(h: HiddenTraces, total: number, big: number, limit: number): HiddenTraces {
+  if (limit >= big) return h;
+  const keys = Array.from({ length: total }, (_, i) => i);
+  const at = new Map(sample(keys, big, 1).map((k, i) => [k, i]));
+  const keep = sample(keys, limit, 1).map((k) => at.get(k)!);
+  const traces = keep.map((i) => h.traces[i]);
+  const first = new Int32Array(traces.length);
+  let n = 0;
+  traces.forEach((t, i) => ((first[i] = n), (n += t.checks.length)));
+  const hidden = new Float32Array(n * h.nEmbd);
+  keep.forEach((i, q) => hidden.set(h.hidden.subarray(h.first[i] * h.nEmbd, (h.first[i] + h.traces[i].checks.length) * h.nEmbd), first[q] * h.nEmbd));
+  const out = { traces: traces.map((t) => ({ ...t })), hidden, nEmbd: h.nEmbd, first };
+  out.traces.forEach((t, i) => ((t as Indexed).index = i));
+  return out;
 }
 
 const toExamples = (s: Scored[]): CalibrationExample[] =>
@@ -202,12 +264,25 @@ function featureRows(t: Indexed, h: HiddenTraces, probe: Float64Array | undefine
 
 async function main(): Promise<void> {
   const program = calibrationProtocolCommand('exit_probe', { help: 'keep the traces and hidden states here, and reuse them', default: '/tmp/adainfer-exit-probe' })
+    .option('--fit-limits <list>', "the 'fit data' rows: the probe over the hidden state + p1, gap, entropy fitted on these many positions of --train (nested draws)", '')
+    .option('--mlp <list>', "the 'MLP' rows: MLP probes with these many hidden units (lib/exit/mlp.ts), fitted on the largest fit draw", '')
+    .option('--mlp-fit-limits <list>', 'fit sizes for the MLP rows (default: the largest of --fit-limit, --fit-limits)', '')
+    .option('--mlp-labels <list>', "the MLP rows' labels", 'agree,stay')
+    .option('--mlp-l2 <list>', "the MLP's L2 penalties tried (the lowest held-out log-loss on the fit stories is kept)", MLP_L2_GRID.join(','))
+    .option('--no-baseline', 'skip the rows of the first table (shipped SVM, probe as its fifth input, probe alone at --fit-limit)')
     .parse(process.argv);
   const o = program.opts();
   const window = Number(o.window);
   const target = Number(o.target);
   const seeds = Number(o.seeds);
   const maxDrop = Number(o.maxDrop) / 100;
+  const list = (v: string) => (v ? v.split(',').map(Number) : []);
+  const fitLimits = list(o.fitLimits);
+  const mlpUnits = list(o.mlp);
+  const baseLimit = Number(o.fitLimit);
+  const largest = Math.max(baseLimit, ...fitLimits);
+  const mlpFitLimits = o.mlpFitLimits ? list(o.mlpFitLimits) : [largest];
+  const collectLimit = Math.max(largest, ...mlpFitLimits);
   const machine = formatMachine(describeMachine());
   for (const line of machine) log(line);
   const lines = [
@@ -223,20 +298,25 @@ async function main(): Promise<void> {
     const ctx = model.createContext({ contextSize: window, batchSize: window, threads: 1, lensK: 16 });
     const collect = (data: string, limit?: number) => () =>
       collectHiddenTraces(ctx, loadExamples(data, model.tokenizer, { window, limit, seed: limit ? 1 : 2 }), schedule, lens);
-    const fit = cachedHiddenTraces(o.cache, `${name}-fit`, nEmbd, collect(o.train, Number(o.fitLimit)));
+    const fitAll = cachedHiddenTraces(o.cache, `${name}-fit-${collectLimit}`, nEmbd, collect(o.train, collectLimit));
     const valid = cachedHiddenTraces(o.cache, `${name}-valid`, nEmbd, collect(o.valid));
+    const trainPositions = loadExamples(o.train, model.tokenizer, { window, seed: 1 }).length;
     ctx.dispose();
     model.dispose();
-    for (const h of [fit, valid]) h.traces.forEach((t, i) => ((t as Indexed).index = i));
-    log(`${name}: fit ${fit.traces.length} positions, valid ${valid.traces.length} positions in ${new Set(valid.traces.map((t) => t.doc)).size} stories, d = ${nEmbd}`);
+    for (const h of [fitAll, valid]) h.traces.forEach((t, i) => ((t as Indexed).index = i));
+    const fitOf = (limit: number) => nestedSubset(fitAll, trainPositions, collectLimit, limit);
+    const fit = fitOf(baseLimit);
+    log(`${name}: fit ${fit.traces.length} of ${trainPositions} positions, valid ${valid.traces.length} positions in ${new Set(valid.traces.map((t) => t.doc)).size} stories, d = ${nEmbd}`);
     // Probes over the hidden state ('hidden'), and over the hidden state and the lens statistics at once ('both').
     type Scores = { fit: Float64Array; crossFitted: Float64Array; valid: Float64Array };
     const probes = new Map<string, Scores>();
-    const inputs: [string, boolean, boolean, ProbeLabel[]][] = [
-      ['hidden', true, false, ['stay', 'agree']],
-      ['both', true, true, ['stay', 'agree']],
-      ['lens', false, true, ['agree']],
-    ];
+    const inputs: [string, boolean, boolean, ProbeLabel[]][] = o.baseline
+      ? [
+          ['hidden', true, false, ['stay', 'agree']],
+          ['both', true, true, ['stay', 'agree']],
+          ['lens', false, true, ['agree']],
+        ]
+      : [];
     for (const [key, hidden, lensStatistics, labels] of inputs) {
       const [inFit, inValid] = [probeInputs(fit, hidden, lensStatistics), probeInputs(valid, hidden, lensStatistics)];
       for (const label of labels) {
@@ -245,23 +325,58 @@ async function main(): Promise<void> {
         probes.set(`${key} ${label}`, { fit: probeScores(inFit, probe), crossFitted, valid: probeScores(inValid, probe) });
       }
     }
+    // The new rows: the probe as the score, with more fit data, as an MLP; each also with per-layer thresholds
+    // whose shape comes from the fit data ('shaped': one calibrated level).
+    type Extra = { what: string; fit: HiddenTraces; fitScores: Float64Array; valid: Float64Array };
+    const extras: Extra[] = [];
+    const inValidBoth = probeInputs(valid, true, true);
+    for (const limit of fitLimits) {
+      const f = fitOf(limit);
+      const inFit = probeInputs(f, true, true);
+      const started = Date.now();
+      const { probe } = chooseProbe(inFit, 'agree', `${name} probe over both, fit ${limit}`, false);
+      log(`${name} linear probe, fit ${limit}: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+      extras.push({ what: `probe alone: hidden state + p1, gap, entropy ('agree' label), fit on ${limit} positions`, fit: f, fitScores: probeScores(inFit, probe), valid: probeScores(inValidBoth, probe) });
+    }
+    for (const limit of mlpFitLimits.filter(() => mlpUnits.length > 0)) {
+      const f = fitOf(limit);
+      const inFit = probeInputs(f, true, true);
+      for (const units of mlpUnits)
+        for (const label of (o.mlpLabels as string).split(',') as ProbeLabel[]) {
+          const m = chooseMlp(inFit, label, units, list(o.mlpL2), `${name} fit ${limit}`);
+          extras.push({ what: `MLP probe (${units} tanh units): hidden state + p1, gap, entropy ('${label}' label), fit on ${limit} positions`, fit: f, fitScores: mlpScores(inFit, m), valid: mlpScores(inValidBoth, m) });
+        }
+    }
 
     type Row = { agreement: number; pruning: number; drop: number };
     const results = new Map<string, Row[]>();
     const add = (key: string, r: Row) => (results.has(key) ? results.get(key)!.push(r) : results.set(key, [r]));
+    // Per-layer shapes from the fit data (train.ts 'shaped': the per-layer thresholds meeting the target there).
+    const shapes = extras.map((e) => {
+      const scored = (e.fit.traces as Indexed[]).map((t) => ({
+        nLayer: t.nLayer,
+        doc: t.doc,
+        final: t.final,
+        gold: t.gold,
+        checks: t.checks.map((c, j) => ({ layer: c.layer, score: e.fitScores[e.fit.first[t.index] + j], top1: c.top1 })),
+      }));
+      return calibrateLayerThresholds(toExamples(scored), target).thresholds;
+    });
     for (let s = 1; s <= seeds; s++) {
       const cal = documentPart(valid.traces as Indexed[], { part: 0, parts: 2, seed: s });
       const evaluation = documentPart(valid.traces as Indexed[], { part: 1, parts: 2, seed: s });
-      const rules: { score: string; of: (t: Indexed) => number[] }[] = [];
+      const rules: { score: string; of: (t: Indexed) => number[]; shape?: number[] }[] = [];
       // The shipped classifier (linear SVM over p1, gap, entropy, layer), and the same with the probe's logit
       // appended — trained on the probe's in-sample or cross-fitted scores of the fit data.
-      const svmRules: [string | undefined, boolean][] = [
-        [undefined, false],
-        ['stay', false],
-        ['agree', false],
-        ['stay', true],
-        ['agree', true],
-      ];
+      const svmRules: [string | undefined, boolean][] = o.baseline
+        ? [
+            [undefined, false],
+            ['stay', false],
+            ['agree', false],
+            ['stay', true],
+            ['agree', true],
+          ]
+        : [];
       for (const [label, crossFitted] of svmRules) {
         const probe = label ? probes.get(`hidden ${label}`)! : undefined;
         const X: number[][] = [];
@@ -279,16 +394,20 @@ async function main(): Promise<void> {
           of: (t) => featureRows(t, valid, probe?.valid).map((r) => svm.score(r)),
         });
       }
-      for (const [key, what] of [
-        ['hidden stay', "probe alone: hidden state ('stay' label)"],
-        ['hidden agree', "probe alone: hidden state ('agree' label)"],
-        ['both stay', "probe alone: hidden state + p1, gap, entropy ('stay' label)"],
-        ['both agree', "probe alone: hidden state + p1, gap, entropy ('agree' label)"],
-        ['lens agree', "control, no hidden state: per-layer logistic regression over p1, gap, entropy ('agree' label)"],
-      ]) {
+      const alone: [string, string][] = o.baseline
+        ? [
+            ['hidden stay', "probe alone: hidden state ('stay' label)"],
+            ['hidden agree', "probe alone: hidden state ('agree' label)"],
+            ['both stay', "probe alone: hidden state + p1, gap, entropy ('stay' label)"],
+            ['both agree', "probe alone: hidden state + p1, gap, entropy ('agree' label)"],
+            ['lens agree', "control, no hidden state: per-layer logistic regression over p1, gap, entropy ('agree' label)"],
+          ]
+        : [];
+      for (const [key, what] of alone) {
         const p = probes.get(key)!;
         rules.push({ score: what, of: (t) => t.checks.map((_, j) => p.valid[valid.first[t.index] + j]) });
       }
+      extras.forEach((e, q) => rules.push({ score: e.what, of: (t) => t.checks.map((_, j) => e.valid[valid.first[t.index] + j]), shape: shapes[q] }));
       for (const rule of rules) {
         const scored = (traces: Indexed[]): Scored[] =>
           traces.map((t) => {
@@ -296,12 +415,19 @@ async function main(): Promise<void> {
             return { nLayer: t.nLayer, doc: t.doc, final: t.final, gold: t.gold, checks: t.checks.map((c, i) => ({ layer: c.layer, score: sc[i], top1: c.top1 })) };
           });
         const [calS, evalS] = [scored(cal), scored(evaluation)];
-        const criteria: [string, number][] = [
-          [`--target ${o.target}, bound over stories`, calibrateThreshold(toExamples(calS), target, DEFAULT_CONFIDENCE, 'documents').threshold],
-          [`--max-drop ${o.maxDrop} (stories' upper bound)`, dropThreshold(calS, maxDrop)],
-        ];
-        for (const [criterion, threshold] of criteria) {
-          const h = exitOutcome(evalS, () => threshold);
+        const criteria: [string, (layer: number) => number][] = [];
+        const single = (threshold: number) => () => threshold;
+        criteria.push([`--target ${o.target}, bound over stories`, single(calibrateThreshold(toExamples(calS), target, DEFAULT_CONFIDENCE, 'documents').threshold)]);
+        if (rule.shape) {
+          // One level on the shaped scores (score − shape[layer]), as train.ts --thresholds shaped.
+          const shape = rule.shape;
+          const shaped = toExamples(calS).map((e) => ({ ...e, checks: e.checks.map((c) => ({ ...c, score: shapedScores([c.score], [c.layer], shape)[0] })) }));
+          const level = calibrateThreshold(shaped, target, DEFAULT_CONFIDENCE, 'documents').threshold;
+          criteria.push([`--target ${o.target}, per-layer shape from fit + level, bound over stories`, (layer) => (shape[layer] === Infinity || level === Infinity ? Infinity : shape[layer] + level)]);
+        }
+        criteria.push([`--max-drop ${o.maxDrop} (stories' upper bound)`, single(dropThreshold(calS, maxDrop))]);
+        for (const [criterion, at] of criteria) {
+          const h = exitOutcome(evalS, at);
           add(`${rule.score} | ${criterion}`, { agreement: h.agreement, pruning: h.pruning, drop: h.drop });
           log(`${name} seed ${s} ${rule.score} | ${criterion}: held out agreement ${pct(h.agreement)} pruning ${pct(h.pruning)} drop ${(h.drop * 100).toFixed(2)}`);
         }

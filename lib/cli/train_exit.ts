@@ -4,12 +4,13 @@
  */
 import { Command, Option } from 'commander';
 import { collectTraces, oracleBound } from '../exit/collect';
-import { EXIT_FILE_FORMAT, ExitFile, saveExitFile } from '../exit/exit_file';
+import { ExitFile, exitFileFormat, saveExitFile } from '../exit/exit_file';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 import { LensOptions } from '../exit/lens';
 import { checkSchedule } from '../exit/policy';
 import { FEATURE_NAMES, FeatureName } from '../exit/classifier';
-import { ClassifierKind, DEFAULT_FEATURES, LabelKind, PAPER_PRESET, trainPolicy } from '../exit/train';
+import { ClassifierKind, DEFAULT_FEATURES, DEFAULT_PROBE_FORM, LabelKind, PAPER_PRESET, trainPolicy } from '../exit/train';
+import { PROBE_FORMS, ProbeForm } from '../exit/probe';
 import { OptionError } from '../errors';
 import { DocumentPart } from '../exit/data';
 import { addExampleOptions, docPartOption, ExampleFlags, featuresOption, loadForExit } from './exit_common';
@@ -35,6 +36,7 @@ interface TrainFlags extends ExampleFlags {
   calibrationLimit?: number;
   preset?: 'paper';
   features?: FeatureName[];
+  probe: ProbeForm;
   thresholds: 'single' | 'shaped' | 'per-layer';
   bound?: 'documents' | 'positions';
   maxDrop?: number;
@@ -85,6 +87,11 @@ export function registerTrainExit(program: Command): void {
       ).choices(['documents', 'positions']),
     )
     .option('--features <a,b,c>', `classifier features (${FEATURE_NAMES.join(', ')}; default ${DEFAULT_FEATURES.join(',')})`, featuresOption)
+    .addOption(
+      new Option('--probe <form>', "with the 'probe' feature: the hidden-state probe's form, a per-layer logistic regression (linear) or a small MLP shared by the layers (mlp; exit file format adainfer.exit/2)")
+        .choices([...PROBE_FORMS])
+        .default(DEFAULT_PROBE_FORM),
+    )
     .option('-o, --out <file>', 'exit file to write (required)')
     .addOption(hiddenAlias('--output <file>'))
     .option('--json', 'print the summary as JSON')
@@ -126,6 +133,7 @@ export function registerTrainExit(program: Command): void {
           feature: flags.feature,
           calibrationTraces,
           features: flags.features,
+          probe: flags.probe,
           decision: flags.preset === 'paper' ? PAPER_PRESET.decision : 'calibrated',
           thresholds: flags.thresholds,
           bound: flags.bound,
@@ -133,8 +141,9 @@ export function registerTrainExit(program: Command): void {
         });
         const nLayer = model.config.nLayer;
         const oracle = schedule.minLayer === 1 && schedule.checkEvery === 1 && lens.mode === 'faithful' ? oracleBound(traces) : undefined;
+        const classifier = trained.classifier?.toJSON();
         const file: ExitFile = {
-          format: EXIT_FILE_FORMAT,
+          format: exitFileFormat(classifier),
           model: { fingerprint: model.fingerprint, name: model.config.name, nLayer },
           policy: {
             kind: trained.kind,
@@ -143,7 +152,7 @@ export function registerTrainExit(program: Command): void {
             threshold: trained.threshold,
             layerThresholds: trained.layerThresholds,
             feature: trained.feature,
-            classifier: trained.classifier?.toJSON(),
+            classifier,
             features: trained.features,
           },
           training: {

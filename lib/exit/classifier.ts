@@ -13,7 +13,7 @@
  */
 import { AdaInferError, OptionError } from '../errors';
 import { describeValue } from '../schema/validate';
-import type { HiddenStateProbe, SerializedProbe } from './probe';
+import type { ExitProbe, SerializedProbe } from './probe';
 
 export { describeValue };
 
@@ -101,7 +101,7 @@ export interface ExitClassifier {
    */
   readonly signThreshold?: number;
   /** With the 'probe' feature: the hidden-state probe that computes it (probe.ts withProbe). */
-  readonly probe?: HiddenStateProbe;
+  readonly probe?: ExitProbe;
 }
 
 /**

@@ -12,10 +12,19 @@ import { LensOptions } from './lens';
 import { loadClassifier } from './load_classifier';
 import { classifierPolicy, ExitPolicy, ExitSchedule, thresholdPolicy } from './policy';
 
+/** The format of files that need nothing /2 added. */
 export const EXIT_FILE_FORMAT = 'adainfer.exit/1';
+/** /1 plus the MLP form of the hidden-state probe (probe.ts), which a /1 reader cannot run. */
+export const EXIT_FILE_FORMAT_MLP_PROBE = 'adainfer.exit/2';
+export type ExitFileFormat = typeof EXIT_FILE_FORMAT | typeof EXIT_FILE_FORMAT_MLP_PROBE;
+
+/** The oldest format that can hold `classifier`: /2 where it carries an MLP probe, /1 otherwise. */
+export function exitFileFormat(classifier: SerializedClassifier | undefined): ExitFileFormat {
+  return classifier?.probe && 'kind' in classifier.probe ? EXIT_FILE_FORMAT_MLP_PROBE : EXIT_FILE_FORMAT;
+}
 
 export interface ExitFile {
-  format: typeof EXIT_FILE_FORMAT;
+  format: ExitFileFormat;
   model: { fingerprint: string; name: string; nLayer: number };
   policy: {
     kind: 'threshold' | 'svm' | 'svm-rbf' | 'crf';
@@ -95,8 +104,10 @@ export function loadExitFile(path: string, model?: { fingerprint: string; name: 
   if (f.policy.layerThresholds && f.policy.layerThresholds.length !== f.model.nLayer)
     fail(path, `policy.layerThresholds has ${f.policy.layerThresholds.length} entries, the model has ${f.model.nLayer} layers`);
   const probe = f.policy.classifier?.probe;
-  if (probe && probe.bias.length !== f.model.nLayer)
-    fail(path, `policy.classifier.probe has ${probe.bias.length} layers, the model has ${f.model.nLayer}`);
+  if (probe && 'kind' in probe && f.format === EXIT_FILE_FORMAT)
+    fail(path, `policy.classifier.probe is an MLP probe, which format ${EXIT_FILE_FORMAT} cannot hold (${EXIT_FILE_FORMAT_MLP_PROBE})`);
+  const probeLayers = probe && ('kind' in probe ? probe.outputBias.length : probe.bias.length);
+  if (probe && probeLayers !== f.model.nLayer) fail(path, `policy.classifier.probe has ${probeLayers} layers, the model has ${f.model.nLayer}`);
   try {
     policyFromExitFile(f); // builds the classifier: the lengths the schema cannot check
   } catch (e) {

@@ -1,5 +1,6 @@
 /**
- * The JSON Schema of exit files (adainfer.exit/1) and of the serialized classifiers inside them, as stored
+ * The JSON Schema of exit files (adainfer.exit/1 and /2: /2 is /1 plus the MLP form of the hidden-state probe, which
+ * a /1 reader cannot run, so only files holding one are /2) and of the serialized classifiers inside them, as stored
  * on disk: JSON has no Infinity, so a threshold that never fires is the string "Infinity". Published as
  * docs/schemas/exit-file.schema.json (`npm run schemas` writes it; a test checks it is current). What a schema
  * cannot say — array lengths that must equal the number of features, the file's model being the one loaded —
@@ -13,12 +14,15 @@ const positiveVector = { type: 'array', items: { type: 'number', exclusiveMinimu
 const pair = { type: 'array', items: finite, minItems: 2, maxItems: 2 } as const;
 
 /**
- * The hidden-state probe of a classifier with the 'probe' feature (probe.ts): per layer, weights on the hidden state
- * scaled to unit RMS followed by p1, gap, entropy, and a bias. Lengths (nLayer rows of nEmbd + 3) are checked on load.
+ * The hidden-state probe of a classifier with the 'probe' feature (probe.ts), one of two forms. Linear: per layer,
+ * weights on the hidden state scaled to unit RMS followed by p1, gap, entropy, and a bias; lengths (nLayer rows of
+ * nEmbd + 3) are checked on load. MLP (format adainfer.exit/2): one hidden layer of tanh units shared by the layers,
+ * hiddenWeights [hidden][nEmbd + 3], hiddenBias [nLayer][hidden], outputWeights [hidden], outputBias [nLayer];
+ * lengths checked on load.
  */
-const PROBE_SCHEMA = {
+const LINEAR_PROBE_SCHEMA = {
   type: 'object',
-  title: 'probe',
+  title: 'linear probe',
   required: ['nEmbd', 'weights', 'bias'],
   additionalProperties: false,
   properties: {
@@ -26,6 +30,30 @@ const PROBE_SCHEMA = {
     weights: { type: 'array', items: vector, minItems: 1 },
     bias: vector,
   },
+} as const;
+
+const MLP_PROBE_SCHEMA = {
+  type: 'object',
+  title: 'MLP probe',
+  required: ['kind', 'nEmbd', 'hiddenWeights', 'hiddenBias', 'outputWeights', 'outputBias'],
+  additionalProperties: false,
+  properties: {
+    kind: { const: 'mlp', description: '"mlp"' },
+    nEmbd: { type: 'integer', minimum: 1 },
+    hiddenWeights: { type: 'array', items: vector, minItems: 1 },
+    hiddenBias: { type: 'array', items: vector, minItems: 1 },
+    outputWeights: { type: 'array', items: finite, minItems: 1 },
+    outputBias: vector,
+  },
+} as const;
+
+/** The form is told by `kind` (the MLP's; the linear probe, older, has none), so errors name one form's fields. */
+const PROBE_SCHEMA = {
+  title: 'probe',
+  type: 'object',
+  if: { required: ['kind'] },
+  then: MLP_PROBE_SCHEMA,
+  else: LINEAR_PROBE_SCHEMA,
 } as const;
 
 /** features, mean, std (and a probe): common to every classifier. */
@@ -97,13 +125,16 @@ const DOC_PART = {
 
 export const EXIT_FILE_SCHEMA = {
   $schema: 'http://json-schema.org/draft-07/schema#',
-  $id: 'urn:adainfer:schema:exit-file:1',
-  title: 'adainfer exit file (adainfer.exit/1)',
+  $id: 'urn:adainfer:schema:exit-file:2',
+  title: 'adainfer exit file (adainfer.exit/1, adainfer.exit/2)',
   type: 'object',
   required: ['format', 'model', 'policy', 'training', 'metrics'],
   additionalProperties: false,
   properties: {
-    format: { const: 'adainfer.exit/1', description: '"adainfer.exit/1"' },
+    format: {
+      enum: ['adainfer.exit/1', 'adainfer.exit/2'],
+      description: '"adainfer.exit/1", or "adainfer.exit/2" where the classifier holds an MLP probe',
+    },
     model: {
       type: 'object',
       required: ['fingerprint', 'name', 'nLayer'],

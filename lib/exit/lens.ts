@@ -11,7 +11,7 @@
 import { AdaInferError, OptionError } from '../errors';
 import { TransformerContext } from '../model/transformer';
 import { ATTENTION_FEATURES, FeatureName, HIDDEN_FEATURES, RESIDUAL_FEATURES } from './classifier';
-import type { HiddenStateProbe } from './probe';
+import type { ExitProbe } from './probe';
 import { DEFAULT_FAST_TOP_K } from '../defaults';
 
 export type LensMode = 'faithful' | 'fast';
@@ -269,7 +269,7 @@ export class FeatureExtractor {
   /** `probe`: the hidden-state probe that computes 'probe' (ExitClassifier.probe), required when names hold it. */
   constructor(
     readonly names: readonly FeatureName[],
-    private readonly probe?: HiddenStateProbe,
+    private readonly probe?: ExitProbe,
   ) {
     if (names.includes('probe') && !probe) throw new OptionError('features', "the 'probe' feature needs its hidden-state probe (fitted with the classifier)");
     this.out = new Float64Array(names.length);

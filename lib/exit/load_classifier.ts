@@ -8,7 +8,7 @@ import { ExitClassifier, jsonError, SerializedClassifier } from './classifier';
 import { crfFromJSON } from './crf';
 import { STANDALONE_CLASSIFIER_SCHEMA } from './exit_file_schema';
 import { compileSchema, schemaErrors, Validator } from '../schema/validate';
-import { HiddenStateProbe, withProbe } from './probe';
+import { probeFromJSON, withProbe } from './probe';
 import { svmFromJSON } from './svm';
 
 let validator: Validator | undefined;
@@ -27,5 +27,5 @@ export function loadClassifier(json: unknown, root = 'classifier'): ExitClassifi
   if (c.features.includes('probe') !== (probe !== undefined))
     throw jsonError(`${root}: ${probe ? "has a probe but no 'probe' feature" : "has the 'probe' feature but no probe"}`);
   const classifier = plain.kind === 'crf' ? crfFromJSON(plain, root) : svmFromJSON(plain, root);
-  return probe ? withProbe(classifier, HiddenStateProbe.fromJSON(probe, `${root}.probe`)) : classifier;
+  return probe ? withProbe(classifier, probeFromJSON(probe, `${root}.probe`)) : classifier;
 }

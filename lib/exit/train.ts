@@ -27,7 +27,7 @@ import { trainCrf } from './crf';
 import { clopperPearsonLower, DEFAULT_CONFIDENCE } from './bounds';
 import { splitByDocument } from './data';
 import { FeatureExtractor, LensOptions } from './lens';
-import { HiddenStateProbe, trainHiddenStateProbe, withProbe } from './probe';
+import { ExitProbe, ProbeForm, trainHiddenStateProbe, withProbe } from './probe';
 import { ExitSchedule } from './policy';
 import { trainSvm } from './svm';
 
@@ -37,6 +37,9 @@ export type LabelKind = 'final' | 'gold';
 /** The paper's two features, plus the ones that are free in the same pass. */
 export const DEFAULT_FEATURES: FeatureName[] = ['p1', 'gap', 'entropy', 'layer'];
 
+/** The 'probe' feature's form unless told: measured in bench/exit_probe.ts (docs/exit_evidence.md). */
+export const DEFAULT_PROBE_FORM: ProbeForm = 'mlp';
+
 export interface TrainOptions {
   classifier: ClassifierKind;
   label: LabelKind;
@@ -45,6 +48,8 @@ export interface TrainOptions {
   /** threshold classifier: the feature compared with the threshold. */
   feature?: 'p1' | 'gap';
   features?: FeatureName[];
+  /** With the 'probe' feature: the probe's form (probe.ts; default DEFAULT_PROBE_FORM). */
+  probe?: ProbeForm;
   /** Share of the documents whose traces fit (the rest calibrate); ignored with `calibrationTraces`. */
   fitFraction?: number;
   /** Calibrate on these traces (of other documents) and fit on all of `traces`. */
@@ -113,7 +118,7 @@ export interface TrainedPolicy {
 }
 
 /** Scores of every check of a trace, in order (the classifier's state runs across the layers). */
-export function scoreTrace(t: Trace, score: (x: Float64Array) => number, begin: () => void, features: FeatureName[], probe?: HiddenStateProbe): number[] {
+export function scoreTrace(t: Trace, score: (x: Float64Array) => number, begin: () => void, features: FeatureName[], probe?: ExitProbe): number[] {
   begin();
   const x = new FeatureExtractor(features, probe);
   x.begin();
@@ -132,7 +137,7 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
   const features = o.features ?? DEFAULT_FEATURES;
 
   let classifier: ExitClassifier | undefined;
-  let probe: HiddenStateProbe | undefined;
+  let probe: ExitProbe | undefined;
   let score: (x: Float64Array) => number;
   let scoreFeatures: FeatureName[];
   let positives = 0;
@@ -149,7 +154,7 @@ export function trainPolicy(traces: Trace[], schedule: ExitSchedule, lens: LensO
     const y: (0 | 1)[] = [];
     const sequences: { x: number[][]; y: (0 | 1)[] }[] = [];
     // The hidden-state probe is fitted on the fit part, with the classifier's label, before the classifier that reads it.
-    if (features.includes('probe')) probe = trainHiddenStateProbe(fit, target, o.seed);
+    if (features.includes('probe')) probe = trainHiddenStateProbe(fit, target, o.seed, o.probe ?? DEFAULT_PROBE_FORM);
     const extractor = new FeatureExtractor(features, probe);
     for (const t of fit) {
       const seq = { x: [] as number[][], y: [] as (0 | 1)[] };

@@ -128,5 +128,7 @@ export function formatError(e: ErrorObject, style: MessageStyle): string {
 /** Every schema problem of `value`, as sentences naming the fields (empty when valid). */
 export function schemaErrors(validate: Validator, value: unknown, style: MessageStyle): string[] {
   if (validate(value)) return [];
-  return (validate.errors ?? []).map((e) => formatError(e, style));
+  // An if/then/else failure ("must match 'then' schema") always comes with the failing branch's own errors,
+  // which name the field: the summary adds nothing.
+  return (validate.errors ?? []).filter((e) => e.keyword !== 'if').map((e) => formatError(e, style));
 }

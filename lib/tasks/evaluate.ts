@@ -14,7 +14,7 @@ import { Sequence } from '../engine/sequence';
 import { simulateExit, thresholdSweep, CalibrationExample } from '../exit/calibrate';
 import { FeatureName } from '../exit/classifier';
 import { collectTraces, Trace } from '../exit/collect';
-import type { HiddenStateProbe } from '../exit/probe';
+import type { ExitProbe } from '../exit/probe';
 import { classifierMicrosPerCheck, runAlternating } from '../exit/evaluate';
 import { LensOptions } from '../exit/lens';
 import { ExitDecider } from '../exit/decider';
@@ -55,7 +55,7 @@ export function collectTaskTraces(
 export interface Scorer {
   features: FeatureName[];
   /** With the 'probe' feature: the classifier's hidden-state probe. */
-  probe?: HiddenStateProbe;
+  probe?: ExitProbe;
   score(x: Float64Array): number;
   begin(): void;
 }

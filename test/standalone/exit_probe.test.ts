@@ -9,11 +9,11 @@ import { seededRandom } from '../../lib/exit/classifier';
 import { Trace, collectTraces } from '../../lib/exit/collect';
 import { Example } from '../../lib/exit/data';
 import { ExitDecider } from '../../lib/exit/decider';
-import { EXIT_FILE_FORMAT, ExitFile, loadExitFile, policyFromExitFile, saveExitFile } from '../../lib/exit/exit_file';
+import { EXIT_FILE_FORMAT, EXIT_FILE_FORMAT_MLP_PROBE, ExitFile, exitFileFormat, loadExitFile, policyFromExitFile, saveExitFile } from '../../lib/exit/exit_file';
 import { FeatureExtractor, LensReading } from '../../lib/exit/lens';
 import { loadClassifier } from '../../lib/exit/load_classifier';
 import { classifierPolicy, ExitPolicy, observingPolicy } from '../../lib/exit/policy';
-import { HiddenStateProbe } from '../../lib/exit/probe';
+import { HiddenStateProbe, MlpHiddenStateProbe, PROBE_FORMS } from '../../lib/exit/probe';
 import { trainPolicy } from '../../lib/exit/train';
 import { TransformerContext, TransformerModel } from '../../lib/model/transformer';
 import { BUNDLED_MODEL, tmpDir } from '../helpers';
@@ -39,6 +39,17 @@ function randomProbe(nLayer: number, nEmbd: number, seed: number): HiddenStatePr
   const r = seededRandom(seed);
   const weights = Array.from({ length: nLayer }, () => Array.from({ length: nEmbd + 3 }, () => r() * 2 - 1));
   return new HiddenStateProbe(nEmbd, weights, Array.from({ length: nLayer }, () => r() - 0.5));
+}
+
+function randomMlpProbe(nLayer: number, nEmbd: number, hidden: number, seed: number): MlpHiddenStateProbe {
+  const r = seededRandom(seed);
+  const row = (n: number, scale: number) => Array.from({ length: n }, () => (r() * 2 - 1) * scale);
+  return new MlpHiddenStateProbe(nEmbd, {
+    w1: Array.from({ length: hidden }, () => row(nEmbd + 3, 0.3)),
+    b1: Array.from({ length: nLayer }, () => row(hidden, 0.5)),
+    w2: row(hidden, 1),
+    b2: row(nLayer, 0.5),
+  });
 }
 
 describe('the hidden-state probe on the bundled model', () => {
@@ -109,13 +120,16 @@ describe('the hidden-state probe on the bundled model', () => {
     const fit = collectTraces(ctx, examplesOf(model, STORIES.slice(0, 4), [0, 1, 2, 3]), schedule, lens, undefined, undefined, [...features]);
     const calibration = collectTraces(ctx, examplesOf(model, STORIES.slice(4), [4, 5]), schedule, lens, undefined, undefined, [...features]);
     expect(fit[0].checks[0].hidden).toHaveLength(model.config.nEmbd);
+    for (const form of PROBE_FORMS)
     for (const variant of [[...features], ['probe']] as const) {
-      const t = trainPolicy(fit, schedule, lens, { classifier: 'svm', label: 'final', target: 0.7, seed: 1, features: [...variant], calibrationTraces: calibration, bound: 'positions' });
+      const t = trainPolicy(fit, schedule, lens, { classifier: 'svm', label: 'final', target: 0.7, seed: 1, features: [...variant], probe: form, calibrationTraces: calibration, bound: 'positions' });
       const c = t.classifier!;
       expect(c.probe).toBeDefined();
-      expect(c.toJSON().probe!.weights).toHaveLength(nLayer);
+      expect(c.probe!.form).toBe(form);
+      const json = c.toJSON().probe!;
+      expect('kind' in json ? json.outputBias : json.weights).toHaveLength(nLayer);
       const file: ExitFile = {
-        format: EXIT_FILE_FORMAT,
+        format: exitFileFormat(c.toJSON()),
         model: { fingerprint: model.fingerprint, name: model.config.name, nLayer },
         policy: { kind: 'svm', schedule, lens, threshold: t.threshold, classifier: c.toJSON(), features: t.features },
         training: { label: 'final', data: 'test', examples: fit.length, window: 64, target: 0.7, seed: 1, createdAt: 'test' },
@@ -124,6 +138,7 @@ describe('the hidden-state probe on the bundled model', () => {
       const p = path.join(tmpDir('adainfer-probe-'), 'probe.exit.json');
       saveExitFile(p, file);
       const loaded = loadExitFile(p, { fingerprint: model.fingerprint, name: model.config.name, nLayer });
+      expect(loaded.format).toBe(form === 'mlp' ? EXIT_FILE_FORMAT_MLP_PROBE : EXIT_FILE_FORMAT);
       expect(loaded.policy.classifier!.probe).toEqual(c.toJSON().probe);
       const decisions = (policy: ExitPolicy) => {
         const decider = new ExitDecider(ctx, policy);
@@ -173,5 +188,96 @@ describe('the hidden-state probe on the bundled model', () => {
     expect(() =>
       trainPolicy([0, 1, 2, 3].map((doc) => ({ ...traces[0], doc })), { minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, { classifier: 'svm', label: 'final', target: 0.9, seed: 1, features: ['p1', 'probe'] }),
     ).toThrow(expect.objectContaining({ code: 'DATA_FILE' }));
+  });
+  test('the MLP probe of a live read equals a float64 computation from the hidden state read independently', () => {
+    const { nLayer, nEmbd } = model.config;
+    const probe = randomMlpProbe(nLayer, nEmbd, 16, 5);
+    const raw = probe.toJSON();
+    const tokens = model.tokenizer.encode(STORIES[3]).slice(0, 24);
+    const n = tokens.length;
+    const reference: Float32Array[] = [];
+    tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
+    ctx.forward(n, 0, (_layer, rows) => {
+      const h = new Float32Array(nEmbd);
+      ctx.native.readHidden(rows - 1, 1, h);
+      reference.push(h);
+      return false;
+    });
+    const extractor = new FeatureExtractor(['probe'], probe);
+    const live: { layer: number; reading: LensReading; probe: number }[] = [];
+    const decider = new ExitDecider(
+      ctx,
+      observingPolicy({ minLayer: 1, checkEvery: 1 }, { mode: 'faithful' }, (layer, r) => live.push({ layer, reading: { ...r }, probe: extractor.next(r, layer, nLayer)[0] }), ['probe']),
+    );
+    tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
+    decider.forward(n, 0);
+    expect(live).toHaveLength(nLayer - 1);
+    const scores = new Set<number>();
+    live.forEach((c, i) => {
+      const h = reference[i];
+      let ss = 0;
+      for (let j = 0; j < nEmbd; j++) ss += h[j] * h[j];
+      const rms = Math.sqrt(ss / nEmbd);
+      const x = [...Array.from(h, (v) => v / rms), c.reading.p1, c.reading.gap, c.reading.entropy];
+      let expected = raw.outputBias[c.layer];
+      raw.hiddenWeights.forEach((w, u) => {
+        let a = raw.hiddenBias[c.layer][u];
+        w.forEach((wj, j) => (a += wj * x[j]));
+        expected += raw.outputWeights[u] * Math.tanh(a);
+      });
+      expect(Math.abs(c.probe - expected)).toBeLessThan(1e-9 * (1 + Math.abs(expected)));
+      scores.add(c.probe);
+    });
+    expect(scores.size).toBe(nLayer - 1);
+  });
+
+  test('training the MLP probe is deterministic with the seed', () => {
+    const schedule = { minLayer: 1, checkEvery: 1 };
+    const lens = { mode: 'faithful' as const };
+    const fit = collectTraces(ctx, examplesOf(model, STORIES.slice(0, 4), [0, 1, 2, 3]), schedule, lens, undefined, undefined, ['probe']);
+    const calibration = collectTraces(ctx, examplesOf(model, STORIES.slice(4), [4, 5]), schedule, lens, undefined, undefined, ['probe']);
+    const train = (seed: number) =>
+      trainPolicy(fit, schedule, lens, { classifier: 'svm', label: 'final', target: 0.7, seed, features: ['probe'], probe: 'mlp', calibrationTraces: calibration, bound: 'positions' });
+    const a = train(1);
+    expect(train(1).classifier!.toJSON()).toEqual(a.classifier!.toJSON());
+    expect(train(2).classifier!.toJSON().probe).not.toEqual(a.classifier!.toJSON().probe);
+  });
+
+  test('refused: an MLP probe of the wrong shape, for another layer count, or in a format adainfer.exit/1 file', () => {
+    const nLayer = model.config.nLayer;
+    const nEmbd = model.config.nEmbd;
+    const probe = randomMlpProbe(nLayer, nEmbd, 4, 3).toJSON();
+    const classifier = { kind: 'svm', features: ['probe'], mean: [0], std: [1], weights: [1], bias: 0, probe };
+    expect(loadClassifier(structuredClone(classifier)).probe!.form).toBe('mlp');
+    const bad = (change: (c: typeof classifier) => void, message: string) => {
+      const c = structuredClone(classifier);
+      change(c);
+      expect(() => loadClassifier(c)).toThrow(expect.objectContaining({ code: 'INVALID_OPTION', message: expect.stringContaining(message) }));
+    };
+    bad((c) => c.probe.hiddenWeights[1].pop(), 'classifier.probe.hiddenWeights[1]');
+    bad((c) => c.probe.hiddenWeights.pop(), 'classifier.probe.hiddenWeights has 3 rows');
+    bad((c) => c.probe.hiddenBias[2].pop(), 'classifier.probe.hiddenBias[2]');
+    bad((c) => c.probe.outputBias.pop(), 'classifier.probe.hiddenBias has');
+    bad((c) => ((c.probe as { weights?: unknown }).weights = [[1]]), 'classifier.probe');
+    const dir = tmpDir('adainfer-probe-mlp-bad-');
+    const file = (format: string, p: unknown) => ({
+      format,
+      model: { fingerprint: model.fingerprint, name: model.config.name, nLayer },
+      policy: { kind: 'svm', schedule: { minLayer: 1, checkEvery: 1 }, lens: { mode: 'faithful' }, threshold: 0, classifier: { ...classifier, probe: p }, features: ['probe'] },
+      training: { label: 'final', data: 'test', examples: 1, window: 64, target: 0.9, seed: 1, createdAt: 'test' },
+      metrics: {},
+    });
+    const refused = (name: string, f: unknown, message: string) => {
+      fs.writeFileSync(path.join(dir, name), JSON.stringify(f));
+      expect(() => loadExitFile(path.join(dir, name))).toThrow(expect.objectContaining({ code: 'EXIT_FILE', message: expect.stringContaining(message) }));
+    };
+    fs.writeFileSync(path.join(dir, 'good.json'), JSON.stringify(file(EXIT_FILE_FORMAT_MLP_PROBE, probe)));
+    expect(loadExitFile(path.join(dir, 'good.json')).format).toBe(EXIT_FILE_FORMAT_MLP_PROBE);
+    refused('v1.json', file(EXIT_FILE_FORMAT, probe), 'cannot hold');
+    refused('layers.json', file(EXIT_FILE_FORMAT_MLP_PROBE, randomMlpProbe(nLayer - 1, nEmbd, 4, 3).toJSON()), 'probe has 9 layers');
+    const narrow = randomMlpProbe(nLayer, nEmbd, 4, 3).toJSON();
+    narrow.hiddenWeights[0].pop();
+    refused('width.json', file(EXIT_FILE_FORMAT_MLP_PROBE, narrow), 'hiddenWeights[0]');
+    refused('format.json', file('adainfer.exit/3', probe), 'format');
   });
 });

@@ -103,7 +103,7 @@ describe('exit files: schema and types agree', () => {
     ['a threshold that is text', (f) => (f.policy.threshold = 'high'), /policy\.threshold must be a number, or "Infinity" \/ "-Infinity"/],
     ['a classifier policy without its classifier', (f) => delete f.policy.classifier, /policy\.classifier is missing/],
     ['a classifier of another kind', (f) => (f.policy.kind = 'crf'), /policy\.classifier\.kind is "svm" but policy\.kind is "crf"/],
-    ['another format', (f) => (f.format = 'adainfer.exit/2'), /format must be "adainfer\.exit\/1", got "adainfer\.exit\/2"/],
+    ['another format', (f) => (f.format = 'adainfer.exit/3'), /format must be "adainfer\.exit\/1", or "adainfer\.exit\/2" where the classifier holds an MLP probe, got "adainfer\.exit\/3"/],
   ])('%s is an EXIT_FILE error naming the field', (name, edit, message) => {
     const copy = JSON.parse(JSON.stringify(svm));
     edit(copy);
