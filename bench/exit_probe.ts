@@ -205,10 +205,11 @@ function chooseMlp(fit: Inputs, label: ProbeLabel, hidden: number, l2Grid: numbe
 function mlpScores(h: Inputs, m: MlpWeights): Float64Array {
   const out = new Float64Array(h.x.length / h.d);
   const flat = flattenMlp(m);
+  const pre = new Float64Array(flat.hidden);
   h.traces.forEach((t, i) =>
     t.checks.forEach((c, j) => {
       const k = h.first[i] + j;
-      out[k] = mlpScore(flat, c.layer, h.x.subarray(k * h.d, (k + 1) * h.d));
+      out[k] = mlpScore(flat, c.layer, h.x.subarray(k * h.d, (k + 1) * h.d), pre);
     }),
   );
   return out;

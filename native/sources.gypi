@@ -39,7 +39,8 @@
       "native/addon/addon.cpp",
       "native/addon/js_model.cpp",
       "native/addon/js_context.cpp",
-      "native/addon/js_quant.cpp"
+      "native/addon/js_quant.cpp",
+      "native/addon/js_probe.cpp"
     ],
     "native_test_sources": [
       "test/native/test_main.cpp",

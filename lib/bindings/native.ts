@@ -173,6 +173,11 @@ export interface NativeAddon {
   Model: new (paths: string | string[], hparams: NativeHParams, tensors: NativeTensorSpec[], options?: NativeModelOptions) => NativeModel;
   Context: new (model: NativeModel, options: NativeContextOptions) => NativeContext;
   systemInfo(): SystemInfo;
+  /**
+   * out[r] = w[r·d .. r·d + d) · x (d = x.length, out.length rows), summed in lib/exit/mlp.ts dot4's order, so bit
+   * for bit its result: the hidden-state probe's matrix-vector product. INVALID_OPTION when the lengths disagree.
+   */
+  matvecF64(w: Float64Array, x: Float64Array, out: Float64Array): void;
 }
 
 let addon: NativeAddon | undefined;

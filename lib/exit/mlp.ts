@@ -75,16 +75,47 @@ export function flattenMlp(m: { w1: ArrayLike<number>[]; b1: ArrayLike<number>[]
   return { d, hidden, w1, b1, w2: Float64Array.from(m.w2), b2: Float64Array.from(m.b2) };
 }
 
-/** The network's score for one row (raw inputs x, length d) at `layer`: allocation-free, it runs between layers. */
-export function mlpScore(m: FlatMlp, layer: number, x: Float64Array): number {
-  const { d, hidden, w1, b1, w2 } = m;
+/**
+ * w[wo .. wo + d) · x[0 .. d) in four lanes (lane k sums the j ≡ k mod 4 below the multiple of 4 in order, the rest
+ * goes into lane 0), then (l0 + l1) + (l2 + l3). The native matvecF64 (lib/bindings/native.ts) sums in this order:
+ * the two agree bit for bit, so the probe decides the same whichever computed it.
+ */
+export function dot4(w: Float64Array, wo: number, x: Float64Array, d: number): number {
+  let l0 = 0;
+  let l1 = 0;
+  let l2 = 0;
+  let l3 = 0;
+  const d4 = d - (d % 4);
+  let j = 0;
+  for (; j < d4; j += 4) {
+    l0 += w[wo + j] * x[j];
+    l1 += w[wo + j + 1] * x[j + 1];
+    l2 += w[wo + j + 2] * x[j + 2];
+    l3 += w[wo + j + 3] * x[j + 3];
+  }
+  for (; j < d; j++) l0 += w[wo + j] * x[j];
+  return l0 + l1 + (l2 + l3);
+}
+
+/** out[r] = w[r·d ..] · x for every row (the shape of the native matvecF64). */
+export type MatvecF64 = (w: Float64Array, x: Float64Array, out: Float64Array) => void;
+
+/** The TypeScript matvec, in dot4's order. */
+export const matvecTs: MatvecF64 = (w, x, out) => {
+  for (let r = 0, wo = 0; r < out.length; r++, wo += x.length) out[r] = dot4(w, wo, x, x.length);
+};
+
+/**
+ * The network's score for one row (raw inputs x, length d) at `layer`. `pre` (hidden values) is scratch for the
+ * hidden pre-activations W1·x, computed by `matvec` (the native one at run time: it is the cost of a check) or in
+ * TypeScript; either gives the same bits. Allocation-free: it runs between layers.
+ */
+export function mlpScore(m: FlatMlp, layer: number, x: Float64Array, pre: Float64Array, matvec: MatvecF64 = matvecTs): number {
+  const { hidden, w1, b1, w2 } = m;
+  matvec(w1, x, pre);
   let s = m.b2[layer];
   const o1 = layer * hidden;
-  for (let u = 0, ow = 0; u < hidden; u++, ow += d) {
-    let v = b1[o1 + u];
-    for (let j = 0; j < d; j++) v += w1[ow + j] * x[j];
-    s += w2[u] * Math.tanh(v);
-  }
+  for (let u = 0; u < hidden; u++) s += w2[u] * Math.tanh(pre[u] + b1[o1 + u]);
   return s;
 }
 

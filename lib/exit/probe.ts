@@ -23,7 +23,8 @@ import { ExitClassifier, jsonError } from './classifier';
 import type { Trace } from './collect';
 import { splitByDocument } from './data';
 import { fitLogistic } from './logistic';
-import { fitMlp, FlatMlp, flattenMlp, MlpRows, mlpScore } from './mlp';
+import { fitMlp, FlatMlp, flattenMlp, MatvecF64, matvecTs, MlpRows, mlpScore } from './mlp';
+import { native } from '../bindings/native';
 
 /** The lens statistics appended to the hidden state, in order. */
 export const PROBE_LENS_INPUTS = ['p1', 'gap', 'entropy'] as const;
@@ -136,17 +137,33 @@ export class HiddenStateProbe implements ExitProbe {
   }
 }
 
+/**
+ * The probe's matrix-vector product: the addon's (a check on the bundled 128-wide models cost ~18 µs in
+ * TypeScript, more than a decode layer) when the loaded addon has it (an older CUDA package build may not), else
+ * TypeScript's; both sum in mlp.ts dot4's order, so the probe's decisions are the same bits either way.
+ */
+function probeMatvec(): MatvecF64 {
+  const addon = native();
+  return typeof addon.matvecF64 === 'function' ? (w, x, out) => addon.matvecF64(w, x, out) : matvecTs;
+}
+
 export class MlpHiddenStateProbe implements ExitProbe {
   readonly form = 'mlp' as const;
   private readonly m: FlatMlp;
   private readonly inputs: Float64Array;
+  private readonly pre: Float64Array;
+  private readonly matvec: MatvecF64;
 
+  /** `matvec`: the matrix-vector product to score with (default: the addon's, else TypeScript's; the same bits). */
   constructor(
     readonly nEmbd: number,
     m: { w1: ArrayLike<number>[]; b1: ArrayLike<number>[]; w2: ArrayLike<number>; b2: ArrayLike<number> },
+    matvec: MatvecF64 = probeMatvec(),
   ) {
     this.m = flattenMlp(m);
     this.inputs = new Float64Array(nEmbd + PROBE_LENS_INPUTS.length);
+    this.pre = new Float64Array(this.m.hidden);
+    this.matvec = matvec;
   }
 
   get nLayer(): number {
@@ -161,7 +178,7 @@ export class MlpHiddenStateProbe implements ExitProbe {
   score(layer: number, hidden: ArrayLike<number>, r: ProbeLensInputs): number {
     checkProbeCall(this, layer, hidden);
     probeInputs(hidden, r, this.nEmbd, this.inputs);
-    return mlpScore(this.m, layer, this.inputs);
+    return mlpScore(this.m, layer, this.inputs, this.pre, this.matvec);
   }
 
   toJSON(): SerializedMlpProbe {

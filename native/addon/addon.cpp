@@ -4,6 +4,7 @@
 
 #include "addon/js_context.h"
 #include "addon/js_model.h"
+#include "addon/js_probe.h"
 #include "addon/js_quant.h"
 #include "core/cpu_features.h"
 #include "core/kernels.h"
@@ -21,12 +22,14 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod("systemInfo", &Addon::SystemInfo),
                              InstanceMethod("quantize", &Addon::Quantize),
                              InstanceMethod("dequantize", &Addon::Dequantize),
+                             InstanceMethod("matvecF64", &Addon::MatvecF64),
                          });
   }
 
  private:
   Napi::Value Quantize(const Napi::CallbackInfo& info) { return JsQuantize(info); }
   Napi::Value Dequantize(const Napi::CallbackInfo& info) { return JsDequantize(info); }
+  Napi::Value MatvecF64(const Napi::CallbackInfo& info) { return JsMatvecF64(info); }
 
   // { cpuFeatures, physicalCores, kernels: best variant, available: [variants this CPU runs],
   //   cuda: { compiled, available, reason, devices: [{ index, name, computeCapability, totalMemory }] } }

@@ -1,10 +1,13 @@
 /**
  * The MLP form of the hidden-state probe (lib/exit/mlp.ts): it learns what a linear probe cannot, its stored
  * weights (standardisation folded in) score raw inputs as an independent float64 computation says, and the same
- * data and seed give the same weights bit for bit.
+ * data and seed give the same weights bit for bit; the addon's matrix-vector product (what a check costs at run time)
+ * gives TypeScript's bits.
  */
 import { seededRandom } from '../../lib/exit/classifier';
-import { fitMlp, MlpRows, MlpWeights } from '../../lib/exit/mlp';
+import { fitMlp, matvecTs, MlpRows, MlpWeights } from '../../lib/exit/mlp';
+import { MlpHiddenStateProbe } from '../../lib/exit/probe';
+import { native } from '../../lib/bindings/native';
 import { fitLogistic } from '../../lib/exit/logistic';
 
 /** Rows of a two-layer problem no linear function separates: label = (x0 > 0) XOR (x1 > 0), flipped on layer 1. */
@@ -83,5 +86,43 @@ describe('the MLP probe (lib/exit/mlp.ts)', () => {
 
   test('rejects an empty training set', () => {
     expect(() => fitMlp({ x: new Float64Array(0), layer: new Int32Array(0), y: new Uint8Array(0) }, held, 3, 2, options)).toThrow(/no rows/);
+  });
+});
+
+describe("the probe's matrix-vector product: the addon's matvecF64 against TypeScript's dot4 order", () => {
+  const rnd = seededRandom(7);
+  const values = (n: number) => Float64Array.from({ length: n }, () => (rnd() * 2 - 1) * 10 ** Math.floor(rnd() * 6 - 3));
+
+  test.each([1, 3, 4, 5, 128, 131])('bit for bit at d = %i (the tail past the multiple of 4 included)', (d) => {
+    const rows = 9;
+    const w = values(rows * d);
+    const x = values(d);
+    const fromAddon = new Float64Array(rows);
+    const fromTs = new Float64Array(rows);
+    native().matvecF64(w, x, fromAddon);
+    matvecTs(w, x, fromTs);
+    for (let r = 0; r < rows; r++) {
+      expect(Object.is(fromAddon[r], fromTs[r])).toBe(true);
+      // and it is the dot product (to rounding): an independent sum in long order
+      let exact = 0;
+      for (let j = 0; j < d; j++) exact += w[r * d + j] * x[j];
+      expect(fromTs[r]).toBeCloseTo(exact, 6);
+    }
+  });
+
+  test('an MLP probe scores the same bits through either; lengths that disagree are an INVALID_OPTION error', () => {
+    const nEmbd = 13;
+    const hidden = 6;
+    const m = { w1: Array.from({ length: hidden }, () => values(nEmbd + 3)), b1: [values(hidden), values(hidden)], w2: values(hidden), b2: values(2) };
+    const viaAddon = new MlpHiddenStateProbe(nEmbd, m);
+    const viaTs = new MlpHiddenStateProbe(nEmbd, m, matvecTs);
+    for (let k = 0; k < 20; k++) {
+      const h = values(nEmbd);
+      const lens = { p1: rnd(), gap: rnd() / 2, entropy: rnd() * 3 };
+      for (const layer of [0, 1]) expect(Object.is(viaAddon.score(layer, h, lens), viaTs.score(layer, h, lens))).toBe(true);
+    }
+    expect(() => native().matvecF64(new Float64Array(10), new Float64Array(3), new Float64Array(3))).toThrow(/w has 10 values, expected out.length \(3\) x x.length \(3\)/);
+    expect(() => native().matvecF64(new Float64Array(0), new Float64Array(0), new Float64Array(0))).toThrow(/matvecF64/);
+    expect(() => native().matvecF64(new Float32Array(9) as unknown as Float64Array, new Float64Array(3), new Float64Array(3))).toThrow(/Float64Array/);
   });
 });
