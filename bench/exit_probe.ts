@@ -21,7 +21,13 @@
  * regularisation is chosen on the fit data alone (a split of its stories). Decisions are replayed on full-depth
  * traces (exact counts).
  *
- *   node dist/bench/exit_probe.js [--models a,b] [--fit-limit N] [--seeds N] [--cache DIR] [--markdown]
+ * Further rows (the probe as the score, 'both' inputs): --fit-limits, the linear probe fitted on more positions
+ * (nested draws of one collection: nestedSubset); --mlp, the MLP probe (lib/exit/mlp.ts) with that many hidden
+ * units, fitted on --mlp-fit-limits positions; each also with per-layer thresholds shaped on the fit data.
+ * --no-baseline skips the first table's rows.
+ *
+ *   node dist/bench/exit_probe.js [--models a,b] [--fit-limit N] [--fit-limits a,b] [--mlp units] [--mlp-fit-limits a,b]
+ *     [--mlp-labels agree,stay] [--mlp-l2 a,b] [--no-baseline] [--seeds N] [--cache DIR] [--markdown]
  */
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
 import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, shapedScores } from '../lib/exit/calibrate';

@@ -49,9 +49,10 @@ export type FeatureName =
  *    attends, divided by log(positions) and averaged over heads (0 at one position); attn_self: the attention
  *    weight on the row's own position, averaged over heads. The attention kernels keep both beside the softmax,
  *    only when a policy asks for them (LensReader).
- *  - probe: the logit of a hidden-state probe fitted with the classifier (probe.ts): per layer, a logistic regression
- *    over the decision row's hidden state scaled to unit RMS and p1, gap, entropy; it travels with the classifier
- *    (ExitClassifier.probe, serialized as its `probe`). One read of nEmbd floats and one dot product per check.
+ *  - probe: the logit of a hidden-state probe fitted with the classifier (probe.ts) over the decision row's hidden
+ *    state scaled to unit RMS and p1, gap, entropy: a small MLP shared by the layers (default) or a per-layer
+ *    logistic regression; it travels with the classifier (ExitClassifier.probe, serialized as its `probe`). One read
+ *    of nEmbd floats per check, then a (64 × nEmbd + 3) matrix-vector product (MLP) or one dot product (linear).
  * streak, dp1 and jsd use what the earlier checks of the same token already read: no extra head cost. The
  * hidden-state and attention features need a backend that computes them (the CPU's; not CUDA's): a policy that
  * needs them elsewhere is refused (EXIT_FILE).
