@@ -15,7 +15,7 @@
  *
  *   node dist/bench/exit_calibration.js [--models a,b] [--fit-limit N] [--seeds N] [--cache DIR] [--markdown]
  */
-import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, confirmedScores, documentsLowerBound, shapedScores } from '../lib/exit/calibrate';
+import { calibrateLayerThresholds, calibrateThreshold, confirmedScores, documentsLowerBound, shapedScores } from '../lib/exit/calibrate';
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
 
 import { collectTraces, Trace } from '../lib/exit/collect';
@@ -24,32 +24,27 @@ import { DEFAULT_FEATURES, scoreTrace, trainPolicy } from '../lib/exit/train';
 import { FeatureExtractor } from '../lib/exit/lens';
 import { trainSvm } from '../lib/exit/svm';
 import { TransformerModel } from '../lib/model/transformer';
-import { cachedTraces, calibrationProtocolCommand, exitOutcome, quantileThresholdForDrop, ScoredTrace, TRACE_FEATURES } from './exit_replay';
+import {
+  boundedThresholdForDrop,
+  cachedTraces,
+  calibrationExamples,
+  calibrationProtocolCommand,
+  DocumentScoredTrace,
+  exitOutcome,
+  quantileThresholdForDrop,
+  TRACE_FEATURES,
+} from './exit_replay';
 import { describeMachine, formatMachine } from './machine';
 
-interface Scored extends ScoredTrace {
-  doc: number;
-}
-
-const toExamples = (s: Scored[]): CalibrationExample[] =>
-  s.map((t) => ({ nLayer: t.nLayer, doc: t.doc, checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final })) }));
+type Scored = DocumentScoredTrace;
 
 /**
- * The cheapest threshold whose drop on `s` is <= maxDrop: with `bounded`, its documents' upper bound (calibrate.ts
- * calibrateThresholdForDrop, what train-exit --max-drop runs); otherwise the point estimate, over 400 score
+ * The cheapest threshold whose drop on `s` is <= maxDrop: with `bounded`, its documents' upper bound (exit_replay.ts
+ * boundedThresholdForDrop, what train-exit --max-drop runs); otherwise the point estimate, over 400 score
  * quantiles (exit_replay.ts quantileThresholdForDrop).
  */
 function thresholdForDrop(s: Scored[], maxDrop: number, bounded: boolean): number {
-  if (bounded) {
-    const examples = s.map((t) => ({
-      nLayer: t.nLayer,
-      doc: t.doc,
-      fullCorrect: t.final === t.gold,
-      checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final, correct: c.top1 === t.gold })),
-    }));
-    return calibrateThresholdForDrop(examples, maxDrop, DEFAULT_CONFIDENCE).threshold;
-  }
-  return quantileThresholdForDrop(s, maxDrop);
+  return bounded ? boundedThresholdForDrop(s, maxDrop) : quantileThresholdForDrop(s, maxDrop);
 }
 
 /** Scores transformed by a per-layer shape and/or confirmation, kept as Scored (same checks). */
@@ -107,36 +102,36 @@ async function main(): Promise<void> {
       const [fitS, calS, evalS] = [score(fit), score(cal), score(evaluation)];
       const calDocs = new Set(cal.map((t) => t.doc)).size;
       // Shapes learned on the fit data (point estimate of the target there): the calibration half then sets one level.
-      const fitShape = calibrateLayerThresholds(toExamples(fitS), target).thresholds;
-      const fitShapeConfirm = calibrateLayerThresholds(toExamples(transformed(fitS, undefined, true)), target).thresholds;
+      const fitShape = calibrateLayerThresholds(calibrationExamples(fitS), target).thresholds;
+      const fitShapeConfirm = calibrateLayerThresholds(calibrationExamples(transformed(fitS, undefined, true)), target).thresholds;
       const measure = (rule: string, calT: Scored[], evalT: Scored[], at: (layer: number) => number) => {
         const h = exitOutcome(evalT, at);
         add(rule, { agreement: h.agreement, pruning: h.pruning, drop: h.drop, calN: calT.length, calDocs });
         const calO = exitOutcome(calT, at);
         log(
-          `${name} seed ${s} ${rule}: cal agreement ${pct(calO.agreement)} (documents' bound ${pct(documentsLowerBound(toExamples(calT), calO.agrees, DEFAULT_CONFIDENCE))}) ` +
+          `${name} seed ${s} ${rule}: cal agreement ${pct(calO.agreement)} (documents' bound ${pct(documentsLowerBound(calibrationExamples(calT), calO.agrees, DEFAULT_CONFIDENCE))}) ` +
             `pruning ${pct(calO.pruning)} | held out: agreement ${pct(h.agreement)} pruning ${pct(h.pruning)} drop ${(h.drop * 100).toFixed(2)}`,
         );
       };
       for (const unit of ['positions', 'documents'] as const) {
-        const single = calibrateThreshold(toExamples(calS), target, DEFAULT_CONFIDENCE, unit).threshold;
+        const single = calibrateThreshold(calibrationExamples(calS), target, DEFAULT_CONFIDENCE, unit).threshold;
         measure(`single, bound over ${unit}`, calS, evalS, () => single);
       }
-      const free = calibrateLayerThresholds(toExamples(calS), target, DEFAULT_CONFIDENCE).thresholds;
+      const free = calibrateLayerThresholds(calibrationExamples(calS), target, DEFAULT_CONFIDENCE).thresholds;
       measure('per-layer, 9 values calibrated jointly, bound over positions', calS, evalS, (l) => free[l]);
       for (const unit of ['positions', 'documents'] as const) {
         const [calT, evalT] = [transformed(calS, fitShape, false), transformed(evalS, fitShape, false)];
-        const level = calibrateThreshold(toExamples(calT), target, DEFAULT_CONFIDENCE, unit).threshold;
+        const level = calibrateThreshold(calibrationExamples(calT), target, DEFAULT_CONFIDENCE, unit).threshold;
         measure(`per-layer shape from fit + calibrated level, bound over ${unit}`, calT, evalT, () => level);
       }
       for (const unit of ['positions', 'documents'] as const) {
         const [calT, evalT] = [transformed(calS, undefined, true), transformed(evalS, undefined, true)];
-        const t = calibrateThreshold(toExamples(calT), target, DEFAULT_CONFIDENCE, unit).threshold;
+        const t = calibrateThreshold(calibrationExamples(calT), target, DEFAULT_CONFIDENCE, unit).threshold;
         measure(`confirm 2, single, bound over ${unit}`, calT, evalT, () => t);
       }
       for (const unit of ['positions', 'documents'] as const) {
         const [calT, evalT] = [transformed(calS, fitShapeConfirm, true), transformed(evalS, fitShapeConfirm, true)];
-        const level = calibrateThreshold(toExamples(calT), target, DEFAULT_CONFIDENCE, unit).threshold;
+        const level = calibrateThreshold(calibrationExamples(calT), target, DEFAULT_CONFIDENCE, unit).threshold;
         measure(`confirm 2, per-layer shape from fit + level, bound over ${unit}`, calT, evalT, () => level);
       }
       {
@@ -159,7 +154,7 @@ async function main(): Promise<void> {
             return { nLayer: t.nLayer, doc: t.doc, final: t.final, gold: t.gold, checks: t.checks.map((k, i) => ({ layer: k.layer, score: sc[i], top1: k.top1 })) };
           });
         const [calT, evalT] = [scoreStay(cal), scoreStay(evaluation)];
-        const t = calibrateThreshold(toExamples(calT), target, DEFAULT_CONFIDENCE, 'documents').threshold;
+        const t = calibrateThreshold(calibrationExamples(calT), target, DEFAULT_CONFIDENCE, 'documents').threshold;
         measure('classifier fitted on "stays final" labels, single, bound over documents', calT, evalT, () => t);
         const td = thresholdForDrop(calT, maxDrop, true);
         measure(`accuracy, "stays final" classifier: drop <= ${o.maxDrop} pt (documents' upper bound)`, calT, evalT, () => td);

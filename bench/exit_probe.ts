@@ -30,7 +30,7 @@
  *     [--mlp-labels agree,stay] [--mlp-l2 a,b] [--no-baseline] [--seeds N] [--cache DIR] [--markdown]
  */
 import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
-import { calibrateLayerThresholds, calibrateThreshold, calibrateThresholdForDrop, CalibrationExample, shapedScores } from '../lib/exit/calibrate';
+import { calibrateLayerThresholds, calibrateThreshold, shapedScores } from '../lib/exit/calibrate';
 import { FeatureName } from '../lib/exit/classifier';
 import { Trace } from '../lib/exit/collect';
 import { documentPart, loadExamples, sample, splitByDocument } from '../lib/exit/data';
@@ -38,7 +38,7 @@ import { FeatureExtractor } from '../lib/exit/lens';
 import { trainSvm } from '../lib/exit/svm';
 import { DEFAULT_FEATURES } from '../lib/exit/train';
 import { TransformerModel } from '../lib/model/transformer';
-import { calibrationProtocolCommand, exitOutcome, ScoredTrace } from './exit_replay';
+import { boundedThresholdForDrop, calibrationExamples, calibrationProtocolCommand, DocumentScoredTrace, exitOutcome } from './exit_replay';
 import { cachedHiddenTraces, collectHiddenTraces, HiddenTraces } from './exit_probe_traces';
 import { fitPerLayerLogistic, PROBE_L2_GRID, probeInputs as probeInputsOf } from '../lib/exit/probe';
 import { describeMachine, formatMachine } from './machine';
@@ -47,9 +47,7 @@ import { fitMlp, flattenMlp, MlpRows, mlpScore, MlpWeights } from '../lib/exit/m
 type ProbeLabel = 'stay' | 'agree';
 /** A trace with its index in its HiddenTraces (documentPart keeps the objects, so the index survives). */
 type Indexed = Trace & { index: number };
-interface Scored extends ScoredTrace {
-  doc: number;
-}
+type Scored = DocumentScoredTrace;
 
 const log = (s: string) => process.stderr.write(s + '\n');
 const pct = (x: number) => (x * 100).toFixed(2) + '%';
@@ -242,18 +240,6 @@ function nestedSubset(h: HiddenTraces, total: number, big: number, limit: number
   return out;
 }
 
-const toExamples = (s: Scored[]): CalibrationExample[] =>
-  s.map((t) => ({ nLayer: t.nLayer, doc: t.doc, checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final })) }));
-
-function dropThreshold(s: Scored[], maxDrop: number): number {
-  const examples = s.map((t) => ({
-    nLayer: t.nLayer,
-    doc: t.doc,
-    fullCorrect: t.final === t.gold,
-    checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final, correct: c.top1 === t.gold })),
-  }));
-  return calibrateThresholdForDrop(examples, maxDrop, DEFAULT_CONFIDENCE).threshold;
-}
 
 /**
  * The lens features of every check (DEFAULT_FEATURES), with the probe's logit appended (the feature 'probe') when
@@ -367,7 +353,7 @@ async function main(): Promise<void> {
         gold: t.gold,
         checks: t.checks.map((c, j) => ({ layer: c.layer, score: e.fitScores[e.fit.first[t.index] + j], top1: c.top1 })),
       }));
-      return calibrateLayerThresholds(toExamples(scored), target).thresholds;
+      return calibrateLayerThresholds(calibrationExamples(scored), target).thresholds;
     });
     for (let s = 1; s <= seeds; s++) {
       const cal = documentPart(valid.traces as Indexed[], { part: 0, parts: 2, seed: s });
@@ -424,15 +410,15 @@ async function main(): Promise<void> {
         const [calS, evalS] = [scored(cal), scored(evaluation)];
         const criteria: [string, (layer: number) => number][] = [];
         const single = (threshold: number) => () => threshold;
-        criteria.push([`--target ${o.target}, bound over stories`, single(calibrateThreshold(toExamples(calS), target, DEFAULT_CONFIDENCE, 'documents').threshold)]);
+        criteria.push([`--target ${o.target}, bound over stories`, single(calibrateThreshold(calibrationExamples(calS), target, DEFAULT_CONFIDENCE, 'documents').threshold)]);
         if (rule.shape) {
           // One level on the shaped scores (score − shape[layer]), as train.ts --thresholds shaped.
           const shape = rule.shape;
-          const shaped = toExamples(calS).map((e) => ({ ...e, checks: e.checks.map((c) => ({ ...c, score: shapedScores([c.score], [c.layer], shape)[0] })) }));
+          const shaped = calibrationExamples(calS).map((e) => ({ ...e, checks: e.checks.map((c) => ({ ...c, score: shapedScores([c.score], [c.layer], shape)[0] })) }));
           const level = calibrateThreshold(shaped, target, DEFAULT_CONFIDENCE, 'documents').threshold;
           criteria.push([`--target ${o.target}, per-layer shape from fit + level, bound over stories`, (layer) => (shape[layer] === Infinity || level === Infinity ? Infinity : shape[layer] + level)]);
         }
-        criteria.push([`--max-drop ${o.maxDrop} (stories' upper bound)`, single(dropThreshold(calS, maxDrop))]);
+        criteria.push([`--max-drop ${o.maxDrop} (stories' upper bound)`, single(boundedThresholdForDrop(calS, maxDrop))]);
         for (const [criterion, at] of criteria) {
           const h = exitOutcome(evalS, at);
           add(`${rule.score} | ${criterion}`, { agreement: h.agreement, pruning: h.pruning, drop: h.drop });

@@ -1,11 +1,14 @@
 /**
- * Replaying exit rules on recorded traces, shared by bench/exit_ablation.ts and bench/exit_calibration.ts: traces
- * cached as JSON, the outcome of a rule "stop at the first check whose score reaches at(layer)", and the
- * point-estimate threshold for an accuracy-drop budget.
+ * Replaying exit rules on recorded traces, shared by bench/exit_ablation.ts, bench/exit_calibration.ts and
+ * bench/exit_probe.ts: traces cached as JSON, the outcome of a rule "stop at the first check whose score reaches
+ * at(layer)", the calibration examples of scored traces, and the thresholds for an accuracy-drop budget (point
+ * estimate, or the shipped calibration's bound).
  */
 import * as fs from 'fs';
 import { Command } from 'commander';
 import * as path from 'path';
+import { DEFAULT_CONFIDENCE } from '../lib/exit/bounds';
+import { calibrateThresholdForDrop, CalibrationExample } from '../lib/exit/calibrate';
 import { FEATURE_NAMES, RESIDUAL_FEATURES } from '../lib/exit/classifier';
 import { Trace } from '../lib/exit/collect';
 import { exitEvidenceModels, repoRoot } from './machine';
@@ -22,6 +25,26 @@ export interface ScoredTrace {
   final: number;
   gold?: number;
   checks: { layer: number; score: number; top1: number }[];
+}
+
+/** A scored trace of a known document (the calibration's bounds count over documents). */
+export interface DocumentScoredTrace extends ScoredTrace {
+  doc: number;
+}
+
+/** The calibration examples (lib/exit/calibrate.ts) of scored traces: each check's score and agreement with full depth. */
+export const calibrationExamples = (s: DocumentScoredTrace[]): CalibrationExample[] =>
+  s.map((t) => ({ nLayer: t.nLayer, doc: t.doc, checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final })) }));
+
+/** The shipped `--max-drop` calibration on scored traces: the threshold whose stories' upper bound on the accuracy drop is <= maxDrop. */
+export function boundedThresholdForDrop(s: DocumentScoredTrace[], maxDrop: number): number {
+  const examples = s.map((t) => ({
+    nLayer: t.nLayer,
+    doc: t.doc,
+    fullCorrect: t.final === t.gold,
+    checks: t.checks.map((c) => ({ layer: c.layer, score: c.score, agrees: c.top1 === t.final, correct: c.top1 === t.gold })),
+  }));
+  return calibrateThresholdForDrop(examples, maxDrop, DEFAULT_CONFIDENCE).threshold;
 }
 
 /** Traces cached as JSON under `dir` (the same examples give the same traces: the forward pass is deterministic). */

@@ -204,7 +204,6 @@ export class DraftingMeters {
   static readonly MAX_KEPT = 64;
   private static readonly byContext = new WeakMap<TransformerContext, DraftingMeters>();
   private readonly meters = new Map<unknown, Map<string, DraftingMeter>>();
-  private count = 0;
 
   static of(context: TransformerContext): DraftingMeters {
     let meters = DraftingMeters.byContext.get(context);
@@ -219,27 +218,24 @@ export class DraftingMeters {
     const key = `${checked.maxDraft}/${adaptive.minP1}/${adaptive.fallbackTokens}/${sampled ? 'sampled' : 'greedy'}`;
     const known = this.meters.get(drafter)?.get(key);
     if (known) return known;
-    if (this.count >= DraftingMeters.MAX_KEPT) this.forgetIdle();
+    if (this.size >= DraftingMeters.MAX_KEPT) this.forgetIdle();
     let byOptions = this.meters.get(drafter);
     if (!byOptions) this.meters.set(drafter, (byOptions = new Map()));
     const meter = new DraftingMeter(adaptive);
     byOptions.set(key, meter);
-    this.count++;
     return meter;
   }
 
   /** Meters kept now. */
   get size(): number {
-    return this.count;
+    let n = 0;
+    for (const byOptions of this.meters.values()) n += byOptions.size;
+    return n;
   }
 
   private forgetIdle(): void {
     for (const [drafter, byOptions] of this.meters) {
-      for (const [key, meter] of byOptions) {
-        if (meter.inUse) continue;
-        byOptions.delete(key);
-        this.count--;
-      }
+      for (const [key, meter] of byOptions) if (!meter.inUse) byOptions.delete(key);
       if (byOptions.size === 0) this.meters.delete(drafter);
     }
   }

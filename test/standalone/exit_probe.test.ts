@@ -52,6 +52,19 @@ function randomMlpProbe(nLayer: number, nEmbd: number, hidden: number, seed: num
   });
 }
 
+/** The decision row's hidden state after every layer but the last, read by a plain forward (the independent side). */
+function hiddenAfterEachLayer(ctx: TransformerContext, tokens: number[]): Float32Array[] {
+  const reference: Float32Array[] = [];
+  tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
+  ctx.forward(tokens.length, 0, (_layer, rows) => {
+    const h = new Float32Array(ctx.model.config.nEmbd);
+    ctx.native.readHidden(rows - 1, 1, h);
+    reference.push(h);
+    return false;
+  });
+  return reference;
+}
+
 describe('the hidden-state probe on the bundled model', () => {
   let model: TransformerModel;
   let ctx: TransformerContext;
@@ -72,14 +85,7 @@ describe('the hidden-state probe on the bundled model', () => {
       const tokens = model.tokenizer.encode(text).slice(0, 20);
       const n = tokens.length;
       // Independently: the decision row's hidden state after every layer but the last, read by a plain forward.
-      const reference: Float32Array[] = [];
-      tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
-      ctx.forward(n, 0, (_layer, rows) => {
-        const h = new Float32Array(nEmbd);
-        ctx.native.readHidden(rows - 1, 1, h);
-        reference.push(h);
-        return false;
-      });
+      const reference = hiddenAfterEachLayer(ctx, tokens);
       expect(reference).toHaveLength(nLayer - 1);
       // Live: a decider whose policy reads 'probe'.
       const extractor = new FeatureExtractor(['probe'], probe);
@@ -195,14 +201,7 @@ describe('the hidden-state probe on the bundled model', () => {
     const raw = probe.toJSON();
     const tokens = model.tokenizer.encode(STORIES[3]).slice(0, 24);
     const n = tokens.length;
-    const reference: Float32Array[] = [];
-    tokens.forEach((t, i) => (ctx.native.tokens[i] = t));
-    ctx.forward(n, 0, (_layer, rows) => {
-      const h = new Float32Array(nEmbd);
-      ctx.native.readHidden(rows - 1, 1, h);
-      reference.push(h);
-      return false;
-    });
+    const reference = hiddenAfterEachLayer(ctx, tokens);
     const extractor = new FeatureExtractor(['probe'], probe);
     const live: { layer: number; reading: LensReading; probe: number }[] = [];
     const decider = new ExitDecider(
