@@ -10,6 +10,7 @@
       "native/core/quantize.cpp",
       "native/cpu/generic/kernels_generic.cpp",
       "native/blocks/block_common.cpp",
+      "native/blocks/weight_packing.cpp",
       "native/blocks/cpu_blocks.cpp",
       "native/blocks/architecture.cpp",
       "native/blocks/llama_blocks.cpp",

@@ -1,6 +1,7 @@
 #include "addon/js_model.h"
 
 #include "addon/errors.h"
+#include "blocks/weight_packing.h"
 
 namespace adainfer {
 
@@ -120,7 +121,9 @@ JsModel::JsModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsModel>(inf
         throw js_error(env, "FILE_READ", e.what());
       }
     }
-    weights_ = arch_->load(parse_hparams(hparams), std::move(files), tensors, *kernels_);
+    std::shared_ptr<ModelWeights> weights = arch_->load(parse_hparams(hparams), std::move(files), tensors, *kernels_);
+    if (backend == "cpu") packed_bytes_ = pack_layer_matrices(*weights, *kernels_);
+    weights_ = std::move(weights);
     if (backend == "cuda") {
       if (device < 0 || device > 1024) throw js_error(env, "INVALID_OPTION", "device must be a device index");
       cuda_ = arch_->cuda_upload(weights_, static_cast<int>(device));
@@ -152,6 +155,7 @@ Napi::Value JsModel::Info(const Napi::CallbackInfo& info) {
   o.Set("backend", cuda_ ? "cuda" : "cpu");
   o.Set("deviceBytes", Napi::Number::New(env, cuda_ ? static_cast<double>(cuda_weight_bytes(*cuda_)) : 0.0));
   o.Set("tiedOutput", Napi::Boolean::New(env, w->tied_output()));
+  o.Set("packedBytes", Napi::Number::New(env, static_cast<double>(packed_bytes_)));
   return o;
 }
 

@@ -33,6 +33,8 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
 
   // Contexts hold their own reference, so the file stays mapped until the last one is gone.
   std::shared_ptr<const ModelWeights> weights_;
+  // Bytes of layer matrices held in the kernels' packed layout (blocks/weight_packing.h).
+  uint64_t packed_bytes_ = 0;
   std::shared_ptr<CudaWeights> cuda_;
   const Architecture* arch_ = nullptr;
   const KernelTable* kernels_ = nullptr;

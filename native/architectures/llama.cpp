@@ -7,9 +7,9 @@ namespace adainfer {
 
 namespace {
 
-std::shared_ptr<const ModelWeights> load(const HParams& p, std::vector<std::shared_ptr<MappedFile>> files,
+std::shared_ptr<ModelWeights> load(const HParams& p, std::vector<std::shared_ptr<MappedFile>> files,
                                          const std::vector<TensorSpec>& tensors, const KernelTable& kernels) {
-  return std::make_shared<const LlamaWeights>(load_llama_weights(std::move(files), llama_hparams(p), tensors, kernels));
+  return std::make_shared<LlamaWeights>(load_llama_weights(std::move(files), llama_hparams(p), tensors, kernels));
 }
 
 }  // namespace

@@ -7,9 +7,9 @@ namespace adainfer {
 
 namespace {
 
-std::shared_ptr<const ModelWeights> load(const HParams& p, std::vector<std::shared_ptr<MappedFile>> files,
+std::shared_ptr<ModelWeights> load(const HParams& p, std::vector<std::shared_ptr<MappedFile>> files,
                                          const std::vector<TensorSpec>& tensors, const KernelTable& kernels) {
-  return std::make_shared<const OptWeights>(load_opt_weights(std::move(files), opt_hparams(p), tensors, kernels));
+  return std::make_shared<OptWeights>(load_opt_weights(std::move(files), opt_hparams(p), tensors, kernels));
 }
 
 std::unique_ptr<Blocks> cpu_blocks(std::shared_ptr<const ModelWeights> weights, const BlocksShape& shape,

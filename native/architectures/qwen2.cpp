@@ -7,12 +7,12 @@ namespace adainfer {
 
 namespace {
 
-std::shared_ptr<const ModelWeights> load(const HParams& p, std::vector<std::shared_ptr<MappedFile>> files,
+std::shared_ptr<ModelWeights> load(const HParams& p, std::vector<std::shared_ptr<MappedFile>> files,
                                          const std::vector<TensorSpec>& tensors, const KernelTable& kernels) {
   LlamaHParams hp = llama_hparams(p);
   hp.rope_neox = true;
   hp.qkv_bias = true;
-  return std::make_shared<const LlamaWeights>(load_llama_weights(std::move(files), hp, tensors, kernels));
+  return std::make_shared<LlamaWeights>(load_llama_weights(std::move(files), hp, tensors, kernels));
 }
 
 }  // namespace

@@ -43,13 +43,18 @@ struct ModelWeights {
   virtual int64_t vocabulary() const = 0;
   // The LM head is the token embedding (no output matrix of its own).
   virtual bool tied_output() const = 0;
+  // The layer matrices (attention and MLP projections), which the CPU kernels may keep in a packed layout
+  // (blocks/weight_packing.h). Not the embedding or the LM head: those are also read row by row.
+  virtual std::vector<WeightView*> layer_matrices() = 0;
+  // The packed copies of layer matrices (their views point here instead of into `files`).
+  std::vector<std::shared_ptr<uint8_t>> packed;
 };
 
 struct Architecture {
   const char* name;
   // Reads the hyper-parameters and builds the weights from the tensor table (every tensor present, a type the kernels
   // compute, the shape the hyper-parameters imply, data inside its file). Throws ModelError.
-  std::shared_ptr<const ModelWeights> (*load)(const HParams& hp, std::vector<std::shared_ptr<MappedFile>> files,
+  std::shared_ptr<ModelWeights> (*load)(const HParams& hp, std::vector<std::shared_ptr<MappedFile>> files,
                                               const std::vector<TensorSpec>& tensors, const KernelTable& kernels);
   // The CPU blocks over weights this architecture's load() made.
   std::unique_ptr<Blocks> (*cpu_blocks)(std::shared_ptr<const ModelWeights> weights, const BlocksShape& shape,

@@ -82,7 +82,9 @@ void MatmulRunner::operator()(const WeightView& w, const float* x, int64_t ldx, 
   if (!same_input) {
     for (ActRows& a : act_) a.x = nullptr;
   }
-  // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512, 16-row panels).
+  // 48 = a multiple of the SIMD kernels' row blocks (3 on AVX2, 6 on AVX-512, 16-row panels) and of the packed
+  // layouts' row groups (kPackedRowGroup): every range but the last starts and ends on a group.
+  static_assert(48 % kPackedRowGroup == 0, "row ranges must begin on a packed row group");
   if (format == kActF32 || !k_.matmul_act[w.type]) {
     MatmulFn fn = k_.matmul[w.type];
     split_rows(pool_, w.ne1, 48, n > 1, [&](int64_t r0, int64_t r1) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
@@ -112,7 +114,8 @@ void MatmulRunner::operator()(const WeightView& w, const float* x, int64_t ldx, 
   // sequences) stream the weights once from memory, split statically like decode; larger batches are
   // compute-bound prefill, split dynamically.
   const bool few = n >= 2 && n <= kFewRowsMax && k_.matmul_act_few[w.type] && few_rows_enabled();
-  MatmulActFn fn = few ? k_.matmul_act_few[w.type] : k_.matmul_act[w.type];
+  MatmulActFn fn = w.packed ? (few ? k_.matmul_act_few_packed[w.type] : k_.matmul_act_packed[w.type])
+                            : (few ? k_.matmul_act_few[w.type] : k_.matmul_act[w.type]);
   const uint8_t* rows = aligned_rows(a);
   split_rows(pool_, w.ne1, 48, n > 1 && !few, [&](int64_t r0, int64_t r1) {
     fn(w.data, w.ne0, rows, static_cast<int64_t>(lda), n, y, ldy, r0, r1);

@@ -17,14 +17,16 @@
 
 namespace adainfer {
 
-// A weight tensor used in place inside the mapped file. GGUF dims: ne0 = row length (inputs), ne1 = rows
-// (outputs). 1-D tensors have ne1 = 1.
+// A weight tensor used in place inside the mapped file, or a layer matrix in the kernels' packed layout
+// (blocks/weight_packing.h). GGUF dims: ne0 = row length (inputs), ne1 = rows (outputs). 1-D tensors have ne1 = 1.
 struct WeightView {
   const void* data = nullptr;
   int32_t type = -1;
   int64_t ne0 = 0;
   int64_t ne1 = 0;
   size_t row_bytes = 0;
+  // data holds the rows in KernelTable::pack_rows[type]'s layout, not GGUF rows: only the matmul kernels read it.
+  bool packed = false;
 };
 
 // One tensor of a model file as its header describes it (a GGUF, or a safetensors shard: absolute offset of its

@@ -73,6 +73,11 @@ struct LlamaWeights : ModelWeights {
 
   int64_t vocabulary() const override { return hp.n_vocab; }
   bool tied_output() const override { return output.data == tok_embd.data; }
+  std::vector<WeightView*> layer_matrices() override {
+    std::vector<WeightView*> m;
+    for (LlamaLayer& L : layers) m.insert(m.end(), {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down});
+    return m;
+  }
 };
 
 // Builds the weights from the tensor table, looking tensors up by their GGUF names (token_embd.weight,

@@ -67,6 +67,11 @@ struct OptWeights : ModelWeights {
 
   int64_t vocabulary() const override { return hp.n_vocab; }
   bool tied_output() const override { return true; }
+  std::vector<WeightView*> layer_matrices() override {
+    std::vector<WeightView*> m;
+    for (OptLayer& L : layers) m.insert(m.end(), {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_up, &L.w_down});
+    return m;
+  }
 };
 
 // The keys of an OPT model: nLayer, nEmbd, nHead, headDim, nFf, nVocab and opt.{embedDim, nPos, posOffset,

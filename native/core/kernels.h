@@ -111,6 +111,12 @@ using MatmulActFn = void (*)(const void* W, int64_t n_in, const uint8_t* A, int6
                              int64_t ldy, int64_t row_begin, int64_t row_end);
 // Most activation rows a matmul_act_few kernel takes.
 constexpr int64_t kFewRowsMax = 16;
+// Rows of a packed layout that are interleaved together (KernelTable::pack_rows): a packed matrix holds its rows in
+// groups of this many, then the rows past the last whole group as GGUF rows, so row r of a group starts no byte of its
+// own; kernels on it take row ranges that begin at a multiple of it.
+constexpr int64_t kPackedRowGroup = 8;
+// Writes `rows` GGUF rows of n_in elements (src) in the variant's packed layout (dst: the same number of bytes).
+using PackRowsFn = void (*)(const void* src, void* dst, int64_t rows, int64_t n_in);
 // x: n floats -> one activation row (act_row_bytes(format, n) bytes at out).
 using QuantizeActFn = void (*)(const float* x, uint8_t* out, int64_t n);
 
@@ -162,6 +168,14 @@ struct KernelTable {
   // nullptr where a variant has none for a type (matmul_act then serves every row count).
   MatmulActFn matmul_act_few[kMaxType];
   QuantizeActFn quantize_act[kActFormats];
+
+  // A repacked layout of a weight type that this variant's kernels read faster than the GGUF rows (nullptr: none).
+  // pack_rows writes a matrix into it (same size in bytes: PackRowsFn); matmul_act_packed / matmul_act_few_packed
+  // are matmul_act / matmul_act_few on it, for row ranges that start at a multiple of kPackedRowGroup. The blocks use
+  // it for the layer matrices of a CPU model (blocks/weight_packing.h); the LM head and the embedding stay GGUF rows.
+  PackRowsFn pack_rows[kMaxType];
+  MatmulActFn matmul_act_packed[kMaxType];
+  MatmulActFn matmul_act_few_packed[kMaxType];
 
   AttentionFn attention;
 

@@ -23,6 +23,10 @@ class MappedFile {
     return offset <= size_ && bytes <= size_ - offset;
   }
 
+  // Drops the whole pages of [p, p + bytes) from this process's resident memory, if they lie in this mapping (else
+  // nothing): for data copied elsewhere (packed weights). The file is unchanged; a later read maps the pages again.
+  void release(const void* p, uint64_t bytes) const;
+
  private:
   std::string path_;
   const uint8_t* data_ = nullptr;

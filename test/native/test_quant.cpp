@@ -585,6 +585,19 @@ TEST(matmul_runner_every_row_count) {
       kernels_generic().matmul_act[id_of(type)](w.bytes.data(), n_in, act.data(), static_cast<int64_t>(lda), n,
                                                 want.data(), rows, 0, rows);
       mm(view, x.data(), n_in, n, got.data(), rows);
+      // the same matrix packed, where the table packs the type (the runner takes the packed kernels)
+      std::vector<float> got_packed(got.size(), 7.f);
+      std::vector<uint8_t> packed;
+      if (k.pack_rows[id_of(type)]) {
+        packed.resize(w.bytes.size());
+        k.pack_rows[id_of(type)](w.bytes.data(), packed.data(), rows, n_in);
+        WeightView packed_view = view;
+        packed_view.data = packed.data();
+        packed_view.packed = true;
+        mm(packed_view, x.data(), n_in, n, got_packed.data(), rows);
+        CHECK_MSG(std::memcmp(got.data(), got_packed.data(), got.size() * sizeof(float)) == 0,
+                  "%s %s n=%lld: the packed matrix gives other results", k.name, name_of(type), (long long)n);
+      }
       int reported = 0;
       for (int64_t t = 0; t < n; ++t) {
         const std::vector<double> xv = act_values(format, &act[t * lda], n_in);
@@ -599,4 +612,61 @@ TEST(matmul_runner_every_row_count) {
       }
     }
   }
+}
+
+// Packed layer matrices (KernelTable::pack_rows, blocks/weight_packing.h): for every table and type that packs, the
+// packed kernels give bit for bit what the same table's kernels give on the GGUF rows (the packing only moves
+// bytes; each row's sums run in the same order), for every row count (decode, the few-row kernel, prefill tiles and
+// their rests), row counts that leave a tail of GGUF rows, and ranges that start on a later group of 8. A packed
+// matrix has the bytes of the original, and no kernel writes outside its rows and range.
+TEST(quant_matmul_packed_matches_rows) {
+  Rng rng(25);
+  int packed_types = 0;
+  for (const KernelTable* t : all_tables()) {
+    for (GgmlType type : kQuantTypes) {
+      const int id = id_of(type);
+      if (!t->pack_rows[id]) continue;
+      ++packed_types;
+      CHECK_MSG(t->matmul_act_packed[id] && t->matmul_act_few_packed[id], "%s %s packs without kernels", table_label(t),
+                name_of(type));
+      const int32_t format = is_k(type) ? kActQ8_K : kActQ8_0;
+      for (int64_t n_in : {32, 96, 288, 2080}) {
+        for (int64_t total : {8, 13, 21, 40, 53}) {
+          const QWeights w = make_qweights(type, total, n_in, rng);
+          std::vector<uint8_t> packed(w.bytes.size() + 1, 0xA5);
+          t->pack_rows[id](w.bytes.data(), packed.data(), total, n_in);
+          CHECK_MSG(packed.back() == 0xA5, "%s %s: pack_rows wrote past the matrix", table_label(t), name_of(type));
+          const size_t lda = act_row_bytes(format, n_in);
+          for (int64_t n_tok : {1, 2, 3, 4, 5, 8, 9, 16, 17, 37}) {
+            std::vector<uint8_t> act_mem(lda * static_cast<size_t>(n_tok) + 64);
+            uint8_t* act = act_mem.data() + (64 - reinterpret_cast<uintptr_t>(act_mem.data()) % 64) % 64;
+            std::vector<float> x(static_cast<size_t>(n_in));
+            for (int64_t tok = 0; tok < n_tok; ++tok) {
+              for (auto& v : x) v = rng.normal();
+              kernels_generic().quantize_act[format](x.data(), act + tok * lda, n_in);
+            }
+            for (int64_t row_begin : {int64_t{0}, int64_t{8}}) {
+              if (row_begin >= total) continue;
+              const int64_t ldy = total + 1;
+              const bool few = n_tok >= 2 && n_tok <= kFewRowsMax;
+              const MatmulActFn rows_fn = few ? t->matmul_act_few[id] : t->matmul_act[id];
+              const MatmulActFn packed_fn = few ? t->matmul_act_few_packed[id] : t->matmul_act_packed[id];
+              std::vector<float> want(static_cast<size_t>(n_tok * ldy), 7.f), got(want.size(), 7.f);
+              rows_fn(w.bytes.data(), n_in, act, static_cast<int64_t>(lda), n_tok, want.data(), ldy, row_begin, total);
+              packed_fn(packed.data(), n_in, act, static_cast<int64_t>(lda), n_tok, got.data(), ldy, row_begin, total);
+              int reported = 0;
+              for (size_t i = 0; i < want.size(); ++i) {
+                if (std::memcmp(&want[i], &got[i], sizeof(float)) != 0 && reported++ < 3)
+                  CHECK_MSG(false, "%s %s n_in=%lld rows=%lld n_tok=%lld from %lld: token %lld row %lld %.9g packed, %.9g rows",
+                            table_label(t), name_of(type), (long long)n_in, (long long)total, (long long)n_tok,
+                            (long long)row_begin, (long long)(i / ldy), (long long)(i % ldy), got[i], want[i]);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  // the AVX2 table packs Q4_0: where it runs, this test must have checked something
+  if (kernels_by_name("avx2")) CHECK(packed_types > 0);
 }

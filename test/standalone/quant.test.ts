@@ -2,12 +2,14 @@
  * The quantizer (lib/quant, `adainfer quantize`) on the bundled model: which type each tensor gets, files that
  * load and compute logits close to the original F16 model in every type, and the command's errors.
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { main } from '../../lib/cli/main';
 import { readGGUF } from '../../lib/gguf';
 import { GGMLType, LlamaFileType, rowBytes } from '../../lib/gguf/types';
 import { TransformerModel } from '../../lib/model/transformer';
+import type { KernelVariant } from '../../lib/bindings/native';
 import { dequantizeRows, quantizeRows } from '../../lib/quant/native_quant';
 import { QUANT_TARGETS, planTensorTypes, quantizeModel, type QuantTarget, type TensorDesc } from '../../lib/quant/quantize_model';
 import { BUNDLED_PLAIN_MODEL, tmpDir } from '../helpers';
@@ -110,8 +112,8 @@ describe('quantized copies of the bundled model', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  function logitsOf(file: string, toks: number[]): Float32Array[] {
-    const model = TransformerModel.load(file);
+  function logitsOf(file: string, toks: number[], kernels?: KernelVariant): Float32Array[] {
+    const model = TransformerModel.load(file, { kernels });
     const ctx = model.createContext({ contextSize: 64, batchSize: 64, threads: 2 });
     try {
       toks.forEach((t, i) => (ctx.native.tokens[i] = t));
@@ -140,6 +142,39 @@ describe('quantized copies of the bundled model', () => {
     Q4_K: { rel: 0.15, top1: 0.6 },
     Q4_K_M: { rel: 0.15, top1: 0.6 },
   };
+
+  test('Q4_0 layer matrices are packed for the AVX2 kernels, with the logits of the GGUF rows bit for bit', () => {
+    const out = path.join(dir, 'packed-Q4_0.gguf');
+    quantizeModel(BUNDLED_PLAIN_MODEL, out, 'Q4_0', { threads: 2 });
+    const f = readGGUF(out);
+    // the layer matrices of Q4_0 (ffn_down's 344-long rows fall back to F16; the head and the embedding stay rows)
+    const q4Layers = f.tensors.filter((t) => t.type === GGMLType.Q4_0 && t.name.startsWith('blk.'));
+    expect(q4Layers.length).toBeGreaterThan(0);
+    const layerBytes = q4Layers.reduce((s, t) => s + rowBytes(t.type, t.dims[0]) * t.dims[1], 0);
+    const packedBytes = (kernels: KernelVariant): number => {
+      const m = TransformerModel.load(out, { kernels });
+      const bytes = m.native.info().packedBytes;
+      m.dispose();
+      return bytes;
+    };
+    expect(packedBytes('avx2')).toBe(layerBytes);
+    expect(packedBytes('generic')).toBe(0);
+    // the same logits with packing off (ADAINFER_PACK=0 is read once per process: a child computes them)
+    const script = `
+      const { TransformerModel } = require(${JSON.stringify(path.resolve(__dirname, '../../lib/model/transformer'))});
+      const m = TransformerModel.load(process.argv[1], { kernels: 'avx2' });
+      const ctx = m.createContext({ contextSize: 64, batchSize: 64, threads: 2 });
+      const toks = ${JSON.stringify(tokens)};
+      toks.forEach((t, i) => (ctx.native.tokens[i] = t));
+      ctx.forward(toks.length, 0);
+      const rows = toks.map((_, r) => Array.from(ctx.logits(r)));
+      process.stdout.write(JSON.stringify({ packedBytes: m.native.info().packedBytes, rows }));`;
+    const child = spawnSync(process.execPath, ['-e', script, out], { env: { ...process.env, ADAINFER_PACK: '0' }, encoding: 'utf8', maxBuffer: 1 << 26 });
+    expect(child.stderr).toBe('');
+    const unpacked = JSON.parse(child.stdout) as { packedBytes: number; rows: number[][] };
+    expect(unpacked.packedBytes).toBe(0);
+    logitsOf(out, tokens, 'avx2').forEach((row, r) => expect(Array.from(row)).toEqual(unpacked.rows[r]));
+  });
 
   test.each([...QUANT_TARGETS])('%s: loads, file type set, logits close to the F16 model', (target) => {
     const out = path.join(dir, `model-${target}.gguf`);

@@ -842,6 +842,34 @@ inline void rows8_transpose16(const uint8_t* const* row, size_t off, __m256i* D)
   D[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
+// The packed Q4_0 layout of the AVX2 kernels (KernelTable::pack_rows): each group of 8 rows is stored block by
+// block, 144 bytes per block (the 8 rows' 18-byte blocks, rearranged): first the 16 code bytes of the 8 rows as
+// rows8_dot's transposes leave them (4 x 32 bytes: vector k holds row r's code bytes 4k .. 4k + 3 in int32 lane r),
+// then the 8 rows' fp16 scales in row order. Rows past the last whole group stay GGUF rows. A group of 8 rows thus
+// takes the bytes of 8 rows, so row r's group starts at r * row_bytes, as in the file.
+constexpr size_t kPackedQ4_0Codes = 128;
+
+void pack_rows8_q4_0(const void* src_raw, void* dst_raw, int64_t rows, int64_t n_in) {
+  const uint8_t* src = static_cast<const uint8_t*>(src_raw);
+  uint8_t* dst = static_cast<uint8_t*>(dst_raw);
+  const size_t rb = row_bytes(static_cast<int32_t>(GgmlType::Q4_0), n_in);
+  const int64_t nb = n_in / 32, groups = rows / 8;
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* row[8];
+    for (int r = 0; r < 8; ++r) row[r] = src + (static_cast<size_t>(g) * 8 + r) * rb;
+    uint8_t* out = dst + static_cast<size_t>(g) * 8 * rb;
+    for (int64_t b = 0; b < nb; ++b, out += 8 * 18) {
+      const size_t off = static_cast<size_t>(b) * 18;
+      __m256i D[4];
+      rows8_transpose16(row, off + 2, D);
+      for (int k = 0; k < 4; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * k), D[k]);
+      for (int r = 0; r < 8; ++r) std::memcpy(out + kPackedQ4_0Codes + 2 * r, row[r] + off, 2);
+    }
+  }
+  const size_t done = static_cast<size_t>(groups) * 8 * rb;
+  std::memcpy(dst + done, src + done, static_cast<size_t>(rows) * rb - done);
+}
+
 // 8 weight rows (w, w + rb, ..., w + 7 * rb) times T activation rows, for the types of 32-element blocks. The row
 // kernel has elements in the lanes, so each block's products must be summed across lanes (a conversion and
 // multiply-add per block, weight row and activation row; an earlier 8-row kernel folded them with vphaddw, 3 per
@@ -862,8 +890,12 @@ inline void rows8_transpose16(const uint8_t* const* row, size_t off, __m256i* D)
 // bound by vpmaddubsw (8 per block, activation row and 8 weight rows): on that machine one vpmaddubsw costs
 // 0.51 ns in a loop of independent ones, which puts 8 Q4_0 rows through the 22 TinyLlama layers (7.7 G
 // multiply-adds, 240 M vpmaddubsw) at >= 123 ms of arithmetic against 41 ms for one row (memory-bound).
-template <class Ty, int T>
+//
+// kPacked (Q4_0, pack_rows8_q4_0): the 8 rows are already stored that way, block by block, so the transposes and the
+// gathering of the 8 scales are gone and the 8 rows are one forward stream. Measured: see pack_rows8_q4_0.
+template <class Ty, int T, bool kPacked = false>
 void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
+  static_assert(!kPacked || Ty::kType == GgmlType::Q4_0, "the packed layout exists for Q4_0 only");
   const int64_t nb = n / 32;
   const uint8_t* row[8];
   for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
@@ -885,7 +917,11 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
     } else {
       // byte i of a 4/5-bit block: element i in the low nibble, element i + 16 in the high
       __m256i D[4];
-      rows8_transpose16(row, off + Ty::kQs, D);
+      if constexpr (kPacked) {
+        for (int k = 0; k < 4; ++k) D[k] = load256(w + 8 * off + 32 * k);
+      } else {
+        rows8_transpose16(row, off + Ty::kQs, D);
+      }
       for (int k = 0; k < 4; ++k) {
         C[k] = _mm256_and_si256(D[k], m4);
         C[k + 4] = _mm256_and_si256(_mm256_srli_epi16(D[k], 4), m4);
@@ -906,7 +942,7 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
         }
       }
     }
-    const __m256 dw = halves_rows8(row, off);
+    const __m256 dw = kPacked ? _mm256_cvtph_ps(load128(w + 8 * off + kPackedQ4_0Codes)) : halves_rows8(row, off);
     __m256 mw = _mm256_setzero_ps();
     if constexpr (Ty::kMin) mw = halves_rows8(row, off + Ty::kM);
 #pragma GCC unroll 8
@@ -951,8 +987,9 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
   }
 }
 
-// Rows [r0, r1) times activation rows [t0, t0 + T): rows8_dot on each 8 rows, the row kernel on the rest.
-template <class Ty, int T>
+// Rows [r0, r1) times activation rows [t0, t0 + T): rows8_dot on each 8 rows, the row kernel on the rest (packed:
+// r0 is a multiple of 8, and the rows past the last whole group of the matrix are GGUF rows).
+template <class Ty, int T, bool kPacked = false>
 inline void rows8_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t t0, float* Y,
                        int64_t ldy, int64_t r0, int64_t r1) {
   ActQ8_0Row a[T];
@@ -960,7 +997,7 @@ inline void rows8_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t*
   int64_t r = r0;
   for (; r + 8 <= r1; r += 8) {
     float out[8][T];
-    rows8_dot<Ty, T>(W + static_cast<size_t>(r) * rb, rb, a, n_in, out);
+    rows8_dot<Ty, T, kPacked>(W + static_cast<size_t>(r) * rb, rb, a, n_in, out);
     for (int i = 0; i < 8; ++i)
       for (int t = 0; t < T; ++t) Y[(t0 + t) * ldy + r + i] = out[i][t];
   }
@@ -1197,17 +1234,31 @@ void rowdot_k45_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) 
   }
 }
 
+// Q6_K on AVX2: a unit of 32 codes (6 bits, from ql and qh) times each activation row with vpmaddubsw, and the pair
+// sums times the unit's two group scales with one vpmaddwd (|pair| <= 2 * 63 * 128 < 2^15; times a scale < 128, summed
+// in pairs, fits int32). The offset 32 comes off as 32 * sum(scale * bsum) per block, also with one vpmaddwd, and each
+// block's integer sum is converted and scaled into a float accumulator (reduced once per row): no horizontal sums
+// or scalar loops per block. The work per activation row is the same whatever T (a row's logits do not depend on how
+// many rows a call takes: speculative verification must equal decode). Measured on the shared Zen 3 (EPYC, 'avx2',
+// bench/native matmul_bench, 22 TinyLlama layers of Q6_K streamed, 1 thread): see the issue note of this change.
 template <int T>
 void rowdot_q6k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
   const BlockQ6_K* blocks = reinterpret_cast<const BlockQ6_K*>(w);
-  float res[T];
-  for (int t = 0; t < T; ++t) res[t] = 0.f;
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i lo4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
   for (int64_t i = 0; i < n / 256; ++i) {
     const BlockQ6_K& b = blocks[i];
-    const float d = half_to_float(b.d);
+    const char* ahead = reinterpret_cast<const char*>(&b) + kPrefetchAhead;
+    for (int line = 0; line < static_cast<int>(sizeof(BlockQ6_K)); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+    // the 16 group scales as int16 (lane g); per half, both 128-bit lanes hold that half's 8 scales
+    const __m256i sc16 = _mm256_cvtepi8_epi16(load128(b.scales));
     __m256i isum[T];
-    for (int t = 0; t < T; ++t) isum[t] = qzero();
+    for (int t = 0; t < T; ++t) {
+      // 32 * sum(scale[g] * bsum[g]) to subtract (codes are value + 32)
+      const __m256i corr = _mm256_madd_epi16(load256(a[t].bsums + 16 * i), sc16);
+      isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+    }
     for (int h = 0; h < 2; ++h) {
       const __m256i ql0 = load256(b.ql + 64 * h), ql1 = load256(b.ql + 64 * h + 32), qh = load256(b.qh + 32 * h);
       __m256i codes[4];
@@ -1218,24 +1269,25 @@ void rowdot_q6k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) 
                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
       codes[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), lo4),
                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
+      const __m256i half_scales = h ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
+#pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
-        const int g = 8 * h + 2 * k;  // the unit's two 16-element groups
-        const int s0 = b.scales[g], s1 = b.scales[g + 1];
-        const __m256i sc = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
+        // unit k: elements 0-15 take group 8h + 2k (word 2k of the half), 16-31 group 8h + 2k + 1 (word 2k + 1)
+        const char lo = static_cast<char>(4 * k), hi = static_cast<char>(4 * k + 2);
+        const __m256i sc = _mm256_shuffle_epi8(
+            half_scales, _mm256_setr_epi8(lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo,
+                                          lo + 1, lo, lo + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1,
+                                          hi, hi + 1, hi, hi + 1, hi, hi + 1));
         for (int t = 0; t < T; ++t) {
-          const __m256i p = qdot(qzero(), codes[k], qload(a[t].q + 256 * i + 128 * h + 32 * k));
-          isum[t] = qadd(isum[t], qmul32(p, sc));
+          const __m256i p = _mm256_maddubs_epi16(codes[k], qload(a[t].q + 256 * i + 128 * h + 32 * k));
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, sc));
         }
       }
     }
-    for (int t = 0; t < T; ++t) {
-      const int16_t* bs = a[t].bsums + 16 * i;
-      int corr = 0;
-      for (int g = 0; g < 16; ++g) corr += b.scales[g] * bs[g];
-      res[t] += d * a[t].d[i] * static_cast<float>(qreduce_i(isum[t]) - 32 * corr);
-    }
+    const float d = half_to_float(b.d);
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * a[t].d[i]), acc[t]);
   }
-  for (int t = 0; t < T; ++t) out[t] = res[t];
+  for (int t = 0; t < T; ++t) out[t] = qreduce(acc[t]);
 }
 
 template <int T>
@@ -1343,7 +1395,7 @@ inline void row_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A
   for (; r < r1;) rows(Count<1>{});
 }
 
-template <class Ty>
+template <class Ty, bool kPacked = false>
 inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
                      int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1);
 
@@ -1586,7 +1638,7 @@ int64_t matmul_panels8(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t*
 
 // The row kernel over a whole matmul: rows in blocks of 16 (they stay in L1/L2) times tokens in blocks of 64
 // (their activations stay in L2), 4 tokens per call.
-template <class Ty>
+template <class Ty, bool kPacked = false>
 void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y,
                  int64_t ldy, int64_t row_begin, int64_t row_end) {
   const uint8_t* W = static_cast<const uint8_t*>(W_raw);
@@ -1595,7 +1647,7 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 #if !ADAINFER_Q512
     if constexpr (!IsKType<Ty>::value) {
       if constexpr (kRows8MinTokens<Ty> <= 1) {
-        rows8_tile<Ty, 1>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
+        rows8_tile<Ty, 1, kPacked>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
         return;
       }
     }
@@ -1617,8 +1669,8 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 #if !ADAINFER_Q512
       // AVX2, types of 32-element blocks: tiles of 8 weight rows x 8 tokens (rows8_dot); few_tile takes the rest
       if constexpr (!IsKType<Ty>::value) {
-        for (; t + 8 <= te; t += 8) rows8_tile<Ty, 8>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
-        if (t < te) few_tile<Ty>(te - t, W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+        for (; t + 8 <= te; t += 8) rows8_tile<Ty, 8, kPacked>(W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
+        if (t < te) few_tile<Ty, kPacked>(te - t, W, rb, n_in, A, lda, t, Y, ldy, r0, r1);
         continue;
       }
 #endif
@@ -1637,20 +1689,20 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 
 // Rows [r0, r1) times activation rows [t0, t0 + count), count in [1, 8], with all of them at once: 8 weight rows
 // at a time (rows8_dot) on AVX2, the row kernel otherwise.
-template <class Ty>
+template <class Ty, bool kPacked>
 inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda,
                      int64_t t0, float* Y, int64_t ldy, int64_t r0, int64_t r1) {
   with_count8(count, [&](auto tokens) {
     constexpr int kT = decltype(tokens)::value;
 #if !ADAINFER_Q512
     if constexpr (!IsKType<Ty>::value) {
-      if constexpr (kT >= kRows8MinTokens<Ty>) {
-        rows8_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
+      if constexpr (kPacked || kT >= kRows8MinTokens<Ty>) {
+        rows8_tile<Ty, kT, kPacked>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
         return;
       }
     }
 #endif
-    row_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
+    if constexpr (!kPacked) row_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
   });
 }
 
@@ -1659,20 +1711,20 @@ inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, c
 // 9 .. 16 rows take 16 weight rows at a time (they stay in L1) through a tile of 8 activation rows and one of
 // the rest. Not the repacked panels of VNNI prefill: they unpack every 16 weight rows into a buffer first, work
 // that few activation rows cannot pay back (not measured: the development machine has no AVX-512).
-template <class Ty>
+template <class Ty, bool kPacked = false>
 void matmul_act_few_q(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok, float* Y,
                       int64_t ldy, int64_t row_begin, int64_t row_end) {
   const uint8_t* W = static_cast<const uint8_t*>(W_raw);
   const size_t rb = row_bytes(static_cast<int32_t>(Ty::kType), n_in);
   if (n_tok <= 8) {
-    few_tile<Ty>(n_tok, W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
+    few_tile<Ty, kPacked>(n_tok, W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
     return;
   }
   const int64_t rest = (n_tok < kFewRowsMax ? n_tok : kFewRowsMax) - 8;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
     const int64_t r1 = r0 + 16 < row_end ? r0 + 16 : row_end;
-    few_tile<Ty>(8, W, rb, n_in, A, lda, 0, Y, ldy, r0, r1);
-    few_tile<Ty>(rest, W, rb, n_in, A, lda, 8, Y, ldy, r0, r1);
+    few_tile<Ty, kPacked>(8, W, rb, n_in, A, lda, 0, Y, ldy, r0, r1);
+    few_tile<Ty, kPacked>(rest, W, rb, n_in, A, lda, 8, Y, ldy, r0, r1);
   }
 }
 
@@ -2064,6 +2116,14 @@ constexpr void add_quant_kernels(KernelTable& t) {
   set_quant_type<TQ5_K, &dequant_row_q5_k>(t);
   set_quant_type<TQ6_K, &dequant_row_q6_k>(t);
   set_quant_type<TQ8_K, &dequant_row_q8_k>(t);
+#if !ADAINFER_Q512
+  // AVX2: Q4_0 layer matrices packed in groups of 8 rows (pack_rows8_q4_0); AVX-512 has its own prefill panels.
+  static_assert(kPackedRowGroup == 8, "pack_rows8_q4_0 groups 8 rows");
+  const int q4_0 = static_cast<int>(GgmlType::Q4_0);
+  t.pack_rows[q4_0] = &pack_rows8_q4_0;
+  t.matmul_act_packed[q4_0] = &matmul_rows<TQ4_0, true>;
+  t.matmul_act_few_packed[q4_0] = &matmul_act_few_q<TQ4_0, true>;
+#endif
 }
 
 }  // namespace
