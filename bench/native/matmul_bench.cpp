@@ -7,6 +7,8 @@
 //           as MatmulRunner does; --no-few takes the prefill kernels instead.
 // usage: adainfer_matmul_bench TYPE [decode|prefill|hot] [--tokens N] [--threads T] [--isa NAME] [--reps R] [--no-few]
 //   TYPE: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K Q8_K;  NAME: generic avx2 avx512 avx512_plain
+//   --packed: the weights in the table's packed layout (KernelTable::pack_rows, as a CPU model loads its layer
+//   matrices: Q4_0 on avx2) through the packed kernels; without it, GGUF rows.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -64,7 +66,7 @@ int main(int argc, char** argv) {
   std::string mode = argc > 2 && argv[2][0] != '-' ? argv[2] : "decode";
   int64_t n_tok = mode == "decode" ? 1 : 512;
   int threads = 1, reps = 5;
-  bool no_few = false;
+  bool no_few = false, packed = false;
   std::string isa = "avx512";
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -73,10 +75,15 @@ int main(int argc, char** argv) {
     if (a == "--isa" && i + 1 < argc) isa = argv[++i];
     if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
     if (a == "--no-few") no_few = true;
+    if (a == "--packed") packed = true;
   }
   const KernelTable* k = isa == "avx512_plain" ? kernels_avx512_plain() : kernels_by_name(isa.c_str());
   if (type < 0 || !k || !k->matmul[type]) {
     std::fprintf(stderr, "unknown or unsupported type / isa\n");
+    return 2;
+  }
+  if (packed && !k->pack_rows[type]) {
+    std::fprintf(stderr, "%s has no packed layout for this type\n", k->name);
     return 2;
   }
   if (mode == "hot") kLayer = kHotShapes;
@@ -100,9 +107,14 @@ int main(int argc, char** argv) {
         const size_t chunk = row_bytes(type, s.cols) * 64;
         for (int64_t r = 0; r < s.rows; r += 64) quantize_rows(type, x.data(), m.data() + r / 64 * chunk, 64, s.cols);
       } else {
-        std::memcpy(m.data(), mats[mats.size() - 7].data(), bytes);
+        std::memcpy(m.data(), mats[mats.size() - 7].data(), bytes);  // packed too, when layer 0's is
       }
       total += bytes;
+      if (packed && l == 0) {
+        std::vector<uint8_t> p(bytes);
+        k->pack_rows[type](m.data(), p.data(), s.rows, s.cols);
+        m = std::move(p);
+      }
       mats.push_back(std::move(m));
     }
   }
@@ -112,7 +124,8 @@ int main(int argc, char** argv) {
   const int32_t format = k->act_format[type];
   // as MatmulRunner: the few-row kernel for 2 .. kFewRowsMax rows where the table has one
   const bool few = !no_few && n_tok >= 2 && n_tok <= kFewRowsMax && k->matmul_act_few[type];
-  const MatmulActFn act_fn = few ? k->matmul_act_few[type] : k->matmul_act[type];
+  const MatmulActFn act_fn = packed ? (few ? k->matmul_act_few_packed[type] : k->matmul_act_packed[type])
+                                    : (few ? k->matmul_act_few[type] : k->matmul_act[type]);
   std::vector<uint8_t> act;
   ThreadPool pool(threads);
 
@@ -151,8 +164,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 7; ++i) macs += static_cast<double>(kLayer[i].rows) * kLayer[i].cols;
   macs *= static_cast<double>(layers) * n_tok * hot_reps;
   total *= hot_reps;
-  std::printf("%s %s%s isa=%s threads=%d tokens=%lld: %.2f ms (cpu %.2f ms), %.1f GB/s of weights, %.1f GMAC/s\n", argv[1],
-              mode.c_str(), few ? " (few-row kernel)" : "", k == kernels_avx512_vnni() ? "avx512+vnni" : k->name, threads,
+  std::printf("%s %s%s%s isa=%s threads=%d tokens=%lld: %.2f ms (cpu %.2f ms), %.1f GB/s of weights, %.1f GMAC/s\n", argv[1],
+              mode.c_str(), few ? " (few-row kernel)" : "", packed ? " (packed)" : "", k == kernels_avx512_vnni() ? "avx512+vnni" : k->name, threads,
               (long long)n_tok, med * 1e3, cpu_med * 1e3, total / med / 1e9, macs / med / 1e9);
   return 0;
 }

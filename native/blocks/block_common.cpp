@@ -32,6 +32,15 @@ bool few_rows_enabled() {
   return enabled;
 }
 
+// ADAINFER_TOKEN_SPLIT=0 turns split_work's token ranges off (rows only), to measure one against the other.
+bool token_split_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("ADAINFER_TOKEN_SPLIT");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return enabled;
+}
+
 // Calls fn(r0, r1) on chunks covering rows [0, n), chunk boundaries multiples of `align`.
 //  - static (decode): parallel_for, one contiguous range per thread, streamed front to back in a few
 //    sub-chunks; a thread done early takes over what another has not reached, and a worker that is late
@@ -65,6 +74,32 @@ void split_rows(ThreadPool& pool, int64_t n, int64_t align, bool dynamic, Fn&& f
   });
 }
 
+// Calls fn(r0, r1, t0, t1) on blocks covering rows [0, rows) x tokens [0, n_tok): by rows (split_rows) as a rule;
+// by tokens when the matrix has too few row units for the threads and there are tokens to share. Small models hit
+// that: 128 output rows are three units of 48, which two threads split 2:1 (96 rows against 32; with stealing 80
+// against 48), so a 16-sequence decode step or a server's wave of prompts ran at 60-80% of two threads on them. Such
+// a matrix stays in cache, so each thread reading all of it for its own tokens costs nothing.
+// A token must get the same bits whatever the thread count, but the kernels choose by the number of tokens a call
+// takes and by where a token falls in their tiles (AVX2 Q8_0: the row kernel below 4 rows and for the rest of a tile
+// of 8, 8-row panels from 32 tokens; the few-row kernels take 8 rows and then the rest; VNNI: its decode kernel for
+// one token). So the token ranges are whole tiles of the kernels, the last one taking the rest: 8 tokens in a few-row
+// step (static: 16 rows split 8 + 8, as the kernel cuts them) and 32 in a batch (dynamic: a multiple of the 8-token
+// tiles, and at least where any kernel switches), so every token runs the kernel it runs in the whole call.
+// (matmul_runner_every_row_count checks it bit for bit against one thread.)
+template <class Fn>
+void split_work(ThreadPool& pool, int64_t rows, int64_t align, int64_t n_tok, bool dynamic, Fn&& fn) {
+  const int64_t threads = pool.size();
+  const int64_t row_units = (rows + align - 1) / align;
+  const int64_t tile = dynamic ? 32 : 8, token_units = n_tok / tile;
+  if (threads > 1 && row_units < 2 * threads && token_units >= 2 && token_split_enabled()) {
+    pool.parallel_for(token_units, 1, [&](int64_t u0, int64_t u1, int) {
+      fn(int64_t{0}, rows, u0 * tile, u1 == token_units ? n_tok : u1 * tile);
+    });
+    return;
+  }
+  split_rows(pool, rows, align, dynamic, [&](int64_t r0, int64_t r1) { fn(r0, r1, int64_t{0}, n_tok); });
+}
+
 }  // namespace
 
 // The first 64-byte boundary of an activation buffer (allocated with 64 bytes of slack).
@@ -87,7 +122,9 @@ void MatmulRunner::operator()(const WeightView& w, const float* x, int64_t ldx, 
   static_assert(48 % kPackedRowGroup == 0, "row ranges must begin on a packed row group");
   if (format == kActF32 || !k_.matmul_act[w.type]) {
     MatmulFn fn = k_.matmul[w.type];
-    split_rows(pool_, w.ne1, 48, n > 1, [&](int64_t r0, int64_t r1) { fn(w.data, w.ne0, x, ldx, n, y, ldy, r0, r1); });
+    split_work(pool_, w.ne1, 48, n, n > 1, [&](int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+      fn(w.data, w.ne0, x + t0 * ldx, ldx, t1 - t0, y + t0 * ldy, ldy, r0, r1);
+    });
     return;
   }
   ActRows& a = act_[format];
@@ -117,8 +154,8 @@ void MatmulRunner::operator()(const WeightView& w, const float* x, int64_t ldx, 
   MatmulActFn fn = w.packed ? (few ? k_.matmul_act_few_packed[w.type] : k_.matmul_act_packed[w.type])
                             : (few ? k_.matmul_act_few[w.type] : k_.matmul_act[w.type]);
   const uint8_t* rows = aligned_rows(a);
-  split_rows(pool_, w.ne1, 48, n > 1 && !few, [&](int64_t r0, int64_t r1) {
-    fn(w.data, w.ne0, rows, static_cast<int64_t>(lda), n, y, ldy, r0, r1);
+  split_work(pool_, w.ne1, 48, n, n > 1 && !few, [&](int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+    fn(w.data, w.ne0, rows + static_cast<size_t>(t0) * lda, static_cast<int64_t>(lda), t1 - t0, y + t0 * ldy, ldy, r0, r1);
   });
 }
 

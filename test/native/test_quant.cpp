@@ -558,15 +558,17 @@ TEST(quant_matmul_few_matches_generic) {
   }
 }
 
-// MatmulRunner picks the kernel by row count (one row, a few, a batch) and splits the rows over the pool: each
-// count gives what the generic matmul_act gives, for the best table and two threads.
+// MatmulRunner picks the kernel by row count (one row, a few, a batch) and splits the rows over the pool (or, for a
+// matrix of few rows, the tokens: split_work): each count gives what the generic matmul_act gives, for the best table
+// and two threads, and bit for bit what one thread gives.
 TEST(matmul_runner_every_row_count) {
   Rng rng(24);
-  ThreadPool pool(2);
+  ThreadPool pool(2), one(1);
   const KernelTable& k = kernels_best();
-  MatmulRunner mm(pool, k);
+  MatmulRunner mm(pool, k), mm_one(one, k);
   for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K}) {
-    const int64_t n_in = 512, rows = 100;
+    for (int64_t rows : {int64_t{100}, int64_t{600}}) {  // 100 rows: split by tokens; 600: by rows
+    const int64_t n_in = 512;
     const QWeights w = make_qweights(type, rows, n_in, rng);
     WeightView view;
     view.data = w.bytes.data();
@@ -576,7 +578,7 @@ TEST(matmul_runner_every_row_count) {
     view.row_bytes = w.rb;
     const int32_t format = is_k(type) ? kActQ8_K : kActQ8_0;
     const size_t lda = act_row_bytes(format, n_in);
-    for (int64_t n : {1, 2, 3, 8, 9, 16, 17, 33}) {
+    for (int64_t n : {1, 2, 3, 8, 9, 16, 17, 33, 64, 70, 97}) {
       std::vector<float> x(static_cast<size_t>(n * n_in));
       for (auto& v : x) v = rng.normal();
       std::vector<uint8_t> act(lda * static_cast<size_t>(n));
@@ -585,6 +587,10 @@ TEST(matmul_runner_every_row_count) {
       kernels_generic().matmul_act[id_of(type)](w.bytes.data(), n_in, act.data(), static_cast<int64_t>(lda), n,
                                                 want.data(), rows, 0, rows);
       mm(view, x.data(), n_in, n, got.data(), rows);
+      std::vector<float> got_one(got.size(), 7.f);
+      mm_one(view, x.data(), n_in, n, got_one.data(), rows);
+      CHECK_MSG(std::memcmp(got.data(), got_one.data(), got.size() * sizeof(float)) == 0,
+                "%s %s rows=%lld n=%lld: two threads give other results than one", k.name, name_of(type), (long long)rows, (long long)n);
       // the same matrix packed, where the table packs the type (the runner takes the packed kernels)
       std::vector<float> got_packed(got.size(), 7.f);
       std::vector<uint8_t> packed;
@@ -612,6 +618,7 @@ TEST(matmul_runner_every_row_count) {
       }
     }
   }
+    }
 }
 
 // Packed layer matrices (KernelTable::pack_rows, blocks/weight_packing.h): for every table and type that packs, the
