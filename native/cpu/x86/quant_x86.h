@@ -890,10 +890,12 @@ void pack_rows8_q4_0(const void* src_raw, void* dst_raw, int64_t rows, int64_t n
 // 8 rows streamed through 22 layers 232 / 296 -> 193 / 209 ms; Q4_0 the same within the noise (8 rows streamed,
 // median of 4: 134 -> 132.5 ms; prefill 101 / 103 -> 99 / 104 ms; weights in L2: 115 -> 113 ms). Through the layer
 // loop (bench/verify_cost.ts, quiet machine, 1 thread, medians of 3 alternating rounds, with the vfnmadd below):
-// an 8-row step Q4_0 153 -> 145 ms (3.38x -> 3.16x a 1-row step), Q8_0 254 -> 221 ms (3.55x -> 2.96x). Both forms are
-// bound by vpmaddubsw (8 per block, activation row and 8 weight rows): on that machine one vpmaddubsw costs
-// 0.51 ns in a loop of independent ones, which puts 8 Q4_0 rows through the 22 TinyLlama layers (7.7 G
-// multiply-adds, 240 M vpmaddubsw) at >= 123 ms of arithmetic against 41 ms for one row (memory-bound).
+// an 8-row step Q4_0 153 -> 145 ms (3.38x -> 3.16x a 1-row step), Q8_0 254 -> 221 ms (3.55x -> 2.96x). Neither form is
+// bound by vpmaddubsw itself: on that machine it issues two per cycle (0.16 ns each in 10 independent chains held in
+// registers; an earlier figure of 0.51 ns came from a loop that stored and reloaded its accumulators), so the 240 M
+// of an 8-row step through the 22 TinyLlama layers take ~40 ms. The rest of the work per block and activation row
+// (8 activation broadcasts, the 16-bit adds, the widening, conversion and two float multiply-adds) and, at 8 rows,
+// register spills make the step's time.
 //
 // kPacked (Q4_0, pack_rows8_q4_0): the 8 rows are already stored that way, block by block, so the transposes and the
 // gathering of the 8 scales are gone and the 8 rows are one forward stream. Measured: see pack_rows8_q4_0.
