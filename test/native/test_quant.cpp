@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -53,6 +54,9 @@ const char* name_of(GgmlType t) {
     case GgmlType::Q5_K: return "Q5_K";
     case GgmlType::Q6_K: return "Q6_K";
     case GgmlType::Q8_K: return "Q8_K";
+    case GgmlType::F32: return "F32";
+    case GgmlType::F16: return "F16";
+    case GgmlType::BF16: return "BF16";
     default: return "?";
   }
 }
@@ -676,4 +680,82 @@ TEST(quant_matmul_packed_matches_rows) {
   }
   // the AVX2 table packs Q4_0: where it runs, this test must have checked something
   if (kernels_by_name("avx2")) CHECK(packed_types > 0);
+}
+
+
+// A row's result must not depend on how many rows the matmul holds: self-speculative decoding verifies k drafted
+// tokens in one (k + 1)-row step and must reproduce, bit for bit, the one-row decode steps of full-depth greedy
+// generation; a batch must give each sequence what it gets alone. So, through MatmulRunner (the kernel by row
+// count, two threads, packed where the table packs the type), the same activation row alone and as the first or last
+// of n rows gives the same bits:
+//  - for n up to kFewRowsMax (a verify step's rows), on every table and weight type;
+//  - beyond (prefill kernels), on the generic and AVX2 tables, except AVX2's Q4_K / Q5_K, whose prefill panels
+//    (rows in the lanes, one integer sum per sub-block) sum in another order than the row kernel. The AVX-512 tables
+//    are not held to it beyond kFewRowsMax: their float prefill tile has one accumulator per row and token against
+//    decode's four, and VNNI prefill has its own panels.
+// Weight rows whose size is not a multiple of one vector load (F32 with 100 columns) take no alignment step.
+TEST(matmul_row_result_independent_of_row_count) {
+  Rng rng(31);
+  ThreadPool pool(2);
+  const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
+                            GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K,
+                            GgmlType::Q6_K, GgmlType::Q8_K};
+  int checked = 0;
+  for (const KernelTable* kt : all_tables()) {
+    MatmulRunner mm(pool, *kt);
+    const std::string table = kt->name;
+    for (GgmlType type : types) {
+      const bool k_quant = is_k(type), is_float = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
+      const bool prefill_invariant = (table == "generic" || table == "avx2") &&
+                                     !(table == "avx2" && (type == GgmlType::Q4_K || type == GgmlType::Q5_K));
+      std::vector<int64_t> widths = k_quant ? std::vector<int64_t>{768} : std::vector<int64_t>{2080};
+      if (is_float) widths.push_back(100);
+      for (int64_t n_in : widths) {
+        for (int64_t rows : {int64_t{100}, int64_t{200}}) {  // with two threads: split by tokens, by rows
+          std::vector<float> wf(static_cast<size_t>(rows * n_in));
+          for (auto& v : wf) v = rng.normal() * 0.05f;
+          const size_t rb = row_bytes(id_of(type), n_in);
+          // 4 bytes past a 64-byte boundary, so that float rows take the alignment step where they may
+          std::vector<uint8_t> mem(rb * rows + 68);
+          uint8_t* bytes = mem.data() + (64 - reinterpret_cast<uintptr_t>(mem.data()) % 64) % 64 + (is_float ? 4 : 0);
+          quantize_rows(id_of(type), wf.data(), bytes, rows, n_in);
+          std::vector<uint8_t> packed;
+          for (bool pack : {false, true}) {
+            WeightView view;
+            view.data = bytes;
+            view.type = id_of(type);
+            view.ne0 = n_in;
+            view.ne1 = rows;
+            view.row_bytes = rb;
+            if (pack) {
+              if (!kt->pack_rows[id_of(type)]) continue;
+              packed.assign(rb * rows, 0);
+              kt->pack_rows[id_of(type)](bytes, packed.data(), rows, n_in);
+              view.data = packed.data();
+              view.packed = true;
+            }
+            std::vector<float> x0(static_cast<size_t>(n_in)), alone(static_cast<size_t>(rows));
+            for (auto& v : x0) v = rng.normal();
+            mm(view, x0.data(), n_in, 1, alone.data(), rows);
+            for (int64_t n : {2, 3, 4, 5, 8, 9, 15, 16, 17, 33, 97}) {
+              if (n > kFewRowsMax && !prefill_invariant) continue;
+              for (int64_t at : {int64_t{0}, n - 1}) {
+                std::vector<float> x(static_cast<size_t>(n * n_in));
+                for (auto& v : x) v = rng.normal();
+                std::memcpy(&x[static_cast<size_t>(at * n_in)], x0.data(), static_cast<size_t>(n_in) * sizeof(float));
+                std::vector<float> y(static_cast<size_t>(n * rows));
+                mm(view, x.data(), n_in, n, y.data(), rows);
+                ++checked;
+                CHECK_MSG(std::memcmp(&y[static_cast<size_t>(at * rows)], alone.data(), alone.size() * sizeof(float)) == 0,
+                          "%s %s%s n_in=%lld rows=%lld: row %lld of %lld rows differs from the same row alone",
+                          kt->name, name_of(type), pack ? " packed" : "", (long long)n_in, (long long)rows,
+                          (long long)at, (long long)n);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  CHECK(checked > 0);
 }

@@ -143,14 +143,15 @@ describe('quantized copies of the bundled model', () => {
     Q4_K_M: { rel: 0.15, top1: 0.6 },
   };
 
-  test('Q4_0 layer matrices are packed for the AVX2 kernels, with the logits of the GGUF rows bit for bit', () => {
-    const out = path.join(dir, 'packed-Q4_0.gguf');
-    quantizeModel(BUNDLED_PLAIN_MODEL, out, 'Q4_0', { threads: 2 });
+  test.each(['Q4_0', 'Q8_0'] as const)('%s layer matrices are packed for the AVX2 kernels, with the logits of the GGUF rows bit for bit', (target) => {
+    const out = path.join(dir, `packed-${target}.gguf`);
+    quantizeModel(BUNDLED_PLAIN_MODEL, out, target, { threads: 2 });
     const f = readGGUF(out);
-    // the layer matrices of Q4_0 (ffn_down's 344-long rows fall back to F16; the head and the embedding stay rows)
-    const q4Layers = f.tensors.filter((t) => t.type === GGMLType.Q4_0 && t.name.startsWith('blk.'));
-    expect(q4Layers.length).toBeGreaterThan(0);
-    const layerBytes = q4Layers.reduce((s, t) => s + rowBytes(t.type, t.dims[0]) * t.dims[1], 0);
+    // the layer matrices of the type (Q4_0: ffn_down's 344-long rows fall back to F16; the head and the embedding
+    // stay rows)
+    const layers = f.tensors.filter((t) => t.type === GGMLType[target] && t.name.startsWith('blk.'));
+    expect(layers.length).toBeGreaterThan(0);
+    const layerBytes = layers.reduce((s, t) => s + rowBytes(t.type, t.dims[0]) * t.dims[1], 0);
     const packedBytes = (kernels: KernelVariant): number => {
       const m = TransformerModel.load(out, { kernels });
       const bytes = m.native.info().packedBytes;

@@ -20,11 +20,11 @@
 //    pass over the weights like decode (matmul_act_few_q).
 //  - prefill without VNNI: the row kernel on tiles of 4 tokens, rows and tokens blocked so that a row stays
 //    in L1 and 64 tokens' activations in L2. On AVX2 the types of 32-element blocks take tiles of 8 weight rows x
-//    8 tokens instead (rows8_dot, also their few-row and decode kernel; Q8_0 from 4 activation rows: kRows8MinTokens): lanes along the
-//    8 weight rows, so the conversion and multiply-add go once per block and token for all 8 rows. Measured on the
-//    shared Zen 3 (CPU time, TinyLlama layer, 128 tokens), its first form (elements in lanes, folded with vphaddw)
-//    against the row kernel: Q4_0 169.6 -> 98.5 ms, Q5_0 226 -> 129.5 ms; 8 rows streamed (22 layers) Q4_0 227.5
-//    -> 146.5 ms, 1 row 58.4 -> 47.0 ms. The present form (rows in lanes) against that: see rows8_dot.
+//    8 tokens instead (rows8_dot, also their few-row and decode kernel, so that a row's bits do not depend on the
+//    row count): lanes along the 8 weight rows, so the conversion and multiply-add go once per block and token for
+//    all 8 rows. Measured on the shared Zen 3 (CPU time, TinyLlama layer, 128 tokens), its first form (elements in
+//    lanes, folded with vphaddw) against the row kernel: Q4_0 169.6 -> 98.5 ms, Q5_0 226 -> 129.5 ms; 8 rows
+//    streamed (22 layers) Q4_0 227.5 -> 146.5 ms, 1 row 58.4 -> 47.0 ms. The present form (rows in lanes) against that: see rows8_dot.
 //    Q4_K / Q5_K (from 8 tokens) and Q8_0 (from 32) take 8-row panels instead (matmul_panels8): the same rows-in-lanes
 //    form, but the 8 rows are transposed once into a buffer (K-quants: with their scales and mins unpacked) that
 //    every token of the matmul reads, 4 tokens per micro-kernel call. For the K-quants it halves the multiplies
@@ -803,14 +803,15 @@ void rowdot_a(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float
   for (int r = 0; r < R; ++r) rowdot_group<Ty, T>(w + r * rb, a, n, out[r]);
 }
 
-// Fewest activation rows for which rows8_dot replaces the row kernel (Q8_0: also decode stays on the row kernel).
-// Q8_0's transposes (two per block, and |w|) are paid per block whatever the activation rows, so with 2 of them the
-// row kernel was faster (TinyLlama layer loop, 22 layers, 1 thread, medians of 6 alternating rounds on the shared
-// Zen 3: 2 rows 120 against 148 ms; 4 rows 202-216 against 200-218 ms, even; 8 rows 375-418 against 312-341 ms).
-// Decode of Q8_0 through rows8_dot measured the same as the row kernel (22 layers streamed: 8.7-9.4 against 9.2-9.5
-// GB/s): it waits on memory.
-template <class Ty>
-constexpr int kRows8MinTokens = Ty::kQ8 ? 4 : 1;
+// Every activation row count takes rows8_dot on AVX2 (decode, a few rows, prefill tiles; Q8_0 prefill from 32 tokens
+// its panels, which compute the same products): its rows-in-lanes sums run in another order than the row kernel's,
+// and a row's result must not depend on the row count (a speculative verify step must give what decode gives; see
+// the native test matmul_row_result_independent_of_row_count). Q8_0 took the row kernel below 4 activation rows
+// until its 8-row groups were packed at load (pack_rows8): a verify step of 4 rows then gave other bits than decode,
+// and speculative greedy output differed from full depth on the 1.1B Q8_0 file. Packed, the transposes are gone and
+// rows8_dot is the faster kernel at every count (bench/native matmul_bench Q8_0 decode, 22 TinyLlama layers, 1
+// thread, shared Zen 3, GGUF rows -> packed: 1 row 74-80 -> 83-85 ms, within the noise of a run that waits on memory;
+// 2 rows 83 -> 68-72 ms; 4 rows 129-134 -> 91-110 ms; 8 rows 193-260 -> 171-202 ms).
 
 // The fp16 values at offset off of the 8 rows, as floats in row order.
 inline __m256 halves_rows8(const uint8_t* const* row, size_t off) {
@@ -842,32 +843,38 @@ inline void rows8_transpose16(const uint8_t* const* row, size_t off, __m256i* D)
   D[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
-// The packed Q4_0 layout of the AVX2 kernels (KernelTable::pack_rows): each group of 8 rows is stored block by
-// block, 144 bytes per block (the 8 rows' 18-byte blocks, rearranged): first the 16 code bytes of the 8 rows as
-// rows8_dot's transposes leave them (4 x 32 bytes: vector k holds row r's code bytes 4k .. 4k + 3 in int32 lane r),
-// then the 8 rows' fp16 scales in row order. Rows past the last whole group stay GGUF rows. A group of 8 rows thus
-// takes the bytes of 8 rows, so row r's group starts at r * row_bytes, as in the file.
+// The packed layouts of the AVX2 kernels (KernelTable::pack_rows; Q4_0 and Q8_0): each group of 8 rows is stored
+// block by block, 8 * kBytes bytes per block (the 8 rows' blocks, rearranged): first the code bytes of the 8 rows as
+// rows8_dot's transposes leave them (vector k holds row r's code bytes 4k .. 4k + 3 in int32 lane r; Q4_0: 4 x 32
+// bytes, Q8_0: 8 x 32, the layout of the Q8_0 prefill panel's codes), then the 8 rows' fp16 scales in row order.
+// Rows past the last whole group stay GGUF rows. A group of 8 rows thus takes the bytes of 8 rows, so row r's group
+// starts at r * row_bytes, as in the file.
 // Measured on the shared Zen 3 (EPYC, 1 thread; bench/native matmul_bench Q4_0 decode --tokens N [--packed], 22
 // TinyLlama layers streamed, GGUF rows -> packed): 1 row 48.9 -> 44.9 ms (weights in cache: 30.6 -> 16.6 ms), 3 rows
 // 83.6 -> 59.8 ms, 8 rows 130 -> 114 ms; prefill of 128 tokens 95-99 -> 84 ms. Through the layer loop
-// (bench/verify_cost.ts): a 3-row step 1.46x -> 1.21x a 1-row step, 8 rows 2.91x -> 2.78x.
-constexpr size_t kPackedQ4_0Codes = 128;
+// (bench/verify_cost.ts): a 3-row step 1.46x -> 1.21x a 1-row step, 8 rows 2.91x -> 2.78x. Q8_0: see the comment
+// above halves_rows8.
+template <class Ty>
+constexpr size_t kPackedCodes = 8 * Ty::kBytes - 16;
 
-void pack_rows8_q4_0(const void* src_raw, void* dst_raw, int64_t rows, int64_t n_in) {
+template <class Ty>
+void pack_rows8(const void* src_raw, void* dst_raw, int64_t rows, int64_t n_in) {
+  static_assert(Ty::kType == GgmlType::Q4_0 || Ty::kType == GgmlType::Q8_0, "packed layouts exist for Q4_0 and Q8_0");
   const uint8_t* src = static_cast<const uint8_t*>(src_raw);
   uint8_t* dst = static_cast<uint8_t*>(dst_raw);
-  const size_t rb = row_bytes(static_cast<int32_t>(GgmlType::Q4_0), n_in);
+  const size_t rb = row_bytes(static_cast<int32_t>(Ty::kType), n_in);
   const int64_t nb = n_in / 32, groups = rows / 8;
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* row[8];
     for (int r = 0; r < 8; ++r) row[r] = src + (static_cast<size_t>(g) * 8 + r) * rb;
     uint8_t* out = dst + static_cast<size_t>(g) * 8 * rb;
-    for (int64_t b = 0; b < nb; ++b, out += 8 * 18) {
-      const size_t off = static_cast<size_t>(b) * 18;
-      __m256i D[4];
-      rows8_transpose16(row, off + 2, D);
-      for (int k = 0; k < 4; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * k), D[k]);
-      for (int r = 0; r < 8; ++r) std::memcpy(out + kPackedQ4_0Codes + 2 * r, row[r] + off, 2);
+    for (int64_t b = 0; b < nb; ++b, out += 8 * Ty::kBytes) {
+      const size_t off = static_cast<size_t>(b) * Ty::kBytes;
+      constexpr int kVectors = static_cast<int>(kPackedCodes<Ty> / 32);
+      __m256i D[kVectors];
+      for (int h = 0; h < kVectors / 4; ++h) rows8_transpose16(row, off + Ty::kQs + 16 * h, D + 4 * h);
+      for (int k = 0; k < kVectors; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * k), D[k]);
+      for (int r = 0; r < 8; ++r) std::memcpy(out + kPackedCodes<Ty> + 2 * r, row[r] + off, 2);
     }
   }
   const size_t done = static_cast<size_t>(groups) * 8 * rb;
@@ -897,11 +904,12 @@ void pack_rows8_q4_0(const void* src_raw, void* dst_raw, int64_t rows, int64_t n
 // (8 activation broadcasts, the 16-bit adds, the widening, conversion and two float multiply-adds) and, at 8 rows,
 // register spills make the step's time.
 //
-// kPacked (Q4_0, pack_rows8_q4_0): the 8 rows are already stored that way, block by block, so the transposes and the
-// gathering of the 8 scales are gone and the 8 rows are one forward stream. Measured: see pack_rows8_q4_0.
+// kPacked (Q4_0, Q8_0: pack_rows8): the 8 rows are already stored that way, block by block, so the transposes and the
+// gathering of the 8 scales are gone and the 8 rows are one forward stream. Measured: see kPackedCodes.
 template <class Ty, int T, bool kPacked = false>
 void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, float (*out)[T]) {
-  static_assert(!kPacked || Ty::kType == GgmlType::Q4_0, "the packed layout exists for Q4_0 only");
+  static_assert(!kPacked || Ty::kType == GgmlType::Q4_0 || Ty::kType == GgmlType::Q8_0,
+                "packed layouts exist for Q4_0 and Q8_0");
   const int64_t nb = n / 32;
   const uint8_t* row[8];
   for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
@@ -917,8 +925,12 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
     // C[k]: elements 4k .. 4k + 3 of each row, lane r = row r (Q8_0: U[k] = |C[k]|)
     __m256i C[8], U[8];
     if constexpr (Ty::kQ8) {
-      rows8_transpose16(row, off + Ty::kQs, C);
-      rows8_transpose16(row, off + Ty::kQs + 16, C + 4);
+      if constexpr (kPacked) {
+        for (int k = 0; k < 8; ++k) C[k] = load256(w + 8 * off + 32 * k);
+      } else {
+        rows8_transpose16(row, off + Ty::kQs, C);
+        rows8_transpose16(row, off + Ty::kQs + 16, C + 4);
+      }
       for (int k = 0; k < 8; ++k) U[k] = _mm256_sign_epi8(C[k], C[k]);
     } else {
       // byte i of a 4/5-bit block: element i in the low nibble, element i + 16 in the high
@@ -948,7 +960,7 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
         }
       }
     }
-    const __m256 dw = kPacked ? _mm256_cvtph_ps(load128(w + 8 * off + kPackedQ4_0Codes)) : halves_rows8(row, off);
+    const __m256 dw = kPacked ? _mm256_cvtph_ps(load128(w + 8 * off + kPackedCodes<Ty>)) : halves_rows8(row, off);
     __m256 mw = _mm256_setzero_ps();
     if constexpr (Ty::kMin) mw = halves_rows8(row, off + Ty::kM);
 #pragma GCC unroll 8
@@ -993,6 +1005,10 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
   }
 }
 
+template <int T, bool kPacked = false>
+void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, __m256* acc);
+constexpr int kPanel8Tokens = 4;
+
 // Rows [r0, r1) times activation rows [t0, t0 + T): rows8_dot on each 8 rows, the row kernel on the rest (packed:
 // r0 is a multiple of 8, and the rows past the last whole group of the matrix are GGUF rows).
 template <class Ty, int T, bool kPacked = false>
@@ -1002,6 +1018,20 @@ inline void rows8_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t*
   for (int t = 0; t < T; ++t) a[t] = act_q8_0_row(A + (t0 + t) * lda, n_in);
   int64_t r = r0;
   for (; r + 8 <= r1; r += 8) {
+    if constexpr (kPacked && Ty::kQ8 && T > kPanel8Tokens) {
+      // packed Q8_0, more than 4 activation rows: the panel kernel (the same products) in two tiles, not rows8_dot,
+      // whose codes, |codes| and T accumulators would not fit the registers
+      const uint8_t* group = W + static_cast<size_t>(r) * rb;
+      auto part = [&](int tb, auto count) {
+        constexpr int kC = decltype(count)::value;
+        __m256 acc[kC];
+        q8_0_panel_dot<kC, true>(group, a + tb, n_in / 32, acc);
+        for (int t = 0; t < kC; ++t) _mm256_storeu_ps(Y + (t0 + tb + t) * ldy + r, acc[t]);
+      };
+      part(0, Count<kPanel8Tokens>{});
+      part(kPanel8Tokens, Count<T - kPanel8Tokens>{});
+      continue;
+    }
     float out[8][T];
     rows8_dot<Ty, T, kPacked>(W + static_cast<size_t>(r) * rb, rb, a, n_in, out);
     for (int i = 0; i < 8; ++i)
@@ -1574,16 +1604,20 @@ inline void pack_q8_0_rows8(const uint8_t* w, size_t rb, int64_t nblocks, uint8_
 
 // The panel's 8 rows times T activation rows: acc[t] lane r = dot(row r, activation row t). As rows8_dot: |w| times
 // the activation with w's sign (vpsignb), the pair sums (<= 2 * 128 * 127) through vpmaddwd one by one.
-template <int T>
+// kPacked: the panel is a group of 8 rows of a packed matrix (pack_rows8: the same codes, then fp16 scales), read in
+// place. The products are those of rows8_dot, term by term (the same exact integer sums, the same scale product and
+// multiply-add per block), so a row's result does not depend on which of the two kernels computed it.
+template <int T, bool kPacked>
 void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, __m256* acc) {
   const __m256i ones16 = _mm256_set1_epi16(1);
+  constexpr size_t kBlock = kPacked ? 8 * TQ8_0::kBytes : kQ8_0PanelBlock;
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nblocks; ++b) {
-    const uint8_t* p = panel + static_cast<size_t>(b) * kQ8_0PanelBlock;
+    const uint8_t* p = panel + static_cast<size_t>(b) * kBlock;
     __m256i isum[T];
 #pragma GCC unroll 8
     for (int q = 0; q < 8; ++q) {
-      const __m256i C = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32 * q));
+      const __m256i C = load256(p + 32 * q);
       const __m256i U = _mm256_sign_epi8(C, C);
       for (int t = 0; t < T; ++t) {
         const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(a[t].q + 32 * b + 4 * q)), C);
@@ -1592,7 +1626,8 @@ void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, 
         __asm__("" : "+x"(isum[t]));  // keeps the sum a chain (see k45_panel_dot)
       }
     }
-    const __m256 dv = _mm256_load_ps(reinterpret_cast<const float*>(p + kQ8_0PanelD));
+    const __m256 dv = kPacked ? _mm256_cvtph_ps(load128(p + kPackedCodes<TQ8_0>))
+                              : _mm256_load_ps(reinterpret_cast<const float*>(p + kQ8_0PanelD));
     for (int t = 0; t < T; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_broadcast_ss(a[t].d + b)), acc[t]);
   }
@@ -1603,31 +1638,40 @@ void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, 
 // shared Zen 3, medians of 5 alternating: 8 tokens 0.69x, 16 1.02x, 32 1.10x, 64 1.25x, 128 1.17x.
 template <class Ty>
 constexpr int64_t kPanel8MinTokens = Ty::kType == GgmlType::Q8_0 ? 32 : kK45PanelMinTokens;
-constexpr int kPanel8Tokens = 4;
 
 // Rows from row_begin in whole groups of 8 times all n_tok tokens through the 8-row panels (Q4_K, Q5_K, Q8_0);
-// returns the first row not done (the rest, fewer than 8, go through the row kernel).
-template <class Ty>
+// returns the first row not done (the rest, fewer than 8, go through the row kernel). kPacked (Q8_0): each group of
+// the packed matrix is its own panel (row_begin a multiple of 8), nothing is repacked.
+template <class Ty, bool kPacked = false>
 int64_t matmul_panels8(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t* A, int64_t lda, int64_t n_tok,
                        float* Y, int64_t ldy, int64_t row_begin, int64_t row_end) {
   constexpr bool kQ8 = Ty::kType == GgmlType::Q8_0, kFive = Ty::kType == GgmlType::Q5_K;
+  static_assert(!kPacked || kQ8, "packed panels exist for Q8_0 only");
   const int64_t nblocks = n_in / (kQ8 ? 32 : 256);
   const size_t block_bytes = kQ8 ? kQ8_0PanelBlock : kK45PanelBlock;
-  uint8_t* panel = static_cast<uint8_t*>(std::aligned_alloc(64, act_align64(static_cast<size_t>(nblocks) * block_bytes)));
-  if (!panel) std::abort();
+  uint8_t* panel = nullptr;
+  if constexpr (!kPacked) {
+    panel = static_cast<uint8_t*>(std::aligned_alloc(64, act_align64(static_cast<size_t>(nblocks) * block_bytes)));
+    if (!panel) std::abort();
+  }
   int64_t r = row_begin;
   for (; r + 8 <= row_end; r += 8) {
-    if constexpr (kQ8) {
-      pack_q8_0_rows8(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+    const uint8_t* rows = W + static_cast<size_t>(r) * rb;
+    if constexpr (kPacked) {
+      // (the group is the panel)
+    } else if constexpr (kQ8) {
+      pack_q8_0_rows8(rows, rb, nblocks, panel);
     } else {
-      pack_k45_rows8<kFive>(W + static_cast<size_t>(r) * rb, rb, nblocks, panel);
+      pack_k45_rows8<kFive>(rows, rb, nblocks, panel);
     }
     auto tile = [&](int64_t t0, auto tokens) {
       constexpr int kT = decltype(tokens)::value;
       ActRow<Ty> a[kT];
       for (int t = 0; t < kT; ++t) a[t] = act_row<Ty>(A + (t0 + t) * lda, n_in);
       __m256 acc[kT];
-      if constexpr (kQ8) {
+      if constexpr (kPacked) {
+        q8_0_panel_dot<kT, true>(rows, a, nblocks, acc);
+      } else if constexpr (kQ8) {
         q8_0_panel_dot<kT>(panel, a, nblocks, acc);
       } else {
         k45_panel_dot<kFive, kT>(panel, a, nblocks, acc);
@@ -1654,10 +1698,8 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
   if (n_tok == 1) {
 #if !ADAINFER_Q512
     if constexpr (!IsKType<Ty>::value) {
-      if constexpr (kRows8MinTokens<Ty> <= 1) {
-        rows8_tile<Ty, 1, kPacked>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
-        return;
-      }
+      rows8_tile<Ty, 1, kPacked>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
+      return;
     }
 #endif
     row_tile<Ty, 1, kDecodeRows>(W, rb, n_in, A, lda, 0, Y, ldy, row_begin, row_end);
@@ -1666,7 +1708,7 @@ void matmul_rows(const void* W_raw, int64_t n_in, const uint8_t* A, int64_t lda,
 #if !ADAINFER_Q512
   // AVX2 Q4_K / Q5_K / Q8_0: whole groups of 8 rows through the panels, the rest below
   if constexpr (Ty::kType == GgmlType::Q4_K || Ty::kType == GgmlType::Q5_K || Ty::kType == GgmlType::Q8_0) {
-    if (n_tok >= kPanel8MinTokens<Ty>) row_begin = matmul_panels8<Ty>(W, rb, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
+    if (n_tok >= kPanel8MinTokens<Ty>) row_begin = matmul_panels8<Ty, kPacked>(W, rb, n_in, A, lda, n_tok, Y, ldy, row_begin, row_end);
   }
 #endif
   for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
@@ -1704,10 +1746,8 @@ inline void few_tile(int64_t count, const uint8_t* W, size_t rb, int64_t n_in, c
     constexpr int kT = decltype(tokens)::value;
 #if !ADAINFER_Q512
     if constexpr (!IsKType<Ty>::value) {
-      if constexpr (kPacked || kT >= kRows8MinTokens<Ty>) {
-        rows8_tile<Ty, kT, kPacked>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
-        return;
-      }
+      rows8_tile<Ty, kT, kPacked>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
+      return;
     }
 #endif
     if constexpr (!kPacked) row_tile<Ty, kT>(W, rb, n_in, A, lda, t0, Y, ldy, r0, r1);
@@ -2125,12 +2165,15 @@ constexpr void add_quant_kernels(KernelTable& t) {
   set_quant_type<TQ6_K, &dequant_row_q6_k>(t);
   set_quant_type<TQ8_K, &dequant_row_q8_k>(t);
 #if !ADAINFER_Q512
-  // AVX2: Q4_0 layer matrices packed in groups of 8 rows (pack_rows8_q4_0); AVX-512 has its own prefill panels.
-  static_assert(kPackedRowGroup == 8, "pack_rows8_q4_0 groups 8 rows");
-  const int q4_0 = static_cast<int>(GgmlType::Q4_0);
-  t.pack_rows[q4_0] = &pack_rows8_q4_0;
+  // AVX2: Q4_0 and Q8_0 layer matrices packed in groups of 8 rows (pack_rows8); AVX-512 has its own prefill panels.
+  static_assert(kPackedRowGroup == 8, "pack_rows8 groups 8 rows");
+  const int q4_0 = static_cast<int>(GgmlType::Q4_0), q8_0 = static_cast<int>(GgmlType::Q8_0);
+  t.pack_rows[q4_0] = &pack_rows8<TQ4_0>;
   t.matmul_act_packed[q4_0] = &matmul_rows<TQ4_0, true>;
   t.matmul_act_few_packed[q4_0] = &matmul_act_few_q<TQ4_0, true>;
+  t.pack_rows[q8_0] = &pack_rows8<TQ8_0>;
+  t.matmul_act_packed[q8_0] = &matmul_rows<TQ8_0, true>;
+  t.matmul_act_few_packed[q8_0] = &matmul_act_few_q<TQ8_0, true>;
 #endif
 }
 

@@ -94,17 +94,19 @@ inline void matmul_tile(const typename Row::Elem* const* w, const float* const* 
       for (int t = 0; t < T; ++t) acc[u][r][t] = S::zero();
 
   int64_t i = 0;
-  if constexpr (R == 1 || kStream) {
+  {
     // A weight row read once is a sequential stream, and then loads that straddle two cache lines cost
     // measurably (e.g. 64-byte loads from a 32-byte aligned GGUF tensor). Take a partial first step up
-    // to the next boundary of one load's size, so the main loop's weight loads are aligned (the step is
-    // taken from the first row; with R > 1 the others share its alignment when the row size is a multiple
-    // of one load, as in every model's shapes, and any step is correct).
+    // to the next boundary of one load's size, so the main loop's weight loads are aligned. Every tile takes
+    // it (decode, a few rows, prefill), and only where every row of the matrix has the same alignment (a row
+    // a multiple of one load, as in every model's shapes): then each row's sums run in one order whatever the
+    // tile and the row count, so a row's result does not depend on how many rows a step holds.
     constexpr uintptr_t kElemBytes = sizeof(typename Row::Elem);
     constexpr uintptr_t kLoadBytes = kW * kElemBytes;
     const uintptr_t addr = reinterpret_cast<uintptr_t>(w[0]);
     const int64_t head = static_cast<int64_t>((kLoadBytes - addr % kLoadBytes) % kLoadBytes / kElemBytes);
-    if (addr % kElemBytes == 0 && head > 0 && head < n) {
+    const bool rows_alike = static_cast<uintptr_t>(n) * kElemBytes % kLoadBytes == 0;
+    if (rows_alike && addr % kElemBytes == 0 && head > 0 && head < n) {
 #pragma GCC unroll 64
       for (int r = 0; r < R; ++r) {
         const V wv = Row::load_partial(w[r], head);
@@ -237,11 +239,16 @@ void matmul(const void* W_raw, int64_t n_in, const float* X, int64_t ldx, int64_
             int64_t row_begin, int64_t row_end) {
   const auto* W = static_cast<const typename Row::Elem*>(W_raw);
   int64_t row = row_begin;
-  if (n_tok == 1) {
+  // A row's sums run in an order set by the accumulator count U (and the head step, see matmul_tile), so
+  // decode's U is kept by every path that must give decode's bits: the last rows of decode, and a few rows
+  // (2 .. kFewRowsMax: a speculative verify step, a few decoding sequences) where prefill's tile has another U.
+  constexpr int kU = S::kDecodeAccumulators;
+  if (n_tok == 1 || (kU != 1 && n_tok <= kFewRowsMax)) {
     constexpr int R = S::kDecodeRows;
-    for (; row + R <= row_end; row += R)
-      matmul_rows<S, Row, R, 1, S::kDecodeAccumulators, true>(W, n_in, X, ldx, 1, Y, ldy, row);
-    for (; row < row_end; ++row) matmul_rows<S, Row, 1, 1, 4, true>(W, n_in, X, ldx, 1, Y, ldy, row);
+    // tokens per tile: R * T * kU accumulators beside R weight registers
+    constexpr int T = R * kU >= 4 ? 4 : 1;
+    for (; row + R <= row_end; row += R) matmul_rows<S, Row, R, T, kU, true>(W, n_in, X, ldx, n_tok, Y, ldy, row);
+    for (; row < row_end; ++row) matmul_rows<S, Row, 1, T, kU, true>(W, n_in, X, ldx, n_tok, Y, ldy, row);
     return;
   }
   constexpr int R = S::kPrefillRows;
