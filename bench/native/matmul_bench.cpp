@@ -8,7 +8,7 @@
 // usage: adainfer_matmul_bench TYPE [decode|prefill|hot] [--tokens N] [--threads T] [--isa NAME] [--reps R] [--no-few]
 //   TYPE: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K Q8_K;  NAME: generic avx2 avx512 avx512_plain
 //   --packed: the weights in the table's packed layout (KernelTable::pack_rows, as a CPU model loads its layer
-//   matrices: Q4_0 on avx2) through the packed kernels; without it, GGUF rows.
+//   matrices: Q4_0 and Q8_0 on avx2) through the packed kernels; without it, GGUF rows.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

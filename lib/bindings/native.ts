@@ -62,7 +62,7 @@ export interface NativeModel {
     deviceBytes: number;
     /**
      * Bytes of layer matrices the CPU kernels hold in a packed layout (a copy made at load; the file's pages are
-     * dropped): Q4_0 on AVX2. 0 on other kernels and backends, and with ADAINFER_PACK=0.
+     * dropped): Q4_0 and Q8_0 on AVX2. 0 on other kernels and backends, and with ADAINFER_PACK=0.
      */
     packedBytes: number;
   };

@@ -166,6 +166,9 @@ struct KernelTable {
   // a few sequences decoding together), where the weights are still streamed from memory as in decode: each
   // weight block is read and unpacked once and multiplied with every row, in one pass over the matrix.
   // nullptr where a variant has none for a type (matmul_act then serves every row count).
+  // Every variant keeps a row's result independent of the row count up to kFewRowsMax (matmul / matmul_act with one
+  // row, matmul_act_few with more: the same bits for the same activation row), or the verify step would not
+  // reproduce decode; docs/architecture.md, "Row-count invariance".
   MatmulActFn matmul_act_few[kMaxType];
   QuantizeActFn quantize_act[kActFormats];
 
