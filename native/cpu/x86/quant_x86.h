@@ -1198,76 +1198,159 @@ void rowdot_q8k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) 
 }
 #else
 // AVX2 Q4_K / Q5_K rows. Per block: the scales and mins unpacked in vector registers (k_scales_vec), one
-// maddubs + one madd with the sub-block scale per 32 elements, the block's integer sums converted and scaled in
-// vector lanes (no horizontal sum per block), and the min term from the activations' bsums (pair sums by hadd,
-// times the mins by madd). The weights are prefetched kPrefetchAhead bytes ahead like the other row kernels.
-// The kernel it replaced unpacked scales/mins with scalar code, summed the mins term in a scalar loop and reduced
-// each block horizontally: compute-bound. Measured on Zen 3 (EPYC, AVX2, 'avx2' kernels, random-weight TinyLlama
-// Q4_K, `compare.js --types Q4_K --threads 1 --pp 32 --tg 64 --engines adainfer`, old/new alternating): decode
-// 13.5 -> 20.2-21.5 t/s, prefill pp32 26 -> 39-44 t/s; matmul_bench Q4_K decode now 14.1 GB/s of weights (Q4_0: 12.9).
+// maddubs + one madd with the sub-block scale per 32 elements, and the min term from the activations' bsums (pair
+// sums by hadd, times the mins by madd). The block's two integer sums per row and token are then reduced across the
+// lanes and scaled exactly as the prefill panels scale them (k45_panel_dot: v = S * d - M * dmin, then acc += v * dx),
+// so a row's bits do not depend on which kernel ran it (decode and a few rows here, steps of more than kFewRowsMax
+// rows in the panels). The reductions go 4 at a time through one hadd tree: 4 tokens of a row, or at decode 4 rows
+// of the one token (rowdot_k45). The weights are prefetched kPrefetchAhead bytes ahead like the other row kernels.
+// History, all on the shared Zen 3 (EPYC, 'avx2' kernels, random-weight TinyLlama Q4_K): a first kernel unpacked the
+// scales and mins with scalar code and reduced each block horizontally in scalar steps; vector unpacking with the 8
+// partial sums scaled in the lanes (no reduction per block) took decode from 13.5 to 20.2-21.5 t/s (`compare.js
+// --types Q4_K --threads 1 --pp 32 --tg 64 --engines adainfer`), but no panel can match its bits. The present form
+// against that one: decode the same (same command at --pp 0, 1 / 2 threads, medians of 3 alternating: 20.6 / 34.6
+// -> 20.3 / 34.5 t/s); bench/native matmul_bench Q4_K hot, 1 thread, medians of 5: 1 row 30.1 -> 28.4 ms, 2 rows
+// 43.3 -> 46.3 ms, 4 rows 95 -> 71 ms. Reducing each row and token on its own (no hadd tree shared by 4) had cost
+// decode 11-20%.
+template <bool kFive>
+using BlockK45 = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
+
+// isum[t] (8 int32 lanes adding up to S) of block b times activation rows a[0..T) at block index i; mins16: the
+// block's 8 sub-block mins as int16.
+template <bool kFive, int T>
+inline void k45_block_isum(const BlockK45<kFive>& b, const ActQ8_KRow* a, int64_t i, __m256i* isum, __m128i* mins16) {
+  const char* pf = reinterpret_cast<const char*>(&b) + kPrefetchAhead;
+  _mm_prefetch(pf, _MM_HINT_T0);
+  _mm_prefetch(pf + 64, _MM_HINT_T0);
+  _mm_prefetch(pf + 128, _MM_HINT_T0);
+  // 16-bit lanes 0-7: the sub-block scales, 8-15: the mins
+  const __m256i scm16 = _mm256_cvtepu8_epi16(k_scales_vec(b.scales));
+  *mins16 = _mm256_extracti128_si256(scm16, 1);
+  const __m256i scales16 = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scm16));
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  for (int t = 0; t < T; ++t) isum[t] = qzero();
+  __m256i hbits = _mm256_setzero_si256();
+  if constexpr (kFive) hbits = load256(b.qh);
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m256i chunk = load256(b.qs + 32 * c);
+    __m256i lo = _mm256_and_si256(chunk, m4);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(chunk, 4), m4);
+    if constexpr (kFive) {
+      const __m256i one = _mm256_set1_epi8(1);
+      const __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c)), one);
+      const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c + 1)), one);
+      lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
+      hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+    }
+    // every 16-bit lane: scale 2c (2c + 1), picked from the scales in both 128-bit halves
+    const __m256i sc_lo = _mm256_shuffle_epi8(scales16, _mm256_set1_epi16(static_cast<short>(((4 * c + 1) << 8) | (4 * c))));
+    const __m256i sc_hi =
+        _mm256_shuffle_epi8(scales16, _mm256_set1_epi16(static_cast<short>(((4 * c + 3) << 8) | (4 * c + 2))));
+    for (int t = 0; t < T; ++t) {
+      const int8_t* x = a[t].q + 256 * i + 64 * c;
+      // pair products: |.| <= 2 * 31 * 128 < 2^15; times a scale < 64 summed in pairs fits int32
+      isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qload(x)), sc_lo));
+      isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qload(x + 32)), sc_hi));
+    }
+  }
+}
+
+// M's 4 partial lanes: the 8 sub-block mins times the sums of the activation row's 8 sub-blocks (bsums hold
+// 16-element groups; |pair| <= 32 * 128 fits int16).
+inline __m128i k45_min_lanes(__m128i mins16, const ActQ8_KRow& a, int64_t i) {
+  const __m256i bs = load256(a.bsums + 16 * i);
+  return _mm_madd_epi16(mins16, _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+}
+
+inline __m128i fold_i32(__m256i v) { return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)); }
+
+// [sum of a's lanes, of b's, of c's, of d's] (exact: integer adds in any order)
+inline __m128i sums4_i32(__m128i a, __m128i b, __m128i c, __m128i d) {
+  return _mm_hadd_epi32(_mm_hadd_epi32(a, b), _mm_hadd_epi32(c, d));
+}
+
+// The panels' float steps on 4 lanes: acc + (S * d - M * dmin) * dx.
+inline __m128 k45_scale4(__m128 acc, __m128i S, __m128i M, __m128 d, __m128 dmin, __m128 dx) {
+  return _mm_fmadd_ps(_mm_fnmadd_ps(_mm_cvtepi32_ps(M), dmin, _mm_mul_ps(_mm_cvtepi32_ps(S), d)), dx, acc);
+}
+
 template <bool kFive, int T>
 void rowdot_k45_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) {
-  using Block = typename std::conditional<kFive, BlockQ5_K, BlockQ4_K>::type;
-  const Block* blocks = reinterpret_cast<const Block*>(w);
-  __m256 acc[T];
-  __m128 macc[T];
-  for (int t = 0; t < T; ++t) {
-    acc[t] = _mm256_setzero_ps();
-    macc[t] = _mm_setzero_ps();
-  }
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const BlockK45<kFive>* blocks = reinterpret_cast<const BlockK45<kFive>*>(w);
+  // from 2 tokens, in groups of 4 (lane k of acc[g]: token 4g + k; lanes past the last token repeat the group's
+  // first); one token in lane 0, the same float steps
+  constexpr int kGroups = (T + 3) / 4;
+  __m128 acc[kGroups];
+  for (int g = 0; g < kGroups; ++g) acc[g] = _mm_setzero_ps();
   for (int64_t i = 0; i < n / 256; ++i) {
-    const Block& b = blocks[i];
-    const char* pf = reinterpret_cast<const char*>(&b) + kPrefetchAhead;
-    _mm_prefetch(pf, _MM_HINT_T0);
-    _mm_prefetch(pf + 64, _MM_HINT_T0);
-    _mm_prefetch(pf + 128, _MM_HINT_T0);
-    // 16-bit lanes 0-7: the sub-block scales, 8-15: the mins
-    const __m256i scm16 = _mm256_cvtepu8_epi16(k_scales_vec(b.scales));
-    const __m128i mins16 = _mm256_extracti128_si256(scm16, 1);
-    const __m256i scales16 = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scm16));
-    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
+    const BlockK45<kFive>& b = blocks[i];
     __m256i isum[T];
-    for (int t = 0; t < T; ++t) isum[t] = qzero();
-    __m256i hbits = _mm256_setzero_si256();
-    if constexpr (kFive) hbits = load256(b.qh);
+    __m128i mins16;
+    k45_block_isum<kFive, T>(b, a, i, isum, &mins16);
+    const __m128 d = _mm_set1_ps(half_to_float(b.d)), dmin = _mm_set1_ps(half_to_float(b.dmin));
+    if constexpr (T == 1) {
+      const __m128i s4 = fold_i32(isum[0]), m4 = k45_min_lanes(mins16, a[0], i);
+      // [s0 + s2, s1 + s3, m0 + m2, m1 + m3], then each pair: lanes [S, S, M, M]
+      const __m128i half = _mm_add_epi32(_mm_unpacklo_epi64(s4, m4), _mm_unpackhi_epi64(s4, m4));
+      const __m128i sm = _mm_add_epi32(half, _mm_shuffle_epi32(half, 0xB1));
+      acc[0] = k45_scale4(acc[0], sm, _mm_unpackhi_epi64(sm, sm), d, dmin, _mm_set1_ps(a[0].d[i]));
+    } else {
 #pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const __m256i chunk = load256(b.qs + 32 * c);
-      __m256i lo = _mm256_and_si256(chunk, m4);
-      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(chunk, 4), m4);
-      if constexpr (kFive) {
-        const __m256i one = _mm256_set1_epi8(1);
-        const __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c)), one);
-        const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c + 1)), one);
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+      for (int g = 0; g < kGroups; ++g) {
+        __m128i s[4], m[4];
+        alignas(16) float dx[4];
+        for (int k = 0; k < 4; ++k) {
+          const int t = 4 * g + k < T ? 4 * g + k : 4 * g;
+          s[k] = fold_i32(isum[t]);
+          m[k] = k45_min_lanes(mins16, a[t], i);
+          dx[k] = a[t].d[i];
+        }
+        acc[g] = k45_scale4(acc[g], sums4_i32(s[0], s[1], s[2], s[3]), sums4_i32(m[0], m[1], m[2], m[3]), d, dmin,
+                            _mm_load_ps(dx));
       }
-      // every 16-bit lane: scale 2c (2c + 1), picked from the scales in both 128-bit halves
-      const __m256i sc_lo = _mm256_shuffle_epi8(scales16, _mm256_set1_epi16(static_cast<short>(((4 * c + 1) << 8) | (4 * c))));
-      const __m256i sc_hi =
-          _mm256_shuffle_epi8(scales16, _mm256_set1_epi16(static_cast<short>(((4 * c + 3) << 8) | (4 * c + 2))));
-      for (int t = 0; t < T; ++t) {
-        const int8_t* x = a[t].q + 256 * i + 64 * c;
-        // pair products: |.| <= 2 * 31 * 128 < 2^15; times a scale < 64 summed in pairs fits int32
-        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qload(x)), sc_lo));
-        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qload(x + 32)), sc_hi));
-      }
-    }
-    for (int t = 0; t < T; ++t) {
-      const float dx = a[t].d[i];
-      acc[t] = _mm256_fmadd_ps(qcvt(isum[t]), _mm256_set1_ps(d * dx), acc[t]);
-      // sums of the 8 sub-blocks' activations (bsums hold 16-element groups; |pair| <= 32 * 128 fits int16)
-      const __m256i bs = load256(a[t].bsums + 16 * i);
-      const __m128i pair_sums = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-      macc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins16, pair_sums)), _mm_set1_ps(dmin * dx), macc[t]);
     }
   }
   for (int t = 0; t < T; ++t) {
-    __m128 m = _mm_add_ps(macc[t], _mm_movehl_ps(macc[t], macc[t]));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    out[t] = qreduce(acc[t]) - _mm_cvtss_f32(m);
+    alignas(16) float lanes[4];
+    _mm_store_ps(lanes, acc[t / 4]);
+    out[t] = lanes[t % 4];
   }
+}
+
+// Decode (one token) of 4 rows at once: the 4 rows' sums share one hadd tree and one set of float steps, lane r for
+// row r (the same steps as rowdot_k45_1, so the same bits). The integer sums of up to kChunk blocks are taken row
+// after row first, so the weights are still read as one forward stream (the 4 rows are contiguous): reading the 4
+// rows block by block, interleaved, made decode 8-15% slower on the shared Zen 3.
+template <bool kFive>
+void rowdot_k45_rows4(const uint8_t* w, size_t rb, const ActQ8_KRow* a, int64_t n, float (*out)[1]) {
+  constexpr int64_t kChunk = 32;
+  const int64_t nb = n / 256;
+  __m128 acc = _mm_setzero_ps();
+  for (int64_t i0 = 0; i0 < nb; i0 += kChunk) {
+    const int64_t cnt = nb - i0 < kChunk ? nb - i0 : kChunk;
+    __m128i s[4][kChunk], m[4][kChunk];
+    alignas(16) float d[kChunk][4], dmin[kChunk][4];
+    for (int r = 0; r < 4; ++r) {
+      const BlockK45<kFive>* blocks = reinterpret_cast<const BlockK45<kFive>*>(w + r * rb);
+      for (int64_t j = 0; j < cnt; ++j) {
+        const BlockK45<kFive>& b = blocks[i0 + j];
+        __m256i isum;
+        __m128i mins16;
+        k45_block_isum<kFive, 1>(b, a, i0 + j, &isum, &mins16);
+        s[r][j] = fold_i32(isum);
+        m[r][j] = k45_min_lanes(mins16, a[0], i0 + j);
+        d[j][r] = half_to_float(b.d);
+        dmin[j][r] = half_to_float(b.dmin);
+      }
+    }
+    for (int64_t j = 0; j < cnt; ++j)
+      acc = k45_scale4(acc, sums4_i32(s[0][j], s[1][j], s[2][j], s[3][j]), sums4_i32(m[0][j], m[1][j], m[2][j], m[3][j]),
+                       _mm_load_ps(d[j]), _mm_load_ps(dmin[j]), _mm_set1_ps(a[0].d[i0 + j]));
+  }
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, acc);
+  for (int r = 0; r < 4; ++r) out[r][0] = lanes[r];
 }
 
 // Q6_K on AVX2: a unit of 32 codes (6 bits, from ql and qh) times each activation row with vpmaddubsw, and the pair
@@ -1350,6 +1433,12 @@ void rowdot_q8k_1(const uint8_t* w, const ActQ8_KRow* a, int64_t n, float* out) 
 // R rows of the K-quant row kernels (one after the other: their per-block work dwarfs the per-row setup).
 template <bool kFive, int R, int T>
 void rowdot_k45(const uint8_t* w, size_t rb, const ActQ8_KRow* a, int64_t n, float (*out)[T]) {
+#if !ADAINFER_Q512
+  if constexpr (R == 4 && T == 1) {
+    rowdot_k45_rows4<kFive>(w, rb, a, n, out);
+    return;
+  }
+#endif
   for (int r = 0; r < R; ++r) rowdot_k45_1<kFive, T>(w + r * rb, a, n, out[r]);
 }
 template <int R, int T>
