@@ -1005,7 +1005,7 @@ void rows8_dot(const uint8_t* w, size_t rb, const ActQ8_0Row* a, int64_t n, floa
   }
 }
 
-template <int T, bool kPacked = false>
+template <int T>
 void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, __m256* acc);
 constexpr int kPanel8Tokens = 4;
 
@@ -1025,7 +1025,7 @@ inline void rows8_tile(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t*
       auto part = [&](int tb, auto count) {
         constexpr int kC = decltype(count)::value;
         __m256 acc[kC];
-        q8_0_panel_dot<kC, true>(group, a + tb, n_in / 32, acc);
+        q8_0_panel_dot<kC>(group, a + tb, n_in / 32, acc);
         for (int t = 0; t < kC; ++t) _mm256_storeu_ps(Y + (t0 + tb + t) * ldy + r, acc[t]);
       };
       part(0, Count<kPanel8Tokens>{});
@@ -1672,34 +1672,17 @@ void k45_panel_dot(const uint8_t* panel, const ActQ8_KRow* a, int64_t nblocks, _
 // once per 8 rows; per block and 4 tokens the micro-kernel then loads 8 vectors of codes from L1/L2, takes |w| once
 // for the 4 tokens and keeps everything else in registers. Measured as k45_panel_dot, against rows8_dot's 8 x 8
 // tiles: 128 tokens 153 -> 139 ms (medians of 7), 512 tokens 694 -> 561 ms (medians of 5).
-// One panel block (32 elements of 8 rows): codes [8 quads q][32 bytes], int32 lane r = signed codes 4q .. 4q + 3 of
-// row r; d [8 float].
-constexpr size_t kQ8_0PanelD = 8 * 32, kQ8_0PanelBlock = kQ8_0PanelD + 32;
-
-// The 8 rows at w, w + rb, ..., w + 7 * rb (nblocks blocks each) into panel.
-inline void pack_q8_0_rows8(const uint8_t* w, size_t rb, int64_t nblocks, uint8_t* panel) {
-  const uint8_t* row[8];
-  for (int r = 0; r < 8; ++r) row[r] = w + r * rb;
-  for (int64_t b = 0; b < nblocks; ++b) {
-    const size_t off = static_cast<size_t>(b) * TQ8_0::kBytes;
-    uint8_t* p = panel + static_cast<size_t>(b) * kQ8_0PanelBlock;
-    __m256i C[8];
-    rows8_transpose16(row, off + TQ8_0::kQs, C);
-    rows8_transpose16(row, off + TQ8_0::kQs + 16, C + 4);
-    for (int q = 0; q < 8; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * q), C[q]);
-    _mm256_store_ps(reinterpret_cast<float*>(p + kQ8_0PanelD), halves_rows8(row, off));
-  }
-}
+// The panel is the packed layout (pack_rows8<TQ8_0>): a packed matrix's groups are read in place, GGUF rows are
+// packed 8 at a time into a buffer.
 
 // The panel's 8 rows times T activation rows: acc[t] lane r = dot(row r, activation row t). As rows8_dot: |w| times
 // the activation with w's sign (vpsignb), the pair sums (<= 2 * 128 * 127) through vpmaddwd one by one.
-// kPacked: the panel is a group of 8 rows of a packed matrix (pack_rows8: the same codes, then fp16 scales), read in
-// place. The products are those of rows8_dot, term by term (the same exact integer sums, the same scale product and
+// The products are those of rows8_dot, term by term (the same exact integer sums, the same scale product and
 // multiply-add per block), so a row's result does not depend on which of the two kernels computed it.
-template <int T, bool kPacked>
+template <int T>
 void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, __m256* acc) {
   const __m256i ones16 = _mm256_set1_epi16(1);
-  constexpr size_t kBlock = kPacked ? 8 * TQ8_0::kBytes : kQ8_0PanelBlock;
+  constexpr size_t kBlock = 8 * TQ8_0::kBytes;
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nblocks; ++b) {
     const uint8_t* p = panel + static_cast<size_t>(b) * kBlock;
@@ -1715,8 +1698,7 @@ void q8_0_panel_dot(const uint8_t* panel, const ActQ8_0Row* a, int64_t nblocks, 
         __asm__("" : "+x"(isum[t]));  // keeps the sum a chain (see k45_panel_dot)
       }
     }
-    const __m256 dv = kPacked ? _mm256_cvtph_ps(load128(p + kPackedCodes<TQ8_0>))
-                              : _mm256_load_ps(reinterpret_cast<const float*>(p + kQ8_0PanelD));
+    const __m256 dv = _mm256_cvtph_ps(load128(p + kPackedCodes<TQ8_0>));
     for (int t = 0; t < T; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, _mm256_broadcast_ss(a[t].d + b)), acc[t]);
   }
@@ -1737,7 +1719,7 @@ int64_t matmul_panels8(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t*
   constexpr bool kQ8 = Ty::kType == GgmlType::Q8_0, kFive = Ty::kType == GgmlType::Q5_K;
   static_assert(!kPacked || kQ8, "packed panels exist for Q8_0 only");
   const int64_t nblocks = n_in / (kQ8 ? 32 : 256);
-  const size_t block_bytes = kQ8 ? kQ8_0PanelBlock : kK45PanelBlock;
+  const size_t block_bytes = kQ8 ? 8 * TQ8_0::kBytes : kK45PanelBlock;
   uint8_t* panel = nullptr;
   if constexpr (!kPacked) {
     panel = static_cast<uint8_t*>(std::aligned_alloc(64, act_align64(static_cast<size_t>(nblocks) * block_bytes)));
@@ -1746,22 +1728,20 @@ int64_t matmul_panels8(const uint8_t* W, size_t rb, int64_t n_in, const uint8_t*
   int64_t r = row_begin;
   for (; r + 8 <= row_end; r += 8) {
     const uint8_t* rows = W + static_cast<size_t>(r) * rb;
-    if constexpr (kPacked) {
-      // (the group is the panel)
-    } else if constexpr (kQ8) {
-      pack_q8_0_rows8(rows, rb, nblocks, panel);
-    } else {
-      pack_k45_rows8<kFive>(rows, rb, nblocks, panel);
+    if constexpr (!kPacked) {  // (packed: the group is the panel)
+      if constexpr (kQ8) {
+        pack_rows8<TQ8_0>(rows, panel, 8, n_in);
+      } else {
+        pack_k45_rows8<kFive>(rows, rb, nblocks, panel);
+      }
     }
     auto tile = [&](int64_t t0, auto tokens) {
       constexpr int kT = decltype(tokens)::value;
       ActRow<Ty> a[kT];
       for (int t = 0; t < kT; ++t) a[t] = act_row<Ty>(A + (t0 + t) * lda, n_in);
       __m256 acc[kT];
-      if constexpr (kPacked) {
-        q8_0_panel_dot<kT, true>(rows, a, nblocks, acc);
-      } else if constexpr (kQ8) {
-        q8_0_panel_dot<kT>(panel, a, nblocks, acc);
+      if constexpr (kQ8) {
+        q8_0_panel_dot<kT>(kPacked ? rows : panel, a, nblocks, acc);
       } else {
         k45_panel_dot<kFive, kT>(panel, a, nblocks, acc);
       }
